@@ -1,0 +1,188 @@
+"""The cohort tables, each described once.
+
+These descriptions drive validation (``toolkit.data.validate``), the empty
+template files and the data dictionary (``data_templates/DATA_DICTIONARY.md``),
+so the three can never disagree.
+
+Time is always **days since CAR-T infusion** (day 0). No calendar dates and
+no direct identifiers are needed or accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Column kinds and what a cell of that kind may hold.
+KINDS = {
+    "id": "pseudonymous code, text without spaces",
+    "category": "one of the allowed values (case-insensitive)",
+    "number": "a number",
+    "day": "whole or fractional days since CAR-T infusion, 0 or more",
+    "cart_value": "a number, or below the LLOQ written as blank, BLQ or <x",
+    "mrd_value": "a number, or below the detection limit written as blank, negative, 0 or <x; "
+    "PNQ for positive but not quantifiable",
+}
+
+RESPONSES = ("CR", "CRi", "NR")
+CD19_STATUS = ("positive", "negative", "unknown")
+MRD_METHODS = ("flow", "ngs", "qpcr")
+SPECIMENS = ("BM", "PB")
+SEXES = ("F", "M")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of a cohort table.
+
+    ``required`` means the column must be present; ``blank`` says what an
+    empty cell means, or ``None`` when a blank cell is an error.
+    """
+
+    name: str
+    kind: str
+    description: str
+    unit: str = ""
+    required: bool = True
+    blank: str | None = None
+    allowed: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    example: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One file of a cohort folder (``<name>.csv`` or ``<name>.xlsx``)."""
+
+    name: str
+    description: str
+    columns: tuple[ColumnSpec, ...]
+    required: bool = True
+    extra_numeric_columns: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> ColumnSpec:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+PATIENT_ID = ColumnSpec(
+    "patient_id", "id", "Pseudonymous patient code, the same in every file.", example="P001"
+)
+
+PATIENTS = TableSpec(
+    name="patients",
+    description="One row a patient: randomized arm and baseline covariates.",
+    extra_numeric_columns=True,
+    columns=(
+        PATIENT_ID,
+        ColumnSpec(
+            "arm",
+            "category",
+            "Randomized arm, spelled exactly as `control_arm` or `experimental_arm` in study.toml.",
+            example="IFN-a + CAR-T",
+        ),
+        ColumnSpec("age_years", "number", "Age at infusion.", unit="years", required=False,
+                   blank="unknown", minimum=0, maximum=120, example="34"),
+        ColumnSpec("sex", "category", "Sex.", required=False, blank="unknown",
+                   allowed=SEXES, example="F"),
+        ColumnSpec("baseline_blasts_pct", "number", "Bone-marrow blasts before lymphodepletion.",
+                   unit="% of nucleated cells", required=False, blank="unknown",
+                   minimum=0, maximum=100, example="22.5"),
+        ColumnSpec("car_t_dose_per_kg", "number", "CAR-T cells infused per kg body weight.",
+                   unit="cells/kg", required=False, blank="unknown", minimum=0, example="1.2e7"),
+        ColumnSpec("prior_hsct", "number", "Allogeneic transplant before CAR-T: 1 yes, 0 no.",
+                   required=False, blank="unknown", minimum=0, maximum=1, example="0"),
+    ),
+    notes=(
+        "Any other column must be numeric; it is offered to the models as a baseline covariate.",
+    ),
+)
+
+OUTCOMES = TableSpec(
+    name="outcomes",
+    description="One row a patient: response, relapse, transplant, death and follow-up, "
+    "all in days since infusion.",
+    columns=(
+        PATIENT_ID,
+        ColumnSpec("response", "category", "Best response: CR, CRi (CR with incomplete count "
+                   "recovery) or NR (no response).", allowed=RESPONSES, example="CR"),
+        ColumnSpec("response_day", "day", "Day remission was first documented (CR/CRi).",
+                   unit="days", blank="no remission (required blank for NR)", example="28"),
+        ColumnSpec("relapse_day", "day", "Day of relapse after remission.", unit="days",
+                   blank="no relapse observed", example="243"),
+        ColumnSpec("relapse_cd19", "category", "CD19 status of the relapse.",
+                   allowed=CD19_STATUS, blank="no relapse", example="negative"),
+        ColumnSpec("hsct_day", "day", "Day of a consolidative allogeneic transplant after CAR-T.",
+                   unit="days", blank="no transplant", example=""),
+        ColumnSpec("death_day", "day", "Day of death from any cause.", unit="days",
+                   blank="alive at last follow-up", example=""),
+        ColumnSpec("last_followup_day", "day", "Last day the patient was known alive and "
+                   "assessed (the death day if the patient died).", unit="days", example="1460"),
+    ),
+    notes=("Every event day must be on or before `last_followup_day`.",),
+)
+
+CART_KINETICS = TableSpec(
+    name="cart_kinetics",
+    description="One row a blood sample: CAR-T transgene level.",
+    required=False,
+    columns=(
+        PATIENT_ID,
+        ColumnSpec("day", "day", "Sampling day.", unit="days", example="7"),
+        ColumnSpec("value", "cart_value", "Measured level. Blank, `BLQ` or `<x` means below the "
+                   "lower limit of quantification and is kept as a censored observation.",
+                   unit="as in `unit`", blank="below the LLOQ", minimum=0, example="15400"),
+        ColumnSpec("lloq", "number", "Lower limit of quantification of this sample's assay run.",
+                   unit="as in `unit`", blank="unknown (then `value` must be quantified or `<x`)",
+                   minimum=0, example="50"),
+        ColumnSpec("unit", "category", "Unit of `value` and `lloq`; one unit per file.",
+                   example="copies/ug"),
+    ),
+    notes=("Rows of a patient are in increasing day order.",),
+)
+
+MRD = TableSpec(
+    name="mrd",
+    description="One row an MRD assessment.",
+    required=False,
+    columns=(
+        PATIENT_ID,
+        ColumnSpec("day", "day", "Assessment day.", unit="days", example="28"),
+        ColumnSpec("mrd_pct", "mrd_value", "Leukemic cells as a percentage. Blank, `negative`, 0 "
+                   "or `<x` means below the detection limit (censored, never dropped); `PNQ` "
+                   "means detected but below the limit of quantification (interval-censored).",
+                   unit="% of nucleated cells", blank="below the detection limit",
+                   minimum=0, maximum=100, example="0.0032"),
+        ColumnSpec("lod_pct", "number", "Detection limit (sensitivity) of this assessment.",
+                   unit="%", blank="unknown (then `mrd_pct` must be quantified or `<x`)",
+                   minimum=0, maximum=100, example="0.01"),
+        ColumnSpec("loq_pct", "number", "Quantification limit, needed for `PNQ` values.",
+                   unit="%", required=False, blank="same as the detection limit",
+                   minimum=0, maximum=100, example="0.01"),
+        ColumnSpec("method", "category", "Assay.", allowed=MRD_METHODS, example="flow"),
+        ColumnSpec("specimen", "category", "Bone marrow (BM) or peripheral blood (PB).",
+                   allowed=SPECIMENS, example="BM"),
+    ),
+    notes=("Rows of a patient are in increasing day order (several methods may share a day).",),
+)
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (PATIENTS, OUTCOMES, CART_KINETICS, MRD)}
+
+STUDY_KEYS = {
+    "name": "Study name shown in reports.",
+    "control_arm": "Label of the control arm, exactly as in patients.csv `arm`.",
+    "experimental_arm": "Label of the experimental arm, exactly as in patients.csv `arm`.",
+    "notes": "Optional free text.",
+}
+
+# Below-limit spellings.
+CART_BLQ_TOKENS = ("", "blq", "bloq", "<lloq")
+MRD_NEGATIVE_TOKENS = ("", "negative", "neg", "undetectable", "not detected")
+MRD_PNQ_TOKENS = ("pnq", "positive", "positive not quantifiable")

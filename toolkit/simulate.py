@@ -1,0 +1,596 @@
+r"""Synthetic two-arm CAR-T trials drawn from one generative story, with known truth.
+
+``simulate_trial`` draws a whole trial (patients, outcomes, CAR-T kinetics,
+MRD) and ``compute_truth`` gives every population quantity the models
+report, under the names they use in ``summary.json``.
+
+Generative story (time = days since CAR-T infusion; arm a = 1 experimental)
+---------------------------------------------------------------------------
+1. **Baseline.** Age ~ U(12, 65) years; sex F/M 1:1; marrow blasts
+   ~ LogNormal(log 20 %, 0.9) clipped to [1, 95] %; dose ~ U(1, 2) x 1e7
+   cells/kg (NCT04534634); prior HSCT ~ Bernoulli(0.5). Arms 1:1.
+2. **CAR-T kinetics** (Stein 2019, domain.md §1.1; the random-effect column
+   of Stein's Table 1 is read as the log-scale SD omega, as Monolix reports it):
+   log Cmax ~ N(log 24000 + a log(cmax_gmr), 0.65), log Tmax ~ N(log 9.3, 0.38),
+   log foldx ~ N(log 3900, 2.4 -> 1.0, see note), log alpha ~ N(log 0.16, 0.91),
+   logit FB ~ N(logit 0.0079, 0.8), log beta ~ N(log 0.0032 - a
+   log(persistence_half_life_ratio), 0.86); beta is capped at alpha/2 so the
+   persistence phase is always the slower one.
+
+       C(t) = Cmax/foldx * exp(rho t),                          t <  Tmax, rho = ln(foldx)/Tmax
+       C(t) = Cmax [(1-FB) e^{-alpha (t-Tmax)} + FB e^{-beta (t-Tmax)}],  t >= Tmax
+
+   qPCR: log y = log C + N(0, 0.56); y < LLOQ (50 copies/ug) is reported BLQ.
+   *Note:* Stein's omega 2.4 for foldx only shapes the unobserved pre-peak
+   start R0; 1.0 is used so that day-1 samples stay plausible.
+   Loss of CAR-T persistence T_loss is the day C(t) falls below the LLOQ.
+3. **Response** (CR/CRi at day 28, else NR): logit P = logit(0.85) +
+   0.8 z_cmax, z_cmax = (log Cmax - log 24000)/0.65 (responders expand
+   more, Mueller 2018). CR vs CRi 4:1.
+4. **Cure.** A responder is cured (leukemia eradicated, never relapses) with
+   probability pi_a, logit pi_a = logit(0.45) + a log(cure_odds_ratio).
+5. **Relapse** of an uncured responder, time s from the response day, a
+   Weibull proportional-hazards model with time-varying terms:
+
+       h(s) = (k/lam) (s/lam)^(k-1) exp(eta_i + g_loss 1[s > s_loss] + g_hsct 1[s > s_hsct])
+       eta_i = a log(hazard_ratio_direct) + g_cmax (log Cmax_i - log 24000)
+               + g_blasts (blasts_i - 20)
+
+   k = 1.2, lam = 270 d (median 200 d without the loss term), g_cmax = -0.34
+   per ln Cmax (Awasthi 2020), g_loss = log 3 (loss of CAR-T; Pulsipher
+   2022 reports HR 4.5 for B-cell recovery), g_blasts = 0.01 per % blasts,
+   g_hsct = log 0.5. CD19-negative relapse: 80 % while CAR-T persists, 10 %
+   after its loss; 5 % of relapses are typed unknown.
+6. **MRD** (log10 fraction): starts at log10(blasts/100), declines at a
+   patient rate k_i ~ LogNormal(log 0.3 + a log(clearance_rate_ratio), 0.35)
+   log10/day to a floor (cured: -8, eradicated; uncured: N(-5, 0.7));
+   an uncured patient's MRD regrows at rate log10(2)/T_d, T_d ~
+   LogNormal(log 12 d, 0.35), reaching 5 % blasts at the relapse day (MRD
+   recurrence precedes relapse, as in Pulsipher 2022). Non-responders stay
+   at >= 5 %. Flow (LoD 0.01 %, log10 SD 0.3, bias -0.1) at days 28, 90,
+   180, 270, 365, 540, 730 and at relapse; NGS (LoD 1e-4 %, LoQ 1e-3 %,
+   SD 0.15) at days 28, 90, 180, 365 in half the patients.
+7. **Transplant and death.** 20 % of responders get a consolidative HSCT
+   in remission U(45, 120) days after response. Death: non-responders
+   rate ln2/210 per day; in remission 3 %/year (15 %/year after HSCT);
+   after relapse ln2/365 per day. Accrual gives administrative follow-up
+   U(3, 5) years; loss to follow-up 2 %/year.
+
+Truth (``compute_truth``)
+-------------------------
+Each true value is a population quantity of this story, for the endpoint
+relapse-free survival from the response day (event: relapse or death in
+remission) in the hypothetical world **without consolidative HSCT** (what
+the default "censor at HSCT" analysis estimates; HSCT here is assigned at
+random, so censoring at it is not informative). Where there is no closed
+form, values are averages over ``TRUTH_PATIENTS`` simulated patients per
+arm, with conditional survival computed exactly per patient (no event-time
+noise):
+
+- ``rfs_{D}d_{arm}`` = mean_i exp(-mu_nrm D) [pi + (1-pi) exp(-H_i(D))] over
+  responders; ``rfs_{D}d_difference`` = experimental - control.
+- ``hazard_ratio``: the hazard ratio a Weibull proportional-hazards fit
+  converges to on this design (maximum likelihood on the large population
+  with the trial's administrative censoring). ``hazard_ratio_uncured``:
+  the same among uncured responders. ``prob_*`` quantities are posterior
+  statements and have no truth.
+- ``cure_fraction_{arm}`` = pi_arm; ``median_rfs_days_{arm}`` where RFS
+  falls below 0.5 within 10 years (else absent).
+- CAR-T: ``cmax_copies_per_ug_{arm}``, ``tmax_days_{arm}``,
+  ``half_life_contraction_days_{arm}`` (ln2/alpha),
+  ``half_life_persistence_days_{arm}`` (ln2/beta) and
+  ``persistence_fraction_{arm}`` (FB) of the typical patient (every
+  parameter at its population median); ``auc_0_28_{arm}`` the typical
+  patient's AUC0-28; ``cmax_gmr`` and ``auc28_gmr`` ratios of population
+  geometric means of patients' Cmax and AUC0-28; ``persistence_half_life_ratio``
+  and ``tmax_difference_days`` typical-patient contrasts.
+- MRD: ``clearance_rate_ratio``; ``mrd_negative_28d_flow_{arm}`` and
+  ``mrd_negative_28d_ngs_{arm}`` = P(true MRD at day 28 < 1e-4 / < 1e-6)
+  among all infused patients; ``mrd_recurrence_365d_{arm}`` = P(true MRD
+  rises to >= 1e-4 by day 365 | below 1e-4 at day 28, responder), without
+  HSCT or death; ``time_to_mrd_negativity_days_{arm}`` the median day true
+  MRD first falls below 1e-4 among those who get there.
+- Associations (conditional, exact): ``hazard_ratio_direct``,
+  ``log_hr_per_log_cmax``, ``log_hr_cart_loss``, ``log_hr_hsct``,
+  ``log_hr_baseline_blasts_pct``; ``response_rate_{arm}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, special
+
+from toolkit.data.io import write_study
+
+CONTROL_LABEL = "CAR-T"
+EXPERIMENTAL_LABEL = "IFN-a + CAR-T"
+TRUTH_PATIENTS = 200_000
+RFS_HORIZONS = (180, 365)
+CART_DAYS = (1, 4, 7, 10, 14, 21, 28, 42, 56, 90, 120, 180, 270, 365)
+FLOW_DAYS = (28, 90, 180, 270, 365, 540, 730)
+NGS_DAYS = (28, 90, 180, 365)
+
+
+@dataclass(frozen=True)
+class Effects:
+    """IFN-alpha effects, experimental vs control (1.0 = no effect)."""
+
+    cmax_gmr: float = 1.5
+    persistence_half_life_ratio: float = 1.5
+    clearance_rate_ratio: float = 1.3
+    hazard_ratio_direct: float = 0.8
+    cure_odds_ratio: float = 1.0
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def with_overrides(self, overrides: dict[str, float]) -> Effects:
+        unknown = sorted(set(overrides) - set(self.names()))
+        if unknown:
+            raise ValueError(f"unknown effect(s) {', '.join(unknown)}; valid names: {', '.join(self.names())}")
+        for name, value in overrides.items():
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"effect {name} must be a positive ratio, got {value}")
+        return replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class TrialParameters:
+    """Control-arm population parameters of the generative story (see module docstring)."""
+
+    # CAR-T kinetics, Stein 2019 Table 1 (typical values; omega as log-scale SD)
+    cmax: float = 24_000.0
+    omega_cmax: float = 0.65
+    tmax: float = 9.3
+    omega_tmax: float = 0.38
+    foldx: float = 3_900.0
+    omega_foldx: float = 1.0
+    alpha: float = 0.16
+    omega_alpha: float = 0.91
+    fb: float = 0.0079
+    omega_fb: float = 0.8
+    beta: float = 0.0032
+    omega_beta: float = 0.86
+    sigma_cart: float = 0.56
+    lloq: float = 50.0
+    # response and cure
+    response_rate: float = 0.85
+    response_per_sd_cmax: float = 0.8
+    cure_fraction: float = 0.45
+    # relapse hazard of the uncured (Weibull PH, time from response)
+    weibull_shape: float = 1.2
+    weibull_scale_days: float = 270.0
+    log_hr_per_log_cmax: float = -0.34
+    log_hr_cart_loss: float = math.log(3.0)
+    log_hr_baseline_blasts_pct: float = 0.01
+    log_hr_hsct: float = math.log(0.5)
+    # MRD (log10 fraction)
+    clearance_log10_per_day: float = 0.3
+    omega_clearance: float = 0.35
+    floor_uncured_log10: float = -5.0
+    floor_uncured_sd: float = 0.7
+    doubling_days: float = 12.0
+    omega_doubling: float = 0.35
+    flow_sd_log10: float = 0.3
+    flow_bias_log10: float = -0.1
+    ngs_sd_log10: float = 0.15
+    ngs_fraction: float = 0.5
+    # transplant, death, follow-up
+    hsct_fraction: float = 0.2
+    nrm_per_year: float = 0.03
+    nrm_after_hsct_per_year: float = 0.15
+    death_nr_median_days: float = 210.0
+    death_after_relapse_median_days: float = 365.0
+    followup_min_days: float = 3 * 365.0
+    followup_max_days: float = 5 * 365.0
+    loss_to_followup_per_year: float = 0.02
+
+
+# --------------------------------------------------------------------------- kinetics
+
+
+def cart_curve(t, cmax, tmax, foldx, alpha, beta, fb):
+    """Stein 2019 piecewise CAR-T curve C(t) (copies/ug), vectorised over patients."""
+    t = np.asarray(t, dtype=float)
+    rho = np.log(foldx) / tmax
+    expansion = cmax / foldx * np.exp(rho * np.minimum(t, tmax))
+    dt = np.maximum(t - tmax, 0.0)
+    contraction = cmax * ((1 - fb) * np.exp(-alpha * dt) + fb * np.exp(-beta * dt))
+    return np.where(t < tmax, expansion, contraction)
+
+
+def cart_auc(t_end, cmax, tmax, foldx, alpha, beta, fb):
+    r"""AUC of the Stein curve from 0 to ``t_end`` in closed form.
+
+    AUC = (Cmax - R0)/rho  [expansion, if t_end >= Tmax]
+        + Cmax [(1-FB)(1-e^{-alpha d})/alpha + FB (1-e^{-beta d})/beta],  d = t_end - Tmax.
+    """
+    rho = np.log(foldx) / tmax
+    r0 = cmax / foldx
+    t1 = np.minimum(t_end, tmax)
+    expansion = r0 * (np.exp(rho * t1) - 1.0) / rho
+    d = np.maximum(t_end - tmax, 0.0)
+    contraction = cmax * ((1 - fb) * -np.expm1(-alpha * d) / alpha + fb * -np.expm1(-beta * d) / beta)
+    return expansion + contraction
+
+
+def time_below(level, cmax, tmax, foldx, alpha, beta, fb, horizon=20 * 365.0):
+    """Day the contraction phase falls below ``level`` (Tmax if the peak is below; inf if never)."""
+    cmax, tmax = np.broadcast_arrays(np.asarray(cmax, float), np.asarray(tmax, float))
+    lo, hi = tmax.copy(), tmax + horizon
+    never = cart_curve(hi, cmax, tmax, foldx, alpha, beta, fb) >= level
+    for _ in range(60):  # bisection: C is decreasing after Tmax
+        mid = 0.5 * (lo + hi)
+        above = cart_curve(mid, cmax, tmax, foldx, alpha, beta, fb) >= level
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    out = np.where(cmax < level, tmax, hi)
+    return np.where(never, np.inf, out)
+
+
+# --------------------------------------------------------------------------- population
+
+
+def _draw_population(n: int, arm: np.ndarray, p: TrialParameters, e: Effects, rng) -> dict[str, np.ndarray]:
+    """Latent patient-level quantities (no sampling of observations)."""
+    z = lambda: rng.standard_normal(n)  # noqa: E731
+    blasts = np.clip(np.exp(np.log(20.0) + 0.9 * z()), 1.0, 95.0)
+    pop = {
+        "arm": arm,
+        "age_years": rng.uniform(12, 65, n),
+        "sex": np.where(rng.random(n) < 0.5, "F", "M"),
+        "baseline_blasts_pct": blasts,
+        "car_t_dose_per_kg": rng.uniform(1e7, 2e7, n),
+        "prior_hsct": (rng.random(n) < 0.5).astype(int),
+    }
+    pop["log_cmax"] = np.log(p.cmax) + arm * np.log(e.cmax_gmr) + p.omega_cmax * z()
+    pop["cmax"] = np.exp(pop["log_cmax"])
+    pop["tmax"] = np.exp(np.log(p.tmax) + p.omega_tmax * z())
+    pop["foldx"] = np.exp(np.log(p.foldx) + p.omega_foldx * z())
+    pop["alpha"] = np.exp(np.log(p.alpha) + p.omega_alpha * z())
+    pop["fb"] = special.expit(special.logit(p.fb) + p.omega_fb * z())
+    beta = np.exp(np.log(p.beta) - arm * np.log(e.persistence_half_life_ratio) + p.omega_beta * z())
+    pop["beta"] = np.minimum(beta, pop["alpha"] / 2)
+    kin = {k: pop[k] for k in ("cmax", "tmax", "foldx", "alpha", "beta", "fb")}
+    pop["t_loss"] = time_below(p.lloq, **kin)
+    z_cmax = (pop["log_cmax"] - np.log(p.cmax)) / p.omega_cmax
+    pop["p_response"] = special.expit(special.logit(p.response_rate) + p.response_per_sd_cmax * z_cmax)
+    pop["responder"] = rng.random(n) < pop["p_response"]
+    pop["response_day"] = np.where(pop["responder"], 28.0, np.nan)
+    pop["p_cure"] = special.expit(special.logit(p.cure_fraction) + arm * np.log(e.cure_odds_ratio))
+    pop["cured"] = pop["responder"] & (rng.random(n) < pop["p_cure"])
+    pop["eta"] = (arm * np.log(e.hazard_ratio_direct)
+                  + p.log_hr_per_log_cmax * (pop["log_cmax"] - np.log(p.cmax))
+                  + p.log_hr_baseline_blasts_pct * (blasts - 20.0))
+    pop["clearance"] = np.exp(np.log(p.clearance_log10_per_day) + arm * np.log(e.clearance_rate_ratio)
+                              + p.omega_clearance * z())
+    pop["mrd0"] = np.log10(blasts / 100.0)
+    pop["floor"] = np.where(pop["cured"], -8.0, p.floor_uncured_log10 + p.floor_uncured_sd * z())
+    pop["growth"] = np.log10(2.0) / np.exp(np.log(p.doubling_days) + p.omega_doubling * z())
+    return pop
+
+
+def _weibull_cumhaz(s, k, lam):
+    return (np.maximum(s, 0.0) / lam) ** k
+
+
+def _relapse_cumhaz(s, pop, p: TrialParameters, s_hsct=None):
+    """Cumulative relapse hazard of the uncured at time s since response.
+
+    With multiplier m(s) = exp(g_loss 1[s > c_loss] + g_hsct 1[s > c_hsct]) and
+    H0(s) = (s/lam)^k, H(s) = e^eta [H0(s) + sum_j (e^{g_j}-1) D(c_j)
+    + (e^{g_loss}-1)(e^{g_hsct}-1) D(max c)], D(c) = H0(s) - H0(min(s, c)).
+    """
+    k, lam = p.weibull_shape, p.weibull_scale_days
+    h0 = _weibull_cumhaz(s, k, lam)
+
+    def after(c):
+        c = np.where(np.isfinite(c), c, np.inf)
+        return h0 - _weibull_cumhaz(np.minimum(s, c), k, lam)
+
+    c_loss = np.maximum(pop["t_loss"] - 28.0, 0.0)
+    e_loss = np.expm1(p.log_hr_cart_loss)
+    total = h0 + e_loss * after(c_loss)
+    if s_hsct is not None:
+        e_hsct = np.expm1(p.log_hr_hsct)
+        total = total + e_hsct * after(s_hsct) + e_loss * e_hsct * after(np.maximum(c_loss, s_hsct))
+    return np.exp(pop["eta"]) * total
+
+
+def _invert_cumhaz(target, pop, p, s_hsct=None, horizon=40 * 365.0):
+    """Smallest s with H(s) >= target, by bisection (H is increasing)."""
+    lo = np.zeros_like(target)
+    hi = np.full_like(target, horizon)
+    beyond = _relapse_cumhaz(hi, pop, p, s_hsct) < target
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        below = _relapse_cumhaz(mid, pop, p, s_hsct) < target
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return np.where(beyond, np.inf, hi)
+
+
+# --------------------------------------------------------------------------- one trial
+
+
+@dataclass
+class SimulatedTrial:
+    """A simulated trial: cohort tables plus the latent truth per patient."""
+
+    study: dict
+    patients: pd.DataFrame
+    outcomes: pd.DataFrame
+    cart_kinetics: pd.DataFrame
+    mrd: pd.DataFrame
+    latent: pd.DataFrame
+    truth: dict = field(default_factory=dict)
+
+    def write(self, out: str | Path) -> Path:
+        """Write the cohort folder (study.toml, CSVs, truth.json)."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_study(out, self.study)
+        for name in ("patients", "outcomes", "cart_kinetics", "mrd"):
+            getattr(self, name).to_csv(out / f"{name}.csv", index=False, lineterminator="\n")
+        (out / "truth.json").write_text(json.dumps(self.truth, indent=2, sort_keys=False) + "\n")
+        return out
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return ""
+    return f"{x:.{digits}g}"
+
+
+def _fmt_day(x: float) -> str:
+    return "" if x is None or not math.isfinite(x) else str(int(round(x)))
+
+
+def simulate_trial(n_patients: int = 60, seed: int = 20261125, effects: dict[str, float] | Effects | None = None,
+                   parameters: TrialParameters | None = None, *, with_truth: bool = True) -> SimulatedTrial:
+    """Draw one whole two-arm trial. See the module docstring for the story.
+
+    Parameters
+    ----------
+    n_patients : number of randomized and infused patients (1:1 arms).
+    seed : random seed; the same seed gives the same trial.
+    effects : IFN-alpha effect sizes (``Effects`` or a dict of overrides).
+    parameters : control-arm population parameters.
+    with_truth : also compute ``truth`` (about a second).
+    """
+    if n_patients < 2:
+        raise ValueError("n_patients must be at least 2 (one a arm)")
+    e = effects if isinstance(effects, Effects) else Effects().with_overrides(effects or {})
+    p = parameters or TrialParameters()
+    rng = np.random.default_rng(seed)
+    n = n_patients
+    arm = rng.permutation(np.arange(n) % 2)
+    pop = _draw_population(n, arm, p, e, rng)
+
+    # transplant, relapse, death, follow-up (days since infusion)
+    resp = pop["responder"]
+    s_hsct = np.where(resp & (rng.random(n) < p.hsct_fraction), rng.uniform(45, 120, n), np.inf)
+    s_relapse = np.where(resp & ~pop["cured"], _invert_cumhaz(rng.exponential(size=n), pop, p, s_hsct), np.inf)
+    relapse_day = 28.0 + s_relapse
+    hsct_day = np.where(s_hsct < s_relapse, 28.0 + s_hsct, np.inf)
+    nrm = p.nrm_per_year / 365.0
+    nrm_hsct = p.nrm_after_hsct_per_year / 365.0
+    # death in remission: rate nrm before HSCT, nrm_hsct after
+    u = rng.exponential(size=n)
+    t_before = np.where(np.isfinite(hsct_day), hsct_day - 28.0, np.inf)
+    with np.errstate(invalid="ignore"):  # inf - inf for patients without HSCT, not used
+        s_death_rem = np.where(u / nrm < t_before, u / nrm, t_before + (u - nrm * t_before) / nrm_hsct)
+    death_rem_day = 28.0 + s_death_rem
+    death_nr_day = rng.exponential(p.death_nr_median_days / np.log(2), n)
+    death_after_relapse = relapse_day + rng.exponential(p.death_after_relapse_median_days / np.log(2), n)
+    death_day = np.where(resp, np.where(relapse_day < death_rem_day, death_after_relapse, death_rem_day), death_nr_day)
+    relapse_day = np.where(relapse_day < death_rem_day, relapse_day, np.inf)
+    hsct_day = np.where(hsct_day < np.minimum(relapse_day, death_day), hsct_day, np.inf)
+    admin = rng.uniform(p.followup_min_days, p.followup_max_days, n)
+    lost = rng.exponential(365.0 / p.loss_to_followup_per_year, n)
+    last = np.minimum.reduce([admin, lost, death_day])
+    died = death_day <= last
+    relapse_seen = relapse_day <= last
+    hsct_seen = hsct_day <= last
+
+    # CD19 status of relapse
+    persisting = relapse_day < pop["t_loss"]
+    cd19 = np.where(rng.random(n) < np.where(persisting, 0.8, 0.1), "negative", "positive")
+    cd19 = np.where(rng.random(n) < 0.05, "unknown", cd19)
+
+    ids = [f"P{i + 1:03d}" for i in range(n)]
+    labels = np.where(arm == 1, EXPERIMENTAL_LABEL, CONTROL_LABEL)
+    patients = pd.DataFrame({
+        "patient_id": ids, "arm": labels,
+        "age_years": [_fmt(round(a)) for a in pop["age_years"]],
+        "sex": pop["sex"],
+        "baseline_blasts_pct": [_fmt(b, 3) for b in pop["baseline_blasts_pct"]],
+        "car_t_dose_per_kg": [f"{d:.2e}" for d in pop["car_t_dose_per_kg"]],
+        "prior_hsct": pop["prior_hsct"],
+    })
+    response = np.where(resp, np.where(rng.random(n) < 0.8, "CR", "CRi"), "NR")
+    # a relapse or transplant day equal to last follow-up is on the last visit; keep them integer-consistent
+    last_i = np.ceil(last)
+    outcomes = pd.DataFrame({
+        "patient_id": ids, "response": response,
+        "response_day": [_fmt_day(d) for d in pop["response_day"]],
+        "relapse_day": [_fmt_day(min(d, l)) if s else "" for d, l, s in zip(relapse_day, last_i, relapse_seen)],
+        "relapse_cd19": [c if s else "" for c, s in zip(cd19, relapse_seen)],
+        "hsct_day": [_fmt_day(min(d, l)) if s else "" for d, l, s in zip(hsct_day, last_i, hsct_seen)],
+        "death_day": [_fmt_day(l) if s else "" for l, s in zip(last_i, died)],
+        "last_followup_day": [_fmt_day(l) for l in last_i],
+    })
+    # relapse must come strictly after response (day 28): push same-day relapses by one day
+    rd = pd.to_numeric(outcomes["relapse_day"], errors="coerce")
+    outcomes.loc[rd <= 28, "relapse_day"] = "29"
+    bump = (rd <= 28) & (last_i < 29)
+    outcomes.loc[bump, "last_followup_day"] = "29"
+    outcomes.loc[bump & died, "death_day"] = "29"
+
+    # end of kinetics sampling: relapse, transplant, death or last follow-up
+    stop = np.minimum.reduce([np.where(relapse_seen, relapse_day, np.inf), np.where(hsct_seen, hsct_day, np.inf), last])
+    cart_rows, mrd_rows = [], []
+    kin = {k: pop[k] for k in ("cmax", "tmax", "foldx", "alpha", "beta", "fb")}
+    for i in range(n):
+        days = np.array(CART_DAYS, float)
+        jitter = np.where(days > 28, np.round(rng.uniform(-0.05, 0.05, days.size) * days), 0.0)
+        days = np.unique(days + jitter)
+        days = days[days <= min(stop[i], last_i[i])]
+        level = cart_curve(days, *(np.full(days.size, kin[k][i]) for k in kin))
+        y = level * np.exp(p.sigma_cart * rng.standard_normal(days.size))
+        for d, v in zip(days, y):
+            cart_rows.append((ids[i], int(d), "BLQ" if v < p.lloq else _fmt(v), _fmt(p.lloq), "copies/ug"))
+        mrd_rows += _mrd_assessments(i, ids[i], pop, p, relapse_day[i], relapse_seen[i], stop[i], last_i[i], rng)
+    cart = pd.DataFrame(cart_rows, columns=["patient_id", "day", "value", "lloq", "unit"])
+    mrd = pd.DataFrame(mrd_rows, columns=["patient_id", "day", "mrd_pct", "lod_pct", "loq_pct", "method", "specimen"])
+    latent = pd.DataFrame({k: v for k, v in pop.items()}, index=ids)
+    latent["relapse_day_latent"] = relapse_day
+    study = {"name": f"Simulated IFN-a + CAR-T trial (seed {seed})", "control_arm": CONTROL_LABEL,
+             "experimental_arm": EXPERIMENTAL_LABEL,
+             "notes": "Synthetic data from toolkit.simulate; see truth.json for the true values."}
+    trial = SimulatedTrial(study, patients, outcomes, cart, mrd, latent)
+    if with_truth:
+        trial.truth = {"seed": seed, "n_patients": n, "effects": asdict(e), "parameters": asdict(p),
+                       "estimands": compute_truth(e, p)}
+    return trial
+
+
+def _true_mrd(t, i, pop, relapse_day):
+    """True log10 MRD of patient i at days t."""
+    decline = np.maximum(pop["mrd0"][i] - pop["clearance"][i] * t, pop["floor"][i])
+    if not pop["responder"][i]:
+        return np.maximum(decline, np.log10(0.05) + 0.3)
+    regrowth = np.log10(0.05) - pop["growth"][i] * (relapse_day - t)
+    return np.maximum(decline, regrowth) if np.isfinite(relapse_day) else decline
+
+
+def _mrd_assessments(i, pid, pop, p, relapse_day, relapse_seen, stop, last, rng):
+    rows = []
+    flow_days = [d for d in FLOW_DAYS if d <= min(stop, last)] if pop["responder"][i] else [28]
+    if relapse_seen:
+        flow_days.append(int(min(round(relapse_day), last)))
+    flow_days = sorted(set(d for d in flow_days if d <= last))
+    ngs = pop["responder"][i] and rng.random() < p.ngs_fraction
+    ngs_days = set(d for d in NGS_DAYS if d in flow_days) if ngs else set()
+    for d in flow_days:
+        true = _true_mrd(np.array([float(d)]), i, pop, relapse_day)[0]
+        obs = true + p.flow_bias_log10 + p.flow_sd_log10 * rng.standard_normal()
+        pct = min(10 ** obs * 100, 99.0)
+        rows.append((pid, d, "negative" if pct < 0.01 else _fmt(pct, 3), "0.01", "", "flow", "BM"))
+        if d in ngs_days:
+            obs = true + p.ngs_sd_log10 * rng.standard_normal()
+            pct = min(10 ** obs * 100, 99.0)
+            text = "negative" if pct < 1e-4 else ("PNQ" if pct < 1e-3 else _fmt(pct, 3))
+            rows.append((pid, d, text, "0.0001", "0.001", "ngs", "BM"))
+    return rows
+
+
+# --------------------------------------------------------------------------- truth
+
+
+def _weibull_ph_mle(time, event, arm) -> float:
+    """Log hazard ratio of a Weibull PH maximum-likelihood fit (used for the truth projection)."""
+
+    def nll(theta):
+        log_k, log_lam, b = theta
+        k, lam = np.exp(log_k), np.exp(log_lam)
+        lin = b * arm
+        z = (time / lam) ** k * np.exp(lin)
+        logh = np.log(k / lam) + (k - 1) * np.log(time / lam) + lin
+        return -(np.sum(event * logh) - np.sum(z))
+
+    res = optimize.minimize(nll, x0=[0.0, np.log(np.median(time)), 0.0], method="Nelder-Mead",
+                            options={"xatol": 1e-6, "fatol": 1e-6, "maxiter": 4000})
+    return float(res.x[2])
+
+
+def compute_truth(effects: Effects | None = None, parameters: TrialParameters | None = None,
+                  n: int = TRUTH_PATIENTS, seed: int = 1) -> dict[str, float]:
+    """Every true estimand of the story, by name (see the module docstring for definitions)."""
+    e, p = effects or Effects(), parameters or TrialParameters()
+    rng = np.random.default_rng(seed)
+    truth: dict[str, float] = {}
+    rfs_curve, rfs_times = {}, np.arange(0, 3651, 5.0)
+    pops = {}
+    for a, name in ((0, "control"), (1, "experimental")):
+        pop = _draw_population(n, np.full(n, a), p, e, rng)
+        pops[name] = pop
+        resp = pop["responder"]
+        r = {k: v[resp] for k, v in pop.items()}
+        truth[f"response_rate_{name}"] = float(resp.mean())
+        pi = r["p_cure"]
+        nrm = p.nrm_per_year / 365.0
+
+        def rfs(d):
+            return float(np.mean(np.exp(-nrm * d) * (pi + (1 - pi) * np.exp(-_relapse_cumhaz(np.full(pi.size, d), r, p)))))
+
+        for d in RFS_HORIZONS:
+            truth[f"rfs_{d}d_{name}"] = rfs(d)
+        rfs_curve[name] = np.array([rfs(t) for t in rfs_times])
+        below = np.nonzero(rfs_curve[name] < 0.5)[0]
+        if below.size:
+            truth[f"median_rfs_days_{name}"] = float(rfs_times[below[0]])
+        truth[f"cure_fraction_{name}"] = float(np.mean(pi))
+        # CAR-T typical patient (population medians)
+        typ = dict(cmax=p.cmax * (e.cmax_gmr if a else 1.0), tmax=p.tmax, foldx=p.foldx, alpha=p.alpha,
+                   beta=min(p.beta / (e.persistence_half_life_ratio if a else 1.0), p.alpha / 2), fb=p.fb)
+        truth[f"cmax_copies_per_ug_{name}"] = typ["cmax"]
+        truth[f"tmax_days_{name}"] = typ["tmax"]
+        truth[f"auc_0_28_{name}"] = float(cart_auc(28.0, **typ))
+        truth[f"half_life_contraction_days_{name}"] = math.log(2) / typ["alpha"]
+        truth[f"half_life_persistence_days_{name}"] = math.log(2) / typ["beta"]
+        truth[f"persistence_fraction_{name}"] = typ["fb"]
+        kin = {k: pop[k] for k in ("cmax", "tmax", "foldx", "alpha", "beta", "fb")}
+        pop["log_auc28"] = np.log(cart_auc(28.0, **kin))
+        # MRD
+        mrd28 = np.where(pop["responder"], np.maximum(pop["mrd0"] - 28 * pop["clearance"], pop["floor"]), 0.0)
+        s_rel = np.where(resp & ~pop["cured"], _invert_cumhaz(rng.exponential(size=n), pop, p), np.inf)
+        rel_day = 28.0 + s_rel
+        regrow28 = np.log10(0.05) - pop["growth"] * (rel_day - 28.0)
+        mrd28 = np.where(pop["responder"], np.maximum(mrd28, regrow28), mrd28)
+        truth[f"mrd_negative_28d_flow_{name}"] = float(np.mean(mrd28 < -4))
+        truth[f"mrd_negative_28d_ngs_{name}"] = float(np.mean(mrd28 < -6))
+        t_recur = rel_day - (np.log10(0.05) + 4.0) / pop["growth"]
+        neg28 = pop["responder"] & (mrd28 < -4)
+        truth[f"mrd_recurrence_365d_{name}"] = float(np.mean(t_recur[neg28] <= 365))
+        t_neg = (pop["mrd0"] + 4.0) / pop["clearance"]
+        reach = pop["responder"] & (pop["floor"] < -4) & (t_neg < t_recur)
+        truth[f"time_to_mrd_negativity_days_{name}"] = float(np.median(np.maximum(t_neg[reach], 0.0)))
+        pop["s_relapse"] = s_rel
+    c, x = pops["control"], pops["experimental"]
+    truth["rfs_180d_difference"] = truth["rfs_180d_experimental"] - truth["rfs_180d_control"]
+    truth["rfs_365d_difference"] = truth["rfs_365d_experimental"] - truth["rfs_365d_control"]
+    truth["cure_fraction_difference"] = truth["cure_fraction_experimental"] - truth["cure_fraction_control"]
+    truth["mrd_recurrence_365d_difference"] = truth["mrd_recurrence_365d_experimental"] - truth["mrd_recurrence_365d_control"]
+    truth["cmax_gmr"] = float(np.exp(x["log_cmax"].mean() - c["log_cmax"].mean()))
+    truth["auc28_gmr"] = float(np.exp(x["log_auc28"].mean() - c["log_auc28"].mean()))
+    truth["tmax_difference_days"] = truth["tmax_days_experimental"] - truth["tmax_days_control"]
+    truth["persistence_half_life_ratio"] = (truth["half_life_persistence_days_experimental"]
+                                            / truth["half_life_persistence_days_control"])
+    truth["clearance_rate_ratio"] = e.clearance_rate_ratio
+    truth["hazard_ratio_direct"] = e.hazard_ratio_direct
+    truth["log_hr_per_log_cmax"] = p.log_hr_per_log_cmax
+    truth["log_hr_cart_loss"] = p.log_hr_cart_loss
+    truth["log_hr_hsct"] = p.log_hr_hsct
+    truth["log_hr_baseline_blasts_pct"] = p.log_hr_baseline_blasts_pct
+    # Weibull-PH projections on the design (admin censoring U(3, 5) years, death in remission an event)
+    times, events, arms, uncured = [], [], [], []
+    for a, pop in ((0, c), (1, x)):
+        resp = pop["responder"]
+        s_rel = pop["s_relapse"][resp]
+        s_death = rng.exponential(365.0 / p.nrm_per_year, resp.sum())
+        s_cens = rng.uniform(p.followup_min_days, p.followup_max_days, resp.sum()) - 28.0
+        t = np.minimum.reduce([s_rel, s_death, s_cens])
+        times.append(np.maximum(t, 1e-3)), events.append((t < s_cens).astype(float))
+        arms.append(np.full(t.size, float(a))), uncured.append(~pop["cured"][resp])
+    t, ev, ar, un = (np.concatenate(v) for v in (times, events, arms, uncured))
+    sub = rng.random(t.size) < min(1.0, 100_000 / t.size)  # the MLE is precise well before 200k
+    truth["hazard_ratio"] = math.exp(_weibull_ph_mle(t[sub], ev[sub], ar[sub]))
+    sub = sub & un
+    truth["hazard_ratio_uncured"] = math.exp(_weibull_ph_mle(t[sub], ev[sub], ar[sub]))
+    return {k: float(v) for k, v in sorted(truth.items())}
