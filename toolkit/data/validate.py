@@ -366,8 +366,9 @@ def _check_table(t: _Table, problems: list[Problem]) -> None:
         return  # cell checks need the columns; the structural problems say what to fix first
     known = [c for c in t.raw.columns if c in t.spec.column_names]
     raw = t.raw[known + [c for c in t.raw.columns if c not in t.spec.column_names]]
-    problems.extend(_run_rules(raw, raw, t.file, _cell_rules(t.spec, known)))
-    problems.extend(_extra_column_problems(t))
+    cell_problems = _run_rules(raw, raw, t.file, _cell_rules(t.spec, known)) + _extra_column_problems(t)
+    problems.extend(cell_problems)
+    unreadable_rows = {p.row for p in cell_problems}
     parsed = _parse_table(t.spec, raw)
     rules = _range_rules(t.spec, known)
     if t.spec.name == "outcomes":
@@ -381,7 +382,9 @@ def _check_table(t: _Table, problems: list[Problem]) -> None:
             parsed["loq_pct"] = np.nan
         rules += _mrd_rules("loq_pct" in raw.columns)
         parsed["lod_used"] = parsed["own_limit"].fillna(parsed["lod_pct"])
-    problems.extend(_run_rules(parsed, raw, t.file, rules))
+    # A row whose cells could not be read gets only those problems: rules on
+    # unreadable values would report consequences, not causes.
+    problems.extend(p for p in _run_rules(parsed, raw, t.file, rules) if p.row not in unreadable_rows)
     t.raw, t.parsed = raw, parsed
 
 

@@ -1,0 +1,182 @@
+"""Command line: ``toolkit <command>`` (also ``python -m toolkit``).
+
+Subcommands mirror the data flow: validate, simulate, describe, demo,
+templates. ``main(argv)`` returns the exit code and is what tests call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from toolkit.data import CohortValidationError, load_cohort
+
+EXIT_INVALID = 2
+DEFAULT_SEED = 20261125
+
+
+def _console() -> Console:
+    # Not a terminal (a pipe, CI log): wide enough for the summary tables.
+    width = shutil.get_terminal_size((140, 24)).columns
+    return Console(highlight=False, width=max(width, 100))
+
+
+def _print_frame(console: Console, title: str, frame, *, formats: dict | None = None) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in frame.columns:
+        table.add_column(str(column))
+    for _, row in frame.iterrows():
+        cells = []
+        for column, value in row.items():
+            if isinstance(value, float):
+                fmt = (formats or {}).get(column, "{:.3g}" if abs(value) < 1 else "{:.0f}")
+                cells.append("—" if value != value else fmt.format(value))
+            else:
+                cells.append(str(value))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def _load_or_report(folder: str, console: Console):
+    try:
+        return load_cohort(folder)
+    except CohortValidationError as err:
+        console.print(f"[bold red]{len(err.problems)} problem(s)[/] in cohort {folder}:")
+        for problem in err.problems:
+            console.print(f"  - {problem}", markup=False)
+        return None
+
+
+def cmd_validate(args) -> int:
+    console = _console()
+    cohort = _load_or_report(args.dir, console)
+    if cohort is None:
+        return EXIT_INVALID
+    extra = [n for n, t in (("cart_kinetics", cohort.cart), ("mrd", cohort.mrd)) if t is not None]
+    console.print(f"[green]OK[/]: {cohort.name}: {len(cohort.patients)} patients"
+                  + (f", with {', '.join(extra)}" if extra else "") + "; no problems found.")
+    return 0
+
+
+def _parse_effects(items: list[str]) -> dict[str, float]:
+    effects = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            effects[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise SystemExit(f"--effect expects NAME=VALUE (e.g. cmax_gmr=1.5), got {item!r}")
+    return effects
+
+
+def cmd_simulate(args) -> int:
+    from toolkit.simulate import Effects, simulate_trial
+
+    console = _console()
+    try:
+        effects = Effects().with_overrides(_parse_effects(args.effect))
+    except ValueError as err:
+        console.print(f"[red]error:[/] {err}")
+        return EXIT_INVALID
+    trial = simulate_trial(args.patients, seed=args.seed, effects=effects)
+    out = trial.write(args.out)
+    console.print(f"Wrote a simulated trial of {args.patients} patients (seed {args.seed}) to {out}; "
+                  f"true values in {out / 'truth.json'}.")
+    return 0
+
+
+def describe(folder: str, console: Console) -> int:
+    from toolkit.data.describe import describe_cohort
+
+    cohort = _load_or_report(folder, console)
+    if cohort is None:
+        return EXIT_INVALID
+    tables = describe_cohort(cohort)
+    console.print(f"[bold]{cohort.name}[/]  ({cohort.path})")
+    _print_frame(console, "Patients, response and events by arm", tables["arms"],
+                 formats={"response rate": "{:.0%}"})
+    _print_frame(console, "Relapse-free survival from remission (Kaplan-Meier, 90% CI; censored at HSCT)",
+                 tables["rfs"])
+    if len(tables["samples"]):
+        _print_frame(console, "Kinetic samples", tables["samples"], formats={"share below limit": "{:.0%}"})
+    return 0
+
+
+def cmd_describe(args) -> int:
+    return describe(args.dir, _console())
+
+
+def cmd_templates(args) -> int:
+    from toolkit.data.templates import write_templates
+
+    out = write_templates(args.out)
+    _console().print(f"Wrote empty templates and DATA_DICTIONARY.md to {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Simulate the default trial, validate it and describe it (grows as models land)."""
+    from toolkit.simulate import simulate_trial
+
+    console = _console()
+    start = time.perf_counter()
+    out = Path(args.out)
+    cohort_dir = out / "cohort"
+    console.rule("[bold]toolkit demo")
+    console.print(f"1. Simulating the default trial (60 patients, seed {args.seed}) ...")
+    simulate_trial(60, seed=args.seed).write(cohort_dir)
+    console.print(f"2. Validating {cohort_dir} ...")
+    if cmd_validate(argparse.Namespace(dir=str(cohort_dir))) != 0:
+        return EXIT_INVALID
+    console.print("3. Describing the cohort ...")
+    describe(str(cohort_dir), console)
+    console.print(f"Demo finished in {time.perf_counter() - start:.1f} s; cohort in {cohort_dir}.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="toolkit", description="Bayesian modeling of patient response to CAR-T.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a cohort folder; exit 0 if clean, 2 listing every problem")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("simulate", help="write a synthetic trial with known truth")
+    p.add_argument("--out", required=True)
+    p.add_argument("--patients", type=int, default=60)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--effect", action="append", metavar="NAME=VALUE",
+                   help="IFN-alpha effect, e.g. cmax_gmr=1.5 (repeatable)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("describe", help="cohort summary tables")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("templates", help="write empty templates and the data dictionary")
+    p.add_argument("--out", default="data_templates")
+    p.set_defaults(func=cmd_templates)
+
+    p = sub.add_parser("demo", help="simulate the default trial and run the analyses")
+    p.add_argument("--out", default="demo_output")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,718 @@
+"""Fitting machinery shared by every model: sampling, diagnostics, run folders.
+
+Public API
+----------
+SamplerSettings
+    Frozen sampler configuration (backend, chains, tune, draws, ...).
+sample(model, settings, *, log_likelihood=True) -> xarray.DataTree
+    Draw the posterior. Wall times are stored in ``dt.attrs`` (see ``sample``).
+Diagnostics, diagnose(dt, ...)
+    R-hat, bulk/tail ESS, divergences, E-BFMI and a plain-English problem list.
+save_run / load_run / Run
+    Atomic run-folder I/O (``posterior.nc``, ``summary.json``, ``provenance.json``).
+build_provenance, hash_folder
+    Provenance record and the cohort data hash.
+clear_compile_cache, compile_cache_size
+    Inspect / reset the in-process nutpie compile cache (the only module state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import stat
+import tempfile
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pymc as pm
+import pytensor
+import xarray as xr
+
+__all__ = [
+    "BACKENDS",
+    "Diagnostics",
+    "Run",
+    "SamplerSettings",
+    "build_provenance",
+    "clear_compile_cache",
+    "compile_cache_size",
+    "diagnose",
+    "hash_folder",
+    "load_run",
+    "sample",
+    "save_run",
+]
+
+BACKENDS = ("nutpie", "pymc", "numpyro")
+
+RUN_FILES = ("posterior.nc", "summary.json", "provenance.json")
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Sampler configuration.
+
+    Parameters
+    ----------
+    backend : {"nutpie", "pymc", "numpyro"}
+        NUTS implementation. ``"numpyro"`` needs ``pip install numpyro jax``.
+    chains, tune, draws : int
+        Number of chains, warm-up iterations and kept draws per chain.
+    target_accept : float
+        Target acceptance rate of step-size adaptation, in (0, 1).
+    random_seed : int
+        Seed passed to the sampler.
+    progressbar : bool
+        Show a progress bar.
+    cores : int
+        Chains run in parallel (PyMC and nutpie).
+    """
+
+    backend: str = "nutpie"
+    chains: int = 4
+    tune: int = 1000
+    draws: int = 1000
+    target_accept: float = 0.9
+    random_seed: int = 20261125
+    progressbar: bool = True
+    cores: int = 2
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"unknown backend {self.backend!r}; valid backends are: {', '.join(BACKENDS)}"
+            )
+        for name in ("chains", "draws", "cores"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if int(self.tune) < 0:
+            raise ValueError(f"tune must be >= 0, got {self.tune!r}")
+        if not 0.0 < float(self.target_accept) < 1.0:
+            raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the settings as a plain JSON-able dict."""
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- nutpie cache
+
+# The only module-level state: compiled nutpie models keyed by a structural fingerprint.
+_NUTPIE_CACHE: OrderedDict[str, Any] = OrderedDict()
+_NUTPIE_CACHE_MAX = 16
+
+
+def clear_compile_cache() -> None:
+    """Empty the in-process nutpie compile cache."""
+    _NUTPIE_CACHE.clear()
+
+
+def compile_cache_size() -> int:
+    """Number of compiled nutpie models held in the in-process cache."""
+    return len(_NUTPIE_CACHE)
+
+
+def _update_array(h: "hashlib._Hash", value: Any) -> None:
+    arr = np.ascontiguousarray(np.asarray(value))
+    h.update(f"{arr.dtype.str}{arr.shape}".encode())
+    if arr.dtype == object:
+        h.update(repr(arr.tolist()).encode())
+    else:
+        h.update(arr.tobytes())
+
+
+def _model_fingerprint(model: pm.Model) -> str:
+    """Structural hash of a model: what nutpie bakes into its compiled functions.
+
+    Covers the logp and deterministic graphs (text with types), the *values* of
+    every constant in them (observed numpy data are constants, and ``dprint``
+    abbreviates large arrays, so they are hashed separately), the name, type and
+    shape of every shared variable (``pm.Data``; values are swapped in with
+    ``with_data`` on a cache hit), coords, dims, transforms and initial values.
+    """
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import ancestors
+
+    outputs = [model.logp(), *model.replace_rvs_by_values(model.deterministics)]
+    h = hashlib.sha256()
+    h.update(pytensor.dprint(outputs, file="str", print_type=True).encode())
+    shared_seen: set[str] = set()
+    for var in ancestors(outputs):
+        if isinstance(var, Constant):
+            h.update(b"C")
+            _update_array(h, var.data)
+        elif isinstance(var, SharedVariable):
+            value = np.asarray(var.get_value(borrow=True))
+            h.update(f"S{var.name}|{var.type}|{value.shape}".encode())
+            shared_seen.add(str(var.name))
+    for name in sorted(model.coords):
+        h.update(f"coord:{name}".encode())
+        values = model.coords[name]
+        _update_array(h, np.asarray(values if values is not None else [], dtype=object))
+    h.update(repr(sorted(model.named_vars_to_dims.items())).encode())
+    for rv in model.free_RVs:
+        transform = model.rvs_to_transforms.get(rv)
+        h.update(f"rv:{rv.name}|{type(transform).__name__}".encode())
+        initval = model.rvs_to_initial_values.get(rv)
+        h.update(repr(initval).encode() if not isinstance(initval, np.ndarray) else b"")
+        if isinstance(initval, np.ndarray):
+            _update_array(h, initval)
+    return h.hexdigest()
+
+
+def _nutpie_compiled(model: pm.Model) -> tuple[Any, bool]:
+    """Return ``(compiled_model, cache_hit)``; data values are refreshed on a hit."""
+    import nutpie
+
+    key = _model_fingerprint(model)
+    compiled = _NUTPIE_CACHE.get(key)
+    if compiled is None:
+        compiled = nutpie.compile_pymc_model(model)
+        _NUTPIE_CACHE[key] = compiled
+        while len(_NUTPIE_CACHE) > _NUTPIE_CACHE_MAX:
+            _NUTPIE_CACHE.popitem(last=False)
+        return compiled, False
+    _NUTPIE_CACHE.move_to_end(key)
+    # Same structure and shapes, but pm.Data values may differ: swap them in.
+    updates = {}
+    for var in compiled.shared_var_keys:
+        current = model.named_vars.get(var.name)
+        if current is not None and hasattr(current, "get_value"):
+            updates[var.name] = current.get_value()
+    if updates:
+        compiled = compiled.with_data(**updates)
+    return compiled, True
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def _sample_nutpie(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataTree, dict]:
+    import nutpie
+    from pymc.backends.arviz import patch_nutpie_idata
+
+    t0 = time.perf_counter()
+    compiled, hit = _nutpie_compiled(model)
+    t1 = time.perf_counter()
+    dt = nutpie.sample(
+        compiled,
+        draws=settings.draws,
+        tune=max(int(settings.tune), 1),  # nuts-rs panics on tune == 0
+        chains=settings.chains,
+        cores=settings.cores,
+        seed=int(settings.random_seed),
+        save_warmup=False,
+        progress_bar=settings.progressbar,
+        target_accept=settings.target_accept,
+    )
+    t2 = time.perf_counter()
+    # Adds observed_data / constant_data groups (nutpie does not).
+    patch_nutpie_idata(dt, model, sampling_time=t2 - t1)
+    return dt, {
+        "compile_seconds": t1 - t0,
+        "sampling_seconds": t2 - t1,
+        "compile_cache_hit": int(hit),
+    }
+
+
+def _split_pymc_time(dt: xr.DataTree, total: float) -> dict:
+    sampling = float(dt.posterior.attrs.get("sampling_time", total))
+    sampling = min(sampling, total)
+    return {"compile_seconds": total - sampling, "sampling_seconds": sampling}
+
+
+def _sample_pymc(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataTree, dict]:
+    t0 = time.perf_counter()
+    dt = pm.sample(
+        draws=settings.draws,
+        tune=settings.tune,
+        chains=settings.chains,
+        cores=settings.cores,
+        random_seed=settings.random_seed,
+        target_accept=settings.target_accept,
+        progressbar=settings.progressbar,
+        nuts_sampler="pymc",
+        compute_convergence_checks=False,
+        model=model,
+    )
+    return dt, _split_pymc_time(dt, time.perf_counter() - t0)
+
+
+def _sample_numpyro(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataTree, dict]:
+    missing = [m for m in ("jax", "numpyro") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(
+            f"backend 'numpyro' needs {' and '.join(missing)}, which is not installed; "
+            "run `pip install numpyro jax` or use backend='nutpie'"
+        )
+    import jax
+
+    # Parallel chains need one JAX device per chain (XLA_FLAGS=
+    # --xla_force_host_platform_device_count=N before jax is imported); else run in turn.
+    chain_method = "parallel" if jax.local_device_count() >= settings.chains else "sequential"
+    t0 = time.perf_counter()
+    dt = pm.sample(
+        draws=settings.draws,
+        tune=settings.tune,
+        chains=settings.chains,
+        random_seed=settings.random_seed,
+        progressbar=settings.progressbar,
+        nuts_sampler="numpyro",
+        # Jittered starts left chains stuck (every draw divergent) on censored models
+        # here, so every chain starts at the model's initial point.
+        nuts={
+            "target_accept": settings.target_accept,
+            "jitter": False,
+            "chain_method": chain_method,
+        },
+        compute_convergence_checks=False,
+        model=model,
+    )
+    return dt, _split_pymc_time(dt, time.perf_counter() - t0)
+
+
+_SAMPLERS = {"nutpie": _sample_nutpie, "pymc": _sample_pymc, "numpyro": _sample_numpyro}
+
+
+def sample(
+    model: pm.Model, settings: SamplerSettings, *, log_likelihood: bool = True
+) -> xr.DataTree:
+    """Draw the posterior of ``model`` with the backend named in ``settings``.
+
+    Parameters
+    ----------
+    model : pm.Model
+    settings : SamplerSettings
+    log_likelihood : bool
+        Add a ``log_likelihood`` group (pointwise, for LOO) after sampling.
+
+    Returns
+    -------
+    xarray.DataTree
+        Groups ``posterior``, ``sample_stats``, ``observed_data``,
+        ``constant_data`` (when the model has ``pm.Data``) and ``log_likelihood``
+        (when requested). Wall times live in ``dt.attrs`` (seconds, floats):
+        ``compile_seconds`` (nutpie: compile or cache lookup; pymc/numpyro: total
+        minus the sampler's own ``sampling_time``, i.e. compile + init),
+        ``sampling_seconds``, ``log_likelihood_seconds``, ``total_seconds``; plus
+        ``backend`` (str) and ``compile_cache_hit`` (int 0/1, nutpie only).
+    """
+    if not isinstance(settings, SamplerSettings):
+        raise TypeError("settings must be a SamplerSettings")
+    t0 = time.perf_counter()
+    dt, timings = _SAMPLERS[settings.backend](model, settings)
+    t_ll = 0.0
+    if log_likelihood:
+        t1 = time.perf_counter()
+        dt = pm.compute_log_likelihood(
+            dt, model=model, extend_inferencedata=True, progressbar=False
+        )
+        t_ll = time.perf_counter() - t1
+    # netCDF attributes cannot be bool or None: floats, ints and str only.
+    dt.attrs.update(
+        {
+            "backend": settings.backend,
+            "compile_seconds": float(timings["compile_seconds"]),
+            "sampling_seconds": float(timings["sampling_seconds"]),
+            "log_likelihood_seconds": float(t_ll),
+            "total_seconds": float(time.perf_counter() - t0),
+            "compile_cache_hit": int(timings.get("compile_cache_hit", 0)),
+        }
+    )
+    return dt
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+@dataclass
+class Diagnostics:
+    """Convergence summary of one fit; see :func:`diagnose`."""
+
+    max_rhat: float
+    min_ess_bulk: float
+    min_ess_tail: float
+    divergences: int
+    min_bfmi: float
+    converged: bool
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (NaN/inf become ``None``)."""
+        return {
+            "max_rhat": _finite_or_none(self.max_rhat),
+            "min_ess_bulk": _finite_or_none(self.min_ess_bulk),
+            "min_ess_tail": _finite_or_none(self.min_ess_tail),
+            "divergences": int(self.divergences),
+            "min_bfmi": _finite_or_none(self.min_bfmi),
+            "converged": bool(self.converged),
+            "problems": [str(p) for p in self.problems],
+        }
+
+
+def _finite_or_none(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _stat_values(ds: xr.Dataset, mask: dict[str, np.ndarray]) -> np.ndarray:
+    """Flatten a per-element statistic, dropping elements that are constant."""
+    parts = [np.ravel(ds[name].values)[mask[name]] for name in mask]
+    return np.concatenate(parts) if parts else np.array([])
+
+
+def diagnose(
+    dt: xr.DataTree,
+    var_names: list[str] | None = None,
+    *,
+    rhat_max: float = 1.01,
+    ess_min: float = 400,
+    bfmi_min: float = 0.3,
+) -> Diagnostics:
+    """Check convergence of a posterior.
+
+    Parameters
+    ----------
+    dt : xarray.DataTree
+        Needs ``posterior``; ``sample_stats`` with ``diverging`` and ``energy``.
+    var_names : list of str, optional
+        Posterior variables to check (default: all).
+    rhat_max, ess_min, bfmi_min : float
+        Thresholds: rank-normalised split R-hat must be <= ``rhat_max``, bulk and
+        tail ESS >= ``ess_min``, every chain's E-BFMI >= ``bfmi_min``, and there
+        must be no divergences.
+
+    Returns
+    -------
+    Diagnostics
+        ``converged`` is True only if every check passes. Elements that are
+        identical across all draws (e.g. a constant deterministic) are left out
+        of R-hat/ESS. Missing ``diverging``/``energy`` stats count as problems
+        (the checks could not be made). With one chain R-hat is NaN and reported.
+    """
+    import arviz_stats as azs
+
+    post = dt["posterior"].to_dataset()
+    names = list(post.data_vars) if var_names is None else list(var_names)
+    unknown = [n for n in names if n not in post.data_vars]
+    if unknown:
+        raise KeyError(f"variables not in posterior: {unknown}")
+    post = post[names]
+    n_chains = int(post.sizes.get("chain", 1))
+    problems: list[str] = []
+
+    # Elements whose draws are all identical carry no convergence information.
+    mask = {}
+    for name in names:
+        values = post[name].transpose("chain", "draw", ...).values
+        flat = values.reshape(values.shape[0] * values.shape[1], -1)
+        mask[name] = ~np.all(flat == flat[:1], axis=0)
+
+    ess_bulk = _stat_values(azs.ess(post, method="bulk"), mask)
+    ess_tail = _stat_values(azs.ess(post, method="tail"), mask)
+    min_ess_bulk = float(np.min(ess_bulk)) if ess_bulk.size else math.nan
+    min_ess_tail = float(np.min(ess_tail)) if ess_tail.size else math.nan
+
+    if n_chains < 2:
+        max_rhat = math.nan
+        problems.append("R-hat needs ≥ 2 chains (only 1 chain; cannot check chain agreement)")
+    else:
+        rhat = _stat_values(azs.rhat(post, method="rank"), mask)
+        if rhat.size == 0:
+            max_rhat = math.nan
+            problems.append("R-hat could not be computed (no varying draws)")
+        elif not np.all(np.isfinite(rhat)):
+            max_rhat = math.inf
+            problems.append(
+                f"R-hat is undefined/infinite for {int(np.sum(~np.isfinite(rhat)))} values "
+                "(chains stuck or disagree completely)"
+            )
+        else:
+            max_rhat = float(np.max(rhat))
+            if max_rhat > rhat_max:
+                problems.append(
+                    f"max R-hat {max_rhat:.3f} > {rhat_max:g} "
+                    "(chains disagree; run longer or reparameterise)"
+                )
+    if not math.isfinite(min_ess_bulk) or min_ess_bulk < ess_min:
+        problems.append(
+            f"min bulk ESS {min_ess_bulk:.0f} < {ess_min:g} "
+            "(too few effective draws for means/medians; run longer)"
+        )
+    if not math.isfinite(min_ess_tail) or min_ess_tail < ess_min:
+        problems.append(
+            f"min tail ESS {min_ess_tail:.0f} < {ess_min:g} "
+            "(credible-interval ends unreliable; run longer)"
+        )
+
+    stats = dt["sample_stats"].to_dataset() if "sample_stats" in dt.children else None
+    divergences = 0
+    if stats is None or "diverging" not in stats:
+        problems.append("no 'diverging' in sample_stats (divergences could not be checked)")
+    else:
+        divergences = int(np.sum(stats["diverging"].values.astype(bool)))
+        if divergences > 0:
+            problems.append(
+                f"{divergences} divergent transitions (sampler hit difficult geometry; "
+                "raise target_accept or reparameterise)"
+            )
+    min_bfmi = math.nan
+    if stats is None or "energy" not in stats:
+        problems.append("no 'energy' in sample_stats (E-BFMI could not be checked)")
+    else:
+        energy = stats["energy"].transpose("chain", "draw").values
+        bfmi = np.asarray(azs.bfmi(energy, chain_axis=0, draw_axis=1), dtype=float)
+        min_bfmi = float(np.min(bfmi))
+        if not min_bfmi >= bfmi_min:
+            problems.append(
+                f"min E-BFMI {min_bfmi:.2f} < {bfmi_min:g} "
+                "(momentum resampling explores energy poorly; reparameterise)"
+            )
+
+    return Diagnostics(
+        max_rhat=max_rhat,
+        min_ess_bulk=min_ess_bulk,
+        min_ess_tail=min_ess_tail,
+        divergences=divergences,
+        min_bfmi=min_bfmi,
+        converged=not problems,
+        problems=problems,
+    )
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+@dataclass
+class Run:
+    """A saved fit: posterior, summary and provenance read from ``path``."""
+
+    posterior: xr.DataTree
+    summary: dict
+    provenance: dict
+    path: Path
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert to strict-JSON types; NaN and ±inf become ``None``."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        x = float(obj)
+        return x if math.isfinite(x) else None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(obj.as_dict() if hasattr(obj, "as_dict") else dataclasses.asdict(obj))
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_run(run_dir: str | Path, posterior: xr.DataTree, summary: dict, provenance: dict) -> Path:
+    """Write a run folder atomically and return its path.
+
+    Files go to a temporary sibling folder first; only when all three are
+    complete is the old folder (if any) renamed to a backup, the new one renamed
+    into place and the backup deleted. A failure while writing leaves an existing
+    run untouched and removes the temporary folder.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        Destination folder (created with its parents if needed).
+    posterior : xarray.DataTree
+        Written to ``posterior.nc``.
+    summary, provenance : dict
+        Written to ``summary.json`` / ``provenance.json`` as strict JSON
+        (NaN/inf written as ``null``).
+    """
+    run_dir = Path(run_dir).absolute()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"{run_dir} exists and is not a folder")
+    parent = run_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.tmp-", dir=parent))
+    try:
+        posterior.to_netcdf(tmp / "posterior.nc")
+        _write_json(tmp / "summary.json", summary)
+        _write_json(tmp / "provenance.json", provenance)
+        _fsync_dir(tmp)
+        backup = None
+        if run_dir.exists():
+            backup = parent / f".{run_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(run_dir, backup)
+        try:
+            os.rename(tmp, run_dir)
+        except BaseException:
+            if backup is not None:
+                os.rename(backup, run_dir)
+            raise
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+    return run_dir
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read a run folder written by :func:`save_run`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder or any of ``posterior.nc``, ``summary.json``,
+        ``provenance.json`` is missing (the message names the missing files).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"run folder {run_dir} is incomplete: missing {', '.join(missing)}"
+        )
+    with xr.open_datatree(run_dir / "posterior.nc") as tree:
+        posterior = tree.load()
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    provenance = json.loads((run_dir / "provenance.json").read_text(encoding="utf-8"))
+    return Run(posterior=posterior, summary=summary, provenance=provenance, path=run_dir)
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of Python and the numerical stack (``None`` if not installed)."""
+    import toolkit
+
+    return {
+        "python": platform.python_version(),
+        "pymc": _version("pymc"),
+        "pytensor": _version("pytensor"),
+        "arviz": _version("arviz"),
+        "arviz_base": _version("arviz-base"),
+        "arviz_stats": _version("arviz-stats"),
+        "nutpie": _version("nutpie"),
+        "numpy": _version("numpy"),
+        "pandas": _version("pandas"),
+        "xarray": _version("xarray"),
+        "numpyro": _version("numpyro"),
+        "jax": _version("jax"),
+        "toolkit": getattr(toolkit, "__version__", None) or _version("cart-toolkit"),
+    }
+
+
+def build_provenance(
+    *,
+    model_name: str,
+    model_version: str,
+    settings: SamplerSettings | dict,
+    data_hash: str,
+    spec: dict | None,
+    priors: dict,
+    timings: dict,
+) -> dict:
+    """Provenance record for a run (JSON-able; NaN/inf become ``None``).
+
+    Adds ``versions`` (see :func:`package_versions`), ``platform`` and
+    ``created_utc`` (ISO 8601, UTC) to the given fields.
+    """
+    settings_dict = settings.as_dict() if isinstance(settings, SamplerSettings) else dict(settings)
+    return _jsonable(
+        {
+            "model_name": model_name,
+            "model_version": model_version,
+            "settings": settings_dict,
+            "data_hash": data_hash,
+            "spec": spec,
+            "priors": priors,
+            "timings": timings,
+            "versions": package_versions(),
+            "platform": platform.platform(),
+            "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+
+
+def hash_folder(path: str | Path) -> str:
+    """SHA-256 (hex) over the sorted relative paths and bytes of every regular file.
+
+    Symbolic links are not followed. Each file contributes its POSIX relative
+    path, its size and its bytes, so renames and moves change the hash.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder")
+    files = []
+    for dirpath, _dirnames, filenames in os.walk(root, followlinks=False):
+        for name in filenames:
+            full = Path(dirpath) / name
+            if stat.S_ISREG(os.lstat(full).st_mode):
+                files.append((full.relative_to(root).as_posix(), full))
+    h = hashlib.sha256()
+    for rel, full in sorted(files):
+        h.update(rel.encode("utf-8") + b"\0")
+        h.update(full.stat().st_size.to_bytes(8, "little"))
+        with open(full, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

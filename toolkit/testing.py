@@ -1,0 +1,55 @@
+"""Seeded fixtures and helpers shared by the tests (and handy in notebooks)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "data_templates" / "example"
+
+
+def copy_example(dest: str | Path) -> Path:
+    """Copy the example cohort (without truth.json) to ``dest``."""
+    dest = Path(dest)
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("truth.json"))
+    return dest
+
+
+def read_raw(folder: Path, name: str) -> pd.DataFrame:
+    """A cohort CSV as text, index = spreadsheet row number (header is row 1)."""
+    frame = pd.read_csv(folder / f"{name}.csv", dtype=str, keep_default_na=False)
+    frame.index = range(2, len(frame) + 2)
+    return frame
+
+
+def write_raw(folder: Path, name: str, frame: pd.DataFrame) -> None:
+    frame.to_csv(folder / f"{name}.csv", index=False, lineterminator="\n")
+
+
+def set_cell(folder: Path, name: str, row: int, column: str, value: str) -> None:
+    """Overwrite one cell, addressed by spreadsheet row number."""
+    frame = read_raw(folder, name)
+    frame.loc[row, column] = value
+    write_raw(folder, name, frame)
+
+
+def row_of(folder: Path, name: str, **match) -> int:
+    """Spreadsheet row of the first row whose columns equal ``match``."""
+    frame = read_raw(folder, name)
+    mask = pd.Series(True, index=frame.index)
+    for column, value in match.items():
+        mask &= frame[column] == value
+    return int(frame.index[mask][0])
+
+
+def folder_digest(folder: Path) -> str:
+    """Hash of every file's name and bytes: proves nothing was changed on disk."""
+    h = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(folder)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
