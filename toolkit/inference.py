@@ -319,6 +319,9 @@ def sample(
         raise TypeError("settings must be a SamplerSettings")
     t0 = time.perf_counter()
     dt, timings = _SAMPLERS[settings.backend](model, settings)
+    # nutpie/numpyro paths always add constant_data; keep it only when it has pm.Data.
+    if "constant_data" in dt.children and not dt["constant_data"].to_dataset().data_vars:
+        del dt["constant_data"]
     t_ll = 0.0
     if log_likelihood:
         t1 = time.perf_counter()

@@ -54,7 +54,7 @@ Generative story (time = days since CAR-T infusion; arm a = 1 experimental)
    in remission U(45, 120) days after response. Death: non-responders
    rate ln2/210 per day; in remission 3 %/year (15 %/year after HSCT);
    after relapse ln2/365 per day. Accrual gives administrative follow-up
-   U(3, 5) years; loss to follow-up 2 %/year.
+   U(3, 5) years; loss to follow-up 2 %/year after day 28.
 
 Truth (``compute_truth``)
 -------------------------
@@ -392,7 +392,7 @@ def simulate_trial(n_patients: int = 60, seed: int = 20261125, effects: dict[str
     relapse_day = np.where(relapse_day < death_rem_day, relapse_day, np.inf)
     hsct_day = np.where(hsct_day < np.minimum(relapse_day, death_day), hsct_day, np.inf)
     admin = rng.uniform(p.followup_min_days, p.followup_max_days, n)
-    lost = rng.exponential(365.0 / p.loss_to_followup_per_year, n)
+    lost = 28.0 + rng.exponential(365.0 / p.loss_to_followup_per_year, n)  # after the day-28 response assessment
     last = np.minimum.reduce([admin, lost, death_day])
     died = death_day <= last
     relapse_seen = relapse_day <= last

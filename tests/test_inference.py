@@ -1,0 +1,473 @@
+"""Tests for toolkit.inference: sampling, compile cache, diagnostics, run folders."""
+
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+from datetime import datetime
+
+import numpy as np
+import pymc as pm
+import pytest
+import xarray as xr
+
+from toolkit import inference
+from toolkit.inference import (
+    Diagnostics,
+    Run,
+    SamplerSettings,
+    build_provenance,
+    diagnose,
+    hash_folder,
+    load_run,
+    sample,
+    save_run,
+)
+
+N_OBS = 50
+TRUE_MEAN = 3.0
+
+
+def _observations(shift: float = 0.0) -> np.ndarray:
+    y = np.random.default_rng(20261125).normal(size=N_OBS)
+    return (y - y.mean()) / y.std() + TRUE_MEAN + shift  # sample mean exactly 3 + shift
+
+
+def _normal_model(y: np.ndarray, offset: float = 0.0) -> pm.Model:
+    """y ~ Normal(mu + offset, 1), mu ~ Normal(0, 10); offset is pm.Data."""
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 10.0)
+        off = pm.Data("offset", np.asarray(offset, dtype=float))
+        pm.Normal("y", mu + off, 1.0, observed=y)
+    return model
+
+
+def _exact_posterior(y: np.ndarray, offset: float = 0.0) -> tuple[float, float]:
+    precision = len(y) + 1 / 100
+    return float(np.sum(y - offset) / precision), float(1 / np.sqrt(precision))
+
+
+FAST = dict(chains=2, tune=200, draws=200, progressbar=False, random_seed=1234)
+
+
+@pytest.fixture(scope="module")
+def nutpie_fit():
+    return sample(_normal_model(_observations()), SamplerSettings(backend="nutpie", **FAST))
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_settings_defaults_and_as_dict():
+    s = SamplerSettings()
+    assert s.as_dict() == {
+        "backend": "nutpie",
+        "chains": 4,
+        "tune": 1000,
+        "draws": 1000,
+        "target_accept": 0.9,
+        "random_seed": 20261125,
+        "progressbar": True,
+        "cores": 2,
+    }
+    json.dumps(s.as_dict(), allow_nan=False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.chains = 2  # type: ignore[misc]
+
+
+def test_unknown_backend_lists_valid_ones():
+    with pytest.raises(ValueError, match="nutpie, pymc, numpyro"):
+        SamplerSettings(backend="stan")
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def _check_fit(dt: xr.DataTree, backend: str) -> None:
+    for group in ("posterior", "sample_stats", "observed_data", "constant_data", "log_likelihood"):
+        assert group in dt.children, group
+    assert dict(dt.posterior.sizes) == {"chain": 2, "draw": 200}
+    assert dt.log_likelihood["y"].shape == (2, 200, N_OBS)
+    mean, sd = _exact_posterior(_observations())
+    draws = dt.posterior["mu"].values
+    assert draws.mean() == pytest.approx(mean, abs=0.05)  # MC s.e. ~0.01
+    assert draws.std() == pytest.approx(sd, rel=0.25)
+    assert dt.attrs["backend"] == backend
+    for key in ("compile_seconds", "sampling_seconds", "log_likelihood_seconds", "total_seconds"):
+        assert isinstance(dt.attrs[key], float) and dt.attrs[key] >= 0.0
+    diag = diagnose(dt, ess_min=100)
+    assert diag.divergences == 0
+    assert diag.max_rhat < 1.05
+
+
+def test_nutpie_recovers_known_mean(nutpie_fit):
+    _check_fit(nutpie_fit, "nutpie")
+
+
+def test_pymc_recovers_known_mean():
+    dt = sample(_normal_model(_observations()), SamplerSettings(backend="pymc", **FAST))
+    _check_fit(dt, "pymc")
+
+
+def test_log_likelihood_optional_and_constant_data_only_with_pm_data():
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 10.0)
+        pm.Normal("y", mu, 1.0, observed=_observations())
+    dt = sample(model, SamplerSettings(backend="pymc", **FAST), log_likelihood=False)
+    assert "log_likelihood" not in dt.children
+    assert "constant_data" not in dt.children
+    assert "observed_data" in dt.children
+
+
+def test_nutpie_cache_reuses_compiled_model(monkeypatch):
+    import nutpie
+
+    inference.clear_compile_cache()
+    settings = SamplerSettings(backend="nutpie", **FAST)
+    first = sample(_normal_model(_observations()), settings, log_likelihood=False)
+    assert first.attrs["compile_cache_hit"] == 0
+    assert inference.compile_cache_size() == 1
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("nutpie recompiled a cached model")
+
+    monkeypatch.setattr(nutpie, "compile_pymc_model", no_compile)
+    # A new but identical model object: same structure, shapes and data -> cache hit.
+    again = sample(_normal_model(_observations()), settings, log_likelihood=False)
+    assert again.attrs["compile_cache_hit"] == 1
+    assert inference.compile_cache_size() == 1
+    np.testing.assert_allclose(
+        again.posterior["mu"].values.mean(), first.posterior["mu"].values.mean(), atol=1e-6
+    )
+
+    # Only pm.Data values changed: still a hit, and the new values are used.
+    shifted = sample(_normal_model(_observations(), offset=1.0), settings, log_likelihood=False)
+    assert shifted.attrs["compile_cache_hit"] == 1
+    expected, _ = _exact_posterior(_observations(), offset=1.0)
+    assert shifted.posterior["mu"].values.mean() == pytest.approx(expected, abs=0.05)
+    assert float(shifted.constant_data["offset"]) == 1.0
+
+
+def test_nutpie_cache_misses_when_observed_values_change(monkeypatch):
+    inference.clear_compile_cache()
+    settings = SamplerSettings(backend="nutpie", **FAST)
+    calls = []
+    real_compile = inference._nutpie_compiled
+
+    def counting(model):
+        compiled, hit = real_compile(model)
+        calls.append(hit)
+        return compiled, hit
+
+    monkeypatch.setattr(inference, "_nutpie_compiled", counting)
+    # Same shapes, different observed numbers: constants are baked into the
+    # compiled logp, so reusing it would silently fit the old data.
+    key_a = inference._model_fingerprint(_normal_model(_observations()))
+    key_b = inference._model_fingerprint(_normal_model(_observations(shift=0.5)))
+    assert key_a != key_b
+    dt = sample(_normal_model(_observations(shift=0.5)), settings, log_likelihood=False)
+    assert calls == [False]
+    assert dt.posterior["mu"].values.mean() == pytest.approx(3.5, abs=0.05)
+
+
+def test_numpyro_without_jax_raises_clear_error(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+
+    def fake_find_spec(name, *args, **kwargs):
+        return None if name in ("jax", "numpyro") else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(inference.importlib.util, "find_spec", fake_find_spec)
+    with pytest.raises(RuntimeError, match="pip install numpyro jax"):
+        sample(_normal_model(_observations()), SamplerSettings(backend="numpyro", **FAST))
+
+
+def test_numpyro_samples_censored_model_without_stuck_chains():
+    pytest.importorskip("jax")
+    pytest.importorskip("numpyro")
+    rng = np.random.default_rng(3)
+    t_true = rng.weibull(1.5, 60) * 10
+    censor = rng.uniform(2, 15, 60)
+    t = np.minimum(t_true, censor)
+    upper = np.where(t_true <= censor, np.inf, t)
+    with pm.Model() as model:
+        k = pm.LogNormal("k", 0.0, 0.5)
+        lam = pm.LogNormal("lam", np.log(10), 0.5)
+        pm.Censored("t", pm.Weibull.dist(alpha=k, beta=lam), lower=None, upper=upper, observed=t)
+    settings = SamplerSettings(backend="numpyro", **{**FAST, "chains": 4})
+    dt = sample(model, settings)
+    assert int(dt.sample_stats["diverging"].sum()) == 0
+    chain_means = dt.posterior["k"].mean("draw").values
+    assert np.ptp(chain_means) < 0.1  # no chain stuck away from the others
+    assert diagnose(dt, ess_min=100).max_rhat < 1.05
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def _fake_tree(posterior: dict, diverging=None, energy=None) -> xr.DataTree:
+    post = xr.Dataset(
+        {
+            name: (("chain", "draw", *[f"{name}_dim_{i}" for i in range(v.ndim - 2)]), v)
+            for name, v in posterior.items()
+        }
+    )
+    groups = {"posterior": post}
+    stats = {}
+    if diverging is not None:
+        stats["diverging"] = (("chain", "draw"), diverging)
+    if energy is not None:
+        stats["energy"] = (("chain", "draw"), energy)
+    if stats:
+        groups["sample_stats"] = xr.Dataset(stats)
+    return xr.DataTree.from_dict(groups)
+
+
+def _good_tree(chains=4, draws=1000, seed=0) -> xr.DataTree:
+    rng = np.random.default_rng(seed)
+    return _fake_tree(
+        {"a": rng.normal(size=(chains, draws)), "b": rng.normal(size=(chains, draws, 3))},
+        diverging=np.zeros((chains, draws), dtype=bool),
+        energy=rng.normal(size=(chains, draws)),
+    )
+
+
+def test_diagnose_passes_good_fit():
+    diag = diagnose(_good_tree())
+    assert diag.converged, diag.problems
+    assert diag.problems == []
+    assert diag.max_rhat < 1.01
+    assert diag.min_ess_bulk > 400 and diag.min_ess_tail > 400
+    assert diag.divergences == 0
+    assert diag.min_bfmi > 0.3
+
+
+def test_diagnose_flags_chains_at_different_means():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(2, 1000)) + np.array([[0.0], [3.0]])
+    dt = _fake_tree(
+        {"a": a, "ok": rng.normal(size=(2, 1000))},
+        diverging=np.zeros((2, 1000), dtype=bool),
+        energy=rng.normal(size=(2, 1000)),
+    )
+    diag = diagnose(dt)
+    assert not diag.converged
+    assert diag.max_rhat > 1.5
+    assert any("R-hat" in p for p in diag.problems)
+    # Restricting to the healthy variable passes.
+    assert diagnose(dt, var_names=["ok"]).converged
+
+
+def test_diagnose_counts_divergences():
+    dt = _good_tree()
+    div = np.zeros((4, 1000), dtype=bool)
+    div[0, [3, 50, 700]] = True
+    div[2, [1, 2, 3, 4]] = True
+    dt["sample_stats"] = xr.DataTree(
+        dt["sample_stats"].to_dataset().assign(diverging=(("chain", "draw"), div))
+    )
+    diag = diagnose(dt)
+    assert diag.divergences == 7
+    assert not diag.converged
+    assert any("7 divergent" in p for p in diag.problems)
+
+
+def test_diagnose_flags_low_bfmi():
+    dt = _good_tree()
+    walk = np.cumsum(np.random.default_rng(5).normal(size=(4, 1000)), axis=1)
+    dt["sample_stats"] = xr.DataTree(
+        dt["sample_stats"].to_dataset().assign(energy=(("chain", "draw"), walk))
+    )
+    diag = diagnose(dt)
+    assert diag.min_bfmi < 0.3
+    assert any("E-BFMI" in p for p in diag.problems)
+
+
+def test_diagnose_single_chain():
+    diag = diagnose(_good_tree(chains=1))
+    assert math.isnan(diag.max_rhat)
+    assert not diag.converged
+    assert any("R-hat needs ≥ 2 chains" in p for p in diag.problems)
+    d = diag.as_dict()
+    assert d["max_rhat"] is None
+    json.dumps(d, allow_nan=False)
+
+
+def test_diagnose_missing_sample_stats_is_a_problem():
+    rng = np.random.default_rng(2)
+    diag = diagnose(_fake_tree({"a": rng.normal(size=(4, 1000))}))
+    assert not diag.converged
+    assert any("diverging" in p for p in diag.problems)
+    assert any("energy" in p for p in diag.problems)
+
+
+def test_diagnose_ignores_constant_elements():
+    dt = _good_tree()
+    const = xr.DataArray(np.full((4, 1000), 2.0), dims=("chain", "draw"))
+    dt["posterior"] = xr.DataTree(dt["posterior"].to_dataset().assign(c=const))
+    assert diagnose(dt).converged
+
+
+def test_diagnostics_as_dict_is_plain_json():
+    d = diagnose(_good_tree()).as_dict()
+    for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged",
+                "min_bfmi", "problems"):
+        assert key in d
+    assert type(d["max_rhat"]) is float
+    assert type(d["divergences"]) is int
+    assert type(d["converged"]) is bool
+    assert isinstance(d["problems"], list)
+    json.dumps(d, allow_nan=False)
+    assert isinstance(Diagnostics(**{**d, "max_rhat": 1.0}), Diagnostics)
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def _provenance(**timings):
+    return build_provenance(
+        model_name="normal",
+        model_version="0.1",
+        settings=SamplerSettings(**FAST),
+        data_hash="abc",
+        spec=None,
+        priors={"mu": "Normal(0, 10)"},
+        timings={"sampling_seconds": 1.5, **timings},
+    )
+
+
+def _strict_load(path):
+    def reject(token):
+        raise ValueError(f"non-strict JSON token {token}")
+
+    return json.loads(path.read_text(), parse_constant=reject)
+
+
+def test_save_load_round_trip(tmp_path):
+    dt = _good_tree(draws=100)
+    summary = {"mu": {"mean": 1.0, "hdi_90": [0.5, 1.5]}, "bad": float("nan"),
+               "inf": np.float64(np.inf), "n": np.int64(3)}
+    out = save_run(tmp_path / "runs" / "r1", dt, summary, _provenance(nan=math.nan))
+    assert out == (tmp_path / "runs" / "r1").absolute()
+    assert sorted(p.name for p in out.iterdir()) == sorted(inference.RUN_FILES)
+    run = load_run(out)
+    assert isinstance(run, Run)
+    assert run.path == out
+    xr.testing.assert_equal(run.posterior["posterior"].to_dataset(), dt["posterior"].to_dataset())
+    assert run.summary == {"mu": {"mean": 1.0, "hdi_90": [0.5, 1.5]}, "bad": None,
+                           "inf": None, "n": 3}
+    assert run.provenance["timings"] == {"sampling_seconds": 1.5, "nan": None}
+    for name in ("summary.json", "provenance.json"):
+        text = (out / name).read_text()
+        assert "NaN" not in text and "Infinity" not in text
+        _strict_load(out / name)
+    # Only the run folder is left next to it: no temp or backup folders.
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["r1"]
+
+
+def test_save_run_of_sampled_posterior(tmp_path, nutpie_fit):
+    diag = diagnose(nutpie_fit, ess_min=100)
+    out = save_run(tmp_path / "fit", nutpie_fit, {"diagnostics": diag.as_dict()}, _provenance())
+    run = load_run(out)
+    np.testing.assert_array_equal(run.posterior.posterior["mu"].values,
+                                  nutpie_fit.posterior["mu"].values)
+    assert {"posterior", "sample_stats", "log_likelihood"} <= set(run.posterior.children)
+    assert run.posterior.attrs["backend"] == "nutpie"
+    assert run.summary["diagnostics"]["divergences"] == 0
+
+
+def test_save_run_overwrites_previous_run(tmp_path):
+    save_run(tmp_path / "r", _good_tree(draws=50, seed=1), {"v": 1}, _provenance())
+    save_run(tmp_path / "r", _good_tree(draws=60, seed=2), {"v": 2}, _provenance())
+    run = load_run(tmp_path / "r")
+    assert run.summary == {"v": 2}
+    assert run.posterior.posterior.sizes["draw"] == 60
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+def test_failed_save_leaves_previous_run_intact(tmp_path, monkeypatch):
+    run_dir = tmp_path / "r"
+    save_run(run_dir, _good_tree(draws=50), {"v": 1}, _provenance())
+    before = hash_folder(run_dir)
+
+    real_write = inference._write_json
+
+    def fail_on_provenance(path, obj):
+        if path.name == "provenance.json":
+            raise OSError("disk full (simulated)")
+        real_write(path, obj)
+
+    monkeypatch.setattr(inference, "_write_json", fail_on_provenance)
+    with pytest.raises(OSError, match="simulated"):
+        save_run(run_dir, _good_tree(draws=80, seed=9), {"v": 2}, _provenance())
+    assert hash_folder(run_dir) == before
+    assert load_run(run_dir).summary == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]  # temp folder cleaned up
+
+
+def test_failed_swap_restores_previous_run(tmp_path, monkeypatch):
+    run_dir = tmp_path / "r"
+    save_run(run_dir, _good_tree(draws=50), {"v": 1}, _provenance())
+    before = hash_folder(run_dir)
+    real_rename = os.rename
+
+    def fail_moving_new_into_place(src, dst):
+        if ".tmp-" in os.fspath(src):
+            raise OSError("rename failed (simulated)")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(inference.os, "rename", fail_moving_new_into_place)
+    with pytest.raises(OSError, match="simulated"):
+        save_run(run_dir, _good_tree(draws=80, seed=9), {"v": 2}, _provenance())
+    monkeypatch.undo()
+    assert hash_folder(run_dir) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+def test_load_run_names_missing_file(tmp_path):
+    run_dir = save_run(tmp_path / "r", _good_tree(draws=50), {"v": 1}, _provenance())
+    (run_dir / "summary.json").unlink()
+    with pytest.raises(FileNotFoundError, match="summary.json"):
+        load_run(run_dir)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_run(tmp_path / "nope")
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def test_build_provenance_records_versions_and_utc_time():
+    prov = _provenance(nan=math.nan)
+    assert prov["model_name"] == "normal" and prov["model_version"] == "0.1"
+    assert prov["settings"]["chains"] == 2
+    assert prov["data_hash"] == "abc"
+    assert prov["spec"] is None
+    assert prov["timings"]["nan"] is None
+    for pkg in ("python", "pymc", "pytensor", "arviz", "nutpie", "numpy", "pandas", "toolkit"):
+        assert prov["versions"][pkg], pkg
+    created = datetime.fromisoformat(prov["created_utc"])
+    assert created.utcoffset().total_seconds() == 0
+    json.dumps(prov, allow_nan=False)
+
+
+def test_hash_folder(tmp_path):
+    a = tmp_path / "a"
+    (a / "sub").mkdir(parents=True)
+    (a / "x.csv").write_bytes(b"1,2\n")
+    (a / "sub" / "y.csv").write_bytes(b"3,4\n")
+    b = tmp_path / "b"
+    (b / "sub").mkdir(parents=True)
+    (b / "sub" / "y.csv").write_bytes(b"3,4\n")  # created in the other order
+    (b / "x.csv").write_bytes(b"1,2\n")
+    h = hash_folder(a)
+    assert len(h) == 64 and h == hash_folder(b)
+
+    (b / "link.csv").symlink_to(b / "x.csv")  # symlinks are not regular files
+    assert hash_folder(b) == h
+    (b / "x.csv").write_bytes(b"1,3\n")
+    assert hash_folder(b) != h
+    (b / "x.csv").write_bytes(b"1,2\n")
+    (b / "x.csv").rename(b / "z.csv")
+    assert hash_folder(b) != h
+    with pytest.raises(NotADirectoryError):
+        hash_folder(a / "x.csv")
