@@ -429,8 +429,10 @@ def diagnose(
         flat = values.reshape(values.shape[0] * values.shape[1], -1)
         mask[name] = ~np.all(flat == flat[:1], axis=0)
 
-    ess_bulk = _stat_values(azs.ess(post, method="bulk"), mask)
-    ess_tail = _stat_values(azs.ess(post, method="tail"), mask)
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant elements give NaN
+        ess_bulk = _stat_values(azs.ess(post, method="bulk"), mask)
+        ess_tail = _stat_values(azs.ess(post, method="tail"), mask)
+        rhat = _stat_values(azs.rhat(post, method="rank"), mask) if n_chains >= 2 else None
     min_ess_bulk = float(np.min(ess_bulk)) if ess_bulk.size else math.nan
     min_ess_tail = float(np.min(ess_tail)) if ess_tail.size else math.nan
 
@@ -438,7 +440,6 @@ def diagnose(
         max_rhat = math.nan
         problems.append("R-hat needs ≥ 2 chains (only 1 chain; cannot check chain agreement)")
     else:
-        rhat = _stat_values(azs.rhat(post, method="rank"), mask)
         if rhat.size == 0:
             max_rhat = math.nan
             problems.append("R-hat could not be computed (no varying draws)")

@@ -1,0 +1,232 @@
+r"""Remission durability: Bayesian relapse-free survival, Weibull PH or mixture cure.
+
+Time t is years since the response day (CR/CRi). Patient i has arm a_i
+(1 = experimental) and standardized covariates x_i.
+
+``weibull`` (proportional hazards)::
+
+    h_i(t) = (k/lam) (t/lam)^(k-1) exp(lp_i),   lp_i = b_arm a_i + x_i . b
+    S_i(t) = exp(-(t/lam)^k exp(lp_i))
+
+``cure`` (Berkson-Gage mixture; the Weibull PH part is the hazard of the uncured)::
+
+    S_i(t) = pi_i + (1 - pi_i) S_u,i(t),   logit pi_i = c0 + c_arm a_i + x_i . c
+
+Likelihood (right censoring is a likelihood term, nothing is imputed):
+event -> log f_i(t), censored -> log S_i(t), with f = (1 - pi) f_u for ``cure``.
+
+Policies
+
+- HSCT ``timevarying``: after a consolidative transplant at c_i the hazard
+  (of the uncured) is multiplied by exp(b_hsct):
+  H(t) = e^lp [H0(min(t, c)) + e^b_hsct (H0(t) - H0(min(t, c)))].
+  Estimands describe patients without HSCT. ``censor``: follow-up ends at HSCT.
+- endpoint ``relapse``: death in remission is a competing event with its own
+  Weibull cause-specific hazard (``death_*`` parameters, arm effect
+  ``log_hr_death``); the relapse part reads as a cause-specific hazard.
+- endpoint ``efs``: non-response is a point mass at day 0 with
+  logit P(response) = r0 + r_arm a; responders follow the model above.
+
+Parameters (default priors; source)
+
+- ``log_hr`` (b_arm, experimental vs control): Normal(0, 1), weakly
+  informative (95 % of mass on HR 0.14-7.1). ``skeptical`` Normal(0, 0.35)
+  and ``optimistic`` Normal(log 0.7, 0.35) are domain.md §4.4.
+- ``log_shape`` (log k): Normal(0, 0.5), k in 0.37-2.7.
+- ``log_scale_years`` (log lam): Normal(log 0.75, 1); median relapse time
+  of the uncured about 6 months after CD19 CAR-T (domain.md §4.4).
+- ``beta_std`` (per SD of each covariate): Normal(0, 0.5).
+- ``logit_cure`` (c0): Normal(0, 1); ELIANA's RFS plateau suggests a cure
+  fraction near 45-55 % (domain.md §3.2), centred at 50 % with wide spread.
+- ``cure_log_or`` (c_arm): Normal(0, 1); ``skeptical`` Normal(0, 0.5)
+  (domain.md §4.4: about ±12 points), ``optimistic`` Normal(0.4, 0.5).
+- ``gamma_std`` (covariates on logit pi): Normal(0, 0.5).
+- ``log_hr_hsct``: Normal(0, 1). Death in remission: ``death_log_scale_years``
+  Normal(log 30, 1.5) (about 3 %/year, domain.md §3), ``death_log_shape``
+  Normal(0, 0.5), ``log_hr_death`` Normal(0, 1). Response:
+  ``logit_response`` Normal(logit 0.85, 1) (CR rates 70-90 %, domain.md §3.1),
+  ``response_log_or`` Normal(0, 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from toolkit.data.inputs import DurabilityInputs
+
+MODEL_NAME = "durability"
+MODEL_VERSION = "1.0.0"
+VARIANTS = ("weibull", "cure")
+PRIOR_SETS = ("default", "skeptical", "optimistic")
+
+
+@dataclass(frozen=True)
+class DurabilityPriors:
+    """Normal(mu, sigma) priors, as (mu, sigma) pairs; see the module docstring for sources."""
+
+    log_hr: tuple[float, float] = (0.0, 1.0)
+    log_shape: tuple[float, float] = (0.0, 0.5)
+    log_scale_years: tuple[float, float] = (float(np.log(0.75)), 1.0)
+    beta_std: tuple[float, float] = (0.0, 0.5)
+    logit_cure: tuple[float, float] = (0.0, 1.0)
+    cure_log_or: tuple[float, float] = (0.0, 1.0)
+    gamma_std: tuple[float, float] = (0.0, 0.5)
+    log_hr_hsct: tuple[float, float] = (0.0, 1.0)
+    death_log_scale_years: tuple[float, float] = (float(np.log(30.0)), 1.5)
+    death_log_shape: tuple[float, float] = (0.0, 0.5)
+    log_hr_death: tuple[float, float] = (0.0, 1.0)
+    logit_response: tuple[float, float] = (float(np.log(0.85 / 0.15)), 1.0)
+    response_log_or: tuple[float, float] = (0.0, 1.0)
+
+    @classmethod
+    def named(cls, name: str) -> DurabilityPriors:
+        """The prior set ``default``, ``skeptical`` or ``optimistic`` (arm effects differ)."""
+        if name == "default":
+            return cls()
+        if name == "skeptical":
+            return cls(log_hr=(0.0, 0.35), cure_log_or=(0.0, 0.5))
+        if name == "optimistic":
+            return cls(log_hr=(float(np.log(0.7)), 0.35), cure_log_or=(0.4, 0.5))
+        raise ValueError(f"unknown prior set {name!r}; valid: {', '.join(PRIOR_SETS)}")
+
+    def with_overrides(self, overrides: dict[str, list[float]]) -> DurabilityPriors:
+        valid = set(asdict(self))
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ValueError(f"unknown prior(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+        return replace(self, **{k: (float(v[0]), float(v[1])) for k, v in overrides.items()})
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {k: list(v) for k, v in asdict(self).items()}
+
+
+def _normal(name, prior, **kwargs):
+    return pm.Normal(name, mu=prior[0], sigma=prior[1], **kwargs)
+
+
+def weibull_log_cumhaz0(t, log_shape, log_scale):
+    """log H0(t) = k (log t - log lam)."""
+    return pt.exp(log_shape) * (pt.log(t) - log_scale)
+
+
+def survival_logp(t, event, log_shape, log_scale, lp, log_cure=None, log_uncure=None,
+                  hsct=None, log_hr_hsct=None):
+    """Pointwise log-likelihood of right-censored Weibull PH (optionally mixture cure).
+
+    log h(t) = log k - log lam + (k - 1)(log t - log lam) + lp [+ b_hsct 1(t > c)]
+    """
+    k = pt.exp(log_shape)
+    h0 = pt.exp(weibull_log_cumhaz0(t, log_shape, log_scale))
+    log_h = log_shape - log_scale + (k - 1) * (pt.log(t) - log_scale) + lp
+    if hsct is not None:
+        before = pt.exp(weibull_log_cumhaz0(pt.minimum(t, hsct), log_shape, log_scale))
+        h0 = before + pt.exp(log_hr_hsct) * (h0 - before)
+        log_h = log_h + log_hr_hsct * pt.gt(t, hsct)
+    cumhaz = pt.exp(lp) * h0
+    if log_cure is None:
+        return event * log_h - cumhaz
+    log_event = log_uncure + log_h - cumhaz
+    log_censored = pt.logaddexp(log_cure, log_uncure - cumhaz)
+    return pt.switch(pt.eq(event, 1), log_event, log_censored)
+
+
+def build_durability_model(inputs: DurabilityInputs, priors: DurabilityPriors | None = None, *,
+                           variant: str = "weibull") -> pm.Model:
+    """The PyMC model for ``inputs`` (see the module docstring for equations and priors)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    priors = priors or DurabilityPriors()
+    coords = {"patient": inputs.patient_ids, "covariate": inputs.covariates}
+    with pm.Model(coords=coords) as model:
+        time = pm.Data("time_years", inputs.time_years, dims="patient")
+        event = pm.Data("event", inputs.event, dims="patient")
+        arm = pm.Data("arm", inputs.arm, dims="patient")
+        log_shape = _normal("log_shape", priors.log_shape)
+        log_scale = _normal("log_scale_years", priors.log_scale_years)
+        log_hr = _normal("log_hr", priors.log_hr)
+        lp = log_hr * arm
+        if inputs.covariates:
+            x = pm.Data("x_std", inputs.x_std, dims=("patient", "covariate"))
+            beta = _normal("beta_std", priors.beta_std, dims="covariate")
+            lp = lp + pt.dot(x, beta)
+        kwargs = {}
+        if inputs.hsct == "timevarying":
+            finite = np.where(np.isfinite(inputs.hsct_years), inputs.hsct_years, 1e6)
+            kwargs["hsct"] = pm.Data("hsct_years", finite, dims="patient")
+            kwargs["log_hr_hsct"] = _normal("log_hr_hsct", priors.log_hr_hsct)
+        if variant == "cure":
+            logit_cure = _normal("logit_cure", priors.logit_cure)
+            cure_log_or = _normal("cure_log_or", priors.cure_log_or)
+            eta = logit_cure + cure_log_or * arm
+            if inputs.covariates:
+                gamma = _normal("gamma_std", priors.gamma_std, dims="covariate")
+                eta = eta + pt.dot(x, gamma)
+            kwargs["log_cure"] = -pt.softplus(-eta)
+            kwargs["log_uncure"] = -pt.softplus(eta)
+        pm.CustomDist("rfs", event, log_shape, log_scale, lp, *kwargs.values(),
+                      logp=lambda t, ev, ls, lsc, lp_, *rest: survival_logp(t, ev, ls, lsc, lp_, **dict(zip(kwargs, rest))),
+                      observed=time, dims="patient")
+        if inputs.endpoint == "relapse":
+            competing = pm.Data("death_in_remission", inputs.competing, dims="patient")
+            d_shape = _normal("death_log_shape", priors.death_log_shape)
+            d_scale = _normal("death_log_scale_years", priors.death_log_scale_years)
+            d_hr = _normal("log_hr_death", priors.log_hr_death)
+            pm.CustomDist("death", competing, d_shape, d_scale, d_hr * arm,
+                          logp=lambda t, ev, ls, lsc, lp_: survival_logp(t, ev, ls, lsc, lp_),
+                          observed=time, dims="patient")
+        if inputs.endpoint == "efs":
+            model.add_coord("infused", np.arange(len(inputs.responded)))
+            r_arm = pm.Data("response_arm", inputs.responded_arm, dims="infused")
+            logit_r = _normal("logit_response", priors.logit_response)
+            r_or = _normal("response_log_or", priors.response_log_or)
+            pm.Bernoulli("response", logit_p=logit_r + r_or * r_arm, observed=inputs.responded, dims="infused")
+        pm.Deterministic("hazard_ratio", pt.exp(log_hr))
+    return model
+
+
+# --------------------------------------------------------------------------- posterior quantities (numpy)
+
+
+def _draws(posterior, name) -> np.ndarray:
+    return posterior[name].to_numpy().reshape(-1, *posterior[name].shape[2:])
+
+
+def survival_curves(posterior, inputs: DurabilityInputs, days, *, variant: str, arm: int,
+                    x_std: np.ndarray | None = None) -> np.ndarray:
+    """Posterior RFS S(t) per draw at ``days`` for one arm, averaged over covariate rows.
+
+    Returns an array (draws, len(days)). With covariates, S is averaged over
+    ``x_std`` rows (default: the analysed cohort), i.e. standardized to the
+    cohort's covariate distribution. Patients are assumed without HSCT.
+    """
+    t = np.asarray(days, dtype=float) / 365.25
+    k = np.exp(_draws(posterior, "log_shape"))[:, None, None]
+    lam = np.exp(_draws(posterior, "log_scale_years"))[:, None, None]
+    lp = _draws(posterior, "log_hr")[:, None, None] * arm
+    x = inputs.x_std if x_std is None else x_std
+    if inputs.covariates:
+        lp = lp + (_draws(posterior, "beta_std") @ x.T)[:, :, None]
+    su = np.exp(-(t[None, None, :] / lam) ** k * np.exp(lp))
+    if variant == "cure":
+        eta = (_draws(posterior, "logit_cure") + _draws(posterior, "cure_log_or") * arm)[:, None, None]
+        if inputs.covariates:
+            eta = eta + (_draws(posterior, "gamma_std") @ x.T)[:, :, None]
+        pi = 1 / (1 + np.exp(-eta))
+        su = pi + (1 - pi) * su
+    if inputs.endpoint == "relapse":  # relapse-free and alive: multiply by the competing death survival
+        dk = np.exp(_draws(posterior, "death_log_shape"))[:, None, None]
+        dl = np.exp(_draws(posterior, "death_log_scale_years"))[:, None, None]
+        su = su * np.exp(-(t[None, None, :] / dl) ** dk * np.exp(_draws(posterior, "log_hr_death")[:, None, None] * arm))
+    return su.mean(axis=1)
+
+
+def cure_fractions(posterior, inputs: DurabilityInputs, *, arm: int) -> np.ndarray:
+    """Posterior cure fraction per draw for one arm, averaged over the cohort's covariates."""
+    eta = (_draws(posterior, "logit_cure") + _draws(posterior, "cure_log_or") * arm)[:, None]
+    if inputs.covariates:
+        eta = eta + _draws(posterior, "gamma_std") @ inputs.x_std.T
+    return (1 / (1 + np.exp(-eta))).mean(axis=1)
