@@ -142,6 +142,88 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _csv_list(text: str | None, cast=str):
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [cast(t) for t in items]
+    except ValueError as exc:
+        raise SystemExit(f"expected a comma-separated list of numbers, got {text!r}") from exc
+
+
+def print_fit_summary(console: Console, summary: dict, run_dir: Path | None = None) -> None:
+    """The short table a user reads after a fit: estimands, then the diagnostics verdict."""
+    import pandas as pd
+
+    rows = []
+    for name, value in summary["estimands"].items():
+        if isinstance(value, dict):
+            lo, hi = next(v for k, v in value.items() if k.startswith("hdi_"))
+            rows.append({"estimand": name, "median": f"{value['median']:.3g}", "90% interval": f"{lo:.3g} to {hi:.3g}"})
+        else:
+            rows.append({"estimand": name, "median": f"{value:.3f}", "90% interval": "(probability)"})
+    title = f"{summary['model']} ({summary.get('variant', '')}): {summary['arms']['experimental']} vs {summary['arms']['control']}"
+    _print_frame(console, title, pd.DataFrame(rows))
+    d = summary["diagnostics"]
+    verdict = "[green]converged[/]" if d["converged"] else "[bold red]NOT CONVERGED: results are provisional[/]"
+    console.print(f"Diagnostics: {verdict}  (max R-hat {d['max_rhat']:.3f}, min bulk ESS {d['min_ess_bulk']:.0f}, "
+                  f"min tail ESS {d['min_ess_tail']:.0f}, divergences {d['divergences']})")
+    for problem in d.get("problems", []):
+        console.print(f"  - {problem}", markup=False)
+    loo = summary.get("model_checks", {}).get("loo", {})
+    if "elpd_loo" in loo:
+        flag = (f"  [yellow]{loo['n_pareto_k_above_0.7']} observation(s) with Pareto k > 0.7: LOO is unreliable "
+                "for them[/]" if loo["n_pareto_k_above_0.7"] else "")
+        console.print(f"PSIS-LOO: elpd {loo['elpd_loo']:.1f} (SE {loo['se']:.1f}), max Pareto k {loo['max_pareto_k']:.2f}{flag}")
+    for warning in summary.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}")
+    if run_dir is not None:
+        console.print(f"Run written to {run_dir}")
+
+
+def fit_durability_command(args, console: Console) -> int:
+    from toolkit.data.inputs import ModelDataError
+    from toolkit.fitting import DurabilityOptions, fit_durability
+    from toolkit.inference import SamplerSettings
+    from toolkit.specs import SpecError, load_spec, merged_options, merged_sampler
+
+    try:
+        spec = load_spec(args.spec, model="durability") if args.spec else None
+        options = merged_options(spec, {
+            "variant": args.variant, "endpoint": args.endpoint, "hsct": args.hsct, "prior": args.prior,
+            "covariates": _csv_list(args.covariates), "days": _csv_list(args.days, int),
+            "hr_below": _csv_list(args.prob_hr_below, float),
+            "rfs_difference_above": _csv_list(args.prob_rfs_difference_above, float)})
+        sampler = merged_sampler(spec, {"chains": args.chains, "tune": args.tune, "draws": args.draws,
+                                        "seed": args.seed, "backend": args.backend,
+                                        "target_accept": args.target_accept})
+        options = DurabilityOptions(**options)
+        settings = SamplerSettings(**sampler)
+    except (SpecError, ValueError, TypeError) as err:
+        console.print(f"[red]error:[/] {err}", markup=True)
+        return EXIT_INVALID
+    cohort = _load_or_report(args.data, console)
+    if cohort is None:
+        return EXIT_INVALID
+    try:
+        result = fit_durability(cohort, options, settings, spec=spec)
+    except ModelDataError as err:
+        console.print(f"[red]cannot fit durability:[/] {err}")
+        return EXIT_INVALID
+    run_dir = result.save(args.out)
+    print_fit_summary(console, result.summary, run_dir)
+    return 0
+
+
+def cmd_fit(args) -> int:
+    console = _console()
+    if args.model == "durability":
+        return fit_durability_command(args, console)
+    console.print(f"[red]error:[/] model {args.model!r} is not available yet; available: durability")
+    return EXIT_INVALID
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toolkit", description="Bayesian modeling of patient response to CAR-T.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +247,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("templates", help="write empty templates and the data dictionary")
     p.add_argument("--out", default="data_templates")
     p.set_defaults(func=cmd_templates)
+
+    p = sub.add_parser("fit", help="fit a model to a cohort and write a run folder")
+    p.add_argument("model", choices=["cart", "mrd", "durability", "joint"])
+    p.add_argument("--data", required=True, help="cohort folder")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--spec", help="analysis spec file (models/*.toml); command-line options override it")
+    g = p.add_argument_group("sampler")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--draws", type=int)
+    g.add_argument("--tune", type=int)
+    g.add_argument("--chains", type=int)
+    g.add_argument("--backend", choices=["nutpie", "pymc", "numpyro"])
+    g.add_argument("--target-accept", type=float)
+    g = p.add_argument_group("durability")
+    g.add_argument("--variant", choices=["weibull", "cure"])
+    g.add_argument("--covariates", help="comma-separated numeric columns of patients.csv")
+    g.add_argument("--hsct", choices=["censor", "timevarying"])
+    g.add_argument("--endpoint", choices=["rfs", "relapse", "efs"])
+    g.add_argument("--days", help="RFS horizons in days, e.g. 180,365")
+    g.add_argument("--prior", choices=["default", "skeptical", "optimistic"])
+    g.add_argument("--prob-hr-below", help="thresholds for P(HR < x), e.g. 1,0.7")
+    g.add_argument("--prob-rfs-difference-above", help="thresholds for P(RFS difference > x), e.g. 0,0.1")
+    p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("demo", help="simulate the default trial and run the analyses")
     p.add_argument("--out", default="demo_output")

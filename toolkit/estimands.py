@@ -82,3 +82,63 @@ def posterior_probability(
     if below is not None:
         hit &= arr < below
     return float(np.mean(hit))
+
+
+# --------------------------------------------------------------------------- remission durability
+
+
+def _threshold_name(x: float) -> str:
+    return f"{x:g}"
+
+
+def durability_estimands(posterior, inputs, *, variant: str, days=(180, 365), hr_below=(1.0, 0.7),
+                         rfs_difference_above=(0.0, 0.1), ci_prob: float = 0.9) -> dict:
+    """Decision quantities of the durability model, named as in ``truth.json``.
+
+    - ``hazard_ratio`` = exp(b_arm), experimental vs control (for ``cure``:
+      among the uncured; also given as ``hazard_ratio_uncured``);
+    - ``prob_hr_below_<x>`` = P(HR < x) for each ``hr_below``;
+    - ``rfs_{D}d_{arm}`` and ``rfs_{D}d_difference`` (experimental - control),
+      standardized over the cohort's covariates; ``prob_rfs_{D}d_difference_above_<x>``;
+    - ``median_rfs_days_{arm}`` when the curve reaches 0.5 within 20 years in
+      every draw, else ``prob_median_rfs_reached_{arm}``;
+    - ``cure_fraction_{arm}`` and ``cure_fraction_difference`` (``cure``);
+    - ``log_hr_<covariate>`` per unit of the covariate as given (``log_odds_cure_<covariate>`` for ``cure``).
+    """
+    from toolkit.models.durability import cure_fractions, median_survival_days, survival_curves
+
+    out: dict = {}
+    hr = posterior["hazard_ratio"].to_numpy().ravel()
+    out["hazard_ratio"] = summarize_draws(hr, ci_prob=ci_prob)
+    if variant == "cure":
+        out["hazard_ratio_uncured"] = out["hazard_ratio"]
+    for x in hr_below:
+        out[f"prob_hr_below_{_threshold_name(x)}"] = posterior_probability(hr, below=x)
+    curves = {}
+    for arm, name in ((0, "control"), (1, "experimental")):
+        curves[name] = survival_curves(posterior, inputs, days, variant=variant, arm=arm)
+        for j, d in enumerate(days):
+            out[f"rfs_{d}d_{name}"] = summarize_draws(curves[name][:, j], ci_prob=ci_prob)
+    for j, d in enumerate(days):
+        diff = curves["experimental"][:, j] - curves["control"][:, j]
+        out[f"rfs_{d}d_difference"] = summarize_draws(diff, ci_prob=ci_prob)
+        for x in rfs_difference_above:
+            out[f"prob_rfs_{d}d_difference_above_{_threshold_name(x)}"] = posterior_probability(diff, above=x)
+    for arm, name in ((0, "control"), (1, "experimental")):
+        median = median_survival_days(posterior, inputs, variant=variant, arm=arm)
+        if np.isfinite(median).all():
+            out[f"median_rfs_days_{name}"] = summarize_draws(median, ci_prob=ci_prob)
+        else:
+            out[f"prob_median_rfs_reached_{name}"] = float(np.isfinite(median).mean())
+    if variant == "cure":
+        cf = {name: cure_fractions(posterior, inputs, arm=arm) for arm, name in ((0, "control"), (1, "experimental"))}
+        for name, draws in cf.items():
+            out[f"cure_fraction_{name}"] = summarize_draws(draws, ci_prob=ci_prob)
+        out["cure_fraction_difference"] = summarize_draws(cf["experimental"] - cf["control"], ci_prob=ci_prob)
+    for j, cov in enumerate(inputs.covariates):
+        beta = posterior["beta_std"].to_numpy()[..., j].ravel() / inputs.x_sd[j]
+        out[f"log_hr_{cov}"] = summarize_draws(beta, ci_prob=ci_prob)
+        if variant == "cure":
+            gamma = posterior["gamma_std"].to_numpy()[..., j].ravel() / inputs.x_sd[j]
+            out[f"log_odds_cure_{cov}"] = summarize_draws(gamma, ci_prob=ci_prob)
+    return out

@@ -199,29 +199,44 @@ def survival_curves(posterior, inputs: DurabilityInputs, days, *, variant: str, 
                     x_std: np.ndarray | None = None) -> np.ndarray:
     """Posterior RFS S(t) per draw at ``days`` for one arm, averaged over covariate rows.
 
-    Returns an array (draws, len(days)). With covariates, S is averaged over
-    ``x_std`` rows (default: the analysed cohort), i.e. standardized to the
-    cohort's covariate distribution. Patients are assumed without HSCT.
+    ``days`` is 1-D (the same times for every draw) or (draws, m) (times per
+    draw). Returns (draws, m). With covariates, S is averaged over ``x_std``
+    rows (default: the analysed cohort), i.e. standardized to the cohort's
+    covariate distribution. Patients are taken as without HSCT.
     """
     t = np.asarray(days, dtype=float) / 365.25
+    t = t[None, None, :] if t.ndim == 1 else t[:, None, :]
     k = np.exp(_draws(posterior, "log_shape"))[:, None, None]
     lam = np.exp(_draws(posterior, "log_scale_years"))[:, None, None]
     lp = _draws(posterior, "log_hr")[:, None, None] * arm
     x = inputs.x_std if x_std is None else x_std
     if inputs.covariates:
         lp = lp + (_draws(posterior, "beta_std") @ x.T)[:, :, None]
-    su = np.exp(-(t[None, None, :] / lam) ** k * np.exp(lp))
+    su = np.exp(-(t / lam) ** k * np.exp(lp))
     if variant == "cure":
         eta = (_draws(posterior, "logit_cure") + _draws(posterior, "cure_log_or") * arm)[:, None, None]
         if inputs.covariates:
             eta = eta + (_draws(posterior, "gamma_std") @ x.T)[:, :, None]
         pi = 1 / (1 + np.exp(-eta))
         su = pi + (1 - pi) * su
-    if inputs.endpoint == "relapse":  # relapse-free and alive: multiply by the competing death survival
+    if inputs.endpoint == "relapse":  # relapse-free and alive: times the competing death survival
         dk = np.exp(_draws(posterior, "death_log_shape"))[:, None, None]
         dl = np.exp(_draws(posterior, "death_log_scale_years"))[:, None, None]
-        su = su * np.exp(-(t[None, None, :] / dl) ** dk * np.exp(_draws(posterior, "log_hr_death")[:, None, None] * arm))
+        su = su * np.exp(-(t / dl) ** dk * np.exp(_draws(posterior, "log_hr_death")[:, None, None] * arm))
     return su.mean(axis=1)
+
+
+def median_survival_days(posterior, inputs: DurabilityInputs, *, variant: str, arm: int,
+                         horizon_days: float = 20 * 365.25) -> np.ndarray:
+    """Per-draw day where S(t) = 0.5 (bisection, S is decreasing); +inf if not within the horizon."""
+    n = _draws(posterior, "log_shape").shape[0]
+    lo, hi = np.zeros(n), np.full(n, horizon_days)
+    reached = survival_curves(posterior, inputs, hi[:, None], variant=variant, arm=arm)[:, 0] <= 0.5
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        above = survival_curves(posterior, inputs, mid[:, None], variant=variant, arm=arm)[:, 0] > 0.5
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    return np.where(reached, hi, np.inf)
 
 
 def cure_fractions(posterior, inputs: DurabilityInputs, *, arm: int) -> np.ndarray:

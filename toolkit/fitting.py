@@ -1,0 +1,137 @@
+"""One analysis end to end: cohort -> inputs -> model -> posterior -> summary.
+
+The CLI, the notebooks and the tests all call these functions; each model
+gets an ``<Model>Options`` dataclass (the analysis choices) and a
+``fit_<model>`` function returning a ``FitResult`` that can be saved as a
+run folder (``posterior.nc``, ``summary.json``, ``provenance.json``).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.data import Cohort
+from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
+from toolkit.data.inputs import DurabilityInputs, to_durability_inputs
+from toolkit.estimands import durability_estimands
+from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample, save_run
+from toolkit.models import durability
+
+MODELS = ("durability",)
+
+
+@dataclass
+class FitResult:
+    """A fitted analysis, ready to save or inspect."""
+
+    model_name: str
+    posterior: object
+    summary: dict
+    provenance: dict
+    inputs: object = None
+    model: object = None
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.summary["diagnostics"]["converged"])
+
+    def save(self, run_dir: str | Path) -> Path:
+        return save_run(run_dir, self.posterior, self.summary, self.provenance)
+
+
+@dataclass
+class DurabilityOptions:
+    """Analysis choices for remission durability (see ``toolkit.models.durability``)."""
+
+    variant: str = "weibull"
+    endpoint: str = "rfs"
+    hsct: str = "censor"
+    covariates: list[str] = field(default_factory=list)
+    days: list[int] = field(default_factory=lambda: [180, 365])
+    prior: str = "default"
+    priors: dict[str, list[float]] = field(default_factory=dict)
+    hr_below: list[float] = field(default_factory=lambda: [1.0, 0.7])
+    rfs_difference_above: list[float] = field(default_factory=lambda: [0.0, 0.1])
+
+    def __post_init__(self):
+        checks = {"variant": durability.VARIANTS, "endpoint": ENDPOINTS, "hsct": HSCT_POLICIES,
+                  "prior": durability.PRIOR_SETS}
+        for name, valid in checks.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        if not self.days or any(int(d) <= 0 for d in self.days):
+            raise ValueError(f"days must be positive horizons in days, got {self.days}")
+        self.days = [int(d) for d in self.days]
+        self.covariates = list(self.covariates)
+
+    def prior_set(self) -> durability.DurabilityPriors:
+        return durability.DurabilityPriors.named(self.prior).with_overrides(self.priors)
+
+
+def _data_summary(inputs: DurabilityInputs) -> dict:
+    per_arm = {}
+    for code, name in ((0, "control"), (1, "experimental")):
+        mask = inputs.arm == code
+        per_arm[name] = {"patients": int(mask.sum()), "events": int(inputs.event[mask].sum())}
+    return {"endpoint": inputs.endpoint, "hsct_policy": inputs.hsct, "per_arm": per_arm,
+            "covariates": {c: {"mean": float(m), "sd": float(s)}
+                           for c, m, s in zip(inputs.covariates, inputs.x_mean, inputs.x_sd)}}
+
+
+def loo_summary(posterior, var_name: str = "rfs") -> dict:
+    """PSIS-LOO of one fit: elpd, its SE, p_loo and Pareto-k warnings (k > 0.7 is unreliable)."""
+    import arviz_stats as azs
+
+    with warnings.catch_warnings():  # Pareto-k problems are reported in the returned record
+        warnings.simplefilter("ignore", UserWarning)
+        loo = azs.loo(posterior, var_name=var_name)
+    k = np.asarray(loo.pareto_k).ravel()
+    return {"elpd_loo": float(loo.elpd), "se": float(loo.se), "p_loo": float(loo.p),
+            "max_pareto_k": float(np.nanmax(k)), "n_pareto_k_above_0.7": int(np.sum(k > 0.7))}
+
+
+def fit_durability(cohort: Cohort, options: DurabilityOptions | None = None,
+                   settings: SamplerSettings | None = None, *, spec: dict | None = None) -> FitResult:
+    """Fit the durability model to a validated cohort and summarize it."""
+    options = options or DurabilityOptions()
+    settings = settings or SamplerSettings()
+    started = time.perf_counter()
+    inputs = to_durability_inputs(cohort, endpoint=options.endpoint, hsct=options.hsct, covariates=options.covariates)
+    priors = options.prior_set()
+    model = durability.build_durability_model(inputs, priors, variant=options.variant)
+    posterior = sample(model, settings)
+    diagnostics = diagnose(posterior, var_names=[v for v in posterior["posterior"].data_vars])
+    estimands = durability_estimands(posterior["posterior"], inputs, variant=options.variant, days=options.days,
+                                     hr_below=options.hr_below, rfs_difference_above=options.rfs_difference_above)
+    checks = {}
+    try:
+        checks["loo"] = loo_summary(posterior)
+    except Exception as exc:  # noqa: BLE001 - a failed LOO must not lose the fit; it is reported instead
+        checks["loo"] = {"error": f"{type(exc).__name__}: {exc}"}
+    warnings = list(inputs.warnings)
+    if not diagnostics.converged:
+        warnings.insert(0, "the sampler did not pass its diagnostics: treat every number as provisional")
+    summary = {
+        "model": durability.MODEL_NAME,
+        "variant": options.variant,
+        "cohort": cohort.name,
+        "arms": {"control": cohort.control_arm, "experimental": cohort.experimental_arm},
+        "diagnostics": diagnostics.as_dict(),
+        "estimands": estimands,
+        "options": asdict(options),
+        "data": _data_summary(inputs),
+        "model_checks": checks,
+        "warnings": warnings,
+    }
+    timings = {k: posterior.attrs.get(k) for k in ("compile_seconds", "sampling_seconds", "total_seconds")}
+    timings["fit_seconds"] = time.perf_counter() - started
+    provenance = build_provenance(model_name=durability.MODEL_NAME, model_version=durability.MODEL_VERSION,
+                                  settings=settings, data_hash=hash_folder(cohort.path), spec=spec,
+                                  priors=priors.as_dict(), timings=timings)
+    provenance["cohort_path"] = str(cohort.path)
+    return FitResult(durability.MODEL_NAME, posterior, summary, provenance, inputs=inputs, model=model)

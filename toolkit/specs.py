@@ -1,0 +1,65 @@
+"""Analysis spec files (``models/*.toml``): pre-specified, executable choices.
+
+A spec holds ``model`` (which model), ``[options]`` (analysis choices, the
+fields of that model's Options dataclass), ``[priors]`` (departures from the
+default priors, ``name = [mu, sigma]``), ``[decision]`` (thresholds) and
+``[sampler]`` (chains, tune, draws, seed, backend, target_accept).
+Command-line options override the spec; the run records what was used.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+SECTIONS = ("model", "title", "rationale", "options", "priors", "decision", "sampler")
+SAMPLER_KEYS = {"chains": "chains", "tune": "tune", "draws": "draws", "seed": "random_seed",
+                "backend": "backend", "target_accept": "target_accept"}
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be used; the message names the file and the key."""
+
+
+def load_spec(path: str | Path, *, model: str | None = None) -> dict:
+    """Read and check a spec file; ``model`` (if given) must match its ``model`` key."""
+    path = Path(path)
+    try:
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: spec file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML ({exc})") from exc
+    unknown = sorted(set(spec) - set(SECTIONS))
+    if unknown:
+        raise SpecError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}")
+    if model is not None and spec.get("model") != model:
+        raise SpecError(f"{path}: is a spec for model {spec.get('model')!r}, not {model!r}")
+    bad = sorted(set(spec.get("sampler", {})) - set(SAMPLER_KEYS))
+    if bad:
+        raise SpecError(f"{path}: unknown [sampler] key(s) {', '.join(bad)}; valid: {', '.join(SAMPLER_KEYS)}")
+    for name, value in spec.get("priors", {}).items():
+        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+                and value[1] > 0):
+            raise SpecError(f"{path}: [priors] {name} must be [mu, sigma] with sigma > 0, got {value!r}")
+    spec["path"] = str(path)
+    return spec
+
+
+def merged_options(spec: dict | None, overrides: dict) -> dict:
+    """Spec ``[options]`` + ``[decision]`` + ``[priors]``, then command-line overrides (None = not given)."""
+    merged = {}
+    if spec:
+        merged.update(spec.get("options", {}))
+        merged.update(spec.get("decision", {}))
+        if spec.get("priors"):
+            merged["priors"] = dict(spec["priors"])
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return merged
+
+
+def merged_sampler(spec: dict | None, overrides: dict) -> dict:
+    """Sampler settings from the spec, then command-line overrides, as SamplerSettings keywords."""
+    out = {SAMPLER_KEYS[k]: v for k, v in (spec or {}).get("sampler", {}).items()}
+    out.update({SAMPLER_KEYS[k]: v for k, v in overrides.items() if v is not None})
+    return out
