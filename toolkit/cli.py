@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from toolkit.data import CohortValidationError, load_cohort
@@ -84,7 +85,7 @@ def cmd_simulate(args) -> int:
     try:
         effects = Effects().with_overrides(_parse_effects(args.effect))
     except ValueError as err:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
     trial = simulate_trial(args.patients, seed=args.seed, effects=effects)
     out = trial.write(args.out)
@@ -177,7 +178,7 @@ def print_fit_summary(console: Console, summary: dict, run_dir: Path | None = No
                 "for them[/]" if loo["n_pareto_k_above_0.7"] else "")
         console.print(f"PSIS-LOO: elpd {loo['elpd_loo']:.1f} (SE {loo['se']:.1f}), max Pareto k {loo['max_pareto_k']:.2f}{flag}")
     for warning in summary.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     if run_dir is not None:
         console.print(f"Run written to {run_dir}")
 
@@ -201,7 +202,7 @@ def fit_durability_command(args, console: Console) -> int:
         options = DurabilityOptions(**options)
         settings = SamplerSettings(**sampler)
     except (SpecError, ValueError, TypeError) as err:
-        console.print(f"[red]error:[/] {err}", markup=True)
+        console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
     cohort = _load_or_report(args.data, console)
     if cohort is None:
@@ -209,9 +210,14 @@ def fit_durability_command(args, console: Console) -> int:
     try:
         result = fit_durability(cohort, options, settings, spec=spec)
     except ModelDataError as err:
-        console.print(f"[red]cannot fit durability:[/] {err}")
+        console.print(f"[red]cannot fit durability:[/] {escape(str(err))}")
         return EXIT_INVALID
     run_dir = result.save(args.out)
+    if not args.no_figures:
+        from toolkit.inference import load_run
+        from toolkit.plots import write_durability_figures
+
+        write_durability_figures(load_run(run_dir), run_dir / "figures")
     print_fit_summary(console, result.summary, run_dir)
     return 0
 
@@ -253,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="cohort folder")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--spec", help="analysis spec file (models/*.toml); command-line options override it")
+    p.add_argument("--no-figures", action="store_true", help="skip writing RUN/figures/*.png")
     g = p.add_argument_group("sampler")
     g.add_argument("--seed", type=int)
     g.add_argument("--draws", type=int)

@@ -135,3 +135,26 @@ def fit_durability(cohort: Cohort, options: DurabilityOptions | None = None,
                                   priors=priors.as_dict(), timings=timings)
     provenance["cohort_path"] = str(cohort.path)
     return FitResult(durability.MODEL_NAME, posterior, summary, provenance, inputs=inputs, model=model)
+
+
+def durability_inputs_from_run(run) -> DurabilityInputs:
+    """Rebuild the model inputs of a saved durability run from its own files (no cohort needed)."""
+    dt, summary = run.posterior, run.summary
+    constant = dt["constant_data"]
+    observed = dt["observed_data"]
+    covariates = list(summary["options"]["covariates"])
+    cov_stats = summary["data"]["covariates"]
+    x = constant["x_std"].to_numpy() if covariates else np.zeros((observed["rfs"].size, 0))
+    return DurabilityInputs(
+        patient_ids=[str(p) for p in observed["rfs"]["patient"].to_numpy()],
+        arm=constant["arm"].to_numpy().astype(int),
+        time_years=observed["rfs"].to_numpy(),
+        event=constant["event"].to_numpy().astype(int),
+        covariates=covariates,
+        x_std=x,
+        x_mean=np.array([cov_stats[c]["mean"] for c in covariates]),
+        x_sd=np.array([cov_stats[c]["sd"] for c in covariates]),
+        endpoint=summary["data"]["endpoint"],
+        hsct=summary["data"]["hsct_policy"],
+        arm_labels=(summary["arms"]["control"], summary["arms"]["experimental"]),
+    )

@@ -177,7 +177,7 @@ def build_durability_model(inputs: DurabilityInputs, priors: DurabilityPriors | 
             d_hr = _normal("log_hr_death", priors.log_hr_death)
             pm.CustomDist("death", competing, d_shape, d_scale, d_hr * arm,
                           logp=lambda t, ev, ls, lsc, lp_: survival_logp(t, ev, ls, lsc, lp_),
-                          observed=time, dims="patient")
+                          observed=inputs.time_years.copy(), dims="patient")  # its own value variable
         if inputs.endpoint == "efs":
             model.add_coord("infused", np.arange(len(inputs.responded)))
             r_arm = pm.Data("response_arm", inputs.responded_arm, dims="infused")

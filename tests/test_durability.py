@@ -1,0 +1,199 @@
+"""Remission durability model: structure, closed forms, bad data, estimands, CLI."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import stats
+
+from toolkit.cli import main
+from toolkit.data import load_cohort
+from toolkit.data.inputs import ModelDataError, to_durability_inputs
+from toolkit.estimands import durability_estimands
+from toolkit.fitting import DurabilityOptions
+from toolkit.models.durability import (DurabilityPriors, build_durability_model, median_survival_days,
+                                       survival_curves, survival_logp)
+from toolkit.testing import EXAMPLE, read_raw, row_of, set_cell, write_raw
+
+
+@pytest.fixture(scope="module")
+def example():
+    return load_cohort(EXAMPLE)
+
+
+@pytest.mark.parametrize("variant", ["weibull", "cure"])
+@pytest.mark.parametrize("endpoint, hsct, covariates", [
+    ("rfs", "censor", []),
+    ("rfs", "timevarying", ["baseline_blasts_pct", "age_years"]),
+    ("relapse", "censor", ["baseline_blasts_pct"]),
+    ("efs", "censor", []),
+])
+def test_structure_and_finite_start(example, variant, endpoint, hsct, covariates):
+    inputs = to_durability_inputs(example, endpoint=endpoint, hsct=hsct, covariates=covariates)
+    model = build_durability_model(inputs, variant=variant)
+    names = set(model.named_vars)
+    assert {"log_shape", "log_scale_years", "log_hr", "hazard_ratio", "rfs"} <= names
+    assert ("logit_cure" in names) == (variant == "cure")
+    assert ("log_hr_hsct" in names) == (hsct == "timevarying")
+    assert ("log_hr_death" in names) == (endpoint == "relapse")
+    assert ("response" in names) == (endpoint == "efs")
+    assert model.named_vars_to_dims["rfs"] == ("patient",)
+    if covariates:
+        assert list(model.coords["covariate"]) == covariates
+    point = model.initial_point()
+    assert np.isfinite(model.compile_logp()(point))
+    assert np.all(np.isfinite(model.compile_dlogp()(point)))
+
+
+def test_weibull_log_likelihood_matches_scipy():
+    """Event: log f(t) = log h - H; censored: -H; with h, H of Weibull PH (scipy weibull_min, scale lam e^{-lp/k})."""
+    t, k, lam, lp = np.array([0.3, 1.7]), 1.3, 0.8, -0.4
+    ll = survival_logp(t, np.array([1, 0]), np.log(k), np.log(lam), lp).eval()
+    scale = lam * np.exp(-lp / k)
+    np.testing.assert_allclose(ll, [stats.weibull_min.logpdf(0.3, k, scale=scale),
+                                    stats.weibull_min.logsf(1.7, k, scale=scale)], rtol=1e-10)
+
+
+def test_cure_log_likelihood_matches_closed_form():
+    t, k, lam, lp, pi = np.array([0.5, 2.0]), 0.9, 1.1, 0.2, 0.35
+    ll = survival_logp(t, np.array([1, 0]), np.log(k), np.log(lam), lp,
+                       log_cure=np.log(pi), log_uncure=np.log(1 - pi)).eval()
+    scale = lam * np.exp(-lp / k)
+    expected = [np.log(1 - pi) + stats.weibull_min.logpdf(0.5, k, scale=scale),
+                np.log(pi + (1 - pi) * stats.weibull_min.sf(2.0, k, scale=scale))]
+    np.testing.assert_allclose(ll, expected, rtol=1e-10)
+
+
+def test_timevarying_hsct_cumulative_hazard():
+    """Censored at t=2 after HSCT at c=1: log S = -e^lp [H0(1) + e^g (H0(2) - H0(1))]."""
+    k, lam, g = 1.5, 1.0, math.log(0.5)
+    ll = survival_logp(np.array([2.0]), np.array([0]), np.log(k), np.log(lam), 0.0,
+                       hsct=np.array([1.0]), log_hr_hsct=g).eval()
+    assert ll[0] == pytest.approx(-(1.0 + 0.5 * (2 ** 1.5 - 1.0)))
+
+
+def _fake_posterior(**values):
+    return xr.Dataset({k: (("chain", "draw"), np.full((1, 2), v)) for k, v in values.items()})
+
+
+def test_survival_curves_and_median_closed_form(example):
+    inputs = to_durability_inputs(example)
+    post = _fake_posterior(log_shape=np.log(1.2), log_scale_years=np.log(0.9), log_hr=np.log(0.6))
+    days = np.array([180.0, 365.0])
+    t = days / 365.25
+    s0 = survival_curves(post, inputs, days, variant="weibull", arm=0)[0]
+    s1 = survival_curves(post, inputs, days, variant="weibull", arm=1)[0]
+    np.testing.assert_allclose(s0, np.exp(-(t / 0.9) ** 1.2))
+    np.testing.assert_allclose(s1, np.exp(-(t / 0.9) ** 1.2 * 0.6))
+    # median: (t/lam)^k hr = log 2
+    m1 = median_survival_days(post, inputs, variant="weibull", arm=1)[0]
+    assert m1 == pytest.approx(365.25 * 0.9 * (math.log(2) / 0.6) ** (1 / 1.2), rel=1e-6)
+    cure = _fake_posterior(log_shape=0.0, log_scale_years=0.0, log_hr=0.0, logit_cure=0.0, cure_log_or=np.log(3))
+    s = survival_curves(cure, inputs, np.array([365.25]), variant="cure", arm=1)[0, 0]
+    assert s == pytest.approx(0.75 + 0.25 * math.exp(-1))
+    assert np.isinf(median_survival_days(cure, inputs, variant="cure", arm=1)[0])
+
+
+def test_estimand_names_follow_truth_json(example):
+    inputs = to_durability_inputs(example, covariates=["baseline_blasts_pct"])
+    rng = np.random.default_rng(0)
+    post = xr.Dataset({
+        "log_shape": (("chain", "draw"), rng.normal(0, 0.05, (2, 50))),
+        "log_scale_years": (("chain", "draw"), rng.normal(0, 0.05, (2, 50))),
+        "log_hr": (("chain", "draw"), rng.normal(-0.3, 0.05, (2, 50))),
+        "logit_cure": (("chain", "draw"), rng.normal(0, 0.05, (2, 50))),
+        "cure_log_or": (("chain", "draw"), rng.normal(0, 0.05, (2, 50))),
+        "beta_std": (("chain", "draw", "covariate"), rng.normal(0.2, 0.01, (2, 50, 1))),
+        "gamma_std": (("chain", "draw", "covariate"), rng.normal(0, 0.01, (2, 50, 1))),
+    })
+    post["hazard_ratio"] = np.exp(post["log_hr"])
+    est = durability_estimands(post, inputs, variant="cure", hr_below=(1.0, 0.7))
+    truth = json.loads((EXAMPLE / "truth.json").read_text())["estimands"]
+    for name in ["hazard_ratio_uncured", "rfs_180d_control", "rfs_365d_experimental", "rfs_365d_difference",
+                 "cure_fraction_control", "cure_fraction_difference", "log_hr_baseline_blasts_pct"]:
+        assert name in est and name in truth, name
+    assert est["prob_hr_below_1"] == 1.0 and 0 < est["prob_hr_below_0.7"] < 1
+    # per unit of the covariate as given: beta_std / sd
+    assert est["log_hr_baseline_blasts_pct"]["median"] == pytest.approx(0.2 / inputs.x_sd[0], rel=0.02)
+    assert set(est["hazard_ratio"]) == {"mean", "median", "sd", "hdi_90"}
+
+
+def test_no_events_is_refused_with_a_clear_message(cohort_dir):
+    outcomes = read_raw(cohort_dir, "outcomes")
+    outcomes["relapse_day"], outcomes["relapse_cd19"], outcomes["death_day"] = "", "", ""
+    write_raw(cohort_dir, "outcomes", outcomes)
+    with pytest.raises(ModelDataError, match="the cohort has no relapses or deaths in remission among its"):
+        to_durability_inputs(load_cohort(cohort_dir))
+
+
+def test_arm_without_events_is_warned(cohort_dir):
+    cohort = load_cohort(cohort_dir)
+    experimental = set(cohort.patients.loc[cohort.patients["arm"] == cohort.experimental_arm, "patient_id"])
+    outcomes = read_raw(cohort_dir, "outcomes")
+    mask = outcomes["patient_id"].isin(experimental)
+    outcomes.loc[mask, ["relapse_day", "relapse_cd19", "death_day"]] = ""
+    write_raw(cohort_dir, "outcomes", outcomes)
+    inputs = to_durability_inputs(load_cohort(cohort_dir))
+    assert inputs.warnings == ("arm 'IFN-a + CAR-T' has no events: the hazard ratio is bounded only on one side "
+                               "and its interval reflects the prior more than the data",)
+
+
+def test_constant_or_missing_covariate_is_refused(cohort_dir):
+    patients = read_raw(cohort_dir, "patients")
+    patients["prior_hsct"] = "1"
+    write_raw(cohort_dir, "patients", patients)
+    with pytest.raises(ModelDataError, match=r"covariate prior_hsct has the same value \(1\) for every analysed patient"):
+        to_durability_inputs(load_cohort(cohort_dir), covariates=["prior_hsct"])
+    set_cell(cohort_dir, "patients", row_of(cohort_dir, "patients", patient_id="P001"), "age_years", "")
+    with pytest.raises(ModelDataError, match=r"covariate age_years is blank for 1 analysed patient\(s\) \(P001\)"):
+        to_durability_inputs(load_cohort(cohort_dir), covariates=["age_years"])
+    with pytest.raises(ModelDataError, match="unknown covariate"):
+        to_durability_inputs(load_cohort(cohort_dir), covariates=["weight"])
+
+
+def test_options_and_priors_name_valid_choices():
+    with pytest.raises(ValueError, match="unknown variant 'gompertz'; valid: weibull, cure"):
+        DurabilityOptions(variant="gompertz")
+    with pytest.raises(ValueError, match="unknown prior set 'flat'"):
+        DurabilityPriors.named("flat")
+    with pytest.raises(ValueError, match="unknown prior"):
+        DurabilityPriors().with_overrides({"log_hazard": [0, 1]})
+    assert DurabilityPriors.named("skeptical").log_hr == (0.0, 0.35)
+    assert DurabilityPriors.named("optimistic").log_hr == (pytest.approx(math.log(0.7)), 0.35)
+
+
+def test_cli_fit_durability_writes_run_and_prints_estimands(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["fit", "durability", "--data", str(EXAMPLE), "--out", str(out), "--spec",
+                 "models/durability_primary.toml", "--draws", "500", "--tune", "500", "--days", "180,365",
+                 "--prob-hr-below", "1,0.8"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "hazard_ratio" in text and "Diagnostics: converged" in text
+    summary = json.loads((out / "summary.json").read_text())
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert summary["model"] == "durability" and summary["variant"] == "cure"  # from the spec
+    assert summary["arms"] == {"control": "CAR-T", "experimental": "IFN-a + CAR-T"}
+    assert set(summary["diagnostics"]) >= {"max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged"}
+    assert "prob_hr_below_0.8" in summary["estimands"] and "rfs_730d_control" not in summary["estimands"]
+    assert summary["options"]["days"] == [180, 365]
+    assert provenance["settings"]["draws"] == 500 and provenance["spec"]["path"].endswith("durability_primary.toml")
+    assert len(provenance["data_hash"]) == 64
+    assert (out / "posterior.nc").exists() and (out / "figures" / "rfs_overlay.png").exists()
+    truth = json.loads((EXAMPLE / "truth.json").read_text())["estimands"]
+    lo, hi = summary["estimands"]["rfs_365d_control"]["hdi_90"]
+    assert lo < truth["rfs_365d_control"] < hi
+
+
+def test_cli_fit_refuses_bad_requests(tmp_path, capsys, cohort_dir):
+    assert main(["fit", "durability", "--data", str(EXAMPLE), "--out", str(tmp_path / "r"),
+                 "--covariates", "sex"]) == 2
+    assert "unknown covariate(s) sex" in capsys.readouterr().out
+    assert main(["fit", "cart", "--data", str(EXAMPLE), "--out", str(tmp_path / "r")]) == 2
+    bad_spec = tmp_path / "bad.toml"
+    bad_spec.write_text('model = "durability"\n[sampler]\nwarmup = 10\n')
+    assert main(["fit", "durability", "--data", str(EXAMPLE), "--out", str(tmp_path / "r"), "--spec", str(bad_spec)]) == 2
+    assert "unknown [sampler] key(s) warmup" in capsys.readouterr().out
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,107 @@
+"""Figures, readable in a notebook and in the report alike.
+
+Every function takes posterior quantities (or a summary), accepts ``ax=None``
+and returns the matplotlib Axes; none calls ``plt.show()``.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.ticker
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from toolkit.survival import kaplan_meier
+
+ARM_COLORS = ("#4C72B0", "#DD8452")  # control, experimental
+
+
+def _axes(ax, figsize=(6.5, 4.2)):
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize, constrained_layout=True)
+    return ax
+
+
+def plot_rfs_overlay(posterior, inputs, *, variant: str, max_days: float | None = None, ci_prob: float = 0.9,
+                     ax=None):
+    """Kaplan-Meier RFS per arm (steps, + censored) over the posterior median and band of S(t).
+
+    The band is the central ``ci_prob`` interval of the model's RFS curve per
+    arm (standardized over the cohort's covariates).
+    """
+    from toolkit.models.durability import survival_curves
+
+    ax = _axes(ax)
+    days_obs = inputs.time_years * 365.25
+    max_days = max_days or float(np.ceil(days_obs.max() / 90) * 90)
+    grid = np.linspace(0.5, max_days, 200)
+    tail = (1 - ci_prob) / 2
+    for arm, label in enumerate(inputs.arm_labels):
+        color = ARM_COLORS[arm]
+        s = survival_curves(posterior, inputs, grid, variant=variant, arm=arm)
+        lo, med, hi = np.quantile(s, [tail, 0.5, 1 - tail], axis=0)
+        ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0)
+        ax.plot(grid, med, color=color, lw=1.5, ls="--")
+        mask = inputs.arm == arm
+        km = kaplan_meier(days_obs[mask], inputs.event[mask])
+        ax.step(km["time"], km["survival"], where="post", color=color, lw=2,
+                label=f"{label} (n={mask.sum()}, events={inputs.event[mask].sum()})")
+        censored = days_obs[mask][inputs.event[mask] == 0]
+        s_at = km["survival"].to_numpy()[np.searchsorted(km["time"].to_numpy(), censored, side="right") - 1]
+        ax.plot(censored, s_at, "|", color=color, ms=8, mew=1.5)
+    ax.set(xlim=(0, max_days), ylim=(0, 1.02), xlabel="Days since remission",
+           ylabel="Relapse-free survival")
+    ax.set_title(f"Kaplan-Meier (steps) and model ({variant}): median, {int(ci_prob * 100)}% band", fontsize=10)
+    ax.legend(loc="lower left", fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_forest(estimands: dict, names: list[str] | None = None, *, reference: float | None = 1.0,
+                log_scale: bool = True, ax=None):
+    """Forest plot of effect estimands (median and interval) from a summary's ``estimands``."""
+    if names is None:
+        names = [n for n, v in estimands.items() if isinstance(v, dict) and
+                 (n.endswith("ratio") or n.endswith("_gmr") or n.startswith("hazard_ratio"))]
+        if estimands.get("hazard_ratio_uncured") == estimands.get("hazard_ratio"):
+            names = [n for n in names if n != "hazard_ratio_uncured"]  # an alias, not a second effect
+    rows = [(n, estimands[n]) for n in names if n in estimands and isinstance(estimands[n], dict)]
+    ax = _axes(ax, figsize=(6.5, 0.5 * len(rows) + 1.2))
+    for i, (name, value) in enumerate(rows):
+        lo, hi = next(v for k, v in value.items() if k.startswith("hdi_"))
+        y = len(rows) - 1 - i
+        ax.plot([lo, hi], [y, y], color="k", lw=2)
+        ax.plot(value["median"], y, "o", color="k")
+        ax.annotate(f"{value['median']:.2f} ({lo:.2f}-{hi:.2f})", (hi, y), xytext=(6, 0),
+                    textcoords="offset points", va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [n for n, _ in reversed(rows)])
+    if reference is not None:
+        ax.axvline(reference, color="grey", ls=":", lw=1)
+    if log_scale:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("Experimental vs control (median, 90% interval)")
+    ax.margins(x=0.25, y=0.3)
+    return ax
+
+
+def write_durability_figures(run, folder) -> list:
+    """Save the durability checks of a loaded run as PNGs in ``folder``; returns the paths."""
+    from pathlib import Path
+
+    from toolkit.fitting import durability_inputs_from_run
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = durability_inputs_from_run(run)
+    paths = []
+    for name, draw in (("rfs_overlay.png", lambda: plot_rfs_overlay(run.posterior["posterior"], inputs,
+                                                                     variant=run.summary["variant"])),
+                       ("forest.png", lambda: plot_forest(run.summary["estimands"]))):
+        ax = draw()
+        ax.figure.savefig(folder / name, dpi=110)
+        plt.close(ax.figure)
+        paths.append(folder / name)
+    return paths
