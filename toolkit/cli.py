@@ -19,13 +19,14 @@ from rich.table import Table
 from toolkit.data import CohortValidationError, load_cohort
 
 EXIT_INVALID = 2
+SPEC_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_SEED = 20261125
 
 
 def _console() -> Console:
     # Not a terminal (a pipe, CI log): wide enough for the summary tables.
     width = shutil.get_terminal_size((140, 24)).columns
-    return Console(highlight=False, width=max(width, 100))
+    return Console(highlight=False, width=max(width, 100), soft_wrap=True)  # messages never hard-wrapped
 
 
 def _print_frame(console: Console, title: str, frame, *, formats: dict | None = None) -> None:
@@ -124,7 +125,9 @@ def cmd_templates(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Simulate the default trial, validate it and describe it (grows as models land)."""
+    """Simulate the default trial, validate and describe it, fit the durability analyses, compare them."""
+    import json
+
     from toolkit.simulate import simulate_trial
 
     console = _console()
@@ -132,16 +135,43 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     cohort_dir = out / "cohort"
     console.rule("[bold]toolkit demo")
-    console.print(f"1. Simulating the default trial (60 patients, seed {args.seed}) ...")
+    console.print(f"1. Simulating the default trial (60 patients, seed {args.seed}) into {cohort_dir} ...")
     simulate_trial(60, seed=args.seed).write(cohort_dir)
-    console.print(f"2. Validating {cohort_dir} ...")
+    console.print("2. Validating ...")
     if cmd_validate(argparse.Namespace(dir=str(cohort_dir))) != 0:
         return EXIT_INVALID
     console.print("3. Describing the cohort ...")
     describe(str(cohort_dir), console)
-    console.print(f"Demo finished in {time.perf_counter() - start:.1f} s; cohort in {cohort_dir}.")
+    specs = {"durability_cure": "durability_primary.toml", "durability_weibull": "durability_weibull.toml"}
+    summaries = {}
+    for step, (name, spec) in enumerate(specs.items(), start=4):
+        console.print(f"{step}. Fitting {name} (spec models/{spec}) ...")
+        code = main(["fit", "durability", "--data", str(cohort_dir), "--out", str(out / "runs" / name),
+                     "--spec", str(SPEC_DIR / spec), "--seed", str(args.seed)])
+        if code != 0:
+            return code
+        summaries[name] = json.loads((out / "runs" / name / "summary.json").read_text())
+    console.print(f"{step + 1}. Comparing the two durability models (PSIS-LOO) ...")
+    main(["compare"] + [str(out / "runs" / n) for n in specs])
+    truth = json.loads((cohort_dir / "truth.json").read_text())["estimands"]
+    primary = summaries["durability_cure"]
+    est = primary["estimands"]
+    console.rule("[bold]Headline (primary analysis: mixture cure model)")
+    status = "converged" if primary["diagnostics"]["converged"] else "NOT CONVERGED (provisional)"
+    console.print(f"Probability that IFN-a lowers the relapse hazard of patients not cured: {est['prob_hr_below_1']:.2f}")
+    for day in (365, 730):
+        key = f"rfs_{day}d_difference"
+        if key in est:
+            lo, hi = est[key]["hdi_90"]
+            console.print(f"RFS at {day} days, IFN-a minus control: {est[key]['median']:+.2f} (90% interval "
+                          f"{lo:+.2f} to {hi:+.2f}); P(improves) = {est[f'prob_rfs_{day}d_difference_above_0']:.2f}")
+    lo, hi = est["cure_fraction_difference"]["hdi_90"]
+    console.print(f"Cure fraction, IFN-a minus control: {est['cure_fraction_difference']['median']:+.2f} "
+                  f"(90% interval {lo:+.2f} to {hi:+.2f}); truth of the simulation: "
+                  f"{truth['cure_fraction_difference']:+.2f}; RFS 365d difference truth: {truth['rfs_365d_difference']:+.2f}")
+    console.print(f"Fit {status}. Runs in {out / 'runs'}; figures in each run's figures/ folder.")
+    console.print(f"Demo finished in {time.perf_counter() - start:.0f} s.")
     return 0
-
 
 def _csv_list(text: str | None, cast=str):
     if text is None:
@@ -230,6 +260,27 @@ def cmd_fit(args) -> int:
     return EXIT_INVALID
 
 
+def cmd_compare(args) -> int:
+    from toolkit.fitting import compare_runs
+    from toolkit.inference import load_run
+
+    console = _console()
+    try:
+        runs = {Path(r).name: load_run(r) for r in args.runs}
+        table = compare_runs(runs)
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    shown = table[["rank", "elpd", "se", "elpd_diff", "dse", "p", "weight", "max_pareto_k", "n_pareto_k_above_0.7"]]
+    _print_frame(console, "PSIS-LOO comparison (higher elpd is better; elpd_diff within ~2 dse is no clear difference)",
+                 shown.reset_index(names="run"), formats={c: "{:.2f}" for c in shown.columns})
+    bad = table[table["n_pareto_k_above_0.7"] > 0]
+    for name, row in bad.iterrows():
+        console.print(f"[yellow]warning:[/] {name}: {int(row['n_pareto_k_above_0.7'])} observation(s) with Pareto k > 0.7; "
+                      "LOO is unreliable for them (influential patients)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toolkit", description="Bayesian modeling of patient response to CAR-T.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -277,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prob-hr-below", help="thresholds for P(HR < x), e.g. 1,0.7")
     g.add_argument("--prob-rfs-difference-above", help="thresholds for P(RFS difference > x), e.g. 0,0.1")
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("compare", help="PSIS-LOO comparison of runs fitted to the same data")
+    p.add_argument("runs", nargs="+")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="simulate the default trial and run the analyses")
     p.add_argument("--out", default="demo_output")

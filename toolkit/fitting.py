@@ -158,3 +158,33 @@ def durability_inputs_from_run(run) -> DurabilityInputs:
         hsct=summary["data"]["hsct_policy"],
         arm_labels=(summary["arms"]["control"], summary["arms"]["experimental"]),
     )
+
+
+def compare_runs(runs: dict, var_name: str = "rfs"):
+    """PSIS-LOO comparison of fits to the same observations (e.g. ``weibull`` vs ``cure``).
+
+    Refuses runs whose observed data differ (different endpoint, HSCT policy
+    or cohort), since their LOO values are not comparable. Returns arviz's
+    table (elpd, elpd_diff and its SE, weights) plus ``max_pareto_k`` and
+    ``n_pareto_k_above_0.7`` per run.
+    """
+    import arviz_stats as azs
+
+    if len(runs) < 2:
+        raise ValueError("give at least two runs to compare")
+    names = list(runs)
+    first = runs[names[0]].posterior["observed_data"][var_name]
+    for name in names[1:]:
+        other = runs[name].posterior["observed_data"][var_name]
+        if other.shape != first.shape or not np.allclose(other.to_numpy(), first.to_numpy()):
+            raise ValueError(f"runs '{names[0]}' and '{name}' were fitted to different observations (endpoint, "
+                             "HSCT policy or cohort differ), so their LOO values cannot be compared")
+    posteriors = {name: run.posterior for name, run in runs.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        table = azs.compare(posteriors, var_name=var_name)
+    for name in names:
+        loo = loo_summary(runs[name].posterior, var_name)
+        table.loc[name, "max_pareto_k"] = loo["max_pareto_k"]
+        table.loc[name, "n_pareto_k_above_0.7"] = loo["n_pareto_k_above_0.7"]
+    return table
