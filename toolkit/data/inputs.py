@@ -120,3 +120,147 @@ def to_durability_inputs(cohort, *, endpoint: str = "rfs", hsct: str = "censor",
         responded_arm=(merged["arm"] == cohort.experimental_arm).to_numpy(int),
         warnings=tuple(warnings),
     )
+
+
+# --------------------------------------------------------------------------- CAR-T kinetics
+
+
+@dataclass(frozen=True)
+class CartInputs:
+    """CAR-T transgene levels for ``toolkit.models.cart``, one entry a sample.
+
+    ``log_value`` is log(value) for quantified samples and 0 where the sample
+    is below the LLOQ (``censored`` = 1); those enter the likelihood through
+    P(log y < ``log_lloq``) at their own row's limit, never as a number.
+    ``log_lloq`` is the row's limit (for quantified rows without a limit, the
+    patient's usual limit, else the cohort's; it is not used by the
+    likelihood there). ``patient_lloq`` is each patient's usual (median)
+    limit, the level that defines time above the LLOQ (NaN when the cohort
+    records no limit at all). ``arm`` is 1 for the experimental arm.
+    Covariates are standardized as in :class:`DurabilityInputs`.
+    """
+
+    patient_ids: list[str]
+    arm: np.ndarray
+    sample_patient: np.ndarray
+    day: np.ndarray
+    log_value: np.ndarray
+    censored: np.ndarray
+    log_lloq: np.ndarray
+    patient_lloq: np.ndarray
+    covariates: list[str]
+    x_std: np.ndarray
+    x_mean: np.ndarray
+    x_sd: np.ndarray
+    arm_labels: tuple[str, str]
+    unit: str = "copies/ug"
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def n_patients(self) -> int:
+        return len(self.patient_ids)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.day.size)
+
+
+def to_cart_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> CartInputs:
+    """Arrays for the CAR-T kinetics model; raises ``ModelDataError`` when the data cannot support it.
+
+    Every patient in ``patients.csv`` is analysed. Refused: no ``cart_kinetics``
+    table (or an empty one); a patient without any sample (named); a quantified
+    value of 0 (it should be written BLQ); a censored sample without a limit;
+    an arm without patients; a covariate that is unknown, blank for some patient
+    or constant. Kept, with a warning: a patient whose samples are all below the
+    LLOQ (the censored likelihood still says their curve stayed low).
+    """
+    import pandas as pd
+
+    cart = cohort.cart
+    if cart is None or len(cart) == 0:
+        raise ModelDataError("the cohort has no CAR-T kinetics (cart_kinetics.csv is missing or has no rows), "
+                             "so the CAR-T kinetic model cannot be fitted; add the file (see data_templates)")
+    patients = cohort.patients.reset_index(drop=True)
+    ids = patients["patient_id"].astype(str).tolist()
+    cart = cart[["patient_id", "day", "value", "below_lloq", "lloq_used", "unit"]].copy()
+    cart["patient_id"] = cart["patient_id"].astype(str)
+    unknown_ids = sorted(set(cart["patient_id"]) - set(ids))
+    if unknown_ids:
+        raise ModelDataError(f"cart_kinetics.csv has samples of patient(s) not in patients.csv: "
+                             f"{', '.join(unknown_ids[:10])}")
+    without = [pid for pid in ids if pid not in set(cart["patient_id"])]
+    if without:
+        raise ModelDataError(f"{len(without)} patient(s) have no CAR-T sample at all: {', '.join(without[:10])}"
+                             f"{' ...' if len(without) > 10 else ''}; add their samples to cart_kinetics.csv "
+                             "or remove them from the analysis")
+    quantified = ~cart["below_lloq"].to_numpy(bool)
+    zero = cart.index[quantified & ~(cart["value"].to_numpy(float) > 0)]
+    if len(zero):
+        rows = ", ".join(str(r) for r in zero[:10])
+        raise ModelDataError(f"cart_kinetics.csv row(s) {rows} have a quantified value of 0, which has no "
+                             "logarithm; write BLQ (or <LLOQ) for a sample below the limit")
+    no_limit = cart.index[~quantified & ~(cart["lloq_used"].to_numpy(float) > 0)]
+    if len(no_limit):
+        rows = ", ".join(str(r) for r in no_limit[:10])
+        raise ModelDataError(f"cart_kinetics.csv row(s) {rows} are below the LLOQ but have no positive LLOQ; "
+                             "write the assay's limit in lloq (or the value as <LLOQ)")
+    arm_series = cohort.is_experimental()
+    arm = arm_series.reindex(ids).to_numpy(int)
+    for code, label in enumerate(cohort.arms):
+        if not (arm == code).any():
+            raise ModelDataError(f"arm '{label}' has no patients, so the arms cannot be compared")
+    covariates = list(covariates)
+    unknown = [c for c in covariates if c not in cohort.covariate_columns]
+    if unknown:
+        raise ModelDataError(f"unknown covariate(s) {', '.join(unknown)}; numeric columns of patients.csv: "
+                             f"{', '.join(cohort.covariate_columns) or 'none'}")
+    for c in covariates:
+        missing = patients.loc[patients[c].isna(), "patient_id"].tolist()
+        if missing:
+            raise ModelDataError(f"covariate {c} is blank for {len(missing)} patient(s) "
+                                 f"({', '.join(map(str, missing[:10]))}); fill it in or leave the covariate out")
+        if np.nanstd(patients[c].to_numpy(float)) == 0:
+            raise ModelDataError(f"covariate {c} has the same value ({patients[c].iloc[0]:g}) for every patient, "
+                                 "so its effect cannot be estimated; leave it out")
+    x = patients[covariates].to_numpy(float) if covariates else np.zeros((len(ids), 0))
+    mean, sd = x.mean(axis=0), x.std(axis=0)
+
+    index = {pid: i for i, pid in enumerate(ids)}
+    cart = cart.sort_values(["patient_id", "day"], key=lambda s: s.map(index) if s.name == "patient_id" else s,
+                            kind="stable")
+    sample_patient = cart["patient_id"].map(index).to_numpy(int)
+    limits = cart["lloq_used"].to_numpy(float)
+    limits = np.where(limits > 0, limits, np.nan)
+    per_patient = pd.Series(limits).groupby(sample_patient).median().reindex(range(len(ids)))
+    cohort_limit = float(np.nanmedian(limits)) if np.isfinite(limits).any() else np.nan
+    patient_lloq = per_patient.fillna(cohort_limit).to_numpy(float)
+    fill = patient_lloq[sample_patient]
+    row_lloq = np.where(np.isfinite(limits), limits, np.where(np.isfinite(fill), fill, 1.0))
+    censored = cart["below_lloq"].to_numpy(bool)
+    values = cart["value"].to_numpy(float)
+    log_value = np.where(censored, 0.0, np.log(np.where(censored, 1.0, values)))
+
+    warnings = []
+    all_blq = [ids[i] for i in range(len(ids)) if censored[sample_patient == i].all()]
+    if all_blq:
+        warnings.append(f"{len(all_blq)} patient(s) have every sample below the LLOQ ({', '.join(all_blq[:10])}); "
+                        "they are kept, and their curves are informed by the censored likelihood and the population")
+    units = cart["unit"].dropna().astype(str).unique()
+    return CartInputs(
+        patient_ids=ids,
+        arm=arm,
+        sample_patient=sample_patient,
+        day=cart["day"].to_numpy(float),
+        log_value=log_value,
+        censored=censored.astype(np.int8),
+        log_lloq=np.log(row_lloq),
+        patient_lloq=patient_lloq,
+        covariates=covariates,
+        x_std=(x - mean) / np.where(sd > 0, sd, 1.0),
+        x_mean=mean,
+        x_sd=sd,
+        arm_labels=cohort.arms,
+        unit=str(units[0]) if len(units) else "copies/ug",
+        warnings=tuple(warnings),
+    )
