@@ -281,6 +281,19 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from toolkit.report import write_report
+
+    console = _console()
+    try:
+        out = write_report(args.runs, args.out, show_small_cells=args.show_small_cells, pdf=args.pdf)
+    except (FileNotFoundError, RuntimeError, ValueError) as err:
+        console.print(f"[red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    console.print(f"Report written to {out}" + (f" and {out.with_suffix('.pdf')}" if args.pdf else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toolkit", description="Bayesian modeling of patient response to CAR-T.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -332,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="PSIS-LOO comparison of runs fitted to the same data")
     p.add_argument("runs", nargs="+")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="self-contained HTML report of one or more runs")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--pdf", action="store_true", help="also print it to PDF with headless Chromium")
+    p.add_argument("--show-small-cells", action="store_true", help="show counts below 5 in summary tables")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="simulate the default trial and run the analyses")
     p.add_argument("--out", default="demo_output")

@@ -1,0 +1,99 @@
+"""The investigator report: content generated from the posterior, honesty labels, self-contained HTML, browser."""
+
+import json
+import re
+import shutil
+
+import pytest
+
+from toolkit.cli import main
+from toolkit.report import find_chromium, render_report
+from toolkit.inference import load_run
+from toolkit.testing import EXAMPLE
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    for variant in ("cure", "weibull"):
+        assert main(["fit", "durability", "--data", str(EXAMPLE), "--out", str(base / variant), "--variant", variant,
+                     "--no-figures"]) == 0
+    return base
+
+
+def test_report_is_self_contained_and_answers_in_words(runs, tmp_path):
+    out = tmp_path / "report.html"
+    assert main(["report", str(runs / "cure"), str(runs / "weibull"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "PROVISIONAL" not in text and "(provisional)" not in text
+    summary = json.loads((runs / "cure" / "summary.json").read_text())
+    p = summary["estimands"]["prob_hr_below_1"]
+    assert (f'Probability that IFN-a + CAR-T lowers the relapse hazard among patients who are not cured: '
+            f'<span class="prob">{p:.2f}</span>') in text
+    assert "Model comparison (PSIS-LOO)" in text
+    images = re.findall(r'<img [^>]*src="([^"]+)"', text)
+    assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r'(src|href)="(https?:)?//', text), "no network resources"
+    assert text.index("The answer") < text.index("Key figures") < text.index("Methods") < text.index("Diagnostics")
+    visible = re.sub(r'src="data:[^"]+"', "", text)
+    assert not re.search(r"\bP\d{3}\b", visible), "no patient codes in the report"
+
+
+def test_failed_fit_is_labelled_provisional(runs, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(runs / "weibull", bad)
+    summary = json.loads((bad / "summary.json").read_text())
+    summary["diagnostics"].update(converged=False, max_rhat=1.2, problems=["max R-hat 1.200 > 1.01"])
+    (bad / "summary.json").write_text(json.dumps(summary))
+    text = render_report([load_run(bad)])
+    assert '<div class="banner" role="alert">PROVISIONAL' in text
+    assert "<title>Simulated IFN-a + CAR-T trial (seed 20261125): posterior report (provisional)</title>" in text
+    assert "max R-hat 1.200 &gt; 1.01" in text and '<span class="bad">FAILED</span>' in text
+
+
+def test_small_cells_are_suppressed_unless_asked(runs, tmp_path):
+    small = tmp_path / "small"
+    shutil.copytree(runs / "weibull", small)
+    summary = json.loads((small / "summary.json").read_text())
+    summary["data"]["per_arm"]["experimental"]["events"] = 3
+    (small / "summary.json").write_text(json.dumps(summary))
+    run = load_run(small)
+    assert "<td>&lt;5</td>" in render_report([run]) and "<td>3</td>" not in render_report([run])
+    assert "<td>3</td>" in render_report([run], show_small_cells=True)
+
+
+@pytest.mark.skipif(find_chromium() is None or shutil.which("chromedriver") is None,
+                    reason="needs Debian chromium and chromium-driver (installed by .ci/run)")
+def test_report_renders_in_headless_chromium(runs, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    out = tmp_path / "report.html"
+    assert main(["report", str(runs / "cure"), "--out", str(out)]) == 0
+    options = webdriver.ChromeOptions()
+    options.binary_location = find_chromium()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1200,2400", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get(out.resolve().as_uri())
+        loaded = driver.execute_script(
+            "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+        assert loaded and all(loaded), "every image must load"
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert errors == []
+        assert "posterior report" in driver.title
+        driver.save_screenshot(str(tmp_path / "report.png"))
+    finally:
+        driver.quit()
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="needs Debian chromium")
+def test_pdf_is_printed(runs, tmp_path):
+    out = tmp_path / "report.html"
+    assert main(["report", str(runs / "cure"), "--out", str(out), "--pdf"]) == 0
+    assert out.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
