@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
+	bash scripts/install_browser.sh
 	touch $@
 
 install: $(VENV)/.installed
