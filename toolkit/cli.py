@@ -153,6 +153,9 @@ def cmd_demo(args) -> int:
         summaries[name] = json.loads((out / "runs" / name / "summary.json").read_text())
     console.print(f"{step + 1}. Comparing the two durability models (PSIS-LOO) ...")
     main(["compare"] + [str(out / "runs" / n) for n in specs])
+    report = out / "report.html"
+    console.print(f"{step + 2}. Writing the investigator report ...")
+    main(["report"] + [str(out / "runs" / n) for n in specs] + ["--out", str(report)])
     truth = json.loads((cohort_dir / "truth.json").read_text())["estimands"]
     primary = summaries["durability_cure"]
     est = primary["estimands"]
@@ -170,6 +173,7 @@ def cmd_demo(args) -> int:
                   f"(90% interval {lo:+.2f} to {hi:+.2f}); truth of the simulation: "
                   f"{truth['cure_fraction_difference']:+.2f}; RFS 365d difference truth: {truth['rfs_365d_difference']:+.2f}")
     console.print(f"Fit {status}. Runs in {out / 'runs'}; figures in each run's figures/ folder.")
+    console.print(f"[bold]Report: {report.resolve()}[/]")
     console.print(f"Demo finished in {time.perf_counter() - start:.0f} s.")
     return 0
 
