@@ -10,6 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON312) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e .
+	$(PY) -m ipykernel install --sys-prefix --name cart-toolkit --display-name "CAR-T toolkit (Python 3.12)" >/dev/null
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
@@ -24,8 +25,9 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(VENV)/bin/toolkit demo
 
+# Notebooks run under nbval in fast mode; --dist loadfile keeps each notebook's cells on one worker.
 test: install-test
-	$(VENV)/bin/pytest -n 2 -q
+	TOOLKIT_NOTEBOOK_FAST=1 $(VENV)/bin/pytest -n 2 --dist loadfile -q tests notebooks --nbval-lax --nbval-current-env
 
 test-slow: install-test
 	$(VENV)/bin/pytest -q -m slow

@@ -189,17 +189,10 @@ def _csv_list(text: str | None, cast=str):
 
 def print_fit_summary(console: Console, summary: dict, run_dir: Path | None = None) -> None:
     """The short table a user reads after a fit: estimands, then the diagnostics verdict."""
-    import pandas as pd
+    from toolkit.narrative import estimands_table
 
-    rows = []
-    for name, value in summary["estimands"].items():
-        if isinstance(value, dict):
-            lo, hi = next(v for k, v in value.items() if k.startswith("hdi_"))
-            rows.append({"estimand": name, "median": f"{value['median']:.3g}", "90% interval": f"{lo:.3g} to {hi:.3g}"})
-        else:
-            rows.append({"estimand": name, "median": f"{value:.3f}", "90% interval": "(probability)"})
     title = f"{summary['model']} ({summary.get('variant', '')}): {summary['arms']['experimental']} vs {summary['arms']['control']}"
-    _print_frame(console, title, pd.DataFrame(rows))
+    _print_frame(console, title, estimands_table(summary))
     d = summary["diagnostics"]
     verdict = "[green]converged[/]" if d["converged"] else "[bold red]NOT CONVERGED: results are provisional[/]"
     console.print(f"Diagnostics: {verdict}  (max R-hat {d['max_rhat']:.3f}, min bulk ESS {d['min_ess_bulk']:.0f}, "
@@ -298,6 +291,29 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_run_notebooks(args) -> int:
+    from rich.progress import Progress
+
+    from toolkit.notebooks import list_notebooks, run_notebooks
+
+    console = _console()
+    if _load_or_report(args.data, console) is None:
+        return EXIT_INVALID
+    notebooks = list_notebooks()
+    with Progress(console=console, transient=False) as progress:
+        task = progress.add_task("notebooks", total=len(notebooks))
+
+        def step(name):
+            progress.update(task, description=f"running {name}")
+
+        records = run_notebooks(args.data, args.out, fast=args.fast, seed=args.seed, progress=step)
+        progress.update(task, completed=len(notebooks), description="done")
+    for r in records:
+        mark = "[green]ok[/]" if r["ok"] else f"[red]FAILED[/] {escape(r['error'] or '')}"
+        console.print(f"{r['notebook']}: {mark}  ->  {r['html']}")
+    return 0 if all(r["ok"] for r in records) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toolkit", description="Bayesian modeling of patient response to CAR-T.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -356,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pdf", action="store_true", help="also print it to PDF with headless Chromium")
     p.add_argument("--show-small-cells", action="store_true", help="show counts below 5 in summary tables")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("run-notebooks", help="execute every analysis notebook on a cohort (executed .ipynb + HTML)")
+    p.add_argument("--data", required=True, help="cohort folder")
+    p.add_argument("--out", required=True, help="folder for the executed notebooks and their HTML")
+    p.add_argument("--fast", action="store_true", help="fewer draws (for a quick look, not for decisions)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.set_defaults(func=cmd_run_notebooks)
 
     p = sub.add_parser("demo", help="simulate the default trial and run the analyses")
     p.add_argument("--out", default="demo_output")

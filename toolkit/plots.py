@@ -105,3 +105,81 @@ def write_durability_figures(run, folder) -> list:
         plt.close(ax.figure)
         paths.append(folder / name)
     return paths
+
+
+# --------------------------------------------------------------------------- cohort overview
+
+
+def plot_km_by_arm(cohort, *, endpoint: str = "rfs", ax=None):
+    """Kaplan-Meier curves per arm for an endpoint (``rfs`` from remission, censored at HSCT; or ``efs``)."""
+    from toolkit.data.endpoints import time_to_event
+
+    ax = _axes(ax)
+    tte = time_to_event(cohort, endpoint=endpoint)
+    for arm, label in enumerate(cohort.arms):
+        sub = tte[tte["arm"] == arm]
+        if len(sub) == 0:
+            continue
+        km = kaplan_meier(sub["time"], sub["event"])
+        color = ARM_COLORS[arm]
+        ax.step(km["time"], km["survival"], where="post", color=color, lw=2,
+                label=f"{label} (n={len(sub)}, events={int(sub['event'].sum())})")
+        ax.fill_between(km["time"], km["lower"], km["upper"], step="post", color=color, alpha=0.15, lw=0)
+    origin = "remission" if endpoint != "efs" else "infusion"
+    ax.set(xlabel=f"Days since {origin}", ylabel={"rfs": "Relapse-free survival", "relapse": "Relapse-free",
+                                                   "efs": "Event-free survival"}[endpoint], ylim=(0, 1.02))
+    ax.set_title("Kaplan-Meier by arm with 90% Greenwood band", fontsize=10)
+    ax.legend(loc="lower left", fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_cart_spaghetti(cohort, *, ax=None):
+    """CAR-T levels per patient over time (log scale), BLQ samples drawn at their LLOQ as open markers."""
+    ax = _axes(ax)
+    if cohort.cart is None or cohort.cart.empty:
+        ax.text(0.5, 0.5, "no CAR-T kinetics in this cohort", ha="center", transform=ax.transAxes)
+        return ax
+    arm_of = cohort.patients.set_index("patient_id")["arm"]
+    for pid, rows in cohort.cart.groupby("patient_id", sort=False):
+        color = ARM_COLORS[int(arm_of[pid] == cohort.experimental_arm)]
+        shown = rows["value"].where(~rows["below_lloq"], rows["lloq_used"])
+        ax.plot(rows["day"], shown, color=color, alpha=0.35, lw=0.8)
+        blq = rows[rows["below_lloq"]]
+        ax.plot(blq["day"], blq["lloq_used"], "o", mfc="none", color=color, ms=3, alpha=0.6)
+    for arm, label in enumerate(cohort.arms):
+        ax.plot([], [], color=ARM_COLORS[arm], label=label)
+    ax.plot([], [], "o", mfc="none", color="grey", label="below LLOQ (drawn at the LLOQ)")
+    ax.set(yscale="log", xscale="symlog", xlabel="Days since infusion (log scale after day 1)",
+           ylabel=f"CAR-T level ({cohort.cart['unit'].iat[0]})")
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_mrd_spaghetti(cohort, *, ax=None):
+    """MRD per patient over time (log10 %), censored assessments drawn at their detection limit (open)."""
+    ax = _axes(ax)
+    if cohort.mrd is None or cohort.mrd.empty:
+        ax.text(0.5, 0.5, "no MRD assessments in this cohort", ha="center", transform=ax.transAxes)
+        return ax
+    arm_of = cohort.patients.set_index("patient_id")["arm"]
+    markers = {"flow": "o", "ngs": "s", "qpcr": "^"}
+    for (pid, method), rows in cohort.mrd.groupby(["patient_id", "method"], sort=False):
+        color = ARM_COLORS[int(arm_of[pid] == cohort.experimental_arm)]
+        censored = rows["censoring"] != "none"
+        shown = rows["mrd_pct"].where(~censored, rows["lod_used"])
+        ax.plot(rows["day"], shown, color=color, alpha=0.3, lw=0.8)
+        ax.plot(rows.loc[~censored, "day"], shown[~censored], markers.get(method, "o"), color=color, ms=3)
+        ax.plot(rows.loc[censored, "day"], shown[censored], markers.get(method, "o"), mfc="none", color=color,
+                ms=3, alpha=0.6)
+    for arm, label in enumerate(cohort.arms):
+        ax.plot([], [], color=ARM_COLORS[arm], label=label)
+    for method in sorted(cohort.mrd["method"].unique()):
+        ax.plot([], [], markers.get(method, "o"), color="grey", mfc="none", label=f"{method} below limit (at LoD)")
+    ax.set(yscale="log", xlabel="Days since infusion", ylabel="MRD (% of nucleated cells)")
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    return ax
