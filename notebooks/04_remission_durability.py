@@ -39,14 +39,13 @@ import pandas as pd
 
 from toolkit import narrative, plots
 from toolkit.data import load_cohort
-from toolkit.fitting import DurabilityOptions, compare_runs, fit_durability
-from toolkit.inference import SamplerSettings
+from toolkit.fitting import DurabilityOptions, compare_runs, default_settings, fit_durability
 from toolkit.specs import load_spec, merged_options
 
 SPECS = Path(plots.__file__).resolve().parent.parent / "models"
 if fast:
     draws, tune = 300, 300
-settings = SamplerSettings(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=not fast)
+settings = default_settings("durability", draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=not fast)
 cohort = load_cohort(cohort_path)
 
 # %% [markdown]

@@ -212,8 +212,7 @@ def print_fit_summary(console: Console, summary: dict, run_dir: Path | None = No
 
 def fit_durability_command(args, console: Console) -> int:
     from toolkit.data.inputs import ModelDataError
-    from toolkit.fitting import DurabilityOptions, fit_durability
-    from toolkit.inference import SamplerSettings
+    from toolkit.fitting import DurabilityOptions, default_settings, fit_durability
     from toolkit.specs import SpecError, load_spec, merged_options, merged_sampler
 
     try:
@@ -227,7 +226,7 @@ def fit_durability_command(args, console: Console) -> int:
                                         "seed": args.seed, "backend": args.backend,
                                         "target_accept": args.target_accept})
         options = DurabilityOptions(**options)
-        settings = SamplerSettings(**sampler)
+        settings = default_settings("durability", **sampler)
     except (SpecError, ValueError, TypeError) as err:
         console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID

@@ -23,6 +23,13 @@ from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_
 from toolkit.models import durability
 
 MODELS = ("durability",)
+DEFAULT_BACKENDS = {"durability": durability.DEFAULT_BACKEND}
+
+
+def default_settings(model: str, **overrides) -> SamplerSettings:
+    """Sampler settings with the backend measured best for ``model`` (overrides win)."""
+    overrides.setdefault("backend", DEFAULT_BACKENDS.get(model, "nutpie"))
+    return SamplerSettings(**overrides)
 
 
 @dataclass
@@ -99,7 +106,7 @@ def fit_durability(cohort: Cohort, options: DurabilityOptions | None = None,
                    settings: SamplerSettings | None = None, *, spec: dict | None = None) -> FitResult:
     """Fit the durability model to a validated cohort and summarize it."""
     options = options or DurabilityOptions()
-    settings = settings or SamplerSettings()
+    settings = settings or default_settings("durability")
     started = time.perf_counter()
     inputs = to_durability_inputs(cohort, endpoint=options.endpoint, hsct=options.hsct, covariates=options.covariates)
     priors = options.prior_set()
