@@ -210,23 +210,41 @@ def print_fit_summary(console: Console, summary: dict, run_dir: Path | None = No
         console.print(f"Run written to {run_dir}")
 
 
-def fit_durability_command(args, console: Console) -> int:
+def _fit_plan(model: str, args):
+    """(Options class, fit function, command-line option overrides, figure writer) for a model."""
+    from toolkit import fitting
+
+    if model == "durability":
+        from toolkit.plots import write_durability_figures
+
+        overrides = {"variant": args.variant, "endpoint": args.endpoint, "hsct": args.hsct, "prior": args.prior,
+                     "covariates": _csv_list(args.covariates), "days": _csv_list(args.days, int),
+                     "hr_below": _csv_list(args.prob_hr_below, float),
+                     "rfs_difference_above": _csv_list(args.prob_rfs_difference_above, float)}
+        return fitting.DurabilityOptions, fitting.fit_durability, overrides, write_durability_figures
+    if model == "cart":
+        overrides = {"covariates": _csv_list(args.covariates), "effects_on": _csv_list(args.effects_on)}
+        return fitting.CartOptions, fitting.fit_cart, overrides, None
+    return None
+
+
+def fit_command(args, console: Console) -> int:
     from toolkit.data.inputs import ModelDataError
-    from toolkit.fitting import DurabilityOptions, default_settings, fit_durability
+    from toolkit.fitting import default_settings
     from toolkit.specs import SpecError, load_spec, merged_options, merged_sampler
 
+    plan = _fit_plan(args.model, args)
+    if plan is None:
+        console.print(f"[red]error:[/] model {args.model!r} is not available yet; available: durability, cart")
+        return EXIT_INVALID
+    options_class, fit, overrides, write_figures = plan
     try:
-        spec = load_spec(args.spec, model="durability") if args.spec else None
-        options = merged_options(spec, {
-            "variant": args.variant, "endpoint": args.endpoint, "hsct": args.hsct, "prior": args.prior,
-            "covariates": _csv_list(args.covariates), "days": _csv_list(args.days, int),
-            "hr_below": _csv_list(args.prob_hr_below, float),
-            "rfs_difference_above": _csv_list(args.prob_rfs_difference_above, float)})
+        spec = load_spec(args.spec, model=args.model) if args.spec else None
+        options = options_class(**merged_options(spec, overrides))
         sampler = merged_sampler(spec, {"chains": args.chains, "tune": args.tune, "draws": args.draws,
                                         "seed": args.seed, "backend": args.backend,
                                         "target_accept": args.target_accept})
-        options = DurabilityOptions(**options)
-        settings = default_settings("durability", **sampler)
+        settings = default_settings(args.model, **sampler)
     except (SpecError, ValueError, TypeError) as err:
         console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
@@ -234,27 +252,21 @@ def fit_durability_command(args, console: Console) -> int:
     if cohort is None:
         return EXIT_INVALID
     try:
-        result = fit_durability(cohort, options, settings, spec=spec)
+        result = fit(cohort, options, settings, spec=spec)
     except ModelDataError as err:
-        console.print(f"[red]cannot fit durability:[/] {escape(str(err))}")
+        console.print(f"[red]cannot fit {args.model}:[/] {escape(str(err))}")
         return EXIT_INVALID
     run_dir = result.save(args.out)
-    if not args.no_figures:
+    if write_figures is not None and not args.no_figures:
         from toolkit.inference import load_run
-        from toolkit.plots import write_durability_figures
 
-        write_durability_figures(load_run(run_dir), run_dir / "figures")
+        write_figures(load_run(run_dir), run_dir / "figures")
     print_fit_summary(console, result.summary, run_dir)
     return 0
 
 
 def cmd_fit(args) -> int:
-    console = _console()
-    if args.model == "durability":
-        return fit_durability_command(args, console)
-    console.print(f"[red]error:[/] model {args.model!r} is not available yet; available: durability")
-    return EXIT_INVALID
-
+    return fit_command(args, _console())
 
 def cmd_compare(args) -> int:
     from toolkit.fitting import compare_runs
@@ -359,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prior", choices=["default", "skeptical", "optimistic"])
     g.add_argument("--prob-hr-below", help="thresholds for P(HR < x), e.g. 1,0.7")
     g.add_argument("--prob-rfs-difference-above", help="thresholds for P(RFS difference > x), e.g. 0,0.1")
+    g = p.add_argument_group("cart")
+    g.add_argument("--effects-on", help="kinetic parameters with an arm effect, e.g. cmax,persistence "
+                                        "(default: cmax,tmax,foldx,alpha,fb,persistence)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("compare", help="PSIS-LOO comparison of runs fitted to the same data")

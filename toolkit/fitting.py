@@ -102,6 +102,41 @@ def loo_summary(posterior, var_name: str = "rfs") -> dict:
             "max_pareto_k": float(np.nanmax(k)), "n_pareto_k_above_0.7": int(np.sum(k > 0.7))}
 
 
+def _assemble(*, model_module, variant, cohort: Cohort, inputs, model, posterior, estimands: dict, options,
+              data: dict, settings: SamplerSettings, spec, priors: dict, started: float,
+              loo_var: str | None) -> FitResult:
+    """Diagnostics, checks, summary and provenance around a sampled posterior (shared by every model)."""
+    diagnostics = diagnose(posterior, var_names=list(posterior["posterior"].data_vars))
+    checks = {}
+    if loo_var is not None:
+        try:
+            checks["loo"] = loo_summary(posterior, loo_var)
+        except Exception as exc:  # noqa: BLE001 - a failed LOO must not lose the fit; it is reported instead
+            checks["loo"] = {"error": f"{type(exc).__name__}: {exc}"}
+    warnings_ = list(getattr(inputs, "warnings", ()))
+    if not diagnostics.converged:
+        warnings_.insert(0, "the sampler did not pass its diagnostics: treat every number as provisional")
+    summary = {
+        "model": model_module.MODEL_NAME,
+        "variant": variant,
+        "cohort": cohort.name,
+        "arms": {"control": cohort.control_arm, "experimental": cohort.experimental_arm},
+        "diagnostics": diagnostics.as_dict(),
+        "estimands": estimands,
+        "options": asdict(options),
+        "data": data,
+        "model_checks": checks,
+        "warnings": warnings_,
+    }
+    timings = {k: posterior.attrs.get(k) for k in ("compile_seconds", "sampling_seconds", "total_seconds")}
+    timings["fit_seconds"] = time.perf_counter() - started
+    provenance = build_provenance(model_name=model_module.MODEL_NAME, model_version=model_module.MODEL_VERSION,
+                                  settings=settings, data_hash=hash_folder(cohort.path), spec=spec,
+                                  priors=priors, timings=timings)
+    provenance["cohort_path"] = str(cohort.path)
+    return FitResult(model_module.MODEL_NAME, posterior, summary, provenance, inputs=inputs, model=model)
+
+
 def fit_durability(cohort: Cohort, options: DurabilityOptions | None = None,
                    settings: SamplerSettings | None = None, *, spec: dict | None = None) -> FitResult:
     """Fit the durability model to a validated cohort and summarize it."""
@@ -112,36 +147,57 @@ def fit_durability(cohort: Cohort, options: DurabilityOptions | None = None,
     priors = options.prior_set()
     model = durability.build_durability_model(inputs, priors, variant=options.variant)
     posterior = sample(model, settings)
-    diagnostics = diagnose(posterior, var_names=[v for v in posterior["posterior"].data_vars])
     estimands = durability_estimands(posterior["posterior"], inputs, variant=options.variant, days=options.days,
                                      hr_below=options.hr_below, rfs_difference_above=options.rfs_difference_above)
-    checks = {}
-    try:
-        checks["loo"] = loo_summary(posterior)
-    except Exception as exc:  # noqa: BLE001 - a failed LOO must not lose the fit; it is reported instead
-        checks["loo"] = {"error": f"{type(exc).__name__}: {exc}"}
-    warnings = list(inputs.warnings)
-    if not diagnostics.converged:
-        warnings.insert(0, "the sampler did not pass its diagnostics: treat every number as provisional")
-    summary = {
-        "model": durability.MODEL_NAME,
-        "variant": options.variant,
-        "cohort": cohort.name,
-        "arms": {"control": cohort.control_arm, "experimental": cohort.experimental_arm},
-        "diagnostics": diagnostics.as_dict(),
-        "estimands": estimands,
-        "options": asdict(options),
-        "data": _data_summary(inputs),
-        "model_checks": checks,
-        "warnings": warnings,
-    }
-    timings = {k: posterior.attrs.get(k) for k in ("compile_seconds", "sampling_seconds", "total_seconds")}
-    timings["fit_seconds"] = time.perf_counter() - started
-    provenance = build_provenance(model_name=durability.MODEL_NAME, model_version=durability.MODEL_VERSION,
-                                  settings=settings, data_hash=hash_folder(cohort.path), spec=spec,
-                                  priors=priors.as_dict(), timings=timings)
-    provenance["cohort_path"] = str(cohort.path)
-    return FitResult(durability.MODEL_NAME, posterior, summary, provenance, inputs=inputs, model=model)
+    return _assemble(model_module=durability, variant=options.variant, cohort=cohort, inputs=inputs, model=model,
+                     posterior=posterior, estimands=estimands, options=options, data=_data_summary(inputs),
+                     settings=settings, spec=spec, priors=priors.as_dict(), started=started, loo_var="rfs")
+
+
+@dataclass
+class CartOptions:
+    """Analysis choices for CAR-T kinetics (see ``toolkit.models.cart``)."""
+
+    covariates: list[str] = field(default_factory=list)
+    effects_on: list[str] = field(default_factory=lambda: ["cmax", "tmax", "foldx", "alpha", "fb", "persistence"])
+
+    def __post_init__(self):
+        from toolkit.models.cart import check_effects_on
+
+        self.covariates = list(self.covariates)
+        self.effects_on = list(check_effects_on(self.effects_on))
+
+
+def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: SamplerSettings | None = None, *,
+             spec: dict | None = None) -> FitResult:
+    """Fit the CAR-T kinetic model to a validated cohort and summarize it."""
+    from dataclasses import asdict as _asdict
+
+    from toolkit.data.inputs import to_cart_inputs
+    from toolkit.estimands import cart_estimands
+    from toolkit.models import cart
+
+    options = options or CartOptions()
+    settings = settings or default_settings("cart")
+    started = time.perf_counter()
+    inputs = to_cart_inputs(cohort, covariates=options.covariates)
+    priors = cart.CartPriors()
+    model = cart.build_cart_model(inputs, priors, effects_on=options.effects_on)
+    posterior = sample(model, settings)
+    estimands = cart_estimands(posterior["posterior"], inputs)
+    data = {"per_arm": {name: {"patients": int((inputs.arm == code).sum()),
+                               "samples": int(np.isin(inputs.sample_patient, np.flatnonzero(inputs.arm == code)).sum()),
+                               "below_lloq": int(inputs.censored[np.isin(inputs.sample_patient,
+                                                                         np.flatnonzero(inputs.arm == code))].sum())}
+                        for code, name in ((0, "control"), (1, "experimental"))},
+            "unit": inputs.unit}
+    return _assemble(model_module=cart, variant="stein", cohort=cohort, inputs=inputs, model=model,
+                     posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
+                     spec=spec, priors=_jsonable_priors(_asdict(priors)), started=started, loo_var=None)
+
+
+def _jsonable_priors(priors: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in priors.items()}
 
 
 def durability_inputs_from_run(run) -> DurabilityInputs:
