@@ -6,14 +6,14 @@ What it measures, on the 60-patient example cohort (data_templates/example),
 - Stan (pystan 3 / httpstan): compile seconds (``stan.build``), sampling
   seconds, whole worker-process wall time; cold (empty ``XDG_CACHE_HOME``, so
   httpstan compiles the C++ model) and warm (the cached model is reused).
-- nutpie (toolkit's own model, ``toolkit.inference.sample`` without the
-  log-likelihood step): the same numbers, cold (empty PyTensor compile dir and
-  numba cache) and warm (same dirs again).
+- nutpie and PyMC's NUTS (toolkit's own model, ``toolkit.inference.sample``
+  without the log-likelihood step): the same numbers, cold (empty PyTensor
+  compile dir and numba cache) and warm (same dirs again).
 - Min bulk ESS over log_shape, log_scale_years, log_hr, hazard_ratio, computed
-  with arviz_stats on BOTH sets of draws (same estimator), ESS/s ratios
-  (nutpie / Stan), whole-fit wall time ratio, divergences, max R-hat, and
-  whether the hazard-ratio posterior medians agree within
-  2 x sqrt(MCSE_nutpie^2 + MCSE_stan^2) + 0.02, with the MCSE of the median
+  with arviz_stats on every set of draws (same estimator), ESS/s ratios
+  (nutpie / Stan and pymc / Stan), whole-fit wall time ratios, divergences,
+  max R-hat, and whether the hazard-ratio posterior medians agree within
+  2 x sqrt(MCSE_backend^2 + MCSE_stan^2) + 0.02, with the MCSE of the median
   from arviz_stats ``mcse(..., method="median")``.
 
 Both sides run as worker subprocesses that do only: import, read data,
@@ -51,6 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "data_templates" / "example"
 PARAMS = ("log_shape", "log_scale_years", "log_hr", "hazard_ratio")
+TOOLKIT_BACKENDS = ("nutpie", "pymc")
 
 STAN_CODE = """
 // Weibull proportional hazards, right-censored; the same model as
@@ -164,9 +165,9 @@ def stan_worker(data_path: str, out_path: str, *, chains: int, tune: int, draws:
     Path(out_path + ".json").write_text(json.dumps(timings))
 
 
-def nutpie_worker(cohort: str, out_path: str, *, chains: int, tune: int, draws: int, seed: int,
-                  target_accept: float) -> None:
-    """Runs under the project Python: toolkit's Weibull model with nutpie, no log-likelihood step."""
+def toolkit_worker(backend: str, cohort: str, out_path: str, *, chains: int, tune: int, draws: int, seed: int,
+                   target_accept: float) -> None:
+    """Runs under the project Python: toolkit's Weibull model (nutpie or pymc), no log-likelihood step."""
     t0 = time.perf_counter()
     import numpy as np
 
@@ -178,7 +179,7 @@ def nutpie_worker(cohort: str, out_path: str, *, chains: int, tune: int, draws: 
     t_import = time.perf_counter() - t0
     inputs = to_durability_inputs(load_cohort(cohort))
     model = build_durability_model(inputs, variant="weibull")
-    settings = SamplerSettings(backend="nutpie", chains=chains, tune=tune, draws=draws, random_seed=seed,
+    settings = SamplerSettings(backend=backend, chains=chains, tune=tune, draws=draws, random_seed=seed,
                                target_accept=target_accept, progressbar=False, cores=2)
     dt = sample(model, settings, log_likelihood=False)
     post = dt["posterior"].to_dataset()
@@ -284,10 +285,13 @@ def run_comparison(*, stan_python: str | None, quick: bool = False, cohort: Path
             results[("stan", state)] = _run_worker(
                 [stan_python, me, "--stan-worker", str(tmp / "data.json"), str(out), *common,
                  "--target-accept", str(target_accept)], stan_env, out)
-            out = tmp / f"nutpie_{state}.npz"
-            results[("nutpie", state)] = _run_worker(
-                [py, me, "--nutpie-worker", str(cohort), str(out), *common,
-                 "--target-accept", str(target_accept)], nutpie_env, out)
+            for backend in TOOLKIT_BACKENDS:
+                out = tmp / f"{backend}_{state}.npz"
+                # cold: every backend gets its own empty caches; warm: the same ones again
+                env = {k: v.replace(str(tmp), str(tmp / backend)) for k, v in nutpie_env.items()}
+                results[(backend, state)] = _run_worker(
+                    [py, me, "--toolkit-worker", backend, str(cohort), str(out), *common,
+                     "--target-accept", str(target_accept)], env, out)
 
     rows, record = [], {"available": True, "stan_python": stan_python, "chains": chains, "tune": tune,
                         "draws": draws, "target_accept": target_accept, "n_patients": data["N"],
@@ -308,30 +312,30 @@ def run_comparison(*, stan_python: str | None, quick: bool = False, cohort: Path
         ["sampler", "caches", "wall s", "import s", "compile s", "sampling s", "min ESS", "HR ESS",
          "ESS/s sampl", "ESS/s wall", "max R-hat", "div", "HR median", "MCSE(median)"], rows)
 
-    comparisons = {}
-    for state in passes:
-        n, s = record["runs"][f"nutpie_{state}"], record["runs"][f"stan_{state}"]
-        tol = 2 * math.hypot(n["hr_mcse_median"], s["hr_mcse_median"]) + 0.02
-        diff = abs(n["hr_median"] - s["hr_median"])
-        comparisons[state] = {
-            "ess_per_sampling_second_ratio_nutpie_over_stan": n["ess_per_sampling_second"] / s["ess_per_sampling_second"],
-            "ess_per_wall_second_ratio_nutpie_over_stan": n["ess_per_wall_second"] / s["ess_per_wall_second"],
-            "wall_time_ratio_nutpie_over_stan": n["wall_seconds"] / s["wall_seconds"],
-            "compile_plus_sampling_ratio_nutpie_over_stan":
-                (n["compile_seconds"] + n["sampling_seconds"]) / (s["compile_seconds"] + s["sampling_seconds"]),
-            "hr_median_abs_diff": diff, "hr_median_tolerance": tol, "hr_medians_agree": bool(diff <= tol),
-        }
-    print_table("5b. nutpie vs Stan (ratios are nutpie / Stan; > 1 on ESS/s means nutpie is better, "
-                "< 1 on time means nutpie is faster)",
-                ["caches", "ESS/s sampling", "ESS/s wall", "wall time", "compile+sampling", "|dHR median|",
-                 "tolerance", "agree"],
-                [[st, c["ess_per_sampling_second_ratio_nutpie_over_stan"], c["ess_per_wall_second_ratio_nutpie_over_stan"],
-                  c["wall_time_ratio_nutpie_over_stan"], c["compile_plus_sampling_ratio_nutpie_over_stan"],
-                  round(c["hr_median_abs_diff"], 4), round(c["hr_median_tolerance"], 4),
-                  "yes" if c["hr_medians_agree"] else "NO"] for st, c in comparisons.items()])
-    print("   tolerance = 2 * sqrt(MCSE_nutpie^2 + MCSE_stan^2) + 0.02, MCSE of the median from "
+    comparisons, crow = {}, []
+    for backend in TOOLKIT_BACKENDS:
+        for state in passes:
+            n, s = record["runs"][f"{backend}_{state}"], record["runs"][f"stan_{state}"]
+            tol = 2 * math.hypot(n["hr_mcse_median"], s["hr_mcse_median"]) + 0.02
+            diff = abs(n["hr_median"] - s["hr_median"])
+            c = comparisons[f"{backend}_vs_stan_{state}"] = {
+                "ess_per_sampling_second_ratio": n["ess_per_sampling_second"] / s["ess_per_sampling_second"],
+                "ess_per_wall_second_ratio": n["ess_per_wall_second"] / s["ess_per_wall_second"],
+                "wall_time_ratio": n["wall_seconds"] / s["wall_seconds"],
+                "compile_plus_sampling_ratio":
+                    (n["compile_seconds"] + n["sampling_seconds"]) / (s["compile_seconds"] + s["sampling_seconds"]),
+                "hr_median_abs_diff": diff, "hr_median_tolerance": tol, "hr_medians_agree": bool(diff <= tol),
+            }
+            crow.append([f"{backend} / stan", state, c["ess_per_sampling_second_ratio"], c["ess_per_wall_second_ratio"],
+                         c["wall_time_ratio"], c["compile_plus_sampling_ratio"], round(diff, 4), round(tol, 4),
+                         "yes" if c["hr_medians_agree"] else "NO"])
+    print_table("5b. toolkit backends vs Stan (ratios backend / Stan: > 1 on ESS/s = better than Stan, "
+                "< 1 on time = faster than Stan)",
+                ["ratio", "caches", "ESS/s sampling", "ESS/s wall", "wall time", "compile+sampling", "|dHR median|",
+                 "tolerance", "agree"], crow)
+    print("   tolerance = 2 * sqrt(MCSE_backend^2 + MCSE_stan^2) + 0.02, MCSE of the median from "
           "arviz_stats.mcse(method='median'); wall = whole worker process (start, imports, compile, sample, "
-          "write draws); nutpie side skips the log-likelihood step (Stan computes none).")
+          "write draws); the toolkit side skips the log-likelihood step (Stan computes none).")
     record["comparisons"] = comparisons
     record["mcse_method"] = "arviz_stats.mcse(method='median')"
     return record
@@ -351,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--target-accept", type=float, default=0.9)
     p.add_argument("--stan-worker", nargs=2, metavar=("DATA_JSON", "OUT_NPZ"), help=argparse.SUPPRESS)
-    p.add_argument("--nutpie-worker", nargs=2, metavar=("COHORT", "OUT_NPZ"), help=argparse.SUPPRESS)
+    p.add_argument("--toolkit-worker", nargs=3, metavar=("BACKEND", "COHORT", "OUT_NPZ"), help=argparse.SUPPRESS)
     return p
 
 
@@ -360,8 +364,8 @@ def main(args: argparse.Namespace) -> int:
     if args.stan_worker:
         stan_worker(*args.stan_worker, delta=args.target_accept, **kw)
         return 0
-    if args.nutpie_worker:
-        nutpie_worker(*args.nutpie_worker, target_accept=args.target_accept, **kw)
+    if args.toolkit_worker:
+        toolkit_worker(*args.toolkit_worker, target_accept=args.target_accept, **kw)
         return 0
     stan_python = find_stan_python(args.stan_python)
     if importlib.util.find_spec("toolkit") is None:

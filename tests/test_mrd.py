@@ -1,0 +1,351 @@
+"""MRD kinetic model: structure, likelihood pieces, censoring, methods, bad data, a small fit, estimands."""
+
+import dataclasses
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import integrate, stats
+
+from toolkit.data import load_cohort
+from toolkit.data.inputs import ModelDataError
+from toolkit.data.mrd_inputs import CENSORING_CODES, to_mrd_inputs
+from toolkit.inference import SamplerSettings, diagnose, sample
+from toolkit.models.mrd import (MODEL_NAME, MODEL_VERSION, MrdPriors, build_mrd_model, censored_log10_logp,
+                                class_logliks_numpy, informed_patients, log_normal_interval,
+                                log_normal_interval_numpy, mrd_log10_numpy)
+from toolkit.mrd_estimands import mrd_estimands, patient_recurrence, patient_trajectories
+from toolkit.testing import EXAMPLE
+
+POPULATION = ["log_clearance", "clearance_log_ratio", "clearance_sd", "baseline_anchor_sd", "logit_recurrence",
+              "recurrence_log_or", "floor_depth_log10", "floor_depth_sd_log10", "log_relapse_latency",
+              "relapse_log_time_ratio", "relapse_sd", "log_doubling_days", "mrd_residual_sd_log10",
+              "method_bias_log10", "logit_response", "response_log_or"]
+NAMED = ["mrd_clearance_log10_per_day", "clearance_rate_ratio", "mrd_recurrence_class_probability",
+         "mrd_relapse_latency_days", "mrd_doubling_time_days", "mrd_floor_log10", "mrd_method_offset_log10",
+         "response_rate", "patient_clearance_log10_per_day", "patient_baseline_log10", "patient_floor_log10",
+         "patient_relapse_day"]
+
+
+@pytest.fixture(scope="module")
+def example():
+    return load_cohort(EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def inputs(example):
+    return to_mrd_inputs(example)
+
+
+@pytest.fixture(scope="module")
+def fitted(inputs):
+    """One small fit of the example cohort, shared by the fit, log-likelihood and estimand tests."""
+    settings = SamplerSettings(chains=4, tune=600, draws=500, progressbar=False, random_seed=11)
+    return sample(build_mrd_model(inputs), settings)
+
+
+def _with_mrd(cohort, mrd):
+    return dataclasses.replace(cohort, mrd=mrd)
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_structure_names_dims_and_finite_start(inputs):
+    model = build_mrd_model(inputs)
+    assert (MODEL_NAME, MODEL_VERSION) == ("mrd", "1.0.0")
+    assert set(POPULATION + NAMED + ["mrd", "response"]) <= set(model.named_vars)
+    assert {"patient", "assessment", "arm", "method", "infused"} <= set(model.coords)
+    assert list(model.coords["arm"]) == ["control", "experimental"]
+    assert list(model.coords["method"]) == ["flow", "ngs"]
+    assert list(model.coords["biased_method"]) == ["flow"]
+    assert len(model.coords["patient"]) == inputs.n_patients == 50
+    assert len(model.coords["assessment"]) == inputs.n_assessments
+    dims = model.named_vars_to_dims
+    assert dims["mrd"] == ("patient", "visit")
+    assert dims["mrd_clearance_log10_per_day"] == ("arm",)
+    assert dims["patient_relapse_day"] == ("patient",)
+    assert dims["day"] == ("assessment",)
+    assert dims["response"] == ("infused",)
+    point = model.initial_point()
+    assert np.isfinite(model.compile_logp()(point))
+    assert np.all(np.isfinite(model.compile_dlogp()(point)))
+
+
+def test_inputs_arrays(inputs, example):
+    """log10 fractions, per-row limits, codes; non-responders out of the kinetic part, in the response part."""
+    assert inputs.reference_method == "ngs"
+    flow = inputs.method == 0
+    assert np.allclose(inputs.log10_lod[flow & (inputs.censoring == 1)], -4.0)  # 0.01 % -> 1e-4
+    assert np.allclose(inputs.log10_lod[~flow], -6.0) and np.allclose(inputs.log10_loq[inputs.censoring == 2], -5.0)
+    q = inputs.censoring == 0
+    assert np.all(np.isfinite(inputs.log10_value[q])) and np.all(np.isnan(inputs.log10_value[~q]))
+    first = example.mrd.iloc[0]  # P001 day 28 flow negative
+    assert inputs.patient_ids[0] == first["patient_id"] and inputs.censoring[0] == CENSORING_CODES["below_lod"]
+    assert np.all(np.diff(inputs.assessment_patient) >= 0)
+    assert len(inputs.infused_ids) == 60 and inputs.responded.sum() == 50
+    assert inputs.n_excluded_assessments == 8 and "non-responders" in inputs.warnings[0]
+    assert np.allclose(inputs.baseline_log10, np.log10(example.patients.set_index("patient_id")
+                                                       .loc[inputs.patient_ids, "baseline_blasts_pct"] / 100))
+
+
+# --------------------------------------------------------------------------- likelihood pieces
+
+
+def _log_interval_quad(lo, hi):
+    """log[Phi(hi) - Phi(lo)] by quadrature, independent of the implementation (mirrored into the upper tail)."""
+    if lo < 0 and abs(lo) > abs(hi):
+        lo, hi = -hi, -lo
+    a = lo
+    val, _ = integrate.quad(lambda u: math.exp(-a * u - u * u / 2), 0.0, hi - lo, epsabs=0, epsrel=1e-13)
+    return -a * a / 2 - 0.5 * math.log(2 * math.pi) + math.log(val)
+
+
+@pytest.mark.parametrize("lo, hi", [(-1.0, 1.0), (-0.2, 0.3), (2.0, 2.5), (8.0, 9.0), (37.0, 38.5),
+                                    (-39.0, -38.0), (-6.0, -5.9), (0.5, 0.5000001)])
+def test_log_normal_interval_matches_quadrature(lo, hi):
+    expected = _log_interval_quad(lo, hi)
+    got = float(log_normal_interval(np.float64(lo), np.float64(hi)).eval())
+    assert got == pytest.approx(expected, rel=1e-7, abs=1e-9)
+    assert float(log_normal_interval_numpy(lo, hi)) == pytest.approx(expected, rel=1e-7, abs=1e-9)
+
+
+def test_censored_pieces_match_scipy():
+    """quantified: norm.logpdf; below LoD: norm.logcdf at the limit; PNQ: log(cdf(LoQ) - cdf(LoD))."""
+    mu, sd = -4.7, 0.3
+    y = np.array([-3.2, -4.0, -6.0])  # quantified value / (LoD filler) / (LoD filler)
+    code = np.array([0, 1, 2])
+    lod = np.array([-4.2, -4.0, -6.0])
+    loq = np.array([-3.2, -3.0, -5.0])
+    got = censored_log10_logp(y, code, lod, loq, mu, sd).eval()
+    expected = [stats.norm.logpdf(-3.2, mu, sd), stats.norm.logcdf(-4.0, mu, sd),
+                np.log(stats.norm.cdf(-5.0, mu, sd) - stats.norm.cdf(-6.0, mu, sd))]
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_model_log_likelihood_matches_numpy_scipy_twin(inputs):
+    """The model's per-patient mixture term equals logaddexp(log(1-pi) + sum_S, log pi + sum_R) computed
+    with scipy (log_ndtr) at a random point, i.e. the pytensor graph is the documented likelihood."""
+    model = build_mrd_model(inputs)
+    rng = np.random.default_rng(3)
+    point = {k: v + 0.3 * rng.standard_normal(np.shape(v)) for k, v in model.initial_point().items()}
+    named_graphs = model.replace_rvs_by_values([model[n] for n in NAMED])
+    fn = model.compile_fn([model.logp(vars=[model["mrd"]], sum=False)[0], *named_graphs], point_fn=True)
+    out = fn(point)
+    ll_model, named = out[0], dict(zip(NAMED, out[1:]))
+    eta = point["logit_recurrence"] + point["recurrence_log_or"] * inputs.arm
+    d = lambda name: np.asarray(named[name])[None]  # noqa: E731
+    ll_s, ll_r = class_logliks_numpy(inputs, d("patient_baseline_log10"), d("patient_clearance_log10_per_day"),
+                                     d("patient_floor_log10"), d("patient_relapse_day"),
+                                     np.log10(2) / d("mrd_doubling_time_days")[:, None], d("mrd_method_offset_log10"),
+                                     np.exp(point["mrd_residual_sd_log10_log__"])[None])
+    expected = np.logaddexp(-np.logaddexp(0, eta) + ll_s[0], -np.logaddexp(0, -eta) + ll_r[0])
+    np.testing.assert_allclose(ll_model, expected, rtol=1e-8, atol=1e-8)
+
+
+def test_trajectory_closed_form():
+    """Class S: log10(10^(B - k t) + 1e-8); class R adds the floor and 10^(log10 0.05 + g (t - R))."""
+    t = np.array([0.0, 10.0, 365.0])
+    s = mrd_log10_numpy(t, -0.5, 0.3, -5.0, 400.0, 0.025, False)
+    np.testing.assert_allclose(s, np.log10(10 ** (-0.5 - 0.3 * t) + 1e-8))
+    r = mrd_log10_numpy(t, -0.5, 0.3, -5.0, 400.0, 0.025, True)
+    np.testing.assert_allclose(r, np.log10(10 ** (-0.5 - 0.3 * t) + 1e-5 + 10 ** (np.log10(0.05) + 0.025 * (t - 400))))
+    assert mrd_log10_numpy(400.0, -0.5, 0.3, -5.0, 400.0, 0.025, True) == pytest.approx(np.log10(0.05), abs=1e-3)
+
+
+# --------------------------------------------------------------------------- censoring and methods
+
+
+def test_all_negative_patient_is_kept_and_its_limit_matters(inputs):
+    codes = pd.Series(inputs.censoring).groupby(inputs.assessment_patient).agg(lambda c: (c == 1).all())
+    i = int(np.flatnonzero(codes.to_numpy())[0])
+    rows = inputs.assessment_patient == i
+    assert rows.sum() >= 4 and (inputs.censoring[rows] == 1).all()  # kept, with every assessment negative
+    looser = dataclasses.replace(inputs, log10_lod=np.where(rows, inputs.log10_lod + 1.0, inputs.log10_lod))
+    lp = {}
+    for name, inp in (("as_recorded", inputs), ("looser", looser)):
+        model = build_mrd_model(inp)
+        fn = model.compile_fn(model.logp(vars=[model["mrd"]], sum=False)[0], inputs=model.value_vars,
+                              on_unused_input="ignore")
+        lp[name] = fn(model.initial_point())
+    changed = np.flatnonzero(~np.isclose(lp["as_recorded"], lp["looser"], rtol=0, atol=1e-12))
+    assert changed.tolist() == [i]  # only that patient's term moves
+    assert lp["looser"][i] > lp["as_recorded"][i]  # a higher limit makes "negative" more likely
+
+
+def test_flow_only_cohort_uses_flow_as_reference(example):
+    cohort = _with_mrd(example, example.mrd[example.mrd["method"] == "flow"])
+    inp = to_mrd_inputs(cohort)
+    assert inp.methods == ("flow",) and inp.reference_method == "flow"
+    model = build_mrd_model(inp)
+    assert "biased_method" not in model.coords and "method_bias_log10" not in model.named_vars
+    point = model.initial_point()
+    assert np.isfinite(model.compile_logp()(point)) and np.all(np.isfinite(model.compile_dlogp()(point)))
+
+
+def test_qpcr_and_peripheral_blood_rows_get_their_own_terms(example):
+    mrd = example.mrd.copy()
+    ngs = mrd.index[mrd["method"] == "ngs"]
+    mrd.loc[ngs[:10], "method"] = "qpcr"
+    mrd.loc[ngs[10:20], "specimen"] = "PB"
+    inp = to_mrd_inputs(_with_mrd(example, mrd))
+    assert inp.methods == ("flow", "ngs", "qpcr") and inp.reference_method == "ngs"
+    assert inp.peripheral_blood.sum() == 10
+    model = build_mrd_model(inp)
+    assert list(model.coords["biased_method"]) == ["flow", "qpcr"]
+    assert "pb_offset_log10" in model.named_vars
+    assert np.isfinite(model.compile_logp()(model.initial_point()))
+
+
+def test_blank_baseline_gets_population_prior_and_covariates_are_standardized(example):
+    patients = example.patients.copy()
+    patients.loc[patients.index[0], "baseline_blasts_pct"] = np.nan
+    cohort = dataclasses.replace(example, patients=patients)
+    inp = to_mrd_inputs(cohort, covariates=["age_years"])
+    assert inp.baseline_missing[0] and np.isnan(inp.baseline_log10[0])
+    assert any("blank baseline_blasts_pct" in w for w in inp.warnings)
+    np.testing.assert_allclose(inp.x_std.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(inp.x_std.std(axis=0), 1, atol=1e-12)
+    model = build_mrd_model(inp)
+    assert list(model.coords["covariate"]) == ["age_years"]
+    assert {"covariate_clearance", "covariate_recurrence"} <= set(model.named_vars)
+    assert np.isfinite(model.compile_logp()(model.initial_point()))
+
+
+def test_informed_patients_choose_the_parameterisation(inputs):
+    inf = informed_patients(inputs)
+    i = inputs.patient_ids.index("P003")  # NGS positive below 1e-4, never above: floor pinned, regrowth not
+    assert inf["floor"][i] and not inf["latency"][i]
+    j = inputs.patient_ids.index("P001")  # 0.586 % then 2.56 %: two values above 1e-4
+    assert inf["latency"][j] and inf["doubling"][j]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_no_mrd_file_is_refused(example):
+    with pytest.raises(ModelDataError, match=re.escape("the cohort has no MRD file (mrd.csv is missing)")):
+        to_mrd_inputs(_with_mrd(example, None))
+
+
+def test_empty_mrd_file_is_refused(example):
+    with pytest.raises(ModelDataError, match=re.escape("mrd.csv has no assessments, so the MRD kinetic model "
+                                                       "cannot be fitted")):
+        to_mrd_inputs(_with_mrd(example, example.mrd.iloc[:0]))
+
+
+def test_unknown_patient_is_refused(example):
+    mrd = example.mrd.copy()
+    mrd.loc[mrd.index[0], "patient_id"] = "X999"
+    with pytest.raises(ModelDataError, match=re.escape("mrd.csv has assessments of patient(s) not in patients.csv: "
+                                                       "X999")):
+        to_mrd_inputs(_with_mrd(example, mrd))
+
+
+def test_only_non_responder_assessments_is_refused(example):
+    nr = example.outcomes.loc[example.outcomes["response"] == "NR", "patient_id"]
+    mrd = example.mrd[example.mrd["patient_id"].isin(nr)]
+    with pytest.raises(ModelDataError, match=re.escape("no responder (CR/CRi in outcomes.csv) has an MRD "
+                                                       "assessment")):
+        to_mrd_inputs(_with_mrd(example, mrd))
+
+
+def test_arm_without_responder_assessments_is_refused(example):
+    control = example.patients.loc[example.patients["arm"] == example.control_arm, "patient_id"]
+    mrd = example.mrd[example.mrd["patient_id"].isin(control)]
+    with pytest.raises(ModelDataError, match=re.escape("arm 'IFN-a + CAR-T' has no responder with an MRD "
+                                                       "assessment, so the arms cannot be compared")):
+        to_mrd_inputs(_with_mrd(example, mrd))
+
+
+def test_pnq_without_interval_is_refused(example):
+    mrd = example.mrd.copy()
+    row = mrd.index[mrd["censoring"] == "pnq"][0]
+    mrd.loc[row, "loq_pct"] = mrd.loc[row, "lod_used"]
+    with pytest.raises(ModelDataError, match=re.escape(f"mrd.csv row(s) {row} are PNQ but loq_pct is not above "
+                                                       "lod_pct")):
+        to_mrd_inputs(_with_mrd(example, mrd))
+
+
+def test_censored_row_without_limit_is_refused(example):
+    mrd = example.mrd.copy()
+    row = mrd.index[mrd["censoring"] == "below_lod"][0]
+    mrd.loc[row, ["lod_used", "lod_pct"]] = np.nan
+    with pytest.raises(ModelDataError, match=re.escape(f"mrd.csv row(s) {row} are below the detection limit or "
+                                                       "PNQ but have no positive lod_pct")):
+        to_mrd_inputs(_with_mrd(example, mrd))
+
+
+def test_zero_blasts_and_bad_covariates_are_refused(example):
+    patients = example.patients.copy()
+    patients.loc[patients.index[0], "baseline_blasts_pct"] = 0.0
+    with pytest.raises(ModelDataError, match=re.escape("baseline_blasts_pct is 0 for P001")):
+        to_mrd_inputs(dataclasses.replace(example, patients=patients))
+    with pytest.raises(ModelDataError, match=re.escape("unknown covariate(s) shoe_size")):
+        to_mrd_inputs(example, covariates=["shoe_size"])
+
+
+def test_priors_named_sets_and_overrides():
+    assert MrdPriors.named("skeptical").recurrence_log_or == (0.0, 0.5)
+    with pytest.raises(ValueError, match="unknown prior set 'bold'; valid: default, skeptical, optimistic"):
+        MrdPriors.named("bold")
+    priors = MrdPriors().with_overrides({"clearance_sd": 0.2, "floor_depth_log10": [3, 1]})
+    assert priors.floor_depth_log10 == (3.0, 1.0) and priors.clearance_sd == 0.2
+    with pytest.raises(ValueError, match="unknown prior"):
+        MrdPriors().with_overrides({"nope": 1})
+
+
+# --------------------------------------------------------------------------- a small fit
+
+
+def test_small_fit_on_example_converges(fitted):
+    """4 x 500 draws: population parameters agree across chains (the 1.01 / 400 bar is the benchmark's,
+    at 4 x 1000 draws)."""
+    d = diagnose(fitted, var_names=POPULATION, rhat_max=1.03, ess_min=150)
+    assert d.divergences == 0, d.problems
+    assert d.converged, d.problems
+    ll = fitted["log_likelihood"]["mrd"]
+    assert ll.dims == ("chain", "draw", "patient") and np.all(np.isfinite(ll.to_numpy()))
+
+
+def test_loo_is_per_patient(fitted):
+    import arviz_stats as azs
+
+    loo = azs.loo(fitted, var_name="mrd")
+    assert np.isfinite(loo.elpd) and np.asarray(loo.pareto_k).size == 50
+
+
+def test_estimands_names_and_ranges(fitted, inputs):
+    est = mrd_estimands(fitted, inputs, n_simulated=500)
+    arms = ("control", "experimental")
+    expected = {"clearance_rate_ratio", "prob_clearance_rate_ratio_above_1", "mrd_recurrence_365d_difference",
+                "prob_mrd_recurrence_365d_lower",
+                *(f"{k}_{a}" for a in arms for k in ("mrd_negative_28d_flow", "mrd_negative_28d_ngs",
+                                                     "mrd_recurrence_365d", "time_to_mrd_negativity_days"))}
+    assert set(est) == expected
+    for a in arms:
+        flow, ngs = est[f"mrd_negative_28d_flow_{a}"]["mean"], est[f"mrd_negative_28d_ngs_{a}"]["mean"]
+        assert 0 < ngs < flow < 1  # below 1e-6 implies below 1e-4
+        assert 0 < est[f"mrd_recurrence_365d_{a}"]["mean"] < 1
+        assert 0 < est[f"time_to_mrd_negativity_days_{a}"]["median"] < 28
+    lo, hi = est["clearance_rate_ratio"]["hdi_90"]
+    assert lo < est["clearance_rate_ratio"]["median"] < hi
+    assert 0 <= est["prob_mrd_recurrence_365d_lower"] <= 1
+    again = mrd_estimands(fitted, inputs, n_simulated=500)  # fixed seed: reproducible
+    assert again["mrd_recurrence_365d_difference"] == est["mrd_recurrence_365d_difference"]
+
+
+def test_patient_outputs(fitted, inputs):
+    rec = patient_recurrence(fitted, inputs)
+    assert list(rec.index) == inputs.patient_ids and rec.index.name == "patient_id"
+    assert rec["recurrence_probability"].between(0, 1).all()
+    assert rec.loc["P001", "recurrence_probability"] > 0.99  # regrew to 2.6 % at day 394
+    assert rec.loc["P003", "recurrence_probability"] > 0.9  # NGS-positive floor
+    traj = patient_trajectories(fitted, inputs, days=(28, 365, 394))
+    p1 = traj.loc["P001"].set_index("day")
+    assert p1.loc[394.0, "mrd_log10_median"] == pytest.approx(np.log10(0.0256), abs=0.5)
+    assert (traj["mrd_log10_lower"] <= traj["mrd_log10_median"]).all()
+    assert (traj["mrd_log10_median"] <= traj["mrd_log10_upper"]).all() and (traj["mrd_log10_upper"] <= 0).all()
+

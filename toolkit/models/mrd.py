@@ -1,0 +1,613 @@
+r"""MRD kinetics after CD19 CAR-T: hierarchical log10-linear kill, floor, and regrowth (two-class mixture).
+
+Time t is days since CAR-T infusion; m_i(t) is patient i's **true** MRD as a
+log10 fraction of nucleated marrow cells (-4 = 0.01 %, -6 = 1e-6) on the scale
+of the reference assay (NGS when the cohort has it, else qPCR, else flow).
+Patient i is a responder (CR/CRi) with arm a_i (1 = experimental) and
+standardized covariates x_i.
+
+Trajectory (domain.md §2.3 "generic MRD trajectory"), a sum of clones on the
+linear scale, log10 m = log10 of::
+
+    10^{D_i(t)} + 10^{F}                       sustained remission (class S)
+    10^{D_i(t)} + 10^{f_i} + 10^{G_i(t)}       MRD recurrence       (class R)
+
+    D_i(t) = B_i - k_i t                       CAR-T kill of the sensitive clone
+    G_i(t) = log10(0.05) + g_i (t - R_i)       regrowing clone; reaches 5 % blasts at R_i
+    R_i    = 28 + s_i,   g_i = log10(2) / Td_i
+
+B_i is the pre-infusion burden, k_i the clearance rate, f_i the residual floor
+of a patient who will recur, F = -8 (one cell in 1e8) the floor of sustained
+remission, R_i the day the regrowing clone reaches 5 % blasts (morphological
+relapse), s_i its latency after the day-28 response assessment and Td_i the
+regrowth doubling time. The sum is a smooth version of the simulator's
+``max(decline, floor, regrowth)`` (``toolkit.simulate._true_mrd``); the two
+differ by log10 2 = 0.30 where two clones are equal (log10 3 if all three
+are), by < 0.05 one log away from a crossing, and the smoothness keeps NUTS
+free of kinks. The floor is written as a depth below the relapse level,
+f_i = log10(0.05) - softplus(u_i): residual disease in CR sits below 5 %
+blasts by definition, and without this bound a floor persisting at 1-5 %
+explained an early relapse as well as regrowth did (a second posterior mode
+that trapped chains in testing). softplus(u) = u for u >~ 2, so f_i is
+Normal(log10 0.05 - mu_u, omega_u) wherever floors are plausible.
+
+Class membership is marginalised per patient::
+
+    p(y_i) = (1 - pi_i) prod_j p(y_ij | S) + pi_i prod_j p(y_ij | R),
+    logit pi_i = c0 + c_arm a_i + x_i . gamma_rec
+
+so the pointwise log-likelihood ``mrd`` is **per patient** (dim ``patient``),
+not per assessment: PSIS-LOO with ``var_name="mrd"`` leaves one patient out.
+Each patient's posterior probability of class R is computed after sampling
+(``toolkit.mrd_estimands.patient_recurrence``, Rao-Blackwellised over draws).
+
+Patient effects (z, e ~ Normal(0, 1))::
+
+    log k_i  = mu_k + b_k a_i + x_i . gamma_k + omega_k z_k,i       (clearance_rate_ratio = exp(b_k))
+    B_i      = log10(blasts_i / 100) + sigma_B e_i                 (blasts known: anchored, anchor error sigma_B)
+    B_i      = mu_B + omega_B e_i                                  (blasts blank: population prior; mu_B, omega_B
+                                                                     = mean and SD of the cohort's known log10 burdens)
+    u_i      ~ Normal(mu_u, omega_u),      f_i = log10(0.05) - softplus(u_i)
+    log s_i  ~ Normal(mu_s + b_s a_i, omega_s)                     (exp(b_s): ratio of relapse latencies, class R)
+    Td       = exp(mu_Td)                                          (one doubling time for all patients)
+
+k and B are non-centered (the data barely touch them). u and log s use
+*varying centring* (``_varying_centred``): centred for patients whose data
+pin the value (a positive NGS/PNQ value below 1e-4 pins the floor; a value
+>= 1e-4 pins the latency), non-centered for the rest, so neither a pinned z
+locked to (mu, omega) nor an unpinned funnel slows the sampler
+(Papaspiliopoulos, Roberts & Skold 2007). The free variables ``floor_raw``
+and ``relapse_raw`` therefore mix the two meanings; read the ``patient_*``
+deterministics instead.
+
+The regrowth doubling time is one population parameter. The simulator (and
+biology) let it vary between patients, but with per-patient doubling times a
+long, flat, flow-positive series had two explanations (a high floor with a
+fast late regrowth, or a low floor with a 150-day doubling time), chains
+split between them, and few patients have two values on the regrowth to pin
+their own rate. Between-patient spread in regrowth timing is carried by the
+latency s_i.
+
+Measurement (Beal M3 at each row's own limits): y_ij = log10(reported value),
+mu_ij = m_i(t_ij) + delta_method + delta_PB [specimen PB],
+sigma_ij = sigma_method::
+
+    quantified       log Normal(y | mu, sigma)
+    below the LoD    log Phi((log10 LoD - mu) / sigma)
+    PNQ              log[Phi((log10 LoQ - mu)/sigma) - Phi((log10 LoD - mu)/sigma)]  (computed in the tail
+                                                                                       where it is accurate)
+
+delta is 0 for the reference method; the others have a free bias (flow vs NGS).
+Response (every infused patient, dim ``infused``): Bernoulli with
+logit P(CR/CRi) = r0 + r_arm a; it turns "MRD-negative among responders" into
+"among all infused" (``toolkit.mrd_estimands``).
+
+Why this structure (what 60 patients with 5-8 assessments identify)
+    The first assessment is at day 28, when about 90 % of responders are
+    already below the flow limit, so the kill phase is almost never seen: the
+    data give k_i a lower bound (MRD reached its floor by day 28) and little
+    else. k therefore has one log-normal hierarchy with an arm effect and an
+    informative prior, B_i is anchored on the measured blasts (the only
+    information on the start), and its anchor error sigma_B is prior-driven.
+    What the data do see is (i) the floor at day 28-365 through NGS (a
+    residual 1e-6..1e-4 in the patients who later recur, nothing in those who
+    stay in remission) and (ii) regrowth through flow and the value at
+    relapse. A two-class mixture (recurrence vs sustained remission, the
+    "cured" latent class of domain.md §2.3) uses exactly that information;
+    per-patient floors and latencies have population priors,
+    so patients without positive values simply follow the population. The
+    sustained-remission floor F is fixed: any value below the NGS limit
+    (1e-6) is indistinguishable in these assays. A third class (residual
+    disease that never regrows) is not identifiable from a late regrowth
+    within 2 years of follow-up and is not modelled. Non-responders' MRD
+    (>= 5 % by definition of NR) is not kinetics and is left out.
+
+Parameters (units; default priors; source) -- ``MrdPriors``
+
+================================  ===========================  ==============================================
+parameter (name in the model)     prior                        source / reasoning
+================================  ===========================  ==============================================
+mu_k ``log_clearance``            Normal(log 0.25, 0.5)        log10/day; domain.md §2.3: >= 0.13 log10/day
+                                                               (50 % to < 0.01 % by day 28), ctDNA 2 log10 in 7 d
+                                                               (0.29/day, Sworder 2023); 90 % prior 0.11-0.57
+b_k ``clearance_log_ratio``       Normal(0, 0.4)               log ratio; kinetic arm effects, domain.md §4.4
+                                                               (Cmax fold-change Normal(0, 0.4^2))
+omega_k ``clearance_sd``          HalfNormal(0.5)              log scale; between-patient spread of kill rates
+sigma_B ``baseline_anchor_sd``    HalfNormal(0.3)              log10; marrow blasts vs MRD fraction at day 0
+                                                               (sampling, bridging); not identifiable from data
+mu_B, omega_B (blank blasts)      cohort mean/SD of known      empirical; fallback Normal(log10 0.2, 0.5)
+                                  log10 burdens                (median 20 % blasts, simulate.py story)
+c0 ``logit_recurrence``           Normal(0, 1)                 cure fraction 45-55 % (domain.md §3.2)
+c_arm ``recurrence_log_or``       Normal(0, 1)                 as durability ``cure_log_or`` (sign flipped);
+                                                               skeptical Normal(0, 0.5) (domain.md §4.4)
+mu_u ``floor_depth_log10``        Normal(3.7, 0.7)             log10 units below 5 %: typical floor 1e-5,
+                                                               NGS-positive and flow-negative (ELIANA NGS vs
+                                                               flow, domain.md §2.1)
+omega_u ``floor_depth_sd_log10``  HalfNormal(0.7)              log10; floors 1e-6..1e-4 between patients
+mu_s ``log_relapse_latency``      Normal(log 180, 0.7)         days after day 28; median relapse ~6 months in
+                                                               the uncured (domain.md §4.4)
+b_s ``relapse_log_time_ratio``    Normal(0, 1)                 log ratio, weakly informative as durability's
+                                                               log_hr; skeptical Normal(0, 0.35) = domain.md
+                                                               §4.4 log-HR on the time scale (Weibull shape ~1)
+omega_s ``relapse_sd``            HalfNormal(1)                log scale; Weibull(1.2) log-times have SD 1.07
+mu_Td ``log_doubling_days``       Normal(log 17.3, 0.63)       days; 95 % in 5-60 d, domain.md §2.3 (AML 11-36 d)
+delta ``method_bias_log10``       Normal(0, 0.3)               log10; flow vs qPCR within 0.5 log in 69 %
+                                                               (Garand 2013, domain.md §2.1)
+sigma ``mrd_residual_sd_log10``   LogNormal(log 0.3, 0.5)      log10; between-assay scale 0.3-0.5 (Garand 2013)
+delta_PB ``pb_offset_log10``      Normal(-1, 0.7)              log10; only with PB rows. An assumption, not
+                                                               from domain.md: B-ALL MRD is lower in blood than
+                                                               in marrow; check against local paired samples
+gamma ``covariate_*``             Normal(0, 0.5)               per SD of a covariate, on log k and logit pi
+r0 ``logit_response``             Normal(logit 0.85, 1)        CR rates 70-90 % (domain.md §3.1)
+r_arm ``response_log_or``         Normal(0, 1)                 as durability
+F (fixed)                         -8                           below every assay's limit; not identifiable
+================================  ===========================  ==============================================
+
+Sampling: 60 patients, 4 x 1000 x 1000 nutpie draws take about 50-90 s on 2
+shared cores (compile 10-25 s); see ``benchmarks/bench_mrd.py``. Known slow
+spots, all per patient and all real ambiguities of the data: a sharp lower
+bound on k_i where NGS at day 28 still sees the kill phase; a patient whose
+only positive value (NGS PNQ at day 28) is either slow kill (class S) or a
+floor (class R); an early relapser whose values at days 28-35 are all near
+2 % (slow kill, a floor just below 5 % or regrowth); and occasional
+divergences when ``floor_depth_sd_log10`` is small (a funnel with the centred
+floors). They show as R-hat 1.02-1.09 on those patients' parameters and on
+the SDs they pull (``clearance_sd``, ``relapse_sd``) in some simulated
+cohorts; population estimands move little between chains.
+
+Named deterministics (dim ``arm`` = control, experimental; typical = population
+median, covariates at their mean): ``mrd_clearance_log10_per_day``,
+``clearance_rate_ratio``, ``mrd_recurrence_class_probability``,
+``mrd_relapse_latency_days`` (class R, day 28 to 5 %), ``response_rate``;
+scalars ``mrd_doubling_time_days``, ``mrd_floor_log10``; dim ``method``:
+``mrd_method_offset_log10``. Per patient: ``patient_clearance_log10_per_day``,
+``patient_baseline_log10``, ``patient_floor_log10``, ``patient_relapse_day``.
+
+Required columns: ``mrd.csv`` patient_id, day, mrd_pct (negative/PNQ), lod_pct,
+loq_pct (for PNQ), method, specimen; ``outcomes.csv`` response;
+``patients.csv`` arm, baseline_blasts_pct (blank allowed).
+
+References
+----------
+1. domain.md §2.1 (assays, limits, PNQ), §2.3 (kinetics analogues, trajectory), §4.4 (effect priors).
+2. Beal SL. J Pharmacokinet Pharmacodyn 2001;28:481 (M3 censored likelihood).
+3. Garand R et al. Leukemia 2013 (flow vs qPCR concordance, between-assay error).
+4. Ommen HB et al. Blood 2010;115:198 (molecular doubling times before relapse).
+5. Pulsipher MA et al. Blood Cancer Discov 2022;3:66 (NGS-MRD after tisagenlecleucel).
+6. Papaspiliopoulos O, Roberts GO, Skold M. A general framework for the parametrization of
+   hierarchical models. Statistical Science 2007;22:59-73 (centred vs non-centred).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from toolkit.data.mrd_inputs import MrdInputs
+
+__all__ = [
+    "ARMS", "MODEL_NAME", "MODEL_VERSION", "MrdPriors", "build_mrd_model", "censored_log10_logp",
+    "class_logliks_numpy", "informed_patients", "log_normal_interval", "log_normal_interval_numpy",
+    "mrd_log10_numpy", "std_normal_lcdf",
+]
+
+MODEL_NAME = "mrd"
+MODEL_VERSION = "1.0.0"
+ARMS = ("control", "experimental")
+PRIOR_SETS = ("default", "skeptical", "optimistic")
+LN10 = math.log(10.0)
+RELAPSE_LOG10 = math.log10(0.05)  # 5 % marrow blasts: morphological relapse
+LATENCY_ORIGIN_DAY = 28.0  # response assessment; the regrowth latency s_i counts from here
+LOG10_2 = math.log10(2.0)
+
+
+def _logit(p: float) -> float:
+    return float(math.log(p / (1 - p)))
+
+
+@dataclass(frozen=True)
+class MrdPriors:
+    """Priors of the MRD model in one place; see the module docstring table for sources.
+
+    Pairs are Normal (mu, sd) on the stated scale; single floats are HalfNormal
+    scales; ``residual_sd_log10`` is LogNormal (mu, sd); ``sustained_floor_log10``
+    is a fixed constant.
+    """
+
+    log_clearance: tuple[float, float] = (math.log(0.25), 0.5)  # domain §2.3: >= 0.13 log10/d, ctDNA 0.29/d
+    clearance_log_ratio: tuple[float, float] = (0.0, 0.4)  # domain §4.4 kinetic arm effects
+    clearance_sd: float = 0.5  # between-patient SD of log k
+    baseline_anchor_sd: float = 0.3  # marrow blasts vs day-0 MRD (log10); prior-driven
+    baseline_log10_fallback: tuple[float, float] = (math.log10(0.2), 0.5)  # blank blasts, < 3 known in cohort
+    logit_recurrence: tuple[float, float] = (0.0, 1.0)  # cure fraction 45-55 % (domain §3.2)
+    recurrence_log_or: tuple[float, float] = (0.0, 1.0)  # as durability cure_log_or
+    floor_depth_log10: tuple[float, float] = (3.7, 0.7)  # floor ~1e-5: NGS+, flow- (domain §2.1)
+    floor_depth_sd_log10: float = 0.7  # between-patient spread of floors (log10)
+    log_relapse_latency: tuple[float, float] = (math.log(180.0), 0.7)  # median relapse ~6 months (domain §4.4)
+    relapse_log_time_ratio: tuple[float, float] = (0.0, 1.0)  # weakly informative; skeptical 0.35 (domain §4.4)
+    relapse_sd: float = 1.0  # Weibull(1.2) log-times SD 1.07
+    log_doubling_days: tuple[float, float] = (math.log(math.sqrt(5.0 * 60.0)), 0.63)  # 95 % 5-60 d (domain §2.3)
+    method_bias_log10: tuple[float, float] = (0.0, 0.3)  # Garand 2013: 69 % within 0.5 log
+    residual_sd_log10: tuple[float, float] = (math.log(0.3), 0.5)  # between-assay 0.3-0.5 log10 (Garand 2013)
+    pb_offset_log10: tuple[float, float] = (-1.0, 0.7)  # PB MRD below BM in B-ALL (used only with PB rows)
+    covariate_effect: tuple[float, float] = (0.0, 0.5)  # per covariate SD, on log k and logit pi
+    logit_response: tuple[float, float] = (_logit(0.85), 1.0)  # CR 70-90 % (domain §3.1)
+    response_log_or: tuple[float, float] = (0.0, 1.0)
+    sustained_floor_log10: float = -8.0  # fixed: below every assay's limit
+
+    @classmethod
+    def named(cls, name: str) -> MrdPriors:
+        """The prior set ``default``, ``skeptical`` or ``optimistic`` (arm effects differ)."""
+        if name == "default":
+            return cls()
+        if name == "skeptical":
+            return cls(clearance_log_ratio=(0.0, 0.2), recurrence_log_or=(0.0, 0.5), relapse_log_time_ratio=(0.0, 0.35))
+        if name == "optimistic":  # IFN-alpha helps: faster kill, fewer recurrences (domain §4.2, mixed evidence)
+            return cls(clearance_log_ratio=(0.2, 0.3), recurrence_log_or=(-0.4, 0.5),
+                       relapse_log_time_ratio=(0.35, 0.35))
+        raise ValueError(f"unknown prior set {name!r}; valid: {', '.join(PRIOR_SETS)}")
+
+    def with_overrides(self, overrides: dict) -> MrdPriors:
+        valid = set(asdict(self))
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ValueError(f"unknown prior(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+        current = asdict(self)
+        values = {k: (tuple(float(x) for x in v) if isinstance(current[k], tuple) else float(v))
+                  for k, v in overrides.items()}
+        return replace(self, **values)
+
+    def as_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+# --------------------------------------------------------------------------- likelihood pieces (pytensor)
+
+
+def log10_sum(*terms):
+    """log10(sum_j 10^{x_j}) of log10 terms (pytensor; broadcasts).
+
+    Summed on the linear scale: cheaper than nested logaddexp, and safe here because one term (a floor,
+    far above 1e-300) is always representable; terms that underflow add 0, and terms are capped at
+    10^50 (an MRD fraction is at most 1; the cap only keeps wild warm-up proposals finite).
+    """
+    total = pt.exp(pt.minimum(terms[0], 50.0) * LN10)
+    for term in terms[1:]:
+        total = total + pt.exp(pt.minimum(term, 50.0) * LN10)
+    return pt.log(total) / LN10
+
+
+_INV_SQRT2 = np.float64(1.0 / math.sqrt(2.0))  # numpy float64: a Python float would be cast to float32
+
+
+def std_normal_lcdf(z):
+    """log Phi(z), accurate in both tails (pytensor): erfcx below -1, log1p(-erfc/2) above.
+
+    The same formula as ``pymc.distributions.dist_math.normal_lcdf`` but with float64 constants
+    (PyMC's ``pt.sqrt(2.0)`` is cast to float32, a 1e-7 relative error).
+    """
+    return pt.switch(pt.lt(z, -1.0),
+                     pt.log(pt.erfcx(-z * _INV_SQRT2) / 2.0) - pt.sqr(z) / 2.0,
+                     pt.log1p(-pt.erfc(z * _INV_SQRT2) / 2.0))
+
+
+def log_normal_interval(lower_z, upper_z):
+    """log[Phi(upper_z) - Phi(lower_z)] for lower_z < upper_z, accurate in both tails (pytensor).
+
+    Below 0 it is log Phi(u) + log1mexp(log Phi(l) - log Phi(u)); above 0 the
+    mirror image log Phi(-l) + log1mexp(log Phi(-u) - log Phi(-l)), so neither
+    Phi underflows to 0 or rounds to 1. Each branch gets safe inputs where it
+    is not used (no NaN in the gradient of the unused branch).
+    """
+    upper_tail = pt.gt(lower_z, 0.0)
+    lo_a, lo_b = pt.switch(upper_tail, -1.0, lower_z), pt.switch(upper_tail, 0.0, upper_z)
+    up_a, up_b = pt.switch(upper_tail, lower_z, 0.0), pt.switch(upper_tail, upper_z, 1.0)
+    lcdf = std_normal_lcdf
+    low = lcdf(lo_b) + pt.log1mexp(lcdf(lo_a) - lcdf(lo_b))
+    high = lcdf(-up_a) + pt.log1mexp(lcdf(-up_b) - lcdf(-up_a))
+    return pt.switch(upper_tail, high, low)
+
+
+def censored_log10_logp(y, code, log10_lod, log10_loq, mu, sigma):
+    """Pointwise log-likelihood of one assessment on the log10 scale (pytensor; broadcasts).
+
+    ``code`` 0: Normal log-density of the quantified value ``y``; 1: below the
+    detection limit, log Phi((log10 LoD - mu)/sigma); 2: positive not
+    quantifiable, log of the probability between LoD and LoQ. Every branch
+    must get finite inputs (fill ``y``/limits of unused rows with finite values).
+    """
+    z = (y - mu) / sigma
+    density = -0.5 * pt.sqr(z) - pt.log(sigma) - 0.5 * math.log(2 * math.pi)
+    z_lod = (log10_lod - mu) / sigma
+    below = std_normal_lcdf(z_lod)
+    pnq = log_normal_interval(z_lod, (log10_loq - mu) / sigma)
+    return pt.switch(pt.eq(code, 0), density, pt.switch(pt.eq(code, 1), below, pnq))
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Constant row structure of the likelihood: which assessments take which censoring branch."""
+
+    patient: np.ndarray  # patient index per assessment
+    position: tuple[np.ndarray, np.ndarray]  # (patient, visit) of each assessment in the padded observed matrix
+    quantified: np.ndarray  # assessment indices by branch
+    below: np.ndarray
+    pnq: np.ndarray
+    n_patients: int
+
+
+def _class_logliks(rows: _Rows, y, day, lod, loq, shift, sd, baseline, clearance, floor, relapse_day, growth,
+                   sustained_floor):
+    """Per-patient log-likelihood of the assessments under each class (S, R); pytensor, flat rows.
+
+    Each censoring branch is evaluated only on its own rows (indices fixed by the data), then summed
+    per patient.
+    """
+    p = rows.patient
+    decline = baseline[p] - clearance[p] * day
+    mu_s = log10_sum(decline, sustained_floor) + shift
+    mu_r = log10_sum(decline, floor[p], RELAPSE_LOG10 + growth[p] * (day - relapse_day[p])) + shift
+    out = []
+    for mu in (mu_s, mu_r):
+        total = pt.zeros(rows.n_patients)
+        if rows.quantified.size:
+            q = rows.quantified
+            z = (y[q] - mu[q]) / sd[q]
+            dens = -0.5 * pt.sqr(z) - pt.log(sd[q]) - 0.5 * math.log(2 * math.pi)
+            total = pt.inc_subtensor(total[p[q]], dens)
+        if rows.below.size:
+            b = rows.below
+            total = pt.inc_subtensor(total[p[b]], std_normal_lcdf((lod[b] - mu[b]) / sd[b]))
+        if rows.pnq.size:
+            c = rows.pnq
+            interval = log_normal_interval((lod[c] - mu[c]) / sd[c], (loq[c] - mu[c]) / sd[c])
+            total = pt.inc_subtensor(total[p[c]], interval)
+        out.append(total)
+    return out[0], out[1]
+
+
+# --------------------------------------------------------------------------- numpy versions (posterior processing)
+
+
+def mrd_log10_numpy(t, baseline, clearance, floor, relapse_day, growth, recurrence, sustained_floor=-8.0):
+    """True log10 MRD of the model (numpy; broadcasts). ``recurrence`` (bool array) picks class R."""
+    decline = baseline - clearance * t
+    s = np.logaddexp(decline * LN10, sustained_floor * LN10)
+    regrowth = RELAPSE_LOG10 + growth * (t - relapse_day)
+    r = np.logaddexp(np.logaddexp(decline * LN10, floor * LN10), regrowth * LN10)
+    return np.where(recurrence, r, s) / LN10
+
+
+def log_normal_interval_numpy(lower_z, upper_z):
+    """log[Phi(upper_z) - Phi(lower_z)] (numpy/scipy), the same tail choice as :func:`log_normal_interval`."""
+    from scipy.special import log_ndtr
+
+    lower_z, upper_z = np.broadcast_arrays(np.asarray(lower_z, float), np.asarray(upper_z, float))
+    upper_tail = lower_z > 0
+    with np.errstate(divide="ignore"):
+        low = log_ndtr(upper_z) + np.log(-np.expm1(log_ndtr(lower_z) - log_ndtr(upper_z)))
+        high = log_ndtr(-lower_z) + np.log(-np.expm1(log_ndtr(-upper_z) - log_ndtr(-lower_z)))
+    return np.where(upper_tail, high, low)
+
+
+def class_logliks_numpy(inputs: MrdInputs, baseline, clearance, floor, relapse_day, growth, offset, sigma,
+                        pb_offset=None, *, sustained_floor: float = -8.0):
+    """Per-patient log-likelihood under each class, (draws, patients) each; numpy twin of the model's term.
+
+    Patient arguments broadcast to (draws, patients); ``offset``/``sigma`` are (draws, methods); ``pb_offset``
+    (draws,) or None. Used for per-patient class probabilities after sampling and to cross-check the
+    pytensor likelihood in the tests.
+    """
+    from scipy.special import log_ndtr
+
+    baseline, clearance, floor, relapse_day, growth = np.broadcast_arrays(
+        *(np.atleast_2d(np.asarray(v, dtype=float)) for v in (baseline, clearance, floor, relapse_day, growth)))
+    y, lod, loq = _safe_rows(inputs)
+    p, t, code = inputs.assessment_patient, inputs.day, inputs.censoring
+    shift = offset[:, inputs.method]
+    if pb_offset is not None:
+        shift = shift + pb_offset[:, None] * inputs.peripheral_blood
+    sd = sigma[:, inputs.method]
+    decline = baseline[:, p] - clearance[:, p] * t
+    regrowth = RELAPSE_LOG10 + growth[:, p] * (t - relapse_day[:, p])
+    mu_s = np.logaddexp(decline * LN10, sustained_floor * LN10) / LN10 + shift
+    mu_r = np.logaddexp(np.logaddexp(decline * LN10, floor[:, p] * LN10), regrowth * LN10) / LN10 + shift
+    out = []
+    for mu in (mu_s, mu_r):
+        dens = -0.5 * ((y - mu) / sd) ** 2 - np.log(sd) - 0.5 * math.log(2 * math.pi)
+        below = log_ndtr((lod - mu) / sd)
+        pnq = log_normal_interval_numpy((lod - mu) / sd, (loq - mu) / sd)
+        ll = np.where(code == 0, dens, np.where(code == 1, below, pnq))
+        total = np.zeros((ll.shape[0], inputs.n_patients))
+        np.add.at(total, (slice(None), p), ll)
+        out.append(total)
+    return out[0], out[1]
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _normal(name, prior, **kwargs):
+    return pm.Normal(name, mu=prior[0], sigma=prior[1], **kwargs)
+
+
+def _padded(inputs: MrdInputs, flat: np.ndarray, fill: float) -> np.ndarray:
+    out = np.full((inputs.n_patients, inputs.n_visits), fill, dtype=float)
+    out[inputs.assessment_patient, inputs.assessment_visit] = flat
+    return out
+
+
+def _safe_rows(inputs: MrdInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Finite y, LoD and LoQ for every row (values a row's likelihood branch does not use are fillers)."""
+    code = inputs.censoring
+    lod = np.where(np.isfinite(inputs.log10_lod), inputs.log10_lod, inputs.log10_value - 1.0)
+    y = np.where(code == 0, inputs.log10_value, lod)  # censored rows hold their limit (ArviZ convention)
+    loq = np.where(code == 2, inputs.log10_loq, lod + 1.0)
+    return y, lod, loq
+
+
+def informed_patients(inputs: MrdInputs) -> dict[str, np.ndarray]:
+    """Which patients' data pin their floor and regrowth latency (boolean per patient).
+
+    floor: a positive value (quantified or PNQ) below the flow limit 1e-4; latency: a quantified value
+    at or above 1e-4 (``doubling``: two or more of those, informational). Used only to choose the
+    parameterisation.
+    """
+    positive = inputs.censoring != 1
+    value = np.where(inputs.censoring == 0, inputs.log10_value, -5.0)  # PNQ rows sit below 1e-4 (NGS, qPCR)
+    low = positive & (value < -4.0)
+    high = positive & (value >= -4.0)
+    count = lambda m: np.bincount(inputs.assessment_patient[m], minlength=inputs.n_patients)  # noqa: E731
+    return {"floor": count(low) >= 1, "latency": count(high) >= 1, "doubling": count(high) >= 2}
+
+
+def _varying_centred(name, mu, sd, centred):
+    """A patient-level Normal(mu, sd), centred where ``centred`` (data pin the value) and non-centred elsewhere.
+
+    The free variable ``name`` holds the value itself for centred patients and the standard-normal z for
+    the others (Papaspiliopoulos, Roberts & Skold 2007): a non-centred z whose value is pinned by data
+    moves in lock-step with (mu, sd), and a centred value with no data forms a funnel with sd; each
+    patient gets the form that avoids both. Returns the patient values (pytensor).
+    """
+    c = centred.astype(float)
+    raw = pm.Normal(name, mu=c * mu, sigma=c * sd + (1.0 - c), dims="patient")
+    return pt.switch(centred, raw, mu + sd * raw)
+
+
+def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None) -> pm.Model:
+    """The PyMC model for ``inputs`` (see the module docstring for equations and priors).
+
+    Coords: ``patient`` (analysed responders), ``assessment`` (flat rows),
+    ``visit`` (position within a patient; the padded per-patient likelihood),
+    ``arm``, ``method`` (methods present), ``infused`` (every patient, response
+    part), ``covariate``; ``biased_method`` (non-reference methods) when there
+    are several methods.
+    """
+    priors = priors or MrdPriors()
+    methods = list(inputs.methods)
+    biased = [m for m in methods if m != inputs.reference_method]
+    has_pb = bool(inputs.peripheral_blood.any())
+    coords = {"patient": inputs.patient_ids, "assessment": np.arange(inputs.n_assessments),
+              "visit": np.arange(inputs.n_visits), "arm": list(ARMS), "method": methods,
+              "infused": inputs.infused_ids, "covariate": inputs.covariates}
+    if biased:
+        coords["biased_method"] = biased
+    y, lod, loq = _safe_rows(inputs)
+    pos = (inputs.assessment_patient, inputs.assessment_visit)
+    mask = np.zeros((inputs.n_patients, inputs.n_visits))
+    mask[pos] = 1.0  # 0 marks padding of patients with fewer assessments
+    code = inputs.censoring
+    rows = _Rows(patient=inputs.assessment_patient, position=pos, quantified=np.flatnonzero(code == 0),
+                 below=np.flatnonzero(code == 1), pnq=np.flatnonzero(code == 2), n_patients=inputs.n_patients)
+    sustained = float(priors.sustained_floor_log10)
+    informed = informed_patients(inputs)
+    mu_b_pop, sd_b_pop = inputs.baseline_log10_mean, inputs.baseline_log10_sd
+    if not (np.isfinite(mu_b_pop) and np.isfinite(sd_b_pop) and sd_b_pop > 0):
+        mu_b_pop, sd_b_pop = priors.baseline_log10_fallback
+    anchor = np.where(inputs.baseline_missing, 0.0, np.nan_to_num(inputs.baseline_log10))
+
+    with pm.Model(coords=coords) as model:
+        day = pm.Data("day", inputs.day, dims="assessment")
+        pm.Data("censoring", inputs.censoring.astype(np.int64), dims="assessment")  # the record; branches are fixed
+        y_data = pm.Data("log10_value", y, dims="assessment")
+        lod_data = pm.Data("log10_lod", lod, dims="assessment")
+        loq_data = pm.Data("log10_loq", loq, dims="assessment")
+        method = pm.Data("method_index", inputs.method.astype(np.int64), dims="assessment")
+        arm = pm.Data("patient_arm", inputs.arm.astype(float), dims="patient")
+        anchor_data = pm.Data("baseline_anchor_log10", anchor, dims="patient")
+        missing = pm.Data("baseline_missing", inputs.baseline_missing.astype(float), dims="patient")
+
+        # clearance (kill) rate
+        log_k_mu = _normal("log_clearance", priors.log_clearance)
+        k_ratio = _normal("clearance_log_ratio", priors.clearance_log_ratio)
+        k_sd = pm.HalfNormal("clearance_sd", sigma=priors.clearance_sd)
+        z_k = pm.Normal("clearance_z", 0.0, 1.0, dims="patient")
+        log_k = log_k_mu + k_ratio * arm + k_sd * z_k
+        # baseline burden
+        anchor_sd = pm.HalfNormal("baseline_anchor_sd", sigma=priors.baseline_anchor_sd)
+        e_b = pm.Normal("baseline_z", 0.0, 1.0, dims="patient")
+        baseline = pt.switch(pt.gt(missing, 0.5), mu_b_pop + sd_b_pop * e_b, anchor_data + anchor_sd * e_b)
+        # recurrence class
+        c0 = _normal("logit_recurrence", priors.logit_recurrence)
+        c_arm = _normal("recurrence_log_or", priors.recurrence_log_or)
+        eta = c0 + c_arm * arm
+        if inputs.covariates:
+            x = pm.Data("x_std", inputs.x_std, dims=("patient", "covariate"))
+            g_k = _normal("covariate_clearance", priors.covariate_effect, dims="covariate")
+            g_r = _normal("covariate_recurrence", priors.covariate_effect, dims="covariate")
+            log_k = log_k + pt.dot(x, g_k)
+            eta = eta + pt.dot(x, g_r)
+        clearance = pt.exp(log_k)
+        # floor and regrowth of the recurrence class
+        # the floor is a depth below 5 % blasts: a CR patient's residual disease sits below the relapse
+        # level by construction (softplus keeps "persisting at 1-5 %" from mimicking regrowth)
+        d_mu = _normal("floor_depth_log10", priors.floor_depth_log10)
+        d_sd = pm.HalfNormal("floor_depth_sd_log10", sigma=priors.floor_depth_sd_log10)
+        floor = RELAPSE_LOG10 - pt.softplus(_varying_centred("floor_raw", d_mu, d_sd, informed["floor"]))
+        s_mu = _normal("log_relapse_latency", priors.log_relapse_latency)
+        s_ratio = _normal("relapse_log_time_ratio", priors.relapse_log_time_ratio)
+        s_sd = pm.HalfNormal("relapse_sd", sigma=priors.relapse_sd)
+        log_latency = _varying_centred("relapse_raw", s_mu + s_ratio * arm, s_sd, informed["latency"])
+        relapse_day = LATENCY_ORIGIN_DAY + pt.exp(log_latency)
+        # one doubling time for all patients: with per-patient doubling times a long flat flow-positive
+        # series had two explanations (high floor + fast late regrowth, or low floor + 150-day doubling)
+        # and chains split between them; few patients have two values on the regrowth to pin their own
+        td_mu = _normal("log_doubling_days", priors.log_doubling_days)
+        growth = LOG10_2 / pt.exp(td_mu) * pt.ones(inputs.n_patients)
+        # measurement
+        sigma = pm.LogNormal("mrd_residual_sd_log10", mu=priors.residual_sd_log10[0],
+                             sigma=priors.residual_sd_log10[1], dims="method")
+        offset = pt.zeros(len(methods))
+        if biased:
+            bias = _normal("method_bias_log10", priors.method_bias_log10, dims="biased_method")
+            offset = pt.set_subtensor(offset[[methods.index(m) for m in biased]], bias)
+        pb_offset = pt.as_tensor(0.0)
+        if has_pb:
+            pb = pm.Data("peripheral_blood", inputs.peripheral_blood.astype(float), dims="assessment")
+            pb_offset = _normal("pb_offset_log10", priors.pb_offset_log10)
+
+        # likelihood: per patient, class marginalised; the padded (patient, visit) matrix is the observed value
+        n_methods = len(methods)
+
+        def last(x, n):  # a core-dim parameter may arrive with broadcast batch dims of equal rows
+            return x.reshape((-1,))[-n:]
+
+        def class_logliks(y_flat, baseline_, clearance_, floor_, relapse_, growth_, offset_, sigma_, pb_):
+            shift = last(offset_, n_methods)[method] + (last(pb_, 1)[0] * pb if has_pb else 0.0)
+            return _class_logliks(rows, y_flat, day, lod_data, loq_data, shift, last(sigma_, n_methods)[method],
+                                  baseline_, clearance_, floor_, relapse_, growth_, sustained)
+
+        def mixture_logp(value, mask_, baseline_, clearance_, floor_, relapse_, growth_, eta_, offset_, sigma_, pb_):
+            ll_s, ll_r = class_logliks(value[rows.position], baseline_, clearance_, floor_, relapse_, growth_,
+                                       offset_, sigma_, pb_)
+            return pt.logaddexp(-pt.softplus(eta_) + ll_s, -pt.softplus(-eta_) + ll_r)
+
+        pm.CustomDist("mrd", pt.as_tensor(mask), baseline, clearance, floor, relapse_day, growth, eta, offset,
+                      sigma, pb_offset, logp=mixture_logp, signature="(v),(),(),(),(),(),(),(m),(m),()->(v)",
+                      observed=_padded(inputs, y, 0.0), dims=("patient", "visit"))
+
+        # response of every infused patient
+        r_arm = pm.Data("response_arm", inputs.infused_arm.astype(float), dims="infused")
+        r0 = _normal("logit_response", priors.logit_response)
+        r_or = _normal("response_log_or", priors.response_log_or)
+        pm.Bernoulli("response", logit_p=r0 + r_or * r_arm, observed=inputs.responded, dims="infused")
+
+        # named quantities
+        arms = pt.as_tensor(np.array([0.0, 1.0]))
+        pm.Deterministic("mrd_clearance_log10_per_day", pt.exp(log_k_mu + k_ratio * arms), dims="arm")
+        pm.Deterministic("clearance_rate_ratio", pt.exp(k_ratio))
+        pm.Deterministic("mrd_recurrence_class_probability", pt.sigmoid(c0 + c_arm * arms), dims="arm")
+        pm.Deterministic("mrd_relapse_latency_days", pt.exp(s_mu + s_ratio * arms), dims="arm")
+        pm.Deterministic("mrd_doubling_time_days", pt.exp(td_mu))
+        pm.Deterministic("mrd_floor_log10", RELAPSE_LOG10 - pt.softplus(d_mu))
+        pm.Deterministic("mrd_method_offset_log10", offset, dims="method")
+        pm.Deterministic("response_rate", pt.sigmoid(r0 + r_or * arms), dims="arm")
+        pm.Deterministic("patient_clearance_log10_per_day", clearance, dims="patient")
+        pm.Deterministic("patient_baseline_log10", baseline, dims="patient")
+        pm.Deterministic("patient_floor_log10", floor, dims="patient")
+        pm.Deterministic("patient_relapse_day", relapse_day, dims="patient")
+    return model
