@@ -225,6 +225,9 @@ def _fit_plan(model: str, args):
     if model == "cart":
         overrides = {"covariates": _csv_list(args.covariates), "effects_on": _csv_list(args.effects_on)}
         return fitting.CartOptions, fitting.fit_cart, overrides, None
+    if model == "mrd":
+        overrides = {"covariates": _csv_list(args.covariates), "prior": args.prior}
+        return fitting.MrdOptions, fitting.fit_mrd, overrides, None
     return None
 
 
@@ -235,7 +238,7 @@ def fit_command(args, console: Console) -> int:
 
     plan = _fit_plan(args.model, args)
     if plan is None:
-        console.print(f"[red]error:[/] model {args.model!r} is not available yet; available: durability, cart")
+        console.print(f"[red]error:[/] model {args.model!r} is not available yet; available: durability, cart, mrd")
         return EXIT_INVALID
     options_class, fit, overrides, write_figures = plan
     try:

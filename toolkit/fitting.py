@@ -251,3 +251,43 @@ def compare_runs(runs: dict, var_name: str = "rfs"):
         table.loc[name, "max_pareto_k"] = loo["max_pareto_k"]
         table.loc[name, "n_pareto_k_above_0.7"] = loo["n_pareto_k_above_0.7"]
     return table
+
+
+@dataclass
+class MrdOptions:
+    """Analysis choices for MRD kinetics (see ``toolkit.models.mrd``)."""
+
+    covariates: list[str] = field(default_factory=list)
+    prior: str = "default"
+
+    def __post_init__(self):
+        from toolkit.models.mrd import PRIOR_SETS
+
+        self.covariates = list(self.covariates)
+        if self.prior not in PRIOR_SETS:
+            raise ValueError(f"unknown prior {self.prior!r}; valid: {', '.join(PRIOR_SETS)}")
+
+
+def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: SamplerSettings | None = None, *,
+            spec: dict | None = None) -> FitResult:
+    """Fit the MRD kinetic model to a validated cohort and summarize it."""
+    from toolkit.data.mrd_inputs import to_mrd_inputs
+    from toolkit.models import mrd
+    from toolkit.mrd_estimands import mrd_estimands
+
+    options = options or MrdOptions()
+    settings = settings or default_settings("mrd")
+    started = time.perf_counter()
+    inputs = to_mrd_inputs(cohort, covariates=options.covariates)
+    priors = mrd.MrdPriors.named(options.prior)
+    model = mrd.build_mrd_model(inputs, priors)
+    posterior = sample(model, settings)
+    estimands = mrd_estimands(posterior["posterior"], inputs)
+    data = {"per_arm": {name: {"patients": int((inputs.arm == code).sum()),
+                               "assessments": int(np.isin(inputs.assessment_patient,
+                                                          np.flatnonzero(inputs.arm == code)).sum())}
+                        for code, name in ((0, "control"), (1, "experimental"))},
+            "methods": list(inputs.methods)}
+    return _assemble(model_module=mrd, variant="recurrence-mixture", cohort=cohort, inputs=inputs, model=model,
+                     posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
+                     spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None)
