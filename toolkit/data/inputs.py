@@ -20,6 +20,22 @@ class ModelDataError(ValueError):
     """The cohort cannot support the requested model; the message says why and what to do."""
 
 
+def check_covariates(frame, covariates: list[str], available: list[str]) -> None:
+    """Refuse unknown, blank or constant covariates among the analysed patients (rows of ``frame``)."""
+    unknown = [c for c in covariates if c not in available]
+    if unknown:
+        raise ModelDataError(f"unknown covariate(s) {', '.join(unknown)}; numeric columns of patients.csv: "
+                             f"{', '.join(available) or 'none'}")
+    for c in covariates:
+        missing = frame.loc[frame[c].isna(), "patient_id"].astype(str).tolist()
+        if missing:
+            raise ModelDataError(f"covariate {c} is blank for {len(missing)} analysed patient(s) "
+                                 f"({', '.join(missing[:10])}); fill it in or leave the covariate out")
+        if np.nanstd(frame[c].to_numpy(float)) == 0:
+            raise ModelDataError(f"covariate {c} has the same value ({frame[c].iloc[0]:g}) for every analysed "
+                                 "patient, so its effect cannot be estimated; leave it out")
+
+
 @dataclass(frozen=True)
 class DurabilityInputs:
     """Relapse-free survival data for ``toolkit.models.durability``.
@@ -70,18 +86,7 @@ def to_durability_inputs(cohort, *, endpoint: str = "rfs", hsct: str = "censor",
     if len(tte) == 0:
         raise ModelDataError("no patient reached remission (CR/CRi), so remission durability cannot be analysed")
     covariates = list(covariates)
-    unknown = [c for c in covariates if c not in cohort.covariate_columns]
-    if unknown:
-        raise ModelDataError(f"unknown covariate(s) {', '.join(unknown)}; numeric columns of patients.csv: "
-                             f"{', '.join(cohort.covariate_columns) or 'none'}")
-    for c in covariates:
-        missing = tte.loc[tte[c].isna(), "patient_id"].tolist()
-        if missing:
-            raise ModelDataError(f"covariate {c} is blank for {len(missing)} analysed patient(s) "
-                                 f"({', '.join(missing[:10])}); fill it in or leave the covariate out")
-        if np.nanstd(tte[c].to_numpy(float)) == 0:
-            raise ModelDataError(f"covariate {c} has the same value ({tte[c].iloc[0]:g}) for every analysed patient, "
-                                 "so its effect cannot be estimated; leave it out")
+    check_covariates(tte, covariates, cohort.covariate_columns)
     events = tte["event"].to_numpy(int)
     if events.sum() == 0:
         what = "relapses" if endpoint == "relapse" else "relapses or deaths in remission"
@@ -211,18 +216,7 @@ def to_cart_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> C
         if not (arm == code).any():
             raise ModelDataError(f"arm '{label}' has no patients, so the arms cannot be compared")
     covariates = list(covariates)
-    unknown = [c for c in covariates if c not in cohort.covariate_columns]
-    if unknown:
-        raise ModelDataError(f"unknown covariate(s) {', '.join(unknown)}; numeric columns of patients.csv: "
-                             f"{', '.join(cohort.covariate_columns) or 'none'}")
-    for c in covariates:
-        missing = patients.loc[patients[c].isna(), "patient_id"].tolist()
-        if missing:
-            raise ModelDataError(f"covariate {c} is blank for {len(missing)} patient(s) "
-                                 f"({', '.join(map(str, missing[:10]))}); fill it in or leave the covariate out")
-        if np.nanstd(patients[c].to_numpy(float)) == 0:
-            raise ModelDataError(f"covariate {c} has the same value ({patients[c].iloc[0]:g}) for every patient, "
-                                 "so its effect cannot be estimated; leave it out")
+    check_covariates(patients, covariates, cohort.covariate_columns)
     x = patients[covariates].to_numpy(float) if covariates else np.zeros((len(ids), 0))
     mean, sd = x.mean(axis=0), x.std(axis=0)
 

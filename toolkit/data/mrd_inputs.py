@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from toolkit.data.inputs import ModelDataError
+from toolkit.data.inputs import ModelDataError, check_covariates
 
 __all__ = ["CENSORING_CODES", "MrdInputs", "to_mrd_inputs"]
 
@@ -98,22 +98,6 @@ class MrdInputs:
     def n_visits(self) -> int:
         """Most assessments of one patient (the padded width of the per-patient likelihood)."""
         return int(self.assessment_visit.max()) + 1 if self.n_assessments else 0
-
-
-def _check_covariates(frame: pd.DataFrame, covariates: list[str], available: list[str]) -> None:
-    """Refuse unknown, blank or constant covariates among the analysed patients (``frame``)."""
-    unknown = [c for c in covariates if c not in available]
-    if unknown:
-        raise ModelDataError(f"unknown covariate(s) {', '.join(unknown)}; numeric columns of patients.csv: "
-                             f"{', '.join(available) or 'none'}")
-    for c in covariates:
-        missing = frame.loc[frame[c].isna(), "patient_id"].astype(str).tolist()
-        if missing:
-            raise ModelDataError(f"covariate {c} is blank for {len(missing)} analysed patient(s) "
-                                 f"({', '.join(missing[:10])}); fill it in or leave the covariate out")
-        if np.nanstd(frame[c].to_numpy(float)) == 0:
-            raise ModelDataError(f"covariate {c} has the same value ({frame[c].iloc[0]:g}) for every analysed "
-                                 "patient, so its effect cannot be estimated; leave it out")
 
 
 def to_mrd_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> MrdInputs:
@@ -218,7 +202,7 @@ def to_mrd_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> Mr
     pop_mean, pop_sd = (float(known.mean()), float(known.std(ddof=1))) if known.size >= 3 else (np.nan, np.nan)
 
     covariates = list(covariates)
-    _check_covariates(analysed, covariates, cohort.covariate_columns)
+    check_covariates(analysed, covariates, cohort.covariate_columns)
     x = analysed[covariates].to_numpy(float) if covariates else np.zeros((len(ids), 0))
     mean, sd = x.mean(axis=0), x.std(axis=0)
 
