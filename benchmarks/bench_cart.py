@@ -4,6 +4,9 @@ What it measures (default: 4 chains x 1000 tune x 1000 draws, nutpie, the
 60-patient example cohort in data_templates/example, 721 samples, 13 % below
 the LLOQ):
 
+``target_accept`` is ``toolkit.models.cart.RECOMMENDED_TARGET_ACCEPT`` (0.95)
+unless ``--target-accept`` is given.
+
 1. One whole fit in a fresh process, first with empty PyTensor and numba
    caches (``PYTENSOR_FLAGS=base_compiledir=...``, ``NUMBA_CACHE_DIR``; "cold")
    and then again with the same caches ("warm"). Whole fit = load cohort +
@@ -15,9 +18,10 @@ the LLOQ):
    ``arm_effect``, ``sigma_log``), bulk ESS of each, ESS/s (min bulk ESS per
    sampling second and per whole-fit second), leapfrog steps per draw.
    Targets: whole fit <= 60 s cold, 0 divergences, R-hat <= 1.01, min bulk ESS >= 400.
-2. ``--compare``: the same fit (warm caches) with the alternatives the model
-   docstring discusses: ``centering="noncentered"`` and
-   ``CartPriors(omega_family="halfnormal")``.
+2. ``--compare``: the same fit (warm caches) with ``target_accept=0.9`` (the
+   SamplerSettings default; the model recommends 0.95) and with the
+   alternatives the model docstring discusses: ``centering="noncentered"``
+   and ``CartPriors(omega_family="halfnormal")``.
 3. ``--cohorts N``: N simulated trials (``simulate_trial(60, seed=500+i)``),
    warm caches, same numbers, to see the spread across data sets.
 
@@ -51,6 +55,8 @@ EXAMPLE = REPO / "data_templates" / "example"
 POPULATION = ["mu_kinetic", "omega_kinetic", "arm_effect", "sigma_log"]
 TARGETS = {"fit_seconds_cold": 60.0, "divergences": 0, "max_rhat": 1.01, "min_ess_bulk": 400.0}
 SEED = 20261125
+RECOMMENDED_TARGET_ACCEPT = 0.95  # toolkit.models.cart.RECOMMENDED_TARGET_ACCEPT (not imported: the parent
+# process must not import PyTensor before the child processes set their cache folders)
 
 
 # --------------------------------------------------------------------------- one fit (runs in a child process)
@@ -75,7 +81,8 @@ def fit_once(cfg: dict) -> dict:
     model = build_cart_model(inputs, priors, centering=cfg.get("centering", "auto"))
     t_build = time.perf_counter()
     settings = SamplerSettings(backend="nutpie", chains=cfg["chains"], tune=cfg["tune"], draws=cfg["draws"],
-                               random_seed=cfg["seed"], progressbar=False, cores=2)
+                               random_seed=cfg["seed"], progressbar=False, cores=2,
+                               target_accept=cfg.get("target_accept", 0.9))
     dt = sample(model, settings)
     t_sample = time.perf_counter()
     diag = diagnose(dt, var_names=POPULATION)
@@ -182,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", action="store_true", help="also fit the noncentered and halfnormal alternatives")
     p.add_argument("--cohorts", type=int, default=0, help="also fit N simulated 60-patient trials (warm caches)")
     p.add_argument("--data", default=str(EXAMPLE), help="cohort folder (default: the example cohort)")
+    p.add_argument("--target-accept", type=float, default=RECOMMENDED_TARGET_ACCEPT,
+                   help=f"NUTS target acceptance (default {RECOMMENDED_TARGET_ACCEPT}, the model's recommendation)")
     p.add_argument("--json", help="write all the numbers to this JSON file")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary folders (caches, cohorts)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -193,7 +202,7 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(fit_once(json.loads(args.worker))))
         return 0
     sampler = {"chains": 2, "tune": 100, "draws": 100} if args.quick else {"chains": 4, "tune": 1000, "draws": 1000}
-    base = {"data": str(args.data), "seed": SEED, **sampler}
+    base = {"data": str(args.data), "seed": SEED, "target_accept": args.target_accept, **sampler}
     tmp = Path(tempfile.mkdtemp(prefix="bench_cart_"))
     caches = tmp / "caches"
     caches.mkdir()
@@ -222,7 +231,8 @@ def main(args: argparse.Namespace) -> int:
         print_table("   bulk ESS per population parameter (cold run)", ["parameter", "bulk ESS"],
                     [[k, v] for k, v in r["ess_bulk"].items()])
         if args.compare:
-            alternatives = {"noncentered": {**base, "centering": "noncentered"},
+            alternatives = {"target_accept 0.9": {**base, "target_accept": 0.9},
+                            "noncentered": {**base, "centering": "noncentered"},
                             "halfnormal omega": {**base, "omega_family": "halfnormal"}}
             record["compare"] = {k: run_child(cfg, caches) for k, cfg in alternatives.items()}
             print_table("2. Alternatives (warm caches; the first fit of a new graph still compiles it)", HEADER,

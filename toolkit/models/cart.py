@@ -75,31 +75,30 @@ Random-effect SDs: omega, not omega^2
 
 Priors (``CartPriors``; Normal(mu, sd) unless stated)
 
-===================================  ====================================  ==========================================
-parameter                            prior                                 source / reasoning
-===================================  ====================================  ==========================================
-mu[cmax]   (log Cmax)                Normal(log 24000, 0.5)                Stein Table 1, 24,000 copies/ug (RSE 20 %);
-                                                                           widened for a different product/population
-mu[tmax]   (log Tmax)                Normal(log 9.3, 0.3)                  Stein 9.3 d (RSE 4 %); label Tmax 10-20 d
-mu[foldx]  (log foldx)               Normal(log 3900, 0.7)                 Stein 3,900 (RSE 30 %)
-mu[alpha]  (log(alpha - beta))       Normal(log 0.1568, 0.5)               Stein alpha 0.16/d, beta 0.0032/d (t1/2 4.3 d)
-mu[fb]     (logit FB)                Normal(logit 0.0079, 0.5)             Stein 0.0079 (RSE 15 %)
-mu[persistence] (log half-life)      Normal(log 216.6, 0.5)                Stein beta 0.0032/d (RSE 23 %), ~220 d terminal
-                                                                           half-life, an extrapolation beyond 1 y
-omega[cmax, tmax, alpha]             LogNormal(log omega_Stein, 0.5)       Stein Table 1 omega (as SD): 0.65, 0.38, 0.91
-omega[foldx]                         LogNormal(log 1.0, 0.5)               see foldx note; 2.4 is inside the 97.5 % bound
-omega[fb, persistence]               LogNormal(log omega_Stein, 0.25)      Stein 0.8, 0.86; shrinkage 0.53 and 0.82:
-                                                                           individual FB, beta are barely identified,
-                                                                           so the data cannot estimate their spread
-                                                                           (see "Sampling" below)
-delta[cmax]                          Normal(0, 0.4)                        domain.md §4.4 (responder gap 0.55)
-delta[persistence] (log t1/2 ratio)  Normal(0, 0.5)                        domain.md §4.4
-delta[fb]                            Normal(0, 0.5)                        domain.md §4.4 ("beta or logit FB")
-delta[tmax]                          Normal(0, 0.3)                        similar to omega_Tmax 0.38: a 35 % shift at 1 SD
-delta[foldx], delta[alpha]           Normal(0, 0.5)                        as for persistence: a 1.65-fold change at 1 SD
-gamma (per SD of a covariate)        Normal(0, 0.3)                        Stein found no covariate effect on Cmax
-sigma (log-scale residual SD)        LogNormal(log 0.56, 0.2)              Stein a = 0.56 (RSE 3.3 %)
-===================================  ====================================  ==========================================
+===================================  ================================  ========================================
+parameter                            prior                             source / reasoning
+===================================  ================================  ========================================
+mu[cmax]   (log Cmax)                Normal(log 24000, 0.5)            Stein Table 1, 24,000 copies/ug (RSE 20 %);
+                                                                       widened for another product/population
+mu[tmax]   (log Tmax)                Normal(log 9.3, 0.3)              Stein 9.3 d (RSE 4 %); label 10-20 d
+mu[foldx]  (log foldx)               Normal(log 3900, 0.7)             Stein 3,900 (RSE 30 %)
+mu[alpha]  (log(alpha - beta))       Normal(log 0.1568, 0.5)           Stein alpha 0.16/d - beta 0.0032/d
+mu[fb]     (logit FB)                Normal(logit 0.0079, 0.5)         Stein 0.0079 (RSE 15 %)
+mu[persistence] (log half-life)      Normal(log 216.6, 0.5)            Stein beta 0.0032/d (RSE 23 %); ~220 d,
+                                                                       an extrapolation beyond 1 y of data
+omega[cmax, tmax, alpha]             LogNormal(log omega_Stein, 0.5)   Stein omega (as SD) 0.65, 0.38, 0.91
+omega[foldx]                         LogNormal(log 1.0, 0.5)           foldx note; 2.4 is inside 97.5 %
+omega[fb, persistence]               LogNormal(log omega_Stein, 0.25)  Stein 0.8, 0.86; shrinkage 0.53, 0.82:
+                                                                       the data cannot estimate these spreads
+                                                                       (see "Sampling" below)
+delta[cmax]                          Normal(0, 0.4)                    domain.md §4.4 (responder gap 0.55)
+delta[persistence] (log t1/2 ratio)  Normal(0, 0.5)                    domain.md §4.4
+delta[fb]                            Normal(0, 0.5)                    domain.md §4.4 ("beta or logit FB")
+delta[tmax]                          Normal(0, 0.3)                    like omega_Tmax 0.38: 35 % at 1 SD
+delta[foldx], delta[alpha]           Normal(0, 0.5)                    as persistence: 1.65-fold at 1 SD
+gamma (per SD of a covariate)        Normal(0, 0.3)                    Stein: no covariate effect on Cmax
+sigma (log-scale residual SD)        LogNormal(log 0.56, 0.2)          Stein a = 0.56 (RSE 3.3 %)
+===================================  ================================  ========================================
 
 ``CartPriors(omega_family="halfnormal")`` gives HalfNormal omega priors with
 the same medians (scale = median / 0.674).
@@ -126,17 +125,28 @@ Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
   0.06, 130 leapfrog steps per draw); partial centering halves the steps.
   ``centering="noncentered"`` samples every patient parameter non-centered.
 - **Starting values.** The likelihood of a patient's peak position is
-  multimodal (e.g. peak at day 21 vs an early peak, a contraction of hours and
-  a plateau explaining the rise); chains started at the typical curve
-  settled some late-peaking patients in such a local mode (R-hat 1.5). Each
-  patient now starts at its highest quantified level and that day
-  (:func:`initial_patient_theta`), and the start jitter samplers add
+  multimodal (e.g. a peak at day 21 vs an early peak, a contraction of hours
+  and a plateau explaining the rise as noise); chains started at the typical
+  curve settled some late-peaking patients in such a local mode (R-hat 1.5).
+  Each patient now starts at data-informed values (:func:`initial_patient_theta`:
+  highest level, the first day within 1 log unit of it, and the expansion
+  through the last sample before it), and the start jitter samplers add
   (U(-1, 1) on the unconstrained scale) is damped: mu and delta are sampled on
   the prior-standardized scale (``mu_kinetic_std``, ``arm_effect_std``), the
-  positive scales with a log transform scaled by 5 (:class:`DampedLogTransform`)
-  and centered patient parameters with a scaled identity
+  positive scales with a log transform scaled by 5 (:class:`DampedLogTransform`),
+  centered patient parameters with a scaled identity (x5) and the z's x2
   (:class:`ScaledTransform`). The model is unchanged; only the sampler's
-  coordinates are.
+  coordinates are. In 20 simulated cohorts this still left 1-2 fits with a
+  chain in a local mode before the foldx/Tmax start was added; see the
+  report of ``tests/test_cart_recovery.py``. A patient whose profile is flat
+  after the peak can also be genuinely bimodal (slow contraction and small FB
+  vs fast contraction and large FB); R-hat flags it.
+- **Step size.** At ``target_accept=0.9`` a run had 0-3 divergences, and
+  some 18-41 (the same seed gives different counts after tiny floating-point
+  differences, e.g. a cold vs a warm compile), always at patients like the
+  example's P029/P044 whose level falls below the LLOQ soon after the peak.
+  ``RECOMMENDED_TARGET_ACCEPT = 0.95`` removed them in every run made, at
+  about twice the leapfrog steps (65 -> 127 per draw).
 - **Speed.** The curve is evaluated on a (patient, visit) grid and samples
   are picked by one gather, and the log-CDF only on censored rows: about half
   the cost per gradient of gathering six parameters per sample.
@@ -185,6 +195,10 @@ CENTERINGS = ("auto", "noncentered")
 HALFNORMAL_MEDIAN = 0.6744897501960817  # median of HalfNormal(1)
 LN2 = math.log(2.0)
 AUC_HORIZON_DAYS = 28.0
+# NUTS target acceptance to fit this model with: at 0.9 some runs on the 60-patient example had 3-41
+# divergences (all at patients whose level drops below the LLOQ soon after the peak, where a small FB and
+# a short persistence half-life trade off); at 0.95, none in the runs made (benchmarks/bench_cart.py)
+RECOMMENDED_TARGET_ACCEPT = 0.95
 
 def _logit(p: float) -> float:
     return float(math.log(p / (1 - p)))
@@ -340,7 +354,8 @@ class DampedLogTransform(Transform):
 
 
 class ScaledTransform(Transform):
-    """u = k x for a real-valued variable (k = 5): damps the sampler's U(-1, 1) start jitter to +-0.2."""
+    """u = k x for a real-valued variable: damps the sampler's U(-1, 1) start jitter to +-1/k
+    (k = 5 for centered patient parameters, 2 for the z's)."""
 
     name = "scaled"
     ndim_supp = 0
@@ -382,18 +397,32 @@ def centering_mask(inputs: CartInputs) -> np.ndarray:
 
 
 def initial_patient_theta(inputs: CartInputs, priors: CartPriors) -> np.ndarray:
-    """Data-informed starting values (patient, 6): each patient's highest quantified level and its day as
-    log Cmax and log Tmax (Tmax clipped to 4-60 days); everything else, and every parameter of a patient
-    with no quantified sample, at the prior medians (a "Cmax below the LLOQ" start put such a patient
-    in an early-peak local mode). Starting every patient at the typical curve let chains settle
-    late-peaking patients in a local mode."""
+    """Data-informed starting values (patient, 6).
+
+    log Cmax: the patient's highest quantified level. Tmax: the first day whose level is within 1 (natural
+    log unit) of that maximum, clipped to 4-28 days (a slow rise to a late maximum starts at the beginning
+    of the plateau, not at its end). log foldx: the expansion line through the last quantified sample
+    before Tmax (clipped to 10-10^6). Everything else, and every parameter of a patient with no quantified
+    sample, at the prior medians. Starting each patient at the typical curve (or at a late Tmax with a
+    typical foldx, which misfits the rise by several log units) made the first gradient steps throw some
+    patients into an early-peak local mode: a peak before the first positive sample, a contraction of
+    hours and a plateau explaining the rise as noise, which a chain never left.
+    """
     theta0 = np.tile(priors.mu()[:, 0], (inputs.n_patients, 1))
     for i in range(inputs.n_patients):
-        rows = (inputs.sample_patient == i) & (inputs.censored == 0)
-        if rows.any():
-            j = int(np.argmax(inputs.log_value[rows]))
-            theta0[i, 0] = inputs.log_value[rows][j]
-            theta0[i, 1] = math.log(float(np.clip(inputs.day[rows][j], 4.0, 60.0)))
+        rows = np.flatnonzero((inputs.sample_patient == i) & (inputs.censored == 0))
+        if rows.size == 0:
+            continue
+        values, days = inputs.log_value[rows], inputs.day[rows]
+        log_cmax = float(values.max())
+        tmax = float(np.clip(days[np.flatnonzero(values >= log_cmax - 1.0)[0]], 4.0, 28.0))
+        theta0[i, 0] = log_cmax
+        theta0[i, 1] = math.log(tmax)
+        before = np.flatnonzero((days < tmax) & (days > 0))
+        if before.size:
+            j = before[-1]
+            log_foldx = (log_cmax - values[j]) / (1.0 - days[j] / tmax)
+            theta0[i, 2] = float(np.clip(log_foldx, math.log(10.0), math.log(1e6)))
     return theta0
 
 
@@ -509,7 +538,8 @@ def build_cart_model(inputs: CartInputs, priors: CartPriors | None = None, *,
         model.add_coord("centered_entry", labels[c_idx])
         loc_flat = loc.ravel()
         omega_flat = pt.tile(omega, inputs.n_patients)
-        z = _normal_with_start("z_kinetic", 0.0, 1.0, z0.ravel()[nc_idx], dims="noncentered_entry")
+        z = _normal_with_start("z_kinetic", 0.0, 1.0, z0.ravel()[nc_idx], dims="noncentered_entry",
+                               default_transform=ScaledTransform(2.0))
         flat = pt.zeros(inputs.n_patients * len(KINETIC_PARAMETERS))
         flat = pt.set_subtensor(flat[nc_idx], loc_flat[nc_idx] + omega_flat[nc_idx] * z)
         if c_idx.size:
@@ -644,7 +674,8 @@ def prior_predictive_typical_curves(priors: CartPriors | None = None, n: int = 1
         delta[:, idx] = e[:, 0] + e[:, 1] * rng.standard_normal((n, len(effects)))
     theta = np.stack([mu, mu + delta], axis=1)  # (n, arm, 6)
     p = natural_parameters_np(theta)
-    curve = cart_curve(grid[None, None, :], *(p[k][..., None] for k in ("cmax", "tmax", "foldx", "alpha", "beta", "fb")))
+    args = (p[k][..., None] for k in ("cmax", "tmax", "foldx", "alpha", "beta", "fb"))
+    curve = cart_curve(grid[None, None, :], *args)
     out = {"day": grid, "curve": curve, **p}
     out["auc_0_28"] = auc_np(AUC_HORIZON_DAYS, **p)
     return out
