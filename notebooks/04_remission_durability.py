@@ -33,16 +33,16 @@ fast = False
 import os
 
 fast = fast or os.environ.get("TOOLKIT_NOTEBOOK_FAST") == "1"  # CI runs every notebook in fast mode
-from pathlib import Path
 
 import pandas as pd
 
 from toolkit import narrative, plots
+from toolkit.cli import SPEC_DIR
 from toolkit.data import load_cohort
 from toolkit.fitting import DurabilityOptions, compare_runs, default_settings, fit_durability
 from toolkit.specs import load_spec, merged_options
 
-SPECS = Path(plots.__file__).resolve().parent.parent / "models"
+SPECS = SPEC_DIR
 if fast:
     draws, tune = 300, 300
 settings = default_settings("durability", draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=not fast)

@@ -223,11 +223,15 @@ def _fit_plan(model: str, args):
                      "rfs_difference_above": _csv_list(args.prob_rfs_difference_above, float)}
         return fitting.DurabilityOptions, fitting.fit_durability, overrides, write_durability_figures
     if model == "cart":
+        from toolkit.plots.cart import write_cart_figures
+
         overrides = {"covariates": _csv_list(args.covariates), "effects_on": _csv_list(args.effects_on)}
-        return fitting.CartOptions, fitting.fit_cart, overrides, None
+        return fitting.CartOptions, fitting.fit_cart, overrides, write_cart_figures
     if model == "mrd":
+        from toolkit.plots.mrd import write_mrd_figures
+
         overrides = {"covariates": _csv_list(args.covariates), "prior": args.prior}
-        return fitting.MrdOptions, fitting.fit_mrd, overrides, None
+        return fitting.MrdOptions, fitting.fit_mrd, overrides, write_mrd_figures
     return None
 
 

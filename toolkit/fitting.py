@@ -292,7 +292,13 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
                                "assessments": int(np.isin(inputs.assessment_patient,
                                                           np.flatnonzero(inputs.arm == code)).sum())}
                         for code, name in ((0, "control"), (1, "experimental"))},
-            "methods": list(inputs.methods)}
+            "methods": list(inputs.methods),
+            "assessments_before_day_28": int((inputs.day < 28).sum()),  # what informs the kill rate itself
+            # what a run folder needs to rebuild its inputs (toolkit.mrd_estimands.mrd_inputs_from_run)
+            "baseline_log10": {k: (float(v) if np.isfinite(v) else None) for k, v in
+                               (("mean", inputs.baseline_log10_mean), ("sd", inputs.baseline_log10_sd))},
+            "covariates": {c: {"mean": float(m), "sd": float(s)}
+                           for c, m, s in zip(inputs.covariates, inputs.x_mean, inputs.x_sd)}}
     return _assemble(model_module=mrd, variant="recurrence-mixture", cohort=cohort, inputs=inputs, model=model,
                      posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
                      spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None)

@@ -8,6 +8,10 @@ no extra simulation noise). Baseline burdens and covariates of the new
 patients are resampled from the analysed patients: population quantities are
 standardized to this cohort's case mix.
 
+Population: every MRD quantity is among **responders** (CR/CRi), the
+patients the kinetic part analyses, and ``toolkit.simulate.compute_truth``
+defines the truth over the same population.
+
 "True MRD" is the model's latent m(t) on the reference assay's scale (NGS
 when present), the counterpart of the simulator's true MRD (NGS unbiased).
 """
@@ -31,8 +35,8 @@ from toolkit.models.mrd import (
     mrd_log10_numpy,
 )
 
-__all__ = ["DEFAULT_DAY_GRID", "mrd_estimands", "patient_recurrence", "patient_trajectories",
-           "simulate_population"]
+__all__ = ["DEFAULT_DAY_GRID", "mrd_estimands", "mrd_inputs_from_run", "patient_recurrence",
+           "patient_trajectories", "replicated_negative", "simulate_population"]
 
 FLOW_LIMIT_LOG10 = -4.0  # 0.01 %: MRD-negative by flow (domain.md §2.1, MRD-CR)
 NGS_LIMIT_LOG10 = -6.0  # 1e-6: NGS sensitivity
@@ -140,7 +144,6 @@ def population_mrd_draws(posterior, inputs: MrdInputs, *, n_simulated: int = 200
     post = _posterior(posterior)
     floor_s = (priors or MrdPriors()).sustained_floor_log10
     n_draws = _draws(post, "log_clearance").shape[0]
-    response = _draws(post, "response_rate")
     out: dict[str, list] = {}
     for a, name in enumerate(ARM_NAMES):
         for start in range(0, n_draws, chunk):
@@ -155,11 +158,9 @@ def population_mrd_draws(posterior, inputs: MrdInputs, *, n_simulated: int = 200
             # m is convex on the linear scale: below the limit at 28 and at 365 means below throughout
             recur = neg28 & pop["recurrence"] & (m365 >= FLOW_LIMIT_LOG10)
             t_neg = _time_to_negativity(pop, floor_s)
-            rr = response[sl, a]
             parts = {
-                "mrd_negative_28d_flow": rr * neg28.mean(axis=1),
-                "mrd_negative_28d_ngs": rr * (m28 < NGS_LIMIT_LOG10).mean(axis=1),
-                "mrd_negative_28d_flow_responders": neg28.mean(axis=1),
+                "mrd_negative_28d_flow": neg28.mean(axis=1),
+                "mrd_negative_28d_ngs": (m28 < NGS_LIMIT_LOG10).mean(axis=1),
                 "mrd_recurrence_365d": recur.sum(axis=1) / np.maximum(neg28.sum(axis=1), 1),
                 "time_to_mrd_negativity_days": np.nanmedian(np.where(np.isfinite(t_neg), t_neg, np.nan), axis=1),
             }
@@ -175,8 +176,9 @@ def mrd_estimands(posterior, inputs: MrdInputs, *, ci_prob: float = 0.9, n_simul
     - ``clearance_rate_ratio`` = exp(b_k): ratio of typical (median) clearance rates, experimental /
       control; exactly the simulator's ``clearance_rate_ratio``. ``prob_clearance_rate_ratio_above_1``.
     - ``mrd_negative_28d_flow_{arm}`` / ``mrd_negative_28d_ngs_{arm}``: P(true MRD at day 28 < 1e-4 /
-      < 1e-6) among **all infused** patients = P(response) x P(below | responder); non-responders
-      count as MRD-positive, as in the simulator's truth.
+      < 1e-6) among **responders** (CR/CRi), the population the kinetic part analyses; the
+      simulator's truth uses the same population. Among all infused patients (non-responders
+      counted MRD-positive) it is, draw by draw, ``response_rate`` x this.
     - ``mrd_recurrence_365d_{arm}``: P(true MRD rises to >= 1e-4 by day 365 | responder, below 1e-4 at
       day 28), in the world without HSCT and death (regrowth is a latent process of the model,
       follow-up stopping at HSCT/death only censors it); ``mrd_recurrence_365d_difference``
@@ -306,3 +308,94 @@ def patient_trajectories(posterior, inputs: MrdInputs, *, days=DEFAULT_DAY_GRID,
     }, index=pd.Index(np.repeat(inputs.patient_ids, n_t), name="patient_id"))
     frame["mrd_pct_median"] = 100.0 * 10.0 ** frame["mrd_log10_median"]
     return frame
+
+
+# --------------------------------------------------------------------------- model checks and run folders
+
+
+def replicated_negative(posterior, inputs: MrdInputs, *, priors: MrdPriors | None = None,
+                        random_seed: int = DEFAULT_SEED) -> np.ndarray:
+    """Posterior predictive "MRD-negative" per draw and assessment, (draws, assessments) booleans.
+
+    For each draw every analysed assessment is measured again: the patient's class is drawn with its
+    per-draw posterior class probability, the value from Normal(m(t) + method and specimen offsets,
+    sigma_method) on the log10 scale, and it is negative when below **that assessment's own** detection
+    limit (a PNQ or quantified value is positive). A quantified row without a recorded limit uses the
+    smallest limit of its method in the cohort (never negative if the method has none).
+    """
+    post = _posterior(posterior)
+    floor_s = (priors or MrdPriors()).sustained_floor_log10
+    _, cls = _patient_classes(post, inputs, priors, random_seed)
+    g = lambda name: _draws(post, name)  # noqa: E731
+    p, t, method = inputs.assessment_patient, inputs.day, inputs.method
+    mu = mrd_log10_numpy(t, g("patient_baseline_log10")[:, p], g("patient_clearance_log10_per_day")[:, p],
+                         g("patient_floor_log10")[:, p], g("patient_relapse_day")[:, p],
+                         LOG10_2 / g("mrd_doubling_time_days")[:, None], cls[:, p], floor_s)
+    mu = mu + g("mrd_method_offset_log10")[:, method]
+    if _has(post, "pb_offset_log10"):
+        mu = mu + g("pb_offset_log10")[:, None] * inputs.peripheral_blood
+    lod = np.asarray(inputs.log10_lod, dtype=float).copy()
+    for m in np.unique(method):
+        known = lod[(method == m) & np.isfinite(lod)]
+        fill = known.min() if known.size else -np.inf
+        lod[(method == m) & ~np.isfinite(lod)] = fill
+    rng = np.random.default_rng(random_seed + 1)
+    y_rep = mu + g("mrd_residual_sd_log10")[:, method] * rng.standard_normal(mu.shape)
+    return y_rep < lod
+
+
+def mrd_inputs_from_run(run) -> MrdInputs:
+    """Rebuild the model inputs of a saved MRD run from its own files (no cohort needed).
+
+    Uses the run's ``constant_data``/``observed_data`` and ``summary.json`` ``data``; values of censored
+    rows are NaN as in :func:`toolkit.data.mrd_inputs.to_mrd_inputs`. One difference: a quantified row
+    without a recorded detection limit gets the filler the model stored (its value - 1 log10), not NaN.
+    Runs written before the model recorded ``assessment_patient`` cannot be rebuilt (refit them).
+    """
+    from toolkit.data.mrd_inputs import REFERENCE_PREFERENCE
+
+    dt, summary = run.posterior, run.summary
+    constant = dt["constant_data"]
+    if "assessment_patient" not in constant:
+        raise ValueError("this MRD run does not record which patient each assessment belongs to "
+                         "(assessment_patient); it was written by an older toolkit: fit it again")
+    data = summary["data"]
+    code = constant["censoring"].to_numpy().astype(np.int8)
+    patient = constant["assessment_patient"].to_numpy().astype(int)
+    visit = pd.Series(patient).groupby(patient).cumcount().to_numpy(int)
+    lod = constant["log10_lod"].to_numpy().astype(float)
+    methods = tuple(data["methods"])
+    covariates = list(summary["options"].get("covariates", []))
+    n_patients = constant["patient_arm"].size
+    missing = constant["baseline_missing"].to_numpy() > 0.5
+    stats = data.get("baseline_log10", {})
+    pb = (constant["peripheral_blood"].to_numpy().astype(np.int8) if "peripheral_blood" in constant
+          else np.zeros(code.size, dtype=np.int8))
+    cov_stats = data.get("covariates", {})
+    return MrdInputs(
+        patient_ids=[str(x) for x in constant["patient"].to_numpy()],
+        arm=constant["patient_arm"].to_numpy().astype(int),
+        baseline_log10=np.where(missing, np.nan, constant["baseline_anchor_log10"].to_numpy()),
+        baseline_missing=missing,
+        baseline_log10_mean=float(stats.get("mean") if stats.get("mean") is not None else np.nan),
+        baseline_log10_sd=float(stats.get("sd") if stats.get("sd") is not None else np.nan),
+        assessment_patient=patient,
+        assessment_visit=visit,
+        day=constant["day"].to_numpy().astype(float),
+        log10_value=np.where(code == 0, constant["log10_value"].to_numpy().astype(float), np.nan),
+        censoring=code,
+        log10_lod=lod,
+        log10_loq=np.where(code == 2, constant["log10_loq"].to_numpy().astype(float), lod),
+        method=constant["method_index"].to_numpy().astype(int),
+        peripheral_blood=pb,
+        methods=methods,
+        reference_method=next(m for m in REFERENCE_PREFERENCE if m in methods),
+        covariates=covariates,
+        x_std=constant["x_std"].to_numpy() if covariates else np.zeros((n_patients, 0)),
+        x_mean=np.array([cov_stats[c]["mean"] for c in covariates]) if cov_stats else np.full(len(covariates), np.nan),
+        x_sd=np.array([cov_stats[c]["sd"] for c in covariates]) if cov_stats else np.full(len(covariates), np.nan),
+        infused_ids=[str(x) for x in constant["infused"].to_numpy()],
+        infused_arm=constant["response_arm"].to_numpy().astype(int),
+        responded=dt["observed_data"]["response"].to_numpy().astype(int),
+        arm_labels=(summary["arms"]["control"], summary["arms"]["experimental"]),
+    )

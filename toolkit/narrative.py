@@ -36,6 +36,14 @@ def durability_in_words(summary: dict) -> str:
     return status + " ".join(plain(s) for s in durability_answer(summary))
 
 
+def cart_in_words(summary: dict) -> str:
+    """The CAR-T kinetics answer as plain text (the same sentences as the report)."""
+    from toolkit.report_cart import cart_answer
+
+    status = "" if summary["diagnostics"]["converged"] else "PROVISIONAL (the fit failed its diagnostics): "
+    return status + " ".join(plain(s) for s in cart_answer(summary))
+
+
 def estimands_table(summary: dict):
     """The estimands of a summary as a table: median and 90% interval, or the probability."""
     import pandas as pd

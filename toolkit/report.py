@@ -18,6 +18,8 @@ import subprocess
 from pathlib import Path
 
 from toolkit.inference import Run, load_run
+from toolkit.report_cart import cart_answer, cart_figures, cart_prior_rows
+from toolkit.report_mrd import mrd_answer, mrd_figures, mrd_prior_rows
 
 SMALL_CELL = 5
 
@@ -125,22 +127,32 @@ def durability_figures(run: Run) -> list[str]:
     ]
 
 
+COUNT_LABELS = {"patients": "patients analysed", "events": "events", "samples": "samples",
+                "below_lloq": "samples below LLOQ"}
+
+
+def _normal_prior_rows(priors: dict) -> list[list[str]]:
+    return [[_e(k), f"Normal({v[0]:.3g}, {v[1]:.3g})" if isinstance(v, list) and len(v) == 2 else _e(v)]
+            for k, v in priors.items()]
+
+
 def _data_table(summary: dict, show_small_cells: bool) -> str:
     data = summary.get("data", {})
     per_arm = data.get("per_arm")
     if not per_arm:
         return ""
-    rows = [[_e(summary["arms"][arm]), _count(v["patients"], show_small_cells), _count(v["events"], show_small_cells)]
-            for arm, v in per_arm.items()]
+    first = list(next(iter(per_arm.values())))  # durability: patients, events; cart: patients, samples, below_lloq
+    columns = sorted(first, key=lambda c: list(COUNT_LABELS).index(c) if c in COUNT_LABELS else len(COUNT_LABELS))
+    rows = [[_e(summary["arms"][arm])] + [_count(v[c], show_small_cells) for c in columns] for arm, v in per_arm.items()]
     note = "" if show_small_cells else f'<p class="muted">Counts from 1 to {SMALL_CELL - 1} are shown as "&lt;{SMALL_CELL}".</p>'
-    return _table(["arm", "patients analysed", "events"], rows) + note
+    return _table(["arm"] + [COUNT_LABELS.get(c, c.replace("_", " ")) for c in columns], rows) + note
 
 
 def _methods(run: Run, show_small_cells: bool) -> str:
     s, p = run.summary, run.provenance
     options = s.get("options", {})
     opts = ", ".join(f"{_e(k)} = {_e(v)}" for k, v in options.items())
-    priors = _table(["parameter", "prior"], [[_e(k), f"Normal({v[0]:.3g}, {v[1]:.3g})"] for k, v in p.get("priors", {}).items()])
+    priors = _table(["parameter", "prior"], PRIOR_ROWS.get(s["model"], _normal_prior_rows)(p.get("priors", {})))
     settings = p.get("settings", {})
     versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in p.get("versions", {}).items() if v)
     spec = p.get("spec") or {}
@@ -148,7 +160,7 @@ def _methods(run: Run, show_small_cells: bool) -> str:
     return (f"<h3>{_e(s['model'])} ({_e(s.get('variant', ''))})</h3>{rationale}"
             f"<p>Analysis choices: {opts}.</p>"
             f"<p>Data: {_e(s.get('cohort', ''))} (data hash <code>{_e(p.get('data_hash', '')[:16])}</code>).</p>"
-            f"{_data_table(s, show_small_cells)}<p>Priors (Normal(mean, SD) on the model scale; sources in the "
+            f"{_data_table(s, show_small_cells)}<p>Priors (Normal(mean, SD) on the model scale unless stated; sources in the "
             f"model's documentation):</p>{priors}"
             f"<p>Sampler: {_e(settings.get('backend'))}, {_e(settings.get('chains'))} chains × "
             f"{_e(settings.get('tune'))} tuning + {_e(settings.get('draws'))} draws, seed {_e(settings.get('random_seed'))}. "
@@ -174,8 +186,9 @@ def _diagnostics(run: Run) -> str:
             + (f"<ul>{problems}</ul>" if problems else ""))
 
 
-ANSWERS = {"durability": durability_answer}
-FIGURES = {"durability": durability_figures}
+ANSWERS = {"durability": durability_answer, "cart": cart_answer, "mrd": mrd_answer}
+FIGURES = {"durability": durability_figures, "cart": cart_figures, "mrd": mrd_figures}
+PRIOR_ROWS = {"cart": cart_prior_rows, "mrd": mrd_prior_rows}
 
 
 def _generic_answer(summary: dict) -> list[str]:

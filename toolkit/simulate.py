@@ -86,7 +86,8 @@ noise):
   and ``tmax_difference_days`` typical-patient contrasts.
 - MRD: ``clearance_rate_ratio``; ``mrd_negative_28d_flow_{arm}`` and
   ``mrd_negative_28d_ngs_{arm}`` = P(true MRD at day 28 < 1e-4 / < 1e-6)
-  among all infused patients; ``mrd_recurrence_365d_{arm}`` = P(true MRD
+  among responders (the MRD model's population; all infused = this x
+  ``response_rate_{arm}``); ``mrd_recurrence_365d_{arm}`` = P(true MRD
   rises to >= 1e-4 by day 365 | below 1e-4 at day 28, responder), without
   HSCT or death; ``time_to_mrd_negativity_days_{arm}`` the median day true
   MRD first falls below 1e-4 among those who get there.
@@ -553,8 +554,9 @@ def compute_truth(effects: Effects | None = None, parameters: TrialParameters | 
         rel_day = 28.0 + s_rel
         regrow28 = np.log10(0.05) - pop["growth"] * (rel_day - 28.0)
         mrd28 = np.where(pop["responder"], np.maximum(mrd28, regrow28), mrd28)
-        truth[f"mrd_negative_28d_flow_{name}"] = float(np.mean(mrd28 < -4))
-        truth[f"mrd_negative_28d_ngs_{name}"] = float(np.mean(mrd28 < -6))
+        # among responders, the population the MRD model analyses (non-responders never clear)
+        truth[f"mrd_negative_28d_flow_{name}"] = float(np.mean(mrd28[resp] < -4))
+        truth[f"mrd_negative_28d_ngs_{name}"] = float(np.mean(mrd28[resp] < -6))
         t_recur = rel_day - (np.log10(0.05) + 4.0) / pop["growth"]
         neg28 = pop["responder"] & (mrd28 < -4)
         truth[f"mrd_recurrence_365d_{name}"] = float(np.mean(t_recur[neg28] <= 365))

@@ -238,7 +238,7 @@ def to_cart_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> C
     warnings = []
     all_blq = [ids[i] for i in range(len(ids)) if censored[sample_patient == i].all()]
     if all_blq:
-        warnings.append(f"{len(all_blq)} patient(s) have every sample below the LLOQ ({', '.join(all_blq[:10])}); "
+        warnings.append(f"{len(all_blq)} patient(s) have every sample below the LLOQ; "
                         "they are kept, and their curves are informed by the censored likelihood and the population")
     units = cart["unit"].dropna().astype(str).unique()
     return CartInputs(

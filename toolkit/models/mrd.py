@@ -79,8 +79,10 @@ sigma_ij = sigma_method::
 
 delta is 0 for the reference method; the others have a free bias (flow vs NGS).
 Response (every infused patient, dim ``infused``): Bernoulli with
-logit P(CR/CRi) = r0 + r_arm a; it turns "MRD-negative among responders" into
-"among all infused" (``toolkit.mrd_estimands``).
+logit P(CR/CRi) = r0 + r_arm a, reported as ``response_rate``. Every MRD
+estimand is among responders, the patients the kinetic part analyses (and
+the population of the simulator's truth); "among all infused" is, draw by
+draw, ``response_rate`` times the responders' value (``toolkit.mrd_estimands``).
 
 Why this structure (what 60 patients with 5-8 assessments identify)
     The first assessment is at day 28, when about 90 % of responders are
@@ -513,6 +515,8 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None) -> pm.Mo
     with pm.Model(coords=coords) as model:
         day = pm.Data("day", inputs.day, dims="assessment")
         pm.Data("censoring", inputs.censoring.astype(np.int64), dims="assessment")  # the record; branches are fixed
+        # the record of which patient each row belongs to (run folders rebuild their inputs from it)
+        pm.Data("assessment_patient", inputs.assessment_patient.astype(np.int64), dims="assessment")
         y_data = pm.Data("log10_value", y, dims="assessment")
         lod_data = pm.Data("log10_lod", lod, dims="assessment")
         loq_data = pm.Data("log10_loq", loq, dims="assessment")
