@@ -195,8 +195,12 @@ def print_fit_summary(console: Console, summary: dict, run_dir: Path | None = No
     _print_frame(console, title, estimands_table(summary))
     d = summary["diagnostics"]
     verdict = "[green]converged[/]" if d["converged"] else "[bold red]NOT CONVERGED: results are provisional[/]"
-    console.print(f"Diagnostics: {verdict}  (max R-hat {d['max_rhat']:.3f}, min bulk ESS {d['min_ess_bulk']:.0f}, "
-                  f"min tail ESS {d['min_ess_tail']:.0f}, divergences {d['divergences']})")
+    def num(x, fmt):
+        return "n/a" if x is None else format(x, fmt)  # R-hat needs 2+ chains
+
+    console.print(f"Diagnostics: {verdict}  (max R-hat {num(d['max_rhat'], '.3f')}, min bulk ESS "
+                  f"{num(d['min_ess_bulk'], '.0f')}, min tail ESS {num(d['min_ess_tail'], '.0f')}, "
+                  f"divergences {d['divergences']})")
     for problem in d.get("problems", []):
         console.print(f"  - {problem}", markup=False)
     loo = summary.get("model_checks", {}).get("loo", {})
@@ -232,6 +236,10 @@ def _fit_plan(model: str, args):
 
         overrides = {"covariates": _csv_list(args.covariates), "prior": args.prior}
         return fitting.MrdOptions, fitting.fit_mrd, overrides, write_mrd_figures
+    if model == "joint":
+        overrides = {"variant": args.variant, "covariates": _csv_list(args.covariates), "kinetics": args.kinetics,
+                     "associations": _csv_list(args.associations)}
+        return fitting.JointOptions, fitting.fit_joint, overrides, None
     return None
 
 
@@ -242,7 +250,7 @@ def fit_command(args, console: Console) -> int:
 
     plan = _fit_plan(args.model, args)
     if plan is None:
-        console.print(f"[red]error:[/] model {args.model!r} is not available yet; available: durability, cart, mrd")
+        console.print(f"[red]error:[/] model {args.model!r} is not available yet; available: durability, cart, mrd, joint")
         return EXIT_INVALID
     options_class, fit, overrides, write_figures = plan
     try:
@@ -274,6 +282,42 @@ def fit_command(args, console: Console) -> int:
 
 def cmd_fit(args) -> int:
     return fit_command(args, _console())
+
+def cmd_predict(args) -> int:
+    from toolkit.inference import load_run
+    from toolkit.prediction import ESS_FLAG, predict_relapse
+
+    console = _console()
+    try:
+        run = load_run(args.run)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    cohort = _load_or_report(args.patient_data, console)
+    if cohort is None:
+        return EXIT_INVALID
+    try:
+        table = predict_relapse(run, cohort, landmark_day=args.landmark_day,
+                                horizons=_csv_list(args.horizons, float), random_seed=args.seed)
+    except ValueError as err:
+        console.print(f"[red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    if not run.summary["diagnostics"]["converged"]:
+        console.print("[bold red]The run failed its diagnostics: these predictions are provisional.[/]")
+    if len(table) == 0:
+        console.print(f"No patient is in remission and followed at day {args.landmark_day:g}.")
+        return 0
+    _print_frame(console, f"Posterior probability of relapse, given follow-up to day {args.landmark_day:g} "
+                          "(90% interval)", table, formats={c: "{:.2f}" for c in table.columns if c.startswith("p_")})
+    low = table[table["ess_low"]]
+    if len(low):
+        console.print(f"[yellow]warning:[/] {len(low)} patient(s) with importance-sampling ESS < {ESS_FLAG:g}: "
+                      "their probabilities are less precise")
+    if args.out:
+        table.to_csv(args.out, index=False)
+        console.print(f"Predictions written to {args.out}")
+    return 0
+
 
 def cmd_compare(args) -> int:
     from toolkit.fitting import compare_runs
@@ -381,7 +425,21 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("cart")
     g.add_argument("--effects-on", help="kinetic parameters with an arm effect, e.g. cmax,persistence "
                                         "(default: cmax,tmax,foldx,alpha,fb,persistence)")
+    g = p.add_argument_group("joint")
+    g.add_argument("--kinetics", choices=["joint", "two-stage"],
+                   help="one posterior (default) or the two-stage plug-in alternative")
+    g.add_argument("--associations", help="kinetic terms in the relapse hazard, e.g. log_cmax,cart_loss "
+                                          "(default), add mrd for the MRD marker (prediction)")
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("predict", help="relapse risk after a landmark day from a joint-model run")
+    p.add_argument("run", help="joint-model run folder")
+    p.add_argument("--patient-data", required=True, help="cohort folder with the patients to predict for")
+    p.add_argument("--landmark-day", type=float, default=90.0, help="days since infusion (default 90)")
+    p.add_argument("--horizons", default="365", help="days since infusion, e.g. 365,730 (default 365)")
+    p.add_argument("--out", help="CSV file for the predictions (default: print only)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("compare", help="PSIS-LOO comparison of runs fitted to the same data")
     p.add_argument("runs", nargs="+")

@@ -26,7 +26,7 @@ MODELS = ("durability",)
 DEFAULT_BACKENDS = {"durability": durability.DEFAULT_BACKEND}
 
 
-DEFAULT_TARGET_ACCEPT = {"cart": cart.RECOMMENDED_TARGET_ACCEPT}
+DEFAULT_TARGET_ACCEPT = {"cart": cart.RECOMMENDED_TARGET_ACCEPT, "joint": cart.RECOMMENDED_TARGET_ACCEPT}
 
 
 def default_settings(model: str, **overrides) -> SamplerSettings:
@@ -302,3 +302,89 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
     return _assemble(model_module=mrd, variant="recurrence-mixture", cohort=cohort, inputs=inputs, model=model,
                      posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
                      spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None)
+
+
+@dataclass
+class JointOptions:
+    """Analysis choices for the joint model (see ``toolkit.models.joint``)."""
+
+    variant: str = "cure"
+    kinetics: str = "joint"
+    associations: list[str] = field(default_factory=lambda: ["log_cmax", "cart_loss"])
+    covariates: list[str] = field(default_factory=list)
+    tau_days: float = 365.0
+    priors: dict[str, list[float]] = field(default_factory=dict)
+    hr_below: list[float] = field(default_factory=lambda: [1.0])
+
+    def __post_init__(self):
+        from toolkit.models import joint
+
+        checks = {"variant": joint.VARIANTS, "kinetics": joint.KINETICS}
+        for name, valid in checks.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        self.associations = list(joint.check_associations(self.associations))
+        self.covariates = list(self.covariates)
+        if not self.tau_days > 0:
+            raise ValueError(f"tau_days must be a positive horizon in days, got {self.tau_days}")
+
+    def prior_set(self):
+        from toolkit.models.joint import JointPriors
+
+        return JointPriors().with_overrides(self.priors)
+
+
+def two_stage_features(cart_posterior, inputs) -> dict:
+    """Stage one of the two-stage alternative: each responder's posterior mean log Cmax and posterior
+    median CAR-T loss day (days since infusion), from a CAR-T-only fit."""
+    from toolkit.models import cart
+    from toolkit.models.joint import loss_delay
+
+    theta = cart.patient_theta(cart_posterior)[:, inputs.cart_index, :]
+    p = cart.natural_parameters_np(theta)
+    loss = p["tmax"] + loss_delay(theta[..., 0], p["alpha"], p["beta"], theta[..., 4], inputs.log_lloq[None, :],
+                                  lib=np)
+    return {"log_cmax": theta[..., 0].mean(axis=0), "loss_day": np.median(loss, axis=0)}
+
+
+def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: SamplerSettings | None = None, *,
+              spec: dict | None = None) -> FitResult:
+    """Fit the joint kinetics-relapse model (or its two-stage alternative) and summarize it."""
+    import xarray as xr
+
+    from toolkit.data.joint_inputs import to_joint_inputs
+    from toolkit.joint_estimands import joint_estimands
+    from toolkit.models import joint
+
+    options = options or JointOptions()
+    settings = settings or default_settings("joint")
+    started = time.perf_counter()
+    inputs = to_joint_inputs(cohort, covariates=options.covariates)
+    priors = options.prior_set()
+    if options.kinetics == "joint":
+        model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations)
+        posterior = sample(model, settings)
+    else:
+        stage_one = sample(cart.build_cart_model(inputs.cart), settings, log_likelihood=False)
+        model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations,
+                                        fixed_features=two_stage_features(stage_one["posterior"], inputs))
+        posterior = sample(model, settings)
+        merged = posterior["posterior"].to_dataset().merge(stage_one["posterior"].to_dataset())
+        posterior["posterior"] = xr.DataTree(merged)
+        for key in ("compile_seconds", "sampling_seconds", "total_seconds"):
+            if key in posterior.attrs and key in stage_one.attrs:
+                posterior.attrs[key] = posterior.attrs[key] + stage_one.attrs[key]
+    estimands = joint_estimands(posterior["posterior"], inputs, tau_days=options.tau_days,
+                                hr_below=options.hr_below)
+    rel = inputs.relapse
+    data = {"per_arm": {name: {"patients": int((inputs.cart.arm == code).sum()),
+                               "responders": int((rel.arm == code).sum()),
+                               "relapses": int(rel.event[rel.arm == code].sum())}
+                        for code, name in ((0, "control"), (1, "experimental"))},
+            "endpoint": "relapse (cause-specific; death in remission and HSCT censor)",
+            "mrd_positive_in_remission": int((inputs.mrd_positive_years < 1e5).sum()),
+            "tau_days": float(options.tau_days)}
+    return _assemble(model_module=joint, variant=f"{options.variant}/{options.kinetics}", cohort=cohort,
+                     inputs=inputs, model=model, posterior=posterior, estimands=estimands, options=options,
+                     data=data, settings=settings, spec=spec, priors=priors.as_dict(), started=started,
+                     loo_var=None)

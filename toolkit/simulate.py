@@ -94,6 +94,13 @@ noise):
 - Associations (conditional, exact): ``hazard_ratio_direct``,
   ``log_hr_per_log_cmax``, ``log_hr_cart_loss``, ``log_hr_hsct``,
   ``log_hr_baseline_blasts_pct``; ``response_rate_{arm}``.
+- Mediation (``toolkit.models.joint``), at tau = 365 days after response,
+  with Hbar_a(K) the mean cumulative relapse hazard of the uncured over all
+  infused patients' kinetics K of an arm (response on day 28, no HSCT):
+  ``hazard_ratio_total`` = Hbar_1(K_1)/Hbar_0(K_0); ``hazard_ratio_indirect``
+  = total / ``hazard_ratio_direct``; ``proportion_mediated`` =
+  log(indirect)/log(total). MRD has no causal role in this story (it is
+  downstream of relapse), so there is no ``log_hr_mrd_recurrence`` truth.
 """
 
 from __future__ import annotations
@@ -510,6 +517,9 @@ def _weibull_ph_mle(time, event, arm) -> float:
     return float(res.x[2])
 
 
+MEDIATION_TAU_DAYS = 365.0
+
+
 def compute_truth(effects: Effects | None = None, parameters: TrialParameters | None = None,
                   n: int = TRUTH_PATIENTS, seed: int = 1) -> dict[str, float]:
     """Every true estimand of the story, by name (see the module docstring for definitions)."""
@@ -580,6 +590,15 @@ def compute_truth(effects: Effects | None = None, parameters: TrialParameters | 
     truth["log_hr_cart_loss"] = p.log_hr_cart_loss
     truth["log_hr_hsct"] = p.log_hr_hsct
     truth["log_hr_baseline_blasts_pct"] = p.log_hr_baseline_blasts_pct
+    # mediation through kinetics (toolkit.models.joint): mean cumulative hazard of the uncured at 365 days
+    # after response, over all infused patients of an arm (kinetics K_a), as if each were an uncured responder
+    tau = np.full(n, MEDIATION_TAU_DAYS)
+    h_11 = float(np.mean(_relapse_cumhaz(tau, x, p)))
+    h_00 = float(np.mean(_relapse_cumhaz(tau, c, p)))
+    truth["hazard_ratio_total"] = h_11 / h_00
+    truth["hazard_ratio_indirect"] = truth["hazard_ratio_total"] / e.hazard_ratio_direct
+    truth["proportion_mediated"] = (math.log(truth["hazard_ratio_indirect"]) / math.log(truth["hazard_ratio_total"])
+                                    if truth["hazard_ratio_total"] != 1.0 else float("nan"))
     # Weibull-PH projections on the design (admin censoring U(3, 5) years, death in remission an event)
     times, events, arms, uncured = [], [], [], []
     for a, pop in ((0, c), (1, x)):

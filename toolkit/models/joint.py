@@ -192,8 +192,9 @@ def relapse_cumhaz(s, lp, log_shape, log_scale, change_points: list, log_hrs: li
     """H(s) = e^lp * integral of h0 times exp(sum_j g_j 1[u > c_j]) over (0, s], closed form for one or two
     change points (module docstring); ``change_points`` and ``log_hrs`` pair up."""
     h0 = lambda t: lib.exp(log_weibull_cumhaz0(t, log_shape, log_scale, lib))  # noqa: E731
-    total = h0(s)
-    after = lambda c: total - h0(lib.minimum(s, c))  # noqa: E731
+    h0_s = h0(s)
+    total = h0_s
+    after = lambda c: h0_s - h0(lib.minimum(s, c))  # noqa: E731
     excess = [lib.expm1(g) for g in log_hrs]
     for c, e in zip(change_points, excess):
         total = total + e * after(c)
