@@ -237,9 +237,11 @@ def _fit_plan(model: str, args):
         overrides = {"covariates": _csv_list(args.covariates), "prior": args.prior}
         return fitting.MrdOptions, fitting.fit_mrd, overrides, write_mrd_figures
     if model == "joint":
+        from toolkit.plots.joint import write_joint_figures
+
         overrides = {"variant": args.variant, "covariates": _csv_list(args.covariates), "kinetics": args.kinetics,
                      "associations": _csv_list(args.associations)}
-        return fitting.JointOptions, fitting.fit_joint, overrides, None
+        return fitting.JointOptions, fitting.fit_joint, overrides, write_joint_figures
     return None
 
 

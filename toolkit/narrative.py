@@ -44,6 +44,25 @@ def cart_in_words(summary: dict) -> str:
     return status + " ".join(plain(s) for s in cart_answer(summary))
 
 
+def joint_in_words(summary: dict, predictions=None, *, landmark_day: float | None = None) -> str:
+    """The joint-model answer as plain text (the same sentences as the report), plus, given a
+    ``toolkit.prediction.predict_relapse`` table, one sentence on the dynamic predictions."""
+    from toolkit.report_joint import joint_answer
+
+    status = "" if summary["diagnostics"]["converged"] else "PROVISIONAL (the fit failed its diagnostics): "
+    text = status + " ".join(plain(s) for s in joint_answer(summary))
+    if predictions is not None and len(predictions):
+        key = next(c for c in predictions.columns if c.startswith("p_relapse_by_") and c.endswith("d"))
+        horizon = key.removeprefix("p_relapse_by_").removesuffix("d")
+        p = predictions[key]
+        top = predictions.loc[p.idxmax()]
+        when = f"at day {landmark_day:g}" if landmark_day is not None else "at the landmark"
+        text += (f" Dynamic prediction: of {len(predictions)} patients in remission {when}, the predicted risk of "
+                 f"relapse by day {horizon} ranges from {p.min():.0%} to {p.max():.0%} (median {p.median():.0%}); "
+                 f"the highest is {top[key]:.0%} (90% interval {top[key + '_lo']:.0%} to {top[key + '_hi']:.0%}).")
+    return text
+
+
 def estimands_table(summary: dict):
     """The estimands of a summary as a table: median and 90% interval, or the probability."""
     import pandas as pd

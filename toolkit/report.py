@@ -20,6 +20,7 @@ from pathlib import Path
 from toolkit.inference import Run, load_run
 from toolkit.report_cart import cart_answer, cart_figures, cart_prior_rows
 from toolkit.report_mrd import mrd_answer, mrd_figures, mrd_prior_rows
+from toolkit.report_joint import joint_answer, joint_figures, joint_prior_rows
 
 SMALL_CELL = 5
 
@@ -186,9 +187,9 @@ def _diagnostics(run: Run) -> str:
             + (f"<ul>{problems}</ul>" if problems else ""))
 
 
-ANSWERS = {"durability": durability_answer, "cart": cart_answer, "mrd": mrd_answer}
-FIGURES = {"durability": durability_figures, "cart": cart_figures, "mrd": mrd_figures}
-PRIOR_ROWS = {"cart": cart_prior_rows, "mrd": mrd_prior_rows}
+ANSWERS = {"durability": durability_answer, "cart": cart_answer, "mrd": mrd_answer, "joint": joint_answer}
+FIGURES = {"durability": durability_figures, "cart": cart_figures, "mrd": mrd_figures, "joint": joint_figures}
+PRIOR_ROWS = {"cart": cart_prior_rows, "mrd": mrd_prior_rows, "joint": joint_prior_rows}
 
 
 def _generic_answer(summary: dict) -> list[str]:

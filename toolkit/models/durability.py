@@ -50,13 +50,14 @@ Parameters (default priors; source)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
 from toolkit.data.inputs import DurabilityInputs
+from toolkit.models.priors import NormalPairPriors
 
 MODEL_NAME = "durability"
 MODEL_VERSION = "1.0.0"
@@ -69,7 +70,7 @@ DEFAULT_BACKEND = "pymc"
 
 
 @dataclass(frozen=True)
-class DurabilityPriors:
+class DurabilityPriors(NormalPairPriors):
     """Normal(mu, sigma) priors, as (mu, sigma) pairs; see the module docstring for sources."""
 
     log_hr: tuple[float, float] = (0.0, 1.0)
@@ -96,16 +97,6 @@ class DurabilityPriors:
         if name == "optimistic":
             return cls(log_hr=(float(np.log(0.7)), 0.35), cure_log_or=(0.4, 0.5))
         raise ValueError(f"unknown prior set {name!r}; valid: {', '.join(PRIOR_SETS)}")
-
-    def with_overrides(self, overrides: dict[str, list[float]]) -> DurabilityPriors:
-        valid = set(asdict(self))
-        unknown = sorted(set(overrides) - valid)
-        if unknown:
-            raise ValueError(f"unknown prior(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-        return replace(self, **{k: (float(v[0]), float(v[1])) for k, v in overrides.items()})
-
-    def as_dict(self) -> dict[str, list[float]]:
-        return {k: list(v) for k, v in asdict(self).items()}
 
 
 def _normal(name, prior, **kwargs):

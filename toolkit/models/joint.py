@@ -101,7 +101,7 @@ toward 0 and intervals too narrow); see ``benchmarks/bench_joint.py``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pymc as pm
@@ -110,6 +110,7 @@ import pytensor.tensor as pt
 from toolkit.data.inputs import DAYS_PER_YEAR
 from toolkit.data.joint_inputs import JointInputs
 from toolkit.models import cart
+from toolkit.models.priors import NormalPairPriors
 
 MODEL_NAME = "joint"
 MODEL_VERSION = "1.0.0"
@@ -123,7 +124,7 @@ STEP_RAMP_YEARS = 7.0 / 365.25  # width of the smoothed step in a relapse's haza
 
 
 @dataclass(frozen=True)
-class JointPriors:
+class JointPriors(NormalPairPriors):
     """Normal(mu, sigma) priors of the relapse part, as (mu, sigma) pairs (sources in the module docstring)."""
 
     log_hr: tuple[float, float] = (0.0, 0.5)
@@ -135,16 +136,6 @@ class JointPriors:
     logit_cure: tuple[float, float] = (0.0, 1.0)
     cure_log_or: tuple[float, float] = (0.0, 1.0)
     beta_std: tuple[float, float] = (0.0, 0.5)
-
-    def with_overrides(self, overrides: dict[str, list[float]]) -> JointPriors:
-        valid = set(asdict(self))
-        unknown = sorted(set(overrides) - valid)
-        if unknown:
-            raise ValueError(f"unknown prior(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-        return replace(self, **{k: (float(v[0]), float(v[1])) for k, v in overrides.items()})
-
-    def as_dict(self) -> dict[str, list[float]]:
-        return {k: list(v) for k, v in asdict(self).items()}
 
 
 # --------------------------------------------------------------------------- features (pytensor and numpy)
