@@ -50,8 +50,12 @@ def test_describe_bad_cohort_exits_2(cohort_dir, capsys):
 
 
 def test_demo_runs(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    assert "Demo finished" in capsys.readouterr().out
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--fast"]) == 0
+    printed = capsys.readouterr().out
+    assert "Demo finished" in printed and "Relapse hazard ratio, total" in printed
+    for name in ("durability_cure", "durability_weibull", "cart", "mrd", "joint"):
+        assert (tmp_path / "demo" / "runs" / name / "summary.json").exists()
+    assert (tmp_path / "demo" / "report.html").stat().st_size > 50_000
 
 
 def test_python_dash_m_entry_point():

@@ -87,7 +87,8 @@ def test_mrd_coverage_over_20_cohorts(tmp_path):
         rows.append(fit_cohort(tmp_path, seed, settings=FULL))
         r = rows[-1]  # one line per cohort as it finishes (run with -s to watch)
         print(f"cohort {seed}: divergences {r['divergences']}, max R-hat {r['max_rhat']:.3f}, min bulk ESS "
-              f"{r['min_ess_bulk']:.0f}; covers: " + ", ".join(f"{n} {r[n][3]}" for n in CHECKED[:2]), flush=True)
+              f"{r['min_ess_bulk']:.0f}; " + "; ".join(f"{n} {r[n][0]:.3f} [{r[n][1]:.3f}, {r[n][2]:.3f}] covers "
+                                                       f"{truth()[n]:.3f}: {r[n][3]}" for n in CHECKED[:2]), flush=True)
     for name in CHECKED:
         print(f"90% HDI coverage of {name} over {len(rows)} cohorts: {coverage(rows, name):.2f}")
     assert 0.8 <= coverage(rows, "clearance_rate_ratio") <= 1.0

@@ -76,7 +76,8 @@ def simulate_population(posterior, inputs: MrdInputs, *, arm: int, n_simulated: 
     rng = np.random.default_rng(random_seed)
     n = int(n_simulated)
     rows = rng.integers(0, inputs.n_patients, n)
-    z = {k: rng.standard_normal(n) for k in ("baseline", "clearance", "floor", "latency")}
+    z = {k: rng.standard_normal(n) for k in ("baseline", "clearance", "floor")}
+    w_latency = np.log(rng.standard_exponential(n))
     u = rng.random(n)
     g = lambda name: _draws(post, name)[draw_slice]  # noqa: E731
     col = lambda a: a.reshape(-1, 1)  # noqa: E731
@@ -95,8 +96,9 @@ def simulate_population(posterior, inputs: MrdInputs, *, arm: int, n_simulated: 
         eta = eta + g("covariate_recurrence") @ x.T
     recurrence = u < 1.0 / (1.0 + np.exp(-eta))
     floor = RELAPSE_LOG10 - np.logaddexp(0.0, col(g("floor_depth_log10")) + col(g("floor_depth_sd_log10")) * z["floor"])
+    # Weibull latency: log s = mu + omega w, w = log Exponential(1) (the model's log_weibull family)
     latency = np.exp(col(g("log_relapse_latency") + g("relapse_log_time_ratio") * arm)
-                     + col(g("relapse_sd")) * z["latency"])
+                     + col(g("relapse_sd")) * w_latency)
     doubling = np.exp(col(g("log_doubling_days"))) + np.zeros(n)
     return {"baseline": baseline, "clearance": np.exp(log_k), "recurrence": recurrence, "floor": floor,
             "relapse_day": LATENCY_ORIGIN_DAY + latency, "growth": LOG10_2 / doubling}

@@ -101,7 +101,7 @@ def mrd_figures(run) -> list[str]:
 
 
 _NATURAL = {"log_clearance": lambda m: f"median {math.exp(m):.2g} log10/day",
-            "log_relapse_latency": lambda m: f"median {math.exp(m):.0f} days",
+            "log_relapse_latency": lambda m: f"Weibull scale {math.exp(m):.0f} days",
             "log_doubling_days": lambda m: f"median {math.exp(m):.0f} days",
             "logit_recurrence": lambda m: f"median {1 / (1 + math.exp(-m)):.0%}",
             "logit_response": lambda m: f"median {1 / (1 + math.exp(-m)):.0%}"}
@@ -110,7 +110,7 @@ _NATURAL = {"log_clearance": lambda m: f"median {math.exp(m):.2g} log10/day",
 def mrd_prior_rows(priors: dict) -> list[list[str]]:
     """The prior record of an MRD run as (parameter, prior) table rows, each with its family (HTML-safe).
 
-    Pairs are Normal(mean, SD) except ``residual_sd_log10`` (LogNormal on the log scale); single numbers
+    Pairs are Normal(mean, SD) except the LogNormal ``residual_sd_log10`` and ``floor_depth_sd_log10``; single numbers
     are HalfNormal scales except ``sustained_floor_log10`` (a fixed constant).
     """
     rows = []
@@ -118,7 +118,7 @@ def mrd_prior_rows(priors: dict) -> list[list[str]]:
         pair = isinstance(value, (list, tuple)) and len(value) == 2
         if name == "sustained_floor_log10":
             text = f"fixed at {value:g} (log10 fraction)"
-        elif pair and name == "residual_sd_log10":
+        elif pair and name in ("residual_sd_log10", "floor_depth_sd_log10"):
             text = f"LogNormal({value[0]:.3g}, {value[1]:.3g}) (median {math.exp(value[0]):.2g} log10)"
         elif pair:
             natural = f" ({_NATURAL[name](value[0])})" if name in _NATURAL else ""

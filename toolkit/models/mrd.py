@@ -41,14 +41,16 @@ not per assessment: PSIS-LOO with ``var_name="mrd"`` leaves one patient out.
 Each patient's posterior probability of class R is computed after sampling
 (``toolkit.mrd_estimands.patient_recurrence``, Rao-Blackwellised over draws).
 
-Patient effects (z, e ~ Normal(0, 1))::
+Patient effects (z, e ~ Normal(0, 1); w ~ log Exponential(1), the standard minimum-Gumbel)::
 
     log k_i  = mu_k + b_k a_i + x_i . gamma_k + omega_k z_k,i       (clearance_rate_ratio = exp(b_k))
     B_i      = log10(blasts_i / 100) + sigma_B e_i                 (blasts known: anchored, anchor error sigma_B)
     B_i      = mu_B + omega_B e_i                                  (blasts blank: population prior; mu_B, omega_B
                                                                      = mean and SD of the cohort's known log10 burdens)
     u_i      ~ Normal(mu_u, omega_u),      f_i = log10(0.05) - softplus(u_i)
-    log s_i  ~ Normal(mu_s + b_s a_i, omega_s)                     (exp(b_s): ratio of relapse latencies, class R)
+    log s_i  = mu_s + b_s a_i + omega_s w_i                        (s_i ~ Weibull(shape 1/omega_s, scale
+                                                                     exp(mu_s + b_s a_i)); exp(b_s): ratio of
+                                                                     relapse latencies, class R)
     Td       = exp(mu_Td)                                          (one doubling time for all patients)
 
 k and B are non-centered (the data barely touch them). u and log s use
@@ -58,7 +60,15 @@ pin the value (a positive NGS/PNQ value below 1e-4 pins the floor; a value
 locked to (mu, omega) nor an unpinned funnel slows the sampler
 (Papaspiliopoulos, Roberts & Skold 2007). The free variables ``floor_raw``
 and ``relapse_raw`` therefore mix the two meanings; read the ``patient_*``
-deterministics instead.
+deterministics instead. The centred latency is ``-relapse_raw`` ~
+Gumbel(-(mu_s + b_s a_i), omega_s), the non-centred one ``-relapse_raw`` = w_i.
+
+The latency is Weibull, not log-normal: relapse times after CAR-T follow a
+Weibull-type hazard (the durability model's, domain.md §3.2), whose log has
+a long left tail. Under a log-normal an early relapser (regrowth to 5 %
+within weeks of day 28) sat 2.5-3 SD below the mean; that pulled
+``relapse_sd`` and ``clearance_sd`` into funnels (R-hat 1.04-1.09 in
+simulated cohorts) and made day-28 positivity from early regrowth too rare.
 
 The regrowth doubling time is one population parameter. The simulator (and
 biology) let it vary between patients, but with per-patient doubling times a
@@ -125,13 +135,20 @@ c_arm ``recurrence_log_or``       Normal(0, 1)                 as durability ``c
 mu_u ``floor_depth_log10``        Normal(3.7, 0.7)             log10 units below 5 %: typical floor 1e-5,
                                                                NGS-positive and flow-negative (ELIANA NGS vs
                                                                flow, domain.md §2.1)
-omega_u ``floor_depth_sd_log10``  HalfNormal(0.7)              log10; floors 1e-6..1e-4 between patients
-mu_s ``log_relapse_latency``      Normal(log 180, 0.7)         days after day 28; median relapse ~6 months in
-                                                               the uncured (domain.md §4.4)
+omega_u ``floor_depth_sd_log10``  LogNormal(log 0.5, 0.5)      log10; floors 1e-6..1e-4 between patients
+                                                               (domain.md §2.1-2.3: NGS-positive residual disease
+                                                               spans 2 log10) = SD ~0.5; zero-avoiding: an SD
+                                                               near 0 is implausible, and with few NGS-positive
+                                                               patients it formed a funnel with their centred
+                                                               floors (divergences in simulated cohorts)
+mu_s ``log_relapse_latency``      Normal(log 250, 0.7)         Weibull scale (days after day 28); median
+                                                               250 (ln 2)^0.83 = 185 days, relapse ~6 months
+                                                               in the uncured (domain.md §4.4)
 b_s ``relapse_log_time_ratio``    Normal(0, 1)                 log ratio, weakly informative as durability's
                                                                log_hr; skeptical Normal(0, 0.35) = domain.md
                                                                §4.4 log-HR on the time scale (Weibull shape ~1)
-omega_s ``relapse_sd``            HalfNormal(1)                log scale; Weibull(1.2) log-times have SD 1.07
+omega_s ``relapse_sd``            HalfNormal(1)                1 / Weibull shape (log-latency SD = 1.28 omega_s);
+                                                               shape 1.2 (omega 0.83) in the simulator story
 mu_Td ``log_doubling_days``       Normal(log 17.3, 0.63)       days; 95 % in 5-60 d, domain.md §2.3 (AML 11-36 d)
 delta ``method_bias_log10``       Normal(0, 0.3)               log10; flow vs qPCR within 0.5 log in 69 %
                                                                (Garand 2013, domain.md §2.1)
@@ -160,7 +177,7 @@ cohorts; population estimands move little between chains.
 Named deterministics (dim ``arm`` = control, experimental; typical = population
 median, covariates at their mean): ``mrd_clearance_log10_per_day``,
 ``clearance_rate_ratio``, ``mrd_recurrence_class_probability``,
-``mrd_relapse_latency_days`` (class R, day 28 to 5 %), ``response_rate``;
+``mrd_relapse_latency_days`` (class R, median days from day 28 to 5 %), ``response_rate``;
 scalars ``mrd_doubling_time_days``, ``mrd_floor_log10``; dim ``method``:
 ``mrd_method_offset_log10``. Per patient: ``patient_clearance_log10_per_day``,
 ``patient_baseline_log10``, ``patient_floor_log10``, ``patient_relapse_day``.
@@ -205,6 +222,7 @@ LN10 = math.log(10.0)
 RELAPSE_LOG10 = math.log10(0.05)  # 5 % marrow blasts: morphological relapse
 LATENCY_ORIGIN_DAY = 28.0  # response assessment; the regrowth latency s_i counts from here
 LOG10_2 = math.log10(2.0)
+LOG_LN2 = math.log(math.log(2.0))  # median of w = log Exponential(1): the Weibull median is scale x (ln 2)^(1/shape)
 
 
 def _logit(p: float) -> float:
@@ -216,7 +234,7 @@ class MrdPriors:
     """Priors of the MRD model in one place; see the module docstring table for sources.
 
     Pairs are Normal (mu, sd) on the stated scale; single floats are HalfNormal
-    scales; ``residual_sd_log10`` is LogNormal (mu, sd); ``sustained_floor_log10``
+    scales; ``residual_sd_log10`` and ``floor_depth_sd_log10`` are LogNormal (mu, sd); ``sustained_floor_log10``
     is a fixed constant.
     """
 
@@ -228,10 +246,10 @@ class MrdPriors:
     logit_recurrence: tuple[float, float] = (0.0, 1.0)  # cure fraction 45-55 % (domain §3.2)
     recurrence_log_or: tuple[float, float] = (0.0, 1.0)  # as durability cure_log_or
     floor_depth_log10: tuple[float, float] = (3.7, 0.7)  # floor ~1e-5: NGS+, flow- (domain §2.1)
-    floor_depth_sd_log10: float = 0.7  # between-patient spread of floors (log10)
-    log_relapse_latency: tuple[float, float] = (math.log(180.0), 0.7)  # median relapse ~6 months (domain §4.4)
+    floor_depth_sd_log10: tuple[float, float] = (math.log(0.5), 0.5)  # LogNormal: floors 1e-6..1e-4 (domain §2.1)
+    log_relapse_latency: tuple[float, float] = (math.log(250.0), 0.7)  # Weibull scale: median ~185 d (domain §4.4)
     relapse_log_time_ratio: tuple[float, float] = (0.0, 1.0)  # weakly informative; skeptical 0.35 (domain §4.4)
-    relapse_sd: float = 1.0  # Weibull(1.2) log-times SD 1.07
+    relapse_sd: float = 1.0  # 1 / Weibull shape of the latency (simulator story: shape 1.2)
     log_doubling_days: tuple[float, float] = (math.log(math.sqrt(5.0 * 60.0)), 0.63)  # 95 % 5-60 d (domain §2.3)
     method_bias_log10: tuple[float, float] = (0.0, 0.3)  # Garand 2013: 69 % within 0.5 log
     residual_sd_log10: tuple[float, float] = (math.log(0.3), 0.5)  # between-assay 0.3-0.5 log10 (Garand 2013)
@@ -467,17 +485,24 @@ def informed_patients(inputs: MrdInputs) -> dict[str, np.ndarray]:
     return {"floor": count(low) >= 1, "latency": count(high) >= 1, "doubling": count(high) >= 2}
 
 
-def _varying_centred(name, mu, sd, centred):
-    """A patient-level Normal(mu, sd), centred where ``centred`` (data pin the value) and non-centred elsewhere.
+def _varying_centred(name, mu, sd, centred, *, family: str = "normal"):
+    """A patient-level location-scale variable, centred where ``centred`` (data pin the value), non-centred elsewhere.
 
-    The free variable ``name`` holds the value itself for centred patients and the standard-normal z for
-    the others (Papaspiliopoulos, Roberts & Skold 2007): a non-centred z whose value is pinned by data
-    moves in lock-step with (mu, sd), and a centred value with no data forms a funnel with sd; each
-    patient gets the form that avoids both. Returns the patient values (pytensor).
+    ``family`` "normal": Normal(mu, sd); "log_weibull": mu + sd w with w = log Exponential(1) (the log of a
+    Weibull variable with scale exp(mu) and shape 1/sd), stored as its negative, a Gumbel. The free
+    variable ``name`` holds the value itself for centred patients and the standard variable for the others
+    (Papaspiliopoulos, Roberts & Skold 2007): a non-centred standard variable whose value is pinned by data
+    moves in lock-step with (mu, sd), and a centred value with no data forms a funnel with sd; each patient
+    gets the form that avoids both. Returns the patient values (pytensor).
     """
     c = centred.astype(float)
-    raw = pm.Normal(name, mu=c * mu, sigma=c * sd + (1.0 - c), dims="patient")
-    return pt.switch(centred, raw, mu + sd * raw)
+    if family == "normal":
+        raw = pm.Normal(name, mu=c * mu, sigma=c * sd + (1.0 - c), dims="patient")
+        return pt.switch(centred, raw, mu + sd * raw)
+    if family == "log_weibull":  # -(mu + sd w) ~ Gumbel(-mu, sd); w = -G with G ~ Gumbel(0, 1)
+        raw = pm.Gumbel(name, mu=-c * mu, beta=c * sd + (1.0 - c), dims="patient")
+        return pt.switch(centred, -raw, mu - sd * raw)
+    raise ValueError(f"unknown family {family!r}; valid: normal, log_weibull")
 
 
 def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None) -> pm.Model:
@@ -550,12 +575,15 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None) -> pm.Mo
         # the floor is a depth below 5 % blasts: a CR patient's residual disease sits below the relapse
         # level by construction (softplus keeps "persisting at 1-5 %" from mimicking regrowth)
         d_mu = _normal("floor_depth_log10", priors.floor_depth_log10)
-        d_sd = pm.HalfNormal("floor_depth_sd_log10", sigma=priors.floor_depth_sd_log10)
+        d_sd = pm.LogNormal("floor_depth_sd_log10", mu=priors.floor_depth_sd_log10[0],
+                            sigma=priors.floor_depth_sd_log10[1])
         floor = RELAPSE_LOG10 - pt.softplus(_varying_centred("floor_raw", d_mu, d_sd, informed["floor"]))
         s_mu = _normal("log_relapse_latency", priors.log_relapse_latency)
         s_ratio = _normal("relapse_log_time_ratio", priors.relapse_log_time_ratio)
         s_sd = pm.HalfNormal("relapse_sd", sigma=priors.relapse_sd)
-        log_latency = _varying_centred("relapse_raw", s_mu + s_ratio * arm, s_sd, informed["latency"])
+        # Weibull latency (log-Weibull = minimum-Gumbel on the log scale): early relapsers are not extreme
+        log_latency = _varying_centred("relapse_raw", s_mu + s_ratio * arm, s_sd, informed["latency"],
+                                       family="log_weibull")
         relapse_day = LATENCY_ORIGIN_DAY + pt.exp(log_latency)
         # one doubling time for all patients: with per-patient doubling times a long flat flow-positive
         # series had two explanations (high floor + fast late regrowth, or low floor + 150-day doubling)
@@ -605,7 +633,7 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None) -> pm.Mo
         pm.Deterministic("mrd_clearance_log10_per_day", pt.exp(log_k_mu + k_ratio * arms), dims="arm")
         pm.Deterministic("clearance_rate_ratio", pt.exp(k_ratio))
         pm.Deterministic("mrd_recurrence_class_probability", pt.sigmoid(c0 + c_arm * arms), dims="arm")
-        pm.Deterministic("mrd_relapse_latency_days", pt.exp(s_mu + s_ratio * arms), dims="arm")
+        pm.Deterministic("mrd_relapse_latency_days", pt.exp(s_mu + s_ratio * arms + s_sd * LOG_LN2), dims="arm")
         pm.Deterministic("mrd_doubling_time_days", pt.exp(td_mu))
         pm.Deterministic("mrd_floor_log10", RELAPSE_LOG10 - pt.softplus(d_mu))
         pm.Deterministic("mrd_method_offset_log10", offset, dims="method")
