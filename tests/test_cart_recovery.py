@@ -64,6 +64,7 @@ def _coverage(tmp_path, seeds, truth, names=CHECKED, priors=None, settings=SETTI
             hits[name].append(lo < truth[name] < hi)
             row.append(f"{est[name]['median']:.2f} [{lo:.2f}, {hi:.2f}]{'' if hits[name][-1] else ' MISS'}")
         rows.append(row)
+        print("  ".join(str(x) for x in row), flush=True)  # as it goes: a long run that is stopped still reports
     print("\nseed  div  rhat  ess  " + "  ".join(names) + f"   (truth {', '.join(f'{truth[n]:.3f}' for n in names)})")
     for row in rows:
         print("  ".join(str(x) for x in row))
