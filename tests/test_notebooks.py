@@ -14,7 +14,8 @@ NOTEBOOKS = list_notebooks()
 
 
 def test_every_analysis_notebook_is_present():
-    assert {"01_cohort_overview.ipynb", "02_cart_kinetics.ipynb", "04_remission_durability.ipynb"} <= {
+    assert {"01_cohort_overview.ipynb", "02_cart_kinetics.ipynb", "03_mrd_kinetics.ipynb",
+            "04_remission_durability.ipynb", "05_joint_model.ipynb"} <= {
         n.name for n in NOTEBOOKS}
 
 

@@ -212,7 +212,7 @@ def to_mrd_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> Mr
                         "left out of the kinetic part and still count as responders")
     if n_excluded:
         warnings.append(f"{n_excluded} assessment(s) of non-responders are not used: their disease did not clear, "
-                        "so they carry no clearance or recurrence information; they count as MRD-positive")
+                        "so they carry no clearance or recurrence information; every MRD estimate is among responders")
     missing = [pid for pid, b in zip(ids, baseline) if not np.isfinite(b)]
     if missing:
         warnings.append(f"{len(missing)} analysed patient(s) have a blank baseline_blasts_pct "
