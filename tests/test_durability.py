@@ -191,7 +191,8 @@ def test_cli_fit_refuses_bad_requests(tmp_path, capsys, cohort_dir):
     assert main(["fit", "durability", "--data", str(EXAMPLE), "--out", str(tmp_path / "r"),
                  "--covariates", "sex"]) == 2
     assert "unknown covariate(s) sex" in capsys.readouterr().out
-    assert main(["fit", "joint", "--data", str(EXAMPLE), "--out", str(tmp_path / "r")]) == 2
+    assert main(["fit", "joint", "--data", str(EXAMPLE), "--out", str(tmp_path / "r"), "--associations", "cd19"]) == 2
+    assert "unknown association(s) cd19; valid: log_cmax, cart_loss, mrd" in capsys.readouterr().out
     bad_spec = tmp_path / "bad.toml"
     bad_spec.write_text('model = "durability"\n[sampler]\nwarmup = 10\n')
     assert main(["fit", "durability", "--data", str(EXAMPLE), "--out", str(tmp_path / "r"), "--spec", str(bad_spec)]) == 2

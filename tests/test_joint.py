@@ -12,7 +12,7 @@ from scipy import integrate
 from toolkit.cli import main
 from toolkit.data import load_cohort
 from toolkit.data.joint_inputs import NO_CHANGE, to_joint_inputs
-from toolkit.inference import SamplerSettings, load_run
+from toolkit.inference import load_run
 from toolkit.models import cart
 from toolkit.models.joint import (
     build_joint_model,

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from toolkit.cli import main
-from toolkit.notebooks import NOTEBOOK_DIR, list_notebooks
+from toolkit.notebooks import list_notebooks
 from toolkit.simulate import simulate_trial
 
 NOTEBOOKS = list_notebooks()

@@ -554,7 +554,7 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None) -> pm.Mo
         pm.Data("censoring", inputs.censoring.astype(np.int64), dims="assessment")  # the record; branches are fixed
         # the record of which patient each row belongs to (run folders rebuild their inputs from it)
         pm.Data("assessment_patient", inputs.assessment_patient.astype(np.int64), dims="assessment")
-        y_data = pm.Data("log10_value", y, dims="assessment")
+        pm.Data("log10_value", y, dims="assessment")
         lod_data = pm.Data("log10_lod", lod, dims="assessment")
         loq_data = pm.Data("log10_loq", loq, dims="assessment")
         method = pm.Data("method_index", inputs.method.astype(np.int64), dims="assessment")

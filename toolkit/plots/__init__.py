@@ -183,3 +183,19 @@ def plot_mrd_spaghetti(cohort, *, ax=None):
     ax.legend(fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     return ax
+
+
+def save_figures(figures: dict, folder) -> list:
+    """Draw each ``{file name: callable returning an Axes or Figure}`` and save it as a PNG in ``folder``."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, draw in figures.items():
+        out = draw()
+        fig = out if isinstance(out, plt.Figure) else out.figure
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        paths.append(folder / name)
+    return paths

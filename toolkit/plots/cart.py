@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.data.inputs import CartInputs
-from toolkit.plots import ARM_COLORS, _axes, plot_forest
+from toolkit.plots import ARM_COLORS, _axes, plot_forest, save_figures
 
 # Visit windows (days since infusion) of the VPC: edges between the usual sampling days (1, 4, 7, 10, 14,
 # 21, 28, then about monthly to quarterly); empty bins are dropped
@@ -391,11 +391,4 @@ def write_cart_figures(run, folder) -> list[Path]:
                                                                       arm_labels=inputs.arm_labels, lloq=lloq,
                                                                       unit=inputs.unit),
     }
-    paths = []
-    for name, draw in figures.items():
-        out = draw()
-        fig = out if isinstance(out, plt.Figure) else out.figure
-        fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
-        paths.append(folder / name)
-    return paths
+    return save_figures(figures, folder)

@@ -24,7 +24,7 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
-from toolkit.plots import ARM_COLORS, _axes, plot_forest
+from toolkit.plots import ARM_COLORS, _axes, plot_forest, save_figures
 
 MEDIATION_NAMES = ("hazard_ratio_total", "hazard_ratio_direct", "hazard_ratio_indirect")
 MEDIATION_LABELS = {"hazard_ratio_total": "Total (kinetics may differ)",
@@ -233,11 +233,4 @@ def write_joint_figures(run, folder) -> list[Path]:
         "associations.png": lambda: plot_association_posteriors(posterior, run.provenance.get("priors")),
         "mediation_curves.png": lambda: plot_mediation_curves(posterior, arm_labels=arms, tau_days=tau, **defaults),
     }
-    paths = []
-    for name, draw in figures.items():
-        out = draw()
-        fig = out if isinstance(out, plt.Figure) else out.figure
-        fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
-        paths.append(folder / name)
-    return paths
+    return save_figures(figures, folder)

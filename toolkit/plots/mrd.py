@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.data.mrd_inputs import MrdInputs
-from toolkit.plots import ARM_COLORS, plot_forest
+from toolkit.plots import ARM_COLORS, plot_forest, save_figures
 
 __all__ = ["VISIT_EDGES", "fraction_negative_table", "plot_fraction_negative", "plot_mrd_effects",
            "plot_mrd_trajectories", "write_mrd_figures"]
@@ -256,11 +256,4 @@ def write_mrd_figures(run, folder) -> list[Path]:
             fraction_negative_table(inputs, replicated_negative(posterior, inputs)), arm_labels=inputs.arm_labels),
         "forest.png": lambda: plot_mrd_effects(run.summary["estimands"]),
     }
-    paths = []
-    for name, draw in figures.items():
-        out = draw()
-        fig = out if isinstance(out, plt.Figure) else out.figure
-        fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
-        paths.append(folder / name)
-    return paths
+    return save_figures(figures, folder)
