@@ -13,7 +13,7 @@ from toolkit.data.inputs import to_cart_inputs
 from toolkit.inference import load_run
 from toolkit.plots.cart import VPC_EDGES, cart_inputs_from_run, cart_vpc, plot_individual_fits
 from toolkit.report_cart import cart_answer, cart_prior_rows
-from toolkit.testing import EXAMPLE
+from toolkit.testing import EXAMPLE, tiny_cli_fit
 
 FIGURES = ("individual_fits.png", "vpc.png", "typical_curves.png", "forest.png", "prior_typical_curves.png")
 
@@ -21,10 +21,7 @@ FIGURES = ("individual_fits.png", "vpc.png", "typical_curves.png", "forest.png",
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A tiny fit of the example through the CLI (figures written by the fit command)."""
-    out = tmp_path_factory.mktemp("cart") / "run"
-    assert main(["fit", "cart", "--data", str(EXAMPLE), "--out", str(out), "--chains", "2", "--tune", "100",
-                 "--draws", "100", "--seed", "7"]) == 0
-    return out
+    return tiny_cli_fit("cart", EXAMPLE, tmp_path_factory.mktemp("cart") / "run")
 
 
 @pytest.fixture(scope="module")

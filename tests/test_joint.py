@@ -219,3 +219,15 @@ def test_predict_refuses_a_run_of_another_model(tmp_path, capsys):
     code = main(["predict", str(tmp_path / "run"), "--patient-data", str(folder)])
     assert code == 2
     assert "toolkit predict needs a joint-model run, and this run is a 'durability' fit" in capsys.readouterr().out
+
+
+def test_mrd_positivity_after_the_end_of_follow_up_is_not_used(example_cohort, example_inputs):
+    """toolkit predict truncates follow-up at the landmark; a detection on or after the end does not count."""
+    from toolkit.data.joint_inputs import first_mrd_positive_years
+
+    ji = example_inputs
+    i = int(np.flatnonzero(ji.mrd_positive_years < NO_CHANGE)[0])
+    pid, start, first = ji.relapse.patient_ids[i], ji.response_day[i:i + 1], ji.mrd_positive_years[i]
+    kept, _ = first_mrd_positive_years(example_cohort, [pid], start, np.array([first + 1e-9]))
+    cut, _ = first_mrd_positive_years(example_cohort, [pid], start, np.array([first]))
+    assert kept[0] == pytest.approx(first) and cut[0] > first

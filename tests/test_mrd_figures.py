@@ -7,7 +7,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from toolkit.cli import main
 from toolkit.data import load_cohort
 from toolkit.data.mrd_inputs import to_mrd_inputs
 from toolkit.inference import load_run
@@ -15,7 +14,7 @@ from toolkit.mrd_estimands import mrd_inputs_from_run, replicated_negative
 from toolkit.plots.mrd import fraction_negative_table, plot_mrd_trajectories
 from toolkit.report import render_report
 from toolkit.report_mrd import mrd_answer, mrd_prior_rows
-from toolkit.testing import EXAMPLE
+from toolkit.testing import EXAMPLE, tiny_cli_fit
 
 FIGURES = ("trajectories.png", "fraction_negative.png", "forest.png")
 
@@ -23,10 +22,7 @@ FIGURES = ("trajectories.png", "fraction_negative.png", "forest.png")
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A tiny fit of the example through the CLI (figures written by the fit command)."""
-    out = tmp_path_factory.mktemp("mrd") / "run"
-    assert main(["fit", "mrd", "--data", str(EXAMPLE), "--out", str(out), "--chains", "2", "--tune", "100",
-                 "--draws", "100", "--seed", "7"]) == 0
-    return out
+    return tiny_cli_fit("mrd", EXAMPLE, tmp_path_factory.mktemp("mrd") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -176,8 +176,6 @@ class CartOptions:
 def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: SamplerSettings | None = None, *,
              spec: dict | None = None) -> FitResult:
     """Fit the CAR-T kinetic model to a validated cohort and summarize it."""
-    from dataclasses import asdict as _asdict
-
     from toolkit.data.inputs import to_cart_inputs
     from toolkit.estimands import cart_estimands
     from toolkit.models import cart
@@ -198,7 +196,7 @@ def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: Sampl
             "unit": inputs.unit}
     return _assemble(model_module=cart, variant="stein", cohort=cohort, inputs=inputs, model=model,
                      posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
-                     spec=spec, priors=_jsonable_priors(_asdict(priors)), started=started, loo_var=None)
+                     spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None)
 
 
 def _jsonable_priors(priors: dict) -> dict:

@@ -30,6 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from toolkit.data.inputs import DAYS_PER_YEAR
+from toolkit.data.joint_inputs import NO_CHANGE, first_mrd_positive_years
 from toolkit.models import cart
 from toolkit.models.joint import LOG_CMAX_REFERENCE, loss_delay, relapse_cumhaz
 from toolkit.simulate import cart_curve
@@ -87,7 +88,6 @@ def predict_relapse(run, cohort, *, landmark_day: float = 90.0, horizons=(365.0,
     patients = eligible_at_landmark(cohort, landmark_day)
     cart_rows = cohort.cart.copy()
     cart_rows["patient_id"] = cart_rows["patient_id"].astype(str)
-    mrd = cohort.mrd
     lloq_default = float(np.nanmedian(cart_rows["lloq_used"].to_numpy(float)))
     z_key = "log_hr_mrd_recurrence" in post
     rows = []
@@ -115,12 +115,11 @@ def predict_relapse(run, cohort, *, landmark_day: float = 90.0, horizons=(365.0,
             changes.append(np.maximum(p["tmax"] + u - response_day, 0.0) / DAYS_PER_YEAR)
             log_hrs.append(post["log_hr_cart_loss"][:, None])
         mrd_seen = False
-        if z_key:
-            seen = mrd[(mrd["patient_id"].astype(str) == pid) & (mrd["day"] >= response_day)
-                       & (mrd["day"] < landmark_day) & (mrd["censoring"] != "below_lod")] if mrd is not None else []
-            mrd_seen = len(seen) > 0
-            first = (float(seen["day"].min()) - response_day) / DAYS_PER_YEAR if mrd_seen else 1e6
-            changes.append(np.full_like(lp, first))
+        if z_key:  # the fit's definition, with follow-up ending at the landmark
+            first, _ = first_mrd_positive_years(cohort, [pid], np.array([response_day]),
+                                                np.array([(landmark_day - response_day) / DAYS_PER_YEAR]))
+            mrd_seen = bool(first[0] < NO_CHANGE)
+            changes.append(np.full_like(lp, first[0]))
             log_hrs.append(post["log_hr_mrd_recurrence"][:, None])
         if "logit_cure" in post:
             pi = 1 / (1 + np.exp(-(post["logit_cure"] + arm * post["cure_log_or"])))[:, None]

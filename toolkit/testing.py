@@ -53,3 +53,14 @@ def folder_digest(folder: Path) -> str:
             h.update(str(path.relative_to(folder)).encode())
             h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def tiny_cli_fit(model: str, data: str | Path, out: str | Path, *, chains: int = 2, tune: int = 100,
+                 draws: int = 100, seed: int = 7) -> Path:
+    """``toolkit fit MODEL`` with few draws (figures written by the command); asserts it exits 0."""
+    from toolkit.cli import main
+
+    code = main(["fit", model, "--data", str(data), "--out", str(out), "--chains", str(chains), "--tune", str(tune),
+                 "--draws", str(draws), "--seed", str(seed)])
+    assert code == 0, f"toolkit fit {model} exited {code}"
+    return Path(out)

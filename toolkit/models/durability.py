@@ -57,7 +57,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from toolkit.data.inputs import DurabilityInputs
-from toolkit.models.priors import NormalPairPriors
+from toolkit.models.priors import NormalPairPriors, normal
 
 MODEL_NAME = "durability"
 MODEL_VERSION = "1.0.0"
@@ -99,9 +99,6 @@ class DurabilityPriors(NormalPairPriors):
         raise ValueError(f"unknown prior set {name!r}; valid: {', '.join(PRIOR_SETS)}")
 
 
-def _normal(name, prior, **kwargs):
-    return pm.Normal(name, mu=prior[0], sigma=prior[1], **kwargs)
-
 
 def weibull_log_cumhaz0(t, log_shape, log_scale):
     """log H0(t) = k (log t - log lam)."""
@@ -140,25 +137,25 @@ def build_durability_model(inputs: DurabilityInputs, priors: DurabilityPriors | 
         time = pm.Data("time_years", inputs.time_years, dims="patient")
         event = pm.Data("event", inputs.event, dims="patient")
         arm = pm.Data("arm", inputs.arm, dims="patient")
-        log_shape = _normal("log_shape", priors.log_shape)
-        log_scale = _normal("log_scale_years", priors.log_scale_years)
-        log_hr = _normal("log_hr", priors.log_hr)
+        log_shape = normal("log_shape", priors.log_shape)
+        log_scale = normal("log_scale_years", priors.log_scale_years)
+        log_hr = normal("log_hr", priors.log_hr)
         lp = log_hr * arm
         if inputs.covariates:
             x = pm.Data("x_std", inputs.x_std, dims=("patient", "covariate"))
-            beta = _normal("beta_std", priors.beta_std, dims="covariate")
+            beta = normal("beta_std", priors.beta_std, dims="covariate")
             lp = lp + pt.dot(x, beta)
         kwargs = {}
         if inputs.hsct == "timevarying":
             finite = np.where(np.isfinite(inputs.hsct_years), inputs.hsct_years, 1e6)
             kwargs["hsct"] = pm.Data("hsct_years", finite, dims="patient")
-            kwargs["log_hr_hsct"] = _normal("log_hr_hsct", priors.log_hr_hsct)
+            kwargs["log_hr_hsct"] = normal("log_hr_hsct", priors.log_hr_hsct)
         if variant == "cure":
-            logit_cure = _normal("logit_cure", priors.logit_cure)
-            cure_log_or = _normal("cure_log_or", priors.cure_log_or)
+            logit_cure = normal("logit_cure", priors.logit_cure)
+            cure_log_or = normal("cure_log_or", priors.cure_log_or)
             eta = logit_cure + cure_log_or * arm
             if inputs.covariates:
-                gamma = _normal("gamma_std", priors.gamma_std, dims="covariate")
+                gamma = normal("gamma_std", priors.gamma_std, dims="covariate")
                 eta = eta + pt.dot(x, gamma)
             kwargs["log_cure"] = -pt.softplus(-eta)
             kwargs["log_uncure"] = -pt.softplus(eta)
@@ -167,17 +164,17 @@ def build_durability_model(inputs: DurabilityInputs, priors: DurabilityPriors | 
                       observed=time, dims="patient")
         if inputs.endpoint == "relapse":
             competing = pm.Data("death_in_remission", inputs.competing, dims="patient")
-            d_shape = _normal("death_log_shape", priors.death_log_shape)
-            d_scale = _normal("death_log_scale_years", priors.death_log_scale_years)
-            d_hr = _normal("log_hr_death", priors.log_hr_death)
+            d_shape = normal("death_log_shape", priors.death_log_shape)
+            d_scale = normal("death_log_scale_years", priors.death_log_scale_years)
+            d_hr = normal("log_hr_death", priors.log_hr_death)
             pm.CustomDist("death", competing, d_shape, d_scale, d_hr * arm,
                           logp=lambda t, ev, ls, lsc, lp_: survival_logp(t, ev, ls, lsc, lp_),
                           observed=inputs.time_years.copy(), dims="patient")  # its own value variable
         if inputs.endpoint == "efs":
             model.add_coord("infused", np.arange(len(inputs.responded)))
             r_arm = pm.Data("response_arm", inputs.responded_arm, dims="infused")
-            logit_r = _normal("logit_response", priors.logit_response)
-            r_or = _normal("response_log_or", priors.response_log_or)
+            logit_r = normal("logit_response", priors.logit_response)
+            r_or = normal("response_log_or", priors.response_log_or)
             pm.Bernoulli("response", logit_p=logit_r + r_or * r_arm, observed=inputs.responded, dims="infused")
         pm.Deterministic("hazard_ratio", pt.exp(log_hr))
     return model

@@ -110,7 +110,7 @@ import pytensor.tensor as pt
 from toolkit.data.inputs import DAYS_PER_YEAR
 from toolkit.data.joint_inputs import JointInputs
 from toolkit.models import cart
-from toolkit.models.priors import NormalPairPriors
+from toolkit.models.priors import NormalPairPriors, normal
 
 MODEL_NAME = "joint"
 MODEL_VERSION = "1.0.0"
@@ -214,9 +214,6 @@ def relapse_log_hazard(s, lp, log_shape, log_scale, change_points: list, log_hrs
 # --------------------------------------------------------------------------- the model
 
 
-def _normal(name, prior, **kwargs):
-    return pm.Normal(name, mu=prior[0], sigma=prior[1], **kwargs)
-
 
 def check_associations(associations) -> tuple[str, ...]:
     associations = tuple(associations)
@@ -268,25 +265,25 @@ def build_joint_model(inputs: JointInputs, priors: JointPriors | None = None, *,
         loss_years = pm.Deterministic("loss_years", pt.maximum(loss_day - response_day, 0.0) / DAYS_PER_YEAR,
                                       dims="responder")
 
-        log_shape = _normal("log_shape", priors.log_shape)
-        log_scale = _normal("log_scale_years", priors.log_scale_years)
-        log_hr = _normal("log_hr", priors.log_hr)
+        log_shape = normal("log_shape", priors.log_shape)
+        log_scale = normal("log_scale_years", priors.log_scale_years)
+        log_hr = normal("log_hr", priors.log_hr)
         lp = log_hr * arm
         if "log_cmax" in associations:
-            lp = lp + _normal("log_hr_per_log_cmax", priors.log_hr_per_log_cmax) * (log_cmax - LOG_CMAX_REFERENCE)
+            lp = lp + normal("log_hr_per_log_cmax", priors.log_hr_per_log_cmax) * (log_cmax - LOG_CMAX_REFERENCE)
         if rel.covariates:
             x = pm.Data("relapse_x_std", rel.x_std, dims=("responder", "relapse_covariate"))
-            lp = lp + pt.dot(x, _normal("beta_std", priors.beta_std, dims="relapse_covariate"))
+            lp = lp + pt.dot(x, normal("beta_std", priors.beta_std, dims="relapse_covariate"))
         changes, log_hrs = [], []
         if "cart_loss" in associations:
             changes.append(loss_years)
-            log_hrs.append(_normal("log_hr_cart_loss", priors.log_hr_cart_loss))
+            log_hrs.append(normal("log_hr_cart_loss", priors.log_hr_cart_loss))
         if "mrd" in associations:
             changes.append(pm.Data("mrd_positive_years", inputs.mrd_positive_years, dims="responder"))
-            log_hrs.append(_normal("log_hr_mrd_recurrence", priors.log_hr_mrd_recurrence))
+            log_hrs.append(normal("log_hr_mrd_recurrence", priors.log_hr_mrd_recurrence))
         cure_terms = []
         if variant == "cure":
-            eta = _normal("logit_cure", priors.logit_cure) + _normal("cure_log_or", priors.cure_log_or) * arm
+            eta = normal("logit_cure", priors.logit_cure) + normal("cure_log_or", priors.cure_log_or) * arm
             cure_terms = [-pt.softplus(-eta), -pt.softplus(eta)]
 
         def logp(t, ev, lp_, k_log, lam_log, *rest):

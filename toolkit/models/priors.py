@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 
+import pymc as pm
+
 
 class NormalPairPriors:
     """Mixin for frozen dataclasses whose fields are (mu, sigma) pairs."""
@@ -18,3 +20,8 @@ class NormalPairPriors:
 
     def as_dict(self) -> dict[str, list[float]]:
         return {k: list(v) for k, v in asdict(self).items()}
+
+
+def normal(name: str, prior: tuple[float, float], **kwargs):
+    """``pm.Normal(name, mu, sigma)`` from a (mu, sigma) prior pair (inside a model context)."""
+    return pm.Normal(name, mu=prior[0], sigma=prior[1], **kwargs)
