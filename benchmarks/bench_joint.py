@@ -1,6 +1,10 @@
 """Benchmark of the joint model (``toolkit fit joint``): wall time, diagnostics, ESS/s, two-stage vs joint.
 
-Usage: ``.venv/bin/python benchmarks/bench_joint.py [--quick] [--scaling] [--two-stage-cohorts N] [--json F]``
+Usage: ``.venv/bin/python benchmarks/bench_joint.py [--quick] [--associations A,B] [--tune N] [--scaling]
+[--backends nutpie,pymc] [--two-stage-cohorts N] [--json F]``
+
+``--associations`` is passed to ``toolkit fit joint`` (e.g. ``log_cmax,cart_loss,mrd_clearance`` for the
+model with the MRD submodel, the primary analysis); ``--tune`` changes the warm-up length of sections 1-3.
 
 1. ``toolkit fit joint --data data_templates/example`` as a whole process, 4 chains x 1000 tune x
    1000 draws (nutpie, target_accept 0.95), first with empty PyTensor/numba caches ("cold"), then
@@ -9,6 +13,8 @@ Usage: ``.venv/bin/python benchmarks/bench_joint.py [--quick] [--scaling] [--two
 2. ``--two-stage``: the same with ``--kinetics two-stage`` (CAR-T fit, then the relapse model on plug-in
    features), for time and estimates side by side.
 3. ``--scaling``: a simulated 600-patient trial (4 x 500 x 500, warm caches).
+3b. ``--backends``: the example with each named backend (4 x 300 x 300, warm caches), min-ESS per
+   sampling second side by side.
 4. ``--two-stage-cohorts N``: N simulated 60-patient trials (seed 700+i) fitted both ways (4 x 500 x
    500); prints bias and 90 % coverage of the association parameters and ``hazard_ratio_direct``.
 """
@@ -97,9 +103,17 @@ def main() -> int:
     p.add_argument("--two-stage", action="store_true")
     p.add_argument("--scaling", action="store_true")
     p.add_argument("--two-stage-cohorts", type=int, default=0)
+    p.add_argument("--associations", help="passed to toolkit fit joint")
+    p.add_argument("--tune", type=int, help="warm-up draws per chain (default: the toolkit's, 1000)")
+    p.add_argument("--backends", help="comma-separated backends for section 3b, e.g. nutpie,pymc")
     p.add_argument("--json")
     args = p.parse_args()
     sampler = ["--chains", "2", "--tune", "200", "--draws", "200"] if args.quick else []
+    if args.tune and not args.quick:
+        sampler += ["--tune", str(args.tune)]
+    if args.associations:
+        sampler += ["--associations", args.associations]
+    model_args = ["--associations", args.associations] if args.associations else []
     record: dict = {"load_average_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="bench_joint_") as tmp:
         tmp, caches = Path(tmp), Path(tmp) / "caches"
@@ -117,9 +131,15 @@ def main() -> int:
             big.patients, big.outcomes = big.patients[keep], big.outcomes[keep.to_numpy()]
             folder = big.write(tmp / "big")
             scale = {"600 patients, 4x500x500": fit_process(folder, tmp / "big_run", caches, "--tune", "500",
-                                                            "--draws", "500")}
+                                                            "--draws", "500", *model_args)}
             print_rows("3. Scaling", scale)
             record["scaling"] = scale
+        if args.backends:
+            backends = {f"{b}, 4x300x300 (warm)": fit_process(EXAMPLE, tmp / f"backend_{b}", caches, "--backend", b,
+                                                              "--tune", "300", "--draws", "300", *model_args)
+                        for b in args.backends.split(",")}
+            print_rows("3b. Backends", backends)
+            record["backends"] = backends
         if args.two_stage_cohorts:
             print(f"\n4. Joint vs two-stage on {args.two_stage_cohorts} simulated 60-patient trials")
             record["two_stage_cohorts"] = two_stage_cohorts(args.two_stage_cohorts, tmp, caches,

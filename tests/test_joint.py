@@ -15,6 +15,7 @@ from toolkit.data.joint_inputs import NO_CHANGE, to_joint_inputs
 from toolkit.inference import load_run
 from toolkit.models import cart
 from toolkit.models.joint import (
+    STEP_RAMP_YEARS,
     build_joint_model,
     loss_delay,
     relapse_cumhaz,
@@ -73,20 +74,35 @@ def test_hand_computed_loss_day():
     assert u == pytest.approx(math.log(2) / 0.005, abs=1e-6)
 
 
-@pytest.mark.parametrize("changes", [[0.3], [0.3, 0.7], [1.5, 0.2], [0.0, 2.0]])
-def test_cumulative_hazard_is_the_integral_of_the_step_hazard(changes):
-    log_shape, log_scale, lp = math.log(1.2), math.log(0.75), -0.3
+@pytest.mark.parametrize("ramp_years", [0.0, STEP_RAMP_YEARS])
+@pytest.mark.parametrize("shape", [1.2, 0.7])
+@pytest.mark.parametrize("changes", [[0.3], [0.3, 0.7], [1.5, 0.2], [0.0, 2.0], [1.08], [0.01, 1.09]])
+def test_cumulative_hazard_is_the_integral_of_the_hazard(changes, shape, ramp_years):
+    """The closed-form H(s) is the integral of h over (0, s], for the exact step and for the smoothed one
+    the model samples (change points near s = 1.1 included, where the smoothing acts)."""
+    log_shape, log_scale, lp = math.log(shape), math.log(0.75), -0.3
     log_hrs = [math.log(3.0), math.log(0.5)][: len(changes)]
     s = 1.1
 
     def hazard(u):
         return math.exp(relapse_log_hazard(np.array(u), lp, log_shape, log_scale, changes, log_hrs, lib=np,
-                                           ramp_years=0.0))
+                                           ramp_years=ramp_years))
 
     points = [c for c in changes if 0 < c < s]
-    numeric, _ = integrate.quad(hazard, 1e-12, s, points=points or None, limit=200)
-    closed = relapse_cumhaz(np.array(s), lp, log_shape, log_scale, changes, log_hrs, lib=np)
+    numeric, _ = integrate.quad(hazard, 0.0, s, points=points or None, limit=400)
+    closed = relapse_cumhaz(np.array(s), lp, log_shape, log_scale, changes, log_hrs, lib=np, ramp_years=ramp_years)
     assert closed == pytest.approx(numeric, rel=1e-7)
+
+
+def test_smoothing_leaves_the_cumulative_hazard_exact_away_from_the_change_point():
+    """Five ramp widths before or after the change point the smoothed H is the exact one to within 2 %
+    (relative; the ramp's tail e^-5 times the excess hazard), and at s = 0 both are 0."""
+    args = (-0.3, math.log(1.2), math.log(0.75), [0.5], [math.log(3.0)])
+    for s in (0.5 - 5 * STEP_RAMP_YEARS, 0.5 + 5 * STEP_RAMP_YEARS + 0.5, 3.0):
+        smooth = relapse_cumhaz(np.array(s), *args, lib=np, ramp_years=STEP_RAMP_YEARS)
+        exact = relapse_cumhaz(np.array(s), *args, lib=np)
+        assert smooth == pytest.approx(exact, rel=2e-2), s
+    assert relapse_cumhaz(np.array(0.0), *args, lib=np, ramp_years=STEP_RAMP_YEARS) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_inputs_link_responders_to_their_cart_rows(example_cohort, example_inputs):
@@ -231,3 +247,69 @@ def test_mrd_positivity_after_the_end_of_follow_up_is_not_used(example_cohort, e
     kept, _ = first_mrd_positive_years(example_cohort, [pid], start, np.array([first + 1e-9]))
     cut, _ = first_mrd_positive_years(example_cohort, [pid], start, np.array([first]))
     assert kept[0] == pytest.approx(first) and cut[0] > first
+
+
+# --------------------------------------------------------------------------- the MRD submodel (mrd_clearance)
+
+
+@pytest.fixture(scope="module")
+def mrd_inputs(example_cohort):
+    return to_joint_inputs(example_cohort, mrd_submodel=True)
+
+
+def test_mrd_submodel_structure(mrd_inputs):
+    model = build_joint_model(mrd_inputs, associations=("log_cmax", "cart_loss", "mrd_clearance"))
+    free = {v.name for v in model.free_RVs}
+    assert {"log_hr_per_log_clearance", "mrd::log_clearance", "mrd::clearance_log_ratio", "mrd::clearance_z",
+            "z_kinetic"} <= free
+    assert "log_clearance_responder" in {v.name for v in model.deterministics}
+    # every responder of the example has MRD assessments, in the MRD inputs' order
+    assert (mrd_inputs.mrd_index >= 0).all()
+    assert [mrd_inputs.mrd.patient_ids[i] for i in mrd_inputs.mrd_index] == mrd_inputs.relapse.patient_ids
+
+
+def test_mrd_clearance_needs_the_mrd_submodel_inputs(example_inputs):
+    with pytest.raises(ValueError, match=r"^the mrd_clearance association needs the MRD submodel: build the inputs "
+                                         r"with to_joint_inputs\(cohort, mrd_submodel=True\) from a cohort with "
+                                         r"mrd.csv$"):
+        build_joint_model(example_inputs, associations=("mrd_clearance",))
+
+
+def test_with_the_clearance_association_at_zero_the_density_is_the_sum_of_the_three_models(mrd_inputs):
+    """log p_joint(point with log_hr_per_log_clearance = 0) = log p_cart + log p_mrd + log p_relapse
+    + log N(0 | prior of the association): the MRD submodel is exactly the MRD model, and an association
+    fixed at zero links nothing."""
+    from scipy import stats
+
+    from toolkit.models.joint import JointPriors
+    from toolkit.models.mrd import build_mrd_model
+
+    joint = build_joint_model(mrd_inputs, associations=("mrd_clearance",))
+    kinetic = cart.build_cart_model(mrd_inputs.cart)
+    mrd_alone = build_mrd_model(mrd_inputs.mrd)
+    relapse = build_joint_model(mrd_inputs, associations=(),
+                                fixed_features={"log_cmax": np.zeros(mrd_inputs.n_responders),
+                                                "loss_day": np.zeros(mrd_inputs.n_responders)})
+    rng = np.random.default_rng(6)
+    point = {k: v + 0.1 * rng.standard_normal(np.shape(v)) for k, v in joint.initial_point().items()}
+    point["log_hr_per_log_clearance"] = np.array(0.0)
+    total = joint.compile_logp()(point)
+    part_k = kinetic.compile_logp()({k: v for k, v in point.items() if k in kinetic.initial_point()})
+    part_m = mrd_alone.compile_logp()({k.removeprefix("mrd::"): v for k, v in point.items() if k.startswith("mrd::")})
+    part_r = relapse.compile_logp()({k: v for k, v in point.items() if k in relapse.initial_point()})
+    prior = stats.norm(*JointPriors().log_hr_per_log_clearance).logpdf(0.0)
+    assert total == pytest.approx(part_k + part_m + part_r + prior, rel=1e-10)
+
+
+def test_simulated_mrd_pathway_truth_is_the_kill_rate_ratio_to_the_power_of_the_association():
+    """With eta additive in g log k and k independent of the CAR-T kinetics, the MRD part of the indirect
+    effect is E[k_1^g] / E[k_0^g] = clearance_rate_ratio^g for log-normal k of equal spread."""
+    from toolkit.simulate import Effects, TrialParameters, compute_truth
+
+    truth = compute_truth(Effects(), TrialParameters(log_hr_per_log_clearance=-0.5))
+    assert truth["log_hr_per_log_clearance"] == -0.5
+    assert truth["hazard_ratio_indirect_mrd"] == pytest.approx(1.3 ** -0.5, rel=0.03)
+    assert truth["hazard_ratio_indirect"] == pytest.approx(
+        truth["hazard_ratio_indirect_cart"] * truth["hazard_ratio_indirect_mrd"], rel=1e-12)
+    default = compute_truth(Effects())
+    assert default["hazard_ratio_indirect_mrd"] == 1.0

@@ -1,5 +1,6 @@
 """Joint-model outputs a user reads: figures of a run, the report section, dynamic-prediction calibration."""
 
+import math
 import re
 
 import matplotlib.pyplot as plt
@@ -34,10 +35,11 @@ def cohort_dir(trial, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_dir(cohort_dir, tmp_path_factory):
-    """One tiny joint fit through the CLI (figures written by the fit command)."""
+    """One tiny joint fit through the CLI, with the MRD submodel (figures written by the fit command)."""
     out = tmp_path_factory.mktemp("joint") / "run"
     assert main(["fit", "joint", "--data", str(cohort_dir), "--out", str(out), "--chains", "2", "--tune", "150",
-                 "--draws", "150", "--seed", "7", "--target-accept", "0.8"]) == 0
+                 "--draws", "150", "--seed", "7", "--target-accept", "0.8",
+                 "--associations", "log_cmax,cart_loss,mrd_clearance"]) == 0
     return out
 
 
@@ -68,8 +70,15 @@ def test_report_has_the_joint_section_with_the_summary_probabilities(run):
     est = run.summary["estimands"]
     sentence = joint_answer(run.summary)[0]
     shown = [float(x) for x in re.findall(r'<span class="prob">([0-9.]+)</span>', sentence)]
-    expected = [est[f"prob_hazard_ratio_{n}_below_1"] for n in ("total", "indirect", "direct")]
+    expected = [est[f"prob_hazard_ratio_{n}_below_1"]
+                for n in ("total", "indirect", "indirect_cart", "indirect_mrd", "direct")]
     assert shown == [round(p, 2) for p in expected]
+    assert "through MRD clearance alone" in sentence
+    # the split of the indirect effect is exact: through CAR-T kinetics x through MRD clearance
+    post = run.posterior["posterior"]
+    assert "mrd::clearance_z" in post and "log_hr_per_log_clearance" in post
+    mrd_sentence = next(s for s in joint_answer(run.summary) if s.startswith("MRD kill rate and relapse"))
+    assert f"{math.exp(est['log_hr_per_log_clearance']['median']):.2f}" in mrd_sentence
     assert sentence in html
     assert f"{est['hazard_ratio_total']['median']:.2f}" in html
     assert html.count("<img") == 3

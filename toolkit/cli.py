@@ -451,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kinetics", choices=["joint", "two-stage"],
                    help="one posterior (default) or the two-stage plug-in alternative")
     g.add_argument("--associations", help="kinetic terms in the relapse hazard, e.g. log_cmax,cart_loss "
-                                          "(default), add mrd for the MRD marker (prediction)")
+                                          "(default); add mrd_clearance for the MRD submodel (the MRD kill "
+                                          "rate as a mediator), mrd for the MRD marker (prediction)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("predict", help="relapse risk after a landmark day from a joint-model run")

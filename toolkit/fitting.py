@@ -322,6 +322,9 @@ class JointOptions:
             if getattr(self, name) not in valid:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
         self.associations = list(joint.check_associations(self.associations))
+        if self.kinetics == "two-stage" and "mrd_clearance" in self.associations:
+            raise ValueError("the two-stage alternative plugs in CAR-T features only; fit the mrd_clearance "
+                             "association with kinetics = \"joint\"")
         self.covariates = list(self.covariates)
         if not self.tau_days > 0:
             raise ValueError(f"tau_days must be a positive horizon in days, got {self.tau_days}")
@@ -357,16 +360,18 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
     options = options or JointOptions()
     settings = settings or default_settings("joint")
     started = time.perf_counter()
-    inputs = to_joint_inputs(cohort, covariates=options.covariates)
+    inputs = to_joint_inputs(cohort, covariates=options.covariates,
+                             mrd_submodel="mrd_clearance" in options.associations)
     priors = options.prior_set()
+    # no pointwise log-likelihood: no comparison uses it for this model, and it compiles a second function
     if options.kinetics == "joint":
         model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations)
-        posterior = sample(model, settings)
+        posterior = sample(model, settings, log_likelihood=False)
     else:
         stage_one = sample(cart.build_cart_model(inputs.cart), settings, log_likelihood=False)
         model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations,
                                         fixed_features=two_stage_features(stage_one["posterior"], inputs))
-        posterior = sample(model, settings)
+        posterior = sample(model, settings, log_likelihood=False)
         merged = posterior["posterior"].to_dataset().merge(stage_one["posterior"].to_dataset())
         posterior["posterior"] = xr.DataTree(merged)
         for key in ("compile_seconds", "sampling_seconds", "total_seconds"):

@@ -20,7 +20,10 @@ patient's posterior (below 100 is flagged).
 
 The risk is the cause-specific one of the joint model (death in remission is not a competing event
 here). MRD after the landmark is not projected: a patient MRD-negative at L is taken as staying so,
-which makes the MRD-based prediction optimistic for them (a landmarking approximation).
+which makes the MRD-based prediction optimistic for them (a landmarking approximation). For a run with
+the MRD submodel (``mrd_clearance``), the new patient's MRD kill rate is drawn from the fitted population
+of their arm and weighted only through S(L): their MRD values are not used to learn it (they enter
+through the ``mrd`` marker association when the run has it), which widens, not biases, the prediction.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from scipy import stats
 from toolkit.data.inputs import DAYS_PER_YEAR
 from toolkit.data.joint_inputs import NO_CHANGE, first_mrd_positive_years
 from toolkit.models import cart
-from toolkit.models.joint import LOG_CMAX_REFERENCE, loss_delay, relapse_cumhaz
+from toolkit.models.joint import LOG_CLEARANCE_REFERENCE, LOG_CMAX_REFERENCE, MRD_SUBMODEL, loss_delay, relapse_cumhaz
 from toolkit.simulate import cart_curve
 
 ESS_FLAG = 100.0
@@ -82,7 +85,9 @@ def predict_relapse(run, cohort, *, landmark_day: float = 90.0, horizons=(365.0,
     pick = np.sort(rng.choice(total, size=min(n_draws, total), replace=False))
     names = ["mu_kinetic", "omega_kinetic", "sigma_log", "log_hr", "log_shape", "log_scale_years"]
     names += [n for n in ("log_hr_per_log_cmax", "log_hr_cart_loss", "log_hr_mrd_recurrence", "logit_cure",
-                          "cure_log_or") if n in posterior]
+                          "cure_log_or", "log_hr_per_log_clearance") if n in posterior]
+    if "log_hr_per_log_clearance" in posterior:
+        names += [f"{MRD_SUBMODEL}::{n}" for n in ("log_clearance", "clearance_log_ratio", "clearance_sd")]
     post = {n: _draws(posterior, n)[pick] for n in names}
     delta = cart.arm_effects_full(posterior)[pick]
     patients = eligible_at_landmark(cohort, landmark_day)
@@ -109,6 +114,11 @@ def predict_relapse(run, cohort, *, landmark_day: float = 90.0, horizons=(365.0,
         lp = post["log_hr"][:, None] * arm
         if "log_hr_per_log_cmax" in post:
             lp = lp + post["log_hr_per_log_cmax"][:, None] * (theta[..., 0] - LOG_CMAX_REFERENCE)
+        if "log_hr_per_log_clearance" in post:  # the arm's population of MRD kill rates (module docstring)
+            sub = lambda n: post[f"{MRD_SUBMODEL}::{n}"][:, None]  # noqa: E731
+            log_k = (sub("log_clearance") + arm * sub("clearance_log_ratio")
+                     + sub("clearance_sd") * rng.standard_normal(theta.shape[:2]))
+            lp = lp + post["log_hr_per_log_clearance"][:, None] * (log_k - LOG_CLEARANCE_REFERENCE)
         changes, log_hrs = [], []
         if "log_hr_cart_loss" in post:
             u = loss_delay(theta[..., 0], p["alpha"], p["beta"], theta[..., 4], np.log(patient_lloq), lib=np)

@@ -57,6 +57,12 @@ DEFINITIONS = {
         "higher peak, other things equal.",
     "CAR-T loss association (log_hr_cart_loss)":
         "how much the relapse hazard rises once a patient's CAR-T cells fall below the assay's limit.",
+    "Through CAR-T kinetics / through MRD clearance (hazard_ratio_indirect_cart, hazard_ratio_indirect_mrd)":
+        "with the MRD submodel, the indirect effect split in two: the part through the CAR-T kinetics, and the "
+        "part through a faster MRD kill rate; their product is the indirect effect.",
+    "MRD clearance association (log_hr_per_log_clearance)":
+        "how the relapse hazard changes with a patient's modelled MRD kill rate (how fast the leukemia falls "
+        "after infusion, from the MRD submodel), per 2.7-fold faster kill, other things equal.",
     "MRD association (log_hr_mrd_recurrence)":
         "how much the relapse hazard rises once MRD is first detected in remission; a warning sign of the "
         "leukemia regrowing, not a cause, so it serves prediction only.",
@@ -71,8 +77,11 @@ def joint_answer(summary: dict) -> list[str]:
     ctl, exp = _e(arms["control"]), _e(arms["experimental"])
     tau = _tau_days(summary)
     out = []
+    with_mrd = "hazard_ratio_indirect_mrd" in est
+    through = "through CAR-T kinetics and MRD clearance" if with_mrd else "through CAR-T kinetics"
     probs = [(label, est.get(f"prob_hazard_ratio_{name}_below_1")) for label, name in
-             (("overall", "total"), ("through CAR-T kinetics", "indirect"),
+             (("overall", "total"), (through, "indirect"),
+              ("through CAR-T kinetics alone", "indirect_cart"), ("through MRD clearance alone", "indirect_mrd"),
               ("directly (kinetics held at the control arm's)", "direct"))]
     probs = [(label, p) for label, p in probs if p is not None]
     if probs:
@@ -83,7 +92,11 @@ def joint_answer(summary: dict) -> list[str]:
         if "hazard_ratio_direct" in est:
             parts.append(f"direct {_interval(est['hazard_ratio_direct'], _ratio)}")
         if "hazard_ratio_indirect" in est:
-            parts.append(f"through CAR-T kinetics {_interval(est['hazard_ratio_indirect'], _ratio)}")
+            parts.append(f"{through} {_interval(est['hazard_ratio_indirect'], _ratio)}")
+        for name, label in (("indirect_cart", "of which through CAR-T kinetics"),
+                            ("indirect_mrd", "of which through MRD clearance")):
+            if f"hazard_ratio_{name}" in est:
+                parts.append(f"{label} {_interval(est[f'hazard_ratio_{name}'], _ratio)}")
         out.append(f"Hazard ratio of relapse, {exp} vs {ctl}, over the first {tau:.0f} days after remission "
                    f"(below 1 favours {exp}): " + "; ".join(parts) + ".")
     if "proportion_mediated" in est:
@@ -93,7 +106,7 @@ def joint_answer(summary: dict) -> list[str]:
         caution = (" The total effect's interval includes no effect (1), so this share is not interpretable here: "
                    "read the direct and indirect hazard ratios instead." if lo <= 1 <= hi else
                    " It divides by the total effect, so it is unstable when the total effect is near 1.")
-        out.append(f"Share of the total effect that runs through CAR-T kinetics (proportion mediated): "
+        out.append(f"Share of the total effect that runs {through} (proportion mediated): "
                    f"{_interval(pm, _pct)}.{caution}")
     if "log_hr_per_log_cmax" in est:
         g = est["log_hr_per_log_cmax"]
@@ -103,6 +116,13 @@ def joint_answer(summary: dict) -> list[str]:
     if "log_hr_cart_loss" in est:
         out.append(f"Loss of CAR-T cells and relapse: once a patient's CAR-T cells fall below the assay's limit, "
                    f"the relapse hazard is multiplied by {_interval(est['log_hr_cart_loss'], _ratio, math.exp)}.")
+    if "log_hr_per_log_clearance" in est:
+        g = est["log_hr_per_log_clearance"]
+        text = (f"MRD kill rate and relapse: hazard ratio {_interval(g, _ratio, math.exp)} per 2.7-fold faster "
+                "MRD clearance (below 1: patients whose leukemia is cleared faster relapse less)")
+        if "clearance_rate_ratio" in est:
+            text += f"; MRD kill rate with {exp} relative to {ctl}: ratio {_interval(est['clearance_rate_ratio'], _ratio)}"
+        out.append(text + ".")
     if "log_hr_mrd_recurrence" in est:
         out.append(f"MRD detected in remission and relapse: the relapse hazard is multiplied by "
                    f"{_interval(est['log_hr_mrd_recurrence'], _ratio, math.exp)} once MRD is detected; this is a "
@@ -165,6 +185,7 @@ _PRIOR_MEANING = {
     "log_hr_per_log_cmax": "log hazard ratio per natural-log unit of Cmax",
     "log_hr_cart_loss": "log hazard ratio after CAR-T loss",
     "log_hr_mrd_recurrence": "log hazard ratio after MRD recurrence (used only with the mrd association)",
+    "log_hr_per_log_clearance": "log hazard ratio per natural-log unit of the MRD kill rate (mrd_clearance only)",
     "log_shape": "log Weibull shape",
     "log_scale_years": "log Weibull scale (years)",
     "logit_cure": "logit cure fraction, control arm",
@@ -186,4 +207,5 @@ def joint_prior_rows(priors: dict) -> list[list[str]]:
             text = _e(value)
         rows.append([_e(name), _e(text)])
     rows.append(["CAR-T kinetics", "the defaults of the CAR-T kinetic model (toolkit.models.cart.CartPriors)"])
+    rows.append(["MRD kinetics (mrd_clearance only)", "the defaults of the MRD kinetic model (toolkit.models.mrd.MrdPriors)"])
     return rows

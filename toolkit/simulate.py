@@ -34,12 +34,14 @@ Generative story (time = days since CAR-T infusion; arm a = 1 experimental)
 
        h(s) = (k/lam) (s/lam)^(k-1) exp(eta_i + g_loss 1[s > s_loss] + g_hsct 1[s > s_hsct])
        eta_i = a log(hazard_ratio_direct) + g_cmax (log Cmax_i - log 24000)
-               + g_blasts (blasts_i - 20)
+               + g_blasts (blasts_i - 20) + g_clear (log k_i - log 0.3)
 
    k = 1.2, lam = 270 d (median 200 d without the loss term), g_cmax = -0.34
    per ln Cmax (Awasthi 2020), g_loss = log 3 (loss of CAR-T; Pulsipher
    2022 reports HR 4.5 for B-cell recovery), g_blasts = 0.01 per % blasts,
-   g_hsct = log 0.5. CD19-negative relapse: 80 % while CAR-T persists, 10 %
+   g_hsct = log 0.5, g_clear = 0 (``log_hr_per_log_clearance``: the MRD kill
+   rate k_i of step 6 has no effect on relapse by default; set it to give
+   the MRD pathway of the joint model a known non-zero truth). CD19-negative relapse: 80 % while CAR-T persists, 10 %
    after its loss; 5 % of relapses are typed unknown.
 6. **MRD** (log10 fraction): starts at log10(blasts/100), declines at a
    patient rate k_i ~ LogNormal(log 0.3 + a log(clearance_rate_ratio), 0.35)
@@ -99,8 +101,11 @@ noise):
   infused patients' kinetics K of an arm (response on day 28, no HSCT):
   ``hazard_ratio_total`` = Hbar_1(K_1)/Hbar_0(K_0); ``hazard_ratio_indirect``
   = total / ``hazard_ratio_direct``; ``proportion_mediated`` =
-  log(indirect)/log(total). MRD has no causal role in this story (it is
-  downstream of relapse), so there is no ``log_hr_mrd_recurrence`` truth.
+  log(indirect)/log(total); ``hazard_ratio_indirect_mrd`` = Hbar_1(K_1, M_1) /
+  Hbar_1(K_1, M_0) (the part through the MRD kill rate M, 1 when g_clear = 0)
+  and ``hazard_ratio_indirect_cart`` = indirect / that; ``log_hr_per_log_clearance``.
+  MRD recurrence has no causal role in this story (it is downstream of
+  relapse), so there is no ``log_hr_mrd_recurrence`` truth.
 """
 
 from __future__ import annotations
@@ -179,6 +184,7 @@ class TrialParameters:
     log_hr_cart_loss: float = math.log(3.0)
     log_hr_baseline_blasts_pct: float = 0.01
     log_hr_hsct: float = math.log(0.5)
+    log_hr_per_log_clearance: float = 0.0
     # MRD (log10 fraction)
     clearance_log10_per_day: float = 0.3
     omega_clearance: float = 0.35
@@ -278,6 +284,7 @@ def _draw_population(n: int, arm: np.ndarray, p: TrialParameters, e: Effects, rn
                   + p.log_hr_baseline_blasts_pct * (blasts - 20.0))
     pop["clearance"] = np.exp(np.log(p.clearance_log10_per_day) + arm * np.log(e.clearance_rate_ratio)
                               + p.omega_clearance * z())
+    pop["eta"] = pop["eta"] + p.log_hr_per_log_clearance * (np.log(pop["clearance"]) - np.log(p.clearance_log10_per_day))
     pop["mrd0"] = np.log10(blasts / 100.0)
     pop["floor"] = np.where(pop["cured"], -8.0, p.floor_uncured_log10 + p.floor_uncured_sd * z())
     pop["growth"] = np.log10(2.0) / np.exp(np.log(p.doubling_days) + p.omega_doubling * z())
@@ -597,6 +604,12 @@ def compute_truth(effects: Effects | None = None, parameters: TrialParameters | 
     h_00 = float(np.mean(_relapse_cumhaz(tau, c, p)))
     truth["hazard_ratio_total"] = h_11 / h_00
     truth["hazard_ratio_indirect"] = truth["hazard_ratio_total"] / e.hazard_ratio_direct
+    # the MRD part: the experimental arm's kinetics with the control arm's kill rates (independent of kinetics)
+    clearance_term = lambda pop: p.log_hr_per_log_clearance * np.log(pop["clearance"])  # noqa: E731
+    x_m0 = dict(x, eta=x["eta"] - clearance_term(x) + clearance_term(c))
+    truth["hazard_ratio_indirect_mrd"] = h_11 / float(np.mean(_relapse_cumhaz(tau, x_m0, p)))
+    truth["hazard_ratio_indirect_cart"] = truth["hazard_ratio_indirect"] / truth["hazard_ratio_indirect_mrd"]
+    truth["log_hr_per_log_clearance"] = p.log_hr_per_log_clearance
     truth["proportion_mediated"] = (math.log(truth["hazard_ratio_indirect"]) / math.log(truth["hazard_ratio_total"])
                                     if truth["hazard_ratio_total"] != 1.0 else float("nan"))
     # Weibull-PH projections on the design (admin censoring U(3, 5) years, death in remission an event)

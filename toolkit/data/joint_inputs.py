@@ -21,6 +21,7 @@ from toolkit.data.inputs import (
     to_cart_inputs,
     to_durability_inputs,
 )
+from toolkit.data.mrd_inputs import MrdInputs, to_mrd_inputs
 
 NO_CHANGE = 1e6  # years: a change point that never comes (no MRD positivity seen)
 
@@ -35,6 +36,11 @@ class JointInputs:
     first MRD assessment at or after the response day, and before the end of the
     patient's follow-up, that detected disease (quantified or positive-not-quantifiable,
     any method); ``NO_CHANGE`` if none.
+
+    With the MRD submodel (``to_joint_inputs(..., mrd_submodel=True)``): ``mrd`` (the
+    :class:`MrdInputs` of the cohort, responders with assessments) and ``mrd_index``
+    (row of each responder in ``mrd.patient_ids``, -1 for a responder without any
+    MRD assessment).
     """
 
     cart: CartInputs
@@ -44,6 +50,8 @@ class JointInputs:
     log_lloq: np.ndarray
     mrd_positive_years: np.ndarray
     has_mrd: bool
+    mrd: MrdInputs | None = None
+    mrd_index: np.ndarray | None = None
 
     @property
     def n_responders(self) -> int:
@@ -68,11 +76,13 @@ def first_mrd_positive_years(cohort, patient_ids, response_day, end_years) -> tu
     return out, True
 
 
-def to_joint_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> JointInputs:
+def to_joint_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = (), mrd_submodel: bool = False
+                    ) -> JointInputs:
     """Link the CAR-T data and the relapse outcome; raises ``ModelDataError`` naming what is missing.
 
-    Refused (besides what :func:`to_cart_inputs` and :func:`to_durability_inputs` refuse): a cohort
-    without a recorded LLOQ (loss of CAR-T is defined by it).
+    Refused (besides what :func:`to_cart_inputs` and :func:`to_durability_inputs` refuse, and with
+    ``mrd_submodel`` what :func:`to_mrd_inputs` refuses): a cohort without a recorded LLOQ (loss of
+    CAR-T is defined by it).
     """
     cart = to_cart_inputs(cohort)
     relapse = to_durability_inputs(cohort, endpoint="relapse", hsct="censor", covariates=covariates)
@@ -84,5 +94,11 @@ def to_joint_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> 
     outcomes = cohort.outcomes.set_index(cohort.outcomes["patient_id"].astype(str))
     response_day = outcomes.loc[relapse.patient_ids, "response_day"].to_numpy(float)
     mrd_years, has_mrd = first_mrd_positive_years(cohort, relapse.patient_ids, response_day, relapse.time_years)
+    mrd, mrd_index = None, None
+    if mrd_submodel:
+        mrd = to_mrd_inputs(cohort)
+        row = {pid: i for i, pid in enumerate(mrd.patient_ids)}
+        mrd_index = np.array([row.get(pid, -1) for pid in relapse.patient_ids], dtype=np.int64)
     return JointInputs(cart=cart, relapse=relapse, cart_index=index, response_day=response_day,
-                       log_lloq=np.log(cart.patient_lloq[index]), mrd_positive_years=mrd_years, has_mrd=has_mrd)
+                       log_lloq=np.log(cart.patient_lloq[index]), mrd_positive_years=mrd_years, has_mrd=has_mrd,
+                       mrd=mrd, mrd_index=mrd_index)

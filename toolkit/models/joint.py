@@ -16,12 +16,23 @@ Submodels
      iterates rise monotonically to it); 8 steps reach machine precision in the
      cases tested, and gradients flow through the iterations.
 
-2. **Relapse** of each responder, time s in years from the response day, a
+2. **MRD kinetics** (association ``mrd_clearance``, when the cohort has
+   mrd.csv): the model of :mod:`toolkit.models.mrd`, unchanged, built as the
+   named sub-model ``mrd::`` (its coords prefixed ``mrd_``). Its patient kill
+   rate k_i (log10/day; log k_i = mu_k + b_k a_i + omega_k z_i, the quantity
+   IFN-a's ``clearance_rate_ratio`` = exp(b_k) acts on) is the MRD feature of
+   the relapse hazard: "deeper MRD clearance" as a mediator. A responder
+   without any MRD assessment gets k_i from the fitted population
+   (``mrd_clearance_z_unassessed``). The kill rate, not MRD recurrence, is the
+   link: recurrence is the relapse itself on its way (see below), while the
+   kill rate is fixed in the first weeks, before any relapse.
+
+3. **Relapse** of each responder, time s in years from the response day, a
    mixture cure model (``variant="cure"``; ``"weibull"`` drops the cure part)
    whose uncured patients have the Weibull proportional hazard
 
        h_i(s) = (k/lam)(s/lam)^{k-1} exp(lp_i + g_loss 1[s > c_i] + g_mrd 1[s > m_i])
-       lp_i   = b_arm a_i + g_cmax (log Cmax_i - log 24000) + x_i . b
+       lp_i   = b_arm a_i + g_cmax (log Cmax_i - log 24000) + g_clear (log k_i - log 0.25) + x_i . b
 
    with c_i = max(T_loss,i - response day_i, 0)/365.25 (CAR-T loss, a
    time-varying term driven by the kinetics) and m_i the first detectable MRD in
@@ -32,6 +43,12 @@ Submodels
        H_i(s) = e^{lp_i} [H0(s) + (e^{g_loss}-1) D(c_i) + (e^{g_mrd}-1) D(m_i)
                           + (e^{g_loss}-1)(e^{g_mrd}-1) D(max(c_i, m_i))].
 
+   In the likelihood the CAR-T loss step is smoothed over ``STEP_RAMP_YEARS``
+   (30 days): min(s, c) in D becomes a soft minimum and the hazard is its
+   exact derivative (:func:`relapse_cumhaz`, :func:`relapse_log_hazard`), so
+   the density is smooth in the modelled loss day and h and H stay one
+   survival model; the estimands use the exact step.
+
    Cure: S_i(s) = pi_i + (1-pi_i) exp(-H_i(s)), logit pi_i = c0 + c_arm a_i.
    Censoring (end of follow-up, death in remission, consolidative HSCT) enters
    as log S_i(s); a relapse as log[(1-pi_i) h_i(s) exp(-H_i(s))]. The outcome is
@@ -39,17 +56,19 @@ Submodels
    kinetic associations act on relapse. This matches ``toolkit.simulate``'s
    generative story, so the association parameters have a known truth there.
 
-Why MRD is a marker here, not a mediator (``mrd=False`` by default)
-------------------------------------------------------------------
+Why MRD recurrence is a marker, not a mediator (``mrd`` is off by default)
+--------------------------------------------------------------------------
 MRD recurrence is the leukemia regrowing on its way to a morphological
 relapse: it is downstream of the process that causes relapse, not a cause of
 it (in the simulator, MRD rises to 5 % blasts exactly at relapse). Putting it
 in the hazard conditions on an early sign of the outcome, which absorbs the
 arm and kinetic effects that run through relapse itself, so the mediation
 estimands below are defined without it. It is useful for **prediction**
-(``toolkit predict`` on a fit with ``mrd=True``), where its
+(``toolkit predict`` on a fit with ``mrd``), where its
 ``log_hr_mrd_recurrence`` is a prognostic, not causal, association
-(Pulsipher 2022: HR 4.87 for NGS-MRD at day 28).
+(Pulsipher 2022: HR 4.87 for NGS-MRD at day 28). The MRD pathway of the
+mediation question ("deeper MRD clearance") is the kill rate of the MRD
+submodel (``mrd_clearance``, submodel 2).
 
 Priors (Normal(mu, sd); sources)
 --------------------------------
@@ -59,6 +78,11 @@ Priors (Normal(mu, sd); sources)
 - ``log_hr_cart_loss``: N(1.50, 0.5). B-cell recovery in year 1, HR 4.5
   (2.03-9.97), Pulsipher 2022 (domain.md §2.2); widened for loss of transgene
   as a surrogate of B-cell recovery.
+- ``log_hr_per_log_clearance``: N(0, 0.5) per natural-log unit of the MRD kill
+  rate (g_clear; 95 % of the mass on HR 0.38-2.7 per 2.7-fold faster kill). No
+  study reports relapse against the kill rate itself: day-28 NGS-MRD positivity
+  (HR 4.87, Pulsipher 2022) reflects the residual floor more than the rate, so
+  the prior is skeptical and centred on no link (domain.md §4.4 style).
 - ``log_hr_mrd_recurrence``: N(1.58, 0.6). Any NGS-MRD at day 28, HR 4.87
   (2.18-10.8), Pulsipher 2022 (domain.md §2.2).
 - ``log_hr`` (b_arm, the direct effect): N(0, 0.5), between the durability
@@ -85,6 +109,16 @@ kinetics are K:
 - ``proportion_mediated`` = log(indirect) / log(total) = 1 - log(direct)/log(total)
   (the share of the total log effect through kinetics; unstable when the total
   effect is near 0, so read it with its interval).
+
+With the MRD submodel, K also holds the MRD kill rate M (drawn from arm a's
+fitted MRD population, independently of the CAR-T kinetics: the submodels
+share no patient effect), "kinetics" above means both, and the indirect
+ratio splits exactly into two factors:
+
+- ``hazard_ratio_indirect_cart`` = E H(tau|1, K1, M0) / E H(tau|1, K0, M0)
+  (through CAR-T kinetics);
+- ``hazard_ratio_indirect_mrd`` = E H(tau|1, K1, M1) / E H(tau|1, K1, M0)
+  (through MRD clearance); their product is ``hazard_ratio_indirect``.
 
 The cure part has no kinetic association (none is identifiable from 60
 patients alongside the hazard associations); its arm effect ``cure_log_or`` is
@@ -116,11 +150,13 @@ MODEL_NAME = "joint"
 MODEL_VERSION = "1.0.0"
 VARIANTS = ("cure", "weibull")
 KINETICS = ("joint", "two-stage")
-ASSOCIATIONS = ("log_cmax", "cart_loss", "mrd")
+ASSOCIATIONS = ("log_cmax", "cart_loss", "mrd", "mrd_clearance")
 LOG_CMAX_REFERENCE = math.log(24_000.0)  # Stein 2019 typical Cmax, copies/ug
+LOG_CLEARANCE_REFERENCE = math.log(0.25)  # MRD kill rate, log10/day: the MRD model's prior median
+MRD_SUBMODEL = "mrd"  # name of the nested MRD submodel (variables "mrd::...", coords "mrd_...")
 NEWTON_STEPS = 8
 LOSS_HORIZON_DAYS = 20 * 365.0
-STEP_RAMP_YEARS = 7.0 / 365.25  # width of the smoothed step in a relapse's hazard (relapse_log_hazard)
+STEP_RAMP_YEARS = 30.0 / 365.25  # width of the smoothed CAR-T-loss step (relapse_log_hazard, relapse_cumhaz)
 
 
 @dataclass(frozen=True)
@@ -131,6 +167,7 @@ class JointPriors(NormalPairPriors):
     log_hr_per_log_cmax: tuple[float, float] = (-0.34, 0.3)
     log_hr_cart_loss: tuple[float, float] = (1.50, 0.5)
     log_hr_mrd_recurrence: tuple[float, float] = (1.58, 0.6)
+    log_hr_per_log_clearance: tuple[float, float] = (0.0, 0.5)
     log_shape: tuple[float, float] = (0.0, 0.5)
     log_scale_years: tuple[float, float] = (float(np.log(0.75)), 1.0)
     logit_cure: tuple[float, float] = (0.0, 1.0)
@@ -179,18 +216,43 @@ def log_weibull_cumhaz0(s, log_shape, log_scale, lib=pt):
     return lib.exp(log_shape) * (lib.log(lib.maximum(s, 1e-12)) - log_scale)
 
 
-def relapse_cumhaz(s, lp, log_shape, log_scale, change_points: list, log_hrs: list, lib=pt):
+def soft_min(s, c, ramp, lib=pt):
+    """min(s, c) for s >= 0 smoothed over ``ramp``: s - ramp [softplus((s - c)/ramp) - softplus(-c/ramp)]
+    (the exact min when ramp = 0). It is 0 at s = 0 and increasing in s (slope 1 - sigmoid((s - c)/ramp)),
+    so H0 of it is a cumulative hazard: never negative and H(0) = 0."""
+    if ramp == 0:
+        return lib.minimum(s, c)
+    return s - ramp * (_softplus((s - c) / ramp, lib) - _softplus(-c / ramp, lib))
+
+
+def soft_max(a, b, ramp, lib=pt):
+    """max(a, b) smoothed over ``ramp``: b + ramp softplus((a - b)/ramp) (the exact max when ramp = 0)."""
+    return lib.maximum(a, b) if ramp == 0 else b + ramp * _softplus((a - b) / ramp, lib)
+
+
+def relapse_cumhaz(s, lp, log_shape, log_scale, change_points: list, log_hrs: list, lib=pt,
+                   ramp_years: float = 0.0):
     """H(s) = e^lp * integral of h0 times exp(sum_j g_j 1[u > c_j]) over (0, s], closed form for one or two
-    change points (module docstring); ``change_points`` and ``log_hrs`` pair up."""
+    change points (module docstring); ``change_points`` and ``log_hrs`` pair up.
+
+    ``ramp_years`` > 0 replaces min(s, c) and max(c_1, c_2) by :func:`soft_min` / :func:`soft_max` over that
+    width (:func:`relapse_log_hazard` with the same width is its exact derivative). The model uses it: with
+    the exact min, H has a kink where a patient's modelled CAR-T loss day crosses their follow-up time, and
+    with a 7-day width the curvature near it was still high; NUTS took about 480 leapfrog steps per draw
+    on the example cohort, against 140 with 30 days (``STEP_RAMP_YEARS``) and 130 for the CAR-T model
+    alone. Away from the change point (more than a few widths) H is the exact one; near it the step is
+    spread over about +/- 2 widths, the resolution of the data (CAR-T samples 30-90 days apart after
+    day 56 bracket the loss day no better). Estimands and prediction use the exact form.
+    """
     h0 = lambda t: lib.exp(log_weibull_cumhaz0(t, log_shape, log_scale, lib))  # noqa: E731
     h0_s = h0(s)
     total = h0_s
-    after = lambda c: h0_s - h0(lib.minimum(s, c))  # noqa: E731
+    after = lambda c: h0_s - h0(soft_min(s, c, ramp_years, lib))  # noqa: E731
     excess = [lib.expm1(g) for g in log_hrs]
     for c, e in zip(change_points, excess):
         total = total + e * after(c)
     if len(change_points) == 2:
-        total = total + excess[0] * excess[1] * after(lib.maximum(*change_points))
+        total = total + excess[0] * excess[1] * after(soft_max(*change_points, ramp_years, lib))
     elif len(change_points) > 2:
         raise ValueError("at most two change points")
     return lib.exp(lp) * total
@@ -198,21 +260,68 @@ def relapse_cumhaz(s, lp, log_shape, log_scale, change_points: list, log_hrs: li
 
 def relapse_log_hazard(s, lp, log_shape, log_scale, change_points: list, log_hrs: list, lib=pt,
                        ramp_years: float = STEP_RAMP_YEARS):
-    """log h(s) = log k - log lam + (k-1)(log s - log lam) + lp + sum_j g_j step(s - c_j).
+    """log h(s), the derivative of :func:`relapse_cumhaz` with the same ``ramp_years``, so that hazard and
+    cumulative hazard are one survival model.
 
-    ``step`` is the logistic ramp sigmoid(x / ramp_years) (``ramp_years=0``: the exact step). A relapse's
-    density then changes smoothly as a modelled change point (CAR-T loss) moves past it, which NUTS
-    needs; with the exact step, chains stuck on either side of each patient's relapse day (R-hat 4).
+    Exact step (``ramp_years=0``): log h = log h0(s) + lp + sum_j g_j 1[s > c_j], h0(s) = (k/lam)(s/lam)^{k-1}.
+    Smoothed (``ramp_years`` = r > 0), with m(s, c) = soft_min(s, c, r) and dm/ds = 1 - sigmoid((s - c)/r):
+
+        h(s) = e^lp [h0(s) + sum_j e_j (h0(s) - h0(m(s, c_j)) dm_j/ds) + e_1 e_2 (h0(s) - h0(m(s, M)) dm_M/ds)]
+
+    with e_j = e^{g_j} - 1 and M = soft_max(c_1, c_2, r) (the last term only with two change points). A
+    relapse's density then changes smoothly as a modelled change point (CAR-T loss) moves past it, which
+    NUTS needs; with the exact step, chains stuck on either side of each patient's relapse day (R-hat 4).
     """
     k = lib.exp(log_shape)
-    out = log_shape - log_scale + (k - 1) * (lib.log(s) - log_scale) + lp
-    for c, g in zip(change_points, log_hrs):
-        out = out + g * (_sigmoid((s - c) / ramp_years, lib) if ramp_years > 0 else (s > c))
-    return out
+
+    def log_h0(t):
+        return log_shape - log_scale + (k - 1) * (lib.log(lib.maximum(t, 1e-12)) - log_scale)
+
+    if ramp_years == 0:
+        out = log_h0(s) + lp
+        for c, g in zip(change_points, log_hrs):
+            out = out + g * (s > c)
+        return out
+    h0_s = lib.exp(log_h0(s))
+
+    def after_rate(c):  # d/ds [H0(s) - H0(soft_min(s, c))]
+        return h0_s - lib.exp(log_h0(soft_min(s, c, ramp_years, lib))) * (1.0 - _sigmoid((s - c) / ramp_years, lib))
+
+    excess = [lib.expm1(g) for g in log_hrs]
+    total = h0_s
+    for c, e in zip(change_points, excess):
+        total = total + e * after_rate(c)
+    if len(change_points) == 2:
+        total = total + excess[0] * excess[1] * after_rate(soft_max(*change_points, ramp_years, lib))
+    return lp + lib.log(lib.maximum(total, 1e-300))
 
 
 # --------------------------------------------------------------------------- the model
 
+
+
+def _responder_log_clearance(model: pm.Model, inputs: JointInputs, arm, mrd_priors):
+    """log k_i (MRD kill rate, log10/day) of each responder from the MRD submodel built into ``model``.
+
+    Responders with MRD assessments take their patient's k_i; a responder without any gets a draw
+    from the fitted population, mu_k + b_k a_i + omega_k z_i, z_i ~ Normal(0, 1).
+    """
+    from toolkit.models import mrd
+
+    mrd.build_mrd_model(inputs.mrd, mrd_priors, parent=model, name=MRD_SUBMODEL, dim_prefix=MRD_SUBMODEL + "_")
+    sub = lambda name: model[f"{MRD_SUBMODEL}::{name}"]  # noqa: E731
+    assessed = pt.log(sub("patient_clearance_log10_per_day"))
+    index = inputs.mrd_index
+    missing = np.flatnonzero(index < 0)
+    if missing.size:
+        model.add_coord("mrd_unassessed", [inputs.relapse.patient_ids[i] for i in missing])
+        z = pm.Normal("mrd_clearance_z_unassessed", 0.0, 1.0, dims="mrd_unassessed")
+        pop = sub("log_clearance") + sub("clearance_log_ratio") * arm[missing] + sub("clearance_sd") * z
+        index = index.copy()
+        index[missing] = len(inputs.mrd.patient_ids) + np.arange(missing.size)
+        assessed = pt.concatenate([assessed, pop])
+    log_k = assessed[index]
+    return pm.Deterministic("log_clearance_responder", log_k, dims="responder")
 
 
 def check_associations(associations) -> tuple[str, ...]:
@@ -225,7 +334,7 @@ def check_associations(associations) -> tuple[str, ...]:
 
 def build_joint_model(inputs: JointInputs, priors: JointPriors | None = None, *, variant: str = "cure",
                       associations=("log_cmax", "cart_loss"), cart_priors: cart.CartPriors | None = None,
-                      fixed_features: dict | None = None) -> pm.Model:
+                      fixed_features: dict | None = None, mrd_priors=None) -> pm.Model:
     """The joint PyMC model (module docstring). With ``fixed_features`` = {"log_cmax": (responder,),
     "loss_day": (responder,)} the kinetics are not modelled and those values are used (two-stage).
 
@@ -233,13 +342,19 @@ def build_joint_model(inputs: JointInputs, priors: JointPriors | None = None, *,
     ``log_hr_per_log_cmax``, ``log_hr_cart_loss``, ``log_hr_mrd_recurrence`` (those in
     ``associations``), ``log_shape``, ``log_scale_years``, ``logit_cure``/``cure_log_or`` (cure),
     ``beta_std`` (covariates); observed ``relapse`` (dim ``responder``); deterministics
-    ``hazard_ratio_direct``, ``loss_years`` (responder).
+    ``hazard_ratio_direct``, ``loss_years`` (responder). With ``mrd_clearance``: the MRD model of
+    :func:`toolkit.models.mrd.build_mrd_model` as the sub-model ``mrd::`` (coords ``mrd_*``),
+    ``log_hr_per_log_clearance``, ``mrd_clearance_z_unassessed`` (responders without MRD data) and the
+    deterministic ``log_clearance_responder``.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     associations = check_associations(associations)
     if "mrd" in associations and not inputs.has_mrd:
         raise ValueError("the MRD association needs MRD data (mrd.csv), and this cohort has none")
+    if "mrd_clearance" in associations and inputs.mrd is None:
+        raise ValueError("the mrd_clearance association needs the MRD submodel: build the inputs with "
+                         "to_joint_inputs(cohort, mrd_submodel=True) from a cohort with mrd.csv")
     priors = priors or JointPriors()
     rel = inputs.relapse
     if fixed_features is None:
@@ -262,8 +377,9 @@ def build_joint_model(inputs: JointInputs, priors: JointPriors | None = None, *,
         else:
             log_cmax = pm.Data("log_cmax_fixed", np.asarray(fixed_features["log_cmax"], float), dims="responder")
             loss_day = pm.Data("loss_day_fixed", np.asarray(fixed_features["loss_day"], float), dims="responder")
-        loss_years = pm.Deterministic("loss_years", pt.maximum(loss_day - response_day, 0.0) / DAYS_PER_YEAR,
-                                      dims="responder")
+        # loss before the response day counts from the response day (0); smoothed like the change points
+        loss_years = pm.Deterministic("loss_years", soft_max((loss_day - response_day) / DAYS_PER_YEAR, 0.0,
+                                                             STEP_RAMP_YEARS), dims="responder")
 
         log_shape = normal("log_shape", priors.log_shape)
         log_scale = normal("log_scale_years", priors.log_scale_years)
@@ -271,6 +387,10 @@ def build_joint_model(inputs: JointInputs, priors: JointPriors | None = None, *,
         lp = log_hr * arm
         if "log_cmax" in associations:
             lp = lp + normal("log_hr_per_log_cmax", priors.log_hr_per_log_cmax) * (log_cmax - LOG_CMAX_REFERENCE)
+        if "mrd_clearance" in associations:
+            log_k = _responder_log_clearance(model, inputs, arm, mrd_priors)
+            lp = lp + normal("log_hr_per_log_clearance", priors.log_hr_per_log_clearance) * (
+                log_k - LOG_CLEARANCE_REFERENCE)
         if rel.covariates:
             x = pm.Data("relapse_x_std", rel.x_std, dims=("responder", "relapse_covariate"))
             lp = lp + pt.dot(x, normal("beta_std", priors.beta_std, dims="relapse_covariate"))
@@ -289,7 +409,7 @@ def build_joint_model(inputs: JointInputs, priors: JointPriors | None = None, *,
         def logp(t, ev, lp_, k_log, lam_log, *rest):
             n = len(changes)
             cps, gs, cure_ = list(rest[:n]), list(rest[n:2 * n]), rest[2 * n:]
-            cumhaz = relapse_cumhaz(t, lp_, k_log, lam_log, cps, gs)
+            cumhaz = relapse_cumhaz(t, lp_, k_log, lam_log, cps, gs, ramp_years=STEP_RAMP_YEARS)
             log_h = relapse_log_hazard(t, lp_, k_log, lam_log, cps, gs)
             if not cure_:
                 return ev * log_h - cumhaz

@@ -497,7 +497,7 @@ def informed_patients(inputs: MrdInputs) -> dict[str, np.ndarray]:
     return {"floor": count(low) >= 1, "latency": count(high) >= 1, "doubling": count(high) >= 2}
 
 
-def _varying_centred(name, mu, sd, centred, *, family: str = "normal"):
+def _varying_centred(name, mu, sd, centred, *, family: str = "normal", dims: str = "patient"):
     """A patient-level location-scale variable, centred where ``centred`` (data pin the value), non-centred elsewhere.
 
     ``family`` "normal": Normal(mu, sd); "log_weibull": mu + sd w with w = log Exponential(1) (the log of a
@@ -509,15 +509,16 @@ def _varying_centred(name, mu, sd, centred, *, family: str = "normal"):
     """
     c = centred.astype(float)
     if family == "normal":
-        raw = pm.Normal(name, mu=c * mu, sigma=c * sd + (1.0 - c), dims="patient")
+        raw = pm.Normal(name, mu=c * mu, sigma=c * sd + (1.0 - c), dims=dims)
         return pt.switch(centred, raw, mu + sd * raw)
     if family == "log_weibull":  # -(mu + sd w) ~ Gumbel(-mu, sd); w = -G with G ~ Gumbel(0, 1)
-        raw = pm.Gumbel(name, mu=-c * mu, beta=c * sd + (1.0 - c), dims="patient")
+        raw = pm.Gumbel(name, mu=-c * mu, beta=c * sd + (1.0 - c), dims=dims)
         return pt.switch(centred, -raw, mu - sd * raw)
     raise ValueError(f"unknown family {family!r}; valid: normal, log_weibull")
 
 
-def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None) -> pm.Model:
+def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, parent: pm.Model | None = None,
+                    name: str = "", dim_prefix: str = "") -> pm.Model:
     """The PyMC model for ``inputs`` (see the module docstring for equations and priors).
 
     Coords: ``patient`` (analysed responders), ``assessment`` (flat rows),
@@ -525,16 +526,20 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None) -> pm.Mo
     ``arm``, ``method`` (methods present), ``infused`` (every patient, response
     part), ``covariate``; ``biased_method`` (non-reference methods) when there
     are several methods.
+
+    ``parent``, ``name`` and ``dim_prefix`` build the model as a named sub-model of ``parent``
+    (variables ``name::...``, coords ``dim_prefix + coord``), as :mod:`toolkit.models.joint` does.
     """
+    d = lambda dim: dim_prefix + dim  # noqa: E731
     priors = priors or MrdPriors()
     methods = list(inputs.methods)
     biased = [m for m in methods if m != inputs.reference_method]
     has_pb = bool(inputs.peripheral_blood.any())
-    coords = {"patient": inputs.patient_ids, "assessment": np.arange(inputs.n_assessments),
-              "visit": np.arange(inputs.n_visits), "arm": list(ARMS), "method": methods,
-              "infused": inputs.infused_ids, "covariate": inputs.covariates}
+    coords = {d("patient"): inputs.patient_ids, d("assessment"): np.arange(inputs.n_assessments),
+              d("visit"): np.arange(inputs.n_visits), d("arm"): list(ARMS), d("method"): methods,
+              d("infused"): inputs.infused_ids, d("covariate"): inputs.covariates}
     if biased:
-        coords["biased_method"] = biased
+        coords[d("biased_method")] = biased
     y, lod, loq = _safe_rows(inputs)
     pos = (inputs.assessment_patient, inputs.assessment_visit)
     mask = np.zeros((inputs.n_patients, inputs.n_visits))
@@ -549,37 +554,38 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None) -> pm.Mo
         mu_b_pop, sd_b_pop = priors.baseline_log10_fallback
     anchor = np.where(inputs.baseline_missing, 0.0, np.nan_to_num(inputs.baseline_log10))
 
-    with pm.Model(coords=coords) as model:
-        day = pm.Data("day", inputs.day, dims="assessment")
-        pm.Data("censoring", inputs.censoring.astype(np.int64), dims="assessment")  # the record; branches are fixed
+    submodel = {} if parent is None else {"model": parent, "name": name}
+    with pm.Model(coords=coords, **submodel) as model:
+        day = pm.Data("day", inputs.day, dims=d("assessment"))
+        pm.Data("censoring", inputs.censoring.astype(np.int64), dims=d("assessment"))  # the record; branches are fixed
         # the record of which patient each row belongs to (run folders rebuild their inputs from it)
-        pm.Data("assessment_patient", inputs.assessment_patient.astype(np.int64), dims="assessment")
-        pm.Data("log10_value", y, dims="assessment")
-        lod_data = pm.Data("log10_lod", lod, dims="assessment")
-        loq_data = pm.Data("log10_loq", loq, dims="assessment")
-        method = pm.Data("method_index", inputs.method.astype(np.int64), dims="assessment")
-        arm = pm.Data("patient_arm", inputs.arm.astype(float), dims="patient")
-        anchor_data = pm.Data("baseline_anchor_log10", anchor, dims="patient")
-        missing = pm.Data("baseline_missing", inputs.baseline_missing.astype(float), dims="patient")
+        pm.Data("assessment_patient", inputs.assessment_patient.astype(np.int64), dims=d("assessment"))
+        pm.Data("log10_value", y, dims=d("assessment"))
+        lod_data = pm.Data("log10_lod", lod, dims=d("assessment"))
+        loq_data = pm.Data("log10_loq", loq, dims=d("assessment"))
+        method = pm.Data("method_index", inputs.method.astype(np.int64), dims=d("assessment"))
+        arm = pm.Data("patient_arm", inputs.arm.astype(float), dims=d("patient"))
+        anchor_data = pm.Data("baseline_anchor_log10", anchor, dims=d("patient"))
+        missing = pm.Data("baseline_missing", inputs.baseline_missing.astype(float), dims=d("patient"))
 
         # clearance (kill) rate
         log_k_mu = _normal("log_clearance", priors.log_clearance)
         k_ratio = _normal("clearance_log_ratio", priors.clearance_log_ratio)
         k_sd = pm.HalfNormal("clearance_sd", sigma=priors.clearance_sd)
-        z_k = pm.Normal("clearance_z", 0.0, 1.0, dims="patient")
+        z_k = pm.Normal("clearance_z", 0.0, 1.0, dims=d("patient"))
         log_k = log_k_mu + k_ratio * arm + k_sd * z_k
         # baseline burden
         anchor_sd = pm.HalfNormal("baseline_anchor_sd", sigma=priors.baseline_anchor_sd)
-        e_b = pm.Normal("baseline_z", 0.0, 1.0, dims="patient")
+        e_b = pm.Normal("baseline_z", 0.0, 1.0, dims=d("patient"))
         baseline = pt.switch(pt.gt(missing, 0.5), mu_b_pop + sd_b_pop * e_b, anchor_data + anchor_sd * e_b)
         # recurrence class
         c0 = _normal("logit_recurrence", priors.logit_recurrence)
         c_arm = _normal("recurrence_log_or", priors.recurrence_log_or)
         eta = c0 + c_arm * arm
         if inputs.covariates:
-            x = pm.Data("x_std", inputs.x_std, dims=("patient", "covariate"))
-            g_k = _normal("covariate_clearance", priors.covariate_effect, dims="covariate")
-            g_r = _normal("covariate_recurrence", priors.covariate_effect, dims="covariate")
+            x = pm.Data("x_std", inputs.x_std, dims=(d("patient"), d("covariate")))
+            g_k = _normal("covariate_clearance", priors.covariate_effect, dims=d("covariate"))
+            g_r = _normal("covariate_recurrence", priors.covariate_effect, dims=d("covariate"))
             log_k = log_k + pt.dot(x, g_k)
             eta = eta + pt.dot(x, g_r)
         clearance = pt.exp(log_k)
@@ -589,13 +595,13 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None) -> pm.Mo
         d_mu = _normal("floor_depth_log10", priors.floor_depth_log10)
         d_sd = pm.LogNormal("floor_depth_sd_log10", mu=priors.floor_depth_sd_log10[0],
                             sigma=priors.floor_depth_sd_log10[1])
-        floor = RELAPSE_LOG10 - pt.softplus(_varying_centred("floor_raw", d_mu, d_sd, informed["floor"]))
+        floor = RELAPSE_LOG10 - pt.softplus(_varying_centred("floor_raw", d_mu, d_sd, informed["floor"], dims=d("patient")))
         s_mu = _normal("log_relapse_latency", priors.log_relapse_latency)
         s_ratio = _normal("relapse_log_time_ratio", priors.relapse_log_time_ratio)
         s_sd = pm.HalfNormal("relapse_sd", sigma=priors.relapse_sd)
         # Weibull latency (log-Weibull = minimum-Gumbel on the log scale): early relapsers are not extreme
         log_latency = _varying_centred("relapse_raw", s_mu + s_ratio * arm, s_sd, informed["latency"],
-                                       family="log_weibull")
+                                       family="log_weibull", dims=d("patient"))
         relapse_day = LATENCY_ORIGIN_DAY + pt.exp(log_latency)
         # one doubling time for all patients: with per-patient doubling times a long flat flow-positive
         # series had two explanations (high floor + fast late regrowth, or low floor + 150-day doubling)
@@ -604,14 +610,14 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None) -> pm.Mo
         growth = LOG10_2 / pt.exp(td_mu) * pt.ones(inputs.n_patients)
         # measurement
         sigma = pm.LogNormal("mrd_residual_sd_log10", mu=priors.residual_sd_log10[0],
-                             sigma=priors.residual_sd_log10[1], dims="method")
+                             sigma=priors.residual_sd_log10[1], dims=d("method"))
         offset = pt.zeros(len(methods))
         if biased:
-            bias = _normal("method_bias_log10", priors.method_bias_log10, dims="biased_method")
+            bias = _normal("method_bias_log10", priors.method_bias_log10, dims=d("biased_method"))
             offset = pt.set_subtensor(offset[[methods.index(m) for m in biased]], bias)
         pb_offset = pt.as_tensor(0.0)
         if has_pb:
-            pb = pm.Data("peripheral_blood", inputs.peripheral_blood.astype(float), dims="assessment")
+            pb = pm.Data("peripheral_blood", inputs.peripheral_blood.astype(float), dims=d("assessment"))
             pb_offset = _normal("pb_offset_log10", priors.pb_offset_log10)
 
         # likelihood: per patient, class marginalised; the padded (patient, visit) matrix is the observed value
@@ -632,26 +638,26 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None) -> pm.Mo
 
         pm.CustomDist("mrd", pt.as_tensor(mask), baseline, clearance, floor, relapse_day, growth, eta, offset,
                       sigma, pb_offset, logp=mixture_logp, signature="(v),(),(),(),(),(),(),(m),(m),()->(v)",
-                      observed=_padded(inputs, y, 0.0), dims=("patient", "visit"))
+                      observed=_padded(inputs, y, 0.0), dims=(d("patient"), d("visit")))
 
         # response of every infused patient
-        r_arm = pm.Data("response_arm", inputs.infused_arm.astype(float), dims="infused")
+        r_arm = pm.Data("response_arm", inputs.infused_arm.astype(float), dims=d("infused"))
         r0 = _normal("logit_response", priors.logit_response)
         r_or = _normal("response_log_or", priors.response_log_or)
-        pm.Bernoulli("response", logit_p=r0 + r_or * r_arm, observed=inputs.responded, dims="infused")
+        pm.Bernoulli("response", logit_p=r0 + r_or * r_arm, observed=inputs.responded, dims=d("infused"))
 
         # named quantities
         arms = pt.as_tensor(np.array([0.0, 1.0]))
-        pm.Deterministic("mrd_clearance_log10_per_day", pt.exp(log_k_mu + k_ratio * arms), dims="arm")
+        pm.Deterministic("mrd_clearance_log10_per_day", pt.exp(log_k_mu + k_ratio * arms), dims=d("arm"))
         pm.Deterministic("clearance_rate_ratio", pt.exp(k_ratio))
-        pm.Deterministic("mrd_recurrence_class_probability", pt.sigmoid(c0 + c_arm * arms), dims="arm")
-        pm.Deterministic("mrd_relapse_latency_days", pt.exp(s_mu + s_ratio * arms + s_sd * LOG_LN2), dims="arm")
+        pm.Deterministic("mrd_recurrence_class_probability", pt.sigmoid(c0 + c_arm * arms), dims=d("arm"))
+        pm.Deterministic("mrd_relapse_latency_days", pt.exp(s_mu + s_ratio * arms + s_sd * LOG_LN2), dims=d("arm"))
         pm.Deterministic("mrd_doubling_time_days", pt.exp(td_mu))
         pm.Deterministic("mrd_floor_log10", RELAPSE_LOG10 - pt.softplus(d_mu))
-        pm.Deterministic("mrd_method_offset_log10", offset, dims="method")
-        pm.Deterministic("response_rate", pt.sigmoid(r0 + r_or * arms), dims="arm")
-        pm.Deterministic("patient_clearance_log10_per_day", clearance, dims="patient")
-        pm.Deterministic("patient_baseline_log10", baseline, dims="patient")
-        pm.Deterministic("patient_floor_log10", floor, dims="patient")
-        pm.Deterministic("patient_relapse_day", relapse_day, dims="patient")
+        pm.Deterministic("mrd_method_offset_log10", offset, dims=d("method"))
+        pm.Deterministic("response_rate", pt.sigmoid(r0 + r_or * arms), dims=d("arm"))
+        pm.Deterministic("patient_clearance_log10_per_day", clearance, dims=d("patient"))
+        pm.Deterministic("patient_baseline_log10", baseline, dims=d("patient"))
+        pm.Deterministic("patient_floor_log10", floor, dims=d("patient"))
+        pm.Deterministic("patient_relapse_day", relapse_day, dims=d("patient"))
     return model

@@ -26,13 +26,17 @@ import pandas as pd
 
 from toolkit.plots import ARM_COLORS, _axes, plot_forest, save_figures
 
-MEDIATION_NAMES = ("hazard_ratio_total", "hazard_ratio_direct", "hazard_ratio_indirect")
+MEDIATION_NAMES = ("hazard_ratio_total", "hazard_ratio_direct", "hazard_ratio_indirect", "hazard_ratio_indirect_cart",
+                   "hazard_ratio_indirect_mrd")
 MEDIATION_LABELS = {"hazard_ratio_total": "Total (kinetics may differ)",
                     "hazard_ratio_direct": "Direct (kinetics held at control's)",
-                    "hazard_ratio_indirect": "Indirect (through CAR-T kinetics)"}
+                    "hazard_ratio_indirect": "Indirect (through CAR-T kinetics)",
+                    "hazard_ratio_indirect_cart": "  of which through CAR-T kinetics",
+                    "hazard_ratio_indirect_mrd": "  of which through MRD clearance"}
 ASSOCIATION_LABELS = {"log_hr_per_log_cmax": "log HR per log-unit of Cmax",
                       "log_hr_cart_loss": "log HR after CAR-T loss",
                       "log_hr_mrd_recurrence": "log HR after MRD recurrence",
+                      "log_hr_per_log_clearance": "log HR per log-unit of MRD kill rate",
                       "log_hr": "log HR of the arm (direct)"}
 CURVE_STYLES = {(1, 1): ("-", ARM_COLORS[1]), (1, 0): ("--", ARM_COLORS[1]), (0, 0): ("-", ARM_COLORS[0])}
 
@@ -58,8 +62,11 @@ def _thinned_dataset(posterior, n_draws: int | None):
 def plot_mediation_forest(estimands: dict, *, ax=None):
     """Forest of the mediation hazard ratios (median, 90% interval; below 1 favours the experimental arm)."""
     names = [n for n in MEDIATION_NAMES if isinstance(estimands.get(n), dict)]
+    labels = dict(MEDIATION_LABELS)
+    if "hazard_ratio_indirect_mrd" in names:
+        labels["hazard_ratio_indirect"] = "Indirect (through CAR-T kinetics and MRD clearance)"
     ax = plot_forest(estimands, names, reference=1.0, ax=ax)
-    ax.set_yticks(range(len(names)), [MEDIATION_LABELS[n] for n in reversed(names)])
+    ax.set_yticks(range(len(names)), [labels[n] for n in reversed(names)])
     lo, hi = ax.get_xlim()
     ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(
         [t for t in (0.1, 0.2, 0.33, 0.5, 0.67, 1, 1.5, 2, 3, 5, 10) if lo <= t <= hi]))
@@ -84,8 +91,8 @@ def plot_association_posteriors(posterior, priors: dict | None = None, *, names:
     from scipy import stats
 
     priors = _priors_of(priors)
-    names = names or [n for n in ("log_hr_per_log_cmax", "log_hr_cart_loss", "log_hr_mrd_recurrence", "log_hr")
-                      if n in posterior]
+    names = names or [n for n in ("log_hr_per_log_cmax", "log_hr_cart_loss", "log_hr_mrd_recurrence",
+                                  "log_hr_per_log_clearance", "log_hr") if n in posterior]
     fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names) + 0.6, 3.0), squeeze=False,
                              constrained_layout=True)
     for ax, name in zip(axes[0], names):
