@@ -23,9 +23,15 @@
 # hazard of patients not cured depends on the arm, on the peak CAR-T level (Cmax) and on the loss of CAR-T
 # cells. The arm's effect is then split into the part that runs through the kinetics (indirect) and the rest
 # (direct), and the fitted model predicts each patient's risk of relapse from a day-90 landmark.
+#
+# To ask the second question of the trial, whether IFN-α also acts through *deeper MRD clearance*, run this
+# notebook with `spec_name = "joint_mrd.toml"` and `draws = 2000` (that spec's sampler; its rationale says
+# why): it adds the MRD kinetic model to the same posterior and splits the indirect effect into the part
+# through CAR-T kinetics and the part through the MRD kill rate.
 
 # %% tags=["parameters"]
 cohort_path = "../data_templates/example"
+spec_name = "joint_primary.toml"
 draws = 1000
 tune = 1000
 chains = 4
@@ -80,7 +86,7 @@ pd.Series(DEFINITIONS, name="meaning").rename_axis("quantity").to_frame()
 # B-cell recovery), widened for the transfer to this trial; sources in `toolkit/models/joint.py`.
 
 # %%
-spec = load_spec(SPEC_DIR / "joint_primary.toml", model="joint")
+spec = load_spec(SPEC_DIR / spec_name, model="joint")
 options = JointOptions(**merged_options(spec, {}))
 fit = fit_joint(cohort, options, settings, spec=spec)
 posterior = fit.posterior["posterior"]

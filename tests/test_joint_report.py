@@ -135,3 +135,16 @@ def test_primary_spec_maps_onto_joint_options():
     assert (options.variant, options.kinetics, options.associations) == ("cure", "joint", ["log_cmax", "cart_loss"])
     assert options.tau_days == 365 and options.covariates == [] and options.hr_below == [1.0]
     assert spec["sampler"]["target_accept"] == 0.95 and "rationale" in spec
+
+
+def test_mrd_spec_maps_onto_joint_options_with_the_mrd_submodel():
+    spec = load_spec(SPEC_DIR / "joint_mrd.toml", model="joint")
+    options = JointOptions(**merged_options(spec, {}))
+    assert options.associations == ["log_cmax", "cart_loss", "mrd_clearance"] and options.kinetics == "joint"
+    assert spec["sampler"]["draws"] == 2000 and spec["sampler"]["target_accept"] == 0.95
+
+
+def test_two_stage_refuses_the_mrd_submodel():
+    with pytest.raises(ValueError, match=r"^the two-stage alternative plugs in CAR-T features only; fit the "
+                                         r"mrd_clearance association with kinetics = \"joint\"$"):
+        JointOptions(kinetics="two-stage", associations=["log_cmax", "mrd_clearance"])
