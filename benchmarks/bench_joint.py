@@ -106,6 +106,7 @@ def main() -> int:
     p.add_argument("--associations", help="passed to toolkit fit joint")
     p.add_argument("--tune", type=int, help="warm-up draws per chain (default: the toolkit's, 1000)")
     p.add_argument("--backends", help="comma-separated backends for section 3b, e.g. nutpie,pymc")
+    p.add_argument("--no-example", action="store_true", help="skip section 1 (cold and warm example fits)")
     p.add_argument("--json")
     args = p.parse_args()
     sampler = ["--chains", "2", "--tune", "200", "--draws", "200"] if args.quick else []
@@ -117,12 +118,13 @@ def main() -> int:
     record: dict = {"load_average_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="bench_joint_") as tmp:
         tmp, caches = Path(tmp), Path(tmp) / "caches"
-        rows = {"cold": fit_process(EXAMPLE, tmp / "cold", caches, *sampler),
-                "warm": fit_process(EXAMPLE, tmp / "warm", caches, *sampler)}
+        rows = {} if args.no_example else {"cold": fit_process(EXAMPLE, tmp / "cold", caches, *sampler),
+                                           "warm": fit_process(EXAMPLE, tmp / "warm", caches, *sampler)}
         if args.two_stage:
             rows["two-stage (warm)"] = fit_process(EXAMPLE, tmp / "two", caches, *sampler, "--kinetics", "two-stage")
-        print_rows("1. toolkit fit joint on the example cohort (60 patients), whole process", rows)
-        record["example"] = rows
+        if rows:
+            print_rows("1. toolkit fit joint on the example cohort (60 patients), whole process", rows)
+            record["example"] = rows
         if args.scaling:
             from toolkit.simulate import simulate_trial
 
