@@ -39,7 +39,7 @@ def main() -> int:
     args = p.parse_args()
     first, last = (int(x) for x in args.seeds.split("-"))
     rows = np.array([arm_signal(s) for s in range(first, last + 1)])
-    for label, block in ((f"{first}-{first + 19} (first 20)", rows[:20]), (args.seeds, rows)):
+    for label, block in ((f"{first}-{first + len(rows[:20]) - 1} (first 20 at most)", rows[:20]), (args.seeds, rows)):
         print(f"seeds {label}: latent log-Cmax difference {block[:, 0].mean():.3f}, highest observed level "
               f"difference {block[:, 1].mean():.3f} (SD {block[:, 1].std(ddof=1):.3f}); truth 0.405")
     return 0
