@@ -59,18 +59,19 @@ prints "pystan not available" and exits 0.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "data_templates" / "example"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _stan_peer, also when run by the pystan Python
+import _stan_peer  # noqa: E402
+from _stan_peer import EXAMPLE, print_table, run_worker  # noqa: E402
+
+WORKER_TIMEOUT = 3000.0  # seconds
 DEFAULT_STAN_PYTHON = "/tmp/stanvenv/bin/python"
 PARAMS = ("mu_kinetic", "omega_kinetic", "arm_effect", "sigma_log")
 KINETIC = ("cmax", "tmax", "foldx", "alpha", "fb", "persistence")  # toolkit.models.cart.KINETIC_PARAMETERS
@@ -146,61 +147,11 @@ model {
 # --------------------------------------------------------------------------- small helpers
 
 
-def print_table(title: str, headers: list[str], rows: list[list]) -> None:
-    """Plain fixed-width table on stdout."""
-
-    def cell(v):
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            if not math.isfinite(v):
-                return str(v)
-            return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
-        return str(v)
-
-    text = [[cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in text)) if text else len(h) for i, h in enumerate(headers)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in text:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
-    sys.stdout.flush()
-
-
 def load_average() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" (1/5/15 min; {os.cpu_count()} CPUs)"
     except OSError:
         return "unavailable"
-
-
-def has_pystan(python: str) -> bool:
-    try:
-        out = subprocess.run([python, "-c", "import stan"], capture_output=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0
-
-
-def find_stan_python(explicit: str | None = None) -> str | None:
-    """A Python that can ``import stan``: --stan-python, $BENCH_STAN_PYTHON, /tmp/stanvenv, or this one."""
-    for candidate in (explicit, os.environ.get("BENCH_STAN_PYTHON")):
-        if candidate:
-            return candidate if has_pystan(candidate) else None
-    if Path(DEFAULT_STAN_PYTHON).exists() and has_pystan(DEFAULT_STAN_PYTHON):
-        return DEFAULT_STAN_PYTHON
-    if importlib.util.find_spec("stan") is not None:
-        return sys.executable
-    return None
-
-
-def project_python() -> str | None:
-    """The project's venv Python (has toolkit), or this interpreter if it has toolkit."""
-    if importlib.util.find_spec("toolkit") is not None:
-        return sys.executable
-    venv = REPO / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else None
 
 
 def scalar_names() -> list[str]:
@@ -335,21 +286,6 @@ def export_stan_data(cohort: Path, data_path: Path, init_path: Path, *, chains: 
     return data
 
 
-def _run_worker(cmd: list[str], env_extra: dict[str, str], out_npz: Path, timeout: float = 3000) -> dict:
-    env = {**os.environ, **env_extra}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    import numpy as np
-
-    timings = json.loads(Path(str(out_npz) + ".json").read_text())
-    with np.load(out_npz) as f:
-        arrays = {k: f[k] for k in f.files}
-    return {"wall_seconds": wall, **timings, "arrays": arrays}
-
-
 def draw_stats(arrays: dict) -> dict:
     """Per-scalar bulk ESS, rank R-hat, median and its MCSE (arviz_stats), plus run-level summaries."""
     import arviz_stats as azs
@@ -383,13 +319,9 @@ def run_comparison(*, stan_python: str | None, quick: bool = False, cohort: Path
     Returns ``{"available": False, ...}`` (after printing "pystan not available")
     when no Python with pystan is found.
     """
-    if stan_python is None or not has_pystan(stan_python):
-        print("\npystan not available (give --stan-python PY or $BENCH_STAN_PYTHON, a Python where "
-              "`pip install pystan` was run); Stan comparison skipped")
-        return {"available": False, "reason": "pystan not available"}
-    py = project_python()
+    py = _stan_peer.peer_pythons(stan_python)
     if py is None:
-        raise RuntimeError("cannot find the project's Python (.venv/bin/python) to run toolkit")
+        return dict(_stan_peer.SKIPPED)
     if quick:
         chains, tune, draws = 2, 200, 200
     load_start = load_average()
@@ -401,22 +333,18 @@ def run_comparison(*, stan_python: str | None, quick: bool = False, cohort: Path
         data = export_stan_data(cohort, tmp / "data.json", tmp / "init.json", chains=chains, seed=seed)
         common = ["--chains", str(chains), "--tune", str(tune), "--draws", str(draws), "--seed", str(seed),
                   "--target-accept", str(target_accept)]
-        stan_env = {"XDG_CACHE_HOME": str(tmp / "stan_cache")}
-        nutpie_env = {"PYTENSOR_FLAGS": f"base_compiledir={tmp / 'pytensor'}", "NUMBA_CACHE_DIR": str(tmp / "numba")}
-        passes = ["as-is"] if quick else ["cold", "warm"]
-        if quick:  # reuse the user's caches: a quick run should not pay a cold Stan compile
-            stan_env, nutpie_env = {}, {}
+        stan_env, nutpie_env, passes = _stan_peer.cache_passes(tmp, quick)
         results = {}
         for state in passes:
             out = tmp / f"stan_{state}.npz"
             print(f"[{time.perf_counter() - t_all:7.1f} s] Stan, {state} caches ...", flush=True)
-            results[("stan", state)] = _run_worker(
+            results[("stan", state)] = run_worker(
                 [stan_python, me, "--stan-worker", str(tmp / "data.json"), str(tmp / "init.json"), str(out),
-                 *common], stan_env, out)
+                 *common], stan_env, out, WORKER_TIMEOUT)
             out = tmp / f"nutpie_{state}.npz"
             print(f"[{time.perf_counter() - t_all:7.1f} s] nutpie, {state} caches ...", flush=True)
-            results[("nutpie", state)] = _run_worker(
-                [py, me, "--toolkit-worker", str(cohort), str(out), *common], nutpie_env, out)
+            results[("nutpie", state)] = run_worker(
+                [py, me, "--toolkit-worker", str(cohort), str(out), *common], nutpie_env, out, WORKER_TIMEOUT)
         print(f"[{time.perf_counter() - t_all:7.1f} s] done", flush=True)
 
     record = {"available": True, "stan_python": stan_python, "chains": chains, "tune": tune, "draws": draws,
@@ -490,44 +418,18 @@ def run_comparison(*, stan_python: str | None, quick: bool = False, cohort: Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stan-python",
-                   help=f"Python with pystan (default: $BENCH_STAN_PYTHON, else {DEFAULT_STAN_PYTHON}, else this one)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 chains x 200/200, caches as-is (no cold pass)")
-    p.add_argument("--json", help="also write the numbers to this JSON file")
-    p.add_argument("--seed", type=int, default=20261125)
-    p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--tune", type=int, default=1000)
-    p.add_argument("--draws", type=int, default=1000)
-    p.add_argument("--target-accept", type=float, default=TARGET_ACCEPT)
-    p.add_argument("--stan-worker", nargs=3, metavar=("DATA_JSON", "INIT_JSON", "OUT_NPZ"), help=argparse.SUPPRESS)
-    p.add_argument("--toolkit-worker", nargs=2, metavar=("COHORT", "OUT_NPZ"), help=argparse.SUPPRESS)
-    return p
+    return _stan_peer.build_parser(
+        __doc__.split("\n\n")[0],
+        stan_python_help=f"Python with pystan (default: $BENCH_STAN_PYTHON, else {DEFAULT_STAN_PYTHON}, else this one)",
+        quick_help="smoke run: 2 chains x 200/200, caches as-is (no cold pass)", target_accept=TARGET_ACCEPT,
+        stan_worker_args=("DATA_JSON", "INIT_JSON", "OUT_NPZ"), toolkit_worker_args=("COHORT", "OUT_NPZ"))
 
 
 def main(args: argparse.Namespace) -> int:
-    kw = {"chains": args.chains, "tune": args.tune, "draws": args.draws, "seed": args.seed}
-    if args.stan_worker:
-        stan_worker(*args.stan_worker, delta=args.target_accept, **kw)
-        return 0
-    if args.toolkit_worker:
-        toolkit_worker(*args.toolkit_worker, target_accept=args.target_accept, **kw)
-        return 0
-    stan_python = find_stan_python(args.stan_python)
-    if importlib.util.find_spec("toolkit") is None:
-        # Started with the pystan Python: re-run the driver under the project's venv.
-        py = project_python()
-        if py is None:
-            print("cannot find the project's .venv/bin/python (toolkit); run `make install` first")
-            return 1
-        argv = [py, str(Path(__file__).resolve()), *sys.argv[1:]]
-        if stan_python and not args.stan_python:
-            argv += ["--stan-python", stan_python]
-        return subprocess.call(argv)
-    record = run_comparison(stan_python=stan_python, quick=args.quick, target_accept=args.target_accept, **kw)
-    if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=2, default=float) + "\n")
-    return 0
+    return _stan_peer.main(args, __file__, stan_worker=stan_worker, toolkit_worker=toolkit_worker,
+                           default_stan_python=DEFAULT_STAN_PYTHON,
+                           compare=lambda stan_python, a, kw: run_comparison(
+                               stan_python=stan_python, quick=a.quick, target_accept=a.target_accept, **kw))
 
 
 if __name__ == "__main__":

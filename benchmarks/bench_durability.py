@@ -66,7 +66,8 @@ SEED = 20261125
 
 sys.path.insert(0, str(HERE))  # bench_durability_stan, when imported from elsewhere
 
-from bench_durability_stan import find_stan_python, print_table, run_comparison  # noqa: E402
+from _stan_peer import find_stan_python, print_table  # noqa: E402
+from bench_durability_stan import run_comparison  # noqa: E402
 
 
 # --------------------------------------------------------------------------- helpers
