@@ -62,7 +62,7 @@ def test_fit_writes_the_joint_figures(run_dir, run, tmp_path):
     plt.close("all")
 
 
-def test_report_has_the_joint_section_with_the_summary_probabilities(run):
+def test_report_has_the_joint_section_with_the_summary_probabilities(run, cohort_dir):
     html = render_report([run])
     assert "Joint model: what the quantities mean" in html
     for term in DEFINITIONS:
@@ -77,6 +77,12 @@ def test_report_has_the_joint_section_with_the_summary_probabilities(run):
     # the split of the indirect effect is exact: through CAR-T kinetics x through MRD clearance
     post = run.posterior["posterior"]
     assert "mrd::clearance_z" in post and "log_hr_per_log_clearance" in post
+    from toolkit.data.joint_inputs import to_joint_inputs
+    from toolkit.joint_estimands import mediation_draws
+
+    draws = mediation_draws(post, to_joint_inputs(load_cohort(cohort_dir), mrd_submodel=True), n_new=50)
+    np.testing.assert_allclose(draws["hazard_ratio_indirect"],
+                               draws["hazard_ratio_indirect_cart"] * draws["hazard_ratio_indirect_mrd"], rtol=1e-12)
     mrd_sentence = next(s for s in joint_answer(run.summary) if s.startswith("MRD kill rate and relapse"))
     assert f"{math.exp(est['log_hr_per_log_clearance']['median']):.2f}" in mrd_sentence
     assert sentence in html

@@ -14,7 +14,14 @@ from toolkit.data.inputs import DAYS_PER_YEAR
 from toolkit.data.joint_inputs import JointInputs
 from toolkit.estimands import posterior_probability, summarize_draws
 from toolkit.models import cart
-from toolkit.models.joint import LOG_CLEARANCE_REFERENCE, LOG_CMAX_REFERENCE, MRD_SUBMODEL, loss_delay, relapse_cumhaz
+from toolkit.models.joint import (
+    LOG_CLEARANCE_REFERENCE,
+    LOG_CMAX_REFERENCE,
+    MRD_SUBMODEL,
+    loss_delay,
+    population_log_clearance,
+    relapse_cumhaz,
+)
 
 ASSOCIATION_NAMES = ("log_hr_per_log_cmax", "log_hr_cart_loss", "log_hr_mrd_recurrence", "log_hr_per_log_clearance")
 DEFAULT_TAU_DAYS = 365.0
@@ -50,7 +57,8 @@ def new_patient_features(posterior, *, n_new: int = 200, response_day: float = 2
         sub = lambda name: _draws(posterior, f"{MRD_SUBMODEL}::{name}")[:, None, None]  # noqa: E731
         z_k = rng.standard_normal((mu.shape[0], 1, n_new))
         arms = np.array([0.0, 1.0])[None, :, None]
-        out["log_clearance"] = sub("log_clearance") + sub("clearance_log_ratio") * arms + sub("clearance_sd") * z_k
+        out["log_clearance"] = population_log_clearance(sub("log_clearance"), sub("clearance_log_ratio"),
+                                                        sub("clearance_sd"), arms, z_k)
     return out
 
 

@@ -35,7 +35,14 @@ from scipy import stats
 from toolkit.data.inputs import DAYS_PER_YEAR
 from toolkit.data.joint_inputs import NO_CHANGE, first_mrd_positive_years
 from toolkit.models import cart
-from toolkit.models.joint import LOG_CLEARANCE_REFERENCE, LOG_CMAX_REFERENCE, MRD_SUBMODEL, loss_delay, relapse_cumhaz
+from toolkit.models.joint import (
+    LOG_CLEARANCE_REFERENCE,
+    LOG_CMAX_REFERENCE,
+    MRD_SUBMODEL,
+    loss_delay,
+    population_log_clearance,
+    relapse_cumhaz,
+)
 from toolkit.simulate import cart_curve
 
 ESS_FLAG = 100.0
@@ -116,8 +123,8 @@ def predict_relapse(run, cohort, *, landmark_day: float = 90.0, horizons=(365.0,
             lp = lp + post["log_hr_per_log_cmax"][:, None] * (theta[..., 0] - LOG_CMAX_REFERENCE)
         if "log_hr_per_log_clearance" in post:  # the arm's population of MRD kill rates (module docstring)
             sub = lambda n: post[f"{MRD_SUBMODEL}::{n}"][:, None]  # noqa: E731
-            log_k = (sub("log_clearance") + arm * sub("clearance_log_ratio")
-                     + sub("clearance_sd") * rng.standard_normal(theta.shape[:2]))
+            log_k = population_log_clearance(sub("log_clearance"), sub("clearance_log_ratio"), sub("clearance_sd"),
+                                             arm, rng.standard_normal(theta.shape[:2]))
             lp = lp + post["log_hr_per_log_clearance"][:, None] * (log_k - LOG_CLEARANCE_REFERENCE)
         changes, log_hrs = [], []
         if "log_hr_cart_loss" in post:

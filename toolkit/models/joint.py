@@ -237,10 +237,10 @@ def relapse_cumhaz(s, lp, log_shape, log_scale, change_points: list, log_hrs: li
 
     ``ramp_years`` > 0 replaces min(s, c) and max(c_1, c_2) by :func:`soft_min` / :func:`soft_max` over that
     width (:func:`relapse_log_hazard` with the same width is its exact derivative). The model uses it: with
-    the exact min, H has a kink where a patient's modelled CAR-T loss day crosses their follow-up time, and
-    with a 7-day width the curvature near it was still high; NUTS took about 480 leapfrog steps per draw
-    on the example cohort, against 140 with 30 days (``STEP_RAMP_YEARS``) and 130 for the CAR-T model
-    alone. Away from the change point (more than a few widths) H is the exact one; near it the step is
+    the exact min, H has a kink where a patient's modelled CAR-T loss day crosses their follow-up time;
+    with it and a 7-day ramp NUTS took 484 leapfrog steps per draw on the example cohort (2 chains x
+    400 + 300), with the soft min and a 30-day width (``STEP_RAMP_YEARS``) 254, and the CAR-T model
+    alone 127. Away from the change point (more than a few widths) H is the exact one; near it the step is
     spread over about +/- 2 widths, the resolution of the data (CAR-T samples 30-90 days apart after
     day 56 bracket the loss day no better). Estimands and prediction use the exact form.
     """
@@ -300,6 +300,12 @@ def relapse_log_hazard(s, lp, log_shape, log_scale, change_points: list, log_hrs
 
 
 
+def population_log_clearance(log_clearance, clearance_log_ratio, clearance_sd, arm, z):
+    """log k of a patient drawn from the MRD submodel's population: mu_k + b_k a + omega_k z (pytensor or
+    numpy; the MRD model's covariates are not used by the joint model)."""
+    return log_clearance + clearance_log_ratio * arm + clearance_sd * z
+
+
 def _responder_log_clearance(model: pm.Model, inputs: JointInputs, arm, mrd_priors):
     """log k_i (MRD kill rate, log10/day) of each responder from the MRD submodel built into ``model``.
 
@@ -316,7 +322,8 @@ def _responder_log_clearance(model: pm.Model, inputs: JointInputs, arm, mrd_prio
     if missing.size:
         model.add_coord("mrd_unassessed", [inputs.relapse.patient_ids[i] for i in missing])
         z = pm.Normal("mrd_clearance_z_unassessed", 0.0, 1.0, dims="mrd_unassessed")
-        pop = sub("log_clearance") + sub("clearance_log_ratio") * arm[missing] + sub("clearance_sd") * z
+        pop = population_log_clearance(sub("log_clearance"), sub("clearance_log_ratio"), sub("clearance_sd"),
+                                       arm[missing], z)
         index = index.copy()
         index[missing] = len(inputs.mrd.patient_ids) + np.arange(missing.size)
         assessed = pt.concatenate([assessed, pop])
