@@ -57,8 +57,8 @@ describe_cohort(cohort)["samples"]
 # %% [markdown]
 # ## Before seeing the data: what the priors imply
 #
-# The typical patient's curve per arm drawn from the priors alone (Stein 2019 values, domain.md §1.1, with
-# the arm-effect priors of §4.4). The band should cover every plausible product, and nothing absurd.
+# The typical patient's curve per arm drawn from the priors alone (Stein 2019 Table 1 values, with
+# the arm-effect priors; sources in docs/priors.md). The band should cover every plausible product, and nothing absurd.
 
 # %%
 spec = load_spec(SPEC_DIR / "cart_primary.toml", model="cart")

@@ -77,7 +77,7 @@ compare_runs({"cure": primary, "weibull": weibull})
 plots.plot_rfs_overlay(weibull.posterior["posterior"], weibull.inputs, variant="weibull");
 
 # %% [markdown]
-# ## Prior sensitivity (skeptical and optimistic arm-effect priors, domain.md §4.4)
+# ## Prior sensitivity (skeptical and optimistic arm-effect priors, docs/priors.md#durability-skeptical)
 
 # %%
 sensitivity = {"default": primary}

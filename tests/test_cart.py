@@ -52,7 +52,7 @@ def example_inputs(example):
 
 
 def test_curve_pinned_to_stein_typical_patient():
-    """Stein 2019 typical values (domain.md §1.1), derived by hand::
+    """Stein 2019 typical values (Table 1), derived by hand::
 
         R0  = Cmax/foldx = 24000/3900                   = 6.1538 copies/ug
         rho = ln(3900)/9.3 = 8.2687/9.3                  = 0.88911 /day
@@ -76,7 +76,7 @@ def test_auc_0_28_pinned_to_stein_typical_patient():
     """AUC0-28 = (Cmax - R0)/rho + Cmax[(1-FB)(1-e^{-alpha d})/alpha + FB(1-e^{-beta d})/beta], d = 18.7:
 
     (24000 - 6.15)/0.88911 = 26986;  24000 [0.9921*0.94978/0.16 + 0.0079*0.05806/0.0032] = 144788;
-    total 171774 (domain.md: about 1.72e5).
+    total 171774 (about 1.72e5).
     """
     auc = float(cart_auc(28.0, *_graph_args(STEIN)).eval())
     assert auc == pytest.approx(171_774.3, rel=1e-5)

@@ -15,7 +15,7 @@ model: the mean arm difference of the patients' highest observed log level in
 those 20 cohorts is 0.30 (it is 0.33 over seeds 400-459, against a true 0.41),
 and the posterior follows it (seed 412: highest-level difference 0.12, latent
 log-Cmax difference 0.32, posterior 0.05). On top of that the Normal(0, 0.4)
-prior of domain.md §4.4 puts the true 1.5-fold effect at 1 prior SD and shrinks
+prior (docs/priors.md#cart-effect-cmax) puts the true 1.5-fold effect at 1 prior SD and shrinks
 it by about 20 %. Twenty cohorts give a coverage estimate with a binomial SE of
 0.07-0.09; forty halve the variance.
 """

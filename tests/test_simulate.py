@@ -16,7 +16,7 @@ TYPICAL = dict(cmax=24000.0, tmax=9.3, foldx=3900.0, alpha=0.16, beta=0.0032, fb
 
 
 def test_typical_stein_curve_matches_domain_values():
-    """domain.md §1.1 [D]: R0 = Cmax/foldx = 6.15, rho = ln(3900)/9.3 = 0.889/day, AUC0-28 = 1.72e5,
+    """Stein 2019 Table 1 typical values, derived: R0 = Cmax/foldx = 6.15, rho = ln(3900)/9.3 = 0.889/day, AUC0-28 = 1.72e5,
     C(28) = 1374, C(90) = 147, C(365) = 61 copies/ug."""
     assert cart_curve(0.0, **TYPICAL) == pytest.approx(24000 / 3900)
     assert math.log(3900) / 9.3 == pytest.approx(0.889, abs=5e-4)

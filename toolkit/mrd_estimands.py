@@ -38,7 +38,7 @@ from toolkit.models.mrd import (
 __all__ = ["DEFAULT_DAY_GRID", "mrd_estimands", "mrd_inputs_from_run", "patient_recurrence",
            "patient_trajectories", "replicated_negative", "simulate_population"]
 
-FLOW_LIMIT_LOG10 = -4.0  # 0.01 %: MRD-negative by flow (domain.md §2.1, MRD-CR)
+FLOW_LIMIT_LOG10 = -4.0  # 0.01 %: MRD-negative by flow (MRD-CR threshold; van Dongen 2015 Blood 125:3996)
 NGS_LIMIT_LOG10 = -6.0  # 1e-6: NGS sensitivity
 DAY_28 = 28.0
 DAY_365 = 365.0

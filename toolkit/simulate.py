@@ -9,7 +9,7 @@ Generative story (time = days since CAR-T infusion; arm a = 1 experimental)
 1. **Baseline.** Age ~ U(12, 65) years; sex F/M 1:1; marrow blasts
    ~ LogNormal(log 20 %, 0.9) clipped to [1, 95] %; dose ~ U(1, 2) x 1e7
    cells/kg (NCT04534634); prior HSCT ~ Bernoulli(0.5). Arms 1:1.
-2. **CAR-T kinetics** (Stein 2019, domain.md §1.1; the random-effect column
+2. **CAR-T kinetics** (Stein 2019, CPT Pharmacometrics Syst Pharmacol 8:285; the random-effect column
    of Stein's Table 1 is read as the log-scale SD omega, as Monolix reports it):
    log Cmax ~ N(log 24000 + a log(cmax_gmr), 0.65), log Tmax ~ N(log 9.3, 0.38),
    log foldx ~ N(log 3900, 2.4 -> 1.0, see note), log alpha ~ N(log 0.16, 0.91),

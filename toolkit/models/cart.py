@@ -28,8 +28,8 @@ name            theta                      clinical meaning                     
 ==============  =========================  ==========================================  =========
 
 so beta = ln2 e^{-theta_persistence} and alpha = beta + e^{theta_alpha} > beta
-**by construction**. Why this parameterisation: the simulator (and Stein's
-model) put the between-patient normal on log beta, so the model does too
+**by construction**. Why this parameterisation: Stein's model puts the
+between-patient normal on log beta, so the model does too
 (log half-life = log ln2 - log beta, the same normal up to sign); the only
 constraint needed is that the persistence phase is the slower one, and
 log(alpha - beta) gives it without truncation or a hard cap (the simulator
@@ -65,35 +65,35 @@ explicit censored-row index does not.)
 Random-effect SDs: omega, not omega^2
     Stein's Table 1 "random effect" column (foldx 2.4, Tmax 0.38, Cmax 0.65,
     alpha 0.91, FB 0.8, beta 0.86) is read as the log-scale **SD** omega.
-    Stein fitted in Monolix, which reports omega (the SD) by default; an
-    independent re-implementation reads it so; and the toolkit's simulator
-    (``toolkit.simulate``) uses the same reading, so fits and truth agree.
-    nlmixr2lib reads it as omega^2 (domain.md §1.1, caution), which would give
-    SDs of 0.6-1.5 instead of 0.38-2.4. The omega priors have their medians at
+    Stein fitted in Monolix, which reports omega (the SD) by default.
+    nlmixr2lib reads it as omega^2, which would give SDs of 0.6-1.5 instead
+    of 0.38-2.4; the question is not settled against the paper's text
+    (docs/priors.md#cart-omega-reading). The omega priors have their medians at
     Stein's values with log-SD 0.5 (95 % within x/÷ 2.7), so the data can move
     the well-informed ones either way.
 
-Priors (``CartPriors``; Normal(mu, sd) unless stated)
+Priors (``CartPriors``; Normal(mu, sd) unless stated). Each default prior's source, population
+and derivation is in ``docs/priors.md`` (anchors ``#cart-<field>``, e.g. ``#cart-mu-cmax``).
 
 ===================================  ================================  ========================================
 parameter                            prior                             source / reasoning
 ===================================  ================================  ========================================
 mu[cmax]   (log Cmax)                Normal(log 24000, 0.5)            Stein Table 1, 24,000 copies/ug (RSE 20 %);
                                                                        widened for another product/population
-mu[tmax]   (log Tmax)                Normal(log 9.3, 0.3)              Stein 9.3 d (RSE 4 %); label 10-20 d
+mu[tmax]   (log Tmax)                Normal(log 9.3, 0.3)              Stein 9.3 d (RSE 4 %)
 mu[foldx]  (log foldx)               Normal(log 3900, 0.7)             Stein 3,900 (RSE 30 %)
 mu[alpha]  (log(alpha - beta))       Normal(log 0.1568, 0.5)           Stein alpha 0.16/d - beta 0.0032/d
 mu[fb]     (logit FB)                Normal(logit 0.0079, 0.5)         Stein 0.0079 (RSE 15 %)
 mu[persistence] (log half-life)      Normal(log 216.6, 0.5)            Stein beta 0.0032/d (RSE 23 %); ~220 d,
                                                                        an extrapolation beyond 1 y of data
 omega[cmax, tmax, alpha]             LogNormal(log omega_Stein, 0.5)   Stein omega (as SD) 0.65, 0.38, 0.91
-omega[foldx]                         LogNormal(log 1.0, 0.5)           foldx note; 2.4 is inside 97.5 %
+omega[foldx]                         LogNormal(log 1.0, 0.5)           no source; Stein 2.4 at the 96th pct
 omega[fb, persistence]               LogNormal(log omega_Stein, 0.25)  Stein 0.8, 0.86; shrinkage 0.53, 0.82:
                                                                        the data cannot estimate these spreads
                                                                        (see "Sampling" below)
-delta[cmax]                          Normal(0, 0.4)                    domain.md §4.4 (responder gap 0.55)
-delta[persistence] (log t1/2 ratio)  Normal(0, 0.5)                    domain.md §4.4
-delta[fb]                            Normal(0, 0.5)                    domain.md §4.4 ("beta or logit FB")
+delta[cmax]                          Normal(0, 0.4)                    Mueller 2018: responder gap 0.55
+delta[persistence] (log t1/2 ratio)  Normal(0, 0.5)                    no source; null-centred
+delta[fb]                            Normal(0, 0.5)                    no source; as persistence
 delta[tmax]                          Normal(0, 0.3)                    like omega_Tmax 0.38: 35 % at 1 SD
 delta[foldx], delta[alpha]           Normal(0, 0.5)                    as persistence: 1.65-fold at 1 SD
 gamma (per SD of a covariate)        Normal(0, 0.3)                    Stein: no covariate effect on Cmax
@@ -103,9 +103,10 @@ sigma (log-scale residual SD)        LogNormal(log 0.56, 0.2)          Stein a =
 ``CartPriors(omega_family="halfnormal")`` gives HalfNormal omega priors with
 the same medians (scale = median / 0.674).
 
-*foldx note:* Stein's omega for foldx (2.4) only shapes the unobserved
-pre-peak start R0; the simulator uses 1.0 so that day-1 samples stay
-plausible. The prior median is 1.0.
+*foldx note:* the median 1.0 has no literature source. Stein's omega for
+foldx (2.4) only shapes the start R0 = Cmax/foldx, which his data did not
+observe; an SD of 2.4 spreads day-1 levels over a factor of about 2,700
+between the 5th and 95th patient percentiles (docs/priors.md#cart-omega-foldx).
 
 Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
 
@@ -170,7 +171,7 @@ References
 2. Mueller KT et al. Clinical pharmacology of tisagenlecleucel in B-cell ALL. Clin Cancer Res 2018;24:6175.
 3. Beal SL. Ways to fit a PK model with some data below the quantification limit.
    J Pharmacokinet Pharmacodyn 2001;28(5):481-504.
-4. domain.md §1.1 (Stein table, derived typical values), §4.4 (arm-effect priors), §5 (M3 likelihood).
+4. docs/priors.md: every default prior, its source and derivation (further references there).
 """
 
 from __future__ import annotations
@@ -213,28 +214,28 @@ class CartPriors:
     median of a HalfNormal with ``omega_family="halfnormal"``); ``sigma`` is LogNormal (mu, sd).
     """
 
-    mu_cmax: tuple[float, float] = (math.log(24_000.0), 0.5)  # Stein Table 1, Cmax 24,000 copies/ug
-    mu_tmax: tuple[float, float] = (math.log(9.3), 0.3)  # Stein Table 1, Tmax 9.3 d
-    mu_foldx: tuple[float, float] = (math.log(3_900.0), 0.7)  # Stein Table 1, foldx 3,900 (RSE 30 %)
-    mu_alpha: tuple[float, float] = (math.log(0.16 - 0.0032), 0.5)  # Stein alpha 0.16/d minus beta 0.0032/d
-    mu_fb: tuple[float, float] = (_logit(0.0079), 0.5)  # Stein Table 1, FB 0.0079
-    mu_persistence: tuple[float, float] = (math.log(LN2 / 0.0032), 0.5)  # Stein beta 0.0032/d -> t1/2 217 d
+    mu_cmax: tuple[float, float] = (math.log(24_000.0), 0.5)  # Stein Table 1, Cmax 24,000; docs/priors.md#cart-mu-cmax
+    mu_tmax: tuple[float, float] = (math.log(9.3), 0.3)  # Stein Table 1, Tmax 9.3 d; docs/priors.md#cart-mu-tmax
+    mu_foldx: tuple[float, float] = (math.log(3_900.0), 0.7)  # Stein Table 1, foldx 3,900; docs/priors.md#cart-mu-foldx
+    mu_alpha: tuple[float, float] = (math.log(0.16 - 0.0032), 0.5)  # Stein; docs/priors.md#cart-mu-alpha
+    mu_fb: tuple[float, float] = (_logit(0.0079), 0.5)  # Stein Table 1, FB 0.0079; docs/priors.md#cart-mu-fb
+    mu_persistence: tuple[float, float] = (math.log(LN2 / 0.0032), 0.5)  # Stein; docs/priors.md#cart-mu-persistence
     # between-patient SDs: LogNormal(log median, log-sd); median = Stein Table 1 omega read as SD
-    omega_cmax: tuple[float, float] = (0.65, 0.5)  # Stein omega 0.65
-    omega_tmax: tuple[float, float] = (0.38, 0.5)  # Stein omega 0.38
-    omega_foldx: tuple[float, float] = (1.0, 0.5)  # Stein 2.4 only shapes R0; simulator 1.0 (docstring note)
-    omega_alpha: tuple[float, float] = (0.91, 0.5)  # Stein omega 0.91
-    omega_fb: tuple[float, float] = (0.8, 0.25)  # Stein omega 0.8; shrinkage 0.53, data barely inform it
-    omega_persistence: tuple[float, float] = (0.86, 0.25)  # Stein omega 0.86 on beta; shrinkage 0.82
-    omega_family: str = "lognormal"  # or "halfnormal": HalfNormal with the same median (scale = median/0.674)
-    effect_cmax: tuple[float, float] = (0.0, 0.4)  # domain.md §4.4, log fold-change in Cmax
-    effect_tmax: tuple[float, float] = (0.0, 0.3)  # comparable to omega_Tmax 0.38
-    effect_foldx: tuple[float, float] = (0.0, 0.5)  # as domain.md §4.4 persistence
-    effect_alpha: tuple[float, float] = (0.0, 0.5)  # as domain.md §4.4 persistence
-    effect_fb: tuple[float, float] = (0.0, 0.5)  # domain.md §4.4 (logit FB)
-    effect_persistence: tuple[float, float] = (0.0, 0.5)  # domain.md §4.4, log half-life ratio
-    covariate_effect: tuple[float, float] = (0.0, 0.3)  # per covariate SD; Stein: no covariate effects
-    sigma: tuple[float, float] = (math.log(0.56), 0.2)  # Stein residual a = 0.56 (log scale)
+    omega_cmax: tuple[float, float] = (0.65, 0.5)  # Stein omega 0.65; docs/priors.md#cart-omega-cmax
+    omega_tmax: tuple[float, float] = (0.38, 0.5)  # Stein omega 0.38; docs/priors.md#cart-omega-tmax
+    omega_foldx: tuple[float, float] = (1.0, 0.5)  # no source (Stein 2.4); docs/priors.md#cart-omega-foldx
+    omega_alpha: tuple[float, float] = (0.91, 0.5)  # Stein omega 0.91; docs/priors.md#cart-omega-alpha
+    omega_fb: tuple[float, float] = (0.8, 0.25)  # Stein omega 0.8, shrinkage 0.53; docs/priors.md#cart-omega-fb
+    omega_persistence: tuple[float, float] = (0.86, 0.25)  # Stein 0.86 on beta; docs/priors.md#cart-omega-persistence
+    omega_family: str = "lognormal"  # or "halfnormal" (same medians); docs/priors.md#cart-omega-family
+    effect_cmax: tuple[float, float] = (0.0, 0.4)  # Mueller 2018 gap sets scale; docs/priors.md#cart-effect-cmax
+    effect_tmax: tuple[float, float] = (0.0, 0.3)  # below omega_Tmax 0.38; docs/priors.md#cart-effect-tmax
+    effect_foldx: tuple[float, float] = (0.0, 0.5)  # weakly informative; docs/priors.md#cart-effect-foldx
+    effect_alpha: tuple[float, float] = (0.0, 0.5)  # weakly informative; docs/priors.md#cart-effect-alpha
+    effect_fb: tuple[float, float] = (0.0, 0.5)  # weakly informative; docs/priors.md#cart-effect-fb
+    effect_persistence: tuple[float, float] = (0.0, 0.5)  # weakly informative; docs/priors.md#cart-effect-persistence
+    covariate_effect: tuple[float, float] = (0.0, 0.3)  # Stein: no covariates; docs/priors.md#cart-covariate-effect
+    sigma: tuple[float, float] = (math.log(0.56), 0.2)  # Stein residual a = 0.56; docs/priors.md#cart-sigma
 
     def mu(self) -> np.ndarray:
         return np.array([getattr(self, f"mu_{k}") for k in KINETIC_PARAMETERS], dtype=float)

@@ -27,25 +27,29 @@ Policies
 - endpoint ``efs``: non-response is a point mass at day 0 with
   logit P(response) = r0 + r_arm a; responders follow the model above.
 
-Parameters (default priors; source)
+Parameters (default priors; source). Each default prior's source, population and derivation
+is in ``docs/priors.md`` (anchors ``#durability-<field>``, e.g. ``#durability-log-hr``).
 
 - ``log_hr`` (b_arm, experimental vs control): Normal(0, 1), weakly
   informative (95 % of mass on HR 0.14-7.1). ``skeptical`` Normal(0, 0.35)
-  and ``optimistic`` Normal(log 0.7, 0.35) are domain.md §4.4.
-- ``log_shape`` (log k): Normal(0, 0.5), k in 0.37-2.7.
-- ``log_scale_years`` (log lam): Normal(log 0.75, 1); median relapse time
-  of the uncured about 6 months after CD19 CAR-T (domain.md §4.4).
+  and ``optimistic`` Normal(log 0.7, 0.35): sceptical and enthusiastic
+  priors after Spiegelhalter, Freedman & Parmar (JRSS A 1994).
+- ``log_shape`` (log k): Normal(0, 0.5), k in 0.37-2.7; no direct source.
+- ``log_scale_years`` (log lam): Normal(log 0.75, 1); ELIANA relapse-free
+  survival among responders (80 % at 6 and 59 % at 12 months, Maude 2018
+  NEJM; plateau 52 % at 3 years, Laetsch 2023 JCO) read through a cure model
+  gives lam 0.70-0.82 years.
 - ``beta_std`` (per SD of each covariate): Normal(0, 0.5).
-- ``logit_cure`` (c0): Normal(0, 1); ELIANA's RFS plateau suggests a cure
-  fraction near 45-55 % (domain.md §3.2), centred at 50 % with wide spread.
+- ``logit_cure`` (c0): Normal(0, 1); ELIANA's RFS plateau (Laetsch 2023)
+  suggests a cure fraction near 50 %, with wide spread.
 - ``cure_log_or`` (c_arm): Normal(0, 1); ``skeptical`` Normal(0, 0.5)
-  (domain.md §4.4: about ±12 points), ``optimistic`` Normal(0.4, 0.5).
+  (about ±12 points at 1 SD), ``optimistic`` Normal(0.4, 0.5).
 - ``gamma_std`` (covariates on logit pi): Normal(0, 0.5).
 - ``log_hr_hsct``: Normal(0, 1). Death in remission: ``death_log_scale_years``
-  Normal(log 30, 1.5) (about 3 %/year, domain.md §3), ``death_log_shape``
-  Normal(0, 0.5), ``log_hr_death`` Normal(0, 1). Response:
-  ``logit_response`` Normal(logit 0.85, 1) (CR rates 70-90 %, domain.md §3.1),
-  ``response_log_or`` Normal(0, 1).
+  Normal(log 30, 1.5) (about 3 %/year; no source, weakly informative),
+  ``death_log_shape`` Normal(0, 0.5), ``log_hr_death`` Normal(0, 1). Response:
+  ``logit_response`` Normal(logit 0.85, 1) (CR/CRi 81 % in ELIANA, 85.5 % in
+  the CIBMTR registry, Pasquini 2020), ``response_log_or`` Normal(0, 1).
 """
 
 from __future__ import annotations
@@ -73,28 +77,28 @@ DEFAULT_BACKEND = "pymc"
 class DurabilityPriors(NormalPairPriors):
     """Normal(mu, sigma) priors, as (mu, sigma) pairs; see the module docstring for sources."""
 
-    log_hr: tuple[float, float] = (0.0, 1.0)
-    log_shape: tuple[float, float] = (0.0, 0.5)
-    log_scale_years: tuple[float, float] = (float(np.log(0.75)), 1.0)
-    beta_std: tuple[float, float] = (0.0, 0.5)
-    logit_cure: tuple[float, float] = (0.0, 1.0)
-    cure_log_or: tuple[float, float] = (0.0, 1.0)
-    gamma_std: tuple[float, float] = (0.0, 0.5)
-    log_hr_hsct: tuple[float, float] = (0.0, 1.0)
-    death_log_scale_years: tuple[float, float] = (float(np.log(30.0)), 1.5)
-    death_log_shape: tuple[float, float] = (0.0, 0.5)
-    log_hr_death: tuple[float, float] = (0.0, 1.0)
-    logit_response: tuple[float, float] = (float(np.log(0.85 / 0.15)), 1.0)
-    response_log_or: tuple[float, float] = (0.0, 1.0)
+    log_hr: tuple[float, float] = (0.0, 1.0)  # docs/priors.md#durability-log-hr
+    log_shape: tuple[float, float] = (0.0, 0.5)  # docs/priors.md#durability-log-shape
+    log_scale_years: tuple[float, float] = (float(np.log(0.75)), 1.0)  # docs/priors.md#durability-log-scale-years
+    beta_std: tuple[float, float] = (0.0, 0.5)  # docs/priors.md#durability-beta-std
+    logit_cure: tuple[float, float] = (0.0, 1.0)  # docs/priors.md#durability-logit-cure
+    cure_log_or: tuple[float, float] = (0.0, 1.0)  # docs/priors.md#durability-cure-log-or
+    gamma_std: tuple[float, float] = (0.0, 0.5)  # docs/priors.md#durability-gamma-std
+    log_hr_hsct: tuple[float, float] = (0.0, 1.0)  # docs/priors.md#durability-log-hr-hsct
+    death_log_scale_years: tuple[float, float] = (float(np.log(30.0)), 1.5)  # docs/priors.md#durability-death-log-scale-years
+    death_log_shape: tuple[float, float] = (0.0, 0.5)  # docs/priors.md#durability-death-log-shape
+    log_hr_death: tuple[float, float] = (0.0, 1.0)  # docs/priors.md#durability-log-hr-death
+    logit_response: tuple[float, float] = (float(np.log(0.85 / 0.15)), 1.0)  # docs/priors.md#durability-logit-response
+    response_log_or: tuple[float, float] = (0.0, 1.0)  # docs/priors.md#durability-response-log-or
 
     @classmethod
     def named(cls, name: str) -> DurabilityPriors:
         """The prior set ``default``, ``skeptical`` or ``optimistic`` (arm effects differ)."""
         if name == "default":
             return cls()
-        if name == "skeptical":
+        if name == "skeptical":  # docs/priors.md#durability-skeptical
             return cls(log_hr=(0.0, 0.35), cure_log_or=(0.0, 0.5))
-        if name == "optimistic":
+        if name == "optimistic":  # docs/priors.md#durability-optimistic
             return cls(log_hr=(float(np.log(0.7)), 0.35), cure_log_or=(0.4, 0.5))
         raise ValueError(f"unknown prior set {name!r}; valid: {', '.join(PRIOR_SETS)}")
 

@@ -72,21 +72,24 @@ submodel (``mrd_clearance``, submodel 2).
 
 Priors (Normal(mu, sd); sources)
 --------------------------------
+Each default prior's source, population and derivation is in ``docs/priors.md`` (anchors
+``#joint-<field>``, e.g. ``#joint-log-hr-cart-loss``).
+
 - ``log_hr_per_log_cmax``: N(-0.34, 0.3). JULIET (Awasthi 2020): HR 0.79 per
   doubling of Cmax (95 % CI 0.61-1.01) = -0.34 per natural-log unit, SE 0.19;
-  widened to 0.3 for the transfer from DLBCL to B-ALL (domain.md §1.2).
+  widened to 0.3 for the transfer from DLBCL to B-ALL (Blood Adv 2020;4:560).
 - ``log_hr_cart_loss``: N(1.50, 0.5). B-cell recovery in year 1, HR 4.5
-  (2.03-9.97), Pulsipher 2022 (domain.md §2.2); widened for loss of transgene
+  (2.03-9.97), Pulsipher 2022 (Blood Cancer Discov 3:66); widened for loss of transgene
   as a surrogate of B-cell recovery.
 - ``log_hr_per_log_clearance``: N(0, 0.5) per natural-log unit of the MRD kill
   rate (g_clear; 95 % of the mass on HR 0.38-2.7 per 2.7-fold faster kill). No
   study reports relapse against the kill rate itself: day-28 NGS-MRD positivity
   (HR 4.87, Pulsipher 2022) reflects the residual floor more than the rate, so
-  the prior is skeptical and centred on no link (domain.md §4.4 style).
+  the prior is skeptical and centred on no link (no source; weakly informative).
 - ``log_hr_mrd_recurrence``: N(1.58, 0.6). Any NGS-MRD at day 28, HR 4.87
-  (2.18-10.8), Pulsipher 2022 (domain.md §2.2).
+  (2.18-10.8), Pulsipher 2022.
 - ``log_hr`` (b_arm, the direct effect): N(0, 0.5), between the durability
-  model's skeptical N(0, 0.35) and default N(0, 1) (domain.md §4.4).
+  model's skeptical N(0, 0.35) and default N(0, 1) (no source).
 - Weibull ``log_shape`` N(0, 0.5), ``log_scale_years`` N(log 0.75, 1),
   ``logit_cure`` N(0, 1), ``cure_log_or`` N(0, 1), covariates
   ``beta_std`` N(0, 0.5): as :mod:`toolkit.models.durability`.
@@ -151,8 +154,8 @@ MODEL_VERSION = "1.0.0"
 VARIANTS = ("cure", "weibull")
 KINETICS = ("joint", "two-stage")
 ASSOCIATIONS = ("log_cmax", "cart_loss", "mrd", "mrd_clearance")
-LOG_CMAX_REFERENCE = math.log(24_000.0)  # Stein 2019 typical Cmax, copies/ug
-LOG_CLEARANCE_REFERENCE = math.log(0.25)  # MRD kill rate, log10/day: the MRD model's prior median
+LOG_CMAX_REFERENCE = math.log(24_000.0)  # Stein 2019 typical Cmax, copies/ug; docs/priors.md#joint-references
+LOG_CLEARANCE_REFERENCE = math.log(0.25)  # MRD kill rate (log10/day), MRD prior median; docs/priors.md#joint-references
 MRD_SUBMODEL = "mrd"  # name of the nested MRD submodel (variables "mrd::...", coords "mrd_...")
 NEWTON_STEPS = 8
 LOSS_HORIZON_DAYS = 20 * 365.0
@@ -163,16 +166,16 @@ STEP_RAMP_YEARS = 30.0 / 365.25  # width of the smoothed CAR-T-loss step (relaps
 class JointPriors(NormalPairPriors):
     """Normal(mu, sigma) priors of the relapse part, as (mu, sigma) pairs (sources in the module docstring)."""
 
-    log_hr: tuple[float, float] = (0.0, 0.5)
-    log_hr_per_log_cmax: tuple[float, float] = (-0.34, 0.3)
-    log_hr_cart_loss: tuple[float, float] = (1.50, 0.5)
-    log_hr_mrd_recurrence: tuple[float, float] = (1.58, 0.6)
-    log_hr_per_log_clearance: tuple[float, float] = (0.0, 0.5)
-    log_shape: tuple[float, float] = (0.0, 0.5)
-    log_scale_years: tuple[float, float] = (float(np.log(0.75)), 1.0)
-    logit_cure: tuple[float, float] = (0.0, 1.0)
-    cure_log_or: tuple[float, float] = (0.0, 1.0)
-    beta_std: tuple[float, float] = (0.0, 0.5)
+    log_hr: tuple[float, float] = (0.0, 0.5)  # docs/priors.md#joint-log-hr
+    log_hr_per_log_cmax: tuple[float, float] = (-0.34, 0.3)  # docs/priors.md#joint-log-hr-per-log-cmax
+    log_hr_cart_loss: tuple[float, float] = (1.50, 0.5)  # docs/priors.md#joint-log-hr-cart-loss
+    log_hr_mrd_recurrence: tuple[float, float] = (1.58, 0.6)  # docs/priors.md#joint-log-hr-mrd-recurrence
+    log_hr_per_log_clearance: tuple[float, float] = (0.0, 0.5)  # docs/priors.md#joint-log-hr-per-log-clearance
+    log_shape: tuple[float, float] = (0.0, 0.5)  # docs/priors.md#joint-log-shape
+    log_scale_years: tuple[float, float] = (float(np.log(0.75)), 1.0)  # docs/priors.md#joint-log-scale-years
+    logit_cure: tuple[float, float] = (0.0, 1.0)  # docs/priors.md#joint-logit-cure
+    cure_log_or: tuple[float, float] = (0.0, 1.0)  # docs/priors.md#joint-cure-log-or
+    beta_std: tuple[float, float] = (0.0, 0.5)  # docs/priors.md#joint-beta-std
 
 
 # --------------------------------------------------------------------------- features (pytensor and numpy)

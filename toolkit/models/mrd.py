@@ -6,7 +6,7 @@ of the reference assay (NGS when the cohort has it, else qPCR, else flow).
 Patient i is a responder (CR/CRi) with arm a_i (1 = experimental) and
 standardized covariates x_i.
 
-Trajectory (domain.md §2.3 "generic MRD trajectory"), a sum of clones on the
+Trajectory (kill while CAR-T cells act, then eradication or regrowth), a sum of clones on the
 linear scale, log10 m = log10 of::
 
     10^{D_i(t)} + 10^{F}                       sustained remission (class S)
@@ -64,7 +64,7 @@ deterministics instead. The centred latency is ``-relapse_raw`` ~
 Gumbel(-(mu_s + b_s a_i), omega_s), the non-centred one ``-relapse_raw`` = w_i.
 
 The latency is Weibull, not log-normal: relapse times after CAR-T follow a
-Weibull-type hazard (the durability model's, domain.md §3.2), whose log has
+Weibull-type hazard (the durability model's; docs/priors.md#mrd-relapse-sd), whose log has
 a long left tail. Under a log-normal an early relapser (regrowth to 5 %
 within weeks of day 28) sat 2.5-3 SD below the mean; that pulled
 ``relapse_sd`` and ``clearance_sd`` into funnels (R-hat 1.04-1.09 in
@@ -105,7 +105,7 @@ Why this structure (what 60 patients with 5-8 assessments identify)
     residual 1e-6..1e-4 in the patients who later recur, nothing in those who
     stay in remission) and (ii) regrowth through flow and the value at
     relapse. A two-class mixture (recurrence vs sustained remission, the
-    "cured" latent class of domain.md §2.3) uses exactly that information;
+    "cured" latent class of a mixture cure model) uses exactly that information;
     per-patient floors and latencies have population priors,
     so patients without positive values simply follow the population. The
     sustained-remission floor F is fixed: any value below the NGS limit
@@ -114,50 +114,52 @@ Why this structure (what 60 patients with 5-8 assessments identify)
     within 2 years of follow-up and is not modelled. Non-responders' MRD
     (>= 5 % by definition of NR) is not kinetics and is left out.
 
-Parameters (units; default priors; source) -- ``MrdPriors``
+Parameters (units; default priors; source) -- ``MrdPriors``. Each default prior's source,
+population and derivation is in ``docs/priors.md`` (anchors ``#mrd-<field>``, e.g. ``#mrd-log-clearance``).
 
 ================================  ===========================  ==============================================
 parameter (name in the model)     prior                        source / reasoning
 ================================  ===========================  ==============================================
-mu_k ``log_clearance``            Normal(log 0.25, 0.5)        log10/day; domain.md §2.3: >= 0.13 log10/day
-                                                               (50 % to < 0.01 % by day 28), ctDNA 2 log10 in 7 d
+mu_k ``log_clearance``            Normal(log 0.25, 0.5)        log10/day; >= 0.138 log10/day (ELIANA: median
+                                                               74 % blasts to < 0.01 % by day 28, Maude 2018)
+                                                               ctDNA 2 log10 in 7 d
                                                                (0.29/day, Sworder 2023); 90 % prior 0.11-0.57
-b_k ``clearance_log_ratio``       Normal(0, 0.4)               log ratio; kinetic arm effects, domain.md §4.4
-                                                               (Cmax fold-change Normal(0, 0.4^2))
-omega_k ``clearance_sd``          HalfNormal(0.5)              log scale; between-patient spread of kill rates
+b_k ``clearance_log_ratio``       Normal(0, 0.4)               log ratio; no source, the scale of the CAR-T
+                                                               Cmax arm effect (Mueller 2018 responder gap)
+omega_k ``clearance_sd``          HalfNormal(0.5)              log scale; no source, weakly informative
 sigma_B ``baseline_anchor_sd``    HalfNormal(0.3)              log10; marrow blasts vs MRD fraction at day 0
                                                                (sampling, bridging); not identifiable from data
 mu_B, omega_B (blank blasts)      cohort mean/SD of known      empirical; fallback Normal(log10 0.2, 0.5)
-                                  log10 burdens                (median 20 % blasts, simulate.py story)
-c0 ``logit_recurrence``           Normal(0, 1)                 cure fraction 45-55 % (domain.md §3.2)
+                                  log10 burdens                (20 %: no source; ELIANA median 74 %)
+c0 ``logit_recurrence``           Normal(0, 1)                 ELIANA RFS plateau ~50 % (Laetsch 2023)
 c_arm ``recurrence_log_or``       Normal(0, 1)                 as durability ``cure_log_or`` (sign flipped);
-                                                               skeptical Normal(0, 0.5) (domain.md §4.4)
+                                                               skeptical Normal(0, 0.5)
 mu_u ``floor_depth_log10``        Normal(3.7, 0.7)             log10 units below 5 %: typical floor 1e-5,
-                                                               NGS-positive and flow-negative (ELIANA NGS vs
-                                                               flow, domain.md §2.1)
+                                                               between the flow (1e-4) and NGS (1e-6) limits
+                                                               (Pulsipher 2022)
 omega_u ``floor_depth_sd_log10``  LogNormal(log 0.5, 0.5)      log10; floors 1e-6..1e-4 between patients
-                                                               (domain.md §2.1-2.3: NGS-positive residual disease
-                                                               spans 2 log10) = SD ~0.5; zero-avoiding: an SD
+                                                               (the 2-log10 window between the flow and NGS
+                                                               limits) = SD ~0.5; zero-avoiding: an SD
                                                                near 0 is implausible, and with few NGS-positive
                                                                patients it formed a funnel with their centred
                                                                floors (divergences in simulated cohorts)
-mu_s ``log_relapse_latency``      Normal(log 250, 0.7)         Weibull scale (days after day 28); median
-                                                               250 (ln 2)^0.83 = 185 days, relapse ~6 months
-                                                               in the uncured (domain.md §4.4)
+mu_s ``log_relapse_latency``      Normal(log 250, 0.7)         Weibull scale (days after day 28); ELIANA RFS
+                                                               (Maude 2018, Laetsch 2023) through a cure model:
+                                                               scale ~268 d, shape ~1.75 in the uncured
 b_s ``relapse_log_time_ratio``    Normal(0, 1)                 log ratio, weakly informative as durability's
-                                                               log_hr; skeptical Normal(0, 0.35) = domain.md
-                                                               §4.4 log-HR on the time scale (Weibull shape ~1)
+                                                               log_hr; skeptical Normal(0, 0.35) = durability's
+                                                               skeptical log-HR on the time scale (shape ~1)
 omega_s ``relapse_sd``            HalfNormal(1)                1 / Weibull shape (log-latency SD = 1.28 omega_s);
-                                                               shape 1.2 (omega 0.83) in the simulator story
-mu_Td ``log_doubling_days``       Normal(log 17.3, 0.63)       days; 95 % in 5-60 d, domain.md §2.3 (AML 11-36 d)
+                                                               ELIANA reading above: 1/shape ~0.57
+mu_Td ``log_doubling_days``       Normal(log 17.3, 0.63)       days; 95 % in 5-60 d (AML 11-36 d, Ommen 2010)
 delta ``method_bias_log10``       Normal(0, 0.3)               log10; flow vs qPCR within 0.5 log in 69 %
-                                                               (Garand 2013, domain.md §2.1)
+                                                               (Garand 2013)
 sigma ``mrd_residual_sd_log10``   LogNormal(log 0.3, 0.5)      log10; between-assay scale 0.3-0.5 (Garand 2013)
-delta_PB ``pb_offset_log10``      Normal(-1, 0.7)              log10; only with PB rows. An assumption, not
-                                                               from domain.md: B-ALL MRD is lower in blood than
-                                                               in marrow; check against local paired samples
+delta_PB ``pb_offset_log10``      Normal(-1, 0.7)              log10; only with PB rows. B-ALL MRD is mostly
+                                                               >= 1 log lower in blood than in marrow (van der
+                                                               Velden 2002); check against local paired samples
 gamma ``covariate_*``             Normal(0, 0.5)               per SD of a covariate, on log k and logit pi
-r0 ``logit_response``             Normal(logit 0.85, 1)        CR rates 70-90 % (domain.md §3.1)
+r0 ``logit_response``             Normal(logit 0.85, 1)        CR/CRi 71-87 % (Maude 2018, Pasquini 2020)
 r_arm ``response_log_or``         Normal(0, 1)                 as durability
 F (fixed)                         -8                           below every assay's limit; not identifiable
 ================================  ===========================  ==============================================
@@ -200,7 +202,7 @@ loq_pct (for PNQ), method, specimen; ``outcomes.csv`` response;
 
 References
 ----------
-1. domain.md §2.1 (assays, limits, PNQ), §2.3 (kinetics analogues, trajectory), §4.4 (effect priors).
+1. docs/priors.md: every default prior, its source and derivation (further references there).
 2. Beal SL. J Pharmacokinet Pharmacodyn 2001;28:481 (M3 censored likelihood).
 3. Garand R et al. Leukemia 2013 (flow vs qPCR concordance, between-assay error).
 4. Ommen HB et al. Blood 2010;115:198 (molecular doubling times before relapse).
@@ -250,35 +252,35 @@ class MrdPriors:
     is a fixed constant.
     """
 
-    log_clearance: tuple[float, float] = (math.log(0.25), 0.5)  # domain §2.3: >= 0.13 log10/d, ctDNA 0.29/d
-    clearance_log_ratio: tuple[float, float] = (0.0, 0.4)  # domain §4.4 kinetic arm effects
-    clearance_sd: float = 0.5  # between-patient SD of log k
-    baseline_anchor_sd: float = 0.3  # marrow blasts vs day-0 MRD (log10); prior-driven
-    baseline_log10_fallback: tuple[float, float] = (math.log10(0.2), 0.5)  # blank blasts, < 3 known in cohort
-    logit_recurrence: tuple[float, float] = (0.0, 1.0)  # cure fraction 45-55 % (domain §3.2)
-    recurrence_log_or: tuple[float, float] = (0.0, 1.0)  # as durability cure_log_or
-    floor_depth_log10: tuple[float, float] = (3.7, 0.7)  # floor ~1e-5: NGS+, flow- (domain §2.1)
-    floor_depth_sd_log10: tuple[float, float] = (math.log(0.5), 0.5)  # LogNormal: floors 1e-6..1e-4 (domain §2.1)
-    log_relapse_latency: tuple[float, float] = (math.log(250.0), 0.7)  # Weibull scale: median ~185 d (domain §4.4)
-    relapse_log_time_ratio: tuple[float, float] = (0.0, 1.0)  # weakly informative; skeptical 0.35 (domain §4.4)
-    relapse_sd: float = 1.0  # 1 / Weibull shape of the latency (simulator story: shape 1.2)
-    log_doubling_days: tuple[float, float] = (math.log(math.sqrt(5.0 * 60.0)), 0.63)  # 95 % 5-60 d (domain §2.3)
-    method_bias_log10: tuple[float, float] = (0.0, 0.3)  # Garand 2013: 69 % within 0.5 log
-    residual_sd_log10: tuple[float, float] = (math.log(0.3), 0.5)  # between-assay 0.3-0.5 log10 (Garand 2013)
-    pb_offset_log10: tuple[float, float] = (-1.0, 0.7)  # PB MRD below BM in B-ALL (used only with PB rows)
-    covariate_effect: tuple[float, float] = (0.0, 0.5)  # per covariate SD, on log k and logit pi
-    logit_response: tuple[float, float] = (_logit(0.85), 1.0)  # CR 70-90 % (domain §3.1)
-    response_log_or: tuple[float, float] = (0.0, 1.0)
-    sustained_floor_log10: float = -8.0  # fixed: below every assay's limit
+    log_clearance: tuple[float, float] = (math.log(0.25), 0.5)  # ELIANA bound, ctDNA; docs/priors.md#mrd-log-clearance
+    clearance_log_ratio: tuple[float, float] = (0.0, 0.4)  # no source; docs/priors.md#mrd-clearance-log-ratio
+    clearance_sd: float = 0.5  # no source; docs/priors.md#mrd-clearance-sd
+    baseline_anchor_sd: float = 0.3  # no source; docs/priors.md#mrd-baseline-anchor-sd
+    baseline_log10_fallback: tuple[float, float] = (math.log10(0.2), 0.5)  # docs/priors.md#mrd-baseline-log10-fallback
+    logit_recurrence: tuple[float, float] = (0.0, 1.0)  # ELIANA plateau; docs/priors.md#mrd-logit-recurrence
+    recurrence_log_or: tuple[float, float] = (0.0, 1.0)  # no source; docs/priors.md#mrd-recurrence-log-or
+    floor_depth_log10: tuple[float, float] = (3.7, 0.7)  # assay limits; docs/priors.md#mrd-floor-depth-log10
+    floor_depth_sd_log10: tuple[float, float] = (math.log(0.5), 0.5)  # docs/priors.md#mrd-floor-depth-sd-log10
+    log_relapse_latency: tuple[float, float] = (math.log(250.0), 0.7)  # docs/priors.md#mrd-log-relapse-latency
+    relapse_log_time_ratio: tuple[float, float] = (0.0, 1.0)  # no source; docs/priors.md#mrd-relapse-log-time-ratio
+    relapse_sd: float = 1.0  # ELIANA RFS; docs/priors.md#mrd-relapse-sd
+    log_doubling_days: tuple[float, float] = (math.log(math.sqrt(5.0 * 60.0)), 0.63)  # docs/priors.md#mrd-log-doubling-days
+    method_bias_log10: tuple[float, float] = (0.0, 0.3)  # Garand 2013; docs/priors.md#mrd-method-bias-log10
+    residual_sd_log10: tuple[float, float] = (math.log(0.3), 0.5)  # Garand 2013; docs/priors.md#mrd-residual-sd-log10
+    pb_offset_log10: tuple[float, float] = (-1.0, 0.7)  # van der Velden 2002; docs/priors.md#mrd-pb-offset-log10
+    covariate_effect: tuple[float, float] = (0.0, 0.5)  # no source; docs/priors.md#mrd-covariate-effect
+    logit_response: tuple[float, float] = (_logit(0.85), 1.0)  # CR/CRi rates; docs/priors.md#mrd-logit-response
+    response_log_or: tuple[float, float] = (0.0, 1.0)  # no source; docs/priors.md#mrd-response-log-or
+    sustained_floor_log10: float = -8.0  # fixed: below every assay's limit; docs/priors.md#mrd-sustained-floor-log10
 
     @classmethod
     def named(cls, name: str) -> MrdPriors:
         """The prior set ``default``, ``skeptical`` or ``optimistic`` (arm effects differ)."""
         if name == "default":
             return cls()
-        if name == "skeptical":
+        if name == "skeptical":  # docs/priors.md#mrd-skeptical
             return cls(clearance_log_ratio=(0.0, 0.2), recurrence_log_or=(0.0, 0.5), relapse_log_time_ratio=(0.0, 0.35))
-        if name == "optimistic":  # IFN-alpha helps: faster kill, fewer recurrences (domain §4.2, mixed evidence)
+        if name == "optimistic":  # IFN-alpha helps (assumed size); docs/priors.md#mrd-optimistic
             return cls(clearance_log_ratio=(0.2, 0.3), recurrence_log_or=(-0.4, 0.5),
                        relapse_log_time_ratio=(0.35, 0.35))
         raise ValueError(f"unknown prior set {name!r}; valid: {', '.join(PRIOR_SETS)}")
