@@ -312,7 +312,9 @@ class DurabilityCalibration:
 
         def loglik(draws: dict[str, np.ndarray], data: dict) -> np.ndarray:
             pm.set_data(self.data_updates(data), model=model)
-            return np.asarray(fn(*[np.asarray(draws[n], dtype=v.dtype) for n, v in zip(names, values)]), float)
+            # fresh copies: arrays unpickled by Dask can be unaligned, which PyTensor refuses
+            return np.asarray(fn(*[np.array(draws[n], dtype=v.dtype, copy=True) for n, v in zip(names, values)]),
+                              float)
 
         return loglik
 
