@@ -418,7 +418,8 @@ def cmd_calibrate(args) -> int:
     except (SpecError, StudyError, ValueError) as err:
         console.print(f"[bold red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
-    verdict = "[green]calibrated[/]" if overview["passed"] else "[bold red]NOT calibrated[/]"
+    verdict = ("[green]calibrated[/]" if overview["passed"] else "[bold red]NOT calibrated[/]" if overview["failing"]
+               else "[yellow]inconclusive (failed simulations)[/]")
     console.print(f"{args.model}: {verdict}; {overview['succeeded']} simulations, {overview['failed']} failed, "
                   f"{overview['not_converged']} not converged; failing: {', '.join(overview['failing']) or 'none'}")
     console.print(f"summary: {Path(args.out) / 'calibration.html'}")

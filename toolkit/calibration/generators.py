@@ -239,6 +239,8 @@ class DurabilityCalibration:
         names = self.parameter_names(model)
         rng = np.random.default_rng(random_seed)  # accepts an int or a sequence such as (seed, block)
         values = pm.draw([model[name] for name in names], draws=n, random_seed=rng, mode="FAST_COMPILE")
+        if n == 1:  # pm.draw drops the draws dimension for a single draw
+            values = [np.asarray(v)[None] for v in values]
         return [{name: np.asarray(v[i]) for name, v in zip(names, values)} for i in range(n)]
 
     def linear_predictors(self, theta: dict) -> tuple[np.ndarray, np.ndarray | None]:
