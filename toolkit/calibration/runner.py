@@ -296,22 +296,6 @@ def _worker_info() -> dict:
             "threads": {k: os.environ.get(k, "") for k in THREAD_ENV}}
 
 
-class SetupWorkerCaches:
-    """Worker plugin for a cluster started elsewhere (``--scheduler``): own caches, one thread.
-
-    It can only help before the worker has imported PyTensor; workers started with
-    ``dask worker ADDR --nthreads 1 --preload toolkit.calibration.worker`` are set up
-    at start instead (see ``toolkit/calibration/worker.py``).
-    """
-
-    name = "toolkit-calibration-caches"
-
-    def setup(self, worker):
-        from toolkit.calibration.worker import configure
-
-        configure(str(worker.name))
-
-
 # --------------------------------------------------------------------------- a whole study
 
 
@@ -391,6 +375,8 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: StudySe
     cluster = None
     if scheduler is not None:
         client = Client(scheduler)
+        from toolkit.calibration.worker import SetupWorkerCaches
+
         client.register_plugin(SetupWorkerCaches())
     else:
         cluster, client = start_local_cluster(workers or os.cpu_count() or 1,

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from distributed.diagnostics.plugin import WorkerPlugin
+
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "NUMBA_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
 
@@ -39,3 +41,17 @@ def configure(name: str, root: str | None = None) -> bool:
 def dask_setup(worker) -> None:
     """Dask preload hook (``--preload toolkit.calibration.worker``)."""
     configure(f"{worker.name}-{os.getpid()}")
+
+
+class SetupWorkerCaches(WorkerPlugin):
+    """Worker plugin for a cluster started elsewhere (``--scheduler``): own caches, one thread.
+
+    It can only redirect the caches of a worker that has not imported PyTensor
+    yet; workers started with ``--preload toolkit.calibration.worker`` are set up
+    at start instead. Either way the study records each worker's compile directory.
+    """
+
+    name = "toolkit-calibration-caches"
+
+    def setup(self, worker):
+        configure(f"{worker.name}-{os.getpid()}")
