@@ -324,9 +324,10 @@ def _covariates(sl: Source, rows, patients: pd.DataFrame, covariates, report: Im
             units = set(sl.frame.loc[rows, "AGEU"].str.upper()) - {""}
             if units - {"YEARS", "YEAR", "Y"}:
                 fail(sl.name, "AGE is not in years", "give ages in years (AGEU = YEARS)", column="AGEU")
-        numbers = text.map(to_number)
-        if numbers.map(lambda v: v is None).any():
-            pos = numbers.index[numbers.map(lambda v: v is None)][0]
+        unreadable = text.map(lambda t: to_number(t) is None)
+        numbers = [math.nan if bad else to_number(t) for t, bad in zip(text, unreadable)]
+        if unreadable.any():
+            pos = text.index[unreadable][0]
             fail(sl.name, f"covariate {column} is not numeric", "code it as a number, or leave it out",
                  row=sl.row(pos), column=column)
         patients[name] = [fmt(v) for v in numbers]

@@ -51,12 +51,13 @@ def _to_linear(values: np.ndarray, scale: str) -> np.ndarray:
 
 def _numbers(src, column: str, positions, problems: list[Problem], what: str) -> pd.Series:
     """A numeric column (NaN for '.', blank); unreadable cells become problems."""
-    parsed = src.frame[column].map(to_number)
-    for pos in parsed.index[parsed.map(lambda v: v is None)]:
+    text = src.frame[column]
+    unreadable = text.map(lambda t: to_number(t) is None)  # before pandas turns None into NaN
+    for pos in text.index[unreadable]:
         if pos in positions:
             problems.append(Problem(src.name, src.row(pos), column, None, "is not a number",
                                     f"write {what} as a plain number ('.' or blank for missing)"))
-    return parsed.map(lambda v: math.nan if v is None else v).astype(float)
+    return text.map(lambda t: to_number(t) if to_number(t) is not None else math.nan).astype(float)
 
 
 def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit: str,
@@ -179,7 +180,12 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
             report.used(src.name, name, used, note)
 
     # Record types.
-    is_dose = (evid.isin([1, 4]) if evid is not None else (amt.fillna(0) > 0)) & ~comment
+    if evid is not None:
+        is_dose = evid.isin([1, 4]) & ~comment
+    elif amt is not None:
+        is_dose = (amt.fillna(0) > 0) & ~comment
+    else:  # no dose records: the infusion is stated with infusion_time
+        is_dose = pd.Series(False, index=frame.index)
     if evid is not None:
         other = ~comment & ~is_dose & evid.notna() & (evid != 0)
         for code in sorted(evid[other].unique()):
@@ -266,7 +272,7 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
     if lloq is not None:
         limit = pd.Series(_to_linear(lloq.to_numpy(), dv_scale), index=frame.index)
     if flag == "CENS":  # Monolix: the DV of a censored record is the limit itself
-        limit = value.copy() if limit is None else limit.fillna(value)
+        limit = value.where(censored) if limit is None else limit.fillna(value.where(censored))
     cmts_seen = sorted(set(cmt[observation & in_cohort]))
     for wanted, name in ((cart_cmt, "cart_kinetics"), (mrd_cmt, "mrd")):
         if wanted is None:
