@@ -484,3 +484,17 @@ def test_imported_cohort_fits_durability(tmp_path):
                                              progressbar=False))
     hr = result.summary["estimands"]["hazard_ratio"]
     assert math.isfinite(hr["median"]) and hr["median"] > 0
+
+
+@pytest.mark.parametrize("endpoint", ["rfs", "efs"])
+def test_imported_nonmem_cohort_builds_the_durability_model(tmp_path, endpoint):
+    """No sampling: the imported cohort gives durability inputs and a finite log density at the start."""
+    import numpy as np
+
+    from toolkit.data.inputs import to_durability_inputs
+    from toolkit.models.durability import build_durability_model
+
+    data, outcomes = _write_nonmem(tmp_path, "csv")
+    cohort = load_cohort(import_nonmem(data, out=tmp_path / "c", outcomes=outcomes, **NONMEM_ARGS).folder)
+    model = build_durability_model(to_durability_inputs(cohort, endpoint=endpoint, covariates=["age_years"]))
+    assert np.isfinite(model.compile_logp()(model.initial_point()))
