@@ -498,3 +498,14 @@ def test_imported_nonmem_cohort_builds_the_durability_model(tmp_path, endpoint):
     cohort = load_cohort(import_nonmem(data, out=tmp_path / "c", outcomes=outcomes, **NONMEM_ARGS).folder)
     model = build_durability_model(to_durability_inputs(cohort, endpoint=endpoint, covariates=["age_years"]))
     assert np.isfinite(model.compile_logp()(model.initial_point()))
+
+
+@pytest.mark.parametrize("source", ["nonmem", "adam", "workbook"])
+def test_import_help_shows_options_and_defaults(capsys, source):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import", source, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--out" in text
+    if source == "nonmem":
+        assert "(default: pct)" in text and "(default: None)" not in text

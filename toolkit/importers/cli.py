@@ -7,9 +7,18 @@ import argparse
 INFUSION_HELP = "exactly one of --infusion-date-column, --infusion-day-column, --infusion-study-day"
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Show a default only where there is one."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_import_parser(sub, func) -> None:
     """Add the ``import`` subcommand (and its three sources) to the top-level subparsers."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Defaults
     p = sub.add_parser("import", help="NONMEM/Monolix, CDISC ADaM or one-workbook data to a cohort folder")
     kinds = p.add_subparsers(dest="source", required=True)
 
@@ -24,7 +33,7 @@ def add_import_parser(sub, func) -> None:
     n.add_argument("--mrd-cmt", help="CMT value of the MRD observations")
     n.add_argument("--cmt-column", default="CMT", help="column telling observations apart (e.g. DVID, YTYPE)")
     n.add_argument("--cart-unit", help="unit of the CAR-T levels, e.g. copies/ug")
-    n.add_argument("--mrd-unit", default="pct", choices=["pct", "fraction"], help="MRD as % or as a fraction")
+    n.add_argument("--mrd-unit", default="pct", choices=["pct", "fraction"], help="MRD as %% or as a fraction")
     n.add_argument("--mrd-method", choices=["flow", "ngs", "qpcr"], help="MRD assay")
     n.add_argument("--mrd-specimen", choices=["BM", "PB"], help="MRD specimen")
     n.add_argument("--infusion-time", type=float,
