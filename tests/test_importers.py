@@ -136,9 +136,9 @@ def test_nonmem_censored_records_are_kept_even_with_mdv_1(tmp_path):
 
 
 def test_nonmem_monolix_cens_uses_dv_as_the_limit_and_linear_days(tmp_path):
-    data = tmp_path / "monolix.csv"
-    data.write_text("ID,TIME,DV,CENS,YTYPE,ARM\n"
-                    "A,0,120,0,1,ctl\nA,7,50,1,1,ctl\nB,0,300,0,1,exp\nB,14,80,0,1,exp\n")
+    data = tmp_path / "monolix.txt"  # blank-separated, as Monolix and NONMEM files often are
+    data.write_text("ID TIME DV CENS YTYPE ARM\n"
+                    "A 0 120 0 1 ctl\nA 7 50 1 1 ctl\nB 0 300 0 1 exp\nB 14 80 0 1 exp\n")
     outcomes = tmp_path / "o.csv"
     outcomes.write_text("ID,response,response_day,relapse_day,relapse_cd19,hsct_day,death_day,last_followup_day\n"
                         "A,NR,,,,,,100\nB,CR,28,,,,,300\n")
@@ -400,12 +400,17 @@ def test_cli_nonmem_import_then_validate(tmp_path, capsys):
     ("no_infusion", "pk.csv, row 10, column 'EVID': this patient has no infusion record"),
     ("no_outcomes", "NONMEM-style data hold no outcomes"),
     ("bad_number", "pk.csv, row 5, column 'DV': is not a number"),
+    ("sample_after_followup", "cart_kinetics.csv, row 4, column 'day': in the imported cohort: is after the "
+                              "patient's last_followup_day"),
 ])
 def test_cli_nonmem_bad_input_exits_2_naming_file_row_column(tmp_path, capsys, case, expected):
     frame = _frame(NONMEM)
     frame["ID"] = frame["ID"].replace({"1": "ID-SECRET-1", "2": "ID-SECRET-2"})
     outcomes = tmp_path / "o.csv"
-    outcomes.write_text(NONMEM_OUTCOMES.replace("\n1,", "\nID-SECRET-1,").replace("\n2,", "\nID-SECRET-2,"))
+    text = NONMEM_OUTCOMES.replace("\n1,", "\nID-SECRET-1,").replace("\n2,", "\nID-SECRET-2,")
+    if case == "sample_after_followup":  # follow-up ends before the patient's CAR-T samples
+        text = text.replace("28,200,negative,,,400", "3,,,,,5")
+    outcomes.write_text(text)
     cmt = "2"
     if case == "missing_column":
         frame = frame.drop(columns="DV")

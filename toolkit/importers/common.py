@@ -80,8 +80,7 @@ class Source:
         missing = [c for c in columns if not self.has(c)]
         if missing:
             raise ImportDataError([Problem(self.name, None, c, None, "required column is missing",
-                                           f"add the column {c} ({what}), or name the column that holds it "
-                                           "with the matching option") for c in missing])
+                                           f"add the column {c} ({what})") for c in missing])
 
 
 def _cell_text(value) -> str:
@@ -112,8 +111,10 @@ def read_source(path: str | Path) -> Source:
             frame = pd.read_excel(path, dtype=object, keep_default_na=False, sheet_name=0)
             kind = "xlsx"
         else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
-                                encoding="utf-8-sig", sep=None, engine="python")
+            options = dict(dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
+            frame = pd.read_csv(path, **options)
+            if frame.shape[1] == 1:  # not comma-separated: NONMEM files are often blank- or semicolon-separated
+                frame = pd.read_csv(path, sep=r"\s*;\s*|\s+", engine="python", **options)
             kind = "csv"
     except Exception as exc:  # noqa: BLE001 - any reader failure is reported, never raised raw
         fail(path.name, f"cannot be read ({type(exc).__name__})",

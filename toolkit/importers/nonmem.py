@@ -133,7 +133,8 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
     frame = src.frame
     cmt_column, arm_column = cmt_column.upper(), arm_column.upper()
     flag = next((c for c in ("BLQ", "CENS") if src.has(c)), None)
-    src.require(["ID", "TIME", "DV", cmt_column, arm_column], "see the NONMEM data conventions")
+    src.require(["ID", "TIME", "DV", cmt_column, arm_column],
+                "NONMEM/Monolix data; name another compartment or arm column with --cmt-column, --arm-column")
     if infusion_time is None and not (src.has("EVID") or src.has("AMT")):
         fail(src.name, "has neither EVID nor AMT, so no infusion record can be found", "add the EVID column "
              "(EVID=1 on the CAR-T infusion record), or give --infusion-time T (the infusion on the TIME axis)",
