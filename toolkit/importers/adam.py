@@ -250,6 +250,11 @@ def import_adam(*, adsl: str | Path, adtte: str | Path, out: str | Path, control
     subjects = list(frame.loc[keep, "USUBJID"])
     key = pseudonyms(subjects)
     timeline = _Timeline(basis, infusion, report)
+    for code, label in labels.items():
+        count = int((keep & (arm == code)).sum())
+        if label != code or count:
+            shown = c_code if code == canonical_code(c_code).upper() else e_code
+            report.converted(f"{arm_column} '{shown}' written as arm '{label}' (subjects)", count)
     report.used(sl.name, "USUBJID", "patient_id", "replaced by a pseudonymous code (key kept apart)")
     rows = frame.index[keep]
     patients = pd.DataFrame({"patient_id": [key[s] for s in subjects],
@@ -354,6 +359,10 @@ def _outcomes(tte: Source, subjects, key, timeline: _Timeline, report: ImportRep
     for code in sorted(set(frame.loc[other, "PARAMCD"])):
         report.leave_out(tte, frame.index[other & (frame["PARAMCD"] == code)], f"PARAMCD {code} is not used")
     event_col = timeline.column("event")
+    if tte.has("AVAL"):
+        report.not_derived.append(f"{tte.name} AVAL is not used: event and censoring days come from {event_col} "
+                                  "(and the remission start from " + timeline.column("start") + "), which do not "
+                                  "depend on each parameter's origin or on the +1 day convention")
     for column, to in (("PARAMCD", "which outcome"), ("CNSR", "event (0) or censored"),
                        (event_col, "event / censoring day"), ("EVNTDESC", "death vs relapse")):
         if tte.has(column):

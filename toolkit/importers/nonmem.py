@@ -265,6 +265,9 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
                  f"check --{name}-arm against the codes used in {arm_column}", column=arm_column)
     key = pseudonyms(kept)
     in_cohort = ids.isin(kept)
+    for code, label in labels.items():
+        report.converted(f"{arm_column} code {code} written as arm '{label}' (patients)",
+                         sum(arm_of[p] == code for p in kept))
 
     # Observations per table.
     tables: dict[str, pd.DataFrame] = {}
@@ -356,6 +359,8 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
                 fail(src.name, f"{column} holds codes that are not F/M", "give --sex-codes such as 1=M,2=F",
                      column=column)
             patients["sex"] = mapped
+            report.converted(f"{column} codes mapped to F/M with --sex-codes (patients)",
+                             sum(bool(m) for m in mapped) if sex_codes else 0)
             report.used(src.name, column, "patients.sex", f"codes {sex_codes}" if sex_codes else "F/M")
         else:
             numbers = [to_number(v) for v in raw]
