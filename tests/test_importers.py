@@ -300,6 +300,26 @@ def _study_day_texts() -> dict:
     return {k: v.to_csv(index=False) for k, v in texts.items()}
 
 
+def test_date_cells_iso_date9_and_sas_numbers():
+    from toolkit.importers.common import to_date
+
+    day = dt.date(2024, 3, 4)
+    assert to_date("2024-03-04") == to_date("04MAR2024") == to_date("2024-03-04T10:30:00") == day
+    assert to_date(str((day - dt.date(1960, 1, 1)).days)) == day  # a SAS date number
+    assert math.isnan(to_date("")) and math.isnan(to_date("."))
+    assert to_date("March 4") is None
+
+
+def test_adam_param_in_two_files_is_taken_from_the_first_and_reported(tmp_path):
+    texts = {"adsl": ADSL, "adtte": ADTTE, "adpc": ADPC, "adrs": ADRS,
+             "adlb": ADLB + "S1-01-SECRET1,CARTTG,99,copies/ug,50,,2024-03-12,,\n"}
+    paths = _write_adam(tmp_path, "csv", texts)
+    result = import_adam(**paths, out=tmp_path / "c", infusion_date_column="CARTDT", **ADAM_ARGS)
+    assert _cohort_text(result.folder, "cart_kinetics") == _strip(ADAM_EXPECTED["cart_kinetics"])
+    assert {"file": "adlb.csv", "row_kind": "row", "rows": [6],
+            "reason": "PARAMCD CARTTG is taken from adpc.csv (the first file holding it)"} in result.report.left_out
+
+
 def test_study_days_have_no_day_zero():
     assert study_days_since(1, 1) == 0
     assert study_days_since(8, 1) == 7  # not 8: study day 1 is the infusion day
@@ -335,13 +355,16 @@ S1-01-SECRET1,RFS,0,RELAPSE,29,181
 S1-01-SECRET2,OS,1,,1,200
 S1-02-SECRET4,OS,1,,1,100
 S1-02-SECRET5,OS,0,DEATH,1,50
+S1-01-SECRET1,HSCT,0,,1,151
+S1-02-SECRET4,HSCT,1,,1,100
 """}
     paths = _write_adam(tmp_path, "csv", texts)
-    result = import_adam(**paths, out=tmp_path / "c", infusion_study_day=1, response="CRi",
+    result = import_adam(**paths, out=tmp_path / "c", infusion_study_day=1, response="CRi", hsct_param="HSCT",
+                         population_flag="SAFFL", relapse_cd19="negative",
                          control_arm="CAR-T", experimental_arm="IFN-a + CAR-T")
     assert _cohort_text(result.folder, "outcomes") == _strip("""
         patient_id,response,response_day,relapse_day,relapse_cd19,hsct_day,death_day,last_followup_day
-        P001,CRi,28,180,unknown,,,365
+        P001,CRi,28,180,negative,150,,365
         P002,NR,,,,,,199
         P003,NR,,,,,,99
         P004,NR,,,,,49,49""")

@@ -275,6 +275,7 @@ def import_adam(*, adsl: str | Path, adtte: str | Path, out: str | Path, control
     for s in sample_sources:
         report.source(s)
     tables = {"patients": patients, "outcomes": outcomes}
+    chosen: dict[str, str] = {}  # PARAMCD -> the file its records are taken from
     if cart_param is None and mrd_param is None and sample_sources:
         fail(OPTIONS, "ADPC/ADLB given but neither --cart-param nor --mrd-param",
              "name the PARAMCD of the CAR-T levels (--cart-param) and/or of MRD (--mrd-param)")
@@ -286,15 +287,17 @@ def import_adam(*, adsl: str | Path, adtte: str | Path, out: str | Path, control
                  "give --adpc FILE or --adlb FILE")
         src = next((s for s in sample_sources if s.has("PARAMCD")
                     and (s.frame["PARAMCD"].str.upper() == param.upper()).any()), sample_sources[0])
+        chosen[param.upper()] = src.name
         tables[name] = _samples(src, param, name, subjects, key, timeline, report, unit=cart_unit if
                                 name == "cart_kinetics" else mrd_unit, method=mrd_method, specimen=mrd_specimen)
-    used = {p.upper() for p in (cart_param, mrd_param) if p}
     for src in sample_sources:
         if src.has("PARAMCD"):
+            used = {p for p, name in chosen.items() if name == src.name}
             other = ~src.frame["PARAMCD"].str.upper().isin(used)
             for code in sorted(set(src.frame.loc[other, "PARAMCD"])):
-                report.leave_out(src, src.frame.index[other & (src.frame["PARAMCD"] == code)],
-                                 f"PARAMCD {code} is not used")
+                reason = (f"PARAMCD {code} is taken from {chosen[code.upper()]} (the first file holding it)"
+                          if code.upper() in chosen else f"PARAMCD {code} is not used")
+                report.leave_out(src, src.frame.index[other & (src.frame["PARAMCD"] == code)], reason)
     if cart_param is None:
         report.not_derived.append("cart_kinetics.csv: no --cart-param given")
     if mrd_param is None:
