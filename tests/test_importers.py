@@ -127,6 +127,18 @@ def test_nonmem_import_gives_the_expected_cohort(tmp_path, fmt):
     assert "| nm" not in text and "`DV`" in text and "back-transformed from the log scale" in text
 
 
+def test_nonmem_mrd_on_its_own_scale(tmp_path):
+    """MRD as log10 beside CAR-T as natural log: the same cohort once --mrd-dv-scale is stated."""
+    text = NONMEM.replace(",-6.907755279,0,0,3,", ",-3,0,0,3,").replace("-9.210340372", "-4")
+    (tmp_path / "pk.csv").write_text(text.strip() + "\n")
+    (tmp_path / "o.csv").write_text(NONMEM_OUTCOMES.strip() + "\n")
+    result = import_nonmem(tmp_path / "pk.csv", out=tmp_path / "c", outcomes=tmp_path / "o.csv",
+                           mrd_dv_scale="log10", **NONMEM_ARGS)
+    assert _cohort_text(result.folder, "mrd") == _strip(NONMEM_EXPECTED["mrd"])
+    wrong = import_nonmem(tmp_path / "pk.csv", out=tmp_path / "w", outcomes=tmp_path / "o.csv", **NONMEM_ARGS)
+    assert _cohort_text(wrong.folder, "mrd") != _strip(NONMEM_EXPECTED["mrd"])
+
+
 def test_nonmem_censored_records_are_kept_even_with_mdv_1(tmp_path):
     """M1-style data hide BLQ records with MDV=1; they are still censored observations."""
     data, outcomes = _write_nonmem(tmp_path, "csv")

@@ -28,6 +28,8 @@ def add_import_parser(sub, func) -> None:
     n.add_argument("--out", required=True, help="cohort folder to write (new or empty)")
     n.add_argument("--dv-scale", required=True, choices=["linear", "log", "log10"],
                    help="scale of DV and LLOQ (log = natural log)")
+    n.add_argument("--mrd-dv-scale", choices=["linear", "log", "log10"],
+                   help="scale of the MRD records when it differs from --dv-scale")
     n.add_argument("--time-unit", required=True, choices=["hours", "days"], help="unit of TIME")
     n.add_argument("--cart-cmt", help="CMT value of the CAR-T level observations")
     n.add_argument("--mrd-cmt", help="CMT value of the MRD observations")
@@ -97,7 +99,8 @@ def run_import(args) -> object:
         from toolkit.importers.nonmem import import_nonmem
 
         return import_nonmem(
-            args.file, out=args.out, dv_scale=args.dv_scale, time_unit=args.time_unit, arm_column=args.arm_column,
+            args.file, out=args.out, dv_scale=args.dv_scale, mrd_dv_scale=args.mrd_dv_scale,
+            time_unit=args.time_unit, arm_column=args.arm_column,
             control_arm=args.control_arm, experimental_arm=args.experimental_arm, outcomes=args.outcomes,
             cart_cmt=args.cart_cmt, mrd_cmt=args.mrd_cmt, cmt_column=args.cmt_column, cart_unit=args.cart_unit,
             mrd_unit=args.mrd_unit, mrd_method=args.mrd_method, mrd_specimen=args.mrd_specimen,

@@ -66,7 +66,7 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
                   cart_unit: str | None = None, mrd_unit: str = "pct", mrd_method: str | None = None,
                   mrd_specimen: str | None = None, infusion_time: float | None = None, dose_cmt: str | None = None,
                   covariates: list[str] = (), sex_codes: str | None = None, study_name: str | None = None,
-                  key_file: str | Path | None = None) -> ImportResult:
+                  key_file: str | Path | None = None, mrd_dv_scale: str | None = None) -> ImportResult:
     """Turn a NONMEM/Monolix-style data file into a cohort folder.
 
     Parameters
@@ -77,6 +77,8 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
         The cohort folder to write (must not exist or be empty).
     dv_scale : {"linear", "log", "log10"}
         Scale of ``DV`` (and of ``LLOQ``/a Monolix censored ``DV``).
+    mrd_dv_scale : {"linear", "log", "log10"}, optional
+        Scale of the MRD records when it differs from ``dv_scale``.
     time_unit : {"hours", "days"}
         Unit of ``TIME``.
     arm_column, control_arm, experimental_arm : str
@@ -109,8 +111,9 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
     """
     report = ImportReport("nonmem")
     problems: list[Problem] = []
-    if dv_scale not in DV_SCALES:
-        fail(OPTIONS, f"unknown DV scale {dv_scale!r}", f"use --dv-scale with one of {', '.join(DV_SCALES)}")
+    for option, scale in (("--dv-scale", dv_scale), ("--mrd-dv-scale", mrd_dv_scale or dv_scale)):
+        if scale not in DV_SCALES:
+            fail(OPTIONS, f"unknown DV scale {scale!r}", f"use {option} with one of {', '.join(DV_SCALES)}")
     if time_unit not in TIME_UNITS:
         fail(OPTIONS, f"unknown time unit {time_unit!r}", f"use --time-unit with one of {', '.join(TIME_UNITS)}")
     if cart_cmt is None and mrd_cmt is None:
@@ -139,7 +142,8 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
         fail(src.name, "has neither EVID nor AMT, so no infusion record can be found", "add the EVID column "
              "(EVID=1 on the CAR-T infusion record), or give --infusion-time T (the infusion on the TIME axis)",
              column="EVID")
-    report.options = {"dv_scale": dv_scale, "time_unit": time_unit, "cart_cmt": cart_cmt, "mrd_cmt": mrd_cmt,
+    report.options = {"dv_scale": dv_scale, "mrd_dv_scale": mrd_dv_scale, "time_unit": time_unit,
+                      "cart_cmt": cart_cmt, "mrd_cmt": mrd_cmt,
                       "cmt_column": cmt_column, "cart_unit": cart_unit, "mrd_unit": mrd_unit,
                       "mrd_method": mrd_method, "mrd_specimen": mrd_specimen, "infusion_time": infusion_time,
                       "dose_cmt": dose_cmt, "arm_column": arm_column, "control_arm": control_arm,
@@ -170,7 +174,8 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
         raise ImportDataError(problems)
     for name, used, note in (("ID", "patient_id", "replaced by a pseudonymous code"),
                              ("TIME", "day", f"{time_unit} since the infusion record"),
-                             ("DV", "value / mrd_pct", f"{dv_scale} scale"),
+                             ("DV", "value / mrd_pct", f"{dv_scale} scale"
+                              + (f" (MRD: {mrd_dv_scale})" if mrd_dv_scale else "")),
                              (cmt_column, "which table", f"CAR-T = {cart_cmt}, MRD = {mrd_cmt}"),
                              ("MDV", "record kept or left out", "MDV=1 without censoring flag: no observation"),
                              ("EVID", "record type", "0 observation, 1/4 dose (infusion), other left out"),
@@ -271,16 +276,17 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
 
     # Observations per table.
     tables: dict[str, pd.DataFrame] = {}
-    value = pd.Series(_to_linear(dv.to_numpy(), dv_scale), index=frame.index)
-    limit = None
-    if lloq is not None:
-        limit = pd.Series(_to_linear(lloq.to_numpy(), dv_scale), index=frame.index)
-    if flag == "CENS":  # Monolix: the DV of a censored record is the limit itself
-        limit = value.where(censored) if limit is None else limit.fillna(value.where(censored))
     cmts_seen = sorted(set(cmt[observation & in_cohort]))
     for wanted, name in ((cart_cmt, "cart_kinetics"), (mrd_cmt, "mrd")):
         if wanted is None:
             continue
+        scale = dv_scale if name == "cart_kinetics" else (mrd_dv_scale or dv_scale)
+        value = pd.Series(_to_linear(dv.to_numpy(), scale), index=frame.index)
+        limit = None
+        if lloq is not None:
+            limit = pd.Series(_to_linear(lloq.to_numpy(), scale), index=frame.index)
+        if flag == "CENS":  # Monolix: the DV of a censored record is the limit itself
+            limit = value.where(censored) if limit is None else limit.fillna(value.where(censored))
         code = canonical_code(wanted)
         if code not in cmts_seen:
             fail(src.name, f"no observation record has {cmt_column}={wanted}",
@@ -304,7 +310,7 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
         if problems:
             raise ImportDataError(problems)
         sub = frame.index[sel]
-        digits = 10 if dv_scale == "linear" else 6
+        digits = 10 if scale == "linear" else 6
         patient = [key[ids[p]] for p in sub]
         lim = [limit[p] if limit is not None else math.nan for p in sub]
         if name == "cart_kinetics":
@@ -324,9 +330,9 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
                              int(censored[sub].sum()))
             if factor != 1.0:
                 report.converted("MRD fraction multiplied by 100 (percent)", len(sub))
-        if dv_scale != "linear":
+        if scale != "linear":
             report.converted(f"{'CAR-T' if name == 'cart_kinetics' else 'MRD'} DV and limit back-transformed "
-                             f"from the {dv_scale} scale ({'exp' if dv_scale == 'log' else '10^'}), "
+                             f"from the {scale} scale ({'exp' if scale == 'log' else '10^'}), "
                              "6 significant digits", len(sub))
         order = pd.DataFrame({"p": [ids[p] for p in sub], "d": [day[p] for p in sub]})
         order["k"] = order["p"].map({pid: i for i, pid in enumerate(kept)})
