@@ -139,6 +139,19 @@ def test_nonmem_mrd_on_its_own_scale(tmp_path):
     assert _cohort_text(wrong.folder, "mrd") != _strip(NONMEM_EXPECTED["mrd"])
 
 
+def test_nonmem_patient_of_another_arm_is_left_out_before_anything_else(tmp_path):
+    """A patient outside the two arms (here without a dose record) is reported, not an error."""
+    (tmp_path / "pk.csv").write_text(NONMEM.strip() + "\n,3,0,5,0,0,2,.,0,3.9,9,40,1\n")
+    (tmp_path / "o.csv").write_text(NONMEM_OUTCOMES.strip() + "\n")
+    result = import_nonmem(tmp_path / "pk.csv", out=tmp_path / "c", outcomes=tmp_path / "o.csv", **NONMEM_ARGS)
+    for name, expected in NONMEM_EXPECTED.items():
+        assert _cohort_text(result.folder, name) == _strip(expected), name
+    entry = next(e for e in result.report.left_out if "neither the control" in e["reason"])
+    assert entry["rows"] == [16]
+    all_rows = [r for e in result.report.left_out for r in e["rows"]]
+    assert len(all_rows) == len(set(all_rows))  # one reason a row
+
+
 def test_nonmem_censored_records_are_kept_even_with_mdv_1(tmp_path):
     """M1-style data hide BLQ records with MDV=1; they are still censored observations."""
     data, outcomes = _write_nonmem(tmp_path, "csv")
@@ -276,6 +289,9 @@ def test_adam_import_gives_the_expected_cohort(tmp_path, fmt):
     for reason in ("screen failure", "PARAMCD EFS is not used", "derived record (DTYPE not blank)",
                    "sample before the infusion", "PARAMCD HGB is not used"):
         assert reason in reasons
+    for file in {e["file"] for e in result.report.left_out}:  # one reason a row
+        rows = [r for e in result.report.left_out if e["file"] == file for r in e["rows"]]
+        assert len(rows) == len(set(rows)), file
 
 
 def _sdtm_study_day(date: str, reference: dt.date) -> int:

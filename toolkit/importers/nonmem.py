@@ -185,62 +185,9 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
         if name and src.has(name) and not (name == "AMT" and evid is not None):
             report.used(src.name, name, used, note)
 
-    # Record types.
-    if evid is not None:
-        is_dose = evid.isin([1, 4]) & ~comment
-    elif amt is not None:
-        is_dose = (amt.fillna(0) > 0) & ~comment
-    else:  # no dose records: the infusion is stated with infusion_time
-        is_dose = pd.Series(False, index=frame.index)
-    if evid is not None:
-        other = ~comment & ~is_dose & evid.notna() & (evid != 0)
-        for code in sorted(evid[other].unique()):
-            report.leave_out(src, frame.index[other & (evid == code)], f"EVID={fmt(code)}: not an observation")
-    else:
-        other = pd.Series(False, index=frame.index)
-    report.leave_out(src, frame.index[is_dose], "dose record (the infusion and other doses): not an observation")
-    if (cens < 0).any():
-        pos = frame.index[cens < 0][0]
-        fail(src.name, "holds a right-censored (above the upper limit) record, which a cohort cannot hold",
-             "replace it by the measured value or a value at the upper limit, or remove the record",
-             row=src.row(pos), column=flag)
-    censored = (cens > 0) & ~comment & ~is_dose & ~other
-    no_obs = ~comment & ~is_dose & ~other & ~censored & (mdv == 1)
-    report.leave_out(src, frame.index[no_obs], "MDV=1 without a below-limit flag: no observation")
-    observation = ~comment & ~is_dose & ~other & ~no_obs
-
-    # Patients, in file order; time origin per patient.
+    # Patients, in file order.
     patient_ids = list(dict.fromkeys(ids[rows]))
     first_pos = {pid: frame.index[ids == pid][0] for pid in patient_ids}
-    origin: dict[str, float] = {}
-    dose_cmt_code = canonical_code(dose_cmt) if dose_cmt is not None else None
-    for pid in patient_ids:
-        if infusion_time is not None:
-            origin[pid] = float(infusion_time)
-            continue
-        doses = frame.index[is_dose & (ids == pid)]
-        if dose_cmt_code is not None:
-            doses = [p for p in doses if cmt[p] == dose_cmt_code]
-        if len(doses) == 0:
-            problems.append(Problem(src.name, src.row(first_pos[pid]), "EVID", None,
-                                    "this patient has no infusion record (EVID=1"
-                                    + (f" in CMT {dose_cmt}" if dose_cmt else "") + ")",
-                                    "add the EVID=1 record at the CAR-T infusion, or give --infusion-time T "
-                                    "(the infusion on the TIME axis)"))
-        elif len(doses) > 1:
-            problems.append(Problem(src.name, src.row(doses[1]), "EVID", None,
-                                    "this patient has more than one dose record, so the infusion is ambiguous",
-                                    "give --dose-cmt with the compartment of the CAR-T dose, or --infusion-time"))
-        else:
-            origin[pid] = time[doses[0]]
-    if problems:
-        raise ImportDataError(problems)
-    scale = 24.0 if time_unit == "hours" else 1.0
-    day = pd.Series([(time[p] - origin[ids[p]]) / scale if ids[p] in origin else math.nan for p in frame.index],
-                    index=frame.index).round(6)
-    report.converted(f"TIME ({time_unit}) to days since the patient's infusion"
-                     + (f" (infusion at TIME {fmt(infusion_time)})" if infusion_time is not None else
-                        " (TIME of the EVID=1 record)"), int(observation.sum()))
 
     # Arms: a per-patient column; patients of other arms are left out.
     (control_code, control_label), (exp_code, exp_label) = parse_assignment(control_arm), parse_assignment(experimental_arm)
@@ -273,6 +220,61 @@ def import_nonmem(data: str | Path, *, out: str | Path, dv_scale: str, time_unit
     for code, label in labels.items():
         report.converted(f"{arm_column} code {code} written as arm '{label}' (patients)",
                          sum(arm_of[p] == code for p in kept))
+
+    # Record types.
+    if evid is not None:
+        is_dose = evid.isin([1, 4]) & in_cohort
+    elif amt is not None:
+        is_dose = (amt.fillna(0) > 0) & in_cohort
+    else:  # no dose records: the infusion is stated with infusion_time
+        is_dose = pd.Series(False, index=frame.index)
+    if evid is not None:
+        other = in_cohort & ~is_dose & evid.notna() & (evid != 0)
+        for code in sorted(evid[other].unique()):
+            report.leave_out(src, frame.index[other & (evid == code)], f"EVID={fmt(code)}: not an observation")
+    else:
+        other = pd.Series(False, index=frame.index)
+    report.leave_out(src, frame.index[is_dose], "dose record (the infusion and other doses): not an observation")
+    if ((cens < 0) & in_cohort).any():
+        pos = frame.index[(cens < 0) & in_cohort][0]
+        fail(src.name, "holds a right-censored (above the upper limit) record, which a cohort cannot hold",
+             "replace it by the measured value or a value at the upper limit, or remove the record",
+             row=src.row(pos), column=flag)
+    censored = (cens > 0) & in_cohort & ~is_dose & ~other
+    no_obs = in_cohort & ~is_dose & ~other & ~censored & (mdv == 1)
+    report.leave_out(src, frame.index[no_obs], "MDV=1 without a below-limit flag: no observation")
+    observation = in_cohort & ~is_dose & ~other & ~no_obs
+
+    # Time origin per patient.
+    origin: dict[str, float] = {}
+    dose_cmt_code = canonical_code(dose_cmt) if dose_cmt is not None else None
+    for pid in kept:
+        if infusion_time is not None:
+            origin[pid] = float(infusion_time)
+            continue
+        doses = frame.index[is_dose & (ids == pid)]
+        if dose_cmt_code is not None:
+            doses = [p for p in doses if cmt[p] == dose_cmt_code]
+        if len(doses) == 0:
+            problems.append(Problem(src.name, src.row(first_pos[pid]), "EVID", None,
+                                    "this patient has no infusion record (EVID=1"
+                                    + (f" in CMT {dose_cmt}" if dose_cmt else "") + ")",
+                                    "add the EVID=1 record at the CAR-T infusion, or give --infusion-time T "
+                                    "(the infusion on the TIME axis)"))
+        elif len(doses) > 1:
+            problems.append(Problem(src.name, src.row(doses[1]), "EVID", None,
+                                    "this patient has more than one dose record, so the infusion is ambiguous",
+                                    "give --dose-cmt with the compartment of the CAR-T dose, or --infusion-time"))
+        else:
+            origin[pid] = time[doses[0]]
+    if problems:
+        raise ImportDataError(problems)
+    scale = 24.0 if time_unit == "hours" else 1.0
+    day = pd.Series([(time[p] - origin[ids[p]]) / scale if ids[p] in origin else math.nan for p in frame.index],
+                    index=frame.index).round(6)
+    report.converted(f"TIME ({time_unit}) to days since the patient's infusion"
+                     + (f" (infusion at TIME {fmt(infusion_time)})" if infusion_time is not None else
+                        " (TIME of the EVID=1 record)"), int(observation.sum()))
 
     # Observations per table.
     tables: dict[str, pd.DataFrame] = {}
