@@ -193,6 +193,9 @@ def import_adam(*, adsl: str | Path, adtte: str | Path, out: str | Path, control
     arm_column = (arm_column or next((c for c in ("ARM", "TRT01P") if sl.has(c)), "ARM")).upper()
     sl.require([arm_column], "the randomized arm; name another with --arm-column")
     frame = sl.frame
+    if (frame["USUBJID"] == "").any():
+        fail(sl.name, "USUBJID is blank", "give every subject its USUBJID",
+             row=sl.row(frame.index[frame["USUBJID"] == ""][0]), column="USUBJID")
     dup = frame["USUBJID"].duplicated(keep="first")
     if dup.any():
         fail(sl.name, "a subject has more than one row", "ADSL holds one row a subject",
