@@ -398,6 +398,32 @@ def cmd_run_notebooks(args) -> int:
     return 0 if all(r["ok"] for r in records) else 1
 
 
+def cmd_import(args) -> int:
+    """Write a cohort folder from NONMEM-style, ADaM or one-workbook data (logic in toolkit.importers)."""
+    from toolkit.importers.cli import run_import
+    from toolkit.importers.common import ImportDataError
+
+    console = _console()
+    try:
+        result = run_import(args)
+    except ImportDataError as err:  # problems name file, row and column, never a cell's content
+        console.print(f"[bold red]{len(err.problems)} problem(s)[/]; nothing was written:")
+        for problem in err.problems:
+            console.print(f"  - {problem}", markup=False)
+        return EXIT_INVALID
+    written = ", ".join(f"{k} ({v} rows)" for k, v in result.report.written.items())
+    left = sum(len(e["rows"]) for e in result.report.left_out)
+    console.print(f"Wrote cohort {result.folder}: {written}; it validates.", markup=False)
+    console.print(f"Mapping report: {result.folder / 'import_report.md'} ({left} source row(s) left out, "
+                  "each with its reason).", markup=False)
+    for note in result.report.not_derived:
+        console.print(f"[yellow]not derived:[/] {escape(note)}")
+    if result.key_file is not None:
+        console.print(f"[bold]Key from source IDs to patient codes: {escape(str(result.key_file))}: keep it "
+                      "private, apart from the cohort.[/]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toolkit", description="Bayesian modeling of patient response to CAR-T.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -487,6 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="few draws (a smoke run; results not for decisions)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.set_defaults(func=cmd_demo)
+
+    from toolkit.importers.cli import add_import_parser
+
+    add_import_parser(sub, cmd_import)
     return parser
 
 
