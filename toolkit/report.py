@@ -294,11 +294,11 @@ def check_report_summary(run: Run) -> None:
     where = run.path / "summary.json"
     fix = "summary.json is written by `toolkit fit` and is not meant to be edited: re-fit the run with --overwrite"
     missing = []
-    for keys in REQUIRED_SUMMARY:
+    for keys in REQUIRED_SUMMARY:  # a key must be there; its value may be null (R-hat of one chain)
         node = run.summary
         for key in keys:
-            node = node.get(key) if isinstance(node, dict) else None
-        if node is None:
+            node = node[key] if isinstance(node, dict) and key in node else missing
+        if node is missing:
             missing.append(".".join(keys))
     if missing:
         raise RunFolderError(f"{where} lacks {', '.join(missing)}, which the report needs; {fix}")
