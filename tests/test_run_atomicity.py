@@ -29,45 +29,58 @@ from toolkit.testing import EXAMPLE, edit_run_file, folder_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# A child process that saves run version 2 over version 1 and dies where it is told.
+# One process imports the toolkit once, then forks a child per fault: the child saves run version 2
+# (over version 1, or over nothing) and is killed where it is told; the parent reports how each child ended.
 CHILD = textwrap.dedent(r"""
-    import os, shutil, signal, sys
+    import json, os, shutil, signal, sys, traceback
     from pathlib import Path
     import numpy as np, xarray as xr
     from toolkit import inference
 
-    out, version, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    MODES = {"during_posterior", "during_figures", "during_old_removal", "no_fault"}
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
-    def tree(v):
-        post = xr.Dataset({"mu": (("chain", "draw"), np.full((2, 30), float(v)))})
-        return xr.DataTree.from_dict({"posterior": post})
-
-    def figures(run, folder):
-        folder.mkdir()
-        (folder / "a.png").write_bytes(b"A" * 2000 * int(run.summary["version"]))
-        if mode == "during_figures":
-            die()
-        (folder / "b.png").write_bytes(b"B" * 2000)
-
-    if mode == "during_posterior":  # half a netCDF file on disk, then the kill
-        def half_written(self, path, *args, **kwargs):
-            Path(path).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 500)
-            die()
-        xr.DataTree.to_netcdf = half_written
-    if mode == "during_old_removal":  # the old run half deleted, then the kill
-        real_rmtree = shutil.rmtree
-        def half_removed(path, *args, **kwargs):
-            if inference._OLD_MARK in Path(path).name:
-                (Path(path) / "summary.json").unlink()
+    def save(out, mode):
+        def figures(run, folder):
+            folder.mkdir()
+            (folder / "a.png").write_bytes(b"A" * 2000 * int(run.summary["version"]))
+            if mode == "during_figures":
                 die()
-            real_rmtree(path, *args, **kwargs)
-        inference.shutil.rmtree = half_removed
+            (folder / "b.png").write_bytes(b"B" * 2000)
 
-    inference.save_run(out, tree(version), {"version": version}, {"version": version}, overwrite=True,
-                       figures=figures)
+        if mode not in MODES:
+            os.environ[inference.FAULT_ENV] = mode
+        if mode == "during_posterior":  # half a netCDF file on disk, then the kill
+            def half_written(self, path, *args, **kwargs):
+                Path(path).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 500)
+                die()
+            xr.DataTree.to_netcdf = half_written
+        if mode == "during_old_removal":  # the old run half deleted, then the kill
+            real_rmtree = shutil.rmtree
+            def half_removed(path, *args, **kwargs):
+                if inference._OLD_MARK in Path(path).name:
+                    (Path(path) / "summary.json").unlink()
+                    die()
+                real_rmtree(path, *args, **kwargs)
+            inference.shutil.rmtree = half_removed
+        post = xr.Dataset({"mu": (("chain", "draw"), np.full((2, 30), 2.0))})
+        inference.save_run(out, xr.DataTree.from_dict({"posterior": post}), {"version": 2}, {"version": 2},
+                           overwrite=True, figures=figures)
+
+    codes = {}
+    for out, mode in json.loads(sys.argv[1]):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                save(out, mode)
+                os._exit(0)
+            except BaseException:
+                traceback.print_exc()
+                os._exit(1)
+        codes[out] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])  # -9: killed by SIGKILL
+    print(json.dumps(codes))
 """)
 
 # (fault point or mode, version --out must hold afterwards: 1 = previous run, 2 = new run)
@@ -125,7 +138,7 @@ def _child_env(point: str) -> dict:
 
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory):
-    """Every fault, each in its own folder over a previous run (and over nothing), run as parallel processes."""
+    """Every fault, each in its own folder over a previous run (and some over nothing), each a killed process."""
     base = tmp_path_factory.mktemp("faults")
     jobs = {}
     for point, _ in FAULTS:
@@ -134,14 +147,12 @@ def killed(tmp_path_factory):
             out.parent.mkdir()
             if previous:
                 _save(out, 1)
-            proc = subprocess.Popen([sys.executable, "-c", CHILD, str(out), "2", point], env=_child_env(point),
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            jobs[point, previous] = (out, proc)
-    results = {}
-    for key, (out, proc) in jobs.items():
-        output, _ = proc.communicate(timeout=120)
-        results[key] = (out, proc.returncode, output)
-    return results
+            jobs[point, previous] = out
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps([[str(o), p] for (p, _), o in jobs.items()])],
+                          env=_child_env("no_fault"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    codes = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {key: (out, codes[str(out)], proc.stderr) for key, out in jobs.items()}
 
 
 @pytest.mark.parametrize("point,expected", FAULTS, ids=[p for p, _ in FAULTS])
@@ -405,3 +416,30 @@ def test_demo_and_run_notebooks_refuse_their_output_before_any_work(tmp_path, ca
     (done / "thesis.docx").write_text("keep me")
     _refused(capsys, ["demo", "--out", str(done), "--overwrite"], "is not a demo folder")
     assert a_file.read_text() == "keep me" and (done / "thesis.docx").read_text() == "keep me"
+
+
+def test_scratch_folders_of_a_live_save_are_left_alone(tmp_path):
+    """Only scratch folders of dead processes (or older than any save takes: PIDs are reused) are cleared."""
+    import time
+
+    from toolkit.inference import recover_run
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    now, hours = time.time_ns(), 3600 * 10**9
+    out = _save(tmp_path / "run", 1)
+    live = tmp_path / f".run.tmp-{os.getpid()}-{now}-a"
+    stale = tmp_path / f".run.tmp-{os.getpid()}-{now - 7 * hours}-b"
+    dead = tmp_path / f".run.tmp-{finished.pid}-{now}-c"
+    for folder in (live, stale, dead):
+        folder.mkdir()
+    recover_run(out)
+    assert live.exists() and not stale.exists() and not dead.exists()
+    # a run moved aside by a save still in progress is not taken back; one left by a dead save is
+    moving = tmp_path / f".run.old-{os.getpid()}-{now}"
+    out.rename(moving)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_run(out)
+    left = tmp_path / f".run.old-{finished.pid}-{now}"
+    moving.rename(left)
+    assert _version_of(out) == 1 and not left.exists()

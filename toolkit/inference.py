@@ -593,11 +593,22 @@ def _fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _scratch_owner(path: Path, mark: str) -> int | None:
-    """PID encoded in a scratch folder's name (``.RUN<mark><pid>-...``), or None."""
-    tail = path.name.rsplit(mark, 1)[-1]
-    head = tail.split("-", 1)[0]
-    return int(head) if head.isdigit() else None
+# A scratch folder whose owner is alive is in use, unless it is older than this (a PID can be reused):
+# a save takes seconds to minutes, and a run stays moved aside only for the instant between two renames.
+_SCRATCH_MAX_AGE_NS = {_TMP_MARK: 6 * 3600 * 10**9, _OLD_MARK: 3600 * 10**9}
+
+
+def _scratch_fields(path: Path, mark: str) -> tuple[int | None, int]:
+    """``(pid, creation time in ns)`` from a scratch folder's name ``.RUN<mark><pid>-<ns>...``."""
+    parts = path.name.rsplit(mark, 1)[-1].split("-")
+    pid = int(parts[0]) if parts[0].isdigit() else None
+    stamp = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return pid, stamp
+
+
+def _scratch_stale(path: Path, mark: str) -> bool:
+    pid, stamp = _scratch_fields(path, mark)
+    return not _pid_alive(pid) or time.time_ns() - stamp > _SCRATCH_MAX_AGE_NS[mark]
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -632,24 +643,25 @@ def recover_run(run_dir: str | Path) -> Path | None:
     moved-aside run is renamed back (the new run was never reported, so the
     previous one stands). Scratch folders of dead processes (``.RUN.tmp-*``,
     and ``.RUN.old-*`` once a run is in place) are removed; those of a live
-    process are left alone. Returns the restored folder's old name, or None.
+    process are left alone unless older than any save takes (6 h; 1 h for a
+    moved-aside run), since a PID can be reused. Returns the restored folder's
+    old name, or None.
     """
     run_dir = Path(run_dir).absolute()
     restored = None
     if not os.path.lexists(run_dir):
-        olds = [p for p in _scratch_siblings(run_dir, _OLD_MARK) if not _pid_alive(_scratch_owner(p, _OLD_MARK))]
+        olds = [p for p in _scratch_siblings(run_dir, _OLD_MARK) if _scratch_stale(p, _OLD_MARK)]
         if olds:
-            # names end in a nanosecond stamp: the newest moved-aside run is the last one saved
-            newest = max(olds, key=lambda p: p.name.rsplit("-", 1)[-1].zfill(24))
+            newest = max(olds, key=lambda p: _scratch_fields(p, _OLD_MARK)[1])  # the last run saved
             os.rename(newest, run_dir)
             _fsync_dir(run_dir.parent)
             restored = newest
     if os.path.isdir(run_dir):
         for p in _scratch_siblings(run_dir, _OLD_MARK):
-            if not _pid_alive(_scratch_owner(p, _OLD_MARK)):
+            if _scratch_stale(p, _OLD_MARK):
                 shutil.rmtree(p, ignore_errors=True)
     for p in _scratch_siblings(run_dir, _TMP_MARK):
-        if not _pid_alive(_scratch_owner(p, _TMP_MARK)):
+        if _scratch_stale(p, _TMP_MARK):
             shutil.rmtree(p, ignore_errors=True)
     return restored
 
@@ -841,7 +853,7 @@ def save_run(
     parent = run_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
     _fault_point("save_started")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}{_TMP_MARK}{os.getpid()}-", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}{_TMP_MARK}{os.getpid()}-{time.time_ns()}-", dir=parent))
     backup = None
     try:
         _fault_point("tmp_created")
