@@ -341,7 +341,7 @@ def _check_run_out(out: str, data: str, *, overwrite: bool) -> str | None:
     """Why ``fit --out`` cannot be written (checked before any work), or None."""
     from toolkit.inference import RunFolderError, check_run_destination
 
-    out_path, data_path = Path(out).absolute(), Path(data).absolute()
+    out_path, data_path = Path(out).resolve(), Path(data).resolve()
     if out_path == data_path or data_path in out_path.parents:
         return f"--out {out} is inside the cohort folder {data}; write runs outside the data (choose another --out)"
     try:

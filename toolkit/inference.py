@@ -70,7 +70,7 @@ BACKENDS = ("nutpie", "pymc", "numpyro")
 RUN_FILES = ("posterior.nc", "summary.json", "provenance.json")
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "toolkit-run-manifest/1"
-# Scratch siblings of RUN: ".RUN.tmp-<pid>-<random>" (being written) and ".RUN.old-<pid>-<ns>" (moved aside).
+# Scratch siblings of RUN: ".RUN.tmp-<pid>-<ns>-<random>" (being written), ".RUN.old-<pid>-<ns>" (moved aside).
 _TMP_MARK = ".tmp-"
 _OLD_MARK = ".old-"
 FAULT_ENV = "TOOLKIT_FAULT_POINT"

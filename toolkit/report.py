@@ -293,12 +293,12 @@ def check_report_summary(run: Run) -> None:
     """
     where = run.path / "summary.json"
     fix = "summary.json is written by `toolkit fit` and is not meant to be edited: re-fit the run with --overwrite"
-    missing = []
+    absent, missing = object(), []
     for keys in REQUIRED_SUMMARY:  # a key must be there; its value may be null (R-hat of one chain)
         node = run.summary
         for key in keys:
-            node = node[key] if isinstance(node, dict) and key in node else missing
-        if node is missing:
+            node = node[key] if isinstance(node, dict) and key in node else absent
+        if node is absent:
             missing.append(".".join(keys))
     if missing:
         raise RunFolderError(f"{where} lacks {', '.join(missing)}, which the report needs; {fix}")
