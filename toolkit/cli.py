@@ -148,6 +148,10 @@ def cmd_demo(args) -> int:
     console = _console()
     start = time.perf_counter()
     out = Path(args.out)
+    error = _check_demo_out(out, overwrite=args.overwrite)
+    if error:
+        console.print(f"[red]error:[/] {escape(error)}")
+        return EXIT_INVALID
     cohort_dir = out / "cohort"
     console.rule("[bold]toolkit demo" + (" (fast: few draws, not for decisions)" if args.fast else ""))
     console.print(f"1. Simulating the default trial (60 patients, seed {args.seed}) into {cohort_dir} ...")
@@ -161,7 +165,8 @@ def cmd_demo(args) -> int:
     for step, (name, (model, spec)) in enumerate(DEMO_RUNS.items(), start=4):
         console.print(f"{step}. Fitting {name} (spec models/{spec}) ...")
         code = main(["fit", model, "--data", str(cohort_dir), "--out", str(out / "runs" / name),
-                     "--spec", str(SPEC_DIR / spec), "--seed", str(args.seed)] + (DEMO_FAST_SAMPLER if args.fast else []))
+                     "--spec", str(SPEC_DIR / spec), "--seed", str(args.seed)] + (DEMO_FAST_SAMPLER if args.fast else [])
+                    + (["--overwrite"] if args.overwrite else []))
         if code != 0:
             return code
         summaries[name] = json.loads((out / "runs" / name / "summary.json").read_text())
@@ -196,6 +201,30 @@ def cmd_demo(args) -> int:
     console.print(f"[bold]Report: {report.resolve()}[/]")
     console.print(f"Demo finished in {time.perf_counter() - start:.0f} s.")
     return 0
+
+DEMO_CONTENTS = {"cohort", "runs", "report.html", "report.pdf"}
+
+
+def _check_demo_out(out: Path, *, overwrite: bool) -> str | None:
+    """Why ``demo --out`` cannot be written (checked before simulating), or None."""
+    from toolkit.inference import RunFolderError, check_writable_destination
+
+    if out.exists() and not out.is_dir():
+        return f"--out {out} exists and is a file; choose a new folder for the demo"
+    if out.is_dir():
+        names = {p.name for p in out.iterdir()}
+        if names and not overwrite:
+            return (f"demo folder {out} already exists; add --overwrite to replace its cohort, runs and report, "
+                    "or choose another --out")
+        if names - DEMO_CONTENTS:
+            return (f"{out} is not a demo folder (it holds {len(names - DEMO_CONTENTS)} other file(s) or "
+                    "folder(s)); --overwrite replaces only a demo's own output: choose another --out")
+    try:
+        check_writable_destination(out / "cohort", what="demo folder")
+    except RunFolderError as err:
+        return str(err)
+    return None
+
 
 def _csv_list(text: str | None, cast=str):
     if text is None:
@@ -268,6 +297,7 @@ def _fit_plan(model: str, args):
 def fit_command(args, console: Console) -> int:
     from toolkit.data.inputs import ModelDataError
     from toolkit.fitting import default_settings
+    from toolkit.inference import RunFolderError
     from toolkit.specs import SpecError, load_spec, merged_options, merged_sampler
 
     plan = _fit_plan(args.model, args)
@@ -285,6 +315,10 @@ def fit_command(args, console: Console) -> int:
     except (SpecError, ValueError, TypeError) as err:
         console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
+    error = _check_run_out(args.out, args.data, overwrite=args.overwrite)
+    if error:
+        console.print(f"[red]error:[/] {escape(error)}")
+        return EXIT_INVALID
     cohort = _load_or_report(args.data, console)
     if cohort is None:
         return EXIT_INVALID
@@ -293,13 +327,28 @@ def fit_command(args, console: Console) -> int:
     except ModelDataError as err:
         console.print(f"[red]cannot fit {args.model}:[/] {escape(str(err))}")
         return EXIT_INVALID
-    run_dir = result.save(args.out)
-    if write_figures is not None and not args.no_figures:
-        from toolkit.inference import load_run
-
-        write_figures(load_run(run_dir), run_dir / "figures")
+    try:  # figures are drawn inside the save, so a run is never left without them
+        run_dir = result.save(args.out, overwrite=args.overwrite,
+                              figures=None if args.no_figures else write_figures)
+    except RunFolderError as err:
+        console.print(f"[red]error:[/] the fit was not saved: {escape(str(err))}")
+        return EXIT_INVALID
     print_fit_summary(console, result.summary, run_dir)
     return 0
+
+
+def _check_run_out(out: str, data: str, *, overwrite: bool) -> str | None:
+    """Why ``fit --out`` cannot be written (checked before any work), or None."""
+    from toolkit.inference import RunFolderError, check_run_destination
+
+    out_path, data_path = Path(out).resolve(), Path(data).resolve()
+    if out_path == data_path or data_path in out_path.parents:
+        return f"--out {out} is inside the cohort folder {data}; write runs outside the data (choose another --out)"
+    try:
+        check_run_destination(out_path, overwrite=overwrite)
+    except RunFolderError as err:
+        return str(err)
+    return None
 
 
 def cmd_fit(args) -> int:
@@ -378,9 +427,20 @@ def cmd_report(args) -> int:
 def cmd_run_notebooks(args) -> int:
     from rich.progress import Progress
 
+    from toolkit.inference import RunFolderError, check_writable_destination
     from toolkit.notebooks import list_notebooks, run_notebooks
 
     console = _console()
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        console.print(f"[red]error:[/] --out {escape(str(out))} exists and is a file; choose a folder for the "
+                      "executed notebooks")
+        return EXIT_INVALID
+    try:
+        check_writable_destination(out / "notebook.ipynb", what="executed notebooks in")
+    except RunFolderError as err:
+        console.print(f"[red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
     if _load_or_report(args.data, console) is None:
         return EXIT_INVALID
     notebooks = list_notebooks()
@@ -454,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--spec", help="analysis spec file (models/*.toml); command-line options override it")
     p.add_argument("--no-figures", action="store_true", help="skip writing RUN/figures/*.png")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run at --out (kept until the new run is complete)")
     g = p.add_argument_group("sampler")
     g.add_argument("--seed", type=int)
     g.add_argument("--draws", type=int)
@@ -511,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulate the default trial and run the analyses")
     p.add_argument("--out", default="demo_output")
     p.add_argument("--fast", action="store_true", help="few draws (a smoke run; results not for decisions)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output of an earlier demo at --out")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.set_defaults(func=cmd_demo)
 

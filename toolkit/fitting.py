@@ -52,8 +52,9 @@ class FitResult:
     def converged(self) -> bool:
         return bool(self.summary["diagnostics"]["converged"])
 
-    def save(self, run_dir: str | Path) -> Path:
-        return save_run(run_dir, self.posterior, self.summary, self.provenance)
+    def save(self, run_dir: str | Path, *, overwrite: bool = False, figures=None) -> Path:
+        """Write the run folder whole or not at all (see :func:`toolkit.inference.save_run`)."""
+        return save_run(run_dir, self.posterior, self.summary, self.provenance, overwrite=overwrite, figures=figures)
 
 
 @dataclass
