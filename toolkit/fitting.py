@@ -193,7 +193,8 @@ def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: Sampl
                                "below_lloq": int(inputs.censored[np.isin(inputs.sample_patient,
                                                                          np.flatnonzero(inputs.arm == code))].sum())}
                         for code, name in ((0, "control"), (1, "experimental"))},
-            "unit": inputs.unit}
+            "unit": inputs.unit,
+            "samples_cut_after_events": inputs.n_cut_samples}  # the kinetic cut (toolkit.data.inputs)
     return _assemble(model_module=cart, variant="stein", cohort=cohort, inputs=inputs, model=model,
                      posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
                      spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None)
@@ -291,6 +292,7 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
                                                           np.flatnonzero(inputs.arm == code)).sum())}
                         for code, name in ((0, "control"), (1, "experimental"))},
             "methods": list(inputs.methods),
+            "assessments_cut_after_events": inputs.n_cut_assessments,  # the kinetic cut (toolkit.data.inputs)
             "assessments_before_day_28": int((inputs.day < 28).sum()),  # what informs the kill rate itself
             # what a run folder needs to rebuild its inputs (toolkit.mrd_estimands.mrd_inputs_from_run)
             "baseline_log10": {k: (float(v) if np.isfinite(v) else None) for k, v in
@@ -386,6 +388,8 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
                         for code, name in ((0, "control"), (1, "experimental"))},
             "endpoint": "relapse (cause-specific; death in remission and HSCT censor)",
             "mrd_positive_in_remission": int((inputs.mrd_positive_years < 1e5).sum()),
+            "samples_cut_after_events": inputs.cart.n_cut_samples,
+            "assessments_cut_after_events": inputs.mrd.n_cut_assessments if inputs.mrd is not None else None,
             "tau_days": float(options.tau_days)}
     return _assemble(model_module=joint, variant=f"{options.variant}/{options.kinetics}", cohort=cohort,
                      inputs=inputs, model=model, posterior=posterior, estimands=estimands, options=options,

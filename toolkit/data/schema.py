@@ -121,12 +121,21 @@ OUTCOMES = TableSpec(
                    allowed=CD19_STATUS, blank="no relapse", example="negative"),
         ColumnSpec("hsct_day", "day", "Day of a consolidative allogeneic transplant after CAR-T.",
                    unit="days", blank="no transplant", example=""),
+        ColumnSpec("new_therapy_day", "day", "Day of the first CAR-T re-infusion or other anti-CD19 therapy "
+                   "(e.g. blinatumomab) after the first infusion.", unit="days", required=False,
+                   blank="no new anti-CD19 therapy", example=""),
         ColumnSpec("death_day", "day", "Day of death from any cause.", unit="days",
                    blank="alive at last follow-up", example=""),
         ColumnSpec("last_followup_day", "day", "Last day the patient was known alive and "
                    "assessed (the death day if the patient died).", unit="days", example="1460"),
     ),
-    notes=("Every event day must be on or before `last_followup_day`.",),
+    notes=("Every event day must be on or before `last_followup_day`.",
+           "The kinetic cut: the first of `hsct_day`, `relapse_day` and `new_therapy_day` ends a patient's "
+           "CAR-T and MRD data. Samples and assessments taken after that day no longer follow the first "
+           "infusion's natural course (transplant conditioning ablates CAR-T cells and clears disease; salvage "
+           "or re-infusion restarts the kinetics), so the CAR-T, MRD and joint models leave them out and the "
+           "fit's warnings count them. A sample on that day is kept (drawn before the transplant or new "
+           "therapy; on a relapse day, the relapse assessment itself)."),
 )
 
 CART_KINETICS = TableSpec(
@@ -145,7 +154,9 @@ CART_KINETICS = TableSpec(
         ColumnSpec("unit", "category", "Unit of `value` and `lloq`; one unit per file.",
                    example="copies/ug"),
     ),
-    notes=("Rows of a patient are in increasing day order.",),
+    notes=("Rows of a patient are in increasing day order.",
+           "Samples after the patient's first HSCT, relapse or new therapy are not used by the models "
+           "(see the kinetic cut under outcomes.csv); keep them in the file."),
 )
 
 MRD = TableSpec(
@@ -170,7 +181,9 @@ MRD = TableSpec(
         ColumnSpec("specimen", "category", "Bone marrow (BM) or peripheral blood (PB).",
                    allowed=SPECIMENS, example="BM"),
     ),
-    notes=("Rows of a patient are in increasing day order (several methods may share a day).",),
+    notes=("Rows of a patient are in increasing day order (several methods may share a day).",
+           "Assessments after the patient's first HSCT, relapse or new therapy are not used by the models "
+           "(see the kinetic cut under outcomes.csv); keep them in the file."),
 )
 
 TABLES: dict[str, TableSpec] = {t.name: t for t in (PATIENTS, OUTCOMES, CART_KINETICS, MRD)}

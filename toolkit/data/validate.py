@@ -242,6 +242,16 @@ def _event_rules() -> list[Rule]:
     return rules
 
 
+def _new_therapy_rules(columns) -> list[Rule]:
+    """``new_therapy_day`` (an optional column) lies within follow-up."""
+    if "new_therapy_day" not in columns:
+        return []
+    return [Rule("outcomes.new_therapy_day.after_followup", "new_therapy_day",
+                 "the new therapy is after last_followup_day",
+                 "correct the new therapy day or extend last_followup_day to the last day the patient was seen",
+                 lambda f: ~(f["new_therapy_day"] > f["last_followup_day"]))]
+
+
 def _series_order_rules(table: str, keys: list[str]) -> list[Rule]:
     """Samples of a patient come in increasing day order, without exact duplicates."""
 
@@ -372,7 +382,7 @@ def _check_table(t: _Table, problems: list[Problem]) -> None:
     parsed = _parse_table(t.spec, raw)
     rules = _range_rules(t.spec, known)
     if t.spec.name == "outcomes":
-        rules += _event_rules()
+        rules += _event_rules() + _new_therapy_rules(known)
     elif t.spec.name == "cart_kinetics":
         rules += _cart_rules()
         parsed["lloq_used"] = parsed["own_limit"].fillna(parsed["lloq"])
