@@ -107,18 +107,74 @@ def loo_summary(posterior, var_name: str = "rfs") -> dict:
             "max_pareto_k": float(np.nanmax(k)), "n_pareto_k_above_0.7": int(np.sum(k > 0.7))}
 
 
+STAGE_ONE_STATS = "sample_stats_stage_one"  # the two-stage joint fit's stage-1 (CAR-T) sampler statistics
+
+
+def merge_two_stage(posterior, stage_one):
+    """The two-stage joint fit's DataTree: stage 2's groups, stage 1's posterior variables merged into
+    ``posterior``, and stage 1's sampler statistics kept as group ``sample_stats_stage_one`` (so its
+    divergences reach the diagnostics, :func:`with_stage_one_diagnostics`); wall times are summed."""
+    import xarray as xr
+
+    merged = posterior["posterior"].to_dataset().merge(stage_one["posterior"].to_dataset())
+    posterior["posterior"] = xr.DataTree(merged)
+    if "sample_stats" in stage_one.children:
+        posterior[STAGE_ONE_STATS] = xr.DataTree(stage_one["sample_stats"].to_dataset())
+    for key in ("compile_seconds", "sampling_seconds", "total_seconds"):
+        if key in posterior.attrs and key in stage_one.attrs:
+            posterior.attrs[key] = posterior.attrs[key] + stage_one.attrs[key]
+    return posterior
+
+
+def with_stage_one_diagnostics(diagnostics, posterior, *, bfmi_min: float = 0.3):
+    """Add stage 1's divergences and E-BFMI (group ``sample_stats_stage_one``) to the verdict.
+
+    Stage 1's R-hat and ESS are already covered: its variables are in the merged posterior. A
+    divergence in either stage fails the fit, as it would in one posterior; ``divergences`` is the sum.
+    Returns ``(diagnostics, stage_one)`` with ``stage_one`` = {divergences, min_bfmi} (None without the group).
+    """
+    import arviz_stats as azs
+
+    from toolkit.inference import Diagnostics
+
+    if STAGE_ONE_STATS not in posterior.children:
+        return diagnostics, None
+    stats = posterior[STAGE_ONE_STATS].to_dataset()
+    problems = list(diagnostics.problems)
+    divergences, min_bfmi = 0, float("nan")
+    if "diverging" not in stats:
+        problems.append("stage 1 (CAR-T fit): no 'diverging' in its sample_stats (divergences could not be checked)")
+    else:
+        divergences = int(np.sum(stats["diverging"].to_numpy().astype(bool)))
+        if divergences:
+            problems.append(f"stage 1 (CAR-T fit): {divergences} divergent transitions (sampler hit difficult "
+                            "geometry; raise target_accept or reparameterise)")
+    if "energy" in stats:
+        energy = stats["energy"].transpose("chain", "draw").to_numpy()
+        min_bfmi = float(np.min(np.asarray(azs.bfmi(energy, chain_axis=0, draw_axis=1), dtype=float)))
+        if not min_bfmi >= bfmi_min:
+            problems.append(f"stage 1 (CAR-T fit): min E-BFMI {min_bfmi:.2f} < {bfmi_min:g}")
+    combined = Diagnostics(max_rhat=diagnostics.max_rhat, min_ess_bulk=diagnostics.min_ess_bulk,
+                           min_ess_tail=diagnostics.min_ess_tail, divergences=diagnostics.divergences + divergences,
+                           min_bfmi=float(np.fmin(diagnostics.min_bfmi, min_bfmi)),
+                           converged=diagnostics.converged and len(problems) == len(diagnostics.problems),
+                           problems=problems)
+    return combined, {"divergences": divergences, "min_bfmi": min_bfmi if np.isfinite(min_bfmi) else None}
+
+
 def _assemble(*, model_module, variant, cohort: Cohort, inputs, model, posterior, estimands: dict, options,
               data: dict, settings: SamplerSettings, spec, priors: dict, started: float,
-              loo_var: str | None) -> FitResult:
+              loo_var: str | None, estimand_warnings: list[str] | tuple[str, ...] = ()) -> FitResult:
     """Diagnostics, checks, summary and provenance around a sampled posterior (shared by every model)."""
     diagnostics = diagnose(posterior, var_names=list(posterior["posterior"].data_vars))
+    diagnostics, stage_one = with_stage_one_diagnostics(diagnostics, posterior)
     checks = {}
     if loo_var is not None:
         try:
             checks["loo"] = loo_summary(posterior, loo_var)
         except Exception as exc:  # noqa: BLE001 - a failed LOO must not lose the fit; it is reported instead
             checks["loo"] = {"error": f"{type(exc).__name__}: {exc}"}
-    warnings_ = list(getattr(inputs, "warnings", ()))
+    warnings_ = list(getattr(inputs, "warnings", ())) + list(estimand_warnings)
     if not diagnostics.converged:
         warnings_.insert(0, "the sampler did not pass its diagnostics: treat every number as provisional")
     summary = {
@@ -126,7 +182,7 @@ def _assemble(*, model_module, variant, cohort: Cohort, inputs, model, posterior
         "variant": variant,
         "cohort": cohort.name,
         "arms": {"control": cohort.control_arm, "experimental": cohort.experimental_arm},
-        "diagnostics": diagnostics.as_dict(),
+        "diagnostics": diagnostics.as_dict() | ({"stage_one": stage_one} if stage_one is not None else {}),
         "estimands": estimands,
         "options": asdict(options),
         "data": data,
@@ -227,18 +283,54 @@ def durability_inputs_from_run(run) -> DurabilityInputs:
     )
 
 
-def compare_runs(runs: dict, var_name: str = "rfs"):
+def comparable_loo_variable(runs: dict) -> str:
+    """The pointwise log-likelihood variable that the runs share; ValueError naming why they cannot be compared.
+
+    PSIS-LOO values are comparable only between fits of the same kind of model (``summary.json`` ``model``)
+    to the same cohort (``provenance.json`` ``data_hash``), each with a pointwise log-likelihood of the same
+    observations (the joint model is fitted without one).
+    """
+    if len(runs) < 2:
+        raise ValueError("give at least two runs to compare")
+    names = list(runs)
+    kinds = {name: run.summary.get("model") for name, run in runs.items()}
+    if len(set(kinds.values())) > 1:
+        listed = ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
+        raise ValueError(f"runs of different kinds of model cannot be compared by PSIS-LOO: {listed}; their "
+                         "likelihoods are of different data. Compare variants of one model fitted to one cohort "
+                         "(e.g. durability weibull vs cure)")
+    hashes = {name: run.provenance.get("data_hash") for name, run in runs.items()}
+    if len(set(hashes.values())) > 1:
+        raise ValueError(f"runs {', '.join(names)} were fitted to different cohort data (provenance data_hash "
+                         "differs), so their LOO values cannot be compared; refit them on the same cohort folder")
+    common = None
+    for name, run in runs.items():
+        if "log_likelihood" not in run.posterior.children:
+            raise ValueError(f"run '{name}' ({kinds[name]}) has no pointwise log-likelihood, so PSIS-LOO cannot "
+                             "compare it")
+        found = set(run.posterior["log_likelihood"].to_dataset().data_vars)
+        common = found if common is None else common & found
+    if "rfs" in common:  # durability: the relapse-free survival term, as every durability comparison
+        return "rfs"
+    if len(common) != 1:
+        raise ValueError(f"runs {', '.join(names)} do not share exactly one pointwise log-likelihood variable "
+                         f"(shared: {', '.join(sorted(common)) or 'none'}), so PSIS-LOO cannot compare them")
+    return next(iter(common))
+
+
+def compare_runs(runs: dict, var_name: str | None = None):
     """PSIS-LOO comparison of fits to the same observations (e.g. ``weibull`` vs ``cure``).
 
-    Refuses runs whose observed data differ (different endpoint, HSCT policy
-    or cohort), since their LOO values are not comparable. Returns arviz's
-    table (elpd, elpd_diff and its SE, weights) plus ``max_pareto_k`` and
-    ``n_pareto_k_above_0.7`` per run.
+    Refuses runs of different kinds or cohorts (:func:`comparable_loo_variable`, which also picks
+    ``var_name`` when it is None) and runs whose observed data differ (different endpoint, HSCT policy
+    or cohort), since their LOO values are not comparable. Returns arviz's table (elpd, elpd_diff and
+    its SE, weights) plus ``max_pareto_k``, ``n_pareto_k_above_0.7`` and ``converged`` (the run's
+    diagnostics verdict) per run.
     """
     import arviz_stats as azs
 
-    if len(runs) < 2:
-        raise ValueError("give at least two runs to compare")
+    found = comparable_loo_variable(runs)
+    var_name = var_name or found
     names = list(runs)
     first = runs[names[0]].posterior["observed_data"][var_name]
     for name in names[1:]:
@@ -254,6 +346,7 @@ def compare_runs(runs: dict, var_name: str = "rfs"):
         loo = loo_summary(runs[name].posterior, var_name)
         table.loc[name, "max_pareto_k"] = loo["max_pareto_k"]
         table.loc[name, "n_pareto_k_above_0.7"] = loo["n_pareto_k_above_0.7"]
+        table.loc[name, "converged"] = bool(runs[name].summary["diagnostics"]["converged"])
     return table
 
 
@@ -286,7 +379,8 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
     priors = mrd.MrdPriors.named(options.prior)
     model = mrd.build_mrd_model(inputs, priors)
     posterior = sample(model, settings)
-    estimands = mrd_estimands(posterior["posterior"], inputs)
+    estimand_warnings: list[str] = []
+    estimands = mrd_estimands(posterior["posterior"], inputs, warnings_out=estimand_warnings)
     data = {"per_arm": {name: {"patients": int((inputs.arm == code).sum()),
                                "assessments": int(np.isin(inputs.assessment_patient,
                                                           np.flatnonzero(inputs.arm == code)).sum())}
@@ -301,7 +395,8 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
                            for c, m, s in zip(inputs.covariates, inputs.x_mean, inputs.x_sd)}}
     return _assemble(model_module=mrd, variant="recurrence-mixture", cohort=cohort, inputs=inputs, model=model,
                      posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
-                     spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None)
+                     spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None,
+                     estimand_warnings=estimand_warnings)
 
 
 @dataclass
@@ -353,8 +448,6 @@ def two_stage_features(cart_posterior, inputs) -> dict:
 def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: SamplerSettings | None = None, *,
               spec: dict | None = None) -> FitResult:
     """Fit the joint kinetics-relapse model (or its two-stage alternative) and summarize it."""
-    import xarray as xr
-
     from toolkit.data.joint_inputs import to_joint_inputs
     from toolkit.joint_estimands import joint_estimands
     from toolkit.models import joint
@@ -373,14 +466,10 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
         stage_one = sample(cart.build_cart_model(inputs.cart), settings, log_likelihood=False)
         model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations,
                                         fixed_features=two_stage_features(stage_one["posterior"], inputs))
-        posterior = sample(model, settings, log_likelihood=False)
-        merged = posterior["posterior"].to_dataset().merge(stage_one["posterior"].to_dataset())
-        posterior["posterior"] = xr.DataTree(merged)
-        for key in ("compile_seconds", "sampling_seconds", "total_seconds"):
-            if key in posterior.attrs and key in stage_one.attrs:
-                posterior.attrs[key] = posterior.attrs[key] + stage_one.attrs[key]
+        posterior = merge_two_stage(sample(model, settings, log_likelihood=False), stage_one)
+    estimand_warnings: list[str] = []
     estimands = joint_estimands(posterior["posterior"], inputs, tau_days=options.tau_days,
-                                hr_below=options.hr_below)
+                                hr_below=options.hr_below, warnings_out=estimand_warnings)
     rel = inputs.relapse
     data = {"per_arm": {name: {"patients": int((inputs.cart.arm == code).sum()),
                                "responders": int((rel.arm == code).sum()),
@@ -394,4 +483,4 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
     return _assemble(model_module=joint, variant=f"{options.variant}/{options.kinetics}", cohort=cohort,
                      inputs=inputs, model=model, posterior=posterior, estimands=estimands, options=options,
                      data=data, settings=settings, spec=spec, priors=priors.as_dict(), started=started,
-                     loo_var=None)
+                     loo_var=None, estimand_warnings=estimand_warnings)
