@@ -17,7 +17,7 @@ import numpy as np
 
 from toolkit.data import Cohort
 from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
-from toolkit.data.inputs import DurabilityInputs, to_durability_inputs
+from toolkit.data.inputs import DurabilityInputs, ModelDataError, to_durability_inputs
 from toolkit.estimands import durability_estimands
 from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample, save_run
 from toolkit.models import cart, durability
@@ -221,12 +221,22 @@ class CartOptions:
 
     covariates: list[str] = field(default_factory=list)
     effects_on: list[str] = field(default_factory=lambda: ["cmax", "tmax", "foldx", "alpha", "fb", "persistence"])
+    priors: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self):
-        from toolkit.models.cart import check_effects_on
+        from toolkit.models.cart import CartPriors, check_effects_on
 
         self.covariates = list(self.covariates)
         self.effects_on = list(check_effects_on(self.effects_on))
+        self.priors = dict(self.priors)
+        CartPriors().with_overrides(self.priors)  # unknown names raise ValueError listing the valid ones
+
+    def prior_set(self, unit: str = "copies/ug"):
+        """The default CAR-T priors for the cohort's ``unit`` (``CartPriors.for_unit``), then the spec's
+        ``[priors]`` departures (which win, e.g. a ``mu_cmax`` measured for this assay)."""
+        from toolkit.models.cart import CartPriors
+
+        return CartPriors.for_unit(unit).with_overrides(self.priors)
 
 
 def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: SamplerSettings | None = None, *,
@@ -240,7 +250,7 @@ def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: Sampl
     settings = settings or default_settings("cart")
     started = time.perf_counter()
     inputs = to_cart_inputs(cohort, covariates=options.covariates)
-    priors = cart.CartPriors()
+    priors = options.prior_set(inputs.unit)
     model = cart.build_cart_model(inputs, priors, effects_on=options.effects_on)
     posterior = sample(model, settings)
     estimands = cart_estimands(posterior["posterior"], inputs)
@@ -356,6 +366,7 @@ class MrdOptions:
 
     covariates: list[str] = field(default_factory=list)
     prior: str = "default"
+    priors: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self):
         from toolkit.models.mrd import PRIOR_SETS
@@ -363,6 +374,24 @@ class MrdOptions:
         self.covariates = list(self.covariates)
         if self.prior not in PRIOR_SETS:
             raise ValueError(f"unknown prior {self.prior!r}; valid: {', '.join(PRIOR_SETS)}")
+        self.priors = dict(self.priors)
+        self.prior_set()  # unknown names, or a pair for a single-number prior, raise ValueError
+
+    def prior_set(self):
+        """The named prior set (``prior``), then the spec's ``[priors]`` departures, each a [mu, sigma] pair of
+        a Normal or LogNormal prior; single-number priors (HalfNormal scales, fixed constants) are not
+        spec-overridable."""
+        from dataclasses import fields
+
+        from toolkit.models.mrd import MrdPriors
+
+        base = MrdPriors.named(self.prior)
+        pairs = sorted(f.name for f in fields(base) if isinstance(getattr(base, f.name), tuple))
+        unknown = sorted(set(self.priors) - set(pairs))
+        if unknown:
+            raise ValueError(f"unknown or not overridable MRD prior(s) {', '.join(unknown)}; a [priors] entry is "
+                             f"[mu, sigma] of one of: {', '.join(pairs)}")
+        return base.with_overrides(self.priors)
 
 
 def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: SamplerSettings | None = None, *,
@@ -376,7 +405,7 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
     settings = settings or default_settings("mrd")
     started = time.perf_counter()
     inputs = to_mrd_inputs(cohort, covariates=options.covariates)
-    priors = mrd.MrdPriors.named(options.prior)
+    priors = options.prior_set()
     model = mrd.build_mrd_model(inputs, priors)
     posterior = sample(model, settings)
     estimand_warnings: list[str] = []
@@ -425,11 +454,30 @@ class JointOptions:
         self.covariates = list(self.covariates)
         if not self.tau_days > 0:
             raise ValueError(f"tau_days must be a positive horizon in days, got {self.tau_days}")
-
-    def prior_set(self):
+        self.priors = dict(self.priors)
+        from toolkit.models.cart import CartPriors
         from toolkit.models.joint import JointPriors
 
-        return JointPriors().with_overrides(self.priors)
+        valid = set(asdict(JointPriors())) | set(asdict(CartPriors()))
+        unknown = sorted(set(self.priors) - valid)
+        if unknown:
+            raise ValueError(f"unknown prior(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))} (the relapse "
+                             "part's and the CAR-T kinetic part's)")
+
+    def prior_set(self):
+        """The relapse part's priors with the ``[priors]`` entries that name one of them."""
+        from toolkit.models.joint import JointPriors
+
+        names = set(asdict(JointPriors()))
+        return JointPriors().with_overrides({k: v for k, v in self.priors.items() if k in names})
+
+    def cart_prior_set(self, unit: str = "copies/ug"):
+        """The CAR-T kinetic part's priors for the cohort's ``unit`` with the ``[priors]`` entries that name one
+        of them (as :meth:`CartOptions.prior_set`)."""
+        from toolkit.models.cart import CartPriors
+
+        names = set(asdict(CartPriors()))
+        return CartPriors.for_unit(unit).with_overrides({k: v for k, v in self.priors.items() if k in names})
 
 
 def two_stage_features(cart_posterior, inputs) -> dict:
@@ -457,13 +505,20 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
     started = time.perf_counter()
     inputs = to_joint_inputs(cohort, covariates=options.covariates,
                              mrd_submodel="mrd_clearance" in options.associations)
+    if inputs.cart.unit != "copies/ug":
+        # the relapse part centres log Cmax at the qPCR typical peak (LOG_CMAX_REFERENCE) and its association
+        # priors come from qPCR studies
+        raise ModelDataError(f"the joint model is defined on qPCR levels (copies/ug) and this cohort's CAR-T unit "
+                             f"is {inputs.cart.unit}; fit the CAR-T model alone (toolkit fit cart) on these data")
     priors = options.prior_set()
+    cart_priors = options.cart_prior_set(inputs.cart.unit)
     # no pointwise log-likelihood: no comparison uses it for this model, and it compiles a second function
     if options.kinetics == "joint":
-        model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations)
+        model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations,
+                                        cart_priors=cart_priors)
         posterior = sample(model, settings, log_likelihood=False)
     else:
-        stage_one = sample(cart.build_cart_model(inputs.cart), settings, log_likelihood=False)
+        stage_one = sample(cart.build_cart_model(inputs.cart, cart_priors), settings, log_likelihood=False)
         model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations,
                                         fixed_features=two_stage_features(stage_one["posterior"], inputs))
         posterior = merge_two_stage(sample(model, settings, log_likelihood=False), stage_one)
@@ -482,5 +537,6 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
             "tau_days": float(options.tau_days)}
     return _assemble(model_module=joint, variant=f"{options.variant}/{options.kinetics}", cohort=cohort,
                      inputs=inputs, model=model, posterior=posterior, estimands=estimands, options=options,
-                     data=data, settings=settings, spec=spec, priors=priors.as_dict(), started=started,
+                     data=data, settings=settings, spec=spec,
+                     priors=priors.as_dict() | {"cart": cart_priors.as_dict()}, started=started,
                      loo_var=None, estimand_warnings=estimand_warnings)

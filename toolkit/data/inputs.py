@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from toolkit.data.endpoints import time_to_event
+from toolkit.data.units import find_cart_unit, unknown_unit_fix
 
 DAYS_PER_YEAR = 365.25
 
@@ -183,7 +184,8 @@ class CartInputs:
     patient's usual limit, else the cohort's; it is not used by the
     likelihood there). ``patient_lloq`` is each patient's usual (median)
     limit, the level that defines time above the LLOQ (NaN when the cohort
-    records no limit at all). ``arm`` is 1 for the experimental arm.
+    records no limit at all). ``arm`` is 1 for the experimental arm. ``unit`` is the canonical name of
+    the file's unit (``toolkit.data.units``), which sets the prior centre of log Cmax.
     Covariates are standardized as in :class:`DurabilityInputs`.
     """
 
@@ -291,7 +293,10 @@ def to_cart_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> C
                         "they are kept, and their curves are informed by the censored likelihood and the population")
     if n_cut:
         warnings.append(kinetic_cut_warning(n_cut, n_cut_patients, "CAR-T sample(s)"))
-    units = cart["unit"].dropna().astype(str).unique()
+    units = {find_cart_unit(u) for u in cart["unit"].dropna().astype(str)}
+    if None in units or len(units) > 1:  # validation refuses both; this guards cohorts built in code
+        raise ModelDataError(f"cart_kinetics.csv unit: {unknown_unit_fix()}; one unit for the whole file")
+    unit = units.pop().name if units else "copies/ug"
     return CartInputs(
         patient_ids=ids,
         arm=arm,
@@ -306,7 +311,7 @@ def to_cart_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> C
         x_mean=mean,
         x_sd=sd,
         arm_labels=cohort.arms,
-        unit=str(units[0]) if len(units) else "copies/ug",
+        unit=unit,
         n_cut_samples=n_cut,
         warnings=tuple(warnings),
     )

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from toolkit.data.units import supported_units_text
+
 #: Column kinds and what a cell of that kind may hold.
 KINDS = {
     "id": "pseudonymous code, text without spaces",
@@ -151,7 +153,9 @@ CART_KINETICS = TableSpec(
         ColumnSpec("lloq", "number", "Lower limit of quantification of this sample's assay run.",
                    unit="as in `unit`", blank="unknown (then `value` must be quantified or `<x`)",
                    minimum=0, example="50"),
-        ColumnSpec("unit", "category", "Unit of `value` and `lloq`; one unit per file.",
+        ColumnSpec("unit", "category", "Unit of `value` and `lloq`; one unit per file, one of: "
+                   f"{supported_units_text()}. The CAR-T model centres its prior on the typical peak level in "
+                   "this unit (toolkit/data/units.py gives each centre and its source).",
                    example="copies/ug"),
     ),
     notes=("Rows of a patient are in increasing day order.",

@@ -461,6 +461,19 @@ def _cohort_problems(tables: dict[str, _Table], study: dict | None) -> list[Prob
     return problems
 
 
+def _cart_unit_problems(tables: dict[str, _Table]) -> list[Problem]:
+    """Every ``cart_kinetics`` row whose ``unit`` is not one the toolkit knows (``toolkit.data.units``): the
+    CAR-T priors are centred per unit, so an unknown unit would be fitted on the wrong scale."""
+    from toolkit.data.units import find_cart_unit, unknown_unit_fix
+
+    cart = tables.get("cart_kinetics")
+    if cart is None or cart.parsed is None or "unit" not in cart.parsed:
+        return []
+    unknown = cart.parsed["unit"].map(lambda u: u != "" and find_cart_unit(u) is None)
+    return [Problem(cart.file, int(row), "unit", cart.raw.at[row, "unit"], "is not a unit the toolkit knows",
+                    unknown_unit_fix()) for row in cart.parsed.index[unknown.to_numpy(bool)]]
+
+
 def _study_problems(study: dict) -> list[Problem]:
     problems = []
     for key in ("control_arm", "experimental_arm"):
@@ -493,6 +506,7 @@ def validate_folder(folder: Path) -> tuple[dict, dict[str, pd.DataFrame]]:
     for t in tables.values():
         _check_table(t, problems)
     problems += _cohort_problems(tables, study if study and not _study_problems(study) else None)
+    problems += _cart_unit_problems(tables)
     if problems:
         raise CohortValidationError(str(folder), problems)
     return study, {name: t.parsed for name, t in tables.items()}
