@@ -211,6 +211,8 @@ def joint_prior_rows(priors: dict) -> list[list[str]]:
     if isinstance(priors.get("cart"), dict):
         from toolkit.report_cart import cart_prior_rows
 
+        rows.append(["cart", "the CAR-T kinetic part: the CAR-T model's priors (toolkit.models.cart.CartPriors) "
+                             "for this cohort's unit, with the spec's departures, as used:"])
         rows += [[f"CAR-T kinetics: {name}", text] for name, text in cart_prior_rows(priors["cart"])]
     else:
         rows.append(["CAR-T kinetics", "the defaults of the CAR-T kinetic model (toolkit.models.cart.CartPriors)"])
