@@ -174,3 +174,20 @@ def test_compare_of_a_cart_and_a_durability_run_exits_2(runs, tmp_path, capsys):
     assert main(["compare", str(runs / "cure"), str(cart)]) == 2
     out = " ".join(capsys.readouterr().out.split())
     assert "different kinds of model" in out and "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_two_stage_fit_keeps_stage_one_statistics(tmp_path):
+    """A real (tiny) two-stage joint fit: stage 1's sampler statistics are saved and counted in the verdict."""
+    from toolkit.data import load_cohort
+    from toolkit.fitting import STAGE_ONE_STATS, JointOptions, default_settings, fit_joint
+
+    settings = default_settings("joint", chains=2, tune=100, draws=100, random_seed=3)
+    result = fit_joint(load_cohort(EXAMPLE), JointOptions(kinetics="two-stage"), settings)
+    run = load_run(result.save(tmp_path / "run"))
+    assert STAGE_ONE_STATS in run.posterior.children
+    n1 = int(run.posterior[STAGE_ONE_STATS]["diverging"].to_numpy().sum())
+    n2 = int(run.posterior["sample_stats"]["diverging"].to_numpy().sum())
+    d = run.summary["diagnostics"]
+    assert d["stage_one"]["divergences"] == n1 and d["divergences"] == n1 + n2
+    assert d["converged"] is False or n1 == 0
