@@ -253,6 +253,9 @@ def print_fit_summary(console: Console, summary: dict, run_dir: Path | None = No
     for problem in d.get("problems", []):
         console.print(f"  - {problem}", markup=False)
     loo = summary.get("model_checks", {}).get("loo", {})
+    if "error" in loo:
+        console.print(f"[yellow]PSIS-LOO failed:[/] {escape(str(loo['error']))} (the fit itself is kept; the model "
+                      "cannot be compared by LOO)")
     if "elpd_loo" in loo:
         flag = (f"  [yellow]{loo['n_pareto_k_above_0.7']} observation(s) with Pareto k > 0.7: LOO is unreliable "
                 "for them[/]" if loo["n_pareto_k_above_0.7"] else "")
@@ -395,15 +398,26 @@ def cmd_compare(args) -> int:
     from toolkit.inference import load_run
 
     console = _console()
+    names = [Path(r).resolve().name for r in args.runs]
+    if len(set(names)) < len(names):
+        console.print("[red]error:[/] two runs have the same folder name; give each run folder a distinct name")
+        return EXIT_INVALID
     try:
-        runs = {Path(r).name: load_run(r) for r in args.runs}
+        runs = {name: load_run(r) for name, r in zip(names, args.runs)}
         table = compare_runs(runs)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, KeyError) as err:
         console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
-    shown = table[["rank", "elpd", "se", "elpd_diff", "dse", "p", "weight", "max_pareto_k", "n_pareto_k_above_0.7"]]
-    _print_frame(console, "PSIS-LOO comparison (higher elpd is better; elpd_diff within ~2 dse is no clear difference)",
+    table["converged"] = table["converged"].map({True: "yes", False: "NO (provisional)"})
+    failed = [name for name, run in runs.items() if not run.summary["diagnostics"]["converged"]]
+    shown = table[["rank", "elpd", "se", "elpd_diff", "dse", "p", "weight", "max_pareto_k", "n_pareto_k_above_0.7",
+                   "converged"]]
+    _print_frame(console, "PSIS-LOO comparison (higher elpd is better; elpd_diff within ~2 dse is no clear difference)"
+                 + (" - PROVISIONAL: not every run converged" if failed else ""),
                  shown.reset_index(names="run"), formats={c: "{:.2f}" for c in shown.columns})
+    for name in failed:
+        console.print(f"[bold red]NOT CONVERGED:[/] {escape(name)} failed its sampling diagnostics, so its LOO value "
+                      "and this ranking are provisional; rerun it longer before choosing a model")
     bad = table[table["n_pareto_k_above_0.7"] > 0]
     for name, row in bad.iterrows():
         console.print(f"[yellow]warning:[/] {name}: {int(row['n_pareto_k_above_0.7'])} observation(s) with Pareto k > 0.7; "

@@ -183,6 +183,8 @@ def _diagnostics(run: Run) -> str:
     if "elpd_loo" in loo:
         rows.append(["PSIS-LOO elpd (SE)", f"{loo['elpd_loo']:.1f} ({loo['se']:.1f})"])
         rows.append(["max Pareto k (≤ 0.7)", f"{loo['max_pareto_k']:.2f}"])
+    elif "error" in loo:
+        rows.append(["PSIS-LOO", f"failed: {loo['error']}"])
     problems = "".join(f"<li>{_e(x)}</li>" for x in d.get("problems", []))
     return (f"<h3>{_e(run.summary['model'])} ({_e(run.summary.get('variant', ''))}): {verdict}</h3>"
             + _table(["check", "value"], [[_e(a), _e(b)] for a, b in rows])
