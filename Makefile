@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	$(VENV)/bin/toolkit demo
+	$(VENV)/bin/toolkit demo --overwrite
 
 # Notebooks run under nbval in fast mode; --dist loadfile keeps each notebook's cells on one worker.
 test: install-test

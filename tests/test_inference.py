@@ -349,7 +349,7 @@ def test_save_load_round_trip(tmp_path):
                "inf": np.float64(np.inf), "n": np.int64(3)}
     out = save_run(tmp_path / "runs" / "r1", dt, summary, _provenance(nan=math.nan))
     assert out == (tmp_path / "runs" / "r1").absolute()
-    assert sorted(p.name for p in out.iterdir()) == sorted(inference.RUN_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*inference.RUN_FILES, inference.MANIFEST])
     run = load_run(out)
     assert isinstance(run, Run)
     assert run.path == out
@@ -378,7 +378,10 @@ def test_save_run_of_sampled_posterior(tmp_path, nutpie_fit):
 
 def test_save_run_overwrites_previous_run(tmp_path):
     save_run(tmp_path / "r", _good_tree(draws=50, seed=1), {"v": 1}, _provenance())
-    save_run(tmp_path / "r", _good_tree(draws=60, seed=2), {"v": 2}, _provenance())
+    with pytest.raises(inference.RunFolderError, match="already exists; add --overwrite"):
+        save_run(tmp_path / "r", _good_tree(draws=60, seed=2), {"v": 2}, _provenance())
+    assert load_run(tmp_path / "r").summary == {"v": 1}
+    save_run(tmp_path / "r", _good_tree(draws=60, seed=2), {"v": 2}, _provenance(), overwrite=True)
     run = load_run(tmp_path / "r")
     assert run.summary == {"v": 2}
     assert run.posterior.posterior.sizes["draw"] == 60
@@ -399,7 +402,7 @@ def test_failed_save_leaves_previous_run_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(inference, "_write_json", fail_on_provenance)
     with pytest.raises(OSError, match="simulated"):
-        save_run(run_dir, _good_tree(draws=80, seed=9), {"v": 2}, _provenance())
+        save_run(run_dir, _good_tree(draws=80, seed=9), {"v": 2}, _provenance(), overwrite=True)
     assert hash_folder(run_dir) == before
     assert load_run(run_dir).summary == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r"]  # temp folder cleaned up
@@ -418,7 +421,7 @@ def test_failed_swap_restores_previous_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(inference.os, "rename", fail_moving_new_into_place)
     with pytest.raises(OSError, match="simulated"):
-        save_run(run_dir, _good_tree(draws=80, seed=9), {"v": 2}, _provenance())
+        save_run(run_dir, _good_tree(draws=80, seed=9), {"v": 2}, _provenance(), overwrite=True)
     monkeypatch.undo()
     assert hash_folder(run_dir) == before
     assert [p.name for p in tmp_path.iterdir()] == ["r"]
@@ -427,7 +430,7 @@ def test_failed_swap_restores_previous_run(tmp_path, monkeypatch):
 def test_load_run_names_missing_file(tmp_path):
     run_dir = save_run(tmp_path / "r", _good_tree(draws=50), {"v": 1}, _provenance())
     (run_dir / "summary.json").unlink()
-    with pytest.raises(FileNotFoundError, match="summary.json"):
+    with pytest.raises(inference.RunFolderError, match="summary.json is missing"):
         load_run(run_dir)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_run(tmp_path / "nope")

@@ -9,7 +9,7 @@ import pytest
 from toolkit.cli import main
 from toolkit.report import find_chromium, render_report
 from toolkit.inference import load_run
-from toolkit.testing import EXAMPLE
+from toolkit.testing import EXAMPLE, edit_run_file
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_failed_fit_is_labelled_provisional(runs, tmp_path):
     shutil.copytree(runs / "weibull", bad)
     summary = json.loads((bad / "summary.json").read_text())
     summary["diagnostics"].update(converged=False, max_rhat=1.2, problems=["max R-hat 1.200 > 1.01"])
-    (bad / "summary.json").write_text(json.dumps(summary))
+    edit_run_file(bad, "summary.json", json.dumps(summary))
     text = render_report([load_run(bad)])
     assert '<div class="banner" role="alert">PROVISIONAL' in text
     assert "<title>Simulated IFN-a + CAR-T trial (seed 20261125): posterior report (provisional)</title>" in text
@@ -56,7 +56,7 @@ def test_small_cells_are_suppressed_unless_asked(runs, tmp_path):
     shutil.copytree(runs / "weibull", small)
     summary = json.loads((small / "summary.json").read_text())
     summary["data"]["per_arm"]["experimental"]["events"] = 3
-    (small / "summary.json").write_text(json.dumps(summary))
+    edit_run_file(small, "summary.json", json.dumps(summary))
     run = load_run(small)
     assert "<td>&lt;5</td>" in render_report([run]) and "<td>3</td>" not in render_report([run])
     assert "<td>3</td>" in render_report([run], show_small_cells=True)

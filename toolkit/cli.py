@@ -148,6 +148,10 @@ def cmd_demo(args) -> int:
     console = _console()
     start = time.perf_counter()
     out = Path(args.out)
+    error = _check_demo_out(out, overwrite=args.overwrite)
+    if error:
+        console.print(f"[red]error:[/] {escape(error)}")
+        return EXIT_INVALID
     cohort_dir = out / "cohort"
     console.rule("[bold]toolkit demo" + (" (fast: few draws, not for decisions)" if args.fast else ""))
     console.print(f"1. Simulating the default trial (60 patients, seed {args.seed}) into {cohort_dir} ...")
@@ -161,7 +165,8 @@ def cmd_demo(args) -> int:
     for step, (name, (model, spec)) in enumerate(DEMO_RUNS.items(), start=4):
         console.print(f"{step}. Fitting {name} (spec models/{spec}) ...")
         code = main(["fit", model, "--data", str(cohort_dir), "--out", str(out / "runs" / name),
-                     "--spec", str(SPEC_DIR / spec), "--seed", str(args.seed)] + (DEMO_FAST_SAMPLER if args.fast else []))
+                     "--spec", str(SPEC_DIR / spec), "--seed", str(args.seed)] + (DEMO_FAST_SAMPLER if args.fast else [])
+                    + (["--overwrite"] if args.overwrite else []))
         if code != 0:
             return code
         summaries[name] = json.loads((out / "runs" / name / "summary.json").read_text())
@@ -197,6 +202,30 @@ def cmd_demo(args) -> int:
     console.print(f"Demo finished in {time.perf_counter() - start:.0f} s.")
     return 0
 
+DEMO_CONTENTS = {"cohort", "runs", "report.html", "report.pdf"}
+
+
+def _check_demo_out(out: Path, *, overwrite: bool) -> str | None:
+    """Why ``demo --out`` cannot be written (checked before simulating), or None."""
+    from toolkit.inference import RunFolderError, check_writable_destination
+
+    if out.exists() and not out.is_dir():
+        return f"--out {out} exists and is a file; choose a new folder for the demo"
+    if out.is_dir():
+        names = {p.name for p in out.iterdir()}
+        if names and not overwrite:
+            return (f"demo folder {out} already exists; add --overwrite to replace its cohort, runs and report, "
+                    "or choose another --out")
+        if names - DEMO_CONTENTS:
+            return (f"{out} is not a demo folder (it holds {len(names - DEMO_CONTENTS)} other file(s) or "
+                    "folder(s)); --overwrite replaces only a demo's own output: choose another --out")
+    try:
+        check_writable_destination(out / "cohort", what="demo folder")
+    except RunFolderError as err:
+        return str(err)
+    return None
+
+
 def _csv_list(text: str | None, cast=str):
     if text is None:
         return None
@@ -224,6 +253,9 @@ def print_fit_summary(console: Console, summary: dict, run_dir: Path | None = No
     for problem in d.get("problems", []):
         console.print(f"  - {problem}", markup=False)
     loo = summary.get("model_checks", {}).get("loo", {})
+    if "error" in loo:
+        console.print(f"[yellow]PSIS-LOO failed:[/] {escape(str(loo['error']))} (the fit itself is kept; the model "
+                      "cannot be compared by LOO)")
     if "elpd_loo" in loo:
         flag = (f"  [yellow]{loo['n_pareto_k_above_0.7']} observation(s) with Pareto k > 0.7: LOO is unreliable "
                 "for them[/]" if loo["n_pareto_k_above_0.7"] else "")
@@ -268,6 +300,7 @@ def _fit_plan(model: str, args):
 def fit_command(args, console: Console) -> int:
     from toolkit.data.inputs import ModelDataError
     from toolkit.fitting import default_settings
+    from toolkit.inference import RunFolderError
     from toolkit.specs import SpecError, load_spec, merged_options, merged_sampler
 
     plan = _fit_plan(args.model, args)
@@ -285,6 +318,10 @@ def fit_command(args, console: Console) -> int:
     except (SpecError, ValueError, TypeError) as err:
         console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
+    error = _check_run_out(args.out, args.data, overwrite=args.overwrite)
+    if error:
+        console.print(f"[red]error:[/] {escape(error)}")
+        return EXIT_INVALID
     cohort = _load_or_report(args.data, console)
     if cohort is None:
         return EXIT_INVALID
@@ -293,13 +330,28 @@ def fit_command(args, console: Console) -> int:
     except ModelDataError as err:
         console.print(f"[red]cannot fit {args.model}:[/] {escape(str(err))}")
         return EXIT_INVALID
-    run_dir = result.save(args.out)
-    if write_figures is not None and not args.no_figures:
-        from toolkit.inference import load_run
-
-        write_figures(load_run(run_dir), run_dir / "figures")
+    try:  # figures are drawn inside the save, so a run is never left without them
+        run_dir = result.save(args.out, overwrite=args.overwrite,
+                              figures=None if args.no_figures else write_figures)
+    except RunFolderError as err:
+        console.print(f"[red]error:[/] the fit was not saved: {escape(str(err))}")
+        return EXIT_INVALID
     print_fit_summary(console, result.summary, run_dir)
     return 0
+
+
+def _check_run_out(out: str, data: str, *, overwrite: bool) -> str | None:
+    """Why ``fit --out`` cannot be written (checked before any work), or None."""
+    from toolkit.inference import RunFolderError, check_run_destination
+
+    out_path, data_path = Path(out).resolve(), Path(data).resolve()
+    if out_path == data_path or data_path in out_path.parents:
+        return f"--out {out} is inside the cohort folder {data}; write runs outside the data (choose another --out)"
+    try:
+        check_run_destination(out_path, overwrite=overwrite)
+    except RunFolderError as err:
+        return str(err)
+    return None
 
 
 def cmd_fit(args) -> int:
@@ -346,15 +398,26 @@ def cmd_compare(args) -> int:
     from toolkit.inference import load_run
 
     console = _console()
+    names = [Path(r).resolve().name for r in args.runs]
+    if len(set(names)) < len(names):
+        console.print("[red]error:[/] two runs have the same folder name; give each run folder a distinct name")
+        return EXIT_INVALID
     try:
-        runs = {Path(r).name: load_run(r) for r in args.runs}
+        runs = {name: load_run(r) for name, r in zip(names, args.runs)}
         table = compare_runs(runs)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, KeyError) as err:
         console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
-    shown = table[["rank", "elpd", "se", "elpd_diff", "dse", "p", "weight", "max_pareto_k", "n_pareto_k_above_0.7"]]
-    _print_frame(console, "PSIS-LOO comparison (higher elpd is better; elpd_diff within ~2 dse is no clear difference)",
+    table["converged"] = table["converged"].map({True: "yes", False: "NO (provisional)"})
+    failed = [name for name, run in runs.items() if not run.summary["diagnostics"]["converged"]]
+    shown = table[["rank", "elpd", "se", "elpd_diff", "dse", "p", "weight", "max_pareto_k", "n_pareto_k_above_0.7",
+                   "converged"]]
+    _print_frame(console, "PSIS-LOO comparison (higher elpd is better; elpd_diff within ~2 dse is no clear difference)"
+                 + (" - PROVISIONAL: not every run converged" if failed else ""),
                  shown.reset_index(names="run"), formats={c: "{:.2f}" for c in shown.columns})
+    for name in failed:
+        console.print(f"[bold red]NOT CONVERGED:[/] {escape(name)} failed its sampling diagnostics, so its LOO value "
+                      "and this ranking are provisional; rerun it longer before choosing a model")
     bad = table[table["n_pareto_k_above_0.7"] > 0]
     for name, row in bad.iterrows():
         console.print(f"[yellow]warning:[/] {name}: {int(row['n_pareto_k_above_0.7'])} observation(s) with Pareto k > 0.7; "
@@ -378,9 +441,20 @@ def cmd_report(args) -> int:
 def cmd_run_notebooks(args) -> int:
     from rich.progress import Progress
 
+    from toolkit.inference import RunFolderError, check_writable_destination
     from toolkit.notebooks import list_notebooks, run_notebooks
 
     console = _console()
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        console.print(f"[red]error:[/] --out {escape(str(out))} exists and is a file; choose a folder for the "
+                      "executed notebooks")
+        return EXIT_INVALID
+    try:
+        check_writable_destination(out / "notebook.ipynb", what="executed notebooks in")
+    except RunFolderError as err:
+        console.print(f"[red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
     if _load_or_report(args.data, console) is None:
         return EXIT_INVALID
     notebooks = list_notebooks()
@@ -426,6 +500,32 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    """Write a cohort folder from NONMEM-style, ADaM or one-workbook data (logic in toolkit.importers)."""
+    from toolkit.importers.cli import run_import
+    from toolkit.importers.common import ImportDataError
+
+    console = _console()
+    try:
+        result = run_import(args)
+    except ImportDataError as err:  # problems name file, row and column, never a cell's content
+        console.print(f"[bold red]{len(err.problems)} problem(s)[/]; nothing was written:")
+        for problem in err.problems:
+            console.print(f"  - {problem}", markup=False)
+        return EXIT_INVALID
+    written = ", ".join(f"{k} ({v} rows)" for k, v in result.report.written.items())
+    left = sum(len(e["rows"]) for e in result.report.left_out)
+    console.print(f"Wrote cohort {result.folder}: {written}; it validates.", markup=False)
+    console.print(f"Mapping report: {result.folder / 'import_report.md'} ({left} source row(s) left out, "
+                  "each with its reason).", markup=False)
+    for note in result.report.not_derived:
+        console.print(f"[yellow]not derived:[/] {escape(note)}")
+    if result.key_file is not None:
+        console.print(f"[bold]Key from source IDs to patient codes: {escape(str(result.key_file))}: keep it "
+                      "private, apart from the cohort.[/]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toolkit", description="Bayesian modeling of patient response to CAR-T.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -456,6 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--spec", help="analysis spec file (models/*.toml); command-line options override it")
     p.add_argument("--no-figures", action="store_true", help="skip writing RUN/figures/*.png")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run at --out (kept until the new run is complete)")
     g = p.add_argument_group("sampler")
     g.add_argument("--seed", type=int)
     g.add_argument("--draws", type=int)
@@ -530,8 +632,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulate the default trial and run the analyses")
     p.add_argument("--out", default="demo_output")
     p.add_argument("--fast", action="store_true", help="few draws (a smoke run; results not for decisions)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output of an earlier demo at --out")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.set_defaults(func=cmd_demo)
+
+    from toolkit.importers.cli import add_import_parser
+
+    add_import_parser(sub, cmd_import)
     return parser
 
 

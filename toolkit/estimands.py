@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["hdi_key", "posterior_probability", "summarize_draws"]
+__all__ = ["finite_draws", "hdi_key", "posterior_probability", "summarize_draws"]
 
 
 def _flat_draws(draws) -> np.ndarray:
@@ -82,6 +82,29 @@ def posterior_probability(
     if below is not None:
         hit &= arr < below
     return float(np.mean(hit))
+
+
+def finite_draws(draws, name: str, warnings_out: list[str] | None = None, *, why: str = "") -> np.ndarray:
+    """The finite draws of ``name`` (flattened); drawing any other is counted, never silent.
+
+    Draws that are NaN or infinite (e.g. a ratio whose denominator is 0 in that draw) are left out of the
+    estimand's summary and probabilities. When some are, the message "``name``: K of N posterior draws are
+    not finite ...", plus ``why``, is appended to ``warnings_out`` (a fit stores it in summary.json
+    ``warnings``), or raised as a ``UserWarning`` when no list is given.
+    """
+    import warnings
+
+    arr = np.asarray(draws, dtype=float).ravel()
+    ok = np.isfinite(arr)
+    if not ok.all():
+        message = (f"{name}: {int((~ok).sum())} of {arr.size} posterior draws are not finite"
+                   + (f" ({why})" if why else "") + " and are left out of its summary; the estimate describes "
+                   "the other draws")
+        if warnings_out is None:
+            warnings.warn(message, UserWarning, stacklevel=2)
+        else:
+            warnings_out.append(message)
+    return arr[ok]
 
 
 # --------------------------------------------------------------------------- remission durability

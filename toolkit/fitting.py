@@ -17,7 +17,7 @@ import numpy as np
 
 from toolkit.data import Cohort
 from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
-from toolkit.data.inputs import DurabilityInputs, to_durability_inputs
+from toolkit.data.inputs import DurabilityInputs, ModelDataError, to_durability_inputs
 from toolkit.estimands import durability_estimands
 from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample, save_run
 from toolkit.models import cart, durability
@@ -52,8 +52,9 @@ class FitResult:
     def converged(self) -> bool:
         return bool(self.summary["diagnostics"]["converged"])
 
-    def save(self, run_dir: str | Path) -> Path:
-        return save_run(run_dir, self.posterior, self.summary, self.provenance)
+    def save(self, run_dir: str | Path, *, overwrite: bool = False, figures=None) -> Path:
+        """Write the run folder whole or not at all (see :func:`toolkit.inference.save_run`)."""
+        return save_run(run_dir, self.posterior, self.summary, self.provenance, overwrite=overwrite, figures=figures)
 
 
 @dataclass
@@ -107,18 +108,74 @@ def loo_summary(posterior, var_name: str = "rfs") -> dict:
             "max_pareto_k": float(np.nanmax(k)), "n_pareto_k_above_0.7": int(np.sum(k > 0.7))}
 
 
+STAGE_ONE_STATS = "sample_stats_stage_one"  # the two-stage joint fit's stage-1 (CAR-T) sampler statistics
+
+
+def merge_two_stage(posterior, stage_one):
+    """The two-stage joint fit's DataTree: stage 2's groups, stage 1's posterior variables merged into
+    ``posterior``, and stage 1's sampler statistics kept as group ``sample_stats_stage_one`` (so its
+    divergences reach the diagnostics, :func:`with_stage_one_diagnostics`); wall times are summed."""
+    import xarray as xr
+
+    merged = posterior["posterior"].to_dataset().merge(stage_one["posterior"].to_dataset())
+    posterior["posterior"] = xr.DataTree(merged)
+    if "sample_stats" in stage_one.children:
+        posterior[STAGE_ONE_STATS] = xr.DataTree(stage_one["sample_stats"].to_dataset())
+    for key in ("compile_seconds", "sampling_seconds", "total_seconds"):
+        if key in posterior.attrs and key in stage_one.attrs:
+            posterior.attrs[key] = posterior.attrs[key] + stage_one.attrs[key]
+    return posterior
+
+
+def with_stage_one_diagnostics(diagnostics, posterior, *, bfmi_min: float = 0.3):
+    """Add stage 1's divergences and E-BFMI (group ``sample_stats_stage_one``) to the verdict.
+
+    Stage 1's R-hat and ESS are already covered: its variables are in the merged posterior. A
+    divergence in either stage fails the fit, as it would in one posterior; ``divergences`` is the sum.
+    Returns ``(diagnostics, stage_one)`` with ``stage_one`` = {divergences, min_bfmi} (None without the group).
+    """
+    import arviz_stats as azs
+
+    from toolkit.inference import Diagnostics
+
+    if STAGE_ONE_STATS not in posterior.children:
+        return diagnostics, None
+    stats = posterior[STAGE_ONE_STATS].to_dataset()
+    problems = list(diagnostics.problems)
+    divergences, min_bfmi = 0, float("nan")
+    if "diverging" not in stats:
+        problems.append("stage 1 (CAR-T fit): no 'diverging' in its sample_stats (divergences could not be checked)")
+    else:
+        divergences = int(np.sum(stats["diverging"].to_numpy().astype(bool)))
+        if divergences:
+            problems.append(f"stage 1 (CAR-T fit): {divergences} divergent transitions (sampler hit difficult "
+                            "geometry; raise target_accept or reparameterise)")
+    if "energy" in stats:
+        energy = stats["energy"].transpose("chain", "draw").to_numpy()
+        min_bfmi = float(np.min(np.asarray(azs.bfmi(energy, chain_axis=0, draw_axis=1), dtype=float)))
+        if not min_bfmi >= bfmi_min:
+            problems.append(f"stage 1 (CAR-T fit): min E-BFMI {min_bfmi:.2f} < {bfmi_min:g}")
+    combined = Diagnostics(max_rhat=diagnostics.max_rhat, min_ess_bulk=diagnostics.min_ess_bulk,
+                           min_ess_tail=diagnostics.min_ess_tail, divergences=diagnostics.divergences + divergences,
+                           min_bfmi=float(np.fmin(diagnostics.min_bfmi, min_bfmi)),
+                           converged=diagnostics.converged and len(problems) == len(diagnostics.problems),
+                           problems=problems)
+    return combined, {"divergences": divergences, "min_bfmi": min_bfmi if np.isfinite(min_bfmi) else None}
+
+
 def _assemble(*, model_module, variant, cohort: Cohort, inputs, model, posterior, estimands: dict, options,
               data: dict, settings: SamplerSettings, spec, priors: dict, started: float,
-              loo_var: str | None) -> FitResult:
+              loo_var: str | None, estimand_warnings: list[str] | tuple[str, ...] = ()) -> FitResult:
     """Diagnostics, checks, summary and provenance around a sampled posterior (shared by every model)."""
     diagnostics = diagnose(posterior, var_names=list(posterior["posterior"].data_vars))
+    diagnostics, stage_one = with_stage_one_diagnostics(diagnostics, posterior)
     checks = {}
     if loo_var is not None:
         try:
             checks["loo"] = loo_summary(posterior, loo_var)
         except Exception as exc:  # noqa: BLE001 - a failed LOO must not lose the fit; it is reported instead
             checks["loo"] = {"error": f"{type(exc).__name__}: {exc}"}
-    warnings_ = list(getattr(inputs, "warnings", ()))
+    warnings_ = list(getattr(inputs, "warnings", ())) + list(estimand_warnings)
     if not diagnostics.converged:
         warnings_.insert(0, "the sampler did not pass its diagnostics: treat every number as provisional")
     summary = {
@@ -126,7 +183,7 @@ def _assemble(*, model_module, variant, cohort: Cohort, inputs, model, posterior
         "variant": variant,
         "cohort": cohort.name,
         "arms": {"control": cohort.control_arm, "experimental": cohort.experimental_arm},
-        "diagnostics": diagnostics.as_dict(),
+        "diagnostics": diagnostics.as_dict() | ({"stage_one": stage_one} if stage_one is not None else {}),
         "estimands": estimands,
         "options": asdict(options),
         "data": data,
@@ -165,12 +222,22 @@ class CartOptions:
 
     covariates: list[str] = field(default_factory=list)
     effects_on: list[str] = field(default_factory=lambda: ["cmax", "tmax", "foldx", "alpha", "fb", "persistence"])
+    priors: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self):
-        from toolkit.models.cart import check_effects_on
+        from toolkit.models.cart import CartPriors, check_effects_on
 
         self.covariates = list(self.covariates)
         self.effects_on = list(check_effects_on(self.effects_on))
+        self.priors = dict(self.priors)
+        CartPriors().with_overrides(self.priors)  # unknown names raise ValueError listing the valid ones
+
+    def prior_set(self, unit: str = "copies/ug"):
+        """The default CAR-T priors for the cohort's ``unit`` (``CartPriors.for_unit``), then the spec's
+        ``[priors]`` departures (which win, e.g. a ``mu_cmax`` measured for this assay)."""
+        from toolkit.models.cart import CartPriors
+
+        return CartPriors.for_unit(unit).with_overrides(self.priors)
 
 
 def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: SamplerSettings | None = None, *,
@@ -184,7 +251,7 @@ def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: Sampl
     settings = settings or default_settings("cart")
     started = time.perf_counter()
     inputs = to_cart_inputs(cohort, covariates=options.covariates)
-    priors = cart.CartPriors()
+    priors = options.prior_set(inputs.unit)
     model = cart.build_cart_model(inputs, priors, effects_on=options.effects_on)
     posterior = sample(model, settings)
     estimands = cart_estimands(posterior["posterior"], inputs)
@@ -193,7 +260,8 @@ def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: Sampl
                                "below_lloq": int(inputs.censored[np.isin(inputs.sample_patient,
                                                                          np.flatnonzero(inputs.arm == code))].sum())}
                         for code, name in ((0, "control"), (1, "experimental"))},
-            "unit": inputs.unit}
+            "unit": inputs.unit,
+            "samples_cut_after_events": inputs.n_cut_samples}  # the kinetic cut (toolkit.data.inputs)
     return _assemble(model_module=cart, variant="stein", cohort=cohort, inputs=inputs, model=model,
                      posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
                      spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None)
@@ -226,18 +294,54 @@ def durability_inputs_from_run(run) -> DurabilityInputs:
     )
 
 
-def compare_runs(runs: dict, var_name: str = "rfs"):
+def comparable_loo_variable(runs: dict) -> str:
+    """The pointwise log-likelihood variable that the runs share; ValueError naming why they cannot be compared.
+
+    PSIS-LOO values are comparable only between fits of the same kind of model (``summary.json`` ``model``)
+    to the same cohort (``provenance.json`` ``data_hash``), each with a pointwise log-likelihood of the same
+    observations (the joint model is fitted without one).
+    """
+    if len(runs) < 2:
+        raise ValueError("give at least two runs to compare")
+    names = list(runs)
+    kinds = {name: run.summary.get("model") for name, run in runs.items()}
+    if len(set(kinds.values())) > 1:
+        listed = ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
+        raise ValueError(f"runs of different kinds of model cannot be compared by PSIS-LOO: {listed}; their "
+                         "likelihoods are of different data. Compare variants of one model fitted to one cohort "
+                         "(e.g. durability weibull vs cure)")
+    hashes = {name: run.provenance.get("data_hash") for name, run in runs.items()}
+    if len(set(hashes.values())) > 1:
+        raise ValueError(f"runs {', '.join(names)} were fitted to different cohort data (provenance data_hash "
+                         "differs), so their LOO values cannot be compared; refit them on the same cohort folder")
+    common = None
+    for name, run in runs.items():
+        if "log_likelihood" not in run.posterior.children:
+            raise ValueError(f"run '{name}' ({kinds[name]}) has no pointwise log-likelihood, so PSIS-LOO cannot "
+                             "compare it")
+        found = set(run.posterior["log_likelihood"].to_dataset().data_vars)
+        common = found if common is None else common & found
+    if "rfs" in common:  # durability: the relapse-free survival term, as every durability comparison
+        return "rfs"
+    if len(common) != 1:
+        raise ValueError(f"runs {', '.join(names)} do not share exactly one pointwise log-likelihood variable "
+                         f"(shared: {', '.join(sorted(common)) or 'none'}), so PSIS-LOO cannot compare them")
+    return next(iter(common))
+
+
+def compare_runs(runs: dict, var_name: str | None = None):
     """PSIS-LOO comparison of fits to the same observations (e.g. ``weibull`` vs ``cure``).
 
-    Refuses runs whose observed data differ (different endpoint, HSCT policy
-    or cohort), since their LOO values are not comparable. Returns arviz's
-    table (elpd, elpd_diff and its SE, weights) plus ``max_pareto_k`` and
-    ``n_pareto_k_above_0.7`` per run.
+    Refuses runs of different kinds or cohorts (:func:`comparable_loo_variable`, which also picks
+    ``var_name`` when it is None) and runs whose observed data differ (different endpoint, HSCT policy
+    or cohort), since their LOO values are not comparable. Returns arviz's table (elpd, elpd_diff and
+    its SE, weights) plus ``max_pareto_k``, ``n_pareto_k_above_0.7`` and ``converged`` (the run's
+    diagnostics verdict) per run.
     """
     import arviz_stats as azs
 
-    if len(runs) < 2:
-        raise ValueError("give at least two runs to compare")
+    found = comparable_loo_variable(runs)
+    var_name = var_name or found
     names = list(runs)
     first = runs[names[0]].posterior["observed_data"][var_name]
     for name in names[1:]:
@@ -253,6 +357,7 @@ def compare_runs(runs: dict, var_name: str = "rfs"):
         loo = loo_summary(runs[name].posterior, var_name)
         table.loc[name, "max_pareto_k"] = loo["max_pareto_k"]
         table.loc[name, "n_pareto_k_above_0.7"] = loo["n_pareto_k_above_0.7"]
+        table.loc[name, "converged"] = bool(runs[name].summary["diagnostics"]["converged"])
     return table
 
 
@@ -262,6 +367,7 @@ class MrdOptions:
 
     covariates: list[str] = field(default_factory=list)
     prior: str = "default"
+    priors: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self):
         from toolkit.models.mrd import PRIOR_SETS
@@ -269,6 +375,24 @@ class MrdOptions:
         self.covariates = list(self.covariates)
         if self.prior not in PRIOR_SETS:
             raise ValueError(f"unknown prior {self.prior!r}; valid: {', '.join(PRIOR_SETS)}")
+        self.priors = dict(self.priors)
+        self.prior_set()  # unknown names, or a pair for a single-number prior, raise ValueError
+
+    def prior_set(self):
+        """The named prior set (``prior``), then the spec's ``[priors]`` departures, each a [mu, sigma] pair of
+        a Normal or LogNormal prior; single-number priors (HalfNormal scales, fixed constants) are not
+        spec-overridable."""
+        from dataclasses import fields
+
+        from toolkit.models.mrd import MrdPriors
+
+        base = MrdPriors.named(self.prior)
+        pairs = sorted(f.name for f in fields(base) if isinstance(getattr(base, f.name), tuple))
+        unknown = sorted(set(self.priors) - set(pairs))
+        if unknown:
+            raise ValueError(f"unknown or not overridable MRD prior(s) {', '.join(unknown)}; a [priors] entry is "
+                             f"[mu, sigma] of one of: {', '.join(pairs)}")
+        return base.with_overrides(self.priors)
 
 
 def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: SamplerSettings | None = None, *,
@@ -282,15 +406,17 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
     settings = settings or default_settings("mrd")
     started = time.perf_counter()
     inputs = to_mrd_inputs(cohort, covariates=options.covariates)
-    priors = mrd.MrdPriors.named(options.prior)
+    priors = options.prior_set()
     model = mrd.build_mrd_model(inputs, priors)
     posterior = sample(model, settings)
-    estimands = mrd_estimands(posterior["posterior"], inputs)
+    estimand_warnings: list[str] = []
+    estimands = mrd_estimands(posterior["posterior"], inputs, warnings_out=estimand_warnings)
     data = {"per_arm": {name: {"patients": int((inputs.arm == code).sum()),
                                "assessments": int(np.isin(inputs.assessment_patient,
                                                           np.flatnonzero(inputs.arm == code)).sum())}
                         for code, name in ((0, "control"), (1, "experimental"))},
             "methods": list(inputs.methods),
+            "assessments_cut_after_events": inputs.n_cut_assessments,  # the kinetic cut (toolkit.data.inputs)
             "assessments_before_day_28": int((inputs.day < 28).sum()),  # what informs the kill rate itself
             # what a run folder needs to rebuild its inputs (toolkit.mrd_estimands.mrd_inputs_from_run)
             "baseline_log10": {k: (float(v) if np.isfinite(v) else None) for k, v in
@@ -299,7 +425,8 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
                            for c, m, s in zip(inputs.covariates, inputs.x_mean, inputs.x_sd)}}
     return _assemble(model_module=mrd, variant="recurrence-mixture", cohort=cohort, inputs=inputs, model=model,
                      posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
-                     spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None)
+                     spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None,
+                     estimand_warnings=estimand_warnings)
 
 
 @dataclass
@@ -328,11 +455,30 @@ class JointOptions:
         self.covariates = list(self.covariates)
         if not self.tau_days > 0:
             raise ValueError(f"tau_days must be a positive horizon in days, got {self.tau_days}")
-
-    def prior_set(self):
+        self.priors = dict(self.priors)
+        from toolkit.models.cart import CartPriors
         from toolkit.models.joint import JointPriors
 
-        return JointPriors().with_overrides(self.priors)
+        valid = set(asdict(JointPriors())) | set(asdict(CartPriors()))
+        unknown = sorted(set(self.priors) - valid)
+        if unknown:
+            raise ValueError(f"unknown prior(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))} (the relapse "
+                             "part's and the CAR-T kinetic part's)")
+
+    def prior_set(self):
+        """The relapse part's priors with the ``[priors]`` entries that name one of them."""
+        from toolkit.models.joint import JointPriors
+
+        names = set(asdict(JointPriors()))
+        return JointPriors().with_overrides({k: v for k, v in self.priors.items() if k in names})
+
+    def cart_prior_set(self, unit: str = "copies/ug"):
+        """The CAR-T kinetic part's priors for the cohort's ``unit`` with the ``[priors]`` entries that name one
+        of them (as :meth:`CartOptions.prior_set`)."""
+        from toolkit.models.cart import CartPriors
+
+        names = set(asdict(CartPriors()))
+        return CartPriors.for_unit(unit).with_overrides({k: v for k, v in self.priors.items() if k in names})
 
 
 def two_stage_features(cart_posterior, inputs) -> dict:
@@ -351,8 +497,6 @@ def two_stage_features(cart_posterior, inputs) -> dict:
 def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: SamplerSettings | None = None, *,
               spec: dict | None = None) -> FitResult:
     """Fit the joint kinetics-relapse model (or its two-stage alternative) and summarize it."""
-    import xarray as xr
-
     from toolkit.data.joint_inputs import to_joint_inputs
     from toolkit.joint_estimands import joint_estimands
     from toolkit.models import joint
@@ -362,23 +506,26 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
     started = time.perf_counter()
     inputs = to_joint_inputs(cohort, covariates=options.covariates,
                              mrd_submodel="mrd_clearance" in options.associations)
+    if inputs.cart.unit != "copies/ug":
+        # the relapse part centres log Cmax at the qPCR typical peak (LOG_CMAX_REFERENCE) and its association
+        # priors come from qPCR studies
+        raise ModelDataError(f"the joint model is defined on qPCR levels (copies/ug) and this cohort's CAR-T unit "
+                             f"is {inputs.cart.unit}; fit the CAR-T model alone (toolkit fit cart) on these data")
     priors = options.prior_set()
+    cart_priors = options.cart_prior_set(inputs.cart.unit)
     # no pointwise log-likelihood: no comparison uses it for this model, and it compiles a second function
     if options.kinetics == "joint":
-        model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations)
+        model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations,
+                                        cart_priors=cart_priors)
         posterior = sample(model, settings, log_likelihood=False)
     else:
-        stage_one = sample(cart.build_cart_model(inputs.cart), settings, log_likelihood=False)
+        stage_one = sample(cart.build_cart_model(inputs.cart, cart_priors), settings, log_likelihood=False)
         model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations,
                                         fixed_features=two_stage_features(stage_one["posterior"], inputs))
-        posterior = sample(model, settings, log_likelihood=False)
-        merged = posterior["posterior"].to_dataset().merge(stage_one["posterior"].to_dataset())
-        posterior["posterior"] = xr.DataTree(merged)
-        for key in ("compile_seconds", "sampling_seconds", "total_seconds"):
-            if key in posterior.attrs and key in stage_one.attrs:
-                posterior.attrs[key] = posterior.attrs[key] + stage_one.attrs[key]
+        posterior = merge_two_stage(sample(model, settings, log_likelihood=False), stage_one)
+    estimand_warnings: list[str] = []
     estimands = joint_estimands(posterior["posterior"], inputs, tau_days=options.tau_days,
-                                hr_below=options.hr_below)
+                                hr_below=options.hr_below, warnings_out=estimand_warnings)
     rel = inputs.relapse
     data = {"per_arm": {name: {"patients": int((inputs.cart.arm == code).sum()),
                                "responders": int((rel.arm == code).sum()),
@@ -386,8 +533,11 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
                         for code, name in ((0, "control"), (1, "experimental"))},
             "endpoint": "relapse (cause-specific; death in remission and HSCT censor)",
             "mrd_positive_in_remission": int((inputs.mrd_positive_years < 1e5).sum()),
+            "samples_cut_after_events": inputs.cart.n_cut_samples,
+            "assessments_cut_after_events": inputs.mrd.n_cut_assessments if inputs.mrd is not None else None,
             "tau_days": float(options.tau_days)}
     return _assemble(model_module=joint, variant=f"{options.variant}/{options.kinetics}", cohort=cohort,
                      inputs=inputs, model=model, posterior=posterior, estimands=estimands, options=options,
-                     data=data, settings=settings, spec=spec, priors=priors.as_dict(), started=started,
-                     loo_var=None)
+                     data=data, settings=settings, spec=spec,
+                     priors=priors.as_dict() | {"cart": cart_priors.as_dict()}, started=started,
+                     loo_var=None, estimand_warnings=estimand_warnings)

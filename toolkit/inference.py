@@ -9,7 +9,9 @@ sample(model, settings, *, log_likelihood=True) -> xarray.DataTree
 Diagnostics, diagnose(dt, ...)
     R-hat, bulk/tail ESS, divergences, E-BFMI and a plain-English problem list.
 save_run / load_run / Run
-    Atomic run-folder I/O (``posterior.nc``, ``summary.json``, ``provenance.json``).
+    Atomic run-folder I/O (``posterior.nc``, ``summary.json``, ``provenance.json``,
+    ``figures/``, sealed by ``manifest.json``); ``check_run_destination`` checks an
+    output path before any work, ``recover_run`` finishes an interrupted save.
 build_provenance, hash_folder
     Provenance record and the cohort data hash.
 clear_compile_cache, compile_cache_size
@@ -27,6 +29,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import stat
 import tempfile
 import time
@@ -35,7 +38,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pymc as pm
@@ -46,20 +49,31 @@ __all__ = [
     "BACKENDS",
     "Diagnostics",
     "Run",
+    "RunFolderError",
     "SamplerSettings",
     "build_provenance",
+    "check_run_destination",
+    "check_writable_destination",
     "clear_compile_cache",
     "compile_cache_size",
     "diagnose",
     "hash_folder",
     "load_run",
+    "recover_run",
     "sample",
     "save_run",
+    "verify_run",
 ]
 
 BACKENDS = ("nutpie", "pymc", "numpyro")
 
 RUN_FILES = ("posterior.nc", "summary.json", "provenance.json")
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "toolkit-run-manifest/1"
+# Scratch siblings of RUN: ".RUN.tmp-<pid>-<ns>-<random>" (being written), ".RUN.old-<pid>-<ns>" (moved aside).
+_TMP_MARK = ".tmp-"
+_OLD_MARK = ".old-"
+FAULT_ENV = "TOOLKIT_FAULT_POINT"
 
 
 # --------------------------------------------------------------------------- settings
@@ -562,13 +576,263 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_run(run_dir: str | Path, posterior: xr.DataTree, summary: dict, provenance: dict) -> Path:
-    """Write a run folder atomically and return its path.
+class RunFolderError(ValueError):
+    """A run folder that cannot be trusted, or an output path that cannot be written.
 
-    Files go to a temporary sibling folder first; only when all three are
-    complete is the old folder (if any) renamed to a backup, the new one renamed
-    into place and the backup deleted. A failure while writing leaves an existing
-    run untouched and removes the temporary folder.
+    The message names the folder, the file and the fix; the CLI prints it and exits 2.
+    """
+
+
+def _fault_point(name: str) -> None:
+    """Crash-test hook: SIGKILL this process at checkpoint ``name`` if ``TOOLKIT_FAULT_POINT`` names it.
+
+    Inert unless the variable is set; ``tests/test_run_atomicity.py`` uses it to kill a
+    save at every step and check that the run folder is never half written.
+    """
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# A scratch folder whose owner is alive is in use, unless it is older than this (a PID can be reused):
+# a save takes seconds to minutes, and a run stays moved aside only for the instant between two renames.
+_SCRATCH_MAX_AGE_NS = {_TMP_MARK: 6 * 3600 * 10**9, _OLD_MARK: 3600 * 10**9}
+
+
+def _scratch_fields(path: Path, mark: str) -> tuple[int | None, int]:
+    """``(pid, creation time in ns)`` from a scratch folder's name ``.RUN<mark><pid>-<ns>...``."""
+    parts = path.name.rsplit(mark, 1)[-1].split("-")
+    pid = int(parts[0]) if parts[0].isdigit() else None
+    stamp = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return pid, stamp
+
+
+def _scratch_stale(path: Path, mark: str) -> bool:
+    pid, stamp = _scratch_fields(path, mark)
+    return not _pid_alive(pid) or time.time_ns() - stamp > _SCRATCH_MAX_AGE_NS[mark]
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _scratch_siblings(run_dir: Path, mark: str) -> list[Path]:
+    prefix = f".{run_dir.name}{mark}"
+    try:
+        return sorted(p for p in run_dir.parent.iterdir() if p.name.startswith(prefix))
+    except OSError:
+        return []
+
+
+def _is_scratch_name(name: str) -> bool:
+    return name.startswith(".") and (_TMP_MARK in name or _OLD_MARK in name)
+
+
+def recover_run(run_dir: str | Path) -> Path | None:
+    """Finish what an interrupted :func:`save_run` left beside ``run_dir``.
+
+    A save that was killed after moving the previous run aside (``.RUN.old-*``)
+    but before renaming the new one in leaves no folder at ``run_dir``: the
+    moved-aside run is renamed back (the new run was never reported, so the
+    previous one stands). Scratch folders of dead processes (``.RUN.tmp-*``,
+    and ``.RUN.old-*`` once a run is in place) are removed; those of a live
+    process are left alone unless older than any save takes (6 h; 1 h for a
+    moved-aside run), since a PID can be reused. Returns the restored folder's
+    old name, or None.
+    """
+    run_dir = Path(run_dir).absolute()
+    restored = None
+    if not os.path.lexists(run_dir):
+        olds = [p for p in _scratch_siblings(run_dir, _OLD_MARK) if _scratch_stale(p, _OLD_MARK)]
+        if olds:
+            newest = max(olds, key=lambda p: _scratch_fields(p, _OLD_MARK)[1])  # the last run saved
+            os.rename(newest, run_dir)
+            _fsync_dir(run_dir.parent)
+            restored = newest
+    if os.path.isdir(run_dir):
+        for p in _scratch_siblings(run_dir, _OLD_MARK):
+            if _scratch_stale(p, _OLD_MARK):
+                shutil.rmtree(p, ignore_errors=True)
+    for p in _scratch_siblings(run_dir, _TMP_MARK):
+        if _scratch_stale(p, _TMP_MARK):
+            shutil.rmtree(p, ignore_errors=True)
+    return restored
+
+
+def check_writable_destination(path: str | Path, *, what: str = "output") -> Path:
+    """Refuse ``path`` if its folder cannot be created or written; return it absolute.
+
+    The nearest existing ancestor must be a folder this process may write in
+    (missing folders below it are created later).
+    """
+    path = Path(path).absolute()
+    ancestor = path.parent
+    while not ancestor.exists():
+        if ancestor.is_symlink():  # a dangling link: mkdir would fail
+            raise RunFolderError(f"cannot write {what} {path}: {ancestor} is a broken symbolic link; "
+                                 "choose another location")
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RunFolderError(f"cannot write {what} {path}: {ancestor} is a file, not a folder; "
+                             "choose another location")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise RunFolderError(f"cannot write {what} {path}: no write permission in {ancestor}; "
+                             "choose a folder you can write to")
+    return path
+
+
+def _looks_like_run(folder: Path) -> bool:
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError:
+        return False
+    return not names or MANIFEST in names or bool(names & set(RUN_FILES))
+
+
+def check_run_destination(run_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Check that a run can be saved at ``run_dir``, before any work starts; return it absolute.
+
+    Refused (:class:`RunFolderError`): a file or a symbolic link at ``run_dir``;
+    an existing run without ``overwrite``; with ``overwrite``, a folder that is
+    not a run (``--overwrite`` replaces runs only, never other folders); a
+    location that cannot be written. A run left moved aside by an interrupted
+    save is restored first (:func:`recover_run`).
+    """
+    run_dir = Path(run_dir).absolute()
+    if run_dir.parent.is_dir():
+        try:
+            recover_run(run_dir)
+        except OSError:
+            pass  # a read-only parent is reported below
+    if run_dir.is_symlink():
+        raise RunFolderError(f"run folder {run_dir} is a symbolic link; give the real folder or a new name")
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise RunFolderError(f"run folder {run_dir} exists and is a file, not a folder; "
+                                 "choose a new name for the run (--out)")
+        if not overwrite:
+            raise RunFolderError(f"run folder {run_dir} already exists; add --overwrite to replace it "
+                                 "(the old run is kept until the new one is complete) or choose another --out")
+        if not _looks_like_run(run_dir):
+            raise RunFolderError(f"{run_dir} exists and is not a run folder (no {MANIFEST}, posterior.nc or "
+                                 "summary.json); --overwrite replaces only run folders: choose another --out")
+    return check_writable_destination(run_dir, what="run folder")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _run_files(folder: Path) -> dict[str, Path]:
+    """Every file under ``folder`` (POSIX relative path -> path), the manifest excepted."""
+    found = {}
+    for dirpath, _dirnames, filenames in os.walk(folder, followlinks=False):
+        for name in filenames:
+            full = Path(dirpath) / name
+            rel = full.relative_to(folder).as_posix()
+            if rel != MANIFEST:
+                found[rel] = full
+    return found
+
+
+def _write_manifest(folder: Path) -> None:
+    """Seal ``folder``: ``manifest.json`` with the size and SHA-256 of every other file (written last)."""
+    files = {}
+    for rel, full in sorted(_run_files(folder).items()):
+        with open(full, "rb") as f:  # netCDF and PNG writers do not fsync: the rename must not outrun the data
+            os.fsync(f.fileno())
+        files[rel] = {"bytes": full.stat().st_size, "sha256": _sha256(full)}
+    _write_json(folder / MANIFEST, {"format": MANIFEST_FORMAT, "files": files})
+
+
+def _refit_hint(run_dir: Path) -> str:
+    return f"re-fit it with `toolkit fit MODEL --data COHORT --out {run_dir} --overwrite`"
+
+
+def verify_run(run_dir: str | Path) -> None:
+    """Refuse a run folder whose ``manifest.json`` is missing or does not match its files.
+
+    Every file listed must exist with its recorded size and SHA-256, the three
+    run files must be listed, and no other file may be present (hidden files
+    such as ``.DS_Store`` excepted). A folder without a manifest was written by
+    a toolkit before manifests or by a save that did not finish; neither can be
+    told from a complete run, so it is refused too and must be re-fitted (the
+    fit settings are in its ``provenance.json``).
+    """
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / MANIFEST
+    if not manifest_path.is_file():
+        missing = [n for n in RUN_FILES if not (run_dir / n).is_file()]
+        why = (f"it is incomplete (missing {', '.join(missing)}): its save did not finish" if missing else
+               "it was written by an older toolkit or its save did not finish, so its completeness cannot "
+               "be checked")
+        raise RunFolderError(f"run folder {run_dir} has no {MANIFEST}: {why}; {_refit_hint(run_dir)}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        listed = manifest["files"]
+        if manifest.get("format") != MANIFEST_FORMAT or not isinstance(listed, dict):
+            raise ValueError("unknown format")
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"run folder {run_dir}: {MANIFEST} is damaged ({type(exc).__name__}); "
+                             f"{_refit_hint(run_dir)}") from None
+    problems = [f"{n} is not listed" for n in RUN_FILES if n not in listed]
+    present = _run_files(run_dir)
+    for rel, record in sorted(listed.items()):
+        full = present.get(rel)
+        if full is None:
+            problems.append(f"{rel} is missing")
+        elif not isinstance(record, dict) or full.stat().st_size != record.get("bytes") \
+                or _sha256(full) != record.get("sha256"):
+            problems.append(f"{rel} was changed after the fit (size or SHA-256 differs)")
+    for rel in sorted(set(present) - set(listed)):
+        if not any(part.startswith(".") for part in rel.split("/")):
+            problems.append(f"{rel} is not part of the run")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise RunFolderError(f"run folder {run_dir} does not match its {MANIFEST}: {shown}. The run is "
+                             f"incomplete or was edited; {_refit_hint(run_dir)}")
+
+
+def save_run(
+    run_dir: str | Path,
+    posterior: xr.DataTree,
+    summary: dict,
+    provenance: dict,
+    *,
+    overwrite: bool = False,
+    figures: Callable[[Run, Path], Any] | None = None,
+) -> Path:
+    """Write a run folder whole or not at all, and return its path.
+
+    Everything is written into a temporary sibling ``.RUN.tmp-<pid>-*``:
+    ``posterior.nc``, ``summary.json``, ``provenance.json``, then the figures
+    (``figures(run, folder)`` on the run read back from disk), then
+    ``manifest.json`` (size and SHA-256 of every file), last. Only then is a
+    previous run renamed aside (``.RUN.old-<pid>-*``), the new one renamed
+    in, and the old one deleted. A crash at any step leaves at ``run_dir``
+    the previous complete run or the new complete one; after a crash between
+    the two renames :func:`recover_run` (called by this function,
+    :func:`check_run_destination` and :func:`load_run`) renames the previous
+    run back. Orphan scratch folders are removed on the next save.
+
+    ``posterior.nc`` keeps the cohort's pseudonymous ``patient_id`` codes as
+    the ``patient`` coordinate. They are what ties a poorly fitted or
+    influential patient (Pareto k, individual-fit figures) back to the source
+    data; dropping them would not de-identify the run, which holds every
+    patient's observed data in cohort order anyway. A run folder is therefore
+    as sensitive as the cohort folder and is shared under the same rules; the
+    report, which is what investigators receive, prints no patient code.
 
     Parameters
     ----------
@@ -579,22 +843,39 @@ def save_run(run_dir: str | Path, posterior: xr.DataTree, summary: dict, provena
     summary, provenance : dict
         Written to ``summary.json`` / ``provenance.json`` as strict JSON
         (NaN/inf written as ``null``).
+    overwrite : bool
+        Replace an existing run at ``run_dir`` (never a folder that is not a
+        run); without it an existing run is refused (:class:`RunFolderError`).
+    figures : callable, optional
+        ``figures(run, folder)`` writes the run's figures into ``folder``.
     """
-    run_dir = Path(run_dir).absolute()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise NotADirectoryError(f"{run_dir} exists and is not a folder")
+    run_dir = check_run_destination(run_dir, overwrite=overwrite)
     parent = run_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.tmp-", dir=parent))
+    _fault_point("save_started")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}{_TMP_MARK}{os.getpid()}-{time.time_ns()}-", dir=parent))
+    backup = None
     try:
+        _fault_point("tmp_created")
         posterior.to_netcdf(tmp / "posterior.nc")
+        _fault_point("posterior_written")
         _write_json(tmp / "summary.json", summary)
         _write_json(tmp / "provenance.json", provenance)
+        _fault_point("json_written")
+        if figures is not None:
+            figures(_read_run(tmp), tmp / "figures")
+            _fault_point("figures_written")
+        _write_manifest(tmp)
         _fsync_dir(tmp)
-        backup = None
-        if run_dir.exists():
-            backup = parent / f".{run_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        _fault_point("manifest_written")
+        if os.path.lexists(run_dir):
+            if not overwrite:  # appeared while this run was being written
+                raise RunFolderError(f"run folder {run_dir} appeared while the run was being saved; "
+                                     "add --overwrite to replace it or choose another --out")
+            backup = parent / f".{run_dir.name}{_OLD_MARK}{os.getpid()}-{time.time_ns()}"
             os.rename(run_dir, backup)
+            _fsync_dir(parent)
+            _fault_point("old_moved_aside")
         try:
             os.rename(tmp, run_dir)
         except BaseException:
@@ -602,36 +883,63 @@ def save_run(run_dir: str | Path, posterior: xr.DataTree, summary: dict, provena
                 os.rename(backup, run_dir)
             raise
         _fsync_dir(parent)
+        _fault_point("new_renamed_in")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+        _fault_point("old_removed")
     return run_dir
 
 
+def _read_run(run_dir: Path) -> Run:
+    """Read the three run files without checking the manifest (a run being written, or one just verified)."""
+    try:
+        with xr.open_datatree(run_dir / "posterior.nc") as tree:
+            posterior = tree.load()
+    except Exception as exc:  # noqa: BLE001 - netCDF/HDF5 raise many types for a damaged file
+        raise RunFolderError(f"run folder {run_dir}: posterior.nc cannot be read ({type(exc).__name__}); "
+                             f"{_refit_hint(run_dir)}") from None
+    texts = {}
+    for name in ("summary.json", "provenance.json"):
+        try:
+            texts[name] = json.loads((run_dir / name).read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RunFolderError(f"run folder {run_dir}: {name} is not valid JSON ({exc}); "
+                                 f"{_refit_hint(run_dir)}") from None
+        if not isinstance(texts[name], dict):
+            raise RunFolderError(f"run folder {run_dir}: {name} is not a JSON object; {_refit_hint(run_dir)}")
+    return Run(posterior=posterior, summary=texts["summary.json"], provenance=texts["provenance.json"],
+               path=run_dir)
+
+
 def load_run(run_dir: str | Path) -> Run:
-    """Read a run folder written by :func:`save_run`.
+    """Read a run folder written by :func:`save_run`, after checking it against its manifest.
 
     Raises
     ------
     FileNotFoundError
-        If the folder or any of ``posterior.nc``, ``summary.json``,
-        ``provenance.json`` is missing (the message names the missing files).
+        If the folder does not exist (after restoring a run an interrupted save
+        moved aside, see :func:`recover_run`).
+    RunFolderError
+        A ``ValueError`` naming the folder, the file and the fix, if the folder
+        is a scratch folder of a save, has no ``manifest.json``, does not match
+        it (:func:`verify_run`), or a run file cannot be read.
     """
     run_dir = Path(run_dir)
+    if _is_scratch_name(run_dir.absolute().name):
+        raise RunFolderError(f"{run_dir} is a scratch folder left by an interrupted save, not a run; "
+                             "load the run folder itself (the scratch folder is removed by the next save)")
+    if not os.path.lexists(run_dir) and run_dir.absolute().parent.is_dir():
+        try:
+            recover_run(run_dir)
+        except OSError:
+            pass  # read-only location: reported as missing below
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"run folder {run_dir} is incomplete: missing {', '.join(missing)}"
-        )
-    with xr.open_datatree(run_dir / "posterior.nc") as tree:
-        posterior = tree.load()
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    provenance = json.loads((run_dir / "provenance.json").read_text(encoding="utf-8"))
-    return Run(posterior=posterior, summary=summary, provenance=provenance, path=run_dir)
+    verify_run(run_dir)
+    return _read_run(run_dir)
 
 
 # --------------------------------------------------------------------------- provenance

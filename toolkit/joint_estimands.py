@@ -12,7 +12,7 @@ import numpy as np
 
 from toolkit.data.inputs import DAYS_PER_YEAR
 from toolkit.data.joint_inputs import JointInputs
-from toolkit.estimands import posterior_probability, summarize_draws
+from toolkit.estimands import finite_draws, posterior_probability, summarize_draws
 from toolkit.models import cart
 from toolkit.models.joint import (
     LOG_CLEARANCE_REFERENCE,
@@ -108,7 +108,7 @@ def mediation_draws(posterior, inputs: JointInputs, *, tau_days: float = DEFAULT
 
 
 def joint_estimands(posterior, inputs: JointInputs, *, tau_days: float = DEFAULT_TAU_DAYS, ci_prob: float = 0.9,
-                    n_new: int = 200, hr_below=(1.0,)) -> dict:
+                    n_new: int = 200, hr_below=(1.0,), warnings_out: list[str] | None = None) -> dict:
     """Association parameters, mediation estimands and the kinetic contrasts, named as in ``truth.json``.
 
     Besides the :func:`mediation_draws` quantities: ``log_hr_per_log_cmax``, ``log_hr_cart_loss``,
@@ -116,12 +116,19 @@ def joint_estimands(posterior, inputs: JointInputs, *, tau_days: float = DEFAULT
     ``cure_fraction_difference`` (cure variant), ``prob_hazard_ratio_total_below_1`` (and other
     thresholds in ``hr_below``), ``prob_hazard_ratio_direct_below_1``, ``prob_hazard_ratio_indirect_below_1``,
     and the CAR-T contrasts ``cmax_gmr`` and ``persistence_half_life_ratio``.
+
+    A mediation draw that is not finite (``proportion_mediated`` where the total effect is exactly null in
+    that draw) is left out of that estimand's summary and probabilities, and counted in a message appended
+    to ``warnings_out`` (the fit's summary.json ``warnings``; a ``UserWarning`` without a list).
     """
     out: dict = {}
     draws = mediation_draws(posterior, inputs, tau_days=tau_days, n_new=n_new)
+    draws = {name: finite_draws(values, name, warnings_out,
+                                why="the total effect is null in those draws" if name == "proportion_mediated"
+                                else "")
+             for name, values in draws.items()}
     for name, values in draws.items():
-        finite = values[np.isfinite(values)]
-        out[name] = summarize_draws(finite, ci_prob=ci_prob)
+        out[name] = summarize_draws(values, ci_prob=ci_prob)
     for name in ("hazard_ratio_total", "hazard_ratio_direct", "hazard_ratio_indirect", "hazard_ratio_indirect_cart",
                  "hazard_ratio_indirect_mrd"):
         for x in (hr_below if name in draws else ()):

@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.special import expit
 
 from toolkit.data.mrd_inputs import MrdInputs
-from toolkit.estimands import posterior_probability, summarize_draws
+from toolkit.estimands import finite_draws, posterior_probability, summarize_draws
 from toolkit.models.mrd import (
     LATENCY_ORIGIN_DAY,
     LOG10_2,
@@ -172,7 +172,8 @@ def population_mrd_draws(posterior, inputs: MrdInputs, *, n_simulated: int = 200
 
 
 def mrd_estimands(posterior, inputs: MrdInputs, *, ci_prob: float = 0.9, n_simulated: int = 2000,
-                  random_seed: int = DEFAULT_SEED, priors: MrdPriors | None = None) -> dict:
+                  random_seed: int = DEFAULT_SEED, priors: MrdPriors | None = None,
+                  warnings_out: list[str] | None = None) -> dict:
     """Decision quantities of the MRD model, named as in ``truth.json``.
 
     - ``clearance_rate_ratio`` = exp(b_k): ratio of typical (median) clearance rates, experimental /
@@ -188,7 +189,9 @@ def mrd_estimands(posterior, inputs: MrdInputs, *, ci_prob: float = 0.9, n_simul
     - ``time_to_mrd_negativity_days_{arm}``: median day true MRD first falls below 1e-4 among
       responders who get there (before any regrowth). The kill phase ends before the first
       assessment (day 28), so this is driven mostly by the prior on the clearance rate and by the
-      baseline burdens.
+      baseline burdens. A draw in which no simulated responder gets there has no such day: it is left
+      out and counted in a message appended to ``warnings_out`` (the fit's summary.json ``warnings``;
+      a ``UserWarning`` without a list); with fewer than 2 such days the estimand is not reported.
 
     Each is ``summarize_draws`` output (mean, median, sd, hdi_<ci>) except the ``prob_*`` floats.
     """
@@ -207,8 +210,8 @@ def mrd_estimands(posterior, inputs: MrdInputs, *, ci_prob: float = 0.9, n_simul
     out["mrd_recurrence_365d_difference"] = summarize_draws(diff, ci_prob=ci_prob)
     out["prob_mrd_recurrence_365d_lower"] = posterior_probability(diff, below=0.0)
     for name in ARM_NAMES:
-        ttn = pop[f"time_to_mrd_negativity_days_{name}"]
-        ttn = ttn[np.isfinite(ttn)]
+        ttn = finite_draws(pop[f"time_to_mrd_negativity_days_{name}"], f"time_to_mrd_negativity_days_{name}",
+                           warnings_out, why="no simulated responder fell below 1e-4 in those draws")
         if ttn.size >= 2:
             out[f"time_to_mrd_negativity_days_{name}"] = summarize_draws(ttn, ci_prob=ci_prob)
     return out

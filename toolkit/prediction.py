@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from toolkit.data.inputs import DAYS_PER_YEAR
+from toolkit.data.inputs import DAYS_PER_YEAR, kinetic_cut_day, rows_after_kinetic_cut
 from toolkit.data.joint_inputs import NO_CHANGE, first_mrd_positive_years
 from toolkit.models import cart
 from toolkit.models.joint import (
@@ -54,12 +54,16 @@ def _draws(posterior, name) -> np.ndarray:
 
 
 def eligible_at_landmark(cohort, landmark_day: float) -> pd.DataFrame:
-    """Responders alive, relapse-free, untransplanted and still followed at ``landmark_day`` (with arm 0/1)."""
+    """Responders alive, relapse-free, untransplanted, without a new anti-CD19 therapy and still followed at
+    ``landmark_day`` (with arm 0/1): the patients whose kinetics up to the landmark are the first infusion's
+    natural course (the kinetic cut, ``toolkit.data.inputs.KINETIC_CUT_COLUMNS``)."""
     df = cohort.merged()
     inf = np.inf
+    new_therapy = df["new_therapy_day"].fillna(inf) if "new_therapy_day" in df else pd.Series(inf, index=df.index)
     ok = (df["response"].isin(["CR", "CRi"]) & (df["response_day"] < landmark_day)
           & (df["relapse_day"].fillna(inf) > landmark_day) & (df["death_day"].fillna(inf) > landmark_day)
-          & (df["hsct_day"].fillna(inf) > landmark_day) & (df["last_followup_day"] >= landmark_day))
+          & (df["hsct_day"].fillna(inf) > landmark_day) & (new_therapy > landmark_day)
+          & (df["last_followup_day"] >= landmark_day))
     out = df.loc[ok, ["patient_id", "response_day"]].copy()
     out["arm"] = (df.loc[ok, "arm"] == cohort.experimental_arm).astype(int).to_numpy()
     return out.reset_index(drop=True)
@@ -100,6 +104,8 @@ def predict_relapse(run, cohort, *, landmark_day: float = 90.0, horizons=(365.0,
     patients = eligible_at_landmark(cohort, landmark_day)
     cart_rows = cohort.cart.copy()
     cart_rows["patient_id"] = cart_rows["patient_id"].astype(str)
+    # the fit's kinetic cut (a no-op for eligible patients, whose first event comes after the landmark)
+    cart_rows = cart_rows.loc[~rows_after_kinetic_cut(cart_rows, kinetic_cut_day(cohort))]
     lloq_default = float(np.nanmedian(cart_rows["lloq_used"].to_numpy(float)))
     z_key = "log_hr_mrd_recurrence" in post
     rows = []

@@ -13,11 +13,13 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
-from toolkit.inference import Run, load_run
+from toolkit.inference import Run, RunFolderError, check_writable_destination, load_run
 from toolkit.report_cart import cart_answer, cart_figures, cart_prior_rows
 from toolkit.report_mrd import mrd_answer, mrd_figures, mrd_prior_rows
 from toolkit.report_joint import joint_answer, joint_figures, joint_prior_rows
@@ -181,6 +183,8 @@ def _diagnostics(run: Run) -> str:
     if "elpd_loo" in loo:
         rows.append(["PSIS-LOO elpd (SE)", f"{loo['elpd_loo']:.1f} ({loo['se']:.1f})"])
         rows.append(["max Pareto k (≤ 0.7)", f"{loo['max_pareto_k']:.2f}"])
+    elif "error" in loo:
+        rows.append(["PSIS-LOO", f"failed: {loo['error']}"])
     problems = "".join(f"<li>{_e(x)}</li>" for x in d.get("problems", []))
     return (f"<h3>{_e(run.summary['model'])} ({_e(run.summary.get('variant', ''))}): {verdict}</h3>"
             + _table(["check", "value"], [[_e(a), _e(b)] for a, b in rows])
@@ -276,14 +280,87 @@ def html_to_pdf(html_path: Path, pdf_path: Path) -> Path:
     return pdf_path
 
 
-def write_report(run_dirs: list, out, *, show_small_cells: bool = False, pdf: bool = False) -> Path:
-    """Write the report for ``run_dirs`` to ``out`` (HTML; and ``out`` with .pdf if ``pdf``)."""
-    runs = [load_run(d) for d in run_dirs]
+# What every report reads from a run's summary.json (the DESIGN contract); model sections need more.
+REQUIRED_SUMMARY = (("model",), ("arms", "control"), ("arms", "experimental"), ("estimands",),
+                    ("diagnostics", "converged"), ("diagnostics", "max_rhat"), ("diagnostics", "min_ess_bulk"),
+                    ("diagnostics", "min_ess_tail"), ("diagnostics", "divergences"))
+
+
+def check_report_summary(run: Run) -> None:
+    """Refuse a run whose ``summary.json`` lacks what the report reads (:class:`RunFolderError`, naming the key).
+
+    Checks the contract keys, then drafts the run's own text sections (cheap:
+    no figures), so a missing model-specific estimand is named here rather than
+    surfacing as a traceback half-way through the report.
+    """
+    where = run.path / "summary.json"
+    fix = "summary.json is written by `toolkit fit` and is not meant to be edited: re-fit the run with --overwrite"
+    absent, missing = object(), []
+    for keys in REQUIRED_SUMMARY:  # a key must be there; its value may be null (R-hat of one chain)
+        node = run.summary
+        for key in keys:
+            node = node[key] if isinstance(node, dict) and key in node else absent
+        if node is absent:
+            missing.append(".".join(keys))
+    if missing:
+        raise RunFolderError(f"{where} lacks {', '.join(missing)}, which the report needs; {fix}")
+    try:
+        ANSWERS.get(run.summary["model"], _generic_answer)(run.summary)
+        _methods(run, False)
+        _diagnostics(run)
+    except KeyError as exc:
+        raise RunFolderError(f"{where} lacks {exc.args[0]!r}, which the report needs; {fix}") from None
+    except (TypeError, ValueError, AttributeError, IndexError, StopIteration) as exc:
+        raise RunFolderError(f"{where} has a value the report cannot read ({type(exc).__name__}: {exc}); "
+                             f"{fix}") from None
+
+
+def check_report_path(out, *, pdf: bool = False) -> Path:
+    """Refuse a report destination that is a folder or cannot be written, before any run is read."""
     out = Path(out)
+    targets = [out] + ([out.with_suffix(".pdf")] if pdf else [])
+    for target in targets:
+        if target.is_dir():
+            raise RunFolderError(f"--out {target} is a folder; give a file name for the report, "
+                                 f"e.g. {target / ('report' + (target.suffix or '.html'))}")
+    check_writable_destination(out, what="report")
+    return out
+
+
+def _replace_atomically(out: Path, write) -> None:
+    """``write(tmp_path)`` into a temporary file beside ``out``, then rename it over ``out``; no debris on failure."""
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it 0600; the report is meant to be shared
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_report(run_dirs: list, out, *, show_small_cells: bool = False, pdf: bool = False) -> Path:
+    """Write the report for ``run_dirs`` to ``out`` (HTML; and ``out`` with .pdf if ``pdf``).
+
+    The destination is checked first, then every run is loaded (checked
+    against its manifest) and its summary checked, before anything is drawn.
+    Each file is written to a temporary file in the same folder and renamed
+    into place, so a failure leaves the previous report (or none) and no
+    temporary file.
+    """
+    out = check_report_path(out, pdf=pdf)
+    runs = [load_run(d) for d in run_dirs]
+    for run in runs:
+        check_report_summary(run)
+    text = render_report(runs, show_small_cells=show_small_cells)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_report(runs, show_small_cells=show_small_cells), encoding="utf-8")
-    tmp.replace(out)
+    _replace_atomically(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     if pdf:
-        html_to_pdf(out, out.with_suffix(".pdf"))
+        _replace_atomically(out.with_suffix(".pdf"), lambda tmp: html_to_pdf(out, tmp))
     return out

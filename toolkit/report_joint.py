@@ -199,6 +199,8 @@ def joint_prior_rows(priors: dict) -> list[list[str]]:
     those of the CAR-T model."""
     rows = []
     for name, value in priors.items():
+        if name == "cart":  # the kinetic part's priors as used (unit centre and spec departures), below
+            continue
         if isinstance(value, (list, tuple)) and len(value) == 2:
             text = f"Normal({value[0]:.3g}, {value[1]:.3g}) on the {_PRIOR_MEANING.get(name, 'model scale')}"
             if name.startswith("log_hr"):
@@ -206,6 +208,13 @@ def joint_prior_rows(priors: dict) -> list[list[str]]:
         else:
             text = _e(value)
         rows.append([_e(name), _e(text)])
-    rows.append(["CAR-T kinetics", "the defaults of the CAR-T kinetic model (toolkit.models.cart.CartPriors)"])
+    if isinstance(priors.get("cart"), dict):
+        from toolkit.report_cart import cart_prior_rows
+
+        rows.append(["cart", "the CAR-T kinetic part: the CAR-T model's priors (toolkit.models.cart.CartPriors) "
+                             "for this cohort's unit, with the spec's departures, as used:"])
+        rows += [[f"CAR-T kinetics: {name}", text] for name, text in cart_prior_rows(priors["cart"])]
+    else:
+        rows.append(["CAR-T kinetics", "the defaults of the CAR-T kinetic model (toolkit.models.cart.CartPriors)"])
     rows.append(["MRD kinetics (mrd_clearance only)", "the defaults of the MRD kinetic model (toolkit.models.mrd.MrdPriors)"])
     return rows

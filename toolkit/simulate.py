@@ -367,7 +367,8 @@ def _fmt_day(x: float) -> str:
 
 
 def simulate_trial(n_patients: int = 60, seed: int = 20261125, effects: dict[str, float] | Effects | None = None,
-                   parameters: TrialParameters | None = None, *, with_truth: bool = True) -> SimulatedTrial:
+                   parameters: TrialParameters | None = None, *, with_truth: bool = True,
+                   post_event_samples: bool = False) -> SimulatedTrial:
     """Draw one whole two-arm trial. See the module docstring for the story.
 
     Parameters
@@ -377,6 +378,9 @@ def simulate_trial(n_patients: int = 60, seed: int = 20261125, effects: dict[str
     effects : IFN-alpha effect sizes (``Effects`` or a dict of overrides).
     parameters : control-arm population parameters.
     with_truth : also compute ``truth`` (about a second).
+    post_event_samples : also write CAR-T samples and MRD assessments taken after a transplant or a relapse
+        (and a ``new_therapy_day``), which no model should read as the first infusion's course; see
+        :func:`add_post_event_samples`. Off by default; on, every other row and the truth are unchanged.
     """
     if n_patients < 2:
         raise ValueError("n_patients must be at least 2 (one a arm)")
@@ -469,9 +473,76 @@ def simulate_trial(n_patients: int = 60, seed: int = 20261125, effects: dict[str
              "experimental_arm": EXPERIMENTAL_LABEL,
              "notes": "Synthetic data from toolkit.simulate; see truth.json for the true values."}
     trial = SimulatedTrial(study, patients, outcomes, cart, mrd, latent)
+    if post_event_samples:
+        add_post_event_samples(trial, p, np.random.default_rng([seed, 1]))
     if with_truth:
         trial.truth = {"seed": seed, "n_patients": n, "effects": asdict(e), "parameters": asdict(p),
                        "estimands": compute_truth(e, p)}
+    return trial
+
+
+#: Post-event story of ``add_post_event_samples``: conditioning before an allogeneic HSCT ablates CAR-T cells
+#: (level x exp(-rate (t - HSCT day))); a relapse is followed, RETREAT_DELAY_DAYS later, by a CAR-T
+#: re-infusion that expands to REINFUSION_CMAX_FRACTION of the first peak (the patient's own curve restarted).
+ABLATION_RATE_PER_DAY = 0.7
+RETREAT_DELAY_DAYS = 21
+REINFUSION_CMAX_FRACTION = 0.3
+
+
+def add_post_event_samples(trial: SimulatedTrial, p: TrialParameters, rng) -> SimulatedTrial:
+    """Append samples taken after each patient's transplant or relapse to ``trial`` (in place).
+
+    The first infusion's rows are untouched, so a cohort with these samples cut (``toolkit.data.inputs``'
+    kinetic cut) holds exactly the rows of the same trial simulated without them. After HSCT day h:
+    CAR-T at the ``CART_DAYS`` after h, level C(t) exp(-``ABLATION_RATE_PER_DAY`` (t - h)) (mostly BLQ),
+    and flow MRD negative at the ``FLOW_DAYS`` after h (the transplant clears disease). After relapse
+    day r: flow MRD at r + 14 still rising (regrowth continued), a CAR-T re-infusion on
+    ``new_therapy_day`` n = r + ``RETREAT_DELAY_DAYS`` (when followed that long), then CAR-T at n + 7, 14,
+    28 on the patient's own curve restarted at n with ``REINFUSION_CMAX_FRACTION`` of the first Cmax, and
+    flow MRD negative at n + 28. Samples beyond last follow-up are not written.
+    """
+    latent, out = trial.latent, trial.outcomes
+    day = lambda col: pd.to_numeric(out[col], errors="coerce").to_numpy(float)  # noqa: E731
+    hsct, relapse, last = day("hsct_day"), day("relapse_day"), day("last_followup_day")
+    new_therapy = np.where(relapse + RETREAT_DELAY_DAYS <= last, relapse + RETREAT_DELAY_DAYS, np.nan)
+    kin = [latent[k].to_numpy(float) for k in ("cmax", "tmax", "foldx", "alpha", "beta", "fb")]
+    cart_rows, mrd_rows = [], []
+    for i, pid in enumerate(out["patient_id"]):
+        params = [k[i] for k in kin]
+        if np.isfinite(hsct[i]):
+            days = np.array([d for d in CART_DAYS if hsct[i] < d <= last[i]], float)
+            level = cart_curve(days, *params) * np.exp(-ABLATION_RATE_PER_DAY * (days - hsct[i]))
+            cart_rows += [(pid, d, v) for d, v in zip(days, level)]
+            mrd_rows += [(pid, d, "negative") for d in FLOW_DAYS if hsct[i] < d <= last[i]]
+        if np.isfinite(relapse[i]):
+            d = relapse[i] + 14
+            if d <= last[i]:
+                obs = np.log10(0.05) + latent["growth"].iloc[i] * 14 + p.flow_sd_log10 * rng.standard_normal()
+                mrd_rows.append((pid, d, _fmt(min(10 ** obs * 100, 99.0), 3)))
+            if np.isfinite(new_therapy[i]):
+                n = new_therapy[i]
+                days = np.array([n + d for d in (7, 14, 28) if n + d <= last[i]], float)
+                again = [params[0] * REINFUSION_CMAX_FRACTION] + params[1:]
+                cart_rows += [(pid, d, v) for d, v in zip(days, cart_curve(days - n, *again))]
+                if n + 28 <= last[i]:
+                    mrd_rows.append((pid, n + 28, "negative"))
+    noisy = [(pid, int(d), v * np.exp(p.sigma_cart * rng.standard_normal())) for pid, d, v in cart_rows]
+    extra_cart = pd.DataFrame([(pid, d, "BLQ" if v < p.lloq else _fmt(v), _fmt(p.lloq), "copies/ug")
+                               for pid, d, v in noisy], columns=trial.cart_kinetics.columns)
+    extra_mrd = pd.DataFrame([(pid, int(d), text, "0.01", "", "flow", "BM") for pid, d, text in mrd_rows],
+                             columns=trial.mrd.columns)
+    order = {pid: k for k, pid in enumerate(out["patient_id"])}
+
+    def combine(old, new, keys):
+        both = pd.concat([old, new], ignore_index=True).drop_duplicates(subset=keys, keep="first")
+        rank = both["patient_id"].map(order)
+        return both.assign(_p=rank, _d=both["day"].astype(int)).sort_values(["_p", "_d"], kind="stable") \
+            .drop(columns=["_p", "_d"]).reset_index(drop=True)
+
+    trial.cart_kinetics = combine(trial.cart_kinetics, extra_cart, ["patient_id", "day"])
+    trial.mrd = combine(trial.mrd, extra_mrd, ["patient_id", "day", "method", "specimen"])
+    position = list(out.columns).index("death_day")
+    out.insert(position, "new_therapy_day", [_fmt_day(d) for d in new_therapy])
     return trial
 
 

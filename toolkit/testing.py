@@ -64,3 +64,16 @@ def tiny_cli_fit(model: str, data: str | Path, out: str | Path, *, chains: int =
                  "--draws", str(draws), "--seed", str(seed)])
     assert code == 0, f"toolkit fit {model} exited {code}"
     return Path(out)
+
+
+def edit_run_file(run_dir: str | Path, name: str, text: str) -> None:
+    """Replace one file of a saved run and re-seal its manifest (a deliberately edited run, for tests).
+
+    ``toolkit.inference.load_run`` refuses a run edited without re-sealing; this
+    is how a test builds a run that is intact but carries an unusual summary.
+    """
+    from toolkit.inference import _write_manifest
+
+    run_dir = Path(run_dir)
+    (run_dir / name).write_text(text, encoding="utf-8")
+    _write_manifest(run_dir)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from toolkit.data.endpoints import time_to_event
+from toolkit.data.units import find_cart_unit, unknown_unit_fix
 
 DAYS_PER_YEAR = 365.25
 
@@ -127,6 +128,48 @@ def to_durability_inputs(cohort, *, endpoint: str = "rfs", hsct: str = "censor",
     )
 
 
+# --------------------------------------------------------------------------- the kinetic cut
+
+#: Outcome columns whose first filled day ends a patient's kinetic data (CAR-T and MRD): after an
+#: allogeneic transplant (conditioning ablates CAR-T cells and clears disease), a relapse (salvage therapy)
+#: or a CAR-T re-infusion / other anti-CD19 therapy, samples no longer follow the first infusion's course.
+KINETIC_CUT_COLUMNS = ("hsct_day", "relapse_day", "new_therapy_day")
+KINETIC_CUT_WHAT = "an allogeneic HSCT, a relapse or a new anti-CD19 therapy (CAR-T re-infusion or other)"
+
+
+def kinetic_cut_day(cohort):
+    """Each patient's first day of HSCT, relapse or new therapy (``KINETIC_CUT_COLUMNS``), NaN if none.
+
+    Returns a float Series indexed by ``patient_id`` (str). A column the cohort does not have
+    (``new_therapy_day`` is optional) counts as blank.
+    """
+    outcomes = cohort.outcomes
+    days = [outcomes[c].astype(float) for c in KINETIC_CUT_COLUMNS if c in outcomes.columns]
+    first = np.fmin.reduce([d.to_numpy() for d in days]) if days else np.full(len(outcomes), np.nan)
+    import pandas as pd
+
+    return pd.Series(first, index=outcomes["patient_id"].astype(str).to_numpy(), dtype=float)
+
+
+def rows_after_kinetic_cut(rows, cut_day) -> np.ndarray:
+    """Boolean mask of ``rows`` (``patient_id``, ``day``) taken after the patient's cut day.
+
+    A sample **on** the cut day is kept: it was drawn before the transplant or the new therapy, and on a
+    relapse day it is the natural course up to the relapse (for MRD, the relapse assessment itself).
+    """
+    limit = rows["patient_id"].astype(str).map(cut_day).to_numpy(float)
+    day = rows["day"].to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(limit) & (day > limit)
+
+
+def kinetic_cut_warning(n_cut: int, n_patients: int, what: str) -> str:
+    """The warning a fit stores (summary.json ``warnings``) and the report shows for cut samples."""
+    return (f"{n_cut} {what} of {n_patients} patient(s) taken after {KINETIC_CUT_WHAT} are left out of the "
+            "kinetic likelihood: they no longer follow the first infusion's natural course (samples on the "
+            "event day itself are kept)")
+
+
 # --------------------------------------------------------------------------- CAR-T kinetics
 
 
@@ -141,7 +184,8 @@ class CartInputs:
     patient's usual limit, else the cohort's; it is not used by the
     likelihood there). ``patient_lloq`` is each patient's usual (median)
     limit, the level that defines time above the LLOQ (NaN when the cohort
-    records no limit at all). ``arm`` is 1 for the experimental arm.
+    records no limit at all). ``arm`` is 1 for the experimental arm. ``unit`` is the canonical name of
+    the file's unit (``toolkit.data.units``), which sets the prior centre of log Cmax.
     Covariates are standardized as in :class:`DurabilityInputs`.
     """
 
@@ -159,6 +203,7 @@ class CartInputs:
     x_sd: np.ndarray
     arm_labels: tuple[str, str]
     unit: str = "copies/ug"
+    n_cut_samples: int = 0
     warnings: tuple[str, ...] = ()
 
     @property
@@ -178,7 +223,9 @@ def to_cart_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> C
     value of 0 (it should be written BLQ); a censored sample without a limit;
     an arm without patients; a covariate that is unknown, blank for some patient
     or constant. Kept, with a warning: a patient whose samples are all below the
-    LLOQ (the censored likelihood still says their curve stayed low).
+    LLOQ (the censored likelihood still says their curve stayed low). Cut, with a warning and the count
+    in ``n_cut_samples``: samples taken after the patient's first HSCT, relapse or new therapy
+    (:func:`kinetic_cut_day`; a sample on that day is kept).
     """
     import pandas as pd
 
@@ -194,9 +241,13 @@ def to_cart_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> C
     if unknown_ids:
         raise ModelDataError(f"cart_kinetics.csv has samples of patient(s) not in patients.csv: "
                              f"{', '.join(unknown_ids[:10])}")
+    after = rows_after_kinetic_cut(cart, kinetic_cut_day(cohort))
+    n_cut, n_cut_patients = int(after.sum()), int(cart.loc[after, "patient_id"].nunique())
+    cart = cart.loc[~after]
     without = [pid for pid in ids if pid not in set(cart["patient_id"])]
     if without:
-        raise ModelDataError(f"{len(without)} patient(s) have no CAR-T sample at all: {', '.join(without[:10])}"
+        cut_note = (f" before {KINETIC_CUT_WHAT} (later samples are not used)" if n_cut else " at all")
+        raise ModelDataError(f"{len(without)} patient(s) have no CAR-T sample{cut_note}: {', '.join(without[:10])}"
                              f"{' ...' if len(without) > 10 else ''}; add their samples to cart_kinetics.csv "
                              "or remove them from the analysis")
     quantified = ~cart["below_lloq"].to_numpy(bool)
@@ -240,7 +291,12 @@ def to_cart_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> C
     if all_blq:
         warnings.append(f"{len(all_blq)} patient(s) have every sample below the LLOQ; "
                         "they are kept, and their curves are informed by the censored likelihood and the population")
-    units = cart["unit"].dropna().astype(str).unique()
+    if n_cut:
+        warnings.append(kinetic_cut_warning(n_cut, n_cut_patients, "CAR-T sample(s)"))
+    units = {find_cart_unit(u) for u in cart["unit"].dropna().astype(str)}
+    if None in units or len(units) > 1:  # validation refuses both; this guards cohorts built in code
+        raise ModelDataError(f"cart_kinetics.csv unit: {unknown_unit_fix()}; one unit for the whole file")
+    unit = units.pop().name if units else "copies/ug"
     return CartInputs(
         patient_ids=ids,
         arm=arm,
@@ -255,6 +311,7 @@ def to_cart_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> C
         x_mean=mean,
         x_sd=sd,
         arm_labels=cohort.arms,
-        unit=str(units[0]) if len(units) else "copies/ug",
+        unit=unit,
+        n_cut_samples=n_cut,
         warnings=tuple(warnings),
     )

@@ -18,6 +18,8 @@ from toolkit.data.inputs import (
     CartInputs,
     DurabilityInputs,
     ModelDataError,
+    kinetic_cut_day,
+    rows_after_kinetic_cut,
     to_cart_inputs,
     to_durability_inputs,
 )
@@ -57,6 +59,12 @@ class JointInputs:
     def n_responders(self) -> int:
         return self.relapse.n_patients
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The warnings of every part (CAR-T, relapse, MRD), which the fit stores and the report shows."""
+        parts = (self.cart, self.relapse) + ((self.mrd,) if self.mrd is not None else ())
+        return tuple(w for part in parts for w in part.warnings)
+
 
 def first_mrd_positive_years(cohort, patient_ids, response_day, end_years) -> tuple[np.ndarray, bool]:
     """Years from response to the first detectable MRD in remission (see :class:`JointInputs`)."""
@@ -64,7 +72,9 @@ def first_mrd_positive_years(cohort, patient_ids, response_day, end_years) -> tu
     mrd = cohort.mrd
     if mrd is None or len(mrd) == 0:
         return out, False
-    detected = (mrd["censoring"] != "below_lod").to_numpy()  # quantified or positive-not-quantifiable
+    # quantified or positive-not-quantifiable, and not after a transplant or new therapy (the kinetic cut;
+    # assessments after a relapse are already past the end of follow-up below)
+    detected = (mrd["censoring"] != "below_lod").to_numpy() & ~rows_after_kinetic_cut(mrd, kinetic_cut_day(cohort))
     position = {pid: i for i, pid in enumerate(patient_ids)}
     for pid, day, positive in zip(mrd["patient_id"].astype(str), mrd["day"].to_numpy(float), detected):
         i = position.get(pid)

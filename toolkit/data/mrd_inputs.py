@@ -13,7 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolkit.data.inputs import ModelDataError, check_covariates
+from toolkit.data.inputs import (
+    ModelDataError,
+    check_covariates,
+    kinetic_cut_day,
+    kinetic_cut_warning,
+    rows_after_kinetic_cut,
+)
 
 __all__ = ["CENSORING_CODES", "MrdInputs", "to_mrd_inputs"]
 
@@ -83,6 +89,7 @@ class MrdInputs:
     responded: np.ndarray
     arm_labels: tuple[str, str]
     n_excluded_assessments: int = 0
+    n_cut_assessments: int = 0
     warnings: tuple[str, ...] = ()
 
     @property
@@ -114,7 +121,13 @@ def to_mrd_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> Mr
     baseline_blasts_pct (that patient's starting burden gets the population
     prior). Warned: responders without any assessment (left out of the
     kinetic part, still counted as responders), non-responders' assessments
-    (left out).
+    (left out); assessments taken after the patient's first HSCT, relapse or new therapy
+    (``toolkit.data.inputs.kinetic_cut_day``; counted in ``n_cut_assessments``). An assessment on that
+    day is kept: on a relapse day it is the relapse assessment itself, the regrowth the MRD model's
+    recurrence estimands are about. The joint model uses these inputs too and keeps it as well: only the
+    kill rate links its MRD submodel to the relapse hazard, and the relapse-day value informs the
+    regrowth, not the kill rate, so the relapse is not counted twice (its MRD marker association already
+    ignores the relapse-day assessment, ``toolkit.data.joint_inputs.first_mrd_positive_years``).
     """
     mrd = cohort.mrd
     if mrd is None:
@@ -143,6 +156,9 @@ def to_mrd_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> Mr
     nonresponder_rows = ~mrd["patient_id"].isin(responder_ids)
     n_excluded = int(nonresponder_rows.sum())
     mrd = mrd.loc[~nonresponder_rows]
+    after = rows_after_kinetic_cut(mrd, kinetic_cut_day(cohort))
+    n_cut, n_cut_patients = int(after.sum()), int(mrd.loc[after, "patient_id"].nunique())
+    mrd = mrd.loc[~after]
     if len(mrd) == 0:
         raise ModelDataError("no responder (CR/CRi in outcomes.csv) has an MRD assessment, so there is no MRD "
                              "kinetics to model; non-responders' assessments are not used")
@@ -212,6 +228,8 @@ def to_mrd_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> Mr
     if n_excluded:
         warnings.append(f"{n_excluded} assessment(s) of non-responders are not used: their disease did not clear, "
                         "so they carry no clearance or recurrence information; every MRD estimate is among responders")
+    if n_cut:
+        warnings.append(kinetic_cut_warning(n_cut, n_cut_patients, "MRD assessment(s)"))
     missing = [pid for pid, b in zip(ids, baseline) if not np.isfinite(b)]
     if missing:
         warnings.append(f"{len(missing)} analysed patient(s) have a blank baseline_blasts_pct "
@@ -247,5 +265,6 @@ def to_mrd_inputs(cohort, *, covariates: list[str] | tuple[str, ...] = ()) -> Mr
         responded=responded.astype(int),
         arm_labels=cohort.arms,
         n_excluded_assessments=n_excluded,
+        n_cut_assessments=n_cut,
         warnings=tuple(warnings),
     )

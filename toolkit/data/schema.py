@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from toolkit.data.units import supported_units_text
+
 #: Column kinds and what a cell of that kind may hold.
 KINDS = {
     "id": "pseudonymous code, text without spaces",
@@ -121,12 +123,21 @@ OUTCOMES = TableSpec(
                    allowed=CD19_STATUS, blank="no relapse", example="negative"),
         ColumnSpec("hsct_day", "day", "Day of a consolidative allogeneic transplant after CAR-T.",
                    unit="days", blank="no transplant", example=""),
+        ColumnSpec("new_therapy_day", "day", "Day of the first CAR-T re-infusion or other anti-CD19 therapy "
+                   "(e.g. blinatumomab) after the first infusion.", unit="days", required=False,
+                   blank="no new anti-CD19 therapy", example=""),
         ColumnSpec("death_day", "day", "Day of death from any cause.", unit="days",
                    blank="alive at last follow-up", example=""),
         ColumnSpec("last_followup_day", "day", "Last day the patient was known alive and "
                    "assessed (the death day if the patient died).", unit="days", example="1460"),
     ),
-    notes=("Every event day must be on or before `last_followup_day`.",),
+    notes=("Every event day must be on or before `last_followup_day`.",
+           "The kinetic cut: the first of `hsct_day`, `relapse_day` and `new_therapy_day` ends a patient's "
+           "CAR-T and MRD data. Samples and assessments taken after that day no longer follow the first "
+           "infusion's natural course (transplant conditioning ablates CAR-T cells and clears disease; salvage "
+           "or re-infusion restarts the kinetics), so the CAR-T, MRD and joint models leave them out and the "
+           "fit's warnings count them. A sample on that day is kept (drawn before the transplant or new "
+           "therapy; on a relapse day, the relapse assessment itself)."),
 )
 
 CART_KINETICS = TableSpec(
@@ -142,10 +153,14 @@ CART_KINETICS = TableSpec(
         ColumnSpec("lloq", "number", "Lower limit of quantification of this sample's assay run.",
                    unit="as in `unit`", blank="unknown (then `value` must be quantified or `<x`)",
                    minimum=0, example="50"),
-        ColumnSpec("unit", "category", "Unit of `value` and `lloq`; one unit per file.",
+        ColumnSpec("unit", "category", "Unit of `value` and `lloq`; one unit per file, one of: "
+                   f"{supported_units_text()}. The CAR-T model centres its prior on the typical peak level in "
+                   "this unit (toolkit/data/units.py gives each centre and its source).",
                    example="copies/ug"),
     ),
-    notes=("Rows of a patient are in increasing day order.",),
+    notes=("Rows of a patient are in increasing day order.",
+           "Samples after the patient's first HSCT, relapse or new therapy are not used by the models "
+           "(see the kinetic cut under outcomes.csv); keep them in the file."),
 )
 
 MRD = TableSpec(
@@ -170,7 +185,9 @@ MRD = TableSpec(
         ColumnSpec("specimen", "category", "Bone marrow (BM) or peripheral blood (PB).",
                    allowed=SPECIMENS, example="BM"),
     ),
-    notes=("Rows of a patient are in increasing day order (several methods may share a day).",),
+    notes=("Rows of a patient are in increasing day order (several methods may share a day).",
+           "Assessments after the patient's first HSCT, relapse or new therapy are not used by the models "
+           "(see the kinetic cut under outcomes.csv); keep them in the file."),
 )
 
 TABLES: dict[str, TableSpec] = {t.name: t for t in (PATIENTS, OUTCOMES, CART_KINETICS, MRD)}

@@ -242,6 +242,16 @@ def _event_rules() -> list[Rule]:
     return rules
 
 
+def _new_therapy_rules(columns) -> list[Rule]:
+    """``new_therapy_day`` (an optional column) lies within follow-up."""
+    if "new_therapy_day" not in columns:
+        return []
+    return [Rule("outcomes.new_therapy_day.after_followup", "new_therapy_day",
+                 "the new therapy is after last_followup_day",
+                 "correct the new therapy day or extend last_followup_day to the last day the patient was seen",
+                 lambda f: ~(f["new_therapy_day"] > f["last_followup_day"]))]
+
+
 def _series_order_rules(table: str, keys: list[str]) -> list[Rule]:
     """Samples of a patient come in increasing day order, without exact duplicates."""
 
@@ -372,7 +382,7 @@ def _check_table(t: _Table, problems: list[Problem]) -> None:
     parsed = _parse_table(t.spec, raw)
     rules = _range_rules(t.spec, known)
     if t.spec.name == "outcomes":
-        rules += _event_rules()
+        rules += _event_rules() + _new_therapy_rules(known)
     elif t.spec.name == "cart_kinetics":
         rules += _cart_rules()
         parsed["lloq_used"] = parsed["own_limit"].fillna(parsed["lloq"])
@@ -451,6 +461,19 @@ def _cohort_problems(tables: dict[str, _Table], study: dict | None) -> list[Prob
     return problems
 
 
+def _cart_unit_problems(tables: dict[str, _Table]) -> list[Problem]:
+    """Every ``cart_kinetics`` row whose ``unit`` is not one the toolkit knows (``toolkit.data.units``): the
+    CAR-T priors are centred per unit, so an unknown unit would be fitted on the wrong scale."""
+    from toolkit.data.units import find_cart_unit, unknown_unit_fix
+
+    cart = tables.get("cart_kinetics")
+    if cart is None or cart.parsed is None or "unit" not in cart.parsed:
+        return []
+    unknown = cart.parsed["unit"].map(lambda u: u != "" and find_cart_unit(u) is None)
+    return [Problem(cart.file, int(row), "unit", cart.raw.at[row, "unit"], "is not a unit the toolkit knows",
+                    unknown_unit_fix()) for row in cart.parsed.index[unknown.to_numpy(bool)]]
+
+
 def _study_problems(study: dict) -> list[Problem]:
     problems = []
     for key in ("control_arm", "experimental_arm"):
@@ -483,6 +506,7 @@ def validate_folder(folder: Path) -> tuple[dict, dict[str, pd.DataFrame]]:
     for t in tables.values():
         _check_table(t, problems)
     problems += _cohort_problems(tables, study if study and not _study_problems(study) else None)
+    problems += _cart_unit_problems(tables)
     if problems:
         raise CohortValidationError(str(folder), problems)
     return study, {name: t.parsed for name, t in tables.items()}

@@ -79,8 +79,11 @@ and derivation is in ``docs/priors.md`` (anchors ``#cart-<field>``, e.g. ``#cart
 parameter                            prior                             source / reasoning
 ===================================  ================================  ========================================
 mu[cmax]   (log Cmax)                Normal(log 24000, 0.5)            Stein Table 1, 24,000 copies/ug (RSE 20 %);
-                                                                       widened for another product/population
-mu[tmax]   (log Tmax)                Normal(log 9.3, 0.3)              Stein 9.3 d (RSE 4 %)
+                                                                       widened for another product/population.
+                                                                       Per unit (``CartPriors.for_unit``;
+                                                                       ``toolkit.data.units``): cells/uL (flow)
+                                                                       Normal(log 30, 1.0), Kimmel 2021
+mu[tmax]   (log Tmax)                Normal(log 9.3, 0.3)              Stein 9.3 d (RSE 4 %); label 10-20 d
 mu[foldx]  (log foldx)               Normal(log 3900, 0.7)             Stein 3,900 (RSE 30 %)
 mu[alpha]  (log(alpha - beta))       Normal(log 0.1568, 0.5)           Stein alpha 0.16/d - beta 0.0032/d
 mu[fb]     (logit FB)                Normal(logit 0.0079, 0.5)         Stein 0.0079 (RSE 15 %)
@@ -236,6 +239,19 @@ class CartPriors:
     effect_persistence: tuple[float, float] = (0.0, 0.5)  # weakly informative; docs/priors.md#cart-effect-persistence
     covariate_effect: tuple[float, float] = (0.0, 0.3)  # Stein: no covariates; docs/priors.md#cart-covariate-effect
     sigma: tuple[float, float] = (math.log(0.56), 0.2)  # Stein residual a = 0.56; docs/priors.md#cart-sigma
+
+    @classmethod
+    def for_unit(cls, unit: str) -> CartPriors:
+        """The default priors with ``mu_cmax`` centred on the typical peak level in ``unit`` (a name or
+        spelling of ``toolkit.data.units.CART_UNITS``; each centre's source is given there). Every other
+        parameter is a shape of the curve, the same in any unit. An unknown unit raises ValueError naming
+        the supported ones."""
+        from toolkit.data.units import find_cart_unit, unknown_unit_fix
+
+        found = find_cart_unit(unit)
+        if found is None:
+            raise ValueError(f"unknown CAR-T unit {unit!r}: {unknown_unit_fix()}")
+        return cls(mu_cmax=tuple(float(v) for v in found.log_cmax_prior))
 
     def mu(self) -> np.ndarray:
         return np.array([getattr(self, f"mu_{k}") for k in KINETIC_PARAMETERS], dtype=float)
