@@ -300,11 +300,18 @@ def _worker_info() -> dict:
 
 
 class Progress:
-    """Count, rate and estimated time left, printed as simulations finish."""
+    """Count, rate and estimated time left, printed as simulations finish.
 
-    def __init__(self, total: int, *, stream=None, every: float = 2.0):
+    The rate is over the last ``window`` completions, so the one-off start-up
+    (cluster, per-worker compile) does not inflate the estimate for long.
+    """
+
+    def __init__(self, total: int, *, stream=None, every: float = 2.0, window: int = 50):
+        from collections import deque
+
         self.total, self.done, self.failed, self.unconverged = total, 0, 0, 0
         self.t0, self.last, self.every = time.perf_counter(), 0.0, every
+        self.recent = deque([self.t0], maxlen=window + 1)
         self.stream = stream if stream is not None else sys.stderr
 
     def update(self, record: dict) -> None:
@@ -312,6 +319,7 @@ class Progress:
         self.failed += record["status"] != "ok"
         self.unconverged += record["status"] == "ok" and not record["converged"]
         now = time.perf_counter()
+        self.recent.append(now)
         if now - self.last >= self.every or self.done == self.total:
             self.last = now
             self.stream.write(self.line() + "\n")
@@ -319,7 +327,8 @@ class Progress:
 
     def line(self) -> str:
         elapsed = time.perf_counter() - self.t0
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        span = self.recent[-1] - self.recent[0]
+        rate = (len(self.recent) - 1) / span if span > 0 else 0.0
         left = (self.total - self.done) / rate if rate > 0 else float("nan")
         eta = f"{left / 60:.1f} min" if np.isfinite(left) else "?"
         return (f"[{self.done}/{self.total}] {60 * rate:.1f} simulations/min, {elapsed:.0f} s elapsed, "
