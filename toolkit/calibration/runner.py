@@ -276,10 +276,10 @@ def start_local_cluster(n_workers: int, *, cache_root: str | Path | None = None)
 
     cache_root = Path(cache_root or Path(tempfile.gettempdir()) / f"toolkit-calibrate-{os.getpid()}")
     workers = {f"calib-{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": worker_environment(cache_root, f"w{i}"),
-                                                         "silence_logs": 40}}
+                                                         "silence_logs": 50}}
                for i in range(n_workers)}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": THREAD_ENV}):
-        cluster = SpecCluster(workers=workers, silence_logs=40,
+        cluster = SpecCluster(workers=workers, silence_logs=50,
                               scheduler={"cls": Scheduler, "options": {"dashboard_address": None,
                                                                        "host": "127.0.0.1"}})
     client = Client(cluster)
@@ -356,6 +356,8 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: StudySe
     """
     if n_simulations < 1:
         raise StudyError(f"--simulations must be at least 1, got {n_simulations}")
+    if workers is not None and workers < 0:
+        raise StudyError(f"--workers must be 0 (in this process) or more, got {workers}")
     settings = settings or StudySettings()
     out = Path(out)
     config = {"problem": problem.describe(), "settings": asdict(settings), "n_simulations": int(n_simulations),
