@@ -36,8 +36,8 @@ class DropCensoredDurability(DurabilityCalibration):
         from toolkit.models.durability import survival_logp
         from toolkit.models.priors import normal
 
-        if self.design.covariates:
-            raise ValueError("the drop-censored control is written for designs without covariates")
+        if self.design.covariates or self.variant != "weibull":
+            raise ValueError("the drop-censored control is written for the Weibull variant without covariates")
         inputs, priors = self.inputs(), self.fit_priors
         with pm.Model(coords={"patient": inputs.patient_ids}) as model:
             time = pm.Data("time_years", inputs.time_years, dims="patient")
@@ -46,11 +46,7 @@ class DropCensoredDurability(DurabilityCalibration):
             log_shape = normal("log_shape", priors.log_shape)
             log_scale = normal("log_scale_years", priors.log_scale_years)
             log_hr = normal("log_hr", priors.log_hr)
-            kwargs = {}
-            if self.variant == "cure":
-                eta = normal("logit_cure", priors.logit_cure) + normal("cure_log_or", priors.cure_log_or) * arm
-                kwargs = {"log_cure": -pt.softplus(-eta), "log_uncure": -pt.softplus(eta)}
-            pointwise = survival_logp(time, event, log_shape, log_scale, log_hr * arm, **kwargs)
+            pointwise = survival_logp(time, event, log_shape, log_scale, log_hr * arm)
             pm.Potential("events_only", pt.sum(event * pointwise))  # the bug: censored terms weighted 0
             pm.Deterministic("hazard_ratio", pt.exp(log_hr))
         return model

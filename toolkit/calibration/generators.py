@@ -152,6 +152,36 @@ def _posterior_like(draws: dict[str, np.ndarray]):
                        for k, v in draws.items()})
 
 
+def _shared_variables(graph) -> dict:
+    """Named shared variables (``pm.Data`` and the like) a graph depends on, by name."""
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.traversal import ancestors
+
+    return {v.name: v for v in ancestors([graph]) if isinstance(v, SharedVariable) and v.name}
+
+
+def swappable_observations(model):
+    """The model with every observed variable whose data is a constant observed through a shared variable.
+
+    The builders give some observed variables their data as numpy constants
+    (e.g. the durability model's ``death``, which needs a value variable of its
+    own), which a compiled model cannot swap. ``pm.observe`` re-observes each such
+    variable on a shared variable named ``<name>_observed`` holding the same
+    values, so nutpie's ``with_data`` can replace it; the model is otherwise the
+    builder's, unchanged.
+    """
+    import pymc as pm
+    import pytensor
+    from pytensor.compile.sharedvalue import SharedVariable
+
+    swaps = {}
+    for rv in model.observed_RVs:
+        value = model.rvs_to_values[rv]
+        if not isinstance(value, SharedVariable) and hasattr(value, "data"):
+            swaps[rv.name] = pytensor.shared(np.array(value.data), name=f"{rv.name}_observed")
+    return pm.observe(model, swaps) if swaps else model
+
+
 @dataclass(frozen=True)
 class DurabilityCalibration:
     """SBC problem for ``toolkit.models.durability`` (endpoint ``rfs``, HSCT ``censor``).
@@ -218,17 +248,25 @@ class DurabilityCalibration:
         """The PyMC model whose prior and log-likelihood define the generator."""
         from toolkit.models.durability import build_durability_model
 
-        return build_durability_model(self.inputs(), self.priors, variant=self.variant)
+        return swappable_observations(build_durability_model(self.inputs(), self.priors, variant=self.variant))
 
     def fit_model(self):
         """The PyMC model that is fitted (the toolkit's own builder; overridden only by negative controls)."""
         from toolkit.models.durability import build_durability_model
 
-        return build_durability_model(self.inputs(), self.fit_priors, variant=self.variant)
+        return swappable_observations(build_durability_model(self.inputs(), self.fit_priors, variant=self.variant))
+
+    def separate_nrm(self) -> bool:
+        """Whether death in remission has its own hazard in this model (the builder's ``death`` variable)."""
+        return "death" in self.generator_model().named_vars
 
     def data_updates(self, data: dict) -> dict:
-        """``pm.Data`` values of one simulated data set, by container name."""
-        return {"time_years": data["time_years"], "event": data["event"]}
+        """Shared-variable values of one simulated data set, by name (``pm.Data`` and swappable observations)."""
+        updates = {"time_years": data["time_years"], "event": data["event"]}
+        if "death_in_remission" in data:
+            updates.update(relapse_event=data["relapse_event"], death_in_remission=data["death_in_remission"],
+                           death_observed=data["time_years"])
+        return updates
 
     # ---- generator ------------------------------------------------------------------------
 
@@ -261,7 +299,13 @@ class DurabilityCalibration:
         return lp, 1.0 / (1.0 + np.exp(-eta))
 
     def simulate(self, theta: dict, *, random_seed) -> dict[str, np.ndarray]:
-        """One data set from the likelihood at ``theta``: observed time (years) and event flag."""
+        """One data set from the likelihood at ``theta``: observed time (years) and event flags.
+
+        Where death in remission has its own hazard (``death_*`` parameters), a
+        death time D_i ~ Weibull PH(k_n, lam_n, log_hr_death a_i) is drawn for every
+        patient, cured or not; the first of relapse and death ends follow-up, and
+        ``relapse_event`` / ``death_in_remission`` say which.
+        """
         rng = np.random.default_rng(random_seed)
         d = self.design
         k, lam = np.exp(float(theta["log_shape"])), np.exp(float(theta["log_scale_years"]))
@@ -269,35 +313,56 @@ class DurabilityCalibration:
         t = lam * (rng.exponential(size=d.n_patients) * np.exp(-lp)) ** (1.0 / k)
         if pi is not None:
             t = np.where(rng.uniform(size=d.n_patients) < pi, np.inf, t)
-        event = (t <= d.censor_years).astype(int)
+        death = np.full(d.n_patients, np.inf)
+        if "death_log_shape" in theta:
+            dk, dl = np.exp(float(theta["death_log_shape"])), np.exp(float(theta["death_log_scale_years"]))
+            dlp = float(theta["log_hr_death"]) * d.arm
+            death = dl * (rng.exponential(size=d.n_patients) * np.exp(-dlp)) ** (1.0 / dk)
+        first = np.minimum(t, death)
+        event = (first <= d.censor_years).astype(int)
         # the smallest positive double keeps log(t) finite should a draw underflow to 0
         floor = max(self.floor_days / DAYS_PER_YEAR, np.finfo(float).tiny)
-        time = np.maximum(np.minimum(t, d.censor_years), floor)
-        return {"time_years": time, "event": event}
+        out = {"time_years": np.maximum(np.minimum(first, d.censor_years), floor), "event": event}
+        if "death_log_shape" in theta:
+            out["death_in_remission"] = (event * (death < t)).astype(int)
+            out["relapse_event"] = (event * (t <= death)).astype(int)
+        return out
 
     # ---- test quantities ------------------------------------------------------------------
 
     def estimand_draws(self, draws: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Decision estimands per draw, by the model module's own functions (names as in summary.json)."""
-        from toolkit.models.durability import cure_fractions, median_survival_days, survival_curves
+        from toolkit.models import durability as dm
 
         post = _posterior_like(draws)
         inputs = self.inputs()
+        arms = ((0, "control"), (1, "experimental"))
         out = {"hazard_ratio": np.exp(np.asarray(draws["log_hr"], float))}
         curves = {}
-        for arm, name in ((0, "control"), (1, "experimental")):
-            curves[name] = survival_curves(post, inputs, list(self.days), variant=self.variant, arm=arm)
+        for arm, name in arms:
+            curves[name] = dm.survival_curves(post, inputs, list(self.days), variant=self.variant, arm=arm)
             for j, day in enumerate(self.days):
                 out[f"rfs_{day}d_{name}"] = curves[name][:, j]
         for j, day in enumerate(self.days):
             out[f"rfs_{day}d_difference"] = curves["experimental"][:, j] - curves["control"][:, j]
-        for arm, name in ((0, "control"), (1, "experimental")):
+        for arm, name in arms:
             # +inf where the curve never reaches 0.5 (a plateau above it): ranks break such ties at random
-            out[f"median_rfs_days_{name}"] = median_survival_days(post, inputs, variant=self.variant, arm=arm)
+            out[f"median_rfs_days_{name}"] = dm.median_survival_days(post, inputs, variant=self.variant, arm=arm)
         if self.variant == "cure":
-            cf = {name: cure_fractions(post, inputs, arm=arm) for arm, name in ((0, "control"), (1, "experimental"))}
+            cf = {name: dm.cure_fractions(post, inputs, arm=arm) for arm, name in arms}
             out["cure_fraction_control"], out["cure_fraction_experimental"] = cf["control"], cf["experimental"]
             out["cure_fraction_difference"] = cf["experimental"] - cf["control"]
+        if "death_log_shape" in draws and hasattr(dm, "cumulative_incidences"):
+            inc = {}
+            for arm, name in arms:
+                grid, cir, nrm = dm.cumulative_incidences(post, inputs, max(self.days), arm=arm)
+                inc[name] = {"cir": cir, "nrm": nrm}
+            index = [int(np.argmin(np.abs(grid - day))) for day in self.days]
+            for what in ("cir", "nrm"):
+                for j, day in zip(index, self.days):
+                    for _, name in arms:
+                        out[f"{what}_{day}d_{name}"] = inc[name][what][:, j]
+                    out[f"{what}_{day}d_difference"] = inc["experimental"][what][:, j] - inc["control"][what][:, j]
         return out
 
     def loglik_function(self):
@@ -315,12 +380,15 @@ class DurabilityCalibration:
         values = [model.rvs_to_values[model[n]] for n in names]
         batched = [pt.tensor(name=v.name, dtype=v.dtype, shape=(None, *v.type.shape)) for v in values]
         graph = vectorize_graph(model.logp(vars=model.observed_RVs, sum=True), replace=dict(zip(values, batched)))
+        shared = _shared_variables(graph)
         # default (numba) mode: measured 0.03 s for 4000 draws against 0.5 s in python mode, where some
         # elementwise ops loop per element in Python; its one-off compile is cached per worker
         fn = pm.pytensorf.compile(batched, graph)
 
         def loglik(draws: dict[str, np.ndarray], data: dict) -> np.ndarray:
-            pm.set_data(self.data_updates(data), model=model)
+            for name, value in self.data_updates(data).items():
+                if name in shared:  # a container the likelihood does not use (e.g. ``event`` beside NRM) is skipped
+                    shared[name].set_value(np.asarray(value, dtype=shared[name].type.dtype))
             # fresh copies: arrays unpickled by Dask can be unaligned, which PyTensor refuses
             return np.asarray(fn(*[np.array(draws[n], dtype=v.dtype, copy=True) for n, v in zip(names, values)]),
                               float)

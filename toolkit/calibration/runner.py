@@ -135,7 +135,9 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: StudySettings) -
             prep["used"] = True
         data = problem.simulate(theta, random_seed=[settings.seed, sim, 0])
         record["events"] = int(np.sum(data.get("event", -1)))
-        compiled = prep["compiled"].with_data(**problem.data_updates(data))
+        # only containers the compiled likelihood reads; the rest (e.g. ``event`` beside a separate NRM) are unused
+        known = {var.name for var in prep["compiled"].shared_var_keys}
+        compiled = prep["compiled"].with_data(**{k: v for k, v in problem.data_updates(data).items() if k in known})
         t1 = time.perf_counter()
         dt = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=1,
                            seed=int((settings.seed * 1_000_003 + sim) % 2**63), progress_bar=False,
