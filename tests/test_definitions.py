@@ -12,7 +12,7 @@ import xarray as xr
 
 from toolkit.cli import main, print_fit_summary
 from toolkit.inference import diagnose, load_run
-from toolkit.testing import EXAMPLE
+from toolkit.testing import EXAMPLE, edit_run_file
 
 # --------------------------------------------------------------------------- two-stage diagnostics
 
@@ -109,7 +109,7 @@ def _edited_copy(runs, tmp_path, name, edit_summary=None, edit_provenance=None):
         if edit is not None:
             record = json.loads((out / file).read_text())
             edit(record)
-            (out / file).write_text(json.dumps(record))
+            edit_run_file(out, file, json.dumps(record))  # re-sealed: an intact run with an unusual summary
     return out
 
 
