@@ -138,8 +138,9 @@ OUTCOMES = TableSpec(
                    "assessed (the death day if the patient died).", unit="days", maximum=MAX_DAY,
                    example="1460"),
     ),
-    notes=("Every event day must be on or before `last_followup_day`; relapse, transplant and death "
-           "come on or after `response_day`, and relapse and transplant on or before `death_day`.",),
+    notes=("Every event day must be on or before `last_followup_day`. A relapse comes after "
+           "`response_day`, a transplant or a death of a responder on or after it; a relapse or a "
+           "transplant comes on or before `death_day`.",),
 )
 
 CART_KINETICS = TableSpec(
