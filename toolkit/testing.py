@@ -64,3 +64,30 @@ def tiny_cli_fit(model: str, data: str | Path, out: str | Path, *, chains: int =
                  "--draws", str(draws), "--seed", str(seed)])
     assert code == 0, f"toolkit fit {model} exited {code}"
     return Path(out)
+
+
+def set_cells(folder: Path, name: str, row: int, **cells: str) -> None:
+    """Overwrite several cells of one row, addressed by spreadsheet row number."""
+    frame = read_raw(folder, name)
+    for column, value in cells.items():
+        frame.loc[row, column] = value
+    write_raw(folder, name, frame)
+
+
+def edit_text(folder: Path, file: str, edit) -> None:
+    """Replace a cohort file's text by ``edit(text)`` (bytes in, bytes out when ``edit`` takes bytes)."""
+    path = Path(folder) / file
+    path.write_bytes(edit(path.read_bytes()))
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    """``toolkit.cli.main(argv)`` with stdout and stderr captured: (exit code, everything printed)."""
+    import contextlib
+    import io
+
+    from toolkit.cli import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        code = main([str(a) for a in argv])
+    return code, buffer.getvalue()

@@ -333,8 +333,8 @@ def _positive_rules(table: str, column: str, limit: str, quantified: str) -> lis
     """A limit of quantification/detection, and a ``<x`` limit, must be above 0."""
     return [
         Rule(f"{table}.{column}.positive", column, "is 0; a limit is above 0",
-             f"write the assay's {limit} (a number above 0), or leave it blank if unknown", 
-             lambda f: ~(f[column] <= 0)),
+             f"write the assay's {limit} (a number above 0), or leave it blank if unknown",
+             lambda f: ~(f[column] == 0)),  # below 0 is named by the range rule
         Rule(f"{table}.{quantified}.own_limit", quantified, "is <x with x not above 0",
              f"write the {limit} after <, e.g. <50", lambda f: ~(f["own_limit"] <= 0)),
     ]
@@ -369,7 +369,7 @@ def _mrd_rules(has_loq: bool) -> list[Rule]:
     if has_loq:
         rules.append(Rule("mrd.loq_pct.positive", "loq_pct", "is 0; a limit is above 0",
                           "write the assay's quantification limit (a number above 0), or leave it blank",
-                          lambda f: ~(f["loq_pct"] <= 0)))
+                          lambda f: ~(f["loq_pct"] == 0)))
         rules.append(Rule("mrd.loq_pct.needed", "loq_pct",
                           "is blank although the value is PNQ (positive, not quantifiable)", pnq_fix,
                           lambda f: ~((f["censoring"] == "pnq") & (f["loq_pct"].isna() | f["lod_pct"].isna()))))
@@ -448,7 +448,7 @@ def _column_problems(t: _Table) -> list[Problem]:
                                     f"the column name is repeated (again in column {position})",
                                     "keep one column of this name: delete or rename the other"))
         seen.add(column)
-        if column not in t.spec.column_names and not t.spec.extra_numeric_columns:
+        if column not in t.spec.column_names and not t.spec.extra_numeric_columns and column != "":
             problems.append(Problem(t.file, 1, column, None, "is not a column of this file",
                                     f"remove it or rename it to one of: {', '.join(t.spec.column_names)}"))
     return problems
@@ -480,11 +480,11 @@ def _extra_column_problems(t: _Table, skip: set) -> list[Problem]:
 
 
 def _check_table(t: _Table, problems: list[Problem]) -> None:
+    flagged = _identifier_columns(t.spec, t.raw)
     structural = _column_problems(t)
-    problems.extend(structural)
+    problems.extend(p for p in structural if p.column not in flagged)  # an identifier column is named once
     if _separator_problem(t) is not None:
         return
-    flagged = _identifier_columns(t.spec, t.raw)
     identifiers, date_cells = _identifier_problems(t.file, t.raw, flagged)
     problems.extend(identifiers)
     # An identifier column is named once, never checked (and echoed) cell by cell.
@@ -506,7 +506,13 @@ def _check_table(t: _Table, problems: list[Problem]) -> None:
     problems.extend(cell_problems)
     unreadable_rows = {p.row for p in cell_problems} | {r for r, _ in date_cells}
     parsed = _parse_table(t.spec, raw)
-    rules = _range_rules(t.spec, known)
+    # A value out of range is named once: the rules across its row would
+    # report consequences of it, not causes.
+    range_problems = [p for p in _run_rules(parsed, raw, t.file, _range_rules(t.spec, known))
+                      if p.row not in unreadable_rows]
+    problems.extend(range_problems)
+    unreadable_rows |= {p.row for p in range_problems}
+    rules = []
     if t.spec.name == "outcomes":
         rules += _event_rules()
     elif t.spec.name == "cart_kinetics":
@@ -524,9 +530,14 @@ def _check_table(t: _Table, problems: list[Problem]) -> None:
     t.raw, t.parsed = raw, parsed
 
 
+def _code(value: str) -> str | None:
+    """A patient code as written, or None when it is not a valid code (it may be a name: never echoed)."""
+    return value if value and not re.search(r"\s", value) else None
+
+
 def _unique_ids(t: _Table) -> list[Problem]:
     dup = t.parsed["patient_id"].duplicated(keep="first") & (t.parsed["patient_id"] != "")
-    return [Problem(t.file, int(r), "patient_id", t.raw.at[r, "patient_id"],
+    return [Problem(t.file, int(r), "patient_id", _code(t.raw.at[r, "patient_id"]),
                     "duplicate patient_id: this file has one row a patient",
                     "merge the two rows or correct the code") for r in t.parsed.index[dup]]
 
@@ -542,7 +553,7 @@ def _cohort_problems(tables: dict[str, _Table], study: dict | None) -> list[Prob
     known = set(patients.parsed["patient_id"])
     if study is not None:
         arms = {study.get("control_arm"), study.get("experimental_arm")}
-        bad = ~patients.parsed["arm"].isin(arms)
+        bad = ~patients.parsed["arm"].isin(arms) & (patients.parsed["arm"] != "")  # blank: named by its cell
         present = set(patients.parsed["arm"][~bad])
         if not bad.any() and len(present) == 1:
             (only,) = present
@@ -561,16 +572,19 @@ def _cohort_problems(tables: dict[str, _Table], study: dict | None) -> list[Prob
         t = tables.get(name)
         if t is None or t.parsed is None:
             continue
-        unknown = ~t.parsed["patient_id"].isin(known)
-        for row in t.parsed.index[unknown]:
-            problems.append(Problem(t.file, int(row), "patient_id", t.raw.at[row, "patient_id"],
-                                    "this patient is not in patients.csv",
+        unknown = t.parsed[~t.parsed["patient_id"].isin(known)]
+        for _, rows in unknown.groupby("patient_id", sort=False):  # one problem a patient and file
+            row, more = int(rows.index[0]), len(rows) - 1
+            problems.append(Problem(t.file, row, "patient_id", _code(t.raw.at[row, "patient_id"]),
+                                    "this patient is not in patients.csv"
+                                    + (f" (and {more} later row(s) of this patient)" if more else ""),
                                     "add the patient to patients.csv or correct the code"))
     outcomes = tables.get("outcomes")
     if outcomes is not None and outcomes.parsed is not None:
-        missing = patients.parsed["patient_id"][~patients.parsed["patient_id"].isin(set(outcomes.parsed["patient_id"]))]
+        ids = patients.parsed["patient_id"]
+        missing = ids[~ids.isin(set(outcomes.parsed["patient_id"])) & ids.map(lambda v: _code(v) is not None)]
         for row, pid in missing.items():
-            problems.append(Problem(patients.file, int(row), "patient_id", pid,
+            problems.append(Problem(patients.file, int(row), "patient_id", _code(pid),
                                     "this patient has no row in outcomes.csv",
                                     "add the patient's outcomes (response and last_followup_day at least)"))
         followup = outcomes.parsed.drop_duplicates("patient_id").set_index("patient_id")["last_followup_day"]
@@ -579,16 +593,20 @@ def _cohort_problems(tables: dict[str, _Table], study: dict | None) -> list[Prob
             if t is None or t.parsed is None:
                 continue
             limit = t.parsed["patient_id"].map(followup)
-            late = t.parsed["day"] > limit
-            for row in t.parsed.index[late]:
-                problems.append(Problem(t.file, int(row), "day", t.raw.at[row, "day"],
-                                        "is after the patient's last_followup_day in outcomes.csv",
+            late = t.parsed[t.parsed["day"] > limit]
+            # one problem a patient: a follow-up day too early makes all later samples "late"
+            for _, rows in late.groupby("patient_id", sort=False):
+                row, more = int(rows.index[0]), len(rows) - 1
+                problems.append(Problem(t.file, row, "day", t.raw.at[row, "day"],
+                                        "is after the patient's last_followup_day in outcomes.csv"
+                                        + (f" (and {more} later row(s) of this patient)" if more else ""),
                                         "correct the sample day or last_followup_day"))
     cart = tables.get("cart_kinetics")
     if cart is not None and cart.parsed is not None and "unit" in cart.parsed:
         units = cart.parsed["unit"]
-        first = units.iloc[0] if len(units) else ""
-        for row in cart.parsed.index[units != first]:
+        filled = units[units != ""]  # a blank unit is named by its cell
+        first = filled.iloc[0] if len(filled) else ""
+        for row in filled.index[filled != first]:
             problems.append(Problem(cart.file, int(row), "unit", cart.raw.at[row, "unit"],
                                     f"mixes units in one file (the first row uses '{first}')",
                                     "convert all values (and LLOQs) to one unit and write it on every row"))
