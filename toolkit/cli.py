@@ -149,8 +149,23 @@ def cmd_describe(args) -> int:
 
 
 def cmd_templates(args) -> int:
-    from toolkit.data.templates import write_templates
+    from toolkit.data.schema import TABLES
+    from toolkit.data.templates import STUDY_TEMPLATE, write_templates
 
+    folder = Path(args.out)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {folder} is an existing file; give the name of a new folder")
+    # Regenerating templates is fine; writing them over a filled-in cohort is not.
+    for name in [f"{t}.csv" for t in TABLES] + ["study.toml"]:
+        path = folder / name
+        if not path.is_file():
+            continue
+        text = path.read_bytes().decode("utf-8", "replace")
+        filled = (len([line for line in text.splitlines() if line.strip()]) > 1 if name.endswith(".csv")
+                  else text != STUDY_TEMPLATE)
+        if filled:
+            raise UsageError(f"templates --out {folder} holds {name} with data; choose a new folder "
+                             "(templates never overwrite data)")
     out = write_templates(args.out)
     _console().print(f"Wrote empty templates and DATA_DICTIONARY.md to {out}")
     return 0
