@@ -195,10 +195,14 @@ _RECORD_NUMBER = re.compile(r"^\d{7,}$")
 
 
 def _looks_like_record_numbers(cells: pd.Series) -> bool:
-    """Distinct whole numbers of 7+ digits on every filled row: hospital or record numbers."""
+    """Distinct whole numbers of 7+ digits on every filled row, mostly not round: record numbers.
+
+    A measured count (cells infused, 120000000) is round; a record number is not.
+    """
     filled = cells[cells != ""]
-    return len(filled) >= 5 and bool(filled.map(lambda t: bool(_RECORD_NUMBER.match(t))).all()) \
-        and filled.is_unique
+    if len(filled) < 5 or not filled.is_unique or not filled.map(lambda t: bool(_RECORD_NUMBER.match(t))).all():
+        return False
+    return bool(filled.str.endswith("00").mean() < 0.5)
 
 
 def _identifier_columns(table: TableSpec, raw: pd.DataFrame) -> list[str]:
@@ -229,7 +233,8 @@ def _identifier_problems(file: str, raw: pd.DataFrame, flagged: list[str]) -> tu
                 f"looks like a direct identifier or a calendar date ({int((cells != '').sum())} filled row(s); "
                 "values not shown); the toolkit accepts neither",
                 "remove the column: patients are identified by a pseudonymous patient_id and time is "
-                "counted in days since CAR-T infusion"))
+                "counted in days since CAR-T infusion (a covariate that is a count or a measurement can stay "
+                "under a name that does not end in id, no, number or code, e.g. n_prior_lines)"))
             continue
         rows = [int(r) for r, text in cells.items() if _DATE_CELL.match(text)]
         if rows:
