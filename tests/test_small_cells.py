@@ -34,3 +34,22 @@ def test_km_legend_suppresses_small_counts(tmp_path):
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     plt.close(ax.figure)
     assert not any("<5" in label for label in labels), labels
+
+
+def test_calibration_title_and_mrd_annotations_suppress_small_counts():
+    import pandas as pd
+
+    from toolkit.plots.joint import plot_calibration
+    from toolkit.plots.mrd import plot_fraction_negative
+
+    table = pd.DataFrame({"n": [4, 4, 4], "mean_predicted": [0.2, 0.5, 0.8], "observed": [0.25, 0.5, 0.75]})
+    ax = plot_calibration(table, scores={"brier": 0.2, "auc": 0.7, "events": 3, "n": 12})
+    title = ax.get_title()
+    plt.close(ax.figure)
+    assert "3 groups of <5 patients" in title and "(<5 relapses in 12)" in title, title
+    mrd = pd.DataFrame({"method": ["flow"] * 2, "arm": [0, 1], "window": ["0-60"] * 2, "day": [28.0, 28.0],
+                        "n": [3, 12], "negative": [2, 9], "observed": [2 / 3, 0.75]})
+    fig = plot_fraction_negative(mrd)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)
+    assert sorted(texts) == ["9/12", "<5/<5"], texts
