@@ -27,6 +27,21 @@ EXIT_BUG = 1
 
 class UsageError(Exception):
     """A misused command line (a malformed option value, an unusable path): exit 2 with this message."""
+
+
+def _seed(text: str) -> int:
+    """argparse type of --seed: a whole number NumPy accepts (0 to 2**32 - 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expects a whole number from 0 to 4294967295, got {text!r}")
+    return value
+
+
+MAX_PATIENTS = 100_000  # a simulated trial larger than this is a typo, not a design
+EFFECT_RANGE = (0.01, 100.0)  # a ratio outside it is beyond any trial and overflows the simulator
 SPEC_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_SEED = 20261125
 
@@ -112,13 +127,18 @@ def cmd_simulate(args) -> int:
     from toolkit.simulate import Effects, simulate_trial
 
     console = _console()
-    if args.patients < 2:
-        raise UsageError(f"--patients must be at least 2 (one patient an arm), got {args.patients}")
+    if not 2 <= args.patients <= MAX_PATIENTS:
+        raise UsageError(f"--patients must be from 2 (one patient an arm) to {MAX_PATIENTS}, got {args.patients}")
+    chosen = _parse_effects(args.effect)
     try:
-        effects = Effects().with_overrides(_parse_effects(args.effect))
+        effects = Effects().with_overrides(chosen)
     except ValueError as err:
         console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
+    for name, value in chosen.items():
+        if not EFFECT_RANGE[0] <= value <= EFFECT_RANGE[1]:
+            raise UsageError(f"--effect {name}={value:g}: an effect is a ratio between {EFFECT_RANGE[0]:g} and "
+                             f"{EFFECT_RANGE[1]:g} (1 = no effect)")
     _new_folder(args.out)
     trial = simulate_trial(args.patients, seed=args.seed, effects=effects)
     out = trial.write(args.out)
@@ -501,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="write a synthetic trial with known truth")
     p.add_argument("--out", required=True)
     p.add_argument("--patients", type=int, default=60)
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
     p.add_argument("--effect", action="append", metavar="NAME=VALUE",
                    help="IFN-alpha effect, e.g. cmax_gmr=1.5 (repeatable)")
     p.set_defaults(func=cmd_simulate)
@@ -521,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", help="analysis spec file (models/*.toml); command-line options override it")
     p.add_argument("--no-figures", action="store_true", help="skip writing RUN/figures/*.png")
     g = p.add_argument_group("sampler")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=_seed)
     g.add_argument("--draws", type=int)
     g.add_argument("--tune", type=int)
     g.add_argument("--chains", type=int)
@@ -553,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--landmark-day", type=float, default=90.0, help="days since infusion (default 90)")
     p.add_argument("--horizons", default="365", help="days since infusion, e.g. 365,730 (default 365)")
     p.add_argument("--out", help="CSV file for the predictions (default: print only)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("compare", help="PSIS-LOO comparison of runs fitted to the same data")
@@ -571,13 +591,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="cohort folder")
     p.add_argument("--out", required=True, help="folder for the executed notebooks and their HTML")
     p.add_argument("--fast", action="store_true", help="fewer draws (for a quick look, not for decisions)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
     p.set_defaults(func=cmd_run_notebooks)
 
     p = sub.add_parser("demo", help="simulate the default trial and run the analyses")
     p.add_argument("--out", default="demo_output")
     p.add_argument("--fast", action="store_true", help="few draws (a smoke run; results not for decisions)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
     p.set_defaults(func=cmd_demo)
     return parser
 
