@@ -503,6 +503,27 @@ def _(folder):
             ("outcomes.csv", None, "relapse_cd19", "required column is missing")]
 
 
+@case("blank-first-row")
+def _(folder):
+    edit_text(folder, "mrd.csv", lambda b: b"\n" + b)
+    return [("mrd.csv", 1, None, "the first row is empty; the column names must be on row 1")]
+
+
+@case("xlsx-blank-first-row")
+def _(folder):
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append([])
+    patients = read_raw(folder, "patients")
+    for row in [list(patients.columns)] + patients.values.tolist():
+        sheet.append(row)
+    workbook.save(folder / "patients.xlsx")
+    (folder / "patients.csv").unlink()
+    return [("patients.xlsx", 1, None, "the first row is empty; the column names must be on row 1")]
+
+
 @case("missing-required-column")
 def _(folder):
     write_raw(folder, "outcomes", read_raw(folder, "outcomes").drop(columns="last_followup_day"))

@@ -118,6 +118,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if not text.strip():
         raise TableReadError(Problem(file=path.name, message="is empty",
                                      fix=f"start from data_templates/{path.name} and fill in one row per line"))
+    if not text.splitlines()[0].strip():
+        raise TableReadError(Problem(file=path.name, row=1, message="the first row is empty; the column names "
+                                     "must be on row 1", fix="delete the empty rows above the header row"))
     try:
         return pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False, skipinitialspace=True,
                            skip_blank_lines=False)

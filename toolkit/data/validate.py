@@ -437,6 +437,9 @@ def _column_problems(t: _Table) -> list[Problem]:
     separator = _separator_problem(t)
     if separator is not None:
         return [separator]
+    if all(c == "" for c in t.raw.columns):
+        return [Problem(t.file, 1, None, None, "the first row is empty; the column names must be on row 1",
+                        "delete the empty rows above the header row")]
     problems = []
     present = set(t.raw.columns)
     for spec in t.spec.columns:
