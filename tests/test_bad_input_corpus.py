@@ -11,7 +11,7 @@ Validation only: nothing here samples, so the corpus runs in seconds.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -423,15 +423,15 @@ def _(folder):
     return [("outcomes.csv", None, None, "is empty")]
 
 
-def header_only(name, required):
+def header_only(name):
     def plant(folder):
         write_raw(folder, name, read_raw(folder, name).iloc[:0])
         return [(f"{name}.csv", None, None, "has a header row but no data rows")]
     CASES.append(Case(f"header-only-{name}", plant))
 
 
-header_only("cart_kinetics", False)
-header_only("mrd", False)
+header_only("cart_kinetics")
+header_only("mrd")
 
 
 @case("header-only-patients-and-outcomes")

@@ -9,6 +9,9 @@ file, row, column, value and the fix. Validation runs in three passes:
 3. *cohort*: across rows and files (unique ids, arms, patients known).
 
 Nothing is written to the cohort folder, and no row is dropped or changed.
+A cell that may hold a name or a date (an identifier-like column, a calendar
+date, a patient code with spaces, text in a covariate column) is named by its
+column, rows and count, never by its value.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import pandera.pandas as pa
 from toolkit.data.io import TableReadError, read_study, read_table, table_path
 from toolkit.data.parse import parse_cart_value, parse_mrd_value, parse_number
 from toolkit.data.problems import CohortValidationError, Problem
-from toolkit.data.schema import MAX_DAY, STUDY_KEYS, TABLES, ColumnSpec, TableSpec
+from toolkit.data.schema import STUDY_KEYS, TABLES, ColumnSpec, TableSpec
 
 # --------------------------------------------------------------------------- rules
 
@@ -132,7 +135,8 @@ def _range_rules(table: TableSpec, columns: list[str]) -> list[Rule]:
                               lambda f, c=spec.name: ~(f[c] < 0)))
         if spec.maximum is not None and spec.kind == "day":
             rules.append(Rule(f"{table.name}.{spec.name}.max", spec.name,
-                              f"is more than {spec.maximum:g} days (20 years) after the CAR-T infusion",
+                              f"is more than {spec.maximum:g} days ({spec.maximum / 365.25:.0f} years) after "
+                              "the CAR-T infusion",
                               "correct the day: days count from the infusion (day 0); check for a calendar "
                               "date or an extra digit",
                               lambda f, c=spec.name, m=spec.maximum: ~(f[c] > m)))
@@ -562,7 +566,7 @@ def _cohort_problems(tables: dict[str, _Table], study: dict | None) -> list[Prob
     if study is not None:
         arms = {study.get("control_arm"), study.get("experimental_arm")}
         bad = ~patients.parsed["arm"].isin(arms) & (patients.parsed["arm"] != "")  # blank: named by its cell
-        present = set(patients.parsed["arm"][~bad])
+        present = set(patients.parsed["arm"][~bad]) - {""}
         if not bad.any() and len(present) == 1:
             (only,) = present
             other = study.get("experimental_arm") if only == study.get("control_arm") else study.get("control_arm")
