@@ -103,6 +103,18 @@ def _parse_effects(items: list[str]) -> dict[str, float]:
     return effects
 
 
+def _new_file(out: str, option: str = "--out") -> Path:
+    """A file that does not exist yet, in an existing folder: never written over a user's file."""
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"{option} {out} is a folder; give the name of a new file, e.g. {path / 'predictions.csv'}")
+    if path.exists() or path.is_symlink():
+        raise UsageError(f"{option} {out} already exists; give a new file name (existing files are never overwritten)")
+    if not path.absolute().parent.is_dir():
+        raise UsageError(f"{option} {out}: the folder {path.absolute().parent} does not exist; create it first")
+    return path
+
+
 def _new_folder(out: str, option: str = "--out") -> Path:
     """A folder that does not exist yet, or is empty: a command never writes over a user's files."""
     path = Path(out)
@@ -422,6 +434,8 @@ def cmd_predict(args) -> int:
     if not (math.isfinite(args.landmark_day) and 0 <= args.landmark_day <= 7305):
         raise UsageError(f"--landmark-day expects days since infusion between 0 and 7305, got {args.landmark_day:g}")
     horizons = _csv_list(args.horizons, float, "--horizons")
+    if args.out:
+        _new_file(args.out)
     try:
         run = load_run(args.run)
     except (FileNotFoundError, ValueError) as err:
