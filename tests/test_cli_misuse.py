@@ -119,8 +119,6 @@ MISUSES = [
     ("hr-below-text", ["fit", "durability", *DATA, "--prob-hr-below", "one"], r"--prob-hr-below expects"),
     ("rfs-difference-2", ["fit", "durability", *DATA, "--prob-rfs-difference-above", "2"],
      r"--prob-rfs-difference-above expects a comma-separated list, each a difference between -1 and 1"),
-    ("covariates-empty", ["fit", "durability", *DATA, "--covariates", ","],
-     r"--covariates expects a comma-separated list of names, got ','"),
     ("spec-folder", ["fit", "durability", *DATA, "--spec", "{place}/spec_folder"],
      r"spec_folder: is a folder; --spec expects a spec file such as models/durability_primary.toml"),
     ("spec-missing", ["fit", "durability", *DATA, "--spec", "{place}/nope.toml"], r"nope.toml: spec file not found"),

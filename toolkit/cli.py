@@ -290,9 +290,7 @@ def _csv_list(text: str | None, cast=str, option: str | None = None):
         return None
     items = [t.strip() for t in text.split(",") if t.strip()]
     if cast is str:
-        if not items:
-            raise UsageError(f"{option or 'the option'} expects a comma-separated list of names, got {text!r}")
-        return items
+        return items  # an empty list is a choice: e.g. --effects-on "" (no arm effect)
     what, example = _LISTS.get(option, ("a number", "1,2"))
     problem = UsageError(f"{option} expects a comma-separated list, each {what} (e.g. {option} {example}); "
                          f"got {text!r}")
