@@ -524,6 +524,25 @@ def _(folder):
     return [("patients.xlsx", 1, None, "the first row is empty; the column names must be on row 1")]
 
 
+@case("header-in-other-case-and-spacing")
+def _(folder):
+    edit_text(folder, "outcomes.csv", lambda b: b.replace(b"patient_id,", b"Patient ID,", 1))
+    return [("outcomes.csv", 1, "Patient ID", "is spelled differently from the column 'patient_id'")]
+
+
+@case("optional-header-misspelled")
+def _(folder):
+    edit_text(folder, "patients.csv", lambda b: b.replace(b",sex,", b",Sex,", 1))
+    return [("patients.csv", 1, "Sex", "is spelled differently from the column 'sex'")]
+
+
+@case("mrd-loq-below-lod")
+def _(folder):
+    row = int(read_raw(folder, "mrd").query("mrd_pct == 'PNQ'").index[0])
+    set_cells(folder, "mrd", row, loq_pct="0.00001")
+    return [("mrd.csv", row, "loq_pct", "is below lod_pct")]
+
+
 @case("missing-required-column")
 def _(folder):
     write_raw(folder, "outcomes", read_raw(folder, "outcomes").drop(columns="last_followup_day"))

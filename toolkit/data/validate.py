@@ -209,11 +209,22 @@ def _looks_like_record_numbers(cells: pd.Series) -> bool:
     return bool(filled.str.endswith("00").mean() < 0.5)
 
 
+def _normalized(column: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", column.lower()).strip("_")
+
+
+def _misspelled(table: TableSpec, column: str) -> str | None:
+    """The schema column that ``column`` spells differently (case, spaces, hyphens), if any."""
+    if column in table.column_names:
+        return None
+    return next((c for c in table.column_names if _normalized(column) == c), None)
+
+
 def _identifier_columns(table: TableSpec, raw: pd.DataFrame) -> list[str]:
     """Columns (not of the schema) that look like a name, a date or a record number."""
     flagged = []
     for position, column in enumerate(raw.columns):
-        if column in table.column_names or column == "":
+        if column in table.column_names or column == "" or _misspelled(table, column):
             continue
         normalized = re.sub(r"[^a-z0-9]+", "_", column.lower()).strip("_")
         if (_IDENTIFIER_COLUMN.search(normalized) or normalized.endswith("date") or _CODE_COLUMN.search(normalized)
@@ -379,6 +390,9 @@ def _mrd_rules(has_loq: bool) -> list[Rule]:
         rules.append(Rule("mrd.loq_pct.positive", "loq_pct", "is 0; a limit is above 0",
                           "write the assay's quantification limit (a number above 0), or leave it blank",
                           lambda f: ~(f["loq_pct"] == 0)))
+        rules.append(Rule("mrd.loq_pct.below_lod", "loq_pct", "is below lod_pct",
+                          "the quantification limit is at or above the detection limit: check both, or swap them",
+                          lambda f: ~((f["loq_pct"] < f["lod_pct"]) & (f["loq_pct"] != 0))))  # 0: named above
         rules.append(Rule("mrd.loq_pct.needed", "loq_pct",
                           "is blank although the value is PNQ (positive, not quantifiable)", pnq_fix,
                           lambda f: ~((f["censoring"] == "pnq") & (f["loq_pct"].isna() | f["lod_pct"].isna()))))
@@ -446,8 +460,15 @@ def _column_problems(t: _Table) -> list[Problem]:
                         "delete the empty rows above the header row")]
     problems = []
     present = set(t.raw.columns)
+    misspelled = {}
+    for column in t.raw.columns:
+        target = _misspelled(t.spec, column)
+        if target is not None and target not in present:
+            misspelled[target] = column
+            problems.append(Problem(t.file, 1, column, None, f"is spelled differently from the column '{target}'",
+                                    f"rename the header to '{target}' exactly"))
     for spec in t.spec.columns:
-        if spec.required and spec.name not in present:
+        if spec.required and spec.name not in present and spec.name not in misspelled:
             problems.append(Problem(t.file, None, spec.name, None, "required column is missing",
                                     f"add a column named '{spec.name}': {spec.description}"))
     seen = set()
@@ -460,7 +481,8 @@ def _column_problems(t: _Table) -> list[Problem]:
                                     f"the column name is repeated (again in column {position})",
                                     "keep one column of this name: delete or rename the other"))
         seen.add(column)
-        if column not in t.spec.column_names and not t.spec.extra_numeric_columns and column != "":
+        if (column not in t.spec.column_names and not t.spec.extra_numeric_columns and column != ""
+                and column not in misspelled.values()):
             problems.append(Problem(t.file, 1, column, None, "is not a column of this file",
                                     f"remove it or rename it to one of: {', '.join(t.spec.column_names)}"))
     return problems
@@ -495,8 +517,8 @@ def _check_table(t: _Table, problems: list[Problem]) -> None:
     flagged = _identifier_columns(t.spec, t.raw)
     structural = _column_problems(t)
     problems.extend(p for p in structural if p.column not in flagged)  # an identifier column is named once
-    if _separator_problem(t) is not None:
-        return
+    if _separator_problem(t) is not None or any(_misspelled(t.spec, c) for c in t.raw.columns):
+        return  # the header must be right before any cell can be read under it
     identifiers, date_cells = _identifier_problems(t.file, t.raw, flagged)
     problems.extend(identifiers)
     # An identifier column is named once, never checked (and echoed) cell by cell.
