@@ -16,6 +16,16 @@ from toolkit.survival import kaplan_meier
 
 ARM_COLORS = ("#4C72B0", "#DD8452")  # control, experimental
 
+#: Counts from 1 to SMALL_CELL - 1 are shown as "<5" in legends and annotations,
+#: as in the report's tables: a small cell can identify a patient.
+SMALL_CELL = 5
+
+
+def count_label(n, show_small_cells: bool = False) -> str:
+    """A count as printed in a figure: ``"<5"`` for 1-4 unless ``show_small_cells``."""
+    n = int(n)
+    return str(n) if show_small_cells or n == 0 or n >= SMALL_CELL else f"<{SMALL_CELL}"
+
 
 def _axes(ax, figsize=(6.5, 4.2)):
     if ax is None:
@@ -24,7 +34,7 @@ def _axes(ax, figsize=(6.5, 4.2)):
 
 
 def plot_rfs_overlay(posterior, inputs, *, variant: str, max_days: float | None = None, ci_prob: float = 0.9,
-                     ax=None):
+                     ax=None, show_small_cells: bool = False):
     """Kaplan-Meier RFS per arm (steps, + censored) over the posterior median and band of S(t).
 
     The band is the central ``ci_prob`` interval of the model's RFS curve per
@@ -46,7 +56,8 @@ def plot_rfs_overlay(posterior, inputs, *, variant: str, max_days: float | None 
         mask = inputs.arm == arm
         km = kaplan_meier(days_obs[mask], inputs.event[mask])
         ax.step(km["time"], km["survival"], where="post", color=color, lw=2,
-                label=f"{label} (n={mask.sum()}, events={inputs.event[mask].sum()})")
+                label=f"{label} (n={count_label(mask.sum(), show_small_cells)}, "
+                      f"events={count_label(inputs.event[mask].sum(), show_small_cells)})")
         censored = days_obs[mask][inputs.event[mask] == 0]
         s_at = km["survival"].to_numpy()[np.searchsorted(km["time"].to_numpy(), censored, side="right") - 1]
         ax.plot(censored, s_at, "|", color=color, ms=8, mew=1.5)
@@ -110,7 +121,7 @@ def write_durability_figures(run, folder) -> list:
 # --------------------------------------------------------------------------- cohort overview
 
 
-def plot_km_by_arm(cohort, *, endpoint: str = "rfs", ax=None):
+def plot_km_by_arm(cohort, *, endpoint: str = "rfs", ax=None, show_small_cells: bool = False):
     """Kaplan-Meier curves per arm for an endpoint (``rfs`` from remission, censored at HSCT; or ``efs``)."""
     from toolkit.data.endpoints import time_to_event
 
@@ -123,7 +134,8 @@ def plot_km_by_arm(cohort, *, endpoint: str = "rfs", ax=None):
         km = kaplan_meier(sub["time"], sub["event"])
         color = ARM_COLORS[arm]
         ax.step(km["time"], km["survival"], where="post", color=color, lw=2,
-                label=f"{label} (n={len(sub)}, events={int(sub['event'].sum())})")
+                label=f"{label} (n={count_label(len(sub), show_small_cells)}, "
+                      f"events={count_label(sub['event'].sum(), show_small_cells)})")
         ax.fill_between(km["time"], km["lower"], km["upper"], step="post", color=color, alpha=0.15, lw=0)
     origin = "remission" if endpoint != "efs" else "infusion"
     ax.set(xlabel=f"Days since {origin}", ylabel={"rfs": "Relapse-free survival", "relapse": "Relapse-free",
