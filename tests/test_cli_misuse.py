@@ -140,7 +140,7 @@ MISUSES = [
     ("spec-unknown-option", ["fit", "durability", *DATA, "--spec", "{place}/unknown_option.toml"],
      r"unknown_option.toml: option\(s\) flavour are not options of model durability; valid: "),
     ("spec-priors-for-cart", ["fit", "cart", *DATA, "--spec", "{place}/cart_priors.toml"],
-     r"cart_priors.toml: option\(s\) priors are not options of model cart"),
+     r"cart_priors.toml: (\[priors\] )?unknown prior\(s\) log_cmax; valid: covariate_effect, "),
     ("spec-sampler-value", ["fit", "durability", *DATA, "--spec", "{place}/bad_sampler_value.toml"],
      r"chains must be >= 1, got 0"),
     ("predict-no-patient-data", ["predict", "{place}/run"], r"the following arguments are required: --patient-data"),

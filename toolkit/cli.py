@@ -425,7 +425,10 @@ def fit_command(args, console: Console) -> int:
         if unknown:
             raise SpecError(f"{args.spec or 'command line'}: option(s) {', '.join(unknown)} are not options of "
                             f"model {args.model}; valid: {', '.join(valid)}")
-        options = options_class(**chosen)
+        try:
+            options = options_class(**chosen)
+        except ValueError as err:  # e.g. an unknown prior name: say which file it came from
+            raise SpecError(f"{args.spec or 'command line'}: {err}") from err
         if hasattr(options, "prior_set"):  # an unknown prior name is named before any work starts
             try:
                 options.prior_set()
