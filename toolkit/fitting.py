@@ -18,7 +18,7 @@ import numpy as np
 from toolkit.data import Cohort
 from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
 from toolkit.data.inputs import DurabilityInputs, to_durability_inputs
-from toolkit.estimands import durability_estimands
+from toolkit.estimands import durability_definitions, durability_estimands
 from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample, save_run
 from toolkit.models import cart, durability
 
@@ -90,7 +90,10 @@ def _data_summary(inputs: DurabilityInputs) -> dict:
     for code, name in ((0, "control"), (1, "experimental")):
         mask = inputs.arm == code
         per_arm[name] = {"patients": int(mask.sum()), "events": int(inputs.event[mask].sum())}
+        if inputs.endpoint == "efs":
+            per_arm[name]["infused"] = int((inputs.responded_arm == code).sum())
     return {"endpoint": inputs.endpoint, "hsct_policy": inputs.hsct, "per_arm": per_arm,
+            "response_day": inputs.response_day,
             "covariates": {c: {"mean": float(m), "sd": float(s)}
                            for c, m, s in zip(inputs.covariates, inputs.x_mean, inputs.x_sd)}}
 
@@ -154,9 +157,12 @@ def fit_durability(cohort: Cohort, options: DurabilityOptions | None = None,
     posterior = sample(model, settings)
     estimands = durability_estimands(posterior["posterior"], inputs, variant=options.variant, days=options.days,
                                      hr_below=options.hr_below, rfs_difference_above=options.rfs_difference_above)
-    return _assemble(model_module=durability, variant=options.variant, cohort=cohort, inputs=inputs, model=model,
-                     posterior=posterior, estimands=estimands, options=options, data=_data_summary(inputs),
-                     settings=settings, spec=spec, priors=priors.as_dict(), started=started, loo_var="rfs")
+    result = _assemble(model_module=durability, variant=options.variant, cohort=cohort, inputs=inputs, model=model,
+                       posterior=posterior, estimands=estimands, options=options, data=_data_summary(inputs),
+                       settings=settings, spec=spec, priors=priors.as_dict(), started=started, loo_var="rfs")
+    result.summary["definitions"] = durability_definitions(options.variant, options.endpoint,
+                                                           response_day=inputs.response_day)
+    return result
 
 
 @dataclass
@@ -223,6 +229,11 @@ def durability_inputs_from_run(run) -> DurabilityInputs:
         endpoint=summary["data"]["endpoint"],
         hsct=summary["data"]["hsct_policy"],
         arm_labels=(summary["arms"]["control"], summary["arms"]["experimental"]),
+        competing=(constant["death_in_remission"].to_numpy().astype(int) if "death_in_remission" in constant
+                   else np.zeros(observed["rfs"].size, dtype=int)),
+        responded=observed["response"].to_numpy().astype(int) if "response" in observed else np.zeros(0),
+        responded_arm=constant["response_arm"].to_numpy().astype(int) if "response_arm" in constant else np.zeros(0),
+        response_day=float(summary["data"].get("response_day", 28.0)),
     )
 
 
