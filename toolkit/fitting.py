@@ -237,6 +237,24 @@ def durability_inputs_from_run(run) -> DurabilityInputs:
     )
 
 
+def _check_same_events(run_a, run_b, name_a: str, name_b: str, var_name: str) -> None:
+    """Refuse LOO across likelihoods of different events: a model with death in remission as its own hazard
+    scores relapse events in ``rfs``; one Weibull for relapse or death scores both there."""
+    if var_name != "rfs":
+        return
+
+    def events(run):
+        const = run.posterior["constant_data"]
+        key = "relapse_event" if "relapse_event" in const else "event"
+        return "death" in run.posterior["observed_data"], const[key].to_numpy()
+
+    (sep_a, ev_a), (sep_b, ev_b) = events(run_a), events(run_b)
+    if sep_a != sep_b or ev_a.shape != ev_b.shape or not np.array_equal(ev_a, ev_b):
+        raise ValueError(f"runs '{name_a}' and '{name_b}' score different events in '{var_name}' (one models death "
+                         "in remission as its own hazard, the other counts it as an RFS event), so their LOO values "
+                         "cannot be compared; fit both with the same endpoint (e.g. efs or relapse)")
+
+
 def compare_runs(runs: dict, var_name: str = "rfs"):
     """PSIS-LOO comparison of fits to the same observations (e.g. ``weibull`` vs ``cure``).
 
@@ -256,6 +274,7 @@ def compare_runs(runs: dict, var_name: str = "rfs"):
         if other.shape != first.shape or not np.allclose(other.to_numpy(), first.to_numpy()):
             raise ValueError(f"runs '{names[0]}' and '{name}' were fitted to different observations (endpoint, "
                              "HSCT policy or cohort differ), so their LOO values cannot be compared")
+        _check_same_events(runs[names[0]], runs[name], names[0], name, var_name)
     posteriors = {name: run.posterior for name, run in runs.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
