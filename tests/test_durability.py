@@ -15,6 +15,7 @@ from toolkit.estimands import durability_estimands
 from toolkit.fitting import DurabilityOptions
 from toolkit.models.durability import (DurabilityPriors, build_durability_model, median_survival_days,
                                        survival_curves, survival_logp)
+from toolkit.estimands import durability_definitions
 from toolkit.testing import EXAMPLE, read_raw, row_of, set_cell, write_raw
 
 
@@ -37,7 +38,7 @@ def test_structure_and_finite_start(example, variant, endpoint, hsct, covariates
     assert {"log_shape", "log_scale_years", "log_hr", "hazard_ratio", "rfs"} <= names
     assert ("logit_cure" in names) == (variant == "cure")
     assert ("log_hr_hsct" in names) == (hsct == "timevarying")
-    assert ("log_hr_death" in names) == (endpoint == "relapse")
+    assert ("log_hr_death" in names) == (variant == "cure" or endpoint in ("relapse", "efs"))
     assert ("response" in names) == (endpoint == "efs")
     assert model.named_vars_to_dims["rfs"] == ("patient",)
     if covariates:
@@ -179,6 +180,13 @@ def test_cli_fit_durability_writes_run_and_prints_estimands(tmp_path, capsys):
     assert set(summary["diagnostics"]) >= {"max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged"}
     assert "prob_hr_below_0.8" in summary["estimands"] and "rfs_730d_control" not in summary["estimands"]
     assert summary["options"]["days"] == [180, 365]
+    # the primary analysis gives RFS, EFS and the cumulative incidences from one posterior, each defined in words
+    for name in ("efs_365d_difference", "cir_365d_difference", "nrm_365d_control", "response_rate_difference",
+                 "cure_fraction_difference", "hazard_ratio_uncured"):
+        assert name in summary["estimands"], name
+    assert "not an event-free-survival hazard ratio" in summary["definitions"]["hazard_ratio"]
+    assert "competing" in summary["definitions"]["cir_{D}d_{arm}"]
+    assert (out / "figures" / "cir_overlay.png").exists()
     assert provenance["settings"]["draws"] == 500 and provenance["spec"]["path"].endswith("durability_primary.toml")
     assert len(provenance["data_hash"]) == 64
     assert (out / "posterior.nc").exists() and (out / "figures" / "rfs_overlay.png").exists()
@@ -198,3 +206,77 @@ def test_cli_fit_refuses_bad_requests(tmp_path, capsys, cohort_dir):
     assert main(["fit", "durability", "--data", str(EXAMPLE), "--out", str(tmp_path / "r"), "--spec", str(bad_spec)]) == 2
     assert "unknown [sampler] key(s) warmup" in capsys.readouterr().out
     assert not (tmp_path / "r").exists()
+
+
+def test_cure_model_puts_death_in_remission_on_its_own_hazard_for_cured_and_uncured(example):
+    """The observed-data log-likelihood of the cure model equals, patient by patient (S_n = exp(-H_n))::
+
+        relapse at t:             log(1 - pi) + log h_u(t) - H_u(t) - H_n(t)
+        death in remission at t:  log h_n(t) - H_n(t) + log(pi + (1 - pi) exp(-H_u(t)))
+        censored at t:            -H_n(t) + log(pi + (1 - pi) exp(-H_u(t)))
+    """
+    inputs = to_durability_inputs(example)
+    assert inputs.competing.sum() > 0  # the example has deaths in remission
+    model = build_durability_model(inputs, variant="cure")
+    assert {"death", "log_hr_death"} <= set(model.named_vars)
+    point = model.initial_point()
+    point.update(log_shape=np.log(1.3), log_scale_years=np.log(0.7), log_hr=np.log(0.6), logit_cure=-0.2,
+                 cure_log_or=0.5, death_log_shape=np.log(0.9), death_log_scale_years=np.log(20.0),
+                 log_hr_death=0.3)
+    observed = model.compile_logp(vars=model.observed_RVs)(point)
+    t, a = inputs.time_years, inputs.arm
+    relapse = (inputs.event == 1) & (inputs.competing == 0)
+    death = inputs.competing == 1
+    k, lam, kn, lamn = 1.3, 0.7, 0.9, 20.0
+    hu, Hu = k / lam * (t / lam) ** (k - 1) * 0.6 ** a, (t / lam) ** k * 0.6 ** a
+    hn, Hn = kn / lamn * (t / lamn) ** (kn - 1) * np.exp(0.3 * a), (t / lamn) ** kn * np.exp(0.3 * a)
+    pi = 1 / (1 + np.exp(-(-0.2 + 0.5 * a)))
+    expected = np.where(relapse, np.log(1 - pi) + np.log(hu) - Hu - Hn,
+                        np.where(death, np.log(hn) - Hn + np.log(pi + (1 - pi) * np.exp(-Hu)),
+                                 -Hn + np.log(pi + (1 - pi) * np.exp(-Hu))))
+    assert observed == pytest.approx(expected.sum(), rel=1e-9)
+
+
+def _competing_posterior(n=40, seed=0):
+    """Exponential relapse (k = 1) with a cure fraction, exponential NRM, and a response part."""
+    rng = np.random.default_rng(seed)
+    vals = dict(log_shape=0.0, log_scale_years=np.log(0.8), log_hr=np.log(0.5), logit_cure=np.log(0.4 / 0.6),
+                cure_log_or=np.log(2.0), death_log_shape=0.0, death_log_scale_years=np.log(10.0),
+                log_hr_death=0.0, logit_response=np.log(0.8 / 0.2), response_log_or=np.log(1.5))
+    post = xr.Dataset({k: (("chain", "draw"), np.full((1, n), v) + rng.normal(0, 1e-9, (1, n)))
+                       for k, v in vals.items()})
+    post["hazard_ratio"] = np.exp(post["log_hr"])
+    return post
+
+
+def test_efs_cir_and_nrm_estimands_are_closed_form_and_named_as_the_truth(example):
+    """Constant hazards a (relapse of the uncured) and b (NRM), cure fraction pi, response probability p:
+    CIR(t) = (1 - pi) a / (a + b) (1 - e^{-(a+b) t}), NRM(t) = b / (a + b) (1 - e^{-(a+b) t}) pi-weighted,
+    EFS(t) = p [pi e^{-b (t - d)} + (1 - pi) e^{-(a+b)(t - d)}], d the response day."""
+    inputs = to_durability_inputs(example, endpoint="efs")
+    est = durability_estimands(_competing_posterior(), inputs, variant="cure", days=(180, 365))
+    truth = json.loads((EXAMPLE / "truth.json").read_text())["estimands"]
+    for name in ["efs_365d_control", "efs_365d_difference", "cir_365d_experimental", "cir_365d_difference",
+                 "nrm_180d_control", "nrm_365d_difference", "response_rate_control", "response_rate_difference",
+                 "hazard_ratio_uncured", "cure_fraction_difference"]:
+        assert name in est and name in truth, name
+    b = 1 / 10.0
+    for arm, name in ((0, "control"), (1, "experimental")):
+        a = 1 / 0.8 * (0.5 if arm else 1.0)
+        pi = (0.4 / 0.6 * (2.0 if arm else 1.0)) / (1 + 0.4 / 0.6 * (2.0 if arm else 1.0))
+        p = 0.8 * (1.5 if arm else 1.0) / (0.2 + 0.8 * (1.5 if arm else 1.0))
+        for d in (180, 365):
+            t = d / 365.25
+            cir = (1 - pi) * a / (a + b) * -np.expm1(-(a + b) * t)
+            nrm = pi * -np.expm1(-b * t) + (1 - pi) * b / (a + b) * -np.expm1(-(a + b) * t)
+            assert est[f"cir_{d}d_{name}"]["median"] == pytest.approx(cir, rel=1e-4)
+            assert est[f"nrm_{d}d_{name}"]["median"] == pytest.approx(nrm, rel=1e-4)
+            assert (est[f"rfs_{d}d_{name}"]["median"] + cir + nrm) == pytest.approx(1.0, abs=1e-4)
+            s = (d - inputs.response_day) / 365.25
+            efs = p * (pi * np.exp(-b * s) + (1 - pi) * np.exp(-(a + b) * s))
+            assert est[f"efs_{d}d_{name}"]["median"] == pytest.approx(efs, rel=1e-6)
+        assert est[f"response_rate_{name}"]["median"] == pytest.approx(p, rel=1e-6)
+    assert inputs.response_day == 28.0
+    words = durability_definitions("cure", "efs", response_day=28.0)
+    assert "not an event-free-survival hazard ratio" in words["hazard_ratio"]
+    assert "non-response" in words["efs_{D}d_{arm}"] or "does not respond" in words["efs_{D}d_{arm}"]

@@ -17,7 +17,7 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
     for variant in ("cure", "weibull"):
         assert main(["fit", "durability", "--data", str(EXAMPLE), "--out", str(base / variant), "--variant", variant,
-                     "--no-figures"]) == 0
+                     "--endpoint", "efs", "--no-figures"]) == 0
     return base
 
 
@@ -31,8 +31,12 @@ def test_report_is_self_contained_and_answers_in_words(runs, tmp_path):
     assert (f'Probability that IFN-a + CAR-T lowers the relapse hazard among patients who are not cured: '
             f'<span class="prob">{p:.2f}</span>') in text
     assert "Model comparison (PSIS-LOO)" in text
+    # EFS and the cumulative incidence of relapse, with their definitions in words
+    assert "not responding is an event at day 0" in text and "Event-free 365 days after infusion" in text
+    assert "death in remission (non-relapse mortality) a competing event" in text
+    assert "Relapsed by 365 days after remission" in text and "Aalen-Johansen" in text
     images = re.findall(r'<img [^>]*src="([^"]+)"', text)
-    assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) == 6 and all(src.startswith("data:image/png;base64,") for src in images)
     assert not re.search(r'(src|href)="(https?:)?//', text), "no network resources"
     assert text.index("The answer") < text.index("Key figures") < text.index("Methods") < text.index("Diagnostics")
     visible = re.sub(r'src="data:[^"]+"', "", text)

@@ -95,7 +95,7 @@ def test_truth_is_consistent_with_its_definitions():
 def test_empirical_rfs_in_a_large_trial_matches_truth():
     """RFS at 365 days among responders, Kaplan-Meier on a 4,000-patient trial vs the truth (censor at HSCT)."""
     from toolkit.data.endpoints import time_to_event
-    from toolkit.survival import kaplan_meier, survival_at
+    from toolkit.survival import aalen_johansen, kaplan_meier, survival_at
 
     trial = simulate_trial(4000, seed=5, with_truth=False)
 
@@ -110,13 +110,49 @@ def test_empirical_rfs_in_a_large_trial_matches_truth():
             return m
 
     tte = time_to_event(_Cohort())
+    efs = time_to_event(_Cohort(), endpoint="efs")
     truth = compute_truth(n=100_000)
     for code, name in ((0, "control"), (1, "experimental")):
         sub = tte[tte["arm"] == code]
         km = kaplan_meier(sub["time"], sub["event"])  # horizons count from the response day
+        # relapse and death in remission competing (HSCT censors): Aalen-Johansen vs the CIR and NRM truths
+        cause = sub["cause"].map({"relapse": 1, "death": 2}).fillna(0).to_numpy(int)
+        cir, nrm = (aalen_johansen(sub["time"], cause, event_of_interest=c) for c in (1, 2))
+        # EFS from infusion, non-response an event at day 0
+        km_efs = kaplan_meier(efs.loc[efs["arm"] == code, "time"], efs.loc[efs["arm"] == code, "event"])
         for day in (180, 365):
             assert survival_at(km, [day])[0] == pytest.approx(truth[f"rfs_{day}d_{name}"], abs=0.035), (name, day)
+            assert _step(cir, day) == pytest.approx(truth[f"cir_{day}d_{name}"], abs=0.035), (name, day)
+            assert _step(nrm, day) == pytest.approx(truth[f"nrm_{day}d_{name}"], abs=0.015), (name, day)
+            assert survival_at(km_efs, [day])[0] == pytest.approx(truth[f"efs_{day}d_{name}"], abs=0.035), (name, day)
+            # relapse-free and alive, relapsed, or died in remission: one of the three
+            assert (truth[f"rfs_{day}d_{name}"] + truth[f"cir_{day}d_{name}"] + truth[f"nrm_{day}d_{name}"]
+                    == pytest.approx(1.0, abs=1e-6))
 
+
+def _step(table, day):
+    return float(table["cif"].to_numpy()[np.searchsorted(table["time"].to_numpy(), day, side="right") - 1])
+
+
+def test_median_rfs_truth_is_the_exact_crossing():
+    """A pure Weibull story (no cure, no kinetic terms, no NRM): median = lam (ln 2)^(1/k) days after response,
+    found by the posterior estimand's bisection, not on a coarse grid."""
+    params = TrialParameters(cure_fraction=0.0, log_hr_per_log_cmax=0.0, log_hr_cart_loss=0.0,
+                             log_hr_baseline_blasts_pct=0.0, nrm_per_year=1e-12)
+    truth = compute_truth(Effects(1.0, 1.0, 1.0, 0.6, 1.0), params, n=2_000)
+    k, lam = params.weibull_shape, params.weibull_scale_days
+    assert truth["median_rfs_days_control"] == pytest.approx(lam * math.log(2) ** (1 / k), abs=0.01)
+    assert truth["median_rfs_days_experimental"] == pytest.approx(lam * (math.log(2) / 0.6) ** (1 / k), abs=0.01)
+
+
+def test_hazard_ratio_uncured_truth_is_the_cure_models_relapse_hazard_ratio():
+    """Cure fraction, frequent death in remission, and a relapse hazard that is exactly Weibull PH among the
+    uncured with HR 0.6: the truth is 0.6 (death in remission censors relapse; it is not a relapse event)."""
+    params = TrialParameters(cure_fraction=0.4, log_hr_per_log_cmax=0.0, log_hr_cart_loss=0.0,
+                             log_hr_baseline_blasts_pct=0.0, nrm_per_year=0.3)
+    truth = compute_truth(Effects(1.0, 1.0, 1.0, 0.6, 1.5), params, n=50_000)
+    assert truth["hazard_ratio_uncured"] == pytest.approx(0.6, abs=0.03)
+    assert truth["cure_fraction_difference"] > 0.05
 
 def test_effect_names_are_checked():
     with pytest.raises(ValueError, match="unknown effect"):

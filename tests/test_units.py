@@ -111,7 +111,7 @@ def test_spec_priors_for_cart_mrd_and_joint(tmp_path, capsys):
     assert main(["fit", "cart", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"),
                  "--spec", str(bad)]) == 2
     out = " ".join(capsys.readouterr().out.split())
-    assert "error: unknown prior(s) mu_peak; valid:" in out and "Traceback" not in out
+    assert "bad.toml: unknown prior(s) mu_peak; valid:" in out and "Traceback" not in out
 
     assert MrdOptions(priors={"log_clearance": [-1.0, 0.3]}).prior_set().log_clearance == (-1.0, 0.3)
     with pytest.raises(ValueError, match=r"^unknown or not overridable MRD prior\(s\) clearance_sd; a \[priors\] "

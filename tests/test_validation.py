@@ -219,8 +219,10 @@ def test_identifier_columns_are_refused(cohort_dir, column):
 def test_calendar_date_cells_are_refused(cohort_dir):
     set_cell(cohort_dir, "outcomes", 6, "last_followup_day", "2024-03-01")
     problems = problems_of(cohort_dir)
-    assert ("outcomes.csv", 6, "last_followup_day", "holds a calendar date; the toolkit accepts only days since CAR-T infusion") in [
-        (p.file, p.row, p.column, p.message) for p in problems]
+    assert [(p.file, p.row, p.column, p.value, p.message) for p in problems] == [
+        ("outcomes.csv", 6, "last_followup_day", None,
+         "holds a calendar date in 1 row(s) (rows 6; values not shown); the toolkit accepts only days since CAR-T "
+         "infusion")]
 
 
 def test_extra_patient_columns_are_numeric_covariates(cohort_dir):
@@ -230,7 +232,8 @@ def test_extra_patient_columns_are_numeric_covariates(cohort_dir):
     assert "ldh_u_per_l" in load_cohort(cohort_dir).covariate_columns
     set_cell(cohort_dir, "patients", 4, "ldh_u_per_l", "high")
     problem = only_problem(cohort_dir)
-    assert (problem.row, problem.column, problem.message) == (4, "ldh_u_per_l", "extra columns are covariates and must be numeric")
+    assert (problem.row, problem.column, problem.value, problem.message) == (
+        4, "ldh_u_per_l", None, "extra columns are covariates and must be numeric; 1 row(s) are not (rows 4; values not shown)")
 
 
 def test_every_problem_is_reported_at_once(cohort_dir):

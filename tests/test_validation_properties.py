@@ -65,3 +65,41 @@ def test_junk_in_any_cell_is_named_or_read_faithfully(tmp_path_factory, data, va
             parsed, expected = table.at[row, column], parse_number(written.strip())
             assert (math.isnan(parsed) and math.isnan(expected)) or parsed == expected
     assert folder_digest(folder) == before
+
+
+DAY_COLUMNS = ["response_day", "relapse_day", "hsct_day", "death_day", "last_followup_day"]
+day_text = st.one_of(st.just(""), st.integers(0, 2500).map(str))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_event_days_that_validate_give_non_negative_times(tmp_path_factory, data):
+    """Whatever event days a row holds, validation refuses them or every endpoint has a time >= 0.
+
+    Out-of-order days once passed validation and then crashed ``describe`` or were
+    clamped by ``fit``; this property pins that validation is the only gate.
+    """
+    from toolkit.data.describe import describe_cohort
+    from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES, time_to_event
+
+    folder = tmp_path_factory.mktemp("c")
+    shutil.copytree(EXAMPLE, folder, dirs_exist_ok=True)
+    frame = RAW["outcomes"].copy()
+    for _ in range(data.draw(st.integers(1, 3))):
+        row = data.draw(st.sampled_from(list(frame.index)))
+        for column in data.draw(st.lists(st.sampled_from(DAY_COLUMNS), min_size=1, max_size=3, unique=True)):
+            frame.loc[row, column] = data.draw(day_text)
+        if frame.loc[row, "relapse_day"] and not frame.loc[row, "relapse_cd19"]:
+            frame.loc[row, "relapse_cd19"] = "unknown"
+        if not frame.loc[row, "relapse_day"]:
+            frame.loc[row, "relapse_cd19"] = ""
+    write_raw(folder, "outcomes", frame)
+    try:
+        cohort = load_cohort(folder)
+    except CohortValidationError:
+        return
+    for endpoint in ENDPOINTS:
+        for hsct in HSCT_POLICIES:
+            times = time_to_event(cohort, endpoint=endpoint, hsct=hsct)["time"]
+            assert (times >= 0).all() and times.notna().all(), (endpoint, hsct)
+    describe_cohort(cohort)

@@ -7,9 +7,12 @@ templates. ``main(argv)`` returns the exit code and is what tests call.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import shutil
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from rich.console import Console
@@ -19,6 +22,26 @@ from rich.table import Table
 from toolkit.data import CohortValidationError, load_cohort
 
 EXIT_INVALID = 2
+EXIT_BUG = 1
+
+
+class UsageError(Exception):
+    """A misused command line (a malformed option value, an unusable path): exit 2 with this message."""
+
+
+def _seed(text: str) -> int:
+    """argparse type of --seed: a whole number NumPy accepts (0 to 2**32 - 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expects a whole number from 0 to 4294967295, got {text!r}")
+    return value
+
+
+MAX_PATIENTS = 100_000  # a simulated trial larger than this is a typo, not a design
+EFFECT_RANGE = (0.01, 100.0)  # a ratio outside it is beyond any trial and overflows the simulator
 SPEC_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_SEED = 20261125
 
@@ -71,23 +94,64 @@ def _parse_effects(items: list[str]) -> dict[str, float]:
     for item in items or []:
         name, sep, value = item.partition("=")
         try:
-            effects[name.strip()] = float(value)
+            number = float(value)
         except ValueError:
-            sep = ""
-        if not sep:
-            raise SystemExit(f"--effect expects NAME=VALUE (e.g. cmax_gmr=1.5), got {item!r}")
+            number = math.nan
+        if not sep or not name.strip() or not math.isfinite(number):
+            raise UsageError(f"--effect expects NAME=VALUE with a finite number (e.g. cmax_gmr=1.5), got {item!r}")
+        effects[name.strip()] = number
     return effects
+
+
+def _new_file(out: str, option: str = "--out") -> Path:
+    """A file that does not exist yet, in an existing folder: never written over a user's file."""
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"{option} {out} is a folder; give the name of a new file, e.g. {path / 'predictions.csv'}")
+    if path.exists() or path.is_symlink():
+        raise UsageError(f"{option} {out} already exists; give a new file name (existing files are never overwritten)")
+    if not path.absolute().parent.is_dir():
+        raise UsageError(f"{option} {out}: the folder {path.absolute().parent} does not exist; create it first")
+    return path
+
+
+def _new_folder(out: str, option: str = "--out") -> Path:
+    """A folder that does not exist yet, or is empty: a command never writes over a user's files."""
+    path = Path(out)
+    if path.is_symlink() and not path.exists():
+        raise UsageError(f"{option} {out} is a link to nothing; give a new folder name")
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {out} is an existing file; give the name of a new folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise UsageError(f"{option} {out} already exists and is not empty; give a new folder name "
+                         "(existing files are never overwritten)")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{option} {out}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK):
+                raise UsageError(f"{option} {out}: no permission to write in {parent}")
+            break
+    return path
 
 
 def cmd_simulate(args) -> int:
     from toolkit.simulate import Effects, simulate_trial
 
     console = _console()
+    if not 2 <= args.patients <= MAX_PATIENTS:
+        raise UsageError(f"--patients must be from 2 (one patient an arm) to {MAX_PATIENTS}, got {args.patients}")
+    chosen = _parse_effects(args.effect)
     try:
-        effects = Effects().with_overrides(_parse_effects(args.effect))
+        effects = Effects().with_overrides(chosen)
     except ValueError as err:
         console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
+    for name, value in chosen.items():
+        if not EFFECT_RANGE[0] <= value <= EFFECT_RANGE[1]:
+            raise UsageError(f"--effect {name}={value:g}: an effect is a ratio between {EFFECT_RANGE[0]:g} and "
+                             f"{EFFECT_RANGE[1]:g} (1 = no effect)")
+    _new_folder(args.out)
     trial = simulate_trial(args.patients, seed=args.seed, effects=effects)
     out = trial.write(args.out)
     console.print(f"Wrote a simulated trial of {args.patients} patients (seed {args.seed}) to {out}; "
@@ -117,8 +181,23 @@ def cmd_describe(args) -> int:
 
 
 def cmd_templates(args) -> int:
-    from toolkit.data.templates import write_templates
+    from toolkit.data.schema import TABLES
+    from toolkit.data.templates import STUDY_TEMPLATE, write_templates
 
+    folder = Path(args.out)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {folder} is an existing file; give the name of a new folder")
+    # Regenerating templates is fine; writing them over a filled-in cohort is not.
+    for name in [f"{t}.csv" for t in TABLES] + ["study.toml"]:
+        path = folder / name
+        if not path.is_file():
+            continue
+        text = path.read_bytes().decode("utf-8", "replace")
+        filled = (len([line for line in text.splitlines() if line.strip()]) > 1 if name.endswith(".csv")
+                  else text != STUDY_TEMPLATE)
+        if filled:
+            raise UsageError(f"templates --out {folder} holds {name} with data; choose a new folder "
+                             "(templates never overwrite data)")
     out = write_templates(args.out)
     _console().print(f"Wrote empty templates and DATA_DICTIONARY.md to {out}")
     return 0
@@ -202,6 +281,7 @@ def cmd_demo(args) -> int:
     console.print(f"Demo finished in {time.perf_counter() - start:.0f} s.")
     return 0
 
+
 DEMO_CONTENTS = {"cohort", "runs", "report.html", "report.pdf"}
 
 
@@ -226,14 +306,38 @@ def _check_demo_out(out: Path, *, overwrite: bool) -> str | None:
     return None
 
 
-def _csv_list(text: str | None, cast=str):
+_LISTS = {  # option -> (what each item is, example)
+    "--days": ("a whole number of days above 0", "180,365"),
+    "--horizons": ("a day above 0", "365,730"),
+    "--prob-hr-below": ("a hazard ratio above 0", "1,0.7"),
+    "--prob-rfs-difference-above": ("a difference between -1 and 1", "0,0.1"),
+}
+
+
+def _csv_list(text: str | None, cast=str, option: str | None = None):
+    """A comma-separated option value; numbers are checked against what ``option`` means."""
     if text is None:
         return None
     items = [t.strip() for t in text.split(",") if t.strip()]
+    if cast is str:
+        return items  # an empty list is a choice: e.g. --effects-on "" (no arm effect)
+    what, example = _LISTS.get(option, ("a number", "1,2"))
+    problem = UsageError(f"{option} expects a comma-separated list, each {what} (e.g. {option} {example}); "
+                         f"got {text!r}")
     try:
-        return [cast(t) for t in items]
+        values = [float(t) for t in items]
     except ValueError as exc:
-        raise SystemExit(f"expected a comma-separated list of numbers, got {text!r}") from exc
+        raise problem from exc
+    bad = not values or not all(math.isfinite(v) for v in values)
+    if option in ("--days", "--horizons", "--prob-hr-below"):
+        bad = bad or any(v <= 0 for v in values)
+    if option == "--days":
+        bad = bad or any(not v.is_integer() for v in values)
+    if option == "--prob-rfs-difference-above":
+        bad = bad or any(not -1 < v < 1 for v in values)
+    if bad:
+        raise problem
+    return [cast(v) for v in values]
 
 
 def print_fit_summary(console: Console, summary: dict, run_dir: Path | None = None) -> None:
@@ -274,30 +378,35 @@ def _fit_plan(model: str, args):
         from toolkit.plots import write_durability_figures
 
         overrides = {"variant": args.variant, "endpoint": args.endpoint, "hsct": args.hsct, "prior": args.prior,
-                     "covariates": _csv_list(args.covariates), "days": _csv_list(args.days, int),
-                     "hr_below": _csv_list(args.prob_hr_below, float),
-                     "rfs_difference_above": _csv_list(args.prob_rfs_difference_above, float)}
+                     "covariates": _csv_list(args.covariates, option="--covariates"),
+                     "days": _csv_list(args.days, int, "--days"),
+                     "hr_below": _csv_list(args.prob_hr_below, float, "--prob-hr-below"),
+                     "rfs_difference_above": _csv_list(args.prob_rfs_difference_above, float,
+                                                       "--prob-rfs-difference-above")}
         return fitting.DurabilityOptions, fitting.fit_durability, overrides, write_durability_figures
     if model == "cart":
         from toolkit.plots.cart import write_cart_figures
 
-        overrides = {"covariates": _csv_list(args.covariates), "effects_on": _csv_list(args.effects_on)}
+        overrides = {"covariates": _csv_list(args.covariates, option="--covariates"),
+                     "effects_on": _csv_list(args.effects_on, option="--effects-on")}
         return fitting.CartOptions, fitting.fit_cart, overrides, write_cart_figures
     if model == "mrd":
         from toolkit.plots.mrd import write_mrd_figures
 
-        overrides = {"covariates": _csv_list(args.covariates), "prior": args.prior}
+        overrides = {"covariates": _csv_list(args.covariates, option="--covariates"), "prior": args.prior}
         return fitting.MrdOptions, fitting.fit_mrd, overrides, write_mrd_figures
     if model == "joint":
         from toolkit.plots.joint import write_joint_figures
 
-        overrides = {"variant": args.variant, "covariates": _csv_list(args.covariates), "kinetics": args.kinetics,
-                     "associations": _csv_list(args.associations)}
+        overrides = {"variant": args.variant, "covariates": _csv_list(args.covariates, option="--covariates"),
+                     "kinetics": args.kinetics, "associations": _csv_list(args.associations, option="--associations")}
         return fitting.JointOptions, fitting.fit_joint, overrides, write_joint_figures
     return None
 
 
 def fit_command(args, console: Console) -> int:
+    import dataclasses
+
     from toolkit.data.inputs import ModelDataError
     from toolkit.fitting import default_settings
     from toolkit.inference import RunFolderError
@@ -310,7 +419,21 @@ def fit_command(args, console: Console) -> int:
     options_class, fit, overrides, write_figures = plan
     try:
         spec = load_spec(args.spec, model=args.model) if args.spec else None
-        options = options_class(**merged_options(spec, overrides))
+        chosen = merged_options(spec, overrides)
+        valid = [f.name for f in dataclasses.fields(options_class)]
+        unknown = sorted(set(chosen) - set(valid))
+        if unknown:
+            raise SpecError(f"{args.spec or 'command line'}: option(s) {', '.join(unknown)} are not options of "
+                            f"model {args.model}; valid: {', '.join(valid)}")
+        try:
+            options = options_class(**chosen)
+        except ValueError as err:  # e.g. an unknown prior name: say which file it came from
+            raise SpecError(f"{args.spec or 'command line'}: {err}") from err
+        if hasattr(options, "prior_set"):  # an unknown prior name is named before any work starts
+            try:
+                options.prior_set()
+            except ValueError as err:
+                raise SpecError(f"{args.spec or 'command line'}: [priors] {err}") from err
         sampler = merged_sampler(spec, {"chains": args.chains, "tune": args.tune, "draws": args.draws,
                                         "seed": args.seed, "backend": args.backend,
                                         "target_accept": args.target_accept})
@@ -362,6 +485,11 @@ def cmd_predict(args) -> int:
     from toolkit.prediction import ESS_FLAG, predict_relapse
 
     console = _console()
+    if not (math.isfinite(args.landmark_day) and 0 <= args.landmark_day <= 7305):
+        raise UsageError(f"--landmark-day expects days since infusion between 0 and 7305, got {args.landmark_day:g}")
+    horizons = _csv_list(args.horizons, float, "--horizons")
+    if args.out:
+        _new_file(args.out)
     try:
         run = load_run(args.run)
     except (FileNotFoundError, ValueError) as err:
@@ -372,7 +500,7 @@ def cmd_predict(args) -> int:
         return EXIT_INVALID
     try:
         table = predict_relapse(run, cohort, landmark_day=args.landmark_day,
-                                horizons=_csv_list(args.horizons, float), random_seed=args.seed)
+                                horizons=horizons, random_seed=args.seed)
     except ValueError as err:
         console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
@@ -537,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="write a synthetic trial with known truth")
     p.add_argument("--out", required=True)
     p.add_argument("--patients", type=int, default=60)
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
     p.add_argument("--effect", action="append", metavar="NAME=VALUE",
                    help="IFN-alpha effect, e.g. cmax_gmr=1.5 (repeatable)")
     p.set_defaults(func=cmd_simulate)
@@ -559,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run at --out (kept until the new run is complete)")
     g = p.add_argument_group("sampler")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=_seed)
     g.add_argument("--draws", type=int)
     g.add_argument("--tune", type=int)
     g.add_argument("--chains", type=int)
@@ -591,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--landmark-day", type=float, default=90.0, help="days since infusion (default 90)")
     p.add_argument("--horizons", default="365", help="days since infusion, e.g. 365,730 (default 365)")
     p.add_argument("--out", help="CSV file for the predictions (default: print only)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("compare", help="PSIS-LOO comparison of runs fitted to the same data")
@@ -609,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="cohort folder")
     p.add_argument("--out", required=True, help="folder for the executed notebooks and their HTML")
     p.add_argument("--fast", action="store_true", help="fewer draws (for a quick look, not for decisions)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
     p.set_defaults(func=cmd_run_notebooks)
 
     p = sub.add_parser("calibrate", help="simulation-based calibration of a model at the trial's design (Dask)")
@@ -633,7 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_output")
     p.add_argument("--fast", action="store_true", help="few draws (a smoke run; results not for decisions)")
     p.add_argument("--overwrite", action="store_true", help="replace the output of an earlier demo at --out")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
     p.set_defaults(func=cmd_demo)
 
     from toolkit.importers.cli import add_import_parser
@@ -643,8 +771,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    """Run one command; returns the exit code (0 done, 2 a user error, 1 a bug in the toolkit).
+
+    Every user error is caught where it arises and named with its fix (exit
+    2). The last guard only turns an unexpected exception, a bug, into a
+    short request to report it instead of a traceback (``TOOLKIT_DEBUG=1``
+    prints the traceback).
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed the usage and the error (exit 2), or --help (0)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_INVALID
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as err:
+        _console().print(f"[red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the guard: a bug is reported, never shown as a traceback
+        if os.environ.get("TOOLKIT_DEBUG"):
+            traceback.print_exc()
+        # Only the exception's type: its text could quote the user's data.
+        print(f"internal error ({type(exc).__name__}) in 'toolkit {args.command}': this is a bug in the toolkit, "
+              "not a problem with your data. Please report it with the command you ran; set TOOLKIT_DEBUG=1 to "
+              "see the details.", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

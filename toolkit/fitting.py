@@ -18,7 +18,7 @@ import numpy as np
 from toolkit.data import Cohort
 from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
 from toolkit.data.inputs import DurabilityInputs, ModelDataError, to_durability_inputs
-from toolkit.estimands import durability_estimands
+from toolkit.estimands import durability_definitions, durability_estimands
 from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample, save_run
 from toolkit.models import cart, durability
 
@@ -91,7 +91,10 @@ def _data_summary(inputs: DurabilityInputs) -> dict:
     for code, name in ((0, "control"), (1, "experimental")):
         mask = inputs.arm == code
         per_arm[name] = {"patients": int(mask.sum()), "events": int(inputs.event[mask].sum())}
+        if inputs.endpoint == "efs":
+            per_arm[name]["infused"] = int((inputs.responded_arm == code).sum())
     return {"endpoint": inputs.endpoint, "hsct_policy": inputs.hsct, "per_arm": per_arm,
+            "response_day": inputs.response_day,
             "covariates": {c: {"mean": float(m), "sd": float(s)}
                            for c, m, s in zip(inputs.covariates, inputs.x_mean, inputs.x_sd)}}
 
@@ -211,9 +214,12 @@ def fit_durability(cohort: Cohort, options: DurabilityOptions | None = None,
     posterior = sample(model, settings)
     estimands = durability_estimands(posterior["posterior"], inputs, variant=options.variant, days=options.days,
                                      hr_below=options.hr_below, rfs_difference_above=options.rfs_difference_above)
-    return _assemble(model_module=durability, variant=options.variant, cohort=cohort, inputs=inputs, model=model,
-                     posterior=posterior, estimands=estimands, options=options, data=_data_summary(inputs),
-                     settings=settings, spec=spec, priors=priors.as_dict(), started=started, loo_var="rfs")
+    result = _assemble(model_module=durability, variant=options.variant, cohort=cohort, inputs=inputs, model=model,
+                       posterior=posterior, estimands=estimands, options=options, data=_data_summary(inputs),
+                       settings=settings, spec=spec, priors=priors.as_dict(), started=started, loo_var="rfs")
+    result.summary["definitions"] = durability_definitions(options.variant, options.endpoint,
+                                                           response_day=inputs.response_day)
+    return result
 
 
 @dataclass
@@ -291,6 +297,11 @@ def durability_inputs_from_run(run) -> DurabilityInputs:
         endpoint=summary["data"]["endpoint"],
         hsct=summary["data"]["hsct_policy"],
         arm_labels=(summary["arms"]["control"], summary["arms"]["experimental"]),
+        competing=(constant["death_in_remission"].to_numpy().astype(int) if "death_in_remission" in constant
+                   else np.zeros(observed["rfs"].size, dtype=int)),
+        responded=observed["response"].to_numpy().astype(int) if "response" in observed else np.zeros(0),
+        responded_arm=constant["response_arm"].to_numpy().astype(int) if "response_arm" in constant else np.zeros(0),
+        response_day=float(summary["data"].get("response_day", 28.0)),
     )
 
 
@@ -329,6 +340,26 @@ def comparable_loo_variable(runs: dict) -> str:
     return next(iter(common))
 
 
+
+
+def _check_same_events(run_a, run_b, name_a: str, name_b: str, var_name: str) -> None:
+    """Refuse LOO across likelihoods of different events: a model with death in remission as its own hazard
+    scores relapse events in ``rfs``; one Weibull for relapse or death scores both there."""
+    if var_name != "rfs":
+        return
+
+    def events(run):
+        const = run.posterior["constant_data"]
+        key = "relapse_event" if "relapse_event" in const else "event"
+        return "death" in run.posterior["observed_data"], const[key].to_numpy()
+
+    (sep_a, ev_a), (sep_b, ev_b) = events(run_a), events(run_b)
+    if sep_a != sep_b or ev_a.shape != ev_b.shape or not np.array_equal(ev_a, ev_b):
+        raise ValueError(f"runs '{name_a}' and '{name_b}' score different events in '{var_name}' (one models death "
+                         "in remission as its own hazard, the other counts it as an RFS event), so their LOO values "
+                         "cannot be compared; fit both with the same endpoint (e.g. efs or relapse)")
+
+
 def compare_runs(runs: dict, var_name: str | None = None):
     """PSIS-LOO comparison of fits to the same observations (e.g. ``weibull`` vs ``cure``).
 
@@ -349,6 +380,7 @@ def compare_runs(runs: dict, var_name: str | None = None):
         if other.shape != first.shape or not np.allclose(other.to_numpy(), first.to_numpy()):
             raise ValueError(f"runs '{names[0]}' and '{name}' were fitted to different observations (endpoint, "
                              "HSCT policy or cohort differ), so their LOO values cannot be compared")
+        _check_same_events(runs[names[0]], runs[name], names[0], name, var_name)
     posteriors = {name: run.posterior for name, run in runs.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

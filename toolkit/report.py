@@ -113,6 +113,38 @@ def durability_answer(summary: dict) -> list[str]:
     if "cure_fraction_difference" in est:
         out.append(f"Share of responders cured (never relapsing): {_interval(est['cure_fraction_control'])} with {ctl} vs "
                    f"{_interval(est['cure_fraction_experimental'])} with {exp}.")
+    out += _competing_answer(est, ctl, exp)
+    return out
+
+
+def _horizons(est: dict, prefix: str) -> list[int]:
+    return sorted({int(k.split("_")[1].removesuffix("d")) for k in est
+                   if k.startswith(f"{prefix}_") and k.endswith("d_difference")})
+
+
+def _competing_answer(est: dict, ctl: str, exp: str) -> list[str]:
+    """Sentences on event-free survival, response, and relapse with death in remission competing (HTML-safe)."""
+    out = []
+    if "response_rate_difference" in est:
+        out.append(f"Response (CR or CRi) among all infused patients: {_interval(est['response_rate_control'])} with "
+                   f"{ctl} vs {_interval(est['response_rate_experimental'])} with {exp}; difference "
+                   f"{_interval(est['response_rate_difference'], _points)}.")
+    for i, d in enumerate(_horizons(est, "efs")):
+        words = ("Event-free survival counts every infused patient from infusion: not responding is an event at "
+                 "day 0, then relapse or death. " if i == 0 else "")
+        prob = est.get(f"prob_efs_{d}d_difference_above_0")
+        tail = f' Probability of any improvement: <span class="prob">{prob:.2f}</span>.' if prob is not None else ""
+        out.append(f"{words}Event-free {d} days after infusion: {_interval(est[f'efs_{d}d_control'])} with {ctl} vs "
+                   f"{_interval(est[f'efs_{d}d_experimental'])} with {exp}; difference "
+                   f"{_interval(est[f'efs_{d}d_difference'], _points)}.{tail}")
+    for i, d in enumerate(_horizons(est, "cir")):
+        words = ("Cumulative incidence of relapse is the probability of having relapsed by a given day after "
+                 "remission, with death in remission (non-relapse mortality) a competing event, not a censoring. "
+                 if i == 0 else "")
+        out.append(f"{words}Relapsed by {d} days after remission: {_interval(est[f'cir_{d}d_control'])} with {ctl} vs "
+                   f"{_interval(est[f'cir_{d}d_experimental'])} with {exp}; difference "
+                   f"{_interval(est[f'cir_{d}d_difference'], _points)}. Died in remission by then: "
+                   f"{_interval(est[f'nrm_{d}d_control'])} vs {_interval(est[f'nrm_{d}d_experimental'])}.")
     return out
 
 
@@ -120,14 +152,22 @@ def durability_figures(run: Run) -> list[str]:
     from toolkit.fitting import durability_inputs_from_run
     from toolkit.plots import plot_forest, plot_rfs_overlay
 
+    from toolkit.plots import plot_cir_overlay
+
     inputs = durability_inputs_from_run(run)
-    return [
+    figures = [
         _figure(plot_rfs_overlay(run.posterior["posterior"], inputs, variant=run.summary["variant"]),
                 "Relapse-free survival from remission: observed (Kaplan-Meier steps, ticks = censored) and the "
                 "model's estimate (dashed median, shaded 90% band) per arm."),
         _figure(plot_forest(run.summary["estimands"]),
                 "Effect of the experimental arm (hazard ratio; below 1 favours the experimental arm)."),
     ]
+    if "death_log_shape" in run.posterior["posterior"]:
+        figures.append(_figure(plot_cir_overlay(run.posterior["posterior"], inputs),
+                               "Cumulative incidence of relapse (solid) and of death in remission (dotted) from "
+                               "remission, the two competing: observed (Aalen-Johansen steps) and the model's estimate "
+                               "(dashed median, shaded 90% band) per arm."))
+    return figures
 
 
 COUNT_LABELS = {"patients": "patients analysed", "events": "events", "samples": "samples",

@@ -70,14 +70,34 @@ arm, with conditional survival computed exactly per patient (no event-time
 noise):
 
 - ``rfs_{D}d_{arm}`` = mean_i exp(-mu_nrm D) [pi + (1-pi) exp(-H_i(D))] over
-  responders; ``rfs_{D}d_difference`` = experimental - control.
-- ``hazard_ratio``: the hazard ratio a Weibull proportional-hazards fit
-  converges to on this design (maximum likelihood on the large population
-  with the trial's administrative censoring). ``hazard_ratio_uncured``:
-  the same among uncured responders. ``prob_*`` quantities are posterior
-  statements and have no truth.
-- ``cure_fraction_{arm}`` = pi_arm; ``median_rfs_days_{arm}`` where RFS
-  falls below 0.5 within 10 years (else absent).
+  responders (D = 180, 365, 730); ``rfs_{D}d_difference`` = experimental - control.
+  Cured responders can die in remission (rate mu_nrm), as in the cure
+  model, whose NRM hazard applies to cured and uncured alike.
+- ``cir_{D}d_{arm}`` and ``nrm_{D}d_{arm}``: cumulative incidence of relapse
+  and of death in remission D days after response, the two competing:
+  with S_rel(s) = mean_i [pi + (1-pi) exp(-H_i(s))] and S_n(s) = exp(-mu_nrm s),
+  CIR(D) = int_0^D S_n dF_rel, F_rel = 1 - S_rel, and NRM(D) = int_0^D S_rel
+  d(1 - S_n), both by ``toolkit.survival.cumulative_incidence`` on the
+  one-day grid the posterior uses; ``_difference`` as above.
+- ``efs_{D}d_{arm}`` (days since infusion, every infused patient, non-response
+  an event at day 0) = response_rate_arm x rfs(D - 28), responders being in
+  remission from the day-28 assessment; ``response_rate_difference``.
+- ``hazard_ratio``: the hazard ratio a Weibull proportional-hazards fit of
+  relapse or death in remission converges to on this design (maximum
+  likelihood on the large population with the trial's administrative
+  censoring). ``hazard_ratio_uncured``: the cause-specific relapse hazard
+  ratio among uncured responders, the projection of this story onto the
+  cure model's relapse part: the Weibull-PH maximum-likelihood fit of relapse
+  (death in remission and end of follow-up censor) among the uncured, on the
+  same large population and design; the relapse hazard here has
+  patient-level terms (Cmax, loss of CAR-T, blasts), so this is the marginal
+  hazard ratio that a Weibull PH among the uncured approximates, not
+  ``hazard_ratio_direct``. ``hazard_ratio_relapse``: the same fit among all
+  responders (the Weibull model with NRM as its own hazard). ``prob_*``
+  quantities are posterior statements and have no truth.
+- ``cure_fraction_{arm}`` = pi_arm; ``median_rfs_days_{arm}`` the day RFS
+  first reaches 0.5, by the bisection and 20-year horizon of the posterior
+  estimand (``toolkit.survival.first_crossing``; absent if not reached).
 - CAR-T: ``cmax_copies_per_ug_{arm}``, ``tmax_days_{arm}``,
   ``half_life_contraction_days_{arm}`` (ln2/alpha),
   ``half_life_persistence_days_{arm}`` (ln2/beta) and
@@ -120,11 +140,14 @@ import pandas as pd
 from scipy import optimize, special
 
 from toolkit.data.io import write_study
+from toolkit.survival import cumulative_incidence, first_crossing, incidence_grid
 
 CONTROL_LABEL = "CAR-T"
 EXPERIMENTAL_LABEL = "IFN-a + CAR-T"
 TRUTH_PATIENTS = 200_000
-RFS_HORIZONS = (180, 365)
+RESPONSE_DAY = 28.0  # the day-28 response assessment
+MEDIAN_HORIZON_DAYS = 20 * 365.25  # as toolkit.models.durability.MEDIAN_HORIZON_DAYS
+RFS_HORIZONS = (180, 365, 730)
 CART_DAYS = (1, 4, 7, 10, 14, 21, 28, 42, 56, 90, 120, 180, 270, 365)
 FLOW_DAYS = (28, 90, 180, 270, 365, 540, 730)
 NGS_DAYS = (28, 90, 180, 365)
@@ -604,7 +627,6 @@ def compute_truth(effects: Effects | None = None, parameters: TrialParameters | 
     e, p = effects or Effects(), parameters or TrialParameters()
     rng = np.random.default_rng(seed)
     truth: dict[str, float] = {}
-    rfs_curve, rfs_times = {}, np.arange(0, 3651, 5.0)
     pops = {}
     for a, name in ((0, "control"), (1, "experimental")):
         pop = _draw_population(n, np.full(n, a), p, e, rng)
@@ -620,11 +642,23 @@ def compute_truth(effects: Effects | None = None, parameters: TrialParameters | 
 
         for d in RFS_HORIZONS:
             truth[f"rfs_{d}d_{name}"] = rfs(d)
-        rfs_curve[name] = np.array([rfs(t) for t in rfs_times])
-        below = np.nonzero(rfs_curve[name] < 0.5)[0]
-        if below.size:
-            truth[f"median_rfs_days_{name}"] = float(rfs_times[below[0]])
+        # the same crossing, horizon and bisection as the posterior's median_rfs_days
+        median = first_crossing(lambda d: np.array([rfs(d[0])]), 1, 0.0, MEDIAN_HORIZON_DAYS)[0]
+        if np.isfinite(median):
+            truth[f"median_rfs_days_{name}"] = float(median)
         truth[f"cure_fraction_{name}"] = float(np.mean(pi))
+        # competing risks among responders (no HSCT): relapse-only survival S_rel (the cure mixture) and
+        # NRM survival S_n on the grid the posterior uses, CIR = int S_n d(1 - S_rel)
+        grid = incidence_grid(max(RFS_HORIZONS))
+        s_rel = np.array([np.mean(pi + (1 - pi) * np.exp(-_relapse_cumhaz(np.full(pi.size, g), r, p))) for g in grid])
+        s_nrm = np.exp(-nrm * grid)
+        cir, nrm_inc = cumulative_incidence(s_rel, s_nrm), cumulative_incidence(s_nrm, s_rel)
+        for d in RFS_HORIZONS:
+            j = int(np.argmin(np.abs(grid - d)))
+            truth[f"cir_{d}d_{name}"] = float(cir[j])
+            truth[f"nrm_{d}d_{name}"] = float(nrm_inc[j])
+            # EFS from infusion: non-response an event at day 0, responders in remission from day 28
+            truth[f"efs_{d}d_{name}"] = float(resp.mean()) * rfs(max(d - RESPONSE_DAY, 0.0))
         # CAR-T typical patient (population medians)
         typ = dict(cmax=p.cmax * (e.cmax_gmr if a else 1.0), tmax=p.tmax, foldx=p.foldx, alpha=p.alpha,
                    beta=min(p.beta / (e.persistence_half_life_ratio if a else 1.0), p.alpha / 2), fb=p.fb)
@@ -653,8 +687,10 @@ def compute_truth(effects: Effects | None = None, parameters: TrialParameters | 
         truth[f"time_to_mrd_negativity_days_{name}"] = float(np.median(np.maximum(t_neg[reach], 0.0)))
         pop["s_relapse"] = s_rel
     c, x = pops["control"], pops["experimental"]
-    truth["rfs_180d_difference"] = truth["rfs_180d_experimental"] - truth["rfs_180d_control"]
-    truth["rfs_365d_difference"] = truth["rfs_365d_experimental"] - truth["rfs_365d_control"]
+    for what in ("rfs", "efs", "cir", "nrm"):
+        for d in RFS_HORIZONS:
+            truth[f"{what}_{d}d_difference"] = truth[f"{what}_{d}d_experimental"] - truth[f"{what}_{d}d_control"]
+    truth["response_rate_difference"] = truth["response_rate_experimental"] - truth["response_rate_control"]
     truth["cure_fraction_difference"] = truth["cure_fraction_experimental"] - truth["cure_fraction_control"]
     truth["mrd_recurrence_365d_difference"] = truth["mrd_recurrence_365d_experimental"] - truth["mrd_recurrence_365d_control"]
     truth["cmax_gmr"] = float(np.exp(x["log_cmax"].mean() - c["log_cmax"].mean()))
@@ -684,7 +720,7 @@ def compute_truth(effects: Effects | None = None, parameters: TrialParameters | 
     truth["proportion_mediated"] = (math.log(truth["hazard_ratio_indirect"]) / math.log(truth["hazard_ratio_total"])
                                     if truth["hazard_ratio_total"] != 1.0 else float("nan"))
     # Weibull-PH projections on the design (admin censoring U(3, 5) years, death in remission an event)
-    times, events, arms, uncured = [], [], [], []
+    times, events, relapses, arms, uncured = [], [], [], [], []
     for a, pop in ((0, c), (1, x)):
         resp = pop["responder"]
         s_rel = pop["s_relapse"][resp]
@@ -692,10 +728,14 @@ def compute_truth(effects: Effects | None = None, parameters: TrialParameters | 
         s_cens = rng.uniform(p.followup_min_days, p.followup_max_days, resp.sum()) - 28.0
         t = np.minimum.reduce([s_rel, s_death, s_cens])
         times.append(np.maximum(t, 1e-3)), events.append((t < s_cens).astype(float))
+        relapses.append(((s_rel <= s_death) & (s_rel < s_cens)).astype(float))
         arms.append(np.full(t.size, float(a))), uncured.append(~pop["cured"][resp])
-    t, ev, ar, un = (np.concatenate(v) for v in (times, events, arms, uncured))
+    t, ev, rel, ar, un = (np.concatenate(v) for v in (times, events, relapses, arms, uncured))
     sub = rng.random(t.size) < min(1.0, 100_000 / t.size)  # the MLE is precise well before 200k
     truth["hazard_ratio"] = math.exp(_weibull_ph_mle(t[sub], ev[sub], ar[sub]))
+    # cause-specific relapse hazard ratios (death in remission censors relapse), as the models with NRM as its
+    # own hazard estimate them: among the uncured (the cure model) and among all responders (Weibull)
+    truth["hazard_ratio_relapse"] = math.exp(_weibull_ph_mle(t[sub], rel[sub], ar[sub]))
     sub = sub & un
-    truth["hazard_ratio_uncured"] = math.exp(_weibull_ph_mle(t[sub], ev[sub], ar[sub]))
+    truth["hazard_ratio_uncured"] = math.exp(_weibull_ph_mle(t[sub], rel[sub], ar[sub]))
     return {k: float(v) for k, v in sorted(truth.items())}

@@ -24,15 +24,25 @@ class SpecError(ValueError):
 def load_spec(path: str | Path, *, model: str | None = None) -> dict:
     """Read and check a spec file; ``model`` (if given) must match its ``model`` key."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"{path}: is a folder; --spec expects a spec file such as models/durability_primary.toml")
     try:
-        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+        # a byte-order mark is accepted, as in the cohort files
+        spec = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError as exc:
         raise SpecError(f"{path}: spec file not found") from exc
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); check its permissions") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: is not UTF-8 text; save it as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML ({exc})") from exc
     unknown = sorted(set(spec) - set(SECTIONS))
     if unknown:
         raise SpecError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}")
+    for section in ("options", "priors", "decision", "sampler"):
+        if not isinstance(spec.get(section, {}), dict):
+            raise SpecError(f"{path}: {section} must be a [{section}] table of `key = value` lines")
     if model is not None and spec.get("model") != model:
         raise SpecError(f"{path}: is a spec for model {spec.get('model')!r}, not {model!r}")
     bad = sorted(set(spec.get("sampler", {})) - set(SAMPLER_KEYS))

@@ -77,3 +77,30 @@ def edit_run_file(run_dir: str | Path, name: str, text: str) -> None:
     run_dir = Path(run_dir)
     (run_dir / name).write_text(text, encoding="utf-8")
     _write_manifest(run_dir)
+
+
+def set_cells(folder: Path, name: str, row: int, **cells: str) -> None:
+    """Overwrite several cells of one row, addressed by spreadsheet row number."""
+    frame = read_raw(folder, name)
+    for column, value in cells.items():
+        frame.loc[row, column] = value
+    write_raw(folder, name, frame)
+
+
+def edit_text(folder: Path, file: str, edit) -> None:
+    """Replace a cohort file's text by ``edit(text)`` (bytes in, bytes out when ``edit`` takes bytes)."""
+    path = Path(folder) / file
+    path.write_bytes(edit(path.read_bytes()))
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    """``toolkit.cli.main(argv)`` with stdout and stderr captured: (exit code, everything printed)."""
+    import contextlib
+    import io
+
+    from toolkit.cli import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        code = main([str(a) for a in argv])
+    return code, buffer.getvalue()

@@ -11,6 +11,10 @@ Endpoints (time in days):
   in remission is a competing event (``cause == "death"``, ``event == 0``).
 - ``efs``: every infused patient; origin = infusion (day 0); event =
   non-response (at day 0), relapse or death; censored at last follow-up.
+  Non-response is dated day 0, as in the ELIANA and ZUMA-3 EFS definitions
+  (Maude et al., N Engl J Med 2018; Shah et al., Lancet 2021), so the curve
+  starts at the response rate; the durability model builds EFS the same way,
+  P(response) times relapse-free survival from the response day.
 
 Transplant policy for a consolidative HSCT in remission (before the event):
 

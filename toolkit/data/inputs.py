@@ -48,7 +48,8 @@ class DurabilityInputs:
     ``hsct_years`` is +inf where there is no transplant in follow-up
     (``timevarying`` policy only). ``competing`` marks death in remission
     for the ``relapse`` endpoint. ``responded`` (all infused patients) feeds the
-    non-response part of ``efs``.
+    non-response part of ``efs``; ``response_day`` is the responders' median
+    response day (days since infusion), where EFS's remission clock starts.
     """
 
     patient_ids: list[str]
@@ -66,6 +67,7 @@ class DurabilityInputs:
     competing: np.ndarray = field(default_factory=lambda: np.zeros(0))
     responded: np.ndarray = field(default_factory=lambda: np.zeros(0))
     responded_arm: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    response_day: float = 28.0
     warnings: tuple[str, ...] = ()
 
     @property
@@ -82,6 +84,8 @@ def to_durability_inputs(cohort, *, endpoint: str = "rfs", hsct: str = "censor",
     fit): an arm with no events, where the hazard ratio is informed mainly by
     the prior.
     """
+    # efs uses the responders' remission data too: the model multiplies their RFS by P(response) (the
+    # non-responders' event at day 0 enters through the response part, ``responded``)
     rfs_endpoint = "relapse" if endpoint == "relapse" else "rfs"
     tte = time_to_event(cohort, endpoint=rfs_endpoint, hsct=hsct)
     if len(tte) == 0:
@@ -124,6 +128,7 @@ def to_durability_inputs(cohort, *, endpoint: str = "rfs", hsct: str = "censor",
         competing=(tte["cause"] == "death").to_numpy(int),
         responded=responded,
         responded_arm=(merged["arm"] == cohort.experimental_arm).to_numpy(int),
+        response_day=float(np.nanmedian(merged.loc[responded == 1, "response_day"].to_numpy(float))),
         warnings=tuple(warnings),
     )
 

@@ -31,6 +31,16 @@ MRD_METHODS = ("flow", "ngs", "qpcr")
 SPECIMENS = ("BM", "PB")
 SEXES = ("F", "M")
 
+#: Plausibility bounds, so a typo or an export artefact (a follow-up of 1e308
+#: days, a date typed as 20240301) is named instead of reaching a model. A day
+#: is at most 20 years after the infusion (7305 days; the first CAR-T trials
+#: in B-ALL began in 2010). A level or a dose above 1e9 is above any assay's
+#: range (CAR-T transgene levels peak near 1e5-1e6 copies/ug; approved doses
+#: are 1e5-1e7 cells/kg).
+MAX_DAY = 7305.0
+MAX_LEVEL = 1e9
+MAX_DOSE_PER_KG = 1e9
+
 
 @dataclass(frozen=True)
 class ColumnSpec:
@@ -98,7 +108,8 @@ PATIENTS = TableSpec(
                    unit="% of nucleated cells", required=False, blank="unknown",
                    minimum=0, maximum=100, example="22.5"),
         ColumnSpec("car_t_dose_per_kg", "number", "CAR-T cells infused per kg body weight.",
-                   unit="cells/kg", required=False, blank="unknown", minimum=0, example="1.2e7"),
+                   unit="cells/kg", required=False, blank="unknown", minimum=0,
+                   maximum=MAX_DOSE_PER_KG, example="1.2e7"),
         ColumnSpec("prior_hsct", "number", "Allogeneic transplant before CAR-T: 1 yes, 0 no.",
                    required=False, blank="unknown", minimum=0, maximum=1, example="0"),
     ),
@@ -116,22 +127,25 @@ OUTCOMES = TableSpec(
         ColumnSpec("response", "category", "Best response: CR, CRi (CR with incomplete count "
                    "recovery) or NR (no response).", allowed=RESPONSES, example="CR"),
         ColumnSpec("response_day", "day", "Day remission was first documented (CR/CRi).",
-                   unit="days", blank="no remission (required blank for NR)", example="28"),
+                   unit="days", blank="no remission (required blank for NR)", maximum=MAX_DAY, example="28"),
         ColumnSpec("relapse_day", "day", "Day of relapse after remission.", unit="days",
-                   blank="no relapse observed", example="243"),
+                   blank="no relapse observed", maximum=MAX_DAY, example="243"),
         ColumnSpec("relapse_cd19", "category", "CD19 status of the relapse.",
                    allowed=CD19_STATUS, blank="no relapse", example="negative"),
         ColumnSpec("hsct_day", "day", "Day of a consolidative allogeneic transplant after CAR-T.",
-                   unit="days", blank="no transplant", example=""),
+                   unit="days", blank="no transplant", maximum=MAX_DAY, example=""),
         ColumnSpec("new_therapy_day", "day", "Day of the first CAR-T re-infusion or other anti-CD19 therapy "
                    "(e.g. blinatumomab) after the first infusion.", unit="days", required=False,
-                   blank="no new anti-CD19 therapy", example=""),
+                   blank="no new anti-CD19 therapy", maximum=MAX_DAY, example=""),
         ColumnSpec("death_day", "day", "Day of death from any cause.", unit="days",
-                   blank="alive at last follow-up", example=""),
+                   blank="alive at last follow-up", maximum=MAX_DAY, example=""),
         ColumnSpec("last_followup_day", "day", "Last day the patient was known alive and "
-                   "assessed (the death day if the patient died).", unit="days", example="1460"),
+                   "assessed (the death day if the patient died).", unit="days", maximum=MAX_DAY,
+                   example="1460"),
     ),
-    notes=("Every event day must be on or before `last_followup_day`.",
+    notes=("Every event day must be on or before `last_followup_day`. A relapse comes after "
+           "`response_day`, a transplant or a death of a responder on or after it; a relapse or a "
+           "transplant comes on or before `death_day`.",
            "The kinetic cut: the first of `hsct_day`, `relapse_day` and `new_therapy_day` ends a patient's "
            "CAR-T and MRD data. Samples and assessments taken after that day no longer follow the first "
            "infusion's natural course (transplant conditioning ablates CAR-T cells and clears disease; salvage "
@@ -146,13 +160,14 @@ CART_KINETICS = TableSpec(
     required=False,
     columns=(
         PATIENT_ID,
-        ColumnSpec("day", "day", "Sampling day.", unit="days", example="7"),
-        ColumnSpec("value", "cart_value", "Measured level. Blank, `BLQ` or `<x` means below the "
-                   "lower limit of quantification and is kept as a censored observation.",
-                   unit="as in `unit`", blank="below the LLOQ", minimum=0, example="15400"),
-        ColumnSpec("lloq", "number", "Lower limit of quantification of this sample's assay run.",
+        ColumnSpec("day", "day", "Sampling day.", unit="days", maximum=MAX_DAY, example="7"),
+        ColumnSpec("value", "cart_value", "Measured level (above 0). Blank, `BLQ` or `<x` means below "
+                   "the lower limit of quantification and is kept as a censored observation.",
+                   unit="as in `unit`", blank="below the LLOQ", minimum=0, maximum=MAX_LEVEL,
+                   example="15400"),
+        ColumnSpec("lloq", "number", "Lower limit of quantification of this sample's assay run (above 0).",
                    unit="as in `unit`", blank="unknown (then `value` must be quantified or `<x`)",
-                   minimum=0, example="50"),
+                   minimum=0, maximum=MAX_LEVEL, example="50"),
         ColumnSpec("unit", "category", "Unit of `value` and `lloq`; one unit per file, one of: "
                    f"{supported_units_text()}. The CAR-T model centres its prior on the typical peak level in "
                    "this unit (toolkit/data/units.py gives each centre and its source).",
@@ -169,16 +184,16 @@ MRD = TableSpec(
     required=False,
     columns=(
         PATIENT_ID,
-        ColumnSpec("day", "day", "Assessment day.", unit="days", example="28"),
+        ColumnSpec("day", "day", "Assessment day.", unit="days", maximum=MAX_DAY, example="28"),
         ColumnSpec("mrd_pct", "mrd_value", "Leukemic cells as a percentage. Blank, `negative`, 0 "
                    "or `<x` means below the detection limit (censored, never dropped); `PNQ` "
                    "means detected but below the limit of quantification (interval-censored).",
                    unit="% of nucleated cells", blank="below the detection limit",
                    minimum=0, maximum=100, example="0.0032"),
-        ColumnSpec("lod_pct", "number", "Detection limit (sensitivity) of this assessment.",
+        ColumnSpec("lod_pct", "number", "Detection limit (sensitivity) of this assessment (above 0).",
                    unit="%", blank="unknown (then `mrd_pct` must be quantified or `<x`)",
                    minimum=0, maximum=100, example="0.01"),
-        ColumnSpec("loq_pct", "number", "Quantification limit, needed for `PNQ` values.",
+        ColumnSpec("loq_pct", "number", "Quantification limit (above 0), needed for `PNQ` values.",
                    unit="%", required=False, blank="same as the detection limit",
                    minimum=0, maximum=100, example="0.01"),
         ColumnSpec("method", "category", "Assay.", allowed=MRD_METHODS, example="flow"),

@@ -40,7 +40,7 @@ def data_dictionary() -> str:
         for c in table.columns:
             allowed = ", ".join(c.allowed) if c.allowed else ""
             if c.minimum is not None or c.maximum is not None:
-                lo = "" if c.minimum is None else f"{c.minimum:g}"
+                lo = ("0" if c.kind == "day" else "") if c.minimum is None else f"{c.minimum:g}"
                 hi = "" if c.maximum is None else f"{c.maximum:g}"
                 allowed = allowed or f"{lo} to {hi}".strip()
             blank = c.blank if c.blank is not None else "not allowed"

@@ -9,10 +9,15 @@ file, row, column, value and the fix. Validation runs in three passes:
 3. *cohort*: across rows and files (unique ids, arms, patients known).
 
 Nothing is written to the cohort folder, and no row is dropped or changed.
+A cell that may hold a name or a date (an identifier-like column, a calendar
+date, a patient code with spaces, text in a covariate column) is named by its
+column, rows and count, never by its value.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +30,7 @@ import pandera.pandas as pa
 from toolkit.data.io import TableReadError, read_study, read_table, table_path
 from toolkit.data.parse import parse_cart_value, parse_mrd_value, parse_number
 from toolkit.data.problems import CohortValidationError, Problem
-from toolkit.data.schema import TABLES, ColumnSpec, TableSpec
+from toolkit.data.schema import STUDY_KEYS, TABLES, ColumnSpec, TableSpec
 
 # --------------------------------------------------------------------------- rules
 
@@ -39,6 +44,7 @@ class Rule:
     message: str
     fix: str
     ok: Callable[[pd.DataFrame], pd.Series]
+    show_value: bool = True  # False where the cell may hold a name (never echoed)
 
 
 def _run_rules(frame: pd.DataFrame, raw: pd.DataFrame, file: str, rules: list[Rule]) -> list[Problem]:
@@ -55,7 +61,7 @@ def _run_rules(frame: pd.DataFrame, raw: pd.DataFrame, file: str, rules: list[Ru
     problems = []
     for (name, row), _ in cases.groupby(["check", "index"], sort=False):
         rule = by_name[name]
-        value = raw.at[row, rule.column] if rule.column in raw.columns else None
+        value = raw.at[row, rule.column] if rule.column in raw.columns and rule.show_value else None
         problems.append(Problem(file, int(row), rule.column, value, rule.message, rule.fix))
     return problems
 
@@ -77,7 +83,8 @@ def _cell_is_valid(spec: ColumnSpec) -> Callable[[str], bool]:
 
 def _cell_message(spec: ColumnSpec) -> tuple[str, str]:
     if spec.kind == "id":
-        return "patient code is blank or contains spaces", "give every row a code without spaces, e.g. P001"
+        return ("patient code is blank or contains spaces (not shown: it may be a name)",
+                "give every row a pseudonymous code without spaces, e.g. P001")
     if spec.kind == "category":
         allowed = ", ".join(spec.allowed)
         if spec.blank is None and not spec.allowed:
@@ -104,7 +111,7 @@ def _cell_rules(table: TableSpec, columns: list[str]) -> list[Rule]:
         valid = _cell_is_valid(spec)
         message, fix = _cell_message(spec)
         rules.append(Rule(f"{table.name}.{spec.name}.cell", spec.name, message, fix,
-                          lambda f, c=spec.name, v=valid: f[c].map(v).astype(bool)))
+                          lambda f, c=spec.name, v=valid: f[c].map(v).astype(bool), spec.kind != "id"))
     return rules
 
 
@@ -126,7 +133,14 @@ def _range_rules(table: TableSpec, columns: list[str]) -> list[Rule]:
                               "is a negative day; days count from the CAR-T infusion (day 0)",
                               "correct the day: it must be 0 or more",
                               lambda f, c=spec.name: ~(f[c] < 0)))
-        if spec.maximum is not None:
+        if spec.maximum is not None and spec.kind == "day":
+            rules.append(Rule(f"{table.name}.{spec.name}.max", spec.name,
+                              f"is more than {spec.maximum:g} days ({spec.maximum / 365.25:.0f} years) after "
+                              "the CAR-T infusion",
+                              "correct the day: days count from the infusion (day 0); check for a calendar "
+                              "date or an extra digit",
+                              lambda f, c=spec.name, m=spec.maximum: ~(f[c] > m)))
+        elif spec.maximum is not None:
             unit = " (a percentage must lie in 0-100)" if spec.maximum == 100 else ""
             rules.append(Rule(f"{table.name}.{spec.name}.max", spec.name,
                               f"is above {spec.maximum:g}{unit}",
@@ -173,27 +187,80 @@ _IDENTIFIER_COLUMN = re.compile(
     r"birthday|mrn|medical_record|record_number|hospital_number|nhs|ssn|social_security|address|"
     r"phone|telephone|email|e_mail|zip|zipcode|postcode|date|datetime)($|_)"
 )
-_DATE_CELL = re.compile(r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})([ T].*)?$")
+# A numeric column named like a code (hosp_id, record_no, case_number) is an
+# identifier, not a covariate; only patient_id may hold the (pseudonymous) code.
+_CODE_COLUMN = re.compile(r"(^|_)(id|ids|identifier|code|codes|no|nr|num|number|key|pid|uid)$")
+_MONTHS = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*"
+_DATE_CELL = re.compile(
+    r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}"
+    rf"|\d{{1,2}}[- ]?{_MONTHS}[-, ]*\d{{2,4}}|{_MONTHS}[- ]\d{{1,2}},? \d{{4}})([ T].*)?$",
+    re.IGNORECASE)
+_RECORD_NUMBER = re.compile(r"^\d{7,}$")
 
 
-def _identifier_problems(file: str, raw: pd.DataFrame) -> list[Problem]:
-    problems = []
-    for column in raw.columns:
+def _looks_like_record_numbers(cells: pd.Series) -> bool:
+    """Distinct whole numbers of 7+ digits on every filled row, mostly not round: record numbers.
+
+    A measured count (cells infused, 120000000) is round; a record number is not.
+    """
+    filled = cells[cells != ""]
+    if len(filled) < 5 or not filled.is_unique or not filled.map(lambda t: bool(_RECORD_NUMBER.match(t))).all():
+        return False
+    return bool(filled.str.endswith("00").mean() < 0.5)
+
+
+def _normalized(column: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", column.lower()).strip("_")
+
+
+def _misspelled(table: TableSpec, column: str) -> str | None:
+    """The schema column that ``column`` spells differently (case, spaces, hyphens), if any."""
+    if column in table.column_names:
+        return None
+    return next((c for c in table.column_names if _normalized(column) == c), None)
+
+
+def _identifier_columns(table: TableSpec, raw: pd.DataFrame) -> list[str]:
+    """Columns (not of the schema) that look like a name, a date or a record number."""
+    flagged = []
+    for position, column in enumerate(raw.columns):
+        if column in table.column_names or column == "" or _misspelled(table, column):
+            continue
         normalized = re.sub(r"[^a-z0-9]+", "_", column.lower()).strip("_")
-        if _IDENTIFIER_COLUMN.search(normalized) or normalized.endswith("date"):
+        if (_IDENTIFIER_COLUMN.search(normalized) or normalized.endswith("date") or _CODE_COLUMN.search(normalized)
+                or _looks_like_record_numbers(raw.iloc[:, position])):
+            flagged.append(column)
+    return flagged
+
+
+def _identifier_problems(file: str, raw: pd.DataFrame, flagged: list[str]) -> tuple[list[Problem], set]:
+    """Identifier columns and calendar dates, named by column and row count, never by value.
+
+    Returns the problems and the ``(row, column)`` cells holding a date, so no
+    other check repeats (and echoes) them.
+    """
+    problems, date_cells = [], set()
+    for position, column in enumerate(raw.columns):
+        cells = raw.iloc[:, position]
+        if column in flagged:
             problems.append(Problem(
                 file, None, column, None,
-                "looks like a direct identifier or a calendar date; the toolkit accepts neither",
+                f"looks like a direct identifier or a calendar date ({int((cells != '').sum())} filled row(s); "
+                "values not shown); the toolkit accepts neither",
                 "remove the column: patients are identified by a pseudonymous patient_id and time is "
-                "counted in days since CAR-T infusion"))
+                "counted in days since CAR-T infusion (a covariate that is a count or a measurement can stay "
+                "under a name that does not end in id, no, number or code, e.g. n_prior_lines)"))
             continue
-        for row, text in raw[column].items():
-            if _DATE_CELL.match(text):
-                problems.append(Problem(
-                    file, int(row), column, text,
-                    "holds a calendar date; the toolkit accepts only days since CAR-T infusion",
-                    "replace the date by the number of days since the infusion (day 0)"))
-    return problems
+        rows = [int(r) for r, text in cells.items() if _DATE_CELL.match(text)]
+        if rows:
+            date_cells.update((r, column) for r in rows)
+            listed = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+            problems.append(Problem(
+                file, rows[0], column, None,
+                f"holds a calendar date in {len(rows)} row(s) (rows {listed}; values not shown); the toolkit "
+                "accepts only days since CAR-T infusion",
+                "replace each date by the number of days since the infusion (day 0)"))
+    return problems, date_cells
 
 
 # --------------------------------------------------------------------------- per-table rules
@@ -232,13 +299,26 @@ def _event_rules() -> list[Rule]:
              "set last_followup_day equal to death_day",
              lambda f: ~(f["death_day"].notna() & (f["last_followup_day"] != f["death_day"]))),
     ]
+    # Events in the order they can happen: remission, then relapse/HSCT/death;
+    # nothing after death. Out of order, a time to event would be negative.
+    for column, event in (("hsct_day", "transplant"), ("death_day", "death")):
+        rules.append(Rule(
+            f"outcomes.{column}.before_response", column, "is before response_day",
+            f"correct either day: the {event} of a responder cannot precede the remission "
+            "(leave response_day blank only for NR)",
+            lambda f, c=column: ~(f[c] < f["response_day"])))
+    for column, event in (("relapse_day", "relapse"), ("hsct_day", "transplant")):
+        rules.append(Rule(
+            f"outcomes.{column}.after_death", column, "is after death_day",
+            f"correct either day: a {event} cannot come after the death",
+            lambda f, c=column: ~(f[c] > f["death_day"])))
     for column in ("response_day", "relapse_day", "hsct_day", "death_day"):
         event = column.removesuffix("_day")
         rules.append(Rule(
             f"outcomes.{column}.after_followup", column,
             f"the {event} is after last_followup_day",
             f"correct the {event} day or extend last_followup_day to the last day the patient was seen",
-            lambda f, c=column: ~(f[c] > f["last_followup_day"])))
+            lambda f, c=column: ~_after_followup_not_death(f, c)))
     return rules
 
 
@@ -250,6 +330,12 @@ def _new_therapy_rules(columns) -> list[Rule]:
                  "the new therapy is after last_followup_day",
                  "correct the new therapy day or extend last_followup_day to the last day the patient was seen",
                  lambda f: ~(f["new_therapy_day"] > f["last_followup_day"]))]
+
+
+def _after_followup_not_death(f: pd.DataFrame, column: str) -> pd.Series:
+    """After last follow-up, unless already named as after the death (its own, clearer rule)."""
+    late = f[column] > f["last_followup_day"]
+    return late if column == "death_day" else late & ~(f[column] > f["death_day"])
 
 
 def _series_order_rules(table: str, keys: list[str]) -> list[Rule]:
@@ -273,8 +359,24 @@ def _series_order_rules(table: str, keys: list[str]) -> list[Rule]:
     ]
 
 
+def _positive_rules(table: str, column: str, limit: str, quantified: str) -> list[Rule]:
+    """A limit of quantification/detection, and a ``<x`` limit, must be above 0."""
+    return [
+        Rule(f"{table}.{column}.positive", column, "is 0; a limit is above 0",
+             f"write the assay's {limit} (a number above 0), or leave it blank if unknown",
+             lambda f: ~(f[column] == 0)),  # below 0 is named by the range rule
+        Rule(f"{table}.{quantified}.own_limit", quantified, "is <x with x not above 0",
+             f"write the {limit} after <, e.g. <50", lambda f: ~(f["own_limit"] <= 0)),
+    ]
+
+
 def _cart_rules() -> list[Rule]:
     return [
+        Rule("cart_kinetics.value.zero", "value",
+             "is 0, but a quantified level is above 0 (0 would be a level below the limit)",
+             "write BLQ, or <LLOQ such as <50, for a sample below the limit of quantification",
+             lambda f: ~(~f["below_lloq"] & (f["value"] == 0))),
+        *_positive_rules("cart_kinetics", "lloq", "lower limit of quantification", "value"),
         Rule("cart_kinetics.lloq.needed", "lloq",
              "is blank although the value is below the LLOQ",
              "write the assay's lower limit of quantification in lloq, or write the value as <LLOQ (e.g. <50)",
@@ -290,10 +392,17 @@ def _mrd_rules(has_loq: bool) -> list[Rule]:
              "write the assay's detection limit in lod_pct (e.g. 0.01 for flow, 0.0001 for NGS), "
              "or write the value as <limit",
              lambda f: ~((f["censoring"] == "below_lod") & f["own_limit"].isna() & f["lod_pct"].isna())),
+        *_positive_rules("mrd", "lod_pct", "detection limit", "mrd_pct"),
         *_series_order_rules("mrd", ["patient_id", "day", "method", "specimen"]),
     ]
     pnq_fix = "write the quantification limit in loq_pct (add the column if missing) and the detection limit in lod_pct"
     if has_loq:
+        rules.append(Rule("mrd.loq_pct.positive", "loq_pct", "is 0; a limit is above 0",
+                          "write the assay's quantification limit (a number above 0), or leave it blank",
+                          lambda f: ~(f["loq_pct"] == 0)))
+        rules.append(Rule("mrd.loq_pct.below_lod", "loq_pct", "is below lod_pct",
+                          "the quantification limit is at or above the detection limit: check both, or swap them",
+                          lambda f: ~((f["loq_pct"] < f["lod_pct"]) & (f["loq_pct"] != 0))))  # 0: named above
         rules.append(Rule("mrd.loq_pct.needed", "loq_pct",
                           "is blank although the value is PNQ (positive, not quantifiable)", pnq_fix,
                           lambda f: ~((f["censoring"] == "pnq") & (f["loq_pct"].isna() | f["lod_pct"].isna()))))
@@ -336,51 +445,118 @@ def _read_tables(folder: Path, problems: list[Problem]) -> dict[str, _Table]:
     return tables
 
 
+_OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _separator_problem(t: _Table) -> Problem | None:
+    """A one-column header holding ``;`` (or tabs): the file uses another separator."""
+    if len(t.raw.columns) != 1 or t.file.endswith(".xlsx"):
+        return None
+    for separator, name in _OTHER_SEPARATORS.items():
+        if separator in t.raw.columns[0]:
+            return Problem(t.file, 1, None, None,
+                           f"the header row is one cell separated by {name}, so no column can be found",
+                           "save the file comma-separated (in Excel: File > Save As > CSV UTF-8 (Comma "
+                           f"delimited)), or replace every {separator!r} by a comma")
+    return None
+
+
 def _column_problems(t: _Table) -> list[Problem]:
+    separator = _separator_problem(t)
+    if separator is not None:
+        return [separator]
+    if all(c == "" for c in t.raw.columns):
+        return [Problem(t.file, 1, None, None, "the first row is empty; the column names must be on row 1",
+                        "delete the empty rows above the header row")]
     problems = []
     present = set(t.raw.columns)
+    misspelled = {}
+    for column in t.raw.columns:
+        target = _misspelled(t.spec, column)
+        if target is not None and target not in present:
+            misspelled[target] = column
+            problems.append(Problem(t.file, 1, column, None, f"is spelled differently from the column '{target}'",
+                                    f"rename the header to '{target}' exactly"))
     for spec in t.spec.columns:
-        if spec.required and spec.name not in present:
+        if spec.required and spec.name not in present and spec.name not in misspelled:
             problems.append(Problem(t.file, None, spec.name, None, "required column is missing",
                                     f"add a column named '{spec.name}': {spec.description}"))
     seen = set()
-    for column in t.raw.columns:
-        if column in seen or column == "":
-            problems.append(Problem(t.file, 1, column, None, "header is blank or repeated",
-                                    "give every column a unique name in the header row"))
+    for position, column in enumerate(t.raw.columns, start=1):
+        if column == "":
+            problems.append(Problem(t.file, 1, f"#{position}", None, "header cell is blank",
+                                    "give every column a name in the header row, or delete the empty column"))
+        elif column in seen:
+            problems.append(Problem(t.file, 1, column, None,
+                                    f"the column name is repeated (again in column {position})",
+                                    "keep one column of this name: delete or rename the other"))
         seen.add(column)
-        if column not in t.spec.column_names and not t.spec.extra_numeric_columns:
+        if (column not in t.spec.column_names and not t.spec.extra_numeric_columns and column != ""
+                and column not in misspelled.values()):
             problems.append(Problem(t.file, 1, column, None, "is not a column of this file",
                                     f"remove it or rename it to one of: {', '.join(t.spec.column_names)}"))
     return problems
 
 
-def _extra_column_problems(t: _Table) -> list[Problem]:
+def _extra_column_problems(t: _Table, skip: set) -> list[Problem]:
+    """Extra columns must be numeric; named by column and row count (text there may be a name)."""
     problems = []
     for column in t.raw.columns:
         if column in t.spec.column_names:
             continue
         bad = t.raw[column].map(lambda s: parse_number(s) is None)
-        for row in t.raw.index[bad]:
+        rows = [int(r) for r in t.raw.index[bad] if (int(r), column) not in skip]
+        if rows:
+            listed = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
             problems.append(Problem(
-                t.file, int(row), column, t.raw.at[row, column],
-                "extra columns are covariates and must be numeric",
+                t.file, rows[0], column, None,
+                f"extra columns are covariates and must be numeric; {len(rows)} row(s) are not "
+                f"(rows {listed}; values not shown)",
                 "code the covariate as a number (e.g. 1/0), leave the cell blank if unknown, or remove the column"))
+        finite = t.raw[column].map(lambda s: parse_number(s))
+        huge = [int(r) for r in t.raw.index[finite.map(lambda v: v is not None and abs(v) > 1e12)]]
+        if huge:
+            problems.append(Problem(
+                t.file, huge[0], column, None,
+                f"holds a magnitude above 1e12 in {len(huge)} row(s) (rows {', '.join(map(str, huge[:10]))})",
+                "check the value, or express the covariate in larger units"))
     return problems
 
 
 def _check_table(t: _Table, problems: list[Problem]) -> None:
-    problems.extend(_column_problems(t) + _identifier_problems(t.file, t.raw))
+    flagged = _identifier_columns(t.spec, t.raw)
+    structural = _column_problems(t)
+    problems.extend(p for p in structural if p.column not in flagged)  # an identifier column is named once
+    if _separator_problem(t) is not None or any(_misspelled(t.spec, c) for c in t.raw.columns):
+        return  # the header must be right before any cell can be read under it
+    identifiers, date_cells = _identifier_problems(t.file, t.raw, flagged)
+    problems.extend(identifiers)
+    # An identifier column is named once, never checked (and echoed) cell by cell.
+    t.raw = t.raw.loc[:, [c not in flagged for c in t.raw.columns]]
     missing = [c.name for c in t.spec.columns if c.required and c.name not in t.raw.columns]
     if missing or t.raw.columns.duplicated().any() or "" in t.raw.columns:
         return  # cell checks need the columns; the structural problems say what to fix first
+    if t.raw.empty:
+        problems.append(Problem(
+            t.file, None, None, None, "has a header row but no data rows",
+            "fill in one row a patient (see data_templates/example)" if t.spec.required else
+            "fill in the rows, or remove the file if there are none"))
+        return
     known = [c for c in t.raw.columns if c in t.spec.column_names]
     raw = t.raw[known + [c for c in t.raw.columns if c not in t.spec.column_names]]
-    cell_problems = _run_rules(raw, raw, t.file, _cell_rules(t.spec, known)) + _extra_column_problems(t)
+    cell_problems = _run_rules(raw, raw, t.file, _cell_rules(t.spec, known)) + _extra_column_problems(t, date_cells)
+    # a date cell is already named (without its value) by the identifier check
+    cell_problems = [p for p in cell_problems if (p.row, p.column) not in date_cells]
     problems.extend(cell_problems)
-    unreadable_rows = {p.row for p in cell_problems}
+    unreadable_rows = {p.row for p in cell_problems} | {r for r, _ in date_cells}
     parsed = _parse_table(t.spec, raw)
-    rules = _range_rules(t.spec, known)
+    # A value out of range is named once: the rules across its row would
+    # report consequences of it, not causes.
+    range_problems = [p for p in _run_rules(parsed, raw, t.file, _range_rules(t.spec, known))
+                      if p.row not in unreadable_rows]
+    problems.extend(range_problems)
+    unreadable_rows |= {p.row for p in range_problems}
+    rules = []
     if t.spec.name == "outcomes":
         rules += _event_rules() + _new_therapy_rules(known)
     elif t.spec.name == "cart_kinetics":
@@ -398,9 +574,14 @@ def _check_table(t: _Table, problems: list[Problem]) -> None:
     t.raw, t.parsed = raw, parsed
 
 
+def _code(value: str) -> str | None:
+    """A patient code as written, or None when it is not a valid code (it may be a name: never echoed)."""
+    return value if value and not re.search(r"\s", value) else None
+
+
 def _unique_ids(t: _Table) -> list[Problem]:
     dup = t.parsed["patient_id"].duplicated(keep="first") & (t.parsed["patient_id"] != "")
-    return [Problem(t.file, int(r), "patient_id", t.raw.at[r, "patient_id"],
+    return [Problem(t.file, int(r), "patient_id", _code(t.raw.at[r, "patient_id"]),
                     "duplicate patient_id: this file has one row a patient",
                     "merge the two rows or correct the code") for r in t.parsed.index[dup]]
 
@@ -416,7 +597,15 @@ def _cohort_problems(tables: dict[str, _Table], study: dict | None) -> list[Prob
     known = set(patients.parsed["patient_id"])
     if study is not None:
         arms = {study.get("control_arm"), study.get("experimental_arm")}
-        bad = ~patients.parsed["arm"].isin(arms)
+        bad = ~patients.parsed["arm"].isin(arms) & (patients.parsed["arm"] != "")  # blank: named by its cell
+        present = set(patients.parsed["arm"][~bad]) - {""}
+        if not bad.any() and len(present) == 1:
+            (only,) = present
+            other = study.get("experimental_arm") if only == study.get("control_arm") else study.get("control_arm")
+            problems.append(Problem(
+                patients.file, None, "arm", None, f"every patient is in arm '{only}'; none in '{other}'",
+                "the analysis compares the two arms of study.toml: add the patients of the other arm, or "
+                "correct the arm column"))
         for row in patients.parsed.index[bad]:
             problems.append(Problem(
                 patients.file, int(row), "arm", patients.raw.at[row, "arm"],
@@ -427,16 +616,19 @@ def _cohort_problems(tables: dict[str, _Table], study: dict | None) -> list[Prob
         t = tables.get(name)
         if t is None or t.parsed is None:
             continue
-        unknown = ~t.parsed["patient_id"].isin(known)
-        for row in t.parsed.index[unknown]:
-            problems.append(Problem(t.file, int(row), "patient_id", t.raw.at[row, "patient_id"],
-                                    "this patient is not in patients.csv",
+        unknown = t.parsed[~t.parsed["patient_id"].isin(known)]
+        for _, rows in unknown.groupby("patient_id", sort=False):  # one problem a patient and file
+            row, more = int(rows.index[0]), len(rows) - 1
+            problems.append(Problem(t.file, row, "patient_id", _code(t.raw.at[row, "patient_id"]),
+                                    "this patient is not in patients.csv"
+                                    + (f" (and {more} later row(s) of this patient)" if more else ""),
                                     "add the patient to patients.csv or correct the code"))
     outcomes = tables.get("outcomes")
     if outcomes is not None and outcomes.parsed is not None:
-        missing = patients.parsed["patient_id"][~patients.parsed["patient_id"].isin(set(outcomes.parsed["patient_id"]))]
+        ids = patients.parsed["patient_id"]
+        missing = ids[~ids.isin(set(outcomes.parsed["patient_id"])) & ids.map(lambda v: _code(v) is not None)]
         for row, pid in missing.items():
-            problems.append(Problem(patients.file, int(row), "patient_id", pid,
+            problems.append(Problem(patients.file, int(row), "patient_id", _code(pid),
                                     "this patient has no row in outcomes.csv",
                                     "add the patient's outcomes (response and last_followup_day at least)"))
         followup = outcomes.parsed.drop_duplicates("patient_id").set_index("patient_id")["last_followup_day"]
@@ -445,16 +637,20 @@ def _cohort_problems(tables: dict[str, _Table], study: dict | None) -> list[Prob
             if t is None or t.parsed is None:
                 continue
             limit = t.parsed["patient_id"].map(followup)
-            late = t.parsed["day"] > limit
-            for row in t.parsed.index[late]:
-                problems.append(Problem(t.file, int(row), "day", t.raw.at[row, "day"],
-                                        "is after the patient's last_followup_day in outcomes.csv",
+            late = t.parsed[t.parsed["day"] > limit]
+            # one problem a patient: a follow-up day too early makes all later samples "late"
+            for _, rows in late.groupby("patient_id", sort=False):
+                row, more = int(rows.index[0]), len(rows) - 1
+                problems.append(Problem(t.file, row, "day", t.raw.at[row, "day"],
+                                        "is after the patient's last_followup_day in outcomes.csv"
+                                        + (f" (and {more} later row(s) of this patient)" if more else ""),
                                         "correct the sample day or last_followup_day"))
     cart = tables.get("cart_kinetics")
     if cart is not None and cart.parsed is not None and "unit" in cart.parsed:
         units = cart.parsed["unit"]
-        first = units.iloc[0] if len(units) else ""
-        for row in cart.parsed.index[units != first]:
+        filled = units[units != ""]  # a blank unit is named by its cell
+        first = filled.iloc[0] if len(filled) else ""
+        for row in filled.index[filled != first]:
             problems.append(Problem(cart.file, int(row), "unit", cart.raw.at[row, "unit"],
                                     f"mixes units in one file (the first row uses '{first}')",
                                     "convert all values (and LLOQs) to one unit and write it on every row"))
@@ -474,8 +670,22 @@ def _cart_unit_problems(tables: dict[str, _Table]) -> list[Problem]:
                     unknown_unit_fix()) for row in cart.parsed.index[unknown.to_numpy(bool)]]
 
 
+_DATE_TEXT = re.compile(r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})\b")
+
+
 def _study_problems(study: dict) -> list[Problem]:
     problems = []
+    for key, value in study.items():
+        if key not in STUDY_KEYS:
+            problems.append(Problem("study.toml", None, key, None, "is not a key of study.toml",
+                                    f"remove the line (keys: {', '.join(STUDY_KEYS)}); names and dates of "
+                                    "people are not needed"))
+        elif isinstance(value, (dt.date, dt.time)) or (isinstance(value, str) and _DATE_TEXT.search(value)):
+            problems.append(Problem("study.toml", None, key, None, "holds a calendar date (not shown)",
+                                    "remove the date: the toolkit counts days since CAR-T infusion"))
+        elif not isinstance(value, str) and key not in ("control_arm", "experimental_arm"):
+            problems.append(Problem("study.toml", None, key, None, "is not text",
+                                    f'write it in quotes: {key} = "..."'))
     for key in ("control_arm", "experimental_arm"):
         value = study.get(key)
         if not isinstance(value, str) or not value.strip():
@@ -495,6 +705,12 @@ def validate_folder(folder: Path) -> tuple[dict, dict[str, pd.DataFrame]]:
         raise CohortValidationError(str(folder), [Problem(
             str(folder), message="is not a folder",
             fix="give the path of a cohort folder holding study.toml, patients.csv and outcomes.csv")])
+    try:
+        os.listdir(folder)
+    except OSError as exc:
+        raise CohortValidationError(str(folder), [Problem(
+            str(folder), message=f"cannot be read ({exc.strerror or type(exc).__name__})",
+            fix="check that you may read the folder and its files")]) from exc
     problems: list[Problem] = []
     study = None
     try:
@@ -505,7 +721,9 @@ def validate_folder(folder: Path) -> tuple[dict, dict[str, pd.DataFrame]]:
     tables = _read_tables(folder, problems)
     for t in tables.values():
         _check_table(t, problems)
-    problems += _cohort_problems(tables, study if study and not _study_problems(study) else None)
+    arms_ok = study is not None and not any(p.column in ("control_arm", "experimental_arm")
+                                            for p in _study_problems(study))
+    problems += _cohort_problems(tables, study if arms_ok else None)
     problems += _cart_unit_problems(tables)
     if problems:
         raise CohortValidationError(str(folder), problems)

@@ -21,11 +21,33 @@ Policies
   (of the uncured) is multiplied by exp(b_hsct):
   H(t) = e^lp [H0(min(t, c)) + e^b_hsct (H0(t) - H0(min(t, c)))].
   Estimands describe patients without HSCT. ``censor``: follow-up ends at HSCT.
-- endpoint ``relapse``: death in remission is a competing event with its own
-  Weibull cause-specific hazard (``death_*`` parameters, arm effect
-  ``log_hr_death``); the relapse part reads as a cause-specific hazard.
-- endpoint ``efs``: non-response is a point mass at day 0 with
-  logit P(response) = r0 + r_arm a; responders follow the model above.
+- Non-relapse mortality (NRM, death in remission) has its own Weibull
+  cause-specific hazard h_n (``death_*`` parameters, arm effect
+  ``log_hr_death``; after a transplant under ``timevarying`` times
+  exp(``log_hr_hsct_nrm``)) for every patient in remission, cured or not,
+  whenever the model is ``cure`` or the endpoint is ``relapse`` or ``efs``
+  (:func:`separate_nrm`). The relapse part above is then a cause-specific
+  hazard (death censors it) and, for ``cure``, the cure fraction acts on
+  relapse only::
+
+      S_i(t) = [pi_i + (1 - pi_i) S_u,i(t)] S_n,i(t)        (relapse-free and alive)
+      relapse at t:  (1 - pi_i) h_u,i(t) S_u,i(t) S_n,i(t)
+      death in remission at t:  h_n,i(t) S_n,i(t) [pi_i + (1 - pi_i) S_u,i(t)]
+
+  The likelihood factorises into the two parts, which are the ``rfs``
+  (relapse events) and ``death`` observed variables. Only ``weibull`` with
+  endpoint ``rfs`` keeps one Weibull hazard for relapse or death together.
+- endpoint ``efs`` (every infused patient, origin day 0): non-response is an
+  event at day 0 with logit P(response) = r0 + r_arm a; responders follow
+  the model above from their response day, so with d_r the response day::
+
+      EFS_arm(t) = p_arm S_arm(t - d_r)      (t >= d_r; p_arm for t < d_r)
+
+Derived (per posterior draw, standardised over the cohort's covariates):
+RFS S(t); cumulative incidence of relapse CIR(t) = int_0^t h_rel(s) S(s) ds
+and of NRM, NRM(t) = int_0^t h_n(s) S(s) ds, by numerical integration on a
+one-day grid (``toolkit.survival.cumulative_incidence``; the simulator's truth
+uses the same function); EFS as above.
 
 Parameters (default priors; source). Each default prior's source, population and derivation
 is in ``docs/priors.md`` (anchors ``#durability-<field>``, e.g. ``#durability-log-hr``).
@@ -47,7 +69,9 @@ is in ``docs/priors.md`` (anchors ``#durability-<field>``, e.g. ``#durability-lo
 - ``gamma_std`` (covariates on logit pi): Normal(0, 0.5).
 - ``log_hr_hsct``: Normal(0, 1). Death in remission: ``death_log_scale_years``
   Normal(log 30, 1.5) (about 3 %/year; no source, weakly informative),
-  ``death_log_shape`` Normal(0, 0.5), ``log_hr_death`` Normal(0, 1). Response:
+  ``death_log_shape`` Normal(0, 0.5), ``log_hr_death`` Normal(0, 1),
+  ``log_hr_hsct_nrm`` Normal(0, 1) (weakly informative, no source: NRM after
+  transplant vs before, ``timevarying`` only). Response:
   ``logit_response`` Normal(logit 0.85, 1) (CR/CRi 81 % in ELIANA, 85.5 % in
   the CIBMTR registry, Pasquini 2020), ``response_log_or`` Normal(0, 1).
 """
@@ -64,7 +88,7 @@ from toolkit.data.inputs import DurabilityInputs
 from toolkit.models.priors import NormalPairPriors, normal
 
 MODEL_NAME = "durability"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "1.1.0"  # 1.1: NRM as its own hazard for cure and efs; EFS, CIR, NRM
 VARIANTS = ("weibull", "cure")
 PRIOR_SETS = ("default", "skeptical", "optimistic")
 #: PyMC's own NUTS, chosen by measurement (benchmarks/bench_durability.py): for a model this
@@ -88,6 +112,7 @@ class DurabilityPriors(NormalPairPriors):
     death_log_scale_years: tuple[float, float] = (float(np.log(30.0)), 1.5)  # docs/priors.md#durability-death-log-scale-years
     death_log_shape: tuple[float, float] = (0.0, 0.5)  # docs/priors.md#durability-death-log-shape
     log_hr_death: tuple[float, float] = (0.0, 1.0)  # docs/priors.md#durability-log-hr-death
+    log_hr_hsct_nrm: tuple[float, float] = (0.0, 1.0)  # docs/priors.md#durability-log-hr-hsct-nrm
     logit_response: tuple[float, float] = (float(np.log(0.85 / 0.15)), 1.0)  # docs/priors.md#durability-logit-response
     response_log_or: tuple[float, float] = (0.0, 1.0)  # docs/priors.md#durability-response-log-or
 
@@ -102,6 +127,11 @@ class DurabilityPriors(NormalPairPriors):
             return cls(log_hr=(float(np.log(0.7)), 0.35), cure_log_or=(0.4, 0.5))
         raise ValueError(f"unknown prior set {name!r}; valid: {', '.join(PRIOR_SETS)}")
 
+
+
+def separate_nrm(variant: str, endpoint: str) -> bool:
+    """Whether death in remission has its own cause-specific hazard (see the module docstring)."""
+    return variant == "cure" or endpoint in ("relapse", "efs")
 
 
 def weibull_log_cumhaz0(t, log_shape, log_scale):
@@ -163,16 +193,23 @@ def build_durability_model(inputs: DurabilityInputs, priors: DurabilityPriors | 
                 eta = eta + pt.dot(x, gamma)
             kwargs["log_cure"] = -pt.softplus(-eta)
             kwargs["log_uncure"] = -pt.softplus(eta)
+        separate = separate_nrm(variant, inputs.endpoint)
+        if separate:  # the relapse part: death in remission censors it (its own hazard below)
+            event = pm.Data("relapse_event", inputs.event * (1 - inputs.competing), dims="patient")
         pm.CustomDist("rfs", event, log_shape, log_scale, lp, *kwargs.values(),
                       logp=lambda t, ev, ls, lsc, lp_, *rest: survival_logp(t, ev, ls, lsc, lp_, **dict(zip(kwargs, rest))),
                       observed=time, dims="patient")
-        if inputs.endpoint == "relapse":
+        if separate:
             competing = pm.Data("death_in_remission", inputs.competing, dims="patient")
             d_shape = normal("death_log_shape", priors.death_log_shape)
             d_scale = normal("death_log_scale_years", priors.death_log_scale_years)
             d_hr = normal("log_hr_death", priors.log_hr_death)
-            pm.CustomDist("death", competing, d_shape, d_scale, d_hr * arm,
-                          logp=lambda t, ev, ls, lsc, lp_: survival_logp(t, ev, ls, lsc, lp_),
+            d_kwargs = {}
+            if inputs.hsct == "timevarying":
+                d_kwargs = {"hsct": kwargs["hsct"], "log_hr_hsct": normal("log_hr_hsct_nrm", priors.log_hr_hsct_nrm)}
+            pm.CustomDist("death", competing, d_shape, d_scale, d_hr * arm, *d_kwargs.values(),
+                          logp=lambda t, ev, ls, lsc, lp_, *rest: survival_logp(t, ev, ls, lsc, lp_,
+                                                                                **dict(zip(d_kwargs, rest))),
                           observed=inputs.time_years.copy(), dims="patient")  # its own value variable
         if inputs.endpoint == "efs":
             model.add_coord("infused", np.arange(len(inputs.responded)))
@@ -191,48 +228,112 @@ def _draws(posterior, name) -> np.ndarray:
     return posterior[name].to_numpy().reshape(-1, *posterior[name].shape[2:])
 
 
+def _arm_parameters(posterior, inputs: DurabilityInputs, *, arm: int, x_std=None) -> dict:
+    """Per draw (and covariate row) parameters of one arm, shaped (draws, rows, 1) for broadcasting over time."""
+    x = inputs.x_std if x_std is None else x_std
+    par = {"k": np.exp(_draws(posterior, "log_shape"))[:, None, None],
+           "lam": np.exp(_draws(posterior, "log_scale_years"))[:, None, None]}
+    lp = _draws(posterior, "log_hr")[:, None, None] * arm
+    if inputs.covariates:
+        lp = lp + (_draws(posterior, "beta_std") @ x.T)[:, :, None]
+    par["lp"] = lp
+    if "logit_cure" in posterior:
+        eta = (_draws(posterior, "logit_cure") + _draws(posterior, "cure_log_or") * arm)[:, None, None]
+        if inputs.covariates:
+            eta = eta + (_draws(posterior, "gamma_std") @ x.T)[:, :, None]
+        par["pi"] = 1 / (1 + np.exp(-eta))
+    if "death_log_shape" in posterior:
+        par["dk"] = np.exp(_draws(posterior, "death_log_shape"))[:, None, None]
+        par["dl"] = np.exp(_draws(posterior, "death_log_scale_years"))[:, None, None]
+        par["dlp"] = _draws(posterior, "log_hr_death")[:, None, None] * arm
+    return par
+
+
+def _components(par: dict, t_years: np.ndarray, draws=slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """(S_rel, S_n): survival from relapse (a mixture for cure) and from NRM, (draws, rows, m)."""
+    su = np.exp(-(t_years / par["lam"][draws]) ** par["k"][draws] * np.exp(par["lp"][draws]))
+    if "pi" in par:
+        su = par["pi"][draws] + (1 - par["pi"][draws]) * su
+    if "dk" in par:
+        sn = np.exp(-(t_years / par["dl"][draws]) ** par["dk"][draws] * np.exp(par["dlp"][draws]))
+    else:
+        sn = np.ones((1, 1, 1))
+    return su, sn
+
+
 def survival_curves(posterior, inputs: DurabilityInputs, days, *, variant: str, arm: int,
                     x_std: np.ndarray | None = None) -> np.ndarray:
-    """Posterior RFS S(t) per draw at ``days`` for one arm, averaged over covariate rows.
+    """Posterior RFS S(t) per draw at ``days`` (since response) for one arm, averaged over covariate rows.
 
     ``days`` is 1-D (the same times for every draw) or (draws, m) (times per
     draw). Returns (draws, m). With covariates, S is averaged over ``x_std``
     rows (default: the analysed cohort), i.e. standardized to the cohort's
-    covariate distribution. Patients are taken as without HSCT.
+    covariate distribution. Patients are taken as without HSCT. Where death in
+    remission has its own hazard, S = S_rel S_n (relapse-free and alive).
+    ``variant`` is kept for the callers; the posterior's variables decide.
     """
     t = np.asarray(days, dtype=float) / 365.25
     t = t[None, None, :] if t.ndim == 1 else t[:, None, :]
-    k = np.exp(_draws(posterior, "log_shape"))[:, None, None]
-    lam = np.exp(_draws(posterior, "log_scale_years"))[:, None, None]
-    lp = _draws(posterior, "log_hr")[:, None, None] * arm
-    x = inputs.x_std if x_std is None else x_std
-    if inputs.covariates:
-        lp = lp + (_draws(posterior, "beta_std") @ x.T)[:, :, None]
-    su = np.exp(-(t / lam) ** k * np.exp(lp))
-    if variant == "cure":
-        eta = (_draws(posterior, "logit_cure") + _draws(posterior, "cure_log_or") * arm)[:, None, None]
-        if inputs.covariates:
-            eta = eta + (_draws(posterior, "gamma_std") @ x.T)[:, :, None]
-        pi = 1 / (1 + np.exp(-eta))
-        su = pi + (1 - pi) * su
-    if inputs.endpoint == "relapse":  # relapse-free and alive: times the competing death survival
-        dk = np.exp(_draws(posterior, "death_log_shape"))[:, None, None]
-        dl = np.exp(_draws(posterior, "death_log_scale_years"))[:, None, None]
-        su = su * np.exp(-(t / dl) ** dk * np.exp(_draws(posterior, "log_hr_death")[:, None, None] * arm))
-    return su.mean(axis=1)
+    su, sn = _components(_arm_parameters(posterior, inputs, arm=arm, x_std=x_std), t)
+    return (su * sn).mean(axis=1)
+
+
+MEDIAN_HORIZON_DAYS = 20 * 365.25
 
 
 def median_survival_days(posterior, inputs: DurabilityInputs, *, variant: str, arm: int,
-                         horizon_days: float = 20 * 365.25) -> np.ndarray:
-    """Per-draw day where S(t) = 0.5 (bisection, S is decreasing); +inf if not within the horizon."""
+                         horizon_days: float = MEDIAN_HORIZON_DAYS) -> np.ndarray:
+    """Per-draw day where S(t) = 0.5 (bisection, ``toolkit.survival.first_crossing``); +inf if not within
+    the horizon. The simulator's ``median_rfs_days`` truth is the same crossing of the true RFS curve."""
+    from toolkit.survival import first_crossing
+
     n = _draws(posterior, "log_shape").shape[0]
-    lo, hi = np.zeros(n), np.full(n, horizon_days)
-    reached = survival_curves(posterior, inputs, hi[:, None], variant=variant, arm=arm)[:, 0] <= 0.5
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        above = survival_curves(posterior, inputs, mid[:, None], variant=variant, arm=arm)[:, 0] > 0.5
-        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
-    return np.where(reached, hi, np.inf)
+    return first_crossing(lambda d: survival_curves(posterior, inputs, d[:, None], variant=variant, arm=arm)[:, 0],
+                          n, 0.0, horizon_days)
+
+
+def cumulative_incidences(posterior, inputs: DurabilityInputs, horizon_days: float, *, arm: int,
+                          x_std: np.ndarray | None = None, chunk: int = 250) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Per-draw cumulative incidence of relapse and of NRM for one arm on a one-day grid.
+
+    CIR(t) = int_0^t h_rel(s) S(s) ds and NRM(t) = int_0^t h_n(s) S(s) ds with
+    S = S_rel S_n, where the relapse part S_rel = pi + (1 - pi) S_u (cure)
+    carries the cure fraction and S_n is the NRM survival of every patient in
+    remission; computed by ``toolkit.survival.cumulative_incidence`` per
+    covariate row and averaged over rows. Needs a model with a separate NRM
+    hazard. Returns (grid_days, cir, nrm), cir and nrm (draws, grid).
+    """
+    from toolkit.survival import cumulative_incidence, incidence_grid
+
+    if "death_log_shape" not in posterior:
+        raise ValueError("cumulative incidences need death in remission as its own hazard (a cure model, or the "
+                         "relapse or efs endpoint)")
+    grid = incidence_grid(horizon_days)
+    par = _arm_parameters(posterior, inputs, arm=arm, x_std=x_std)
+    n = par["k"].shape[0]
+    cir, nrm = np.empty((n, grid.size)), np.empty((n, grid.size))
+    t = grid[None, None, :] / 365.25
+    for start in range(0, n, chunk):  # rows x grid per draw can be large with covariates
+        sl = slice(start, start + chunk)
+        su, sn = _components(par, t, sl)
+        su, sn = np.broadcast_arrays(su, sn)
+        cir[sl] = cumulative_incidence(su, sn).mean(axis=1)
+        nrm[sl] = cumulative_incidence(sn, su).mean(axis=1)
+    return grid, cir, nrm
+
+
+def response_probabilities(posterior, *, arm: int) -> np.ndarray:
+    """Posterior P(response) per draw for one arm: expit(r0 + r_arm a)."""
+    eta = _draws(posterior, "logit_response") + _draws(posterior, "response_log_or") * arm
+    return 1 / (1 + np.exp(-eta))
+
+
+def efs_curves(posterior, inputs: DurabilityInputs, days, *, variant: str, arm: int,
+               response_day: float) -> np.ndarray:
+    """Posterior EFS per draw at ``days`` since infusion: p_arm S_arm(max(t - response_day, 0)), (draws, m)."""
+    days = np.asarray(days, dtype=float)
+    rfs = survival_curves(posterior, inputs, np.maximum(days - response_day, 0.0), variant=variant, arm=arm)
+    return response_probabilities(posterior, arm=arm)[:, None] * rfs
 
 
 def cure_fractions(posterior, inputs: DurabilityInputs, *, arm: int) -> np.ndarray:

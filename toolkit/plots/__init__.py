@@ -16,6 +16,16 @@ from toolkit.survival import kaplan_meier
 
 ARM_COLORS = ("#4C72B0", "#DD8452")  # control, experimental
 
+#: Counts from 1 to SMALL_CELL - 1 are shown as "<5" in legends and annotations,
+#: as in the report's tables: a small cell can identify a patient.
+SMALL_CELL = 5
+
+
+def count_label(n, show_small_cells: bool = False) -> str:
+    """A count as printed in a figure: ``"<5"`` for 1-4 unless ``show_small_cells``."""
+    n = int(n)
+    return str(n) if show_small_cells or n == 0 or n >= SMALL_CELL else f"<{SMALL_CELL}"
+
 
 def _axes(ax, figsize=(6.5, 4.2)):
     if ax is None:
@@ -24,7 +34,7 @@ def _axes(ax, figsize=(6.5, 4.2)):
 
 
 def plot_rfs_overlay(posterior, inputs, *, variant: str, max_days: float | None = None, ci_prob: float = 0.9,
-                     ax=None):
+                     ax=None, show_small_cells: bool = False):
     """Kaplan-Meier RFS per arm (steps, + censored) over the posterior median and band of S(t).
 
     The band is the central ``ci_prob`` interval of the model's RFS curve per
@@ -46,7 +56,8 @@ def plot_rfs_overlay(posterior, inputs, *, variant: str, max_days: float | None 
         mask = inputs.arm == arm
         km = kaplan_meier(days_obs[mask], inputs.event[mask])
         ax.step(km["time"], km["survival"], where="post", color=color, lw=2,
-                label=f"{label} (n={mask.sum()}, events={inputs.event[mask].sum()})")
+                label=f"{label} (n={count_label(mask.sum(), show_small_cells)}, "
+                      f"events={count_label(inputs.event[mask].sum(), show_small_cells)})")
         censored = days_obs[mask][inputs.event[mask] == 0]
         s_at = km["survival"].to_numpy()[np.searchsorted(km["time"].to_numpy(), censored, side="right") - 1]
         ax.plot(censored, s_at, "|", color=color, ms=8, mew=1.5)
@@ -58,14 +69,50 @@ def plot_rfs_overlay(posterior, inputs, *, variant: str, max_days: float | None 
     return ax
 
 
+def plot_cir_overlay(posterior, inputs, *, max_days: float | None = None, ci_prob: float = 0.9, ax=None):
+    """Aalen-Johansen cumulative incidence of relapse and of death in remission per arm (steps) over the
+    posterior median and band of CIR(t) and NRM(t) (``toolkit.models.durability.cumulative_incidences``).
+
+    Time is days since remission; relapse and death in remission compete, HSCT
+    (``censor`` policy) and end of follow-up censor.
+    """
+    from toolkit.models.durability import cumulative_incidences
+    from toolkit.survival import aalen_johansen
+
+    ax = _axes(ax)
+    days_obs = inputs.time_years * 365.25
+    max_days = max_days or float(np.ceil(days_obs.max() / 90) * 90)
+    tail = (1 - ci_prob) / 2
+    cause = np.where(inputs.competing == 1, 2, np.where(inputs.event == 1, 1, 0))
+    for arm, label in enumerate(inputs.arm_labels):
+        color = ARM_COLORS[arm]
+        grid, cir, nrm = cumulative_incidences(posterior, inputs, max_days, arm=arm)
+        step = max(1, grid.size // 300)
+        for curve, ls in ((cir, "--"), (nrm, ":")):
+            lo, med, hi = np.quantile(curve[:, ::step], [tail, 0.5, 1 - tail], axis=0)
+            ax.fill_between(grid[::step], lo, hi, color=color, alpha=0.15, lw=0)
+            ax.plot(grid[::step], med, color=color, lw=1.2, ls=ls)
+        mask = inputs.arm == arm
+        for code, ls, what in ((1, "-", "relapse"), (2, ":", "death in remission")):
+            aj = aalen_johansen(days_obs[mask], cause[mask], event_of_interest=code)
+            ax.step(aj["time"], aj["cif"], where="post", color=color, lw=2, ls=ls,
+                    label=f"{label}: {what} (n={mask.sum()}, events={int(np.sum(cause[mask] == code))})")
+    ax.set(xlim=(0, max_days), ylim=(0, 1.02), xlabel="Days since remission", ylabel="Cumulative incidence")
+    ax.set_title(f"Aalen-Johansen (steps) and model: median, {int(ci_prob * 100)}% band", fontsize=10)
+    ax.legend(loc="upper left", fontsize=7, frameon=False)
+    ax.grid(alpha=0.3)
+    return ax
+
+
 def plot_forest(estimands: dict, names: list[str] | None = None, *, reference: float | None = 1.0,
                 log_scale: bool = True, ax=None):
     """Forest plot of effect estimands (median and interval) from a summary's ``estimands``."""
     if names is None:
         names = [n for n, v in estimands.items() if isinstance(v, dict) and
                  (n.endswith("ratio") or n.endswith("_gmr") or n.startswith("hazard_ratio"))]
-        if estimands.get("hazard_ratio_uncured") == estimands.get("hazard_ratio"):
-            names = [n for n in names if n != "hazard_ratio_uncured"]  # an alias, not a second effect
+        for alias in ("hazard_ratio_uncured", "hazard_ratio_relapse"):
+            if estimands.get(alias) == estimands.get("hazard_ratio"):
+                names = [n for n in names if n != alias]  # an alias, not a second effect
     rows = [(n, estimands[n]) for n in names if n in estimands and isinstance(estimands[n], dict)]
     ax = _axes(ax, figsize=(6.5, 0.5 * len(rows) + 1.2))
     for i, (name, value) in enumerate(rows):
@@ -99,7 +146,10 @@ def write_durability_figures(run, folder) -> list:
     paths = []
     for name, draw in (("rfs_overlay.png", lambda: plot_rfs_overlay(run.posterior["posterior"], inputs,
                                                                      variant=run.summary["variant"])),
-                       ("forest.png", lambda: plot_forest(run.summary["estimands"]))):
+                       ("forest.png", lambda: plot_forest(run.summary["estimands"])),
+                       ("cir_overlay.png", lambda: plot_cir_overlay(run.posterior["posterior"], inputs))):
+        if name == "cir_overlay.png" and "death_log_shape" not in run.posterior["posterior"]:
+            continue  # a single hazard for relapse or death: no cumulative incidences
         ax = draw()
         ax.figure.savefig(folder / name, dpi=110)
         plt.close(ax.figure)
@@ -110,7 +160,7 @@ def write_durability_figures(run, folder) -> list:
 # --------------------------------------------------------------------------- cohort overview
 
 
-def plot_km_by_arm(cohort, *, endpoint: str = "rfs", ax=None):
+def plot_km_by_arm(cohort, *, endpoint: str = "rfs", ax=None, show_small_cells: bool = False):
     """Kaplan-Meier curves per arm for an endpoint (``rfs`` from remission, censored at HSCT; or ``efs``)."""
     from toolkit.data.endpoints import time_to_event
 
@@ -123,7 +173,8 @@ def plot_km_by_arm(cohort, *, endpoint: str = "rfs", ax=None):
         km = kaplan_meier(sub["time"], sub["event"])
         color = ARM_COLORS[arm]
         ax.step(km["time"], km["survival"], where="post", color=color, lw=2,
-                label=f"{label} (n={len(sub)}, events={int(sub['event'].sum())})")
+                label=f"{label} (n={count_label(len(sub), show_small_cells)}, "
+                      f"events={count_label(sub['event'].sum(), show_small_cells)})")
         ax.fill_between(km["time"], km["lower"], km["upper"], step="post", color=color, alpha=0.15, lw=0)
     origin = "remission" if endpoint != "efs" else "infusion"
     ax.set(xlabel=f"Days since {origin}", ylabel={"rfs": "Relapse-free survival", "relapse": "Relapse-free",

@@ -24,7 +24,7 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
-from toolkit.plots import ARM_COLORS, _axes, plot_forest, save_figures
+from toolkit.plots import ARM_COLORS, _axes, count_label, plot_forest, save_figures
 
 MEDIATION_NAMES = ("hazard_ratio_total", "hazard_ratio_direct", "hazard_ratio_indirect", "hazard_ratio_indirect_cart",
                    "hazard_ratio_indirect_mrd")
@@ -213,10 +213,11 @@ def plot_calibration(table: pd.DataFrame, *, scores: dict | None = None, title: 
     ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", color=ARM_COLORS[0], ecolor=ARM_COLORS[0], mec="k",
                 ms=7, capsize=3, zorder=3)
     text = title
-    sizes = f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}-{int(n.max())}"
+    sizes = count_label(n.min()) if n.min() == n.max() else f"{count_label(n.min())}-{count_label(n.max())}"
     text += ("\n" if text else "") + f"{len(n)} groups of {sizes} patients by predicted risk"
     if scores:
-        text += f"\nBrier {scores['brier']:.3f}, AUC {scores['auc']:.2f} ({scores['events']} relapses in {scores['n']})"
+        text += (f"\nBrier {scores['brier']:.3f}, AUC {scores['auc']:.2f} ({count_label(scores['events'])} relapses "
+                 f"in {count_label(scores['n'])})")
     ax.set(xlim=(0, 1), ylim=(-0.03, 1.03), xlabel="Predicted risk of relapse (group mean)",
            ylabel=f"Observed share relapsed ({int(ci_prob * 100)}% interval)")
     ax.set_title(text, fontsize=8)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.data.mrd_inputs import MrdInputs
-from toolkit.plots import ARM_COLORS, plot_forest, save_figures
+from toolkit.plots import ARM_COLORS, count_label, plot_forest, save_figures
 
 __all__ = ["VISIT_EDGES", "fraction_negative_table", "plot_fraction_negative", "plot_mrd_effects",
            "plot_mrd_trajectories", "write_mrd_figures"]
@@ -193,7 +193,8 @@ def plot_fraction_negative(table: pd.DataFrame, *, arm_labels=("control", "exper
                 ax.plot(t["day"], t["predicted_median"], color=color, lw=1.2, ls="--")
             ax.plot(t["day"] + offset, t["observed"], "o", color=color, ms=5, label=arm_labels[a])
             for _, r in (t.iterrows() if show_counts else ()):
-                ax.annotate(f"{r['negative']}/{r['n']}", (r["day"] + offset, r["observed"]), xytext=(0, 6 if a else -10),
+                ax.annotate(f"{count_label(r['negative'])}/{count_label(r['n'])}", (r["day"] + offset, r["observed"]),
+                            xytext=(0, 6 if a else -10),
                             textcoords="offset points", ha="center", fontsize=6, color=color)
         counts = ", negative/n" if show_counts else ""
         ax.set_title(f"{METHOD_LABELS.get(method, method)}: observed (points{counts}) vs model "
