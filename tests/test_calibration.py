@@ -49,7 +49,9 @@ def test_design_keeps_responders_arms_and_follow_up(design):
 def test_prior_draws_come_from_the_model_prior(design):
     problem = DurabilityCalibration(design, variant="cure")
     thetas = problem.draw_prior(2000, random_seed=3)
-    assert set(thetas[0]) == {"log_shape", "log_scale_years", "log_hr", "logit_cure", "cure_log_or"}
+    # every free parameter of the fitted model, including the cure model's own NRM hazard
+    assert set(thetas[0]) == {rv.name for rv in problem.fit_model().free_RVs}
+    assert {"log_shape", "log_scale_years", "log_hr", "logit_cure", "cure_log_or", "death_log_shape"} <= set(thetas[0])
     for name in thetas[0]:
         values = np.array([t[name] for t in thetas])
         mu, sigma = getattr(problem.priors, name)
@@ -78,6 +80,22 @@ def test_simulated_data_follow_the_likelihood(design):
     k, lam = np.exp(0.2), np.exp(-0.5)
     expected = np.mean(0.5 * (1 - np.exp(-(design.censor_years / lam) ** k)))
     assert abs(events / n - expected) < 0.02
+
+
+def test_efs_generator_draws_responses_deaths_and_relapses(design):
+    problem = DurabilityCalibration(design, variant="cure", endpoint="efs")
+    theta = problem.draw_prior(1, random_seed=4)[0]
+    assert {"logit_response", "response_log_or", "death_log_shape"} <= set(theta)
+    data = problem.simulate(theta, random_seed=2)
+    assert data["responded"].size == design.infused_arm.size > design.n_patients
+    assert np.array_equal(data["event"], data["relapse_event"] + data["death_in_remission"])
+    updates = problem.data_updates(data)
+    assert {"response_observed", "death_observed", "relapse_event"} <= set(updates)
+    # the swapped containers are the ones the fitted likelihood reads
+    import nutpie
+
+    names = {v.name for v in nutpie.compile_pymc_model(problem.fit_model()).shared_var_keys}
+    assert {"time_years", "relapse_event", "death_in_remission", "death_observed", "response_observed"} <= names
 
 
 def test_log_likelihood_is_the_models_logp(weibull):

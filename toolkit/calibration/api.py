@@ -33,16 +33,16 @@ def build_problem(model: str, *, spec: dict | None = None, design_cohort=None, v
     options = merged_options(spec, {"variant": variant})
     known = set(DurabilityOptions.__dataclass_fields__)
     options = DurabilityOptions(**{k: v for k, v in options.items() if k in known})
-    if options.endpoint != "rfs" or options.hsct != "censor":
-        raise StudyError(f"the durability generator covers endpoint 'rfs' with HSCT 'censor' (the primary "
-                         f"analyses); this spec asks for endpoint {options.endpoint!r}, HSCT {options.hsct!r}")
+    if options.endpoint not in ("rfs", "efs") or options.hsct != "censor":
+        raise StudyError(f"the durability generator covers endpoints 'rfs' and 'efs' with HSCT 'censor' (the "
+                         f"primary analyses); this spec asks for endpoint {options.endpoint!r}, HSCT {options.hsct!r}")
     if design_cohort is None:
         design_cohort = default_design_cohort(Path(work_dir or ".") / "default_design")
     elif not hasattr(design_cohort, "merged"):
         design_cohort = load_cohort(design_cohort)
     design = durability_design(design_cohort, covariates=options.covariates)
     return DurabilityCalibration(design, variant=options.variant, priors=options.prior_set(),
-                                 days=tuple(options.days))
+                                 days=tuple(options.days), endpoint=options.endpoint)
 
 
 def calibrate(model: str, *, simulations: int, out: str | Path, spec: str | Path | dict | None = None,

@@ -80,6 +80,8 @@ class DurabilityDesign:
     x_sd: np.ndarray = field(default_factory=lambda: np.zeros(0))
     arm_labels: tuple[str, str] = ("control", "experimental")
     source: str = "default trial"
+    infused_arm: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    response_day: float = 28.0
 
     @property
     def n_patients(self) -> int:
@@ -90,7 +92,8 @@ class DurabilityDesign:
         c = self.censor_years * DAYS_PER_YEAR
         return {"source": self.source, "patients": self.n_patients,
                 "per_arm": {"control": int((self.arm == 0).sum()), "experimental": int((self.arm == 1).sum())},
-                "covariates": list(self.covariates),
+                "covariates": list(self.covariates), "infused": int(self.infused_arm.size),
+                "response_day": float(self.response_day),
                 "follow_up_days": {"min": float(c.min()), "median": float(np.median(c)), "max": float(c.max())}}
 
 
@@ -124,7 +127,9 @@ def durability_design(cohort, *, covariates=()) -> DurabilityDesign:
     mean, sd = x.mean(axis=0), x.std(axis=0)
     return DurabilityDesign(arm=arm, censor_years=censor, covariates=tuple(covariates),
                             x_std=(x - mean) / np.where(sd > 0, sd, 1.0), x_mean=mean, x_sd=sd,
-                            arm_labels=tuple(cohort.arms), source=cohort.path.name)
+                            arm_labels=tuple(cohort.arms), source=cohort.path.name,
+                            infused_arm=(merged["arm"] == cohort.experimental_arm).to_numpy(int),
+                            response_day=float(np.nanmedian(resp["response_day"].to_numpy(float))))
 
 
 def default_design_cohort(folder) -> object:
@@ -203,6 +208,7 @@ class DurabilityCalibration:
     fit_priors: object = None
     days: tuple[int, ...] = (180, 365, 730)
     floor_days: float = 0.0
+    endpoint: str = "rfs"
     model_name: str = "durability"
 
     def __post_init__(self):
@@ -210,6 +216,8 @@ class DurabilityCalibration:
 
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
+        if self.endpoint not in ("rfs", "efs"):
+            raise ValueError(f"the durability generator covers endpoints rfs and efs, not {self.endpoint!r}")
         if self.priors is None:
             object.__setattr__(self, "priors", DurabilityPriors())
         if self.fit_priors is None:
@@ -220,7 +228,8 @@ class DurabilityCalibration:
 
     def describe(self) -> dict:
         """JSON-able configuration (what a resumed study must match)."""
-        return {"model": self.model_name, "variant": self.variant, "class": type(self).__qualname__,
+        return {"model": self.model_name, "variant": self.variant, "endpoint": self.endpoint,
+                "class": type(self).__qualname__,
                 "priors": self.priors.as_dict(), "fit_priors": self.fit_priors.as_dict(),
                 "days": list(self.days), "floor_days": self.floor_days, "design": self.design.summary()}
 
@@ -242,7 +251,9 @@ class DurabilityCalibration:
             time_years=d.censor_years.copy() if time_years is None else np.asarray(time_years, float),
             event=np.zeros(n, int) if event is None else np.asarray(event, int),
             covariates=list(d.covariates), x_std=d.x_std, x_mean=d.x_mean, x_sd=d.x_sd,
-            endpoint="rfs", hsct="censor", arm_labels=d.arm_labels)
+            endpoint=self.endpoint, hsct="censor", arm_labels=d.arm_labels, competing=np.zeros(n, int),
+            responded=np.zeros(d.infused_arm.size, int), responded_arm=d.infused_arm.astype(int),
+            response_day=d.response_day)
 
     def generator_model(self):
         """The PyMC model whose prior and log-likelihood define the generator."""
@@ -266,6 +277,8 @@ class DurabilityCalibration:
         if "death_in_remission" in data:
             updates.update(relapse_event=data["relapse_event"], death_in_remission=data["death_in_remission"],
                            death_observed=data["time_years"])
+        if "responded" in data:
+            updates["response_observed"] = data["responded"]
         return updates
 
     # ---- generator ------------------------------------------------------------------------
@@ -326,6 +339,9 @@ class DurabilityCalibration:
         if "death_log_shape" in theta:
             out["death_in_remission"] = (event * (death < t)).astype(int)
             out["relapse_event"] = (event * (t <= death)).astype(int)
+        if "logit_response" in theta:  # efs: response of every infused patient
+            eta = float(theta["logit_response"]) + float(theta["response_log_or"]) * d.infused_arm
+            out["responded"] = (rng.uniform(size=d.infused_arm.size) < 1 / (1 + np.exp(-eta))).astype(int)
         return out
 
     # ---- test quantities ------------------------------------------------------------------
@@ -363,6 +379,16 @@ class DurabilityCalibration:
                     for _, name in arms:
                         out[f"{what}_{day}d_{name}"] = inc[name][what][:, j]
                     out[f"{what}_{day}d_difference"] = inc["experimental"][what][:, j] - inc["control"][what][:, j]
+        if "logit_response" in draws:
+            p = {name: dm.response_probabilities(post, arm=arm) for arm, name in arms}
+            out["response_rate_control"], out["response_rate_experimental"] = p["control"], p["experimental"]
+            out["response_rate_difference"] = p["experimental"] - p["control"]
+            efs = {name: dm.efs_curves(post, inputs, list(self.days), variant=self.variant, arm=arm,
+                                       response_day=inputs.response_day) for arm, name in arms}
+            for j, day in enumerate(self.days):
+                for name in ("control", "experimental"):
+                    out[f"efs_{day}d_{name}"] = efs[name][:, j]
+                out[f"efs_{day}d_difference"] = efs["experimental"][:, j] - efs["control"][:, j]
         return out
 
     def loglik_function(self):
