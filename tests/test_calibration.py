@@ -9,6 +9,7 @@ likelihood term.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,6 +219,24 @@ def test_cli_refuses_models_without_a_generator_and_an_existing_study(tmp_path, 
                  "--design", str(EXAMPLE), "--workers", "0"])
     assert code == 2
     assert "--resume" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--simulations", "0"], "--simulations must be at least 1"),
+    (["--simulations", "2", "--workers", "-1"], "--workers must be 0"),
+    (["--simulations", "2", "--design", "{tmp}/nope"], "is not a folder"),
+    (["--simulations", "2", "--spec", "{models}/cart_primary.toml"], "is a spec for model 'cart'"),
+])
+def test_cli_misuse_exits_2_before_any_work(tmp_path, capsys, argv, message):
+    from toolkit.cli import main
+
+    out = tmp_path / "study"
+    models = Path(__file__).resolve().parent.parent / "models"
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{models}", str(models)) for a in argv]
+    assert main(["calibrate", "durability", "--out", str(out), *argv]) == 2
+    text = capsys.readouterr().out
+    assert message in text and "Traceback" not in text
+    assert not out.exists()  # nothing written
 
 
 @pytest.mark.slow

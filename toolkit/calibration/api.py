@@ -55,8 +55,19 @@ def calibrate(model: str, *, simulations: int, out: str | Path, spec: str | Path
     Sampler settings are the spec's ``[sampler]`` (the settings the analysis is
     run with), overridden by the keyword arguments.
     """
+    from toolkit.calibration.runner import STUDY_FILE, done_simulations
     from toolkit.specs import load_spec
 
+    # what can be refused before any work is refused first
+    if simulations < 1:
+        raise StudyError(f"--simulations must be at least 1, got {simulations}")
+    if workers is not None and workers < 0:
+        raise StudyError(f"--workers must be 0 (in this process) or more, got {workers}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise StudyError(f"{out}: is a file, not a folder; give --out a new or existing study folder")
+    if not resume and ((Path(out) / STUDY_FILE).exists() or done_simulations(out)):
+        raise StudyError(f"{out} already holds a calibration study; pass --resume to continue it, "
+                         "or choose a new --out folder")
     if isinstance(spec, (str, Path)):
         spec = load_spec(spec, model=model)
     sampler = dict((spec or {}).get("sampler", {}))
@@ -65,7 +76,6 @@ def calibrate(model: str, *, simulations: int, out: str | Path, spec: str | Path
     settings = StudySettings(**{k: sampler[k] for k in ("chains", "tune", "draws", "target_accept", "seed")
                                 if k in sampler})
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     problem = build_problem(model, spec=spec, design_cohort=design, variant=variant, work_dir=out)
     run_study(problem, simulations, out, settings=settings, workers=workers, scheduler=scheduler, resume=resume,
               progress=progress)
