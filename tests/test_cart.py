@@ -9,7 +9,7 @@ import pytensor.tensor as pt
 import pytest
 from scipy import integrate, stats
 
-from toolkit.data import load_cohort
+from toolkit.data import CohortValidationError, load_cohort
 from toolkit.data.inputs import ModelDataError, to_cart_inputs
 from toolkit.estimands import cart_estimands, cart_patient_estimands
 from toolkit.inference import SamplerSettings, diagnose, sample
@@ -312,8 +312,10 @@ def test_quantified_zero_and_bad_covariates_are_refused(cohort_dir, example):
     row = row_of(cohort_dir, "cart_kinetics", patient_id="P001", day="7")
     raw.loc[row, "value"] = "0"
     write_raw(cohort_dir, "cart_kinetics", raw)
-    with pytest.raises(ModelDataError, match=rf"cart_kinetics.csv row\(s\) {row} have a quantified value of 0"):
-        to_cart_inputs(load_cohort(cohort_dir))
+    # validation refuses it before any model input is built (a quantified level is above 0)
+    with pytest.raises(CohortValidationError, match=rf"cart_kinetics.csv, row {row}, column 'value': is 0, but a "
+                                                    "quantified level is above 0"):
+        load_cohort(cohort_dir)
     with pytest.raises(ModelDataError, match="unknown covariate\\(s\\) weight_kg; numeric columns of patients.csv"):
         to_cart_inputs(example, covariates=["weight_kg"])
 

@@ -25,6 +25,17 @@ import pandas as pd
 from scipy import stats
 
 
+def _checked(time, status, name: str, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``time`` as finite non-negative floats and ``status`` (``name``) of the same length as ``dtype``."""
+    time = np.asarray(time, dtype=float)
+    status = np.asarray(status, dtype=dtype)
+    if time.shape != status.shape:
+        raise ValueError(f"time and {name} must have the same length")
+    if np.any(~np.isfinite(time)) or np.any(time < 0):
+        raise ValueError("times must be finite and non-negative")
+    return time, status
+
+
 def kaplan_meier(time, event, *, ci_prob: float = 0.9) -> pd.DataFrame:
     """Kaplan-Meier estimate at each distinct event time.
 
@@ -32,12 +43,7 @@ def kaplan_meier(time, event, *, ci_prob: float = 0.9) -> pd.DataFrame:
     ``survival``, ``lower``, ``upper`` (log-log Greenwood interval), starting
     with a row at time 0 with survival 1.
     """
-    time = np.asarray(time, dtype=float)
-    event = np.asarray(event, dtype=bool)
-    if time.shape != event.shape:
-        raise ValueError("time and event must have the same length")
-    if np.any(~np.isfinite(time)) or np.any(time < 0):
-        raise ValueError("times must be finite and non-negative")
+    time, event = _checked(time, event, "event", bool)
     z = stats.norm.ppf(0.5 + ci_prob / 2)
     rows = [(0.0, len(time), 0, 0, 1.0, 1.0, 1.0)]
     surv, greenwood = 1.0, 0.0
@@ -88,12 +94,7 @@ def aalen_johansen(time, cause, *, event_of_interest: int = 1) -> pd.DataFrame:
     ``other_events``, ``cif`` and ``survival`` (all causes), starting with a
     row at time 0.
     """
-    time = np.asarray(time, dtype=float)
-    cause = np.asarray(cause, dtype=int)
-    if time.shape != cause.shape:
-        raise ValueError("time and cause must have the same length")
-    if np.any(~np.isfinite(time)) or np.any(time < 0):
-        raise ValueError("times must be finite and non-negative")
+    time, cause = _checked(time, cause, "cause", int)
     rows = [(0.0, len(time), 0, 0, 0.0, 1.0)]
     surv, cif = 1.0, 0.0
     for t in np.unique(time):

@@ -394,8 +394,10 @@ def _read_outcomes(path, key: dict[str, str], kept: list[str], data_src, first_p
     """outcomes.csv from a file keyed by the data file's ID (days since infusion, as in the cohort)."""
     src = read_source(path)
     report.source(src)
-    src.require(["ID"] + [c.upper() for c in OUTCOMES.column_names[1:]], "an outcomes.csv column, days since infusion")
+    required = [c.name for c in OUTCOMES.columns[1:] if c.required]
+    src.require(["ID"] + [c.upper() for c in required], "an outcomes.csv column, days since infusion")
     frame = src.frame
+    columns = [c for c in OUTCOMES.column_names[1:] if c in required or c.upper() in frame.columns]
     ids = frame["ID"].map(canonical_code)
     by_code = {canonical_code(k): k for k in key}
     dup = ids.duplicated(keep="first") & ids.isin(list(by_code))
@@ -409,12 +411,12 @@ def _read_outcomes(path, key: dict[str, str], kept: list[str], data_src, first_p
                                        f"add the patient's outcomes to {src.name}") for pid in missing])
     known = ids.isin(list(by_code))
     report.leave_out(src, frame.index[~known], "ID not among the imported patients of the data file")
-    for column in OUTCOMES.column_names[1:]:
+    for column in columns:  # optional columns (e.g. new_therapy_day) only when the file has them
         report.used(src.name, column.upper(), f"outcomes.{column}", "as written (days since infusion for the *_day columns)")
     report.used(src.name, "ID", "patient_id", "replaced by the same pseudonymous code")
     rows = frame[known]
     out = pd.DataFrame({"patient_id": [key[by_code[i]] for i in ids[known]]})
-    for column in OUTCOMES.column_names[1:]:
+    for column in columns:
         out[column] = rows[column.upper()].replace(".", "").to_numpy()
     order = {key[p]: i for i, p in enumerate(kept)}
     return out.sort_values("patient_id", key=lambda s: s.map(order)).reset_index(drop=True)
