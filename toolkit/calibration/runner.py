@@ -225,19 +225,21 @@ def load_results(out: str | Path):
 
 def _check_or_write_config(out: Path, config: dict, *, resume: bool) -> None:
     path = out / STUDY_FILE
+    previous = {}
     if path.exists() or done_simulations(out):
         if not resume:
             raise StudyError(f"{out} already holds a calibration study; pass --resume to continue it, "
                              "or choose a new --out folder")
         if path.exists():
             stored = json.loads(path.read_text())
+            previous = {k: stored[k] for k in ("runs", "started") if k in stored}  # a resume keeps the history
             for key in ("problem", "settings"):
                 if stored.get(key) != config[key]:
                     raise StudyError(f"{out}: the stored study's {key} differ from this one's, so --resume would "
                                      f"mix two studies; use the same spec and settings, or a new --out folder")
     out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(config, indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps({**config, **previous}, indent=2, default=str) + "\n")
     os.replace(tmp, path)
 
 
