@@ -600,6 +600,34 @@ def cmd_run_notebooks(args) -> int:
     return 0 if all(r["ok"] for r in records) else 1
 
 
+def cmd_calibrate(args) -> int:
+    """Simulation-based calibration of a model at the trial's design (toolkit.calibration)."""
+    from toolkit.calibration.api import calibrate
+    from toolkit.calibration.runner import StudyError
+    from toolkit.specs import SpecError
+
+    console = _console()
+    design = None
+    if args.design:
+        design = _load_or_report(args.design, console)
+        if design is None:
+            return EXIT_INVALID
+    try:
+        overview = calibrate(args.model, simulations=args.simulations, out=args.out, spec=args.spec, design=design,
+                             variant=args.variant, workers=args.workers, scheduler=args.scheduler,
+                             resume=args.resume, draws=args.draws, tune=args.tune, chains=args.chains,
+                             seed=args.seed)
+    except (SpecError, StudyError, ValueError) as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    verdict = ("[green]calibrated[/]" if overview["passed"] else "[bold red]NOT calibrated[/]" if overview["failing"]
+               else "[yellow]inconclusive (failed simulations)[/]")
+    console.print(f"{args.model}: {verdict}; {overview['succeeded']} simulations, {overview['failed']} failed, "
+                  f"{overview['not_converged']} not converged; failing: {', '.join(overview['failing']) or 'none'}")
+    console.print(f"summary: {Path(args.out) / 'calibration.html'}")
+    return 0
+
+
 def cmd_import(args) -> int:
     """Write a cohort folder from NONMEM-style, ADaM or one-workbook data (logic in toolkit.importers)."""
     from toolkit.importers.cli import run_import
@@ -711,6 +739,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="fewer draws (for a quick look, not for decisions)")
     p.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
     p.set_defaults(func=cmd_run_notebooks)
+
+    p = sub.add_parser("calibrate", help="simulation-based calibration of a model at the trial's design (Dask)")
+    p.add_argument("model", help="durability (cart, mrd, joint: not yet)")
+    p.add_argument("--spec", help="analysis spec (models/*.toml): priors, options, sampler settings")
+    p.add_argument("--simulations", type=int, required=True, help="number of simulations the study should hold")
+    p.add_argument("--out", required=True, help="results folder (resumable with --resume)")
+    p.add_argument("--design", help="cohort folder whose design is used (default: the default simulated trial)")
+    p.add_argument("--variant", choices=["weibull", "cure"], help="durability variant (overrides the spec)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in-process)")
+    group.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--resume", action="store_true", help="continue the study stored in --out")
+    p.add_argument("--draws", type=int)
+    p.add_argument("--tune", type=int)
+    p.add_argument("--chains", type=int)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("demo", help="simulate the default trial and run the analyses")
     p.add_argument("--out", default="demo_output")

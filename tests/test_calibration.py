@@ -1,0 +1,268 @@
+"""Simulation-based calibration: the generator, the metrics, and short SBC studies that can fail.
+
+The durability Weibull model is calibrated by a short SBC (40 simulations, few
+draws); the same check must flag two deliberately broken fits: one whose prior
+differs from the generator's, one that drops the censored observations'
+likelihood term.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolkit.calibration.controls import DropCensoredDurability, shifted_prior
+from toolkit.calibration.generators import DurabilityCalibration, durability_design
+from toolkit.calibration.metrics import chi2_pvalue, ecdf_band, ecdf_pvalue, summarize_study
+from toolkit.calibration.runner import (StudyError, StudySettings, load_results, run_simulation, run_study)
+from toolkit.data import load_cohort
+from toolkit.testing import EXAMPLE
+
+SBC_SIMS = 40
+FAST = StudySettings(chains=2, tune=300, draws=200, seed=11)
+
+
+@pytest.fixture(scope="module")
+def design():
+    return durability_design(load_cohort(EXAMPLE))
+
+
+@pytest.fixture(scope="module")
+def weibull(design):
+    return DurabilityCalibration(design, variant="weibull")
+
+
+# --------------------------------------------------------------------------- generator (no sampling)
+
+
+def test_design_keeps_responders_arms_and_follow_up(design):
+    cohort = load_cohort(EXAMPLE)
+    responders = cohort.outcomes["response"].isin(["CR", "CRi"]).sum()
+    assert design.n_patients == responders
+    assert set(np.unique(design.arm)) == {0, 1}
+    assert (design.censor_years > 0).all()
+    assert "P0" not in json.dumps(design.summary())  # no patient identifiers in what is stored
+
+
+def test_prior_draws_come_from_the_model_prior(design):
+    problem = DurabilityCalibration(design, variant="cure")
+    thetas = problem.draw_prior(2000, random_seed=3)
+    # every free parameter of the fitted model, including the cure model's own NRM hazard
+    assert set(thetas[0]) == {rv.name for rv in problem.fit_model().free_RVs}
+    assert {"log_shape", "log_scale_years", "log_hr", "logit_cure", "cure_log_or", "death_log_shape"} <= set(thetas[0])
+    for name in thetas[0]:
+        values = np.array([t[name] for t in thetas])
+        mu, sigma = getattr(problem.priors, name)
+        assert abs(values.mean() - mu) < 4 * sigma / np.sqrt(values.size), name
+        assert abs(values.std() / sigma - 1) < 0.08, name
+    # a changed prior set reaches the draws (prior and fit come from the same builder)
+    moved = DurabilityCalibration(design, variant="cure",
+                                  priors=problem.priors.with_overrides({"log_hr": [2.0, 0.1]}))
+    assert abs(np.mean([t["log_hr"] for t in moved.draw_prior(200, random_seed=3)]) - 2.0) < 0.05
+
+
+def test_simulated_data_follow_the_likelihood(design):
+    problem = DurabilityCalibration(design, variant="cure")
+    theta = {"log_shape": np.array(0.2), "log_scale_years": np.array(-0.5), "log_hr": np.array(0.0),
+             "logit_cure": np.array(0.0), "cure_log_or": np.array(0.0)}
+    events, n = 0, 0
+    for seed in range(200):
+        data = problem.simulate(theta, random_seed=seed)
+        assert (data["time_years"] <= design.censor_years + 1e-12).all()
+        # an event is never after the patient's censoring time; a censored row sits at it
+        censored = data["event"] == 0
+        assert np.allclose(data["time_years"][censored], design.censor_years[censored])
+        events += data["event"].sum()
+        n += data["event"].size
+    # P(event) = (1 - pi) (1 - S_u(c_i)) with pi = 0.5
+    k, lam = np.exp(0.2), np.exp(-0.5)
+    expected = np.mean(0.5 * (1 - np.exp(-(design.censor_years / lam) ** k)))
+    assert abs(events / n - expected) < 0.02
+
+
+def test_efs_generator_draws_responses_deaths_and_relapses(design):
+    problem = DurabilityCalibration(design, variant="cure", endpoint="efs")
+    theta = problem.draw_prior(1, random_seed=4)[0]
+    assert {"logit_response", "response_log_or", "death_log_shape"} <= set(theta)
+    data = problem.simulate(theta, random_seed=2)
+    assert data["responded"].size == design.infused_arm.size > design.n_patients
+    assert np.array_equal(data["event"], data["relapse_event"] + data["death_in_remission"])
+    updates = problem.data_updates(data)
+    assert {"response_observed", "death_observed", "relapse_event"} <= set(updates)
+    # the swapped containers are the ones the fitted likelihood reads
+    import nutpie
+
+    names = {v.name for v in nutpie.compile_pymc_model(problem.fit_model()).shared_var_keys}
+    assert {"time_years", "relapse_event", "death_in_remission", "death_observed", "response_observed"} <= names
+
+
+def test_log_likelihood_is_the_models_logp(weibull):
+    loglik = weibull.loglik_function()
+    data = weibull.simulate({"log_shape": 0.1, "log_scale_years": 0.2, "log_hr": -0.3}, random_seed=1)
+    draws = {"log_shape": np.array([0.1, 0.3]), "log_scale_years": np.array([0.2, -0.1]),
+             "log_hr": np.array([-0.3, 0.4])}
+    got = loglik(draws, data)
+    # closed form: sum over patients of event * log h(t) - H(t)
+    for j in range(2):
+        k, lam = np.exp(draws["log_shape"][j]), np.exp(draws["log_scale_years"][j])
+        lp = draws["log_hr"][j] * weibull.design.arm
+        t, ev = data["time_years"], data["event"]
+        log_h = np.log(k / lam) + (k - 1) * np.log(t / lam) + lp
+        assert got[j] == pytest.approx(np.sum(ev * log_h - (t / lam) ** k * np.exp(lp)), rel=1e-9)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_ecdf_test_and_band_hold_their_level_and_have_power():
+    rng = np.random.default_rng(0)
+    assert ecdf_pvalue(rng.uniform(size=50)) > 0.05
+    assert ecdf_pvalue(rng.beta(2, 2, size=200)) < 0.01  # PITs bunched in the middle (posterior too wide)
+    assert ecdf_pvalue(np.clip(rng.uniform(size=50) + 0.25, 0, 1)) < 0.01  # shifted
+    assert chi2_pvalue(rng.beta(0.5, 0.5, size=200)) < 0.01  # U shape (posterior too narrow)
+    z, lo, hi = ecdf_band(40)
+    inside = 0
+    for _ in range(400):
+        u = np.sort(rng.uniform(size=40))
+        f = np.searchsorted(u, z, side="right") / 40
+        inside += np.all((f >= lo) & (f <= hi))
+    assert 0.92 <= inside / 400 <= 0.985  # simultaneous 95 %
+
+
+# --------------------------------------------------------------------------- SBC studies
+
+
+def _study(problem, tmp_path, name):
+    out = run_study(problem, SBC_SIMS, tmp_path / name, settings=FAST, workers=0, progress=False)
+    return summarize_study(load_results(out))
+
+
+def test_sbc_of_the_weibull_model_passes(weibull, tmp_path):
+    table, overview = _study(weibull, tmp_path, "good")
+    assert overview["succeeded"] == SBC_SIMS and overview["failed"] == 0
+    assert overview["passed"], table[["p_ecdf", "p_chi2", "verdict"]]
+    assert {"log_hr", "hazard_ratio", "rfs_365d_difference", "log_likelihood"} <= set(table.index)
+    assert (table["coverage_90"] > 0.75).all()
+    # non-converged simulations are counted and visible, not dropped (few draws here: ESS < 400)
+    assert overview["not_converged"] > 0 and (table["n"] == SBC_SIMS).all()
+
+
+def test_one_simulation_reports_diagnostics_and_ranks(weibull):
+    # right after the Weibull study: same problem, so the compiled fit is reused (a cache hit)
+    theta = weibull.draw_prior(1, random_seed=9)[0]
+    record = run_simulation(weibull, 0, theta, settings=StudySettings(chains=2, tune=200, draws=200))
+    assert record["status"] == "ok", record["error"]
+    assert np.isfinite(record["max_rhat"]) and record["divergences"] >= 0
+    for q in record["quantities"].values():
+        assert 0 <= q["rank"] <= q["n_kept"] and 0 < q["pit"] < 1
+
+
+def test_sbc_flags_a_fit_prior_that_differs_from_the_generator(weibull, tmp_path):
+    broken = shifted_prior(weibull, "log_scale_years", shift=2.0, scale=0.5)
+    table, overview = _study(broken, tmp_path, "prior")
+    assert not overview["passed"]
+    assert "log_scale_years" in overview["failing"]
+
+
+def test_sbc_flags_a_dropped_censoring_term(weibull, tmp_path):
+    broken = DropCensoredDurability(weibull.design, variant="weibull")
+    table, overview = _study(broken, tmp_path, "dropped")
+    assert not overview["passed"]
+    assert {"log_scale_years", "log_likelihood"} & set(overview["failing"])
+
+
+# --------------------------------------------------------------------------- store, resume, failures
+
+
+class _FailingDurability(DurabilityCalibration):
+    def simulate(self, theta, *, random_seed):
+        if float(theta["log_hr"]) > 0:
+            raise RuntimeError("simulated failure")
+        return super().simulate(theta, random_seed=random_seed)
+
+
+def test_failed_simulation_is_recorded_and_study_resumes(weibull, tmp_path):
+    problem = _FailingDurability(weibull.design, variant="weibull")
+    out = tmp_path / "study"
+    settings = StudySettings(chains=2, tune=100, draws=100, seed=5)
+    run_study(problem, 3, out, settings=settings, workers=0, progress=False)
+    with pytest.raises(StudyError, match="--resume"):
+        run_study(problem, 5, out, settings=settings, workers=0, progress=False)
+    with pytest.raises(StudyError, match="differ"):
+        run_study(problem, 5, out, settings=StudySettings(chains=2, tune=100, draws=100, seed=6), workers=0,
+                  resume=True, progress=False)
+    run_study(problem, 5, out, settings=settings, workers=0, resume=True, progress=False)
+    results = load_results(out)
+    sims = results.groupby("sim").first()
+    assert sorted(sims.index) == [0, 1, 2, 3, 4]
+    failed = sims[sims["status"] == "error"]
+    assert len(failed) >= 1 and failed["error"].str.contains("simulated failure").all()
+    assert (sims.loc[sims["status"] == "ok", "n_kept"] > 0).all()
+    _, overview = summarize_study(results)
+    assert overview["failed"] == len(failed) and not overview["passed"]  # inconclusive, never a silent pass
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_refuses_models_without_a_generator_and_an_existing_study(tmp_path, capsys):
+    from toolkit.cli import main
+
+    assert main(["calibrate", "cart", "--simulations", "2", "--out", str(tmp_path / "c")]) == 2
+    assert "no calibration generator yet" in capsys.readouterr().out
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "study.json").write_text("{}")
+    code = main(["calibrate", "durability", "--simulations", "2", "--out", str(tmp_path / "d"),
+                 "--design", str(EXAMPLE), "--workers", "0"])
+    assert code == 2
+    assert "--resume" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--simulations", "0"], "--simulations must be at least 1"),
+    (["--simulations", "2", "--workers", "-1"], "--workers must be 0"),
+    (["--simulations", "2", "--design", "{tmp}/nope"], "is not a folder"),
+    (["--simulations", "2", "--spec", "{models}/cart_primary.toml"], "is a spec for model 'cart'"),
+])
+def test_cli_misuse_exits_2_before_any_work(tmp_path, capsys, argv, message):
+    from toolkit.cli import main
+
+    out = tmp_path / "study"
+    models = Path(__file__).resolve().parent.parent / "models"
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{models}", str(models)) for a in argv]
+    assert main(["calibrate", "durability", "--out", str(out), *argv]) == 2
+    text = capsys.readouterr().out
+    assert message in text and "Traceback" not in text
+    assert not out.exists()  # nothing written
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_runs_a_study_with_own_compile_dirs(weibull, tmp_path):
+    out = run_study(weibull, 6, tmp_path / "dask", settings=StudySettings(chains=2, tune=200, draws=200),
+                    workers=2, progress=False)
+    config = json.loads((out / "study.json").read_text())
+    workers = config["runs"][-1]["workers"]
+    assert len(workers) == 2
+    assert len({w["base_compiledir"] for w in workers}) == 2
+    assert all(w["threads"]["RAYON_NUM_THREADS"] == "1" for w in workers)
+    sims = load_results(out).groupby("sim").first()
+    assert (sims["status"] == "ok").all(), sims["error"]
+
+
+# --------------------------------------------------------------------------- misspecification
+
+
+def test_misspecification_trial_compares_estimands_with_the_simulator_truth(tmp_path):
+    from toolkit.calibration.misspec import run_misspecification, summarize_misspecification
+
+    table = run_misspecification([{"hazard_ratio_direct": 1.0}], 1, tmp_path / "mis",
+                                 options={"variant": "weibull"},
+                                 sampler={"draws": 150, "tune": 150, "chains": 2}, workers=0)
+    assert (table["status"] == "ok").all(), table["error"].iloc[0]
+    summary = summarize_misspecification(table).set_index("estimand")
+    assert np.isfinite(summary.loc["hazard_ratio", "bias"]) and summary.loc["hazard_ratio", "width_90"] > 0
+    assert summary.loc["hazard_ratio", "coverage_90"] in (0.0, 1.0)
+    assert summary.loc["prob_hr_below_1", "p_decision"] in (0.0, 1.0)

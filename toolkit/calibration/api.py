@@ -1,0 +1,92 @@
+"""``calibrate``: a whole SBC study from a model name, a spec and a design (the CLI and notebooks call this)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolkit.calibration.runner import StudyError, StudySettings, run_study
+
+__all__ = ["CALIBRATED_MODELS", "build_problem", "calibrate"]
+
+#: models with an own generator; the others are named with what is missing
+CALIBRATED_MODELS = ("durability",)
+PLANNED_MODELS = ("cart", "mrd", "joint")
+
+
+def build_problem(model: str, *, spec: dict | None = None, design_cohort=None, variant: str | None = None,
+                  work_dir: str | Path | None = None):
+    """The calibration problem of ``model`` under ``spec`` at the design of ``design_cohort``.
+
+    ``design_cohort``: a loaded Cohort, a folder path, or None for the default
+    simulated trial (written to ``work_dir/default_design``).
+    """
+    if model in PLANNED_MODELS:
+        raise StudyError(f"model {model!r} has no calibration generator yet (available: "
+                         f"{', '.join(CALIBRATED_MODELS)}); see docs/calibration.md for what remains")
+    if model not in CALIBRATED_MODELS:
+        raise StudyError(f"unknown model {model!r}; valid: {', '.join(CALIBRATED_MODELS + PLANNED_MODELS)}")
+    from toolkit.calibration.generators import DurabilityCalibration, default_design_cohort, durability_design
+    from toolkit.data import load_cohort
+    from toolkit.fitting import DurabilityOptions
+    from toolkit.specs import merged_options
+
+    options = merged_options(spec, {"variant": variant})
+    known = set(DurabilityOptions.__dataclass_fields__)
+    options = DurabilityOptions(**{k: v for k, v in options.items() if k in known})
+    if options.endpoint not in ("rfs", "efs") or options.hsct != "censor":
+        raise StudyError(f"the durability generator covers endpoints 'rfs' and 'efs' with HSCT 'censor' (the "
+                         f"primary analyses); this spec asks for endpoint {options.endpoint!r}, HSCT {options.hsct!r}")
+    if design_cohort is None:
+        design_cohort = default_design_cohort(Path(work_dir or ".") / "default_design")
+    elif not hasattr(design_cohort, "merged"):
+        design_cohort = load_cohort(design_cohort)
+    design = durability_design(design_cohort, covariates=options.covariates)
+    return DurabilityCalibration(design, variant=options.variant, priors=options.prior_set(),
+                                 days=tuple(options.days), endpoint=options.endpoint)
+
+
+def calibrate(model: str, *, simulations: int, out: str | Path, spec: str | Path | dict | None = None,
+              design=None, variant: str | None = None, workers: int | None = None, scheduler: str | None = None,
+              resume: bool = False, draws: int | None = None, tune: int | None = None, chains: int | None = None,
+              seed: int | None = None, target_accept: float | None = None, report: bool = True,
+              progress: bool = True) -> dict:
+    """Run (or resume) the SBC study of ``model`` and write its summary; returns the overview dict.
+
+    Sampler settings are the spec's ``[sampler]`` (the settings the analysis is
+    run with), overridden by the keyword arguments.
+    """
+    from toolkit.calibration.runner import STUDY_FILE, done_simulations
+    from toolkit.specs import load_spec
+
+    # what can be refused before any work is refused first
+    if simulations < 1:
+        raise StudyError(f"--simulations must be at least 1, got {simulations}")
+    if workers is not None and workers < 0:
+        raise StudyError(f"--workers must be 0 (in this process) or more, got {workers}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise StudyError(f"{out}: is a file, not a folder; give --out a new or existing study folder")
+    if not resume and ((Path(out) / STUDY_FILE).exists() or done_simulations(out)):
+        raise StudyError(f"{out} already holds a calibration study; pass --resume to continue it, "
+                         "or choose a new --out folder")
+    if isinstance(spec, (str, Path)):
+        spec = load_spec(spec, model=model)
+    sampler = dict((spec or {}).get("sampler", {}))
+    given = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "target_accept": target_accept}
+    sampler.update({k: v for k, v in given.items() if v is not None})
+    settings = StudySettings(**{k: sampler[k] for k in ("chains", "tune", "draws", "target_accept", "seed")
+                                if k in sampler})
+    out = Path(out)
+    problem = build_problem(model, spec=spec, design_cohort=design, variant=variant, work_dir=out)
+    run_study(problem, simulations, out, settings=settings, workers=workers, scheduler=scheduler, resume=resume,
+              progress=progress)
+    if not report:
+        from toolkit.calibration.metrics import summarize_study
+        from toolkit.calibration.runner import load_results
+
+        return summarize_study(load_results(out))[1]
+    import json
+
+    from toolkit.calibration.report import write_calibration_report
+
+    write_calibration_report(out)
+    return json.loads((out / "calibration.json").read_text())["overview"]

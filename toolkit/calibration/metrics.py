@@ -1,0 +1,172 @@
+r"""Calibration metrics from stored SBC results: uniformity tests, ECDF bands, coverage, contraction.
+
+Uniformity (per quantity). Under calibration the randomized PIT values u_1..u_N
+(see ``toolkit.calibration.runner``) are i.i.d. U(0, 1). Two tests:
+
+- **ECDF test** (Säilynoja, Bürkner & Vehtari 2022, Statistics and Computing
+  32:32): at K evaluation points z_k = k/K the count N F_N(z_k) is
+  Binomial(N, z_k); the statistic is
+
+  .. math:: \gamma = \min_k 2 \min\{B(N F_N(z_k); N, z_k),\; 1 - B(N F_N(z_k) - 1; N, z_k)\}
+
+  (B the binomial CDF), and its null distribution is simulated. The p-value is
+  P(Gamma <= gamma) under uniformity; the simultaneous (1 - alpha) band is the
+  binomial interval at level gamma*_alpha (the alpha-quantile of Gamma) at every z_k,
+  which the whole ECDF stays inside with probability 1 - alpha.
+- **chi-square** on B equal-width bins of u (B = min(20, max(4, N // 5))).
+
+A quantity's p-value is the Bonferroni combination of the two,
+p = min(1, 2 min(p_ecdf, p_chi2)). Verdict: ``fails`` when p < alpha / m (m =
+number of quantities, Bonferroni over the study), ``suspect`` when p < alpha
+only, else ``calibrated``; the study passes when no quantity fails.
+
+Coverage of the central q interval: the share of simulations with
+|u - 1/2| <= q/2, with Monte Carlo standard error sqrt(c (1 - c) / N).
+
+Contraction: mean posterior SD over simulations divided by the SD of the prior
+values across simulations (the prior SD of that quantity); near 1 the quantity
+is learned mostly from the prior at this design, near 0 from the data.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = ["COVERAGE_LEVELS", "chi2_pvalue", "ecdf_band", "ecdf_pvalue", "gamma_statistic", "summarize_study"]
+
+COVERAGE_LEVELS = (0.5, 0.8, 0.9, 0.95)
+ALPHA = 0.05
+#: null simulations for the ECDF test (fixed seed, so verdicts are reproducible)
+N_NULL = 4000
+
+
+def _eval_points(n: int, k: int | None) -> np.ndarray:
+    k = int(k or min(n, 100))
+    return np.arange(1, k) / k
+
+
+def gamma_statistic(u, k: int | None = None) -> float:
+    """Säilynoja et al.'s gamma: smallest two-sided binomial tail probability of the ECDF over z_k."""
+    from scipy.stats import binom
+
+    u = np.sort(np.asarray(u, float))
+    n = u.size
+    z = _eval_points(n, k)
+    counts = np.searchsorted(u, z, side="right")
+    return float(np.min(2 * np.minimum(binom.cdf(counts, n, z), binom.sf(counts - 1, n, z))))
+
+
+@lru_cache(maxsize=64)
+def _null_gammas(n: int, k: int | None) -> np.ndarray:
+    from scipy.stats import binom
+
+    rng = np.random.default_rng(20221101)
+    z = _eval_points(n, k)
+    u = np.sort(rng.uniform(size=(N_NULL, n)), axis=1)
+    counts = np.stack([np.searchsorted(row, z, side="right") for row in u])
+    return np.sort(np.min(2 * np.minimum(binom.cdf(counts, n, z), binom.sf(counts - 1, n, z)), axis=1))
+
+
+def ecdf_pvalue(u, k: int | None = None) -> float:
+    """P(Gamma <= gamma(u)) for N uniform values: small when the ECDF leaves the band somewhere."""
+    u = np.asarray(u, float)
+    null = _null_gammas(u.size, k)
+    return float((np.searchsorted(null, gamma_statistic(u, k), side="right") + 1) / (null.size + 1))
+
+
+def ecdf_band(n: int, *, alpha: float = ALPHA, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Simultaneous (1 - alpha) band of the ECDF of n uniforms: (z, lower, upper), as ECDF values."""
+    from scipy.stats import binom
+
+    z = _eval_points(n, k)
+    g = float(np.quantile(_null_gammas(n, k), alpha))
+    return z, binom.ppf(g / 2, n, z) / n, binom.ppf(1 - g / 2, n, z) / n
+
+
+def chi2_pvalue(u, bins: int | None = None) -> float:
+    """Chi-square test of equal counts in ``bins`` equal-width bins of u."""
+    from scipy.stats import chisquare
+
+    u = np.asarray(u, float)
+    bins = int(bins or min(20, max(4, u.size // 5)))
+    counts = np.histogram(u, bins=bins, range=(0.0, 1.0))[0]
+    return float(chisquare(counts).pvalue)
+
+
+def learned_from(contraction: float) -> str:
+    """Words for a contraction value (posterior SD / prior SD)."""
+    if not np.isfinite(contraction):
+        return "unknown"
+    if contraction <= 0.5:
+        return "the data"
+    if contraction <= 0.8:
+        return "data and prior"
+    return "mostly the prior"
+
+
+def summarize_study(results, *, alpha: float = ALPHA, converged_only: bool = False):
+    """One row per quantity: tests, verdict, coverage with MC error, contraction.
+
+    Parameters
+    ----------
+    results : DataFrame from ``toolkit.calibration.runner.load_results``
+    converged_only : use only simulations whose fit passed its diagnostics (biases SBC;
+        for comparison only; the default keeps every successful simulation)
+
+    Returns
+    -------
+    (table, overview) : pandas DataFrame indexed by quantity, and a dict with the
+        study-level counts (simulations, failed, not converged and their share) and ``passed``.
+    """
+    import pandas as pd
+
+    sims = results.groupby("sim").first()
+    ok = results[(results["status"] == "ok") & (results["quantity"] != "")]
+    if converged_only:
+        ok = ok[ok["converged"].astype(bool)]
+    n_ok = int((sims["status"] == "ok").sum())
+    unconverged = int(((sims["status"] == "ok") & ~sims["converged"].astype(bool)).sum())
+    quantities = list(dict.fromkeys(ok["quantity"]))
+    m = max(len(quantities), 1)
+    rows = []
+    for q in quantities:
+        part = ok[ok["quantity"] == q]
+        u = part["pit"].to_numpy(float)
+        n = u.size
+        row = {"quantity": q, "kind": part["kind"].iloc[0], "n": n}
+        if n >= 2:
+            p_ecdf, p_chi2 = ecdf_pvalue(u), chi2_pvalue(u)
+        else:
+            p_ecdf = p_chi2 = np.nan
+        p = min(1.0, 2 * min(p_ecdf, p_chi2)) if n >= 2 else np.nan
+        row.update(p_ecdf=p_ecdf, p_chi2=p_chi2, p_value=p,
+                   verdict="too few" if n < 2 else "fails" if p < alpha / m else "suspect" if p < alpha
+                   else "calibrated")
+        for level in COVERAGE_LEVELS:
+            c = float(np.mean(np.abs(u - 0.5) <= level / 2)) if n else np.nan
+            row[f"coverage_{int(level * 100)}"] = c
+            row[f"coverage_{int(level * 100)}_se"] = float(np.sqrt(c * (1 - c) / n)) if n else np.nan
+        prior = part["prior_value"].to_numpy(float)
+        prior = prior[np.isfinite(prior)]
+        prior_sd = float(np.std(prior, ddof=1)) if prior.size > 1 else np.nan
+        post_sd = float(np.nanmean(part["post_sd"].to_numpy(float)))
+        row["prior_sd"] = prior_sd
+        row["mean_posterior_sd"] = post_sd
+        row["contraction"] = post_sd / prior_sd if prior_sd and np.isfinite(prior_sd) and prior_sd > 0 else np.nan
+        row["learned_from"] = learned_from(row["contraction"])
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("quantity") if rows else pd.DataFrame()
+    overview = {
+        "simulations": int(len(sims)), "succeeded": n_ok, "failed": int(len(sims) - n_ok),
+        "not_converged": unconverged, "share_not_converged": unconverged / n_ok if n_ok else np.nan,
+        "divergent_simulations": int((sims.get("divergences", pd.Series(dtype=float)) > 0).sum()),
+        "alpha": alpha, "bonferroni_threshold": alpha / m,
+        "failing": [q for q in quantities if table.loc[q, "verdict"] == "fails"] if rows else [],
+        "suspect": [q for q in quantities if table.loc[q, "verdict"] == "suspect"] if rows else [],
+        "errors": sims.loc[sims["status"] != "ok", "error"].astype(str).value_counts().to_dict(),
+    }
+    # a study with failed simulations is inconclusive until they are understood (their ranks are missing)
+    overview["passed"] = bool(rows) and not overview["failing"] and not overview["failed"]
+    return table, overview

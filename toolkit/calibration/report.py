@@ -1,0 +1,132 @@
+"""The calibration summary of a study folder: JSON, CSV table, figures and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+
+from toolkit.calibration.metrics import COVERAGE_LEVELS, summarize_study
+from toolkit.calibration.runner import STUDY_FILE, load_results
+
+__all__ = ["write_calibration_report"]
+
+#: share of non-converged fits the study tolerates before it says so in red
+MAX_UNCONVERGED_SHARE = 0.02
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _fmt(x, digits=3) -> str:
+    return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}g}"
+
+
+def verdict_sentences(table, overview: dict, config: dict) -> list[str]:
+    """The summary in words: calibration, convergence, what the design can and cannot learn."""
+    problem = config.get("problem", {})
+    name = f"{problem.get('model', '?')} ({problem.get('variant', '')})"
+    n = overview["succeeded"]
+    out = []
+    if overview["failed"] and not overview["failing"]:
+        out.append(f"Inconclusive: {overview['failed']} simulation(s) failed with an error, so their ranks are "
+                   f"missing; the {n} that ran show no departure from uniformity.")
+    elif overview["passed"]:
+        out.append(f"The {name} model is calibrated at this design as far as {n} simulations can tell: no "
+                   f"quantity's ranks depart from uniformity (Bonferroni threshold p < "
+                   f"{overview['bonferroni_threshold']:.2g} over {len(table)} quantities).")
+    else:
+        out.append(f"The {name} model is NOT calibrated at this design: the ranks of "
+                   f"{', '.join(overview['failing'])} depart from uniformity (p below "
+                   f"{overview['bonferroni_threshold']:.2g}); its intervals for these quantities do not have "
+                   "their stated coverage.")
+    if overview["suspect"]:
+        out.append(f"Suspect (p < {overview['alpha']:g}, not below the study-wide threshold): "
+                   f"{', '.join(overview['suspect'])}; more simulations would settle it.")
+    share = overview["share_not_converged"]
+    if n:
+        flag = "above" if share > MAX_UNCONVERGED_SHARE else "within"
+        out.append(f"{overview['not_converged']} of {n} fits ({100 * share:.1f}%) failed the toolkit's "
+                   f"convergence verdict at these sampler settings ({flag} the {100 * MAX_UNCONVERGED_SHARE:.0f}% "
+                   "tolerated); they are kept in the ranks, not dropped.")
+    if overview["failed"]:
+        out.append(f"{overview['failed']} simulation(s) failed with an error (listed below) and are not in the ranks.")
+    if len(table):
+        prior = [q for q in table.index if table.loc[q, "learned_from"] == "mostly the prior"]
+        data = [q for q in table.index if table.loc[q, "learned_from"] == "the data"]
+        if prior:
+            out.append(f"Learned mostly from the prior at this design (posterior SD > 80% of prior SD): "
+                       f"{', '.join(prior)}.")
+        if data:
+            out.append(f"Learned from the data (posterior SD at most half the prior SD): {', '.join(data)}.")
+    if n < 100:
+        out.append(f"With {n} simulations only gross miscalibration is detectable; the full study runs hundreds.")
+    return out
+
+
+def write_calibration_report(out: str | Path) -> Path:
+    """Summarize the study in ``out``: ``calibration.json``, ``calibration_table.csv``, figures, ``calibration.html``."""
+    from toolkit.calibration.plots import plot_ecdf_differences, plot_rank_histograms
+
+    out = Path(out)
+    config = json.loads((out / STUDY_FILE).read_text()) if (out / STUDY_FILE).exists() else {}
+    results = load_results(out)
+    table, overview = summarize_study(results)
+    table.to_csv(out / "calibration_table.csv")
+    sentences = verdict_sentences(table, overview, config)
+    payload = {"config": config, "overview": overview, "summary": sentences,
+               "quantities": json.loads(table.to_json(orient="index"))}
+    (out / "calibration.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+    verdicts = table["verdict"].to_dict() if len(table) else {}
+    images = {}
+    for key, fig in (("ecdf", plot_ecdf_differences(results, verdicts=verdicts)),
+                     ("ranks", plot_rank_histograms(results))):
+        fig.savefig(figures / f"{key}.png", dpi=90)
+        images[key] = _png(fig)
+
+    cov_head = "".join(f"<th>{int(100 * q)}%</th>" for q in COVERAGE_LEVELS)
+    rows = []
+    for q, r in table.iterrows():
+        cov = "".join(f"<td>{_fmt(r[f'coverage_{int(100 * lv)}'], 2)} ± {_fmt(r[f'coverage_{int(100 * lv)}_se'], 1)}</td>"
+                      for lv in COVERAGE_LEVELS)
+        colour = {"fails": "#fdd", "suspect": "#ffe9b3"}.get(r["verdict"], "")
+        rows.append(f"<tr style='background:{colour}'><td>{html.escape(q)}</td><td>{r['kind']}</td><td>{r['n']}</td>"
+                    f"<td>{_fmt(r['p_ecdf'])}</td><td>{_fmt(r['p_chi2'])}</td><td><b>{r['verdict']}</b></td>{cov}"
+                    f"<td>{_fmt(r['contraction'], 2)}</td><td>{r['learned_from']}</td></tr>")
+    errors = "".join(f"<li>{html.escape(str(k))}: {v}</li>" for k, v in overview["errors"].items())
+    problem = config.get("problem", {})
+    settings = config.get("settings", {})
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>Calibration: {html.escape(str(problem.get('model')))}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}td,th{{padding:2px 6px;font-size:13px}}
+table{{border-collapse:collapse}}tr{{border-bottom:1px solid #ddd}}.bad{{color:#b00}}</style></head><body>
+<h1>Simulation-based calibration: {html.escape(str(problem.get('model')))} ({html.escape(str(problem.get('variant')))})</h1>
+<p>Design: {html.escape(json.dumps(problem.get('design', {})))}<br>Sampler: {html.escape(json.dumps(settings))}</p>
+<h2>Summary</h2><ul>{''.join(f'<li>{html.escape(s)}</li>' for s in sentences)}</ul>
+{f'<h3 class="bad">Failed simulations</h3><ul>{errors}</ul>' if errors else ''}
+<h2>Per quantity</h2>
+<p>p: ECDF test (Säilynoja et al. 2022) and chi-square on rank bins; coverage of central intervals with Monte
+Carlo SE; contraction = mean posterior SD / prior SD.</p>
+<table><tr><th>quantity</th><th>kind</th><th>n</th><th>p ECDF</th><th>p χ²</th><th>verdict</th>{cov_head}
+<th>contraction</th><th>learned from</th></tr>{''.join(rows)}</table>
+<h2>ECDF difference with simultaneous 95% bands</h2><img src="data:image/png;base64,{images['ecdf']}" style="max-width:100%">
+<h2>Rank histograms</h2><img src="data:image/png;base64,{images['ranks']}" style="max-width:100%">
+<p>References: Talts et al. (2018) arXiv:1804.06788; Modrák et al. (2023) Bayesian Analysis
+doi:10.1214/23-BA1404; Säilynoja, Bürkner &amp; Vehtari (2022) Statistics and Computing 32:32.</p>
+</body></html>"""
+    path = out / "calibration.html"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+

@@ -1,0 +1,442 @@
+r"""Running a simulation-based calibration study: one simulation, a batch on Dask, the results store.
+
+One simulation (:func:`run_simulation`, run on a worker):
+
+1. simulate a data set from the problem's likelihood at the prior draw theta*;
+2. swap it into the fit model, compiled **once per worker** (nutpie's compiled
+   model, ``with_data``), and sample;
+3. diagnose the fit with the toolkit's own verdict (``toolkit.inference.diagnose``);
+4. thin each chain by ESS: keep every m-th draw, m = floor(S / min bulk ESS),
+   so the L kept draws are close to independent (Talts et al. 2018, section 4.1);
+5. for every test quantity f (scalar parameters, decision estimands, joint
+   log-likelihood) record the rank r = #{l : f(theta_l) < f(theta*)} (ties broken
+   uniformly at random), L, and the randomized PIT u = (r + v) / (L + 1), v ~ U(0, 1),
+   which is exactly U(0, 1) when the fit is calibrated.
+
+A failed simulation is recorded with its error and the study goes on; a fit
+that fails its diagnostics is kept and flagged (``converged = False``), never
+dropped (dropping them would bias the ranks; Modrák et al. 2023).
+
+The results store is a folder: ``study.json`` (configuration) and
+``simulations/sim_NNNNN.parquet``, one file per simulation, each written
+atomically (temporary name, then rename), so an interrupted study loses at most
+the simulations in flight and ``resume=True`` runs only the missing ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["StudyError", "StudySettings", "load_results", "run_simulation", "run_study", "start_local_cluster"]
+
+STUDY_FILE = "study.json"
+SIM_DIR = "simulations"
+#: prior draws are made in blocks of this size with the seed (study seed, block), so a
+#: simulation's parameters do not depend on how many simulations the study asks for
+PRIOR_BLOCK = 500
+#: environment of every worker process: one thread each (nutpie's rayon pool, numba, BLAS)
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "NUMBA_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
+
+
+class StudyError(ValueError):
+    """A study that cannot be started or resumed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Sampler settings of every fit in a study, and the study's seed."""
+
+    chains: int = 4
+    tune: int = 1000
+    draws: int = 1000
+    target_accept: float = 0.9
+    seed: int = 20261125
+
+    def __post_init__(self):
+        for name in ("chains", "tune", "draws"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+
+
+# --------------------------------------------------------------------------- one simulation
+
+_WORKER_CACHE: dict[str, dict] = {}
+
+
+def _prepared(problem) -> dict:
+    """The problem's compiled fit model and log-likelihood function, built once per process."""
+    key = problem.cache_key()
+    if key not in _WORKER_CACHE:
+        import nutpie
+
+        t0 = time.perf_counter()
+        model = problem.fit_model()
+        compiled = nutpie.compile_pymc_model(model)
+        loglik = problem.loglik_function()
+        _WORKER_CACHE.clear()  # one study at a time per worker; compiled models hold memory
+        _WORKER_CACHE[key] = {"compiled": compiled, "names": problem.parameter_names(model), "loglik": loglik,
+                              "compile_seconds": time.perf_counter() - t0, "used": False}
+    return _WORKER_CACHE[key]
+
+
+def _vector_labels(problem, name: str, size: int) -> list[str]:
+    covariates = list(getattr(problem.design, "covariates", ()))
+    return covariates if len(covariates) == size and name in ("beta_std", "gamma_std") else [str(j) for j in range(size)]
+
+
+def quantity_draws(problem, draws: dict[str, np.ndarray], data: dict, loglik) -> dict[str, tuple[str, np.ndarray]]:
+    """Every test quantity per draw: ``{name: (kind, values)}``, kind parameter, estimand or loglik."""
+    out = {}
+    for name, v in draws.items():
+        v = np.asarray(v, float)
+        if v.ndim == 1:
+            out[name] = ("parameter", v)
+        else:
+            flat = v.reshape(v.shape[0], -1)
+            for j, label in enumerate(_vector_labels(problem, name, flat.shape[1])):
+                out[f"{name}[{label}]"] = ("parameter", flat[:, j])
+    for name, v in problem.estimand_draws(draws).items():
+        out[name] = ("estimand", np.asarray(v, float))
+    out["log_likelihood"] = ("loglik", np.asarray(loglik(draws, data), float))
+    return out
+
+
+def _rank(post: np.ndarray, true: float, rng) -> tuple[int, int]:
+    less = int(np.sum(post < true))
+    ties = int(np.sum(post == true))
+    return less + int(rng.integers(0, ties + 1)), post.size
+
+
+def run_simulation(problem, sim: int, theta: dict, *, settings: StudySettings) -> dict:
+    """One SBC simulation; never raises: an error is returned as ``status = "error"`` with its message."""
+    t0 = time.perf_counter()
+    record = {"sim": int(sim), "status": "ok", "error": "", "worker_pid": os.getpid(), "converged": False,
+              "max_rhat": np.nan, "min_ess_bulk": np.nan, "min_ess_tail": np.nan, "divergences": -1,
+              "thin": 0, "n_kept": 0, "events": -1, "compile_seconds": 0.0, "sampling_seconds": np.nan,
+              "seconds": np.nan, "quantities": {}}
+    try:
+        import nutpie
+
+        from toolkit.inference import diagnose
+
+        prep = _prepared(problem)
+        if not prep["used"]:
+            record["compile_seconds"] = prep["compile_seconds"]
+            prep["used"] = True
+        data = problem.simulate(theta, random_seed=[settings.seed, sim, 0])
+        record["events"] = int(np.sum(data.get("event", -1)))
+        # only containers the compiled likelihood reads; the rest (e.g. ``event`` beside a separate NRM) are unused
+        known = {var.name for var in prep["compiled"].shared_var_keys}
+        compiled = prep["compiled"].with_data(**{k: v for k, v in problem.data_updates(data).items() if k in known})
+        t1 = time.perf_counter()
+        dt = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=1,
+                           seed=int((settings.seed * 1_000_003 + sim) % 2**63), progress_bar=False,
+                           save_warmup=False, target_accept=settings.target_accept)
+        record["sampling_seconds"] = time.perf_counter() - t1
+        names = prep["names"]
+        diag = diagnose(dt, var_names=names)
+        record.update(converged=bool(diag.converged), max_rhat=float(diag.max_rhat),
+                      min_ess_bulk=float(diag.min_ess_bulk), min_ess_tail=float(diag.min_ess_tail),
+                      divergences=int(diag.divergences))
+        post = dt["posterior"].to_dataset()
+        n_total = settings.chains * settings.draws
+        ess = diag.min_ess_bulk if np.isfinite(diag.min_ess_bulk) and diag.min_ess_bulk > 0 else 1.0
+        thin = max(1, int(n_total // min(ess, n_total)))
+        draws = {n: post[n].transpose("chain", "draw", ...).values[:, ::thin].reshape(-1, *post[n].shape[2:])
+                 for n in names}
+        truth = {n: np.asarray(theta[n], float)[None] for n in names}
+        q_post = quantity_draws(problem, draws, data, prep["loglik"])
+        q_true = quantity_draws(problem, truth, data, prep["loglik"])
+        rng = np.random.default_rng([settings.seed, sim, 1])
+        for name, (kind, values) in q_post.items():
+            true = float(q_true[name][1][0])
+            rank, n_kept = _rank(values, true, rng)
+            finite = values[np.isfinite(values)]
+            record["quantities"][name] = {
+                "kind": kind, "prior_value": true, "rank": rank, "n_kept": n_kept,
+                "pit": (rank + float(rng.uniform())) / (n_kept + 1),
+                "post_mean": float(finite.mean()) if finite.size else np.nan,
+                "post_sd": float(finite.std(ddof=1)) if finite.size > 1 else np.nan,
+                "share_finite": float(finite.size / values.size)}
+        record.update(thin=thin, n_kept=int(next(iter(draws.values())).shape[0]))
+    except Exception as exc:  # noqa: BLE001 - one failed simulation is recorded and must not stop the study
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        record.update(status="error", error=f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:"
+                                            f"{where.lineno})")
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
+def record_frame(record: dict):
+    """A simulation record as a long table: one row per test quantity (one row with quantity '' on error)."""
+    import pandas as pd
+
+    base = {k: v for k, v in record.items() if k != "quantities"}
+    rows = [{**base, "quantity": name, **q} for name, q in record["quantities"].items()]
+    if not rows:
+        rows = [{**base, "quantity": "", "kind": "", "prior_value": np.nan, "rank": -1, "n_kept": 0,
+                 "pit": np.nan, "post_mean": np.nan, "post_sd": np.nan, "share_finite": np.nan}]
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- the results store
+
+
+def _sim_path(out: Path, sim: int) -> Path:
+    return out / SIM_DIR / f"sim_{sim:05d}.parquet"
+
+
+def _write_atomic(frame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def done_simulations(out: str | Path) -> set[int]:
+    """Indices of the simulations already stored in ``out``."""
+    return {int(p.stem.split("_")[1]) for p in (Path(out) / SIM_DIR).glob("sim_*.parquet")}
+
+
+def load_results(out: str | Path):
+    """Every stored simulation of a study, one row per (simulation, quantity)."""
+    import pandas as pd
+
+    files = sorted((Path(out) / SIM_DIR).glob("sim_*.parquet"))
+    if not files:
+        raise StudyError(f"{out}: no simulation results (simulations/sim_*.parquet); run the study first")
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def _check_or_write_config(out: Path, config: dict, *, resume: bool) -> None:
+    path = out / STUDY_FILE
+    previous = {}
+    if path.exists() or done_simulations(out):
+        if not resume:
+            raise StudyError(f"{out} already holds a calibration study; pass --resume to continue it, "
+                             "or choose a new --out folder")
+        if path.exists():
+            stored = json.loads(path.read_text())
+            previous = {k: stored[k] for k in ("runs", "started") if k in stored}  # a resume keeps the history
+            for key in ("problem", "settings"):
+                if stored.get(key) != config[key]:
+                    raise StudyError(f"{out}: the stored study's {key} differ from this one's, so --resume would "
+                                     f"mix two studies; use the same spec and settings, or a new --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({**config, **previous}, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def prior_draws(problem, sims: list[int], *, seed: int) -> dict[int, dict]:
+    """The prior draws of the given simulations (blocks of PRIOR_BLOCK, seed (study seed, block))."""
+    out = {}
+    for block in sorted({s // PRIOR_BLOCK for s in sims}):
+        thetas = problem.draw_prior(PRIOR_BLOCK, random_seed=[seed, block])
+        for s in sims:
+            if s // PRIOR_BLOCK == block:
+                out[s] = thetas[s % PRIOR_BLOCK]
+    return out
+
+
+# --------------------------------------------------------------------------- Dask
+
+
+def worker_environment(root: str | Path, name: str) -> dict[str, str]:
+    """Environment of one worker: its own PyTensor compile dir and numba cache, one thread.
+
+    PyTensor's compile cache and numba's on-disk cache can race between processes
+    (pymc issue 7819), so each worker gets directories of its own.
+    """
+    root = Path(root)
+    return {**THREAD_ENV, "PYTENSOR_FLAGS": f"base_compiledir={root / name / 'pytensor'}",
+            "NUMBA_CACHE_DIR": str(root / name / "numba")}
+
+
+def start_local_cluster(n_workers: int, *, cache_root: str | Path | None = None):
+    """A local Dask cluster: ``n_workers`` processes with one thread each and their own compile caches.
+
+    Built as a ``distributed.SpecCluster`` (what ``LocalCluster`` is) so that each
+    worker's Nanny can set a *different* environment, before the worker imports
+    PyTensor. Returns ``(cluster, client)``.
+    """
+    import dask
+    from distributed import Client, Nanny, Scheduler, SpecCluster
+
+    cache_root = Path(cache_root or Path(tempfile.gettempdir()) / f"toolkit-calibrate-{os.getpid()}")
+    workers = {f"calib-{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": worker_environment(cache_root, f"w{i}"),
+                                                         "silence_logs": 50}}
+               for i in range(n_workers)}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": THREAD_ENV}):
+        cluster = SpecCluster(workers=workers, silence_logs=50,
+                              scheduler={"cls": Scheduler, "options": {"dashboard_address": None,
+                                                                       "host": "127.0.0.1"}})
+    client = Client(cluster)
+    client.wait_for_workers(n_workers)
+    return cluster, client
+
+
+def _worker_info() -> dict:
+    """Where this worker compiles (reported in study.json so a shared cache would show)."""
+    import pytensor
+
+    return {"pid": os.getpid(), "base_compiledir": str(pytensor.config.base_compiledir),
+            "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR", ""),
+            "threads": {k: os.environ.get(k, "") for k in THREAD_ENV}}
+
+
+# --------------------------------------------------------------------------- a whole study
+
+
+class Progress:
+    """Count, rate and estimated time left, printed as simulations finish.
+
+    The rate is over the last ``window`` completions, so the one-off start-up
+    (cluster, per-worker compile) does not inflate the estimate for long.
+    """
+
+    def __init__(self, total: int, *, stream=None, every: float = 2.0, window: int = 50):
+        from collections import deque
+
+        self.total, self.done, self.failed, self.unconverged = total, 0, 0, 0
+        self.t0, self.last, self.every = time.perf_counter(), 0.0, every
+        self.recent = deque([self.t0], maxlen=window + 1)
+        self.stream = stream if stream is not None else sys.stderr
+
+    def update(self, record: dict) -> None:
+        self.done += 1
+        self.failed += record["status"] != "ok"
+        self.unconverged += record["status"] == "ok" and not record["converged"]
+        now = time.perf_counter()
+        self.recent.append(now)
+        if now - self.last >= self.every or self.done == self.total:
+            self.last = now
+            self.stream.write(self.line() + "\n")
+            self.stream.flush()
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.t0
+        span = self.recent[-1] - self.recent[0]
+        rate = (len(self.recent) - 1) / span if span > 0 else 0.0
+        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        eta = f"{left / 60:.1f} min" if np.isfinite(left) else "?"
+        return (f"[{self.done}/{self.total}] {60 * rate:.1f} simulations/min, {elapsed:.0f} s elapsed, "
+                f"about {eta} left; {self.failed} failed, {self.unconverged} not converged")
+
+
+def run_study(problem, n_simulations: int, out: str | Path, *, settings: StudySettings | None = None,
+              workers: int | None = None, scheduler: str | None = None, resume: bool = False,
+              progress: bool | object = True) -> Path:
+    """Run (or resume) an SBC study of ``problem`` and store every simulation under ``out``.
+
+    Parameters
+    ----------
+    problem : a calibration problem (e.g. ``DurabilityCalibration``)
+    n_simulations : total number of simulations the study should hold
+    out : results folder (``study.json``, ``simulations/``)
+    workers : local worker processes (default: one per core); ``0`` runs in this process
+    scheduler : address of an existing Dask scheduler (``tcp://host:8786``); overrides ``workers``
+    resume : continue a stored study (same problem and settings), running only missing simulations
+    progress : print progress lines to stderr (or an object with ``update(record)``)
+
+    Returns
+    -------
+    Path of the results folder.
+    """
+    if n_simulations < 1:
+        raise StudyError(f"--simulations must be at least 1, got {n_simulations}")
+    if workers is not None and workers < 0:
+        raise StudyError(f"--workers must be 0 (in this process) or more, got {workers}")
+    settings = settings or StudySettings()
+    out = Path(out)
+    config = {"problem": problem.describe(), "settings": asdict(settings), "n_simulations": int(n_simulations),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    _check_or_write_config(out, config, resume=resume)
+    todo = [s for s in range(n_simulations) if s not in done_simulations(out)]
+    tracker = progress if hasattr(progress, "update") else (Progress(len(todo)) if progress else None)
+    if not todo:
+        return out
+    thetas = prior_draws(problem, todo, seed=settings.seed)
+
+    def store(record: dict) -> None:
+        _write_atomic(record_frame(record), _sim_path(out, record["sim"]))
+        if tracker is not None:
+            tracker.update(record)
+
+    t0 = time.perf_counter()
+    info = map_tasks(run_simulation, [(problem, s, thetas[s]) for s in todo], kwargs={"settings": settings},
+                     on_result=store, on_error=lambda item, err: {
+                         "sim": item[1], "status": "error", "error": err, "worker_pid": -1, "converged": False,
+                         "quantities": {}},
+                     workers=workers, scheduler=scheduler, cache_root=out / ".worker-caches", broadcast_first=True)
+    _update_config(out, {**info, "wall_seconds": time.perf_counter() - t0})
+    return out
+
+
+def map_tasks(fn, items: list[tuple], *, kwargs: dict, on_result, on_error, workers: int | None = None,
+              scheduler: str | None = None, cache_root: str | Path | None = None, broadcast_first: bool = False) -> dict:
+    """Run ``fn(*item, **kwargs)`` for every item, in this process (``workers=0``) or on Dask.
+
+    Results are handed to ``on_result`` as they arrive (in completion order); a task
+    whose worker died is handed to ``on_error(item, message)`` and then to
+    ``on_result``, and the rest go on. With ``broadcast_first`` the first element of
+    every item (the same problem object) is sent to each worker once. Returns a
+    description of the executor (and of each worker's compile directories).
+    """
+    if scheduler is None and workers == 0:
+        for item in items:
+            on_result(fn(*item, **kwargs))
+        return {"executor": "in-process"}
+    from distributed import Client, as_completed
+
+    cluster = None
+    if scheduler is not None:
+        from toolkit.calibration.worker import SetupWorkerCaches
+
+        client = Client(scheduler)
+        client.register_plugin(SetupWorkerCaches())
+    else:
+        cluster, client = start_local_cluster(workers or os.cpu_count() or 1, cache_root=cache_root)
+    try:
+        info = client.run(_worker_info)
+        if broadcast_first and items:
+            shared = client.scatter(items[0][0], broadcast=True)
+            items_sent = [(shared, *item[1:]) for item in items]
+        else:
+            items_sent = items
+        futures = {client.submit(fn, *sent, **kwargs, pure=False): item for sent, item in zip(items_sent, items)}
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - e.g. a worker that died: recorded, the rest go on
+                result = on_error(futures[future], f"{type(exc).__name__}: {exc}")
+            on_result(result)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return {"executor": scheduler or f"local cluster, {len(info)} workers", "workers": list(info.values())}
+
+
+def _update_config(out: Path, extra: dict) -> None:
+    path = out / STUDY_FILE
+    config = json.loads(path.read_text())
+    config.setdefault("runs", []).append(extra)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
