@@ -130,7 +130,8 @@ def test_failed_loo_is_shown_in_cli_and_report(runs, tmp_path, capsys):
     assert "<td>PSIS-LOO</td><td>failed: ValueError: log likelihood has NaN</td>" in render_report([run])
 
 
-def test_compare_marks_runs_that_did_not_converge(runs, tmp_path, capsys):
+def test_compare_marks_runs_that_did_not_converge(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # a wide console, so the table's headers are not folded
     assert main(["compare", str(runs / "cure"), str(runs / "weibull")]) == 0
     out = capsys.readouterr().out
     assert "converged" in out and "PROVISIONAL" not in out
