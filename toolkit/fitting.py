@@ -137,27 +137,13 @@ def with_stage_one_diagnostics(diagnostics, posterior, *, bfmi_min: float = 0.3)
     divergence in either stage fails the fit, as it would in one posterior; ``divergences`` is the sum.
     Returns ``(diagnostics, stage_one)`` with ``stage_one`` = {divergences, min_bfmi} (None without the group).
     """
-    import arviz_stats as azs
-
-    from toolkit.inference import Diagnostics
+    from toolkit.inference import Diagnostics, sampler_stat_problems
 
     if STAGE_ONE_STATS not in posterior.children:
         return diagnostics, None
-    stats = posterior[STAGE_ONE_STATS].to_dataset()
-    problems = list(diagnostics.problems)
-    divergences, min_bfmi = 0, float("nan")
-    if "diverging" not in stats:
-        problems.append("stage 1 (CAR-T fit): no 'diverging' in its sample_stats (divergences could not be checked)")
-    else:
-        divergences = int(np.sum(stats["diverging"].to_numpy().astype(bool)))
-        if divergences:
-            problems.append(f"stage 1 (CAR-T fit): {divergences} divergent transitions (sampler hit difficult "
-                            "geometry; raise target_accept or reparameterise)")
-    if "energy" in stats:
-        energy = stats["energy"].transpose("chain", "draw").to_numpy()
-        min_bfmi = float(np.min(np.asarray(azs.bfmi(energy, chain_axis=0, draw_axis=1), dtype=float)))
-        if not min_bfmi >= bfmi_min:
-            problems.append(f"stage 1 (CAR-T fit): min E-BFMI {min_bfmi:.2f} < {bfmi_min:g}")
+    divergences, min_bfmi, own = sampler_stat_problems(posterior[STAGE_ONE_STATS].to_dataset(),
+                                                       bfmi_min=bfmi_min, require_energy=False)
+    problems = list(diagnostics.problems) + [f"stage 1 (CAR-T fit): {p}" for p in own]
     combined = Diagnostics(max_rhat=diagnostics.max_rhat, min_ess_bulk=diagnostics.min_ess_bulk,
                            min_ess_tail=diagnostics.min_ess_tail, divergences=diagnostics.divergences + divergences,
                            min_bfmi=float(np.fmin(diagnostics.min_bfmi, min_bfmi)),

@@ -396,6 +396,43 @@ def _stat_values(ds: xr.Dataset, mask: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.array([])
 
 
+def sampler_stat_problems(stats: xr.Dataset | None, *, bfmi_min: float = 0.3,
+                          require_energy: bool = True) -> tuple[int, float, list[str]]:
+    """Divergences and E-BFMI of one fit's ``sample_stats``: ``(divergences, min_bfmi, problems)``.
+
+    E-BFMI per chain = sum_t (E_t - E_{t-1})^2 / sum_t (E_t - mean E)^2 (``arviz_stats.bfmi``);
+    a fit fails with any divergence or a chain below ``bfmi_min``. Shared by :func:`diagnose` and
+    the two-stage joint fit's stage-1 check.
+    """
+    import arviz_stats as azs
+
+    problems: list[str] = []
+    divergences = 0
+    if stats is None or "diverging" not in stats:
+        problems.append("no 'diverging' in sample_stats (divergences could not be checked)")
+    else:
+        divergences = int(np.sum(stats["diverging"].values.astype(bool)))
+        if divergences > 0:
+            problems.append(
+                f"{divergences} divergent transitions (sampler hit difficult geometry; "
+                "raise target_accept or reparameterise)"
+            )
+    min_bfmi = math.nan
+    if stats is None or "energy" not in stats:
+        if require_energy:
+            problems.append("no 'energy' in sample_stats (E-BFMI could not be checked)")
+    else:
+        energy = stats["energy"].transpose("chain", "draw").values
+        bfmi = np.asarray(azs.bfmi(energy, chain_axis=0, draw_axis=1), dtype=float)
+        min_bfmi = float(np.min(bfmi))
+        if not min_bfmi >= bfmi_min:
+            problems.append(
+                f"min E-BFMI {min_bfmi:.2f} < {bfmi_min:g} "
+                "(momentum resampling explores energy poorly; reparameterise)"
+            )
+    return divergences, min_bfmi, problems
+
+
 def diagnose(
     dt: xr.DataTree,
     var_names: list[str] | None = None,
@@ -482,28 +519,8 @@ def diagnose(
         )
 
     stats = dt["sample_stats"].to_dataset() if "sample_stats" in dt.children else None
-    divergences = 0
-    if stats is None or "diverging" not in stats:
-        problems.append("no 'diverging' in sample_stats (divergences could not be checked)")
-    else:
-        divergences = int(np.sum(stats["diverging"].values.astype(bool)))
-        if divergences > 0:
-            problems.append(
-                f"{divergences} divergent transitions (sampler hit difficult geometry; "
-                "raise target_accept or reparameterise)"
-            )
-    min_bfmi = math.nan
-    if stats is None or "energy" not in stats:
-        problems.append("no 'energy' in sample_stats (E-BFMI could not be checked)")
-    else:
-        energy = stats["energy"].transpose("chain", "draw").values
-        bfmi = np.asarray(azs.bfmi(energy, chain_axis=0, draw_axis=1), dtype=float)
-        min_bfmi = float(np.min(bfmi))
-        if not min_bfmi >= bfmi_min:
-            problems.append(
-                f"min E-BFMI {min_bfmi:.2f} < {bfmi_min:g} "
-                "(momentum resampling explores energy poorly; reparameterise)"
-            )
+    divergences, min_bfmi, stat_problems = sampler_stat_problems(stats, bfmi_min=bfmi_min)
+    problems += stat_problems
 
     return Diagnostics(
         max_rhat=max_rhat,
