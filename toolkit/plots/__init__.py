@@ -14,7 +14,7 @@ import numpy as np
 
 from toolkit.survival import kaplan_meier
 
-ARM_COLORS = ("#4C72B0", "#DD8452")  # control, experimental
+from toolkit.plots.style import ARM_COLORS, save_figure  # noqa: F401  (one colour per arm, everywhere)
 
 #: Counts from 1 to SMALL_CELL - 1 are shown as "<5" in legends and annotations,
 #: as in the report's tables: a small cell can identify a patient.
@@ -135,7 +135,7 @@ def plot_forest(estimands: dict, names: list[str] | None = None, *, reference: f
 
 
 def write_durability_figures(run, folder) -> list:
-    """Save the durability checks of a loaded run as PNGs in ``folder``; returns the paths."""
+    """Save the durability checks of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
     from pathlib import Path
 
     from toolkit.fitting import durability_inputs_from_run
@@ -151,9 +151,8 @@ def write_durability_figures(run, folder) -> list:
         if name == "cir_overlay.png" and "death_log_shape" not in run.posterior["posterior"]:
             continue  # a single hazard for relapse or death: no cumulative incidences
         ax = draw()
-        ax.figure.savefig(folder / name, dpi=110)
+        paths += save_figure(ax.figure, folder / name)
         plt.close(ax.figure)
-        paths.append(folder / name)
     return paths
 
 
@@ -237,7 +236,10 @@ def plot_mrd_spaghetti(cohort, *, ax=None):
 
 
 def save_figures(figures: dict, folder) -> list:
-    """Draw each ``{file name: callable returning an Axes or Figure}`` and save it as a PNG in ``folder``."""
+    """Draw each ``{file name: callable returning an Axes or Figure}`` and save it in ``folder``.
+
+    Each is written as PNG (300 dpi) and SVG (:func:`toolkit.plots.style.save_figure`); returns every path.
+    """
     from pathlib import Path
 
     folder = Path(folder)
@@ -246,7 +248,6 @@ def save_figures(figures: dict, folder) -> list:
     for name, draw in figures.items():
         out = draw()
         fig = out if isinstance(out, plt.Figure) else out.figure
-        fig.savefig(folder / name, dpi=110)
+        paths += save_figure(fig, folder / name)
         plt.close(fig)
-        paths.append(folder / name)
     return paths

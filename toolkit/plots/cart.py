@@ -374,7 +374,7 @@ def plot_cart_effects(estimands: dict, *, ci_prob_label: str = "90%"):
 
 
 def write_cart_figures(run, folder) -> list[Path]:
-    """Save the CAR-T checks of a loaded run as PNGs in ``folder``; returns the paths."""
+    """Save the CAR-T checks of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     inputs = cart_inputs_from_run(run)

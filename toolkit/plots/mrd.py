@@ -244,7 +244,7 @@ def plot_mrd_effects(estimands: dict):
 
 
 def write_mrd_figures(run, folder) -> list[Path]:
-    """Save the MRD checks of a loaded run as PNGs in ``folder``; returns the paths."""
+    """Save the MRD checks of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
     from toolkit.mrd_estimands import mrd_inputs_from_run, replicated_negative
 
     folder = Path(folder)
