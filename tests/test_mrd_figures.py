@@ -117,7 +117,7 @@ def test_report_includes_the_mrd_section(run):
     html = render_report([run])
     assert "Speed of MRD clearance" in html and "Responders MRD-negative at day 28" in html
     assert "MRD recurrence by day 365" in html
-    assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', html)) == 2  # no per-patient figure
+    assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', html)) == 3  # no per-patient figure
     assert "HalfNormal(0.5)" in html and "LogNormal(" in html and "fixed at -8" in html
     rows = dict((name, text) for name, text in mrd_prior_rows({"log_doubling_days": [2.85, 0.63]}))
     assert rows["log_doubling_days"] == "Normal(2.85, 0.63) (median 17 days)"

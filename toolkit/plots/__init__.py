@@ -144,15 +144,21 @@ def write_durability_figures(run, folder) -> list:
     folder.mkdir(parents=True, exist_ok=True)
     inputs = durability_inputs_from_run(run)
     paths = []
+    from toolkit.plots.publication import decision_densities, plot_decision_densities, plot_km_at_risk
+
     for name, draw in (("rfs_overlay.png", lambda: plot_rfs_overlay(run.posterior["posterior"], inputs,
                                                                      variant=run.summary["variant"])),
                        ("forest.png", lambda: plot_forest(run.summary["estimands"])),
-                       ("cir_overlay.png", lambda: plot_cir_overlay(run.posterior["posterior"], inputs))):
+                       ("cir_overlay.png", lambda: plot_cir_overlay(run.posterior["posterior"], inputs)),
+                       ("km_at_risk.png", lambda: plot_km_at_risk(inputs.time_years * 365.25, inputs.event,
+                                                                  inputs.arm, arm_labels=inputs.arm_labels)),
+                       ("decisions.png", lambda: plot_decision_densities(decision_densities(run)))):
         if name == "cir_overlay.png" and "death_log_shape" not in run.posterior["posterior"]:
             continue  # a single hazard for relapse or death: no cumulative incidences
-        ax = draw()
-        paths += save_figure(ax.figure, folder / name)
-        plt.close(ax.figure)
+        out = draw()
+        fig = out if isinstance(out, plt.Figure) else out.figure
+        paths += save_figure(fig, folder / name)
+        plt.close(fig)
     return paths
 
 
