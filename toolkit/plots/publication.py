@@ -11,7 +11,8 @@
   its posterior draws (seaborn point plot, 90% interval).
 - :func:`plot_cohort_overview`: the cohort at a glance, by arm (seaborn).
 
-Colours come from :mod:`toolkit.plots.style` (one per arm, everywhere).
+Colours come from :mod:`toolkit.plots.style` (one per arm, everywhere; seaborn's
+default desaturation is switched off so a bar is the same colour as a line).
 Each function takes data, accepts ``ax=None`` where it draws one panel, and
 returns the Axes (or the Figure, for multi-panel figures); none calls ``plt.show()``.
 """
@@ -255,7 +256,7 @@ def plot_patient_estimates(frame: pd.DataFrame, value: str, *, arm_labels=("cont
     data = pd.DataFrame({"arm": [arm_labels[int(a)] for a in frame["arm"]], value: frame[value].to_numpy()})
     palette = arm_palette(arm_labels)
     sns.boxplot(data=data, x="arm", y=value, hue="arm", order=list(arm_labels), palette=palette, ax=ax,
-                showfliers=False, boxprops={"alpha": 0.35}, legend=False, log_scale=log_scale)
+                showfliers=False, boxprops={"alpha": 0.35}, legend=False, log_scale=log_scale, saturation=1)
     sns.stripplot(data=data, x="arm", y=value, hue="arm", order=list(arm_labels), palette=palette, ax=ax,
                   size=4, jitter=0.2, legend=False)
     ax.set(xlabel="", ylabel=ylabel or value.replace("_", " "))
@@ -301,6 +302,7 @@ def plot_cohort_overview(cohort, *, show_small_cells: bool = False):
     axes = axes.ravel()
     response = df.assign(response=df["response"].fillna("missing"))
     bars = sns.countplot(data=response, x="response", hue="arm", hue_order=arms, palette=palette, ax=axes[0],
+                         saturation=1,
                          order=[r for r in ("CR", "CRi", "NR", "missing") if r in set(response["response"])])
     for container in bars.containers:
         bars.bar_label(container, labels=[count_label(b.get_height(), show_small_cells) if b.get_height() else ""
@@ -308,11 +310,11 @@ def plot_cohort_overview(cohort, *, show_small_cells: bool = False):
     axes[0].set(title="Best response", xlabel="", ylabel="patients")
     axes[0].legend(fontsize=7, frameon=False, title=None)
     sns.boxplot(data=df, x="arm", y="last_followup_day", hue="arm", order=arms, hue_order=arms, palette=palette,
-                ax=axes[1], legend=False, boxprops={"alpha": 0.5})
+                ax=axes[1], legend=False, boxprops={"alpha": 0.5}, saturation=1)
     axes[1].set(title="Follow-up", xlabel="", ylabel="days since infusion")
     for ax, cov in zip(axes[2:], covariates):
         sns.violinplot(data=df, x="arm", y=cov, hue="arm", order=arms, hue_order=arms, palette=palette, ax=ax,
-                       legend=False, inner="quart", cut=0, alpha=0.6)
+                       legend=False, inner="quart", cut=0, alpha=0.6, saturation=1)
         ax.set(title=cov.replace("_", " "), xlabel="", ylabel="")
     for ax in axes:
         ax.tick_params(axis="x", labelsize=8)
