@@ -70,7 +70,7 @@ def test_run_figures_are_written_as_png_and_svg(run, tmp_path):
     paths = write_durability_figures(run, tmp_path)
     pngs = sorted(p.stem for p in paths if p.suffix == ".png")
     assert pngs == sorted(p.stem for p in paths if p.suffix == ".svg")
-    assert {"km_at_risk", "decisions", "rfs_overlay", "forest", "cir_overlay"} <= set(pngs)
+    assert {"km_at_risk", "decisions", "pit", "rfs_overlay", "forest", "cir_overlay"} <= set(pngs)
     assert all(p.stat().st_size > 5_000 for p in paths)
     plt.close("all")
 
@@ -276,3 +276,46 @@ def test_templates_ship_as_package_data():
     shipped = {p.relative_to(TEMPLATE_DIR.parent.parent).as_posix() for p in TEMPLATE_DIR.iterdir()}
     assert shipped and all(any(Path(f).match(pattern) for pattern in patterns) for f in shipped)
     assert re.search(r"autoescape=True", (TEMPLATE_DIR.parent.parent / "report.py").read_text())
+
+
+# --------------------------------------------------------------------------- posterior predictive checks (PIT)
+
+
+def test_censored_pit_is_uniform_under_the_model_and_flags_ignored_censoring():
+    from scipy import stats
+
+    from toolkit.plots.ppc import censored_pit
+
+    rng = np.random.default_rng(5)
+    n, k, lam = 4000, 1.3, 2.0
+    cdf = lambda t: 1 - np.exp(-(t / lam) ** k)  # noqa: E731
+    t = lam * rng.weibull(k, n)
+    c = rng.uniform(0, 4, n)
+    time, event = np.minimum(t, c), t <= c
+    u = censored_pit(cdf(time), np.where(event, cdf(time), 1.0), random_seed=1)
+    assert stats.kstest(u, "uniform").pvalue > 0.01
+    broken = cdf(time)  # censored follow-up read as an event: the check must flag it
+    assert stats.kstest(broken, "uniform").pvalue < 1e-6
+
+
+def test_pit_figure_reports_arviz_uniformity_test():
+    from toolkit.plots.ppc import plot_pit_ecdf
+
+    u = np.random.default_rng(2).uniform(size=200)
+    fig = plot_pit_ecdf({"fits": u, "misfits": u ** 2})
+    texts = {ax.get_title(): " ".join(t.get_text() for t in ax.texts) for ax in fig.axes}
+    p = {name: float(re.search(r"p=([0-9.]+)", text).group(1)) for name, text in texts.items()}
+    assert p["fits"] > 0.01 and p["misfits"] < 0.01
+    plt.close("all")
+
+
+def test_durability_pit_has_one_value_per_patient(run, inputs):
+    from toolkit.plots.ppc import durability_pit
+
+    u = durability_pit(run.posterior["posterior"], inputs)
+    assert u.shape == inputs.event.shape and np.all((u >= 0) & (u <= 1))
+    # relapses are at their predictive CDF, censored follow-ups above it
+    again = durability_pit(run.posterior["posterior"], inputs, random_seed=99)
+    event = inputs.event.astype(bool)
+    np.testing.assert_allclose(u[event], again[event])
+    assert not np.allclose(u[~event], again[~event])

@@ -313,7 +313,7 @@ def test_fit_killed_between_the_renames_is_repaired_by_the_next_command(previous
     assert main(FIT + ["--out", str(out), "--seed", "3", "--overwrite"]) == 0
     assert load_run(out).provenance["settings"]["random_seed"] == 3
     assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(
-        f"{name}.{fmt}" for name in ("decisions", "forest", "km_at_risk", "rfs_overlay") for fmt in ("png", "svg"))
+        f"{name}.{fmt}" for name in ("decisions", "forest", "km_at_risk", "pit", "rfs_overlay") for fmt in ("png", "svg"))
     assert [p.name for p in tmp_path.iterdir() if p.name != "report.html"] == ["run"]
 
 

@@ -158,11 +158,24 @@ def decision_figures(run: Run) -> list[str]:
                     "benefit, and each probability written on the panel is the one reported above.")]
 
 
+def pit_figure(pits: dict) -> str:
+    """The censored-data PIT check of :mod:`toolkit.plots.ppc` as a report figure."""
+    from toolkit.plots.ppc import PIT_TITLE, plot_pit_ecdf
+
+    return _figure(plot_pit_ecdf(pits, title=PIT_TITLE).axes[0],
+                   "Model check from the posterior draws: the probability integral transform (PIT) of each "
+                   "observation under the fitted model, censored observations drawn uniformly over the values "
+                   "they allow, shown as the difference between their empirical distribution and the uniform. "
+                   "A model that reproduces the data stays near 0; p (ArviZ's uniformity test) below 0.01 "
+                   "flags a misfit, and highlighted points are the observations that contribute most to it.")
+
+
 def durability_figures(run: Run) -> list[str]:
     from toolkit.fitting import durability_inputs_from_run
     from toolkit.plots import plot_forest, plot_rfs_overlay
 
     from toolkit.plots import plot_cir_overlay
+    from toolkit.plots.ppc import durability_pit
     from toolkit.plots.publication import plot_km_at_risk
 
     inputs = durability_inputs_from_run(run)
@@ -183,6 +196,7 @@ def durability_figures(run: Run) -> list[str]:
                            "Relapse-free survival from remission per arm (Kaplan-Meier; ticks = censored), with the "
                            "number of patients still at risk under the axis (1 to 4 shown as \"<5\")."))
     figures += decision_figures(run)
+    figures.append(pit_figure({"relapse": durability_pit(run.posterior["posterior"], inputs)}))
     return figures
 
 

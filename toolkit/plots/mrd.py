@@ -246,6 +246,7 @@ def plot_mrd_effects(estimands: dict):
 def write_mrd_figures(run, folder) -> list[Path]:
     """Save the MRD checks of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
     from toolkit.mrd_estimands import mrd_inputs_from_run, replicated_negative
+    from toolkit.plots.ppc import PIT_TITLE, mrd_pit, plot_pit_ecdf
     from toolkit.plots.publication import decision_densities, plot_decision_densities
 
     folder = Path(folder)
@@ -258,5 +259,6 @@ def write_mrd_figures(run, folder) -> list[Path]:
             fraction_negative_table(inputs, replicated_negative(posterior, inputs)), arm_labels=inputs.arm_labels),
         "forest.png": lambda: plot_mrd_effects(run.summary["estimands"]),
         "decisions.png": lambda: plot_decision_densities(decision_densities(run)),
+        "pit.png": lambda: plot_pit_ecdf({"MRD": mrd_pit(posterior, inputs)}, title=PIT_TITLE),
     }
     return save_figures(figures, folder)
