@@ -319,3 +319,19 @@ def test_durability_pit_has_one_value_per_patient(run, inputs):
     event = inputs.event.astype(bool)
     np.testing.assert_allclose(u[event], again[event])
     assert not np.allclose(u[~event], again[~event])
+
+
+def test_review_fragments_fill_the_appendix_slot(run, monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "toolkit.review", None)  # the review module absent: no empty headings
+    html = render_report([run])
+    assert "Appendix" not in html and "Prior sensitivity" not in html
+    review = types.ModuleType("toolkit.review")
+    review.diagnostics_appendix = lambda r: f"<p id='diag'>summary table of {r.summary['model']}</p>"
+    review.sensitivity_section = lambda r: "<p id='sens'>power-scaling</p>"
+    monkeypatch.setitem(sys.modules, "toolkit.review", review)
+    html = render_report([run])
+    assert "<p id='diag'>summary table of durability</p>" in html and "<p id='sens'>power-scaling</p>" in html
+    assert html.index("<h2>Diagnostics</h2>") < html.index("Prior sensitivity") < html.index("id='diag'")
