@@ -52,7 +52,7 @@ def _png(ax) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    ax.figure.savefig(buf, format="png", dpi=110)  # embedded for reading on screen; the 300-dpi files are in RUN/figures
+    ax.figure.savefig(buf, format="png", dpi=110)  # for the screen; RUN/figures has the 300-dpi PNG and SVG
     plt.close(ax.figure)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -175,7 +175,7 @@ def durability_figures(run: Run) -> list[str]:
     from toolkit.plots import plot_forest, plot_rfs_overlay
 
     from toolkit.plots import plot_cir_overlay
-    from toolkit.plots.ppc import durability_pit
+    from toolkit.plots.ppc import durability_event_name, durability_pit
     from toolkit.plots.publication import plot_km_at_risk
 
     inputs = durability_inputs_from_run(run)
@@ -196,7 +196,8 @@ def durability_figures(run: Run) -> list[str]:
                            "Relapse-free survival from remission per arm (Kaplan-Meier; ticks = censored), with the "
                            "number of patients still at risk under the axis (1 to 4 shown as \"<5\")."))
     figures += decision_figures(run)
-    figures.append(pit_figure({"relapse": durability_pit(run.posterior["posterior"], inputs)}))
+    figures.append(pit_figure({durability_event_name(run.posterior["posterior"]):
+                               durability_pit(run.posterior["posterior"], inputs)}))
     return figures
 
 

@@ -144,7 +144,7 @@ def write_durability_figures(run, folder) -> list:
     folder.mkdir(parents=True, exist_ok=True)
     inputs = durability_inputs_from_run(run)
     paths = []
-    from toolkit.plots.ppc import PIT_TITLE, durability_pit, plot_pit_ecdf
+    from toolkit.plots.ppc import PIT_TITLE, durability_event_name, durability_pit, plot_pit_ecdf
     from toolkit.plots.publication import decision_densities, plot_decision_densities, plot_km_at_risk
 
     for name, draw in (("rfs_overlay.png", lambda: plot_rfs_overlay(run.posterior["posterior"], inputs,
@@ -154,7 +154,8 @@ def write_durability_figures(run, folder) -> list:
                        ("km_at_risk.png", lambda: plot_km_at_risk(inputs.time_years * 365.25, inputs.event,
                                                                   inputs.arm, arm_labels=inputs.arm_labels)),
                        ("decisions.png", lambda: plot_decision_densities(decision_densities(run))),
-                       ("pit.png", lambda: plot_pit_ecdf({"relapse": durability_pit(run.posterior["posterior"], inputs)},
+                       ("pit.png", lambda: plot_pit_ecdf({durability_event_name(run.posterior["posterior"]):
+                                                          durability_pit(run.posterior["posterior"], inputs)},
                                                          title=PIT_TITLE))):
         if name == "cir_overlay.png" and "death_log_shape" not in run.posterior["posterior"]:
             continue  # a single hazard for relapse or death: no cumulative incidences

@@ -40,6 +40,12 @@ def censored_pit(cdf_lower, cdf_upper, *, random_seed: int = DEFAULT_SEED) -> np
     return np.where(hi > lo, lo + v * (hi - lo), lo)
 
 
+def durability_event_name(posterior) -> str:
+    """What the durability model's time-to-event part scores: relapse alone where death in remission has
+    its own hazard, else relapse or death (the RFS endpoint)."""
+    return "relapse" if "death_log_shape" in posterior else "relapse or death"
+
+
 def durability_pit(posterior, inputs, *, random_seed: int = DEFAULT_SEED) -> np.ndarray:
     """Censored-data PIT of each patient's relapse time under the durability model's posterior predictive.
 
