@@ -137,6 +137,15 @@ def test_number_at_risk_counts_follow_up_at_or_after_each_day():
     assert number_at_risk(km, days).tolist() == [int(np.sum(time >= d)) for d in days] == [7, 7, 6, 6, 2, 1, 1, 0]
 
 
+def test_number_at_risk_matches_lifelines_event_table():
+    lifelines = pytest.importorskip("lifelines")
+    rng = np.random.default_rng(3)
+    time, event = np.round(rng.exponential(300, 80)), rng.random(80) < 0.6
+    table = lifelines.KaplanMeierFitter().fit(time, event).event_table
+    km = kaplan_meier(time, event)
+    assert number_at_risk(km, table.index.to_numpy()).tolist() == table["at_risk"].astype(int).tolist()
+
+
 def test_km_at_risk_table_prints_the_survival_module_counts(inputs):
     days = inputs.time_years * 365.25
     ticks = [0, 180, 365, 730]
