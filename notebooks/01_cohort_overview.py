@@ -53,6 +53,17 @@ plots.plot_km_by_arm(cohort, endpoint="rfs");
 plots.plot_km_by_arm(cohort, endpoint="efs");
 
 # %%
+# Publication versions: the cohort by arm (seaborn), and relapse-free survival with the numbers at risk.
+from toolkit.data.endpoints import time_to_event
+from toolkit.plots.publication import plot_cohort_overview, plot_km_at_risk
+
+plot_cohort_overview(cohort);
+
+# %%
+rfs = time_to_event(cohort, endpoint="rfs")
+plot_km_at_risk(rfs["time"], rfs["event"], rfs["arm"], arm_labels=cohort.arms);
+
+# %%
 plots.plot_cart_spaghetti(cohort);
 
 # %%

@@ -26,6 +26,7 @@ SPECS = {
     "not_toml.toml": "model: durability\n",
     "latin1.toml": None,  # written as bytes below
     "bad_sampler_value.toml": 'model = "durability"\n[sampler]\nchains = 0\n',
+    "primary_text.toml": 'model = "durability"\nprimary = "yes"\n',
 }
 
 
@@ -163,6 +164,10 @@ MISUSES = [
                                     "{place}/nope/p.csv"], r"--out .*p.csv: the folder .*nope does not exist"),
     ("compare-nothing", ["compare"], r"the following arguments are required: runs"),
     ("report-no-out", ["report", "{place}/run"], r"the following arguments are required: --out"),
+    ("report-templates-missing", ["report", "{place}/run", "--out", "{new}/r.html", "--templates", "{place}/nope"],
+     r"--templates .*nope: not a folder; give a folder holding copies of the report templates"),
+    ("spec-primary-not-boolean", ["fit", "durability", *DATA, "--spec", "{place}/primary_text.toml"],
+     r"primary_text.toml: primary must be true or false"),
     ("templates-over-a-cohort", ["templates", "--out", "{cohort}"],
      r"templates --out .*cohort holds patients.csv with data; choose a new folder \(templates never overwrite data\)"),
     ("templates-out-is-a-file", ["templates", "--out", "{place}/a_file.txt"],

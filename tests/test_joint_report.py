@@ -58,7 +58,9 @@ def test_fit_writes_the_joint_figures(run_dir, run, tmp_path):
     for name in FIGURES:
         assert (run_dir / "figures" / name).stat().st_size > 5_000, name
     paths = write_joint_figures(run, tmp_path)
-    assert [p.name for p in paths] == list(FIGURES)
+    pngs = [p.name for p in paths if p.suffix == ".png"]
+    assert pngs == list(FIGURES) + ["decisions.png"]
+    assert [p.name for p in paths if p.suffix == ".svg"] == [n.replace(".png", ".svg") for n in pngs]
     plt.close("all")
 
 
@@ -87,7 +89,7 @@ def test_report_has_the_joint_section_with_the_summary_probabilities(run, cohort
     assert f"{math.exp(est['log_hr_per_log_clearance']['median']):.2f}" in mrd_sentence
     assert sentence in html
     assert f"{est['hazard_ratio_total']['median']:.2f}" in html
-    assert html.count("<img") == 3
+    assert html.count("<img") == 4  # three joint figures and the decision densities
     assert "Normal(-0.34, 0.3)" in html and "CartPriors" in html
     words = joint_in_words(run.summary)
     assert f"overall: {expected[0]:.2f}" in words

@@ -117,7 +117,20 @@ def test_report_includes_the_mrd_section(run):
     html = render_report([run])
     assert "Speed of MRD clearance" in html and "Responders MRD-negative at day 28" in html
     assert "MRD recurrence by day 365" in html
-    assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', html)) == 2  # no per-patient figure
+    assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', html)) == 4  # no per-patient figure
     assert "HalfNormal(0.5)" in html and "LogNormal(" in html and "fixed at -8" in html
     rows = dict((name, text) for name, text in mrd_prior_rows({"log_doubling_days": [2.85, 0.63]}))
     assert rows["log_doubling_days"] == "Normal(2.85, 0.63) (median 17 days)"
+
+
+def test_mrd_pit_from_the_replicates(run, inputs):
+    from toolkit.mrd_estimands import replicated_mrd_log10, replicated_negative
+    from toolkit.plots.ppc import mrd_pit
+
+    post = run.posterior["posterior"]
+    y_rep, lod = replicated_mrd_log10(post, inputs)
+    np.testing.assert_array_equal(replicated_negative(post, inputs), y_rep < lod)
+    u = mrd_pit(post, inputs)
+    assert u.shape == inputs.day.shape and np.all((u >= 0) & (u <= 1))
+    below = np.asarray(inputs.censoring) == 1  # below the limit: at most the share of replicates below it
+    assert np.all(u[below] <= np.mean(y_rep <= lod, axis=0)[below] + 1e-12)

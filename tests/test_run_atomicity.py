@@ -312,7 +312,8 @@ def test_fit_killed_between_the_renames_is_repaired_by_the_next_command(previous
     # and an uninterrupted --overwrite replaces it, leaving no scratch folder behind
     assert main(FIT + ["--out", str(out), "--seed", "3", "--overwrite"]) == 0
     assert load_run(out).provenance["settings"]["random_seed"] == 3
-    assert sorted(p.name for p in (out / "figures").iterdir()) == ["forest.png", "rfs_overlay.png"]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(
+        f"{name}.{fmt}" for name in ("decisions", "forest", "km_at_risk", "pit", "rfs_overlay") for fmt in ("png", "svg"))
     assert [p.name for p in tmp_path.iterdir() if p.name != "report.html"] == ["run"]
 
 

@@ -558,7 +558,8 @@ def cmd_report(args) -> int:
 
     console = _console()
     try:
-        out = write_report(args.runs, args.out, show_small_cells=args.show_small_cells, pdf=args.pdf)
+        out = write_report(args.runs, args.out, show_small_cells=args.show_small_cells, pdf=args.pdf,
+                           template_dir=args.templates)
     except (FileNotFoundError, RuntimeError, ValueError) as err:
         console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
@@ -731,6 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--pdf", action="store_true", help="also print it to PDF with headless Chromium")
     p.add_argument("--show-small-cells", action="store_true", help="show counts below 5 in summary tables")
+    p.add_argument("--templates", metavar="DIR", help="folder with reworded copies of report templates "
+                   "(toolkit/templates/report/*.html.j2); each file found there replaces the original")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("run-notebooks", help="execute every analysis notebook on a cohort (executed .ipynb + HTML)")

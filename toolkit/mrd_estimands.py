@@ -320,13 +320,22 @@ def patient_trajectories(posterior, inputs: MrdInputs, *, days=DEFAULT_DAY_GRID,
 
 def replicated_negative(posterior, inputs: MrdInputs, *, priors: MrdPriors | None = None,
                         random_seed: int = DEFAULT_SEED) -> np.ndarray:
-    """Posterior predictive "MRD-negative" per draw and assessment, (draws, assessments) booleans.
+    """Posterior predictive "MRD-negative" per draw and assessment, (draws, assessments) booleans:
+    the replicate of :func:`replicated_mrd_log10` below that assessment's own detection limit."""
+    y_rep, lod = replicated_mrd_log10(posterior, inputs, priors=priors, random_seed=random_seed)
+    return y_rep < lod
+
+
+def replicated_mrd_log10(posterior, inputs: MrdInputs, *, priors: MrdPriors | None = None,
+                         random_seed: int = DEFAULT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior predictive log10 MRD per draw and assessment, (draws, assessments), and each row's limit.
 
     For each draw every analysed assessment is measured again: the patient's class is drawn with its
     per-draw posterior class probability, the value from Normal(m(t) + method and specimen offsets,
     sigma_method) on the log10 scale, and it is negative when below **that assessment's own** detection
     limit (a PNQ or quantified value is positive). A quantified row without a recorded limit uses the
-    smallest limit of its method in the cohort (never negative if the method has none).
+    smallest limit of its method in the cohort (never negative if the method has none); the limits
+    used are returned beside the replicates.
     """
     post = _posterior(posterior)
     floor_s = (priors or MrdPriors()).sustained_floor_log10
@@ -346,7 +355,7 @@ def replicated_negative(posterior, inputs: MrdInputs, *, priors: MrdPriors | Non
         lod[(method == m) & ~np.isfinite(lod)] = fill
     rng = np.random.default_rng(random_seed + 1)
     y_rep = mu + g("mrd_residual_sd_log10")[:, method] * rng.standard_normal(mu.shape)
-    return y_rep < lod
+    return y_rep, lod
 
 
 def mrd_inputs_from_run(run) -> MrdInputs:

@@ -1,11 +1,19 @@
 """The investigator report: one self-contained HTML file from one or more runs.
 
-Order: the answer in plain words (generated from the posterior), key
-figures, methods (model, priors, data, software), diagnostics. A run that
-failed its diagnostics puts a red banner at the top and "provisional" in the
-title. Images are embedded (base64 PNG), so the file opens without a network.
-Summary-table counts between 1 and 4 are shown as "<5" unless
-``show_small_cells`` is set; only pseudonymous codes ever appear.
+Rendered from Jinja2 templates, one per section, in ``toolkit/templates/report/``
+(autoescaped): a statistician changes the wording there, or in a copy of any of
+them passed as ``template_dir`` (``toolkit report --templates DIR``), without
+touching code. Python computes the numbers; the templates say them.
+
+Order: one paragraph answering the trial's question from the primary analysis
+(:func:`primary_run`: the run whose spec says ``primary = true``), then each
+analysis in plain words (generated from the posterior), key figures, methods
+(model, priors, data, software), diagnostics, and the reviewer's appendix
+(prior sensitivity, diagnostics of every run) when ``toolkit.review`` provides
+it. A run that failed its diagnostics puts a red banner at the top and
+"provisional" in the title. Images are embedded (base64 PNG), so the file
+opens without a network. Summary-table counts between 1 and 4 are shown as
+"<5" unless ``show_small_cells`` is set; only pseudonymous codes ever appear.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from markupsafe import Markup
+
 from toolkit.inference import Run, RunFolderError, check_writable_destination, load_run
 from toolkit.report_cart import cart_answer, cart_figures, cart_prior_rows
 from toolkit.report_mrd import mrd_answer, mrd_figures, mrd_prior_rows
@@ -26,20 +36,12 @@ from toolkit.report_joint import joint_answer, joint_figures, joint_prior_rows
 
 SMALL_CELL = 5
 
-CSS = """
-body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 60rem; margin: 2rem auto;
-       padding: 0 1rem; color: #222; line-height: 1.45; }
-h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2rem; margin-top: 2rem; }
-.banner { background: #b00020; color: white; padding: .8rem 1rem; border-radius: 4px; font-weight: 600; }
-.answer { background: #f4f7fb; border-left: 4px solid #4C72B0; padding: .6rem 1rem; }
-.answer li { margin: .3rem 0; } .prob { font-weight: 700; }
-table { border-collapse: collapse; margin: .6rem 0; font-size: .9rem; }
-th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; }
-th { background: #f0f0f0; } .ok { color: #1b7d3a; font-weight: 600; } .bad { color: #b00020; font-weight: 600; }
-figure { margin: 1rem 0; } figcaption { font-size: .85rem; color: #555; }
-img { max-width: 100%; } .muted { color: #666; font-size: .85rem; }
-@media print { .banner { -webkit-print-color-adjust: exact; print-color-adjust: exact; } }
-"""
+#: The report's templates (package data; see pyproject.toml).
+TEMPLATE_DIR = Path(__file__).parent / "templates" / "report"
+
+
+class ReportTemplateError(ValueError):
+    """A report template that cannot be used; the message names the file, the line and the fix."""
 
 
 def _e(text) -> str:
@@ -50,7 +52,7 @@ def _png(ax) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    ax.figure.savefig(buf, format="png", dpi=110)
+    ax.figure.savefig(buf, format="png", dpi=110)  # for the screen; RUN/figures has the 300-dpi PNG and SVG
     plt.close(ax.figure)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -60,8 +62,9 @@ def _figure(ax, caption: str) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
-def _count(n: int, show_small_cells: bool) -> str:
-    return str(n) if show_small_cells or n == 0 or n >= SMALL_CELL else f"&lt;{SMALL_CELL}"
+def _count_text(n: int, show_small_cells: bool) -> str:
+    """A table count as text (the template escapes it): "<5" for 1-4 unless ``show_small_cells``."""
+    return str(n) if show_small_cells or n == 0 or n >= SMALL_CELL else f"<{SMALL_CELL}"
 
 
 def _pct(x: float) -> str:
@@ -77,12 +80,6 @@ def _points(x: float) -> str:
 def _interval(value: dict, fmt=_pct) -> str:
     lo, hi = next(v for k, v in value.items() if k.startswith("hdi_"))
     return f"{fmt(value['median'])} (90% interval {fmt(lo)} to {fmt(hi)})"
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # --------------------------------------------------------------------------- per model
@@ -148,11 +145,38 @@ def _competing_answer(est: dict, ctl: str, exp: str) -> list[str]:
     return out
 
 
+def decision_figures(run: Run) -> list[str]:
+    """The posterior density of each decision estimand of a run, thresholds marked, P(effect) written on it."""
+    from toolkit.plots.publication import decision_densities, plot_decision_densities
+
+    decisions = decision_densities(run)
+    if not decisions:
+        return []
+    return [_figure(plot_decision_densities(decisions).axes[0],
+                    "Posterior distribution of each decision quantity (experimental vs control): the dashed lines "
+                    "are the decision thresholds of the analysis plan, the shaded area is the probability of any "
+                    "benefit, and each probability written on the panel is the one reported above.")]
+
+
+def pit_figure(pits: dict) -> str:
+    """The censored-data PIT check of :mod:`toolkit.plots.ppc` as a report figure."""
+    from toolkit.plots.ppc import PIT_TITLE, plot_pit_ecdf
+
+    return _figure(plot_pit_ecdf(pits, title=PIT_TITLE).axes[0],
+                   "Model check from the posterior draws: the probability integral transform (PIT) of each "
+                   "observation under the fitted model, censored observations drawn uniformly over the values "
+                   "they allow, shown as the difference between their empirical distribution and the uniform. "
+                   "A model that reproduces the data stays near 0; p (ArviZ's uniformity test) below 0.01 "
+                   "flags a misfit, and highlighted points are the observations that contribute most to it.")
+
+
 def durability_figures(run: Run) -> list[str]:
     from toolkit.fitting import durability_inputs_from_run
     from toolkit.plots import plot_forest, plot_rfs_overlay
 
     from toolkit.plots import plot_cir_overlay
+    from toolkit.plots.ppc import durability_event_name, durability_pit
+    from toolkit.plots.publication import plot_km_at_risk
 
     inputs = durability_inputs_from_run(run)
     figures = [
@@ -167,6 +191,13 @@ def durability_figures(run: Run) -> list[str]:
                                "Cumulative incidence of relapse (solid) and of death in remission (dotted) from "
                                "remission, the two competing: observed (Aalen-Johansen steps) and the model's estimate "
                                "(dashed median, shaded 90% band) per arm."))
+    figures.append(_figure(plot_km_at_risk(inputs.time_years * 365.25, inputs.event, inputs.arm,
+                                           arm_labels=inputs.arm_labels),
+                           "Relapse-free survival from remission per arm (Kaplan-Meier; ticks = censored), with the "
+                           "number of patients still at risk under the axis (1 to 4 shown as \"<5\")."))
+    figures += decision_figures(run)
+    figures.append(pit_figure({durability_event_name(run.posterior["posterior"]):
+                               durability_pit(run.posterior["posterior"], inputs)}))
     return figures
 
 
@@ -179,40 +210,39 @@ def _normal_prior_rows(priors: dict) -> list[list[str]]:
             for k, v in priors.items()]
 
 
-def _data_table(summary: dict, show_small_cells: bool) -> str:
+def _data_table(summary: dict, show_small_cells: bool) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (plain text) of the per-arm counts table; no rows when the summary has none."""
     data = summary.get("data", {})
     per_arm = data.get("per_arm")
     if not per_arm:
-        return ""
+        return [], []
     first = list(next(iter(per_arm.values())))  # durability: patients, events; cart: patients, samples, below_lloq
     columns = sorted(first, key=lambda c: list(COUNT_LABELS).index(c) if c in COUNT_LABELS else len(COUNT_LABELS))
-    rows = [[_e(summary["arms"][arm])] + [_count(v[c], show_small_cells) for c in columns] for arm, v in per_arm.items()]
-    note = "" if show_small_cells else f'<p class="muted">Counts from 1 to {SMALL_CELL - 1} are shown as "&lt;{SMALL_CELL}".</p>'
-    return _table(["arm"] + [COUNT_LABELS.get(c, c.replace("_", " ")) for c in columns], rows) + note
+    rows = [[summary["arms"][arm]] + [_count_text(v[c], show_small_cells) for c in columns]
+            for arm, v in per_arm.items()]
+    return ["arm"] + [COUNT_LABELS.get(c, c.replace("_", " ")) for c in columns], rows
 
 
-def _methods(run: Run, show_small_cells: bool) -> str:
+def _methods(run: Run, show_small_cells: bool) -> dict:
+    """What ``methods.html.j2`` says of one run (prior rows are HTML made safe by the model's section)."""
     s, p = run.summary, run.provenance
-    options = s.get("options", {})
-    opts = ", ".join(f"{_e(k)} = {_e(v)}" for k, v in options.items())
-    priors = _table(["parameter", "prior"], PRIOR_ROWS.get(s["model"], _normal_prior_rows)(p.get("priors", {})))
-    settings = p.get("settings", {})
-    versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in p.get("versions", {}).items() if v)
+    priors = PRIOR_ROWS.get(s["model"], _normal_prior_rows)(p.get("priors", {}))
     spec = p.get("spec") or {}
-    rationale = f"<p>{_e(spec.get('rationale', '').strip())}</p>" if spec.get("rationale") else ""
-    return (f"<h3>{_e(s['model'])} ({_e(s.get('variant', ''))})</h3>{rationale}"
-            f"<p>Analysis choices: {opts}.</p>"
-            f"<p>Data: {_e(s.get('cohort', ''))} (data hash <code>{_e(p.get('data_hash', '')[:16])}</code>).</p>"
-            f"{_data_table(s, show_small_cells)}<p>Priors (Normal(mean, SD) on the model scale unless stated; sources in the "
-            f"model's documentation):</p>{priors}"
-            f"<p>Sampler: {_e(settings.get('backend'))}, {_e(settings.get('chains'))} chains × "
-            f"{_e(settings.get('tune'))} tuning + {_e(settings.get('draws'))} draws, seed {_e(settings.get('random_seed'))}. "
-            f"Software: {versions}.</p>")
+    header, rows = _data_table(s, show_small_cells)
+    settings = p.get("settings", {})
+    return {"model": s["model"], "variant": s.get("variant", ""),
+            "rationale": spec.get("rationale", "").strip() if spec.get("rationale") else "",
+            "options": list(s.get("options", {}).items()),
+            "cohort": s.get("cohort", ""), "data_hash": p.get("data_hash", "")[:16],
+            "data_header": header, "data_rows": rows,
+            "priors": [(Markup(name), Markup(text)) for name, text in priors],
+            "settings": {k: settings.get(k) for k in ("backend", "chains", "tune", "draws", "random_seed")},
+            "versions": [(k, v) for k, v in p.get("versions", {}).items() if v]}
 
 
-def _diagnostics(run: Run) -> str:
+def _diagnostics(run: Run) -> dict:
+    """What ``diagnostics.html.j2`` says of one run: the verdict, the checks and their values, the problems."""
     d = run.summary["diagnostics"]
-    verdict = '<span class="ok">passed</span>' if d["converged"] else '<span class="bad">FAILED</span>'
     rows = [["max R-hat (≤ 1.01)", f"{d['max_rhat']:.3f}" if d["max_rhat"] is not None else "n/a"],
             ["min bulk ESS (≥ 400)", f"{d['min_ess_bulk']:.0f}" if d["min_ess_bulk"] is not None else "n/a"],
             ["min tail ESS (≥ 400)", f"{d['min_ess_tail']:.0f}" if d["min_ess_tail"] is not None else "n/a"],
@@ -225,10 +255,8 @@ def _diagnostics(run: Run) -> str:
         rows.append(["max Pareto k (≤ 0.7)", f"{loo['max_pareto_k']:.2f}"])
     elif "error" in loo:
         rows.append(["PSIS-LOO", f"failed: {loo['error']}"])
-    problems = "".join(f"<li>{_e(x)}</li>" for x in d.get("problems", []))
-    return (f"<h3>{_e(run.summary['model'])} ({_e(run.summary.get('variant', ''))}): {verdict}</h3>"
-            + _table(["check", "value"], [[_e(a), _e(b)] for a, b in rows])
-            + (f"<ul>{problems}</ul>" if problems else ""))
+    return {"model": run.summary["model"], "variant": run.summary.get("variant", ""),
+            "converged": bool(d["converged"]), "rows": rows, "problems": list(d.get("problems", []))}
 
 
 ANSWERS = {"durability": durability_answer, "cart": cart_answer, "mrd": mrd_answer, "joint": joint_answer}
@@ -246,58 +274,165 @@ def _generic_answer(summary: dict) -> list[str]:
     return out
 
 
-def _comparison(runs: list[Run]) -> list[str]:
-    """One sentence on which durability variant the data favour (PSIS-LOO), when both were fitted to the same data."""
+def _comparison(runs: list[Run]) -> dict | None:
+    """Which durability variant the data favour (PSIS-LOO), when both were fitted to the same data."""
     from toolkit.fitting import compare_runs
 
     durability = {f"{r.summary['variant']}": r for r in runs if r.summary["model"] == "durability"}
     if len(durability) < 2:
-        return []
+        return None
     try:
         table = compare_runs(durability)
     except ValueError:
-        return []
+        return None
     best, other = table.index[0], table.index[1]
     diff, se = -table.loc[other, "elpd_diff"], table.loc[other, "dse"]
-    clear = diff > 2 * se
-    verdict = (f"the data clearly favour the {best} model" if clear else
-               f"the {best} and {other} models fit about equally well")
-    return [f"<p>Model comparison (PSIS-LOO): {verdict} (difference in expected log predictive density "
-            f"{diff:.1f}, SE {se:.1f}). Where the cure model is favoured, IFN-α's effect is best read from the "
-            "cure fraction and the relapse-free proportions, not from the hazard ratio of the uncured alone.</p>"]
+    return {"best": best, "other": other, "diff": float(diff), "se": float(se), "clear": bool(diff > 2 * se)}
 
 
-def render_report(runs: list[Run], *, show_small_cells: bool = False) -> str:
-    """The report as an HTML string."""
-    failed = [r for r in runs if not r.summary["diagnostics"]["converged"]]
+# --------------------------------------------------------------------------- the primary answer
+
+
+def _spec(run: Run) -> dict:
+    return run.provenance.get("spec") or {}
+
+
+def primary_run(runs: list[Run]) -> tuple[Run, str]:
+    """The run that answers the trial's question, and how it was chosen.
+
+    The analysis plan marks it with ``primary = true`` in its spec file
+    (``models/durability_primary.toml``); ``how`` is then ``"spec"``. Runs
+    fitted before the key existed fall back to the durability run whose spec
+    file name ends in ``_primary``, then the first durability run, then the
+    first run (``how`` says which, and the report says so).
+    """
+    for run in runs:
+        if _spec(run).get("primary") is True:
+            return run, "spec"
+    durability = [r for r in runs if r.summary["model"] == "durability"]
+    for run in durability:
+        if Path(str(_spec(run).get("path", ""))).stem.endswith("_primary"):
+            return run, f"the durability analysis of {Path(str(_spec(run)['path'])).name}"
+    if durability:
+        return durability[0], "the first durability analysis given"
+    return runs[0], "the first analysis given"
+
+
+HEADLINES = {"cart": ("cmax_gmr", "prob_cmax_gmr_above_1"), "mrd": ("clearance_rate_ratio",
+                                                                    "prob_clearance_rate_ratio_above_1"),
+             "joint": ("hazard_ratio_total", "prob_hazard_ratio_total_below_1")}
+
+
+def primary_context(run: Run, how: str) -> dict:
+    """The numbers ``primary.html.j2`` words: for durability, RFS at 365 days (else the first day reported)
+    per arm, their difference and P(any improvement), and the hazard ratio with P(HR < 1); for the other
+    models their headline effect and its probability."""
+    s, est = run.summary, run.summary["estimands"]
+    out = {"model": s["model"], "variant": s.get("variant", ""), "title": _spec(run).get("title", ""),
+           "converged": bool(s["diagnostics"]["converged"]), "how": how}
+    if s["model"] == "durability":
+        days = sorted({int(k.split("_")[1].removesuffix("d")) for k in est
+                       if k.startswith("rfs_") and k.endswith("d_difference")})
+        day = 365 if 365 in days else (days[0] if days else None)
+        if day is not None and f"prob_rfs_{day}d_difference_above_0" in est:
+            out["day"] = day
+            out["rfs"] = {"control": est[f"rfs_{day}d_control"], "experimental": est[f"rfs_{day}d_experimental"],
+                          "difference": est[f"rfs_{day}d_difference"],
+                          "prob": est[f"prob_rfs_{day}d_difference_above_0"]}
+        out["hazard_ratio"] = est["hazard_ratio"]
+        out["prob_hr_below_1"] = est["prob_hr_below_1"]
+    elif s["model"] in HEADLINES and all(k in est for k in HEADLINES[s["model"]]):
+        effect, prob = HEADLINES[s["model"]]
+        out.update(effect=est[effect], prob=est[prob])
+    else:
+        out["model"] = "other"
+    return out
+
+
+# --------------------------------------------------------------------------- templates
+
+
+_FORMATS = {"pct": _pct, "points": _points, "ratio": lambda x: f"{x:.2f}", "number": lambda x: f"{x:.3g}"}
+
+
+def template_environment(template_dir=None):
+    """The Jinja2 environment of the report: autoescaped, strict about undefined names.
+
+    Templates in ``template_dir`` (if given) take precedence, file by file,
+    over the package's, so a copy of one section is enough to reword it.
+    Filters: ``interval(value, "pct"|"points"|"ratio"|"number")`` (median and
+    90% interval), ``prob`` (two decimals).
+    """
+    import jinja2
+
+    paths = [str(TEMPLATE_DIR)]
+    if template_dir is not None:
+        folder = Path(template_dir)
+        if not folder.is_dir():
+            raise ReportTemplateError(f"--templates {folder}: not a folder; give a folder holding copies of the "
+                                      f"report templates (the originals are in {TEMPLATE_DIR})")
+        paths.insert(0, str(folder))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(paths), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["interval"] = lambda value, fmt="number": _interval(value, _FORMATS[fmt])
+    env.filters["prob"] = lambda p: f"{p:.2f}"
+    return env
+
+
+def _fragment(name: str, runs: list[Run]) -> Markup:
+    """The HTML fragment ``toolkit.review.<name>(run)`` of every run, joined; empty when the module is absent."""
+    try:
+        import toolkit.review as review
+    except ImportError:
+        return Markup("")
+    make = getattr(review, name, None)
+    if make is None:
+        return Markup("")
+    return Markup("\n").join(Markup(make(run) or "") for run in runs)
+
+
+def render_report(runs: list[Run], *, show_small_cells: bool = False, template_dir=None) -> str:
+    """The report as an HTML string, rendered from ``report.html.j2`` and its section templates."""
+    import jinja2
+
+    env = template_environment(template_dir)
+    primary, how = primary_run(runs)
+    ordered = [primary] + [r for r in runs if r is not primary]
+    failed = [r for r in ordered if not r.summary["diagnostics"]["converged"]]
     study = runs[0].summary.get("cohort", "CAR-T study")
-    title = f"{study}: posterior report" + (" (provisional)" if failed else "")
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
-             f"<style>{CSS}</style></head><body>"]
-    if failed:
-        names = ", ".join(f"{r.summary['model']} ({r.summary.get('variant', '')})" for r in failed)
-        parts.append(f'<div class="banner" role="alert">PROVISIONAL: the fit of {_e(names)} failed its sampling '
-                     "diagnostics (see Diagnostics). Its numbers may be wrong and must not be used for decisions.</div>")
-    parts.append(f"<h1>{_e(title)}</h1>")
-    parts.append("<h2>The answer</h2>")
-    for run in runs:
+    analyses = []
+    for run in ordered:
         sentences = ANSWERS.get(run.summary["model"], _generic_answer)(run.summary)
-        label = f"{run.summary['model']} ({run.summary.get('variant', '')})"
-        warnings = "".join(f"<li class='bad'>{_e(w)}</li>" for w in run.summary.get("warnings", []))
-        parts.append(f"<div class='answer'><strong>{_e(label)}</strong><ul>"
-                     + "".join(f"<li>{s}</li>" for s in sentences) + warnings + "</ul></div>")
-    parts += _comparison(runs)
-    parts.append("<p class='muted'>Probabilities are posterior probabilities given the data, the model and its "
-                 "priors; intervals are 90% highest-density intervals.</p>")
-    parts.append("<h2>Key figures</h2>")
-    for run in runs:
-        parts += FIGURES.get(run.summary["model"], lambda r: [])(run)
-    parts.append("<h2>Methods</h2>")
-    parts += [_methods(run, show_small_cells) for run in runs]
-    parts.append("<h2>Diagnostics</h2>")
-    parts += [_diagnostics(run) for run in runs]
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        analyses.append({"label": f"{run.summary['model']} ({run.summary.get('variant', '')})",
+                         "primary": run is primary,
+                         "sentences": [Markup(x) for x in sentences],  # HTML-safe by construction (values escaped)
+                         "warnings": list(run.summary.get("warnings", []))})
+    figures = [Markup(f) for run in ordered for f in FIGURES.get(run.summary["model"], lambda r: [])(run)]
+    context = {
+        "title": f"{study}: posterior report" + (" (provisional)" if failed else ""),
+        "failed": [f"{r.summary['model']} ({r.summary.get('variant', '')})" for r in failed],
+        "arms": primary.summary["arms"],
+        "p": primary_context(primary, how),
+        "analyses": analyses,
+        "comparison": _comparison(runs),
+        "figures": figures,
+        "methods": [_methods(run, show_small_cells) for run in ordered],
+        "diagnostics": [_diagnostics(run) for run in ordered],
+        "show_small_cells": show_small_cells, "small_cell": SMALL_CELL,
+        "appendix": _fragment("diagnostics_appendix", ordered),
+        "sensitivity": _fragment("sensitivity_section", ordered),
+    }
+    try:
+        return env.get_template("report.html.j2").render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ReportTemplateError(f"report template {exc.filename or exc.name}, line {exc.lineno}: {exc.message}; "
+                                  "fix the template or remove your copy to use the original") from None
+    except jinja2.TemplateNotFound as exc:
+        raise ReportTemplateError(f"report template {exc.name} not found in {TEMPLATE_DIR} or --templates; "
+                                  "restore it") from None
+    except jinja2.UndefinedError as exc:
+        raise ReportTemplateError(f"a report template uses a name the report does not provide ({exc.message}); "
+                                  "check the names against the originals in " + str(TEMPLATE_DIR)) from None
 
 
 def find_chromium() -> str | None:
@@ -346,6 +481,7 @@ def check_report_summary(run: Run) -> None:
         raise RunFolderError(f"{where} lacks {', '.join(missing)}, which the report needs; {fix}")
     try:
         ANSWERS.get(run.summary["model"], _generic_answer)(run.summary)
+        primary_context(run, "spec")
         _methods(run, False)
         _diagnostics(run)
     except KeyError as exc:
@@ -385,7 +521,8 @@ def _replace_atomically(out: Path, write) -> None:
         raise
 
 
-def write_report(run_dirs: list, out, *, show_small_cells: bool = False, pdf: bool = False) -> Path:
+def write_report(run_dirs: list, out, *, show_small_cells: bool = False, pdf: bool = False,
+                 template_dir=None) -> Path:
     """Write the report for ``run_dirs`` to ``out`` (HTML; and ``out`` with .pdf if ``pdf``).
 
     The destination is checked first, then every run is loaded (checked
@@ -395,10 +532,11 @@ def write_report(run_dirs: list, out, *, show_small_cells: bool = False, pdf: bo
     temporary file.
     """
     out = check_report_path(out, pdf=pdf)
+    template_environment(template_dir)  # a --templates folder that is not there is refused before any run is read
     runs = [load_run(d) for d in run_dirs]
     for run in runs:
         check_report_summary(run)
-    text = render_report(runs, show_small_cells=show_small_cells)
+    text = render_report(runs, show_small_cells=show_small_cells, template_dir=template_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     _replace_atomically(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     if pdf:

@@ -85,7 +85,7 @@ def cart_figures(run) -> list[str]:
 
     from toolkit.plots.cart import (cart_inputs_from_run, cart_vpc, plot_cart_effects, plot_cart_vpc,
                                     plot_typical_curves)
-    from toolkit.report import _figure  # not at the top: toolkit.report imports this module
+    from toolkit.report import _figure, decision_figures  # not at the top: toolkit.report imports this module
 
     inputs = cart_inputs_from_run(run)
     posterior = run.posterior["posterior"]
@@ -103,7 +103,7 @@ def cart_figures(run) -> list[str]:
                 "of quantification and the 10th, 50th and 90th percentiles of the quantified levels, observed (black) "
                 "and replicated from the fitted model at the same days and limits (bands, 90% intervals). Black "
                 "lines inside the bands mean the model reproduces the data."),
-    ]
+    ] + decision_figures(run)
 
 
 _SCALE = {"cmax": ("log Cmax", lambda m: f"{_level(math.exp(m))}"),

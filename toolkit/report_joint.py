@@ -155,7 +155,7 @@ def joint_figures(run) -> list[str]:
     association posteriors against their priors."""
     from toolkit.plots.joint import (curve_defaults, plot_association_posteriors, plot_mediation_curves,
                                      plot_mediation_forest)
-    from toolkit.report import _figure  # not at the top: toolkit.report imports this module
+    from toolkit.report import _figure, decision_figures  # not at the top: toolkit.report imports this module
 
     summary = run.summary
     tau = _tau_days(summary)
@@ -177,7 +177,7 @@ def joint_figures(run) -> list[str]:
                 "How strongly the kinetics are linked to relapse: posterior (filled) against prior (dashed) of each "
                 "association, on the log hazard-ratio scale (0 = no link). A posterior much narrower than its prior "
                 "was learned from these data; one like its prior was not."),
-    ]
+    ] + decision_figures(run)
 
 
 _PRIOR_MEANING = {

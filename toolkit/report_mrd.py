@@ -83,7 +83,8 @@ def mrd_figures(run) -> list[str]:
     """
     from toolkit.mrd_estimands import mrd_inputs_from_run, replicated_negative
     from toolkit.plots.mrd import fraction_negative_table, plot_fraction_negative, plot_mrd_effects
-    from toolkit.report import _figure  # not at the top: toolkit.report imports this module
+    from toolkit.plots.ppc import mrd_pit
+    from toolkit.report import _figure, decision_figures, pit_figure  # not at the top: report imports this module
 
     inputs = mrd_inputs_from_run(run)
     posterior = run.posterior["posterior"]
@@ -97,7 +98,7 @@ def mrd_figures(run) -> list[str]:
                 "Model check: by visit window, arm and assay, the share of MRD assessments below their own detection "
                 "limit, observed (points) and replicated from the fitted model at the same days and limits (dashed "
                 "median, 90% band). Points inside the bands mean the model reproduces the data."),
-    ]
+    ] + decision_figures(run) + [pit_figure({"MRD": mrd_pit(posterior, inputs)})]
 
 
 _NATURAL = {"log_clearance": lambda m: f"median {math.exp(m):.2g} log10/day",

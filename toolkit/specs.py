@@ -3,7 +3,9 @@
 A spec holds ``model`` (which model), ``[options]`` (analysis choices, the
 fields of that model's Options dataclass), ``[priors]`` (departures from the
 default priors, ``name = [mu, sigma]``), ``[decision]`` (thresholds) and
-``[sampler]`` (chains, tune, draws, seed, backend, target_accept).
+``[sampler]`` (chains, tune, draws, seed, backend, target_accept), and
+optionally ``primary = true``: the analysis that answers the trial's
+question, whose result opens the report (``toolkit.report.primary_run``).
 Command-line options override the spec; the run records what was used.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-SECTIONS = ("model", "title", "rationale", "options", "priors", "decision", "sampler")
+SECTIONS = ("model", "title", "rationale", "primary", "options", "priors", "decision", "sampler")
 SAMPLER_KEYS = {"chains": "chains", "tune": "tune", "draws": "draws", "seed": "random_seed",
                 "backend": "backend", "target_accept": "target_accept"}
 
@@ -43,6 +45,9 @@ def load_spec(path: str | Path, *, model: str | None = None) -> dict:
     for section in ("options", "priors", "decision", "sampler"):
         if not isinstance(spec.get(section, {}), dict):
             raise SpecError(f"{path}: {section} must be a [{section}] table of `key = value` lines")
+    if not isinstance(spec.get("primary", False), bool):
+        raise SpecError(f"{path}: primary must be true or false (true marks the analysis that answers the trial's "
+                        f"question), got {spec['primary']!r}")
     if model is not None and spec.get("model") != model:
         raise SpecError(f"{path}: is a spec for model {spec.get('model')!r}, not {model!r}")
     bad = sorted(set(spec.get("sampler", {})) - set(SAMPLER_KEYS))

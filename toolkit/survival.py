@@ -71,6 +71,19 @@ def survival_at(km: pd.DataFrame, days) -> np.ndarray:
     return np.where(days > km["time"].max(), np.nan, out)
 
 
+def number_at_risk(km: pd.DataFrame, days) -> np.ndarray:
+    """Patients still at risk (follow-up time >= day) at each of ``days``, read from a Kaplan-Meier table.
+
+    The table has a row at every distinct follow-up time, so the number at
+    risk at day t is ``n_at_risk`` of the first row at or after t (0 past the
+    last). The at-risk table under a Kaplan-Meier figure prints these.
+    """
+    days = np.atleast_1d(np.asarray(days, dtype=float))
+    times, at_risk = km["time"].to_numpy(), km["n_at_risk"].to_numpy()
+    idx = np.searchsorted(times, days, side="left")
+    return np.where(idx < times.size, at_risk[np.minimum(idx, times.size - 1)], 0).astype(int)
+
+
 def median_survival(km: pd.DataFrame) -> float:
     """First time the Kaplan-Meier curve is at or below 0.5 (NaN if it never is)."""
     hit = km.loc[km["survival"] <= 0.5, "time"]

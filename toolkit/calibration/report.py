@@ -12,6 +12,7 @@ from pathlib import Path
 
 from toolkit.calibration.metrics import COVERAGE_LEVELS, summarize_study
 from toolkit.calibration.runner import STUDY_FILE, load_results
+from toolkit.plots.style import save_figure
 
 __all__ = ["write_calibration_report"]
 
@@ -93,7 +94,7 @@ def write_calibration_report(out: str | Path) -> Path:
     images = {}
     for key, fig in (("ecdf", plot_ecdf_differences(results, verdicts=verdicts)),
                      ("ranks", plot_rank_histograms(results))):
-        fig.savefig(figures / f"{key}.png", dpi=90)
+        save_figure(fig, figures / key)  # PNG at 300 dpi and SVG, like every figure on disk
         images[key] = _png(fig)
 
     cov_head = "".join(f"<th>{int(100 * q)}%</th>" for q in COVERAGE_LEVELS)

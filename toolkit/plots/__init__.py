@@ -14,7 +14,7 @@ import numpy as np
 
 from toolkit.survival import kaplan_meier
 
-ARM_COLORS = ("#4C72B0", "#DD8452")  # control, experimental
+from toolkit.plots.style import ARM_COLORS, save_figure  # noqa: F401  (one colour per arm, everywhere)
 
 #: Counts from 1 to SMALL_CELL - 1 are shown as "<5" in legends and annotations,
 #: as in the report's tables: a small cell can identify a patient.
@@ -135,7 +135,7 @@ def plot_forest(estimands: dict, names: list[str] | None = None, *, reference: f
 
 
 def write_durability_figures(run, folder) -> list:
-    """Save the durability checks of a loaded run as PNGs in ``folder``; returns the paths."""
+    """Save the durability checks of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
     from pathlib import Path
 
     from toolkit.fitting import durability_inputs_from_run
@@ -144,16 +144,25 @@ def write_durability_figures(run, folder) -> list:
     folder.mkdir(parents=True, exist_ok=True)
     inputs = durability_inputs_from_run(run)
     paths = []
+    from toolkit.plots.ppc import PIT_TITLE, durability_event_name, durability_pit, plot_pit_ecdf
+    from toolkit.plots.publication import decision_densities, plot_decision_densities, plot_km_at_risk
+
     for name, draw in (("rfs_overlay.png", lambda: plot_rfs_overlay(run.posterior["posterior"], inputs,
                                                                      variant=run.summary["variant"])),
                        ("forest.png", lambda: plot_forest(run.summary["estimands"])),
-                       ("cir_overlay.png", lambda: plot_cir_overlay(run.posterior["posterior"], inputs))):
+                       ("cir_overlay.png", lambda: plot_cir_overlay(run.posterior["posterior"], inputs)),
+                       ("km_at_risk.png", lambda: plot_km_at_risk(inputs.time_years * 365.25, inputs.event,
+                                                                  inputs.arm, arm_labels=inputs.arm_labels)),
+                       ("decisions.png", lambda: plot_decision_densities(decision_densities(run))),
+                       ("pit.png", lambda: plot_pit_ecdf({durability_event_name(run.posterior["posterior"]):
+                                                          durability_pit(run.posterior["posterior"], inputs)},
+                                                         title=PIT_TITLE))):
         if name == "cir_overlay.png" and "death_log_shape" not in run.posterior["posterior"]:
             continue  # a single hazard for relapse or death: no cumulative incidences
-        ax = draw()
-        ax.figure.savefig(folder / name, dpi=110)
-        plt.close(ax.figure)
-        paths.append(folder / name)
+        out = draw()
+        fig = out if isinstance(out, plt.Figure) else out.figure
+        paths += save_figure(fig, folder / name)
+        plt.close(fig)
     return paths
 
 
@@ -237,7 +246,10 @@ def plot_mrd_spaghetti(cohort, *, ax=None):
 
 
 def save_figures(figures: dict, folder) -> list:
-    """Draw each ``{file name: callable returning an Axes or Figure}`` and save it as a PNG in ``folder``."""
+    """Draw each ``{file name: callable returning an Axes or Figure}`` and save it in ``folder``.
+
+    Each is written as PNG (300 dpi) and SVG (:func:`toolkit.plots.style.save_figure`); returns every path.
+    """
     from pathlib import Path
 
     folder = Path(folder)
@@ -246,7 +258,6 @@ def save_figures(figures: dict, folder) -> list:
     for name, draw in figures.items():
         out = draw()
         fig = out if isinstance(out, plt.Figure) else out.figure
-        fig.savefig(folder / name, dpi=110)
+        paths += save_figure(fig, folder / name)
         plt.close(fig)
-        paths.append(folder / name)
     return paths

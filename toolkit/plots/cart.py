@@ -8,7 +8,7 @@
 - :func:`plot_typical_curves`: the typical patient's curve per arm;
 - :func:`plot_cart_effects`: forest of the arm effects (ratios, Tmax difference);
 - :func:`plot_prior_typical_curves`: prior predictive check of the typical curves;
-- :func:`write_cart_figures`: all of them as PNGs in a run's ``figures/``.
+- :func:`write_cart_figures`: all of them, and the decision densities and patient-level Cmax (:mod:`toolkit.plots.publication`), in a run's ``figures/`` (PNG and SVG).
 
 Curves are computed in numpy from the posterior draws (``theta_patient`` for a
 patient, ``mu_kinetic`` + the arm effect for the typical patient) with
@@ -374,7 +374,10 @@ def plot_cart_effects(estimands: dict, *, ci_prob_label: str = "90%"):
 
 
 def write_cart_figures(run, folder) -> list[Path]:
-    """Save the CAR-T checks of a loaded run as PNGs in ``folder``; returns the paths."""
+    """Save the CAR-T checks of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
+    from toolkit.plots.publication import (decision_densities, plot_decision_densities, plot_patient_estimates,
+                                           plot_patient_forest)
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     inputs = cart_inputs_from_run(run)
@@ -390,5 +393,12 @@ def write_cart_figures(run, folder) -> list[Path]:
         "prior_typical_curves.png": lambda: plot_prior_typical_curves(effects_on=effects_on,
                                                                       arm_labels=inputs.arm_labels, lloq=lloq,
                                                                       unit=inputs.unit),
+        "decisions.png": lambda: plot_decision_densities(decision_densities(run)),
+        "patient_cmax.png": lambda: plot_patient_estimates(
+            pd.DataFrame({"arm": inputs.arm, "cmax": np.median(_flat(posterior["patient_cmax"]), axis=0)}), "cmax",
+            arm_labels=inputs.arm_labels, ylabel=f"patient Cmax, posterior median ({inputs.unit})"),
+        "patient_cmax_forest.png": lambda: plot_patient_forest(
+            _flat(posterior["patient_cmax"]), inputs.arm, patient_labels=inputs.patient_ids,
+            arm_labels=inputs.arm_labels, xlabel=f"patient Cmax ({inputs.unit})"),
     }
     return save_figures(figures, folder)

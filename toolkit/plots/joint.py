@@ -8,7 +8,7 @@
   gap between the first two is the effect through kinetics (indirect), between the last two the direct one;
 - :func:`known_outcomes` and :func:`plot_calibration`: dynamic predictions against what was observed
   (``toolkit.prediction.calibration_table``);
-- :func:`write_joint_figures`: the first three as PNGs in a run's ``figures/``.
+- :func:`write_joint_figures`: the first three, and the decision densities, in a run's ``figures/`` (PNG and SVG).
 
 Curves use the same Monte-Carlo population of new patients as the mediation estimands
 (``toolkit.joint_estimands.new_patient_features``): S(t | a, K) = E_K exp(-H(t | a, K)), the share still in
@@ -229,7 +229,9 @@ def plot_calibration(table: pd.DataFrame, *, scores: dict | None = None, title: 
 
 
 def write_joint_figures(run, folder) -> list[Path]:
-    """Save the joint-model figures of a loaded run as PNGs in ``folder``; returns the paths."""
+    """Save the joint-model figures of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
+    from toolkit.plots.publication import decision_densities, plot_decision_densities
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     posterior = run.posterior["posterior"]
@@ -240,5 +242,6 @@ def write_joint_figures(run, folder) -> list[Path]:
         "mediation_forest.png": lambda: plot_mediation_forest(run.summary["estimands"]),
         "associations.png": lambda: plot_association_posteriors(posterior, run.provenance.get("priors")),
         "mediation_curves.png": lambda: plot_mediation_curves(posterior, arm_labels=arms, tau_days=tau, **defaults),
+        "decisions.png": lambda: plot_decision_densities(decision_densities(run)),
     }
     return save_figures(figures, folder)

@@ -9,7 +9,7 @@
   observed and as replicated from the posterior (each assessment measured again
   against its own detection limit);
 - :func:`plot_mrd_effects`: forest of the arm effects;
-- :func:`write_mrd_figures`: all of them as PNGs in a run's ``figures/``.
+- :func:`write_mrd_figures`: all of them, and the decision densities, in a run's ``figures/`` (PNG and SVG).
 
 Trajectories are the reference assay's scale (NGS when the cohort has it), so
 flow values sit off the band by the flow offset the model estimates
@@ -244,8 +244,10 @@ def plot_mrd_effects(estimands: dict):
 
 
 def write_mrd_figures(run, folder) -> list[Path]:
-    """Save the MRD checks of a loaded run as PNGs in ``folder``; returns the paths."""
+    """Save the MRD checks of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
     from toolkit.mrd_estimands import mrd_inputs_from_run, replicated_negative
+    from toolkit.plots.ppc import PIT_TITLE, mrd_pit, plot_pit_ecdf
+    from toolkit.plots.publication import decision_densities, plot_decision_densities
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -256,5 +258,7 @@ def write_mrd_figures(run, folder) -> list[Path]:
         "fraction_negative.png": lambda: plot_fraction_negative(
             fraction_negative_table(inputs, replicated_negative(posterior, inputs)), arm_labels=inputs.arm_labels),
         "forest.png": lambda: plot_mrd_effects(run.summary["estimands"]),
+        "decisions.png": lambda: plot_decision_densities(decision_densities(run)),
+        "pit.png": lambda: plot_pit_ecdf({"MRD": mrd_pit(posterior, inputs)}, title=PIT_TITLE),
     }
     return save_figures(figures, folder)
