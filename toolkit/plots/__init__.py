@@ -134,27 +134,22 @@ def plot_forest(estimands: dict, names: list[str] | None = None, *, reference: f
     return ax
 
 
-def write_durability_figures(run, folder) -> list:
-    """Save the durability checks of a loaded run as PNGs in ``folder``; returns the paths."""
-    from pathlib import Path
-
+def durability_figure_builders(run) -> dict:
+    """``{file name: callable drawing one figure}`` of the durability checks of a run (or a fit in memory)."""
     from toolkit.fitting import durability_inputs_from_run
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     inputs = durability_inputs_from_run(run)
-    paths = []
-    for name, draw in (("rfs_overlay.png", lambda: plot_rfs_overlay(run.posterior["posterior"], inputs,
-                                                                     variant=run.summary["variant"])),
-                       ("forest.png", lambda: plot_forest(run.summary["estimands"])),
-                       ("cir_overlay.png", lambda: plot_cir_overlay(run.posterior["posterior"], inputs))):
-        if name == "cir_overlay.png" and "death_log_shape" not in run.posterior["posterior"]:
-            continue  # a single hazard for relapse or death: no cumulative incidences
-        ax = draw()
-        ax.figure.savefig(folder / name, dpi=110)
-        plt.close(ax.figure)
-        paths.append(folder / name)
-    return paths
+    figures = {"rfs_overlay.png": lambda: plot_rfs_overlay(run.posterior["posterior"], inputs,
+                                                           variant=run.summary["variant"]),
+               "forest.png": lambda: plot_forest(run.summary["estimands"])}
+    if "death_log_shape" in run.posterior["posterior"]:  # else a single hazard for relapse or death: no CIFs
+        figures["cir_overlay.png"] = lambda: plot_cir_overlay(run.posterior["posterior"], inputs)
+    return figures
+
+
+def write_durability_figures(run, folder) -> list:
+    """Save the durability checks of a loaded run as PNGs in ``folder``; returns the paths."""
+    return save_figures(durability_figure_builders(run), folder)
 
 
 # --------------------------------------------------------------------------- cohort overview
