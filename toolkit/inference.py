@@ -1012,6 +1012,9 @@ def package_versions() -> dict[str, str | None]:
     }
 
 
+RECORDED_ENV = ("TOOLKIT_NOTEBOOK_FAST",)  # environment variables recorded in every run's provenance
+
+
 def build_provenance(
     *,
     model_name: str,
@@ -1041,6 +1044,9 @@ def build_provenance(
             "platform": platform.platform(),
             "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        # a variable that shortens sampling is recorded (and shown in the report), never silent
+        | ({"environment": {v: os.environ[v] for v in RECORDED_ENV if v in os.environ}}
+           if any(v in os.environ for v in RECORDED_ENV) else {})
     )
 
 

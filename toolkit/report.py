@@ -267,6 +267,21 @@ def _comparison(runs: list[Run]) -> list[str]:
             "cure fraction and the relapse-free proportions, not from the hazard ratio of the uncured alone.</p>"]
 
 
+def _mode_banner(runs: list[Run]) -> list[str]:
+    """A banner for runs made in fast mode (``toolkit analyze --fast``) or with TOOLKIT_NOTEBOOK_FAST set."""
+    fast = [r for r in runs if r.provenance.get("fast")]
+    env = sorted({f"{k}={v}" for r in runs for k, v in (r.provenance.get("environment") or {}).items()})
+    if not fast and not env:
+        return []
+    text = []
+    if fast:
+        text.append(f"FAST MODE: {len(fast)} of {len(runs)} analyses were sampled with short smoke-run settings "
+                    "(see Methods); their numbers are not for decisions.")
+    if env:
+        text.append(f"Fitted with {', '.join(env)} set in the environment.")
+    return [f'<div class="banner" role="alert">{_e(" ".join(text))}</div>']
+
+
 def render_report(runs: list[Run], *, show_small_cells: bool = False) -> str:
     """The report as an HTML string."""
     failed = [r for r in runs if not r.summary["diagnostics"]["converged"]]
@@ -278,6 +293,7 @@ def render_report(runs: list[Run], *, show_small_cells: bool = False) -> str:
         names = ", ".join(f"{r.summary['model']} ({r.summary.get('variant', '')})" for r in failed)
         parts.append(f'<div class="banner" role="alert">PROVISIONAL: the fit of {_e(names)} failed its sampling '
                      "diagnostics (see Diagnostics). Its numbers may be wrong and must not be used for decisions.</div>")
+    parts += _mode_banner(runs)
     parts.append(f"<h1>{_e(title)}</h1>")
     parts.append("<h2>The answer</h2>")
     for run in runs:
