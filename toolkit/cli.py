@@ -211,7 +211,13 @@ DEMO_RUNS = {  # run name -> (model, spec file)
     "mrd": ("mrd", "mrd_primary.toml"),
     "joint": ("joint", "joint_primary.toml"),
 }
-DEMO_FAST_SAMPLER = ["--chains", "2", "--tune", "150", "--draws", "150"]
+def _fast_sampler_args() -> list[str]:
+    from toolkit.fitting import FAST_SAMPLER  # one definition of --fast, shared with `toolkit analyze`
+
+    return [arg for key, value in FAST_SAMPLER.items() for arg in (f"--{key}", str(value))]
+
+
+DEMO_FAST_SAMPLER = ["--chains", "2", "--tune", "150", "--draws", "150"]  # = _fast_sampler_args(), for old imports
 
 
 def _interval(est: dict, key: str, fmt: str = "+.2f") -> str:
@@ -245,7 +251,7 @@ def cmd_demo(args) -> int:
     for step, (name, (model, spec)) in enumerate(DEMO_RUNS.items(), start=4):
         console.print(f"{step}. Fitting {name} (spec models/{spec}) ...")
         code = main(["fit", model, "--data", str(cohort_dir), "--out", str(out / "runs" / name),
-                     "--spec", str(SPEC_DIR / spec), "--seed", str(args.seed)] + (DEMO_FAST_SAMPLER if args.fast else [])
+                     "--spec", str(SPEC_DIR / spec), "--seed", str(args.seed)] + (_fast_sampler_args() if args.fast else [])
                     + (["--overwrite"] if args.overwrite else []))
         if code != 0:
             return code
@@ -643,6 +649,10 @@ def cmd_run_notebooks(args) -> int:
         return EXIT_INVALID
     if _load_or_report(args.data, console) is None:
         return EXIT_INVALID
+    if os.environ.get("TOOLKIT_NOTEBOOK_FAST") == "1" and not args.fast:  # never a silent downgrade
+        console.print("[bold yellow]warning:[/] TOOLKIT_NOTEBOOK_FAST=1 is set in the environment, so every notebook "
+                      "runs in fast mode (few draws, not for decisions) although --fast was not given; unset it "
+                      "for a real analysis")
     notebooks = list_notebooks()
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("notebooks", total=len(notebooks))

@@ -567,6 +567,15 @@ class Run(ResultMethods):
     def model_name(self) -> str:
         return self.summary["model"]
 
+    @property
+    def inputs(self):
+        """The model inputs, rebuilt from the run's own files (durability, cart, mrd; None for joint)."""
+        if "_inputs" not in self.__dict__:
+            from toolkit.results import inputs_from_run
+
+            self.__dict__["_inputs"] = inputs_from_run(self)
+        return self.__dict__["_inputs"]
+
 
 def _jsonable(obj: Any) -> Any:
     """Convert to strict-JSON types; NaN and ±inf become ``None``."""

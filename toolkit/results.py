@@ -132,3 +132,41 @@ class ResultMethods:
         path = save_run(run_dir, self.posterior, dict(self.summary), self.provenance, overwrite=overwrite,
                         figures=writer)
         return path
+
+
+def inputs_from_run(run):
+    """A saved run's model inputs rebuilt from its posterior file (no cohort needed); None for joint runs."""
+    model = run.summary["model"]
+    if model == "durability":
+        from toolkit.fitting import durability_inputs_from_run
+
+        return durability_inputs_from_run(run)
+    if model == "cart":
+        from toolkit.plots.cart import cart_inputs_from_run
+
+        return cart_inputs_from_run(run)
+    if model == "mrd":
+        from toolkit.mrd_estimands import mrd_inputs_from_run
+
+        return mrd_inputs_from_run(run)
+    return None
+
+
+def load_analysis(folder: str | Path, name: str):
+    """The run of analysis ``name`` (a spec's file stem, e.g. ``durability_primary``) made on the command line.
+
+    ``folder`` is the output of ``toolkit analyze`` (the run is ``folder/runs/<name>``), a folder of
+    runs (``folder/<name>``) or one run folder (``toolkit fit --out``). Raises FileNotFoundError
+    naming what was looked for.
+    """
+    from toolkit.inference import load_run
+
+    folder = Path(folder)
+    for candidate in (folder / "runs" / name, folder / name):
+        if candidate.is_dir():
+            return load_run(candidate)
+    if (folder / "summary.json").is_file():
+        return load_run(folder)
+    raise FileNotFoundError(f"no run of analysis {name!r} in {folder}: expected {folder / 'runs' / name} (the "
+                            f"output of `toolkit analyze`), {folder / name}, or a run folder; set run_dir = None "
+                            "to fit in the notebook instead")
