@@ -58,6 +58,7 @@ cohort = load_cohort(cohort_path)
 # %%
 if run_dir:  # made on the command line (`toolkit analyze`): loaded, not refitted
     primary = load_analysis(run_dir, "durability_primary")
+    print(f"Loaded the run {primary.path}: not refitted")
 else:
     primary = fit_durability(cohort, DurabilityOptions(**merged_options(spec, {})), settings, spec=spec)
 primary.summary["diagnostics"]

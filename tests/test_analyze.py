@@ -292,3 +292,20 @@ def test_whole_default_plan_on_the_example(tmp_path):
     assert (out / "report.html").is_file()
     code, output = run_cli(["analyze", EXAMPLE, "--out", out, "--fast"])
     assert code == 0 and "Nothing to do" in output
+
+
+def test_durability_notebook_loads_the_runs_of_analyze(analyzed, tmp_path):
+    """With ``run_dir`` the notebook reads the primary and Weibull runs instead of refitting them."""
+    import nbformat
+
+    from toolkit.notebooks import NOTEBOOK_DIR, run_notebooks
+
+    _, _, out = analyzed
+    notebook = NOTEBOOK_DIR / "04_remission_durability.ipynb"
+    records = run_notebooks(EXAMPLE, tmp_path / "nb", fast=True, notebooks=[notebook],
+                            parameters={"run_dir": str(out)})
+    assert records[0]["ok"], records[0]["error"]
+    executed = nbformat.read(tmp_path / "nb" / notebook.name, as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert f"Loaded the run {out / 'runs' / 'durability_primary'}: not refitted" in text
+    assert "Traceback" not in text

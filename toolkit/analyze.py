@@ -118,9 +118,10 @@ def _sampler_settings(spec: dict, *, fast: bool, overrides: dict | None = None):
 
 
 def toolkit_version() -> str:
-    import toolkit
+    """The toolkit version as every run's provenance records it (``versions.toolkit``)."""
+    from toolkit.inference import package_versions
 
-    return str(toolkit.__version__)
+    return str(package_versions()["toolkit"])
 
 
 def environment_flags() -> dict:

@@ -217,7 +217,6 @@ def _fast_sampler_args() -> list[str]:
     return [arg for key, value in FAST_SAMPLER.items() for arg in (f"--{key}", str(value))]
 
 
-DEMO_FAST_SAMPLER = ["--chains", "2", "--tune", "150", "--draws", "150"]  # = _fast_sampler_args(), for old imports
 
 
 def _interval(est: dict, key: str, fmt: str = "+.2f") -> str:
