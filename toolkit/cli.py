@@ -726,8 +726,8 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if ("%(default)" not in text and action.option_strings and action.default not in (None, False)
-                and action.default is not argparse.SUPPRESS):
+        if ("default" not in text and action.option_strings and action.default not in (None, False)
+                and action.default is not argparse.SUPPRESS):  # a help text that names its default keeps it
             text += " (default: %(default)s)"
         return text
 
@@ -736,9 +736,6 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
-
-    def _get_formatter(self):
-        return self.formatter_class(prog=self.prog)
 
     def format_help(self):
         # an option without help text still shows its default

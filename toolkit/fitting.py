@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +18,7 @@ from toolkit.data import Cohort
 from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
 from toolkit.data.inputs import DurabilityInputs, ModelDataError, to_durability_inputs
 from toolkit.estimands import durability_definitions, durability_estimands
-from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample, save_run
+from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample
 from toolkit.models import cart, durability
 from toolkit.results import ResultMethods, Summary
 
