@@ -24,16 +24,19 @@
 
 # %% tags=["parameters"]
 cohort_path = "../data_templates/example"
-draws = 1000
-tune = 1000
-chains = 4
-seed = 20261125
+run_dir = None  # the --out folder of `toolkit analyze` (or a run folder): its cart_primary run is loaded, not refitted
+draws = None  # None: the spec's [sampler] settings (models/cart_primary.toml)
+tune = None
+chains = None
+seed = None
 fast = False
 patients_shown = None  # None: every patient in the individual-fits grid; e.g. 24 for the first 24
 
 # %%
 import os
 
+if os.environ.get("TOOLKIT_NOTEBOOK_FAST") == "1":  # set by the test suite; never a silent downgrade
+    print("TOOLKIT_NOTEBOOK_FAST=1 is set in the environment: FAST MODE (few draws), not for decisions")
 fast = fast or os.environ.get("TOOLKIT_NOTEBOOK_FAST") == "1"  # CI runs every notebook in fast mode
 import json
 from pathlib import Path
@@ -45,12 +48,15 @@ from toolkit.data.describe import describe_cohort
 from toolkit.estimands import cart_patient_estimands
 from toolkit.fitting import CartOptions, default_settings, fit_cart
 from toolkit.plots import cart as cart_plots
-from toolkit.specs import load_spec, merged_options
+from toolkit.results import load_analysis
+from toolkit.specs import load_spec, merged_options, merged_sampler
 
+spec = load_spec(SPEC_DIR / "cart_primary.toml", model="cart")
+chosen = {"draws": draws, "tune": tune, "chains": chains, "seed": seed}
 if fast:
-    draws, tune, chains = 200, 200, 2
+    chosen |= {"draws": 200, "tune": 200, "chains": 2}
     patients_shown = patients_shown or 12
-settings = default_settings("cart", draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=not fast)
+settings = default_settings("cart", **merged_sampler(spec, chosen), progressbar=not fast)
 cohort = load_cohort(cohort_path)  # validates: raises listing every problem in the files
 describe_cohort(cohort)["samples"]
 
@@ -61,7 +67,6 @@ describe_cohort(cohort)["samples"]
 # the arm-effect priors; sources in docs/priors.md). The band should cover every plausible product, and nothing absurd.
 
 # %%
-spec = load_spec(SPEC_DIR / "cart_primary.toml", model="cart")
 options = CartOptions(**merged_options(spec, {}))
 cart_plots.plot_prior_typical_curves(effects_on=options.effects_on, arm_labels=cohort.arms);
 
@@ -69,7 +74,10 @@ cart_plots.plot_prior_typical_curves(effects_on=options.effects_on, arm_labels=c
 # ## Fit
 
 # %%
-fit = fit_cart(cohort, options, settings, spec=spec)
+if run_dir:  # made on the command line (`toolkit analyze`): loaded, not refitted
+    fit = load_analysis(run_dir, "cart_primary")
+else:
+    fit = fit_cart(cohort, options, settings, spec=spec)
 posterior = fit.posterior["posterior"]
 fit.summary["diagnostics"]
 
@@ -113,11 +121,16 @@ cart_patient_estimands(posterior, fit.inputs).round(1).head(10)
 # %%
 # Checks: the fit converged or is labelled provisional; the VPC's observed shares are the data's;
 # the Cmax ratio is plausible (and, on a simulated cohort, near its true value).
-assert fit.converged or "provisional" in fit.summary["warnings"][0]
-assert vpc["n_blq"].sum() == fit.inputs.censored.sum() and vpc["n_samples"].sum() == fit.inputs.n_samples
+assert fit.converged or "provisional" in fit.summary["warnings"][0], (
+    "the fit failed its diagnostics but is not labelled provisional: a bug, please report it")
+assert vpc["n_blq"].sum() == fit.inputs.censored.sum() and vpc["n_samples"].sum() == fit.inputs.n_samples, (
+    "the VPC does not count every CAR-T sample of the fit: a bug, please report it")
 est = fit.summary["estimands"]
-assert 1 / 3 < est["cmax_gmr"]["median"] < 3
-assert 0 <= est["prob_cmax_gmr_above_1"] <= 1 and 0 <= est["prob_auc28_gmr_above_1"] <= 1
+assert 1 / 3 < est["cmax_gmr"]["median"] < 3, (
+    f"Cmax ratio median {est['cmax_gmr']['median']:.3g} is implausible (outside 1/3-3): check the CAR-T units and "
+    "that each arm has samples around the peak (days 7-14) before reading on")
+assert 0 <= est["prob_cmax_gmr_above_1"] <= 1 and 0 <= est["prob_auc28_gmr_above_1"] <= 1, (
+    "a posterior probability is outside 0-1: a bug, please report it")
 truth_file = Path(cohort_path) / "truth.json"
 if truth_file.exists() and not fast:
     truth = json.loads(truth_file.read_text())["estimands"]["cmax_gmr"]

@@ -25,16 +25,19 @@
 
 # %% tags=["parameters"]
 cohort_path = "../data_templates/example"
-draws = 1000
-tune = 1000
-chains = 4
-seed = 20261125
+run_dir = None  # the --out folder of `toolkit analyze` (or a run folder): its mrd_primary run is loaded, not refitted
+draws = None  # None: the spec's [sampler] settings (models/mrd_primary.toml)
+tune = None
+chains = None
+seed = None
 fast = False
 patients_shown = None  # None: every analysed patient in the trajectories grid; e.g. 12 for the first 12
 
 # %%
 import os
 
+if os.environ.get("TOOLKIT_NOTEBOOK_FAST") == "1":  # set by the test suite; never a silent downgrade
+    print("TOOLKIT_NOTEBOOK_FAST=1 is set in the environment: FAST MODE (few draws), not for decisions")
 fast = fast or os.environ.get("TOOLKIT_NOTEBOOK_FAST") == "1"  # CI runs every notebook in fast mode
 import json
 from pathlib import Path
@@ -46,12 +49,15 @@ from toolkit.fitting import MrdOptions, default_settings, fit_mrd
 from toolkit.mrd_estimands import patient_recurrence, replicated_negative
 from toolkit.plots import mrd as mrd_plots
 from toolkit.report_mrd import mrd_answer
-from toolkit.specs import load_spec, merged_options
+from toolkit.results import load_analysis
+from toolkit.specs import load_spec, merged_options, merged_sampler
 
+spec = load_spec(SPEC_DIR / "mrd_primary.toml", model="mrd")
+chosen = {"draws": draws, "tune": tune, "chains": chains, "seed": seed}
 if fast:
-    draws, tune, chains = 200, 200, 2
+    chosen |= {"draws": 200, "tune": 200, "chains": 2}
     patients_shown = patients_shown or 12
-settings = default_settings("mrd", draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=not fast)
+settings = default_settings("mrd", **merged_sampler(spec, chosen), progressbar=not fast)
 cohort = load_cohort(cohort_path)  # validates: raises listing every problem in the files
 plots.plot_mrd_spaghetti(cohort);
 
@@ -59,8 +65,10 @@ plots.plot_mrd_spaghetti(cohort);
 # ## Fit
 
 # %%
-spec = load_spec(SPEC_DIR / "mrd_primary.toml", model="mrd")
-fit = fit_mrd(cohort, MrdOptions(**merged_options(spec, {})), settings, spec=spec)
+if run_dir:  # made on the command line (`toolkit analyze`): loaded, not refitted
+    fit = load_analysis(run_dir, "mrd_primary")
+else:
+    fit = fit_mrd(cohort, MrdOptions(**merged_options(spec, {})), settings, spec=spec)
 posterior = fit.posterior["posterior"]
 fit.summary["diagnostics"]
 
@@ -99,14 +107,18 @@ patient_recurrence(posterior, fit.inputs).round(2).head(10)
 # %%
 # Checks: the fit converged or is labelled provisional; the check's observed counts are the data's;
 # estimates lie in a plausible range (and, on a simulated cohort, the clearance ratio covers its true value).
-assert fit.converged or "provisional" in fit.summary["warnings"][0]
-assert table["n"].sum() == fit.inputs.n_assessments
-assert table["negative"].sum() == (fit.inputs.censoring == 1).sum()
+assert fit.converged or "provisional" in fit.summary["warnings"][0], (
+    "the fit failed its diagnostics but is not labelled provisional: a bug, please report it")
+assert table["n"].sum() == fit.inputs.n_assessments, "the check does not count every MRD assessment: a bug"
+assert table["negative"].sum() == (fit.inputs.censoring == 1).sum(), "the check miscounts negative assessments: a bug"
 est = fit.summary["estimands"]
-assert 1 / 4 < est["clearance_rate_ratio"]["median"] < 4
+assert 1 / 4 < est["clearance_rate_ratio"]["median"] < 4, (
+    f"clearance rate ratio median {est['clearance_rate_ratio']['median']:.3g} is implausible (outside 1/4-4): an "
+    "arm may have too few quantifiable MRD assessments; look at the MRD spaghetti plot before reading on")
 for arm in ("control", "experimental"):
-    assert 0 <= est[f"mrd_negative_28d_ngs_{arm}"]["median"] <= est[f"mrd_negative_28d_flow_{arm}"]["median"] <= 1
-assert 0 <= est["prob_mrd_recurrence_365d_lower"] <= 1
+    assert 0 <= est[f"mrd_negative_28d_ngs_{arm}"]["median"] <= est[f"mrd_negative_28d_flow_{arm}"]["median"] <= 1, (
+        f"{arm}: MRD negativity by NGS exceeds negativity by flow (NGS is the more sensitive method): a bug")
+assert 0 <= est["prob_mrd_recurrence_365d_lower"] <= 1, "a posterior probability is outside 0-1: a bug"
 truth_file = Path(cohort_path) / "truth.json"
 if truth_file.exists() and not fast:
     truth = json.loads(truth_file.read_text())["estimands"]["clearance_rate_ratio"]

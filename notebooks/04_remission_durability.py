@@ -23,15 +23,18 @@
 
 # %% tags=["parameters"]
 cohort_path = "../data_templates/example"
-draws = 1000
-tune = 1000
-chains = 4
-seed = 20261125
+run_dir = None  # the --out folder of `toolkit analyze`: its primary and Weibull runs are loaded, not refitted
+draws = None  # None: the spec's [sampler] settings (models/durability_primary.toml)
+tune = None
+chains = None
+seed = None
 fast = False
 
 # %%
 import os
 
+if os.environ.get("TOOLKIT_NOTEBOOK_FAST") == "1":  # set by the test suite; never a silent downgrade
+    print("TOOLKIT_NOTEBOOK_FAST=1 is set in the environment: FAST MODE (few draws), not for decisions")
 fast = fast or os.environ.get("TOOLKIT_NOTEBOOK_FAST") == "1"  # CI runs every notebook in fast mode
 
 import pandas as pd
@@ -40,20 +43,24 @@ from toolkit import narrative, plots
 from toolkit.cli import SPEC_DIR
 from toolkit.data import load_cohort
 from toolkit.fitting import DurabilityOptions, compare_runs, default_settings, fit_durability
-from toolkit.specs import load_spec, merged_options
+from toolkit.results import load_analysis
+from toolkit.specs import load_spec, merged_options, merged_sampler
 
 SPECS = SPEC_DIR
-if fast:
-    draws, tune = 300, 300
-settings = default_settings("durability", draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=not fast)
+spec = load_spec(SPECS / "durability_primary.toml", model="durability")
+chosen = {"draws": draws, "tune": tune, "chains": chains, "seed": seed} | ({"draws": 300, "tune": 300} if fast else {})
+settings = default_settings("durability", **merged_sampler(spec, chosen), progressbar=not fast)
 cohort = load_cohort(cohort_path)
 
 # %% [markdown]
 # ## Primary analysis
 
 # %%
-spec = load_spec(SPECS / "durability_primary.toml", model="durability")
-primary = fit_durability(cohort, DurabilityOptions(**merged_options(spec, {})), settings, spec=spec)
+if run_dir:  # made on the command line (`toolkit analyze`): loaded, not refitted
+    primary = load_analysis(run_dir, "durability_primary")
+    print(f"Loaded the run {primary.path}: not refitted")
+else:
+    primary = fit_durability(cohort, DurabilityOptions(**merged_options(spec, {})), settings, spec=spec)
 primary.summary["diagnostics"]
 
 # %%
@@ -70,7 +77,10 @@ plots.plot_forest(primary.summary["estimands"]);
 
 # %%
 spec_w = load_spec(SPECS / "durability_weibull.toml", model="durability")
-weibull = fit_durability(cohort, DurabilityOptions(**merged_options(spec_w, {})), settings, spec=spec_w)
+if run_dir:
+    weibull = load_analysis(run_dir, "durability_weibull")
+else:
+    weibull = fit_durability(cohort, DurabilityOptions(**merged_options(spec_w, {})), settings, spec=spec_w)
 compare_runs({"cure": primary, "weibull": weibull})
 
 # %%
@@ -97,12 +107,16 @@ pd.DataFrame({
 
 # %%
 # Checks: every fit converged or is labelled provisional; estimates lie in a plausible range.
-for fit in [primary, weibull, *sensitivity.values()]:
-    assert fit.converged or "provisional" in fit.summary["warnings"][0]
+for name, fit in {"primary": primary, "weibull": weibull, **sensitivity}.items():
+    assert fit.converged or "provisional" in fit.summary["warnings"][0], (
+        f"the {name} fit failed its diagnostics but is not labelled provisional: a bug, please report it")
 est = primary.summary["estimands"]
-assert 0.05 < est["hazard_ratio"]["median"] < 20
-assert 0 < est["rfs_365d_control"]["median"] < 1 and 0 < est["cure_fraction_control"]["median"] < 1
-assert 0 <= est["prob_hr_below_1"] <= 1
+assert 0.05 < est["hazard_ratio"]["median"] < 20, (
+    f"hazard ratio median {est['hazard_ratio']['median']:.3g} is implausible (outside 0.05-20): an arm may have "
+    "almost no responders or no relapses; look at the cohort overview before reading on")
+assert 0 < est["rfs_365d_control"]["median"] < 1 and 0 < est["cure_fraction_control"]["median"] < 1, (
+    "control-arm RFS at 365 days or cure fraction is at 0 or 1: too few responders or events in the control arm")
+assert 0 <= est["prob_hr_below_1"] <= 1, "P(HR < 1) is not a probability: a bug, please report it"
 
 # %% [markdown]
 # ## The answer

@@ -32,10 +32,11 @@
 # %% tags=["parameters"]
 cohort_path = "../data_templates/example"
 spec_name = "joint_primary.toml"
-draws = 1000
-tune = 1000
-chains = 4
-seed = 20261125
+run_dir = None  # the --out folder of `toolkit analyze` (or a run folder): the spec's run is loaded, not refitted
+draws = None  # None: the spec's [sampler] settings (models/<spec_name>)
+tune = None
+chains = None
+seed = None
 fast = False
 landmark_day = 90
 horizon_day = 365
@@ -43,6 +44,8 @@ horizon_day = 365
 # %%
 import os
 
+if os.environ.get("TOOLKIT_NOTEBOOK_FAST") == "1":  # set by the test suite; never a silent downgrade
+    print("TOOLKIT_NOTEBOOK_FAST=1 is set in the environment: FAST MODE (few draws), not for decisions")
 fast = fast or os.environ.get("TOOLKIT_NOTEBOOK_FAST") == "1"  # CI runs every notebook in fast mode
 import json
 from pathlib import Path
@@ -57,16 +60,16 @@ from toolkit.fitting import JointOptions, default_settings, fit_joint
 from toolkit.plots import joint as joint_plots
 from toolkit.prediction import brier_and_auc, calibration_table, predict_relapse
 from toolkit.report_joint import DEFINITIONS
-from toolkit.specs import load_spec, merged_options
+from toolkit.results import load_analysis
+from toolkit.specs import load_spec, merged_options, merged_sampler
 
-sampler = {}
+spec = load_spec(SPEC_DIR / spec_name, model="joint")
+chosen = {"draws": draws, "tune": tune, "chains": chains, "seed": seed}
 prediction_size = {}
 if fast:  # a quick look, not for decisions: few draws, a larger step size, fewer importance samples
-    draws, tune, chains = 100, 100, 2
-    sampler = {"target_accept": 0.8}
+    chosen |= {"draws": 100, "tune": 100, "chains": 2, "target_accept": 0.8}
     prediction_size = {"n_draws": 100, "n_proposals": 100}
-settings = default_settings("joint", draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=not fast,
-                            **sampler)
+settings = default_settings("joint", **merged_sampler(spec, chosen), progressbar=not fast)
 cohort = load_cohort(cohort_path)  # validates: raises listing every problem in the files
 describe_cohort(cohort)["arms"]
 
@@ -86,9 +89,11 @@ pd.Series(DEFINITIONS, name="meaning").rename_axis("quantity").to_frame()
 # B-cell recovery), widened for the transfer to this trial; sources in `toolkit/models/joint.py`.
 
 # %%
-spec = load_spec(SPEC_DIR / spec_name, model="joint")
 options = JointOptions(**merged_options(spec, {}))
-fit = fit_joint(cohort, options, settings, spec=spec)
+if run_dir:  # made on the command line (`toolkit analyze`): loaded, not refitted
+    fit = load_analysis(run_dir, Path(spec_name).stem)
+else:
+    fit = fit_joint(cohort, options, settings, spec=spec)
 posterior = fit.posterior["posterior"]
 fit.summary["diagnostics"]
 
@@ -128,7 +133,7 @@ joint_plots.plot_association_posteriors(posterior, fit.provenance["priors"]);
 # `toolkit predict RUN --patient-data DIR`.
 
 # %%
-predictions = predict_relapse(fit, cohort, landmark_day=landmark_day, horizons=(horizon_day,), random_seed=seed,
+predictions = predict_relapse(fit, cohort, landmark_day=landmark_day, horizons=(horizon_day,), random_seed=settings.random_seed,
                               **prediction_size)
 risk = f"p_relapse_by_{horizon_day:g}d"
 arm_names = dict(enumerate(cohort.arms))
@@ -154,15 +159,20 @@ scores
 # %%
 # Checks: the fit converged or is labelled provisional; the total hazard ratio is plausible; predicted risks
 # are probabilities; the calibration table counts exactly the patients with a known outcome.
-assert fit.converged or "provisional" in fit.summary["warnings"][0]
+assert fit.converged or "provisional" in fit.summary["warnings"][0], (
+    "the fit failed its diagnostics but is not labelled provisional: a bug, please report it")
 est = fit.summary["estimands"]
-assert 0.1 < est["hazard_ratio_total"]["median"] < 10
-assert 0 <= est["prob_hazard_ratio_total_below_1"] <= 1
+assert 0.1 < est["hazard_ratio_total"]["median"] < 10, (
+    f"total hazard ratio median {est['hazard_ratio_total']['median']:.3g} is implausible (outside 0.1-10): an arm "
+    "may have almost no responders or relapses; look at the cohort overview before reading on")
+assert 0 <= est["prob_hazard_ratio_total_below_1"] <= 1, "a posterior probability is outside 0-1: a bug"
 p_columns = [c for c in predictions.columns if c.startswith("p_relapse_by_")]
-assert len(predictions) > 0 and ((predictions[p_columns] >= 0) & (predictions[p_columns] <= 1)).all().all()
+assert len(predictions) > 0, (
+    f"no patient is in remission and followed at day {landmark_day:g}: choose an earlier landmark_day")
+assert ((predictions[p_columns] >= 0) & (predictions[p_columns] <= 1)).all().all(), "a risk outside 0-1: a bug"
 if table is not None:
-    assert table["n"].sum() == known.sum()
-    assert abs((table["n"] * table["observed"]).sum() - relapsed.sum()) < 1e-9
+    assert table["n"].sum() == known.sum(), "the calibration table miscounts the known outcomes: a bug"
+    assert abs((table["n"] * table["observed"]).sum() - relapsed.sum()) < 1e-9, "the calibration table miscounts relapses"
 truth_file = Path(cohort_path) / "truth.json"
 if truth_file.exists() and not fast:
     truth = json.loads(truth_file.read_text())["estimands"]

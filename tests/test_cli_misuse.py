@@ -174,6 +174,22 @@ MISUSES = [
      r"--out .*a_file.txt is an existing file; give the name of a new folder"),
     ("run-notebooks-missing-data", ["run-notebooks", "--data", "{place}/nope", "--out", "{new}/nb"],
      r"nope: is not a folder"),
+    ("fit-cart-ignored-options", ["fit", "cart", *DATA, "--prior", "skeptical", "--days", "180"],
+     r"fit cart does not use --days, --prior; the options of fit cart are --covariates, --effects-on"),
+    ("fit-mrd-ignored-variant", ["fit", "mrd", *DATA, "--variant", "cure"], r"fit mrd does not use --variant"),
+    ("fit-spec-and-no-spec", ["fit", "durability", *DATA, "--spec", "{place}/prior.toml", "--no-spec"],
+     r"--spec and --no-spec exclude each other"),
+    ("analyze-out-not-analysis", ["analyze", "{cohort}", "--out", "{place}/full"],
+     r"--out .*full already exists and is not the output of `toolkit analyze`"),
+    ("analyze-out-a-file", ["analyze", "{cohort}", "--out", "{place}/a_file.txt"],
+     r"--out .*a_file.txt is an existing file"),
+    ("analyze-out-in-cohort", ["analyze", "{cohort}", "--out", "{cohort}/analysis"],
+     r"is inside the cohort folder"),
+    ("analyze-sap-without-specs", ["analyze", "{cohort}", "--out", "{new}/a", "--sap", "{place}/spec_folder"],
+     r"spec_folder: holds no analysis spec"),
+    ("analyze-sap-missing", ["analyze", "{cohort}", "--out", "{new}/a", "--sap", "{place}/nope"],
+     r"--sap .*nope: not a folder"),
+    ("analyze-missing-data", ["analyze", "{place}/nope", "--out", "{new}/a"], r"nope: is not a folder"),
 ]
 
 

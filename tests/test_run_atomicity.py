@@ -254,7 +254,7 @@ def test_overwrite_never_replaces_a_folder_that_is_not_a_run(tmp_path):
 # --------------------------------------------------------------------------- the command line, end to end
 
 
-FIT = ["fit", "durability", "--data", str(EXAMPLE), "--variant", "weibull", "--chains", "1", "--tune", "60",
+FIT = ["fit", "durability", "--data", str(EXAMPLE), "--no-spec", "--variant", "weibull", "--chains", "1", "--tune", "60",
        "--draws", "60"]
 
 # A real `toolkit fit` that dies right after its first figure file is written.

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from toolkit.data import CohortValidationError, load_cohort
+from toolkit.specs import analysis_plan_dir
 
 EXIT_INVALID = 2
 EXIT_BUG = 1
@@ -42,7 +43,7 @@ def _seed(text: str) -> int:
 
 MAX_PATIENTS = 100_000  # a simulated trial larger than this is a typo, not a design
 EFFECT_RANGE = (0.01, 100.0)  # a ratio outside it is beyond any trial and overflows the simulator
-SPEC_DIR = Path(__file__).resolve().parent.parent / "models"
+SPEC_DIR = analysis_plan_dir()
 DEFAULT_SEED = 20261125
 
 
@@ -210,7 +211,12 @@ DEMO_RUNS = {  # run name -> (model, spec file)
     "mrd": ("mrd", "mrd_primary.toml"),
     "joint": ("joint", "joint_primary.toml"),
 }
-DEMO_FAST_SAMPLER = ["--chains", "2", "--tune", "150", "--draws", "150"]
+def _fast_sampler_args() -> list[str]:
+    from toolkit.fitting import FAST_SAMPLER  # one definition of --fast, shared with `toolkit analyze`
+
+    return [arg for key, value in FAST_SAMPLER.items() for arg in (f"--{key}", str(value))]
+
+
 
 
 def _interval(est: dict, key: str, fmt: str = "+.2f") -> str:
@@ -244,7 +250,7 @@ def cmd_demo(args) -> int:
     for step, (name, (model, spec)) in enumerate(DEMO_RUNS.items(), start=4):
         console.print(f"{step}. Fitting {name} (spec models/{spec}) ...")
         code = main(["fit", model, "--data", str(cohort_dir), "--out", str(out / "runs" / name),
-                     "--spec", str(SPEC_DIR / spec), "--seed", str(args.seed)] + (DEMO_FAST_SAMPLER if args.fast else [])
+                     "--spec", str(SPEC_DIR / spec), "--seed", str(args.seed)] + (_fast_sampler_args() if args.fast else [])
                     + (["--overwrite"] if args.overwrite else []))
         if code != 0:
             return code
@@ -404,36 +410,56 @@ def _fit_plan(model: str, args):
     return None
 
 
-def fit_command(args, console: Console) -> int:
-    import dataclasses
+MODEL_OPTIONS = {  # fit options (argparse dest) each model uses besides --covariates and the sampler options
+    "durability": ["variant", "endpoint", "hsct", "days", "prior", "prob_hr_below", "prob_rfs_difference_above"],
+    "cart": ["effects_on"],
+    "mrd": ["prior"],
+    "joint": ["variant", "kinetics", "associations"],
+}
 
+
+def _option_flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _refuse_ignored_options(args) -> None:
+    """A model option given to a model that does not use it is refused (exit 2), not silently dropped."""
+    all_options = sorted({d for ds in MODEL_OPTIONS.values() for d in ds})
+    ignored = [d for d in all_options if d not in MODEL_OPTIONS[args.model] and getattr(args, d, None) is not None]
+    if ignored:
+        takes = ", ".join(_option_flag(d) for d in ["covariates", *MODEL_OPTIONS[args.model]])
+        raise UsageError(f"fit {args.model} does not use {', '.join(_option_flag(d) for d in ignored)}; the options "
+                         f"of fit {args.model} are {takes}, the sampler options (--seed --draws --tune --chains "
+                         "--backend --target-accept) and --spec (see toolkit fit --help)")
+
+
+def default_spec(model: str) -> Path | None:
+    """The primary analysis spec of ``model`` (``<model>_primary.toml`` in the analysis plan), if there is one."""
+    path = SPEC_DIR / f"{model}_primary.toml"
+    return path if path.is_file() else None
+
+
+def fit_command(args, console: Console) -> int:
     from toolkit.data.inputs import ModelDataError
-    from toolkit.fitting import default_settings
+    from toolkit.fitting import default_settings, resolve_options
     from toolkit.inference import RunFolderError
-    from toolkit.specs import SpecError, load_spec, merged_options, merged_sampler
+    from toolkit.specs import SpecError, load_spec, merged_sampler
 
     plan = _fit_plan(args.model, args)
     if plan is None:
         console.print(f"[red]error:[/] model {args.model!r} is not available yet; available: durability, cart, mrd, joint")
         return EXIT_INVALID
+    _refuse_ignored_options(args)
+    if args.spec and args.no_spec:
+        raise UsageError("--spec and --no-spec exclude each other; give one")
+    spec_path = args.spec or (None if args.no_spec else default_spec(args.model))
+    if spec_path is not None and not args.spec:
+        console.print(f"No --spec: fitting the pre-specified primary analysis {spec_path.name} "
+                      "(--no-spec fits the model's built-in defaults instead)")
     options_class, fit, overrides, write_figures = plan
     try:
-        spec = load_spec(args.spec, model=args.model) if args.spec else None
-        chosen = merged_options(spec, overrides)
-        valid = [f.name for f in dataclasses.fields(options_class)]
-        unknown = sorted(set(chosen) - set(valid))
-        if unknown:
-            raise SpecError(f"{args.spec or 'command line'}: option(s) {', '.join(unknown)} are not options of "
-                            f"model {args.model}; valid: {', '.join(valid)}")
-        try:
-            options = options_class(**chosen)
-        except ValueError as err:  # e.g. an unknown prior name: say which file it came from
-            raise SpecError(f"{args.spec or 'command line'}: {err}") from err
-        if hasattr(options, "prior_set"):  # an unknown prior name is named before any work starts
-            try:
-                options.prior_set()
-            except ValueError as err:
-                raise SpecError(f"{args.spec or 'command line'}: [priors] {err}") from err
+        spec = load_spec(spec_path, model=args.model) if spec_path else None
+        options = resolve_options(args.model, spec, overrides, source=str(args.spec or spec_path or "command line"))
         sampler = merged_sampler(spec, {"chains": args.chains, "tune": args.tune, "draws": args.draws,
                                         "seed": args.seed, "backend": args.backend,
                                         "target_accept": args.target_accept})
@@ -460,6 +486,43 @@ def fit_command(args, console: Console) -> int:
         console.print(f"[red]error:[/] the fit was not saved: {escape(str(err))}")
         return EXIT_INVALID
     print_fit_summary(console, result.summary, run_dir)
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    """Validate, fit every analysis spec, compare, report (logic in toolkit.analyze)."""
+    from toolkit.analyze import AnalyzeError, analyze
+
+    console = _console()
+    try:
+        manifest = analyze(args.data, args.out, sap=args.sap, fast=args.fast, overwrite=args.overwrite)
+    except CohortValidationError as err:
+        console.print(f"[bold red]{len(err.problems)} problem(s)[/] in cohort {escape(args.data)}; nothing was fitted:")
+        for problem in err.problems:
+            console.print(f"  - {problem}", markup=False)
+        return EXIT_INVALID
+    except AnalyzeError as err:
+        console.print(f"[red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    out = Path(args.out)
+    rows = [(name, a["status"]) for name, a in manifest["analyses"].items()]
+    width = max(len(n) for n, _ in rows)
+    for name, status in rows:
+        console.print(f"  {name:<{width}}  {status}", markup=False)
+    if manifest.get("unchanged"):
+        console.print("Nothing to do: every analysis is up to date and the outputs are current.")
+    if manifest["fast"]:
+        console.print("[bold yellow]fast mode: short sampler settings; a smoke run, not for decisions[/]")
+    failed = [n for n, a in manifest["analyses"].items() if a["converged"] is False]
+    if failed:
+        console.print(f"[bold red]NOT CONVERGED (provisional): {', '.join(failed)}[/]")
+    console.print(f"Report: {out / 'report.html'}; estimands: {out / 'estimands.csv'} and .xlsx; "
+                  f"manifest: {out / 'manifest.json'}", markup=False)
+    not_fitted = [n for n, a in manifest["analyses"].items() if a["status"].startswith("not fitted")]
+    if not_fitted:
+        console.print(f"[red]error:[/] {len(not_fitted)} analysis(es) could not be fitted on this cohort: "
+                      f"{', '.join(not_fitted)} (reasons above and in manifest.json)")
+        return EXIT_INVALID
     return 0
 
 
@@ -586,6 +649,10 @@ def cmd_run_notebooks(args) -> int:
         return EXIT_INVALID
     if _load_or_report(args.data, console) is None:
         return EXIT_INVALID
+    if os.environ.get("TOOLKIT_NOTEBOOK_FAST") == "1" and not args.fast:  # never a silent downgrade
+        console.print("[bold yellow]warning:[/] TOOLKIT_NOTEBOOK_FAST=1 is set in the environment, so every notebook "
+                      "runs in fast mode (few draws, not for decisions) although --fast was not given; unset it "
+                      "for a real analysis")
     notebooks = list_notebooks()
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("notebooks", total=len(notebooks))
@@ -655,9 +722,33 @@ def cmd_import(args) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows each option's default (options whose default is "not given" show none)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" not in text and action.option_strings and action.default not in (None, False)
+                and action.default is not argparse.SUPPRESS):  # a help text that names its default keeps it
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def format_help(self):
+        # an option without help text still shows its default
+        for action in self._actions:
+            if action.help is None and action.option_strings and action.default not in (None, False):
+                action.help = "default: %(default)s"
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="toolkit", description="Bayesian modeling of patient response to CAR-T.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="toolkit", description="Bayesian modeling of patient response to CAR-T.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("validate", help="check a cohort folder; exit 0 if clean, 2 listing every problem")
     p.add_argument("dir")
@@ -683,18 +774,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", choices=["cart", "mrd", "durability", "joint"])
     p.add_argument("--data", required=True, help="cohort folder")
     p.add_argument("--out", required=True, help="run folder to write")
-    p.add_argument("--spec", help="analysis spec file (models/*.toml); command-line options override it")
+    p.add_argument("--spec", help="analysis spec file (models/*.toml); command-line options override it "
+                                   "(default: the model's primary analysis, models/MODEL_primary.toml)")
+    p.add_argument("--no-spec", action="store_true",
+                   help="fit with the model's built-in defaults only, not its primary analysis spec")
     p.add_argument("--no-figures", action="store_true", help="skip writing RUN/figures/*.png")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run at --out (kept until the new run is complete)")
-    g = p.add_argument_group("sampler")
+    g = p.add_argument_group("sampler (default: the spec's [sampler], else 4 chains x 1000 tuning + 1000 draws, "
+                             "nutpie, target_accept 0.9 (0.95 for cart and joint), seed 20261125)")
     g.add_argument("--seed", type=_seed)
     g.add_argument("--draws", type=int)
     g.add_argument("--tune", type=int)
     g.add_argument("--chains", type=int)
     g.add_argument("--backend", choices=["nutpie", "pymc", "numpyro"])
     g.add_argument("--target-accept", type=float)
-    g = p.add_argument_group("durability")
+    g = p.add_argument_group("durability (default of each option: the spec's value)")
     g.add_argument("--variant", choices=["weibull", "cure"])
     g.add_argument("--covariates", help="comma-separated numeric columns of patients.csv")
     g.add_argument("--hsct", choices=["censor", "timevarying"])
@@ -759,6 +854,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chains", type=int)
     p.add_argument("--seed", type=int)
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("analyze", help="the whole analysis plan on a cohort: validate, fit every spec, compare, "
+                                       "report, estimands table, manifest; resumable")
+    p.add_argument("data", help="cohort folder")
+    p.add_argument("--out", required=True, help="output folder (new, or an earlier analyze output to resume)")
+    p.add_argument("--sap", help="folder of analysis specs (default: the toolkit's models/); TOML files without "
+                                 "a `model` key (e.g. design specs) are skipped")
+    p.add_argument("--fast", action="store_true", help="short sampler settings (a smoke run, labelled so; "
+                                                       "not for decisions)")
+    p.add_argument("--overwrite", action="store_true", help="refit every analysis, even those up to date")
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("demo", help="simulate the default trial and run the analyses")
     p.add_argument("--out", default="demo_output")

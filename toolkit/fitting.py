@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -19,8 +18,9 @@ from toolkit.data import Cohort
 from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
 from toolkit.data.inputs import DurabilityInputs, ModelDataError, to_durability_inputs
 from toolkit.estimands import durability_definitions, durability_estimands
-from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample, save_run
+from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample
 from toolkit.models import cart, durability
+from toolkit.results import ResultMethods, Summary
 
 MODELS = ("durability",)
 DEFAULT_BACKENDS = {"durability": durability.DEFAULT_BACKEND}
@@ -38,8 +38,9 @@ def default_settings(model: str, **overrides) -> SamplerSettings:
 
 
 @dataclass
-class FitResult:
-    """A fitted analysis, ready to save or inspect."""
+class FitResult(ResultMethods):
+    """A fitted analysis, ready to save or inspect; the same methods as a run read from disk
+    (:class:`toolkit.results.ResultMethods`: ``summary()``, ``estimand``, ``figures``, ``save``)."""
 
     model_name: str
     posterior: object
@@ -48,13 +49,8 @@ class FitResult:
     inputs: object = None
     model: object = None
 
-    @property
-    def converged(self) -> bool:
-        return bool(self.summary["diagnostics"]["converged"])
-
-    def save(self, run_dir: str | Path, *, overwrite: bool = False, figures=None) -> Path:
-        """Write the run folder whole or not at all (see :func:`toolkit.inference.save_run`)."""
-        return save_run(run_dir, self.posterior, self.summary, self.provenance, overwrite=overwrite, figures=figures)
+    def __post_init__(self):
+        self.summary = Summary(self.summary)
 
 
 @dataclass
@@ -559,3 +555,45 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
                      data=data, settings=settings, spec=spec,
                      priors=priors.as_dict() | {"cart": cart_priors.as_dict()}, started=started,
                      loo_var=None, estimand_warnings=estimand_warnings)
+
+
+FAST_SAMPLER = {"chains": 2, "tune": 150, "draws": 150}  # `--fast` (demo, analyze): a smoke run, not for decisions
+
+
+def fit_plan(model: str):
+    """``(Options class, fit function)`` of ``model``; ValueError listing the models for an unknown name."""
+    plans = {"durability": (DurabilityOptions, fit_durability), "cart": (CartOptions, fit_cart),
+             "mrd": (MrdOptions, fit_mrd), "joint": (JointOptions, fit_joint)}
+    if model not in plans:
+        raise ValueError(f"unknown model {model!r}; models: {', '.join(plans)}")
+    return plans[model]
+
+
+def resolve_options(model: str, spec: dict | None, overrides: dict | None = None, *, source: str | None = None):
+    """The Options of ``model`` from a spec's ``[options]``, ``[decision]``, ``[priors]`` and ``overrides``.
+
+    Raises :class:`toolkit.specs.SpecError` naming ``source`` (the spec file, or "command line") for an
+    option the model does not have, a bad value or an unknown prior name, before any work starts.
+    """
+    import dataclasses
+
+    from toolkit.specs import SpecError, merged_options
+
+    source = source or (spec or {}).get("path") or "command line"
+    options_class, _ = fit_plan(model)
+    chosen = merged_options(spec, overrides or {})
+    valid = [f.name for f in dataclasses.fields(options_class)]
+    unknown = sorted(set(chosen) - set(valid))
+    if unknown:
+        raise SpecError(f"{source}: option(s) {', '.join(unknown)} are not options of model {model}; "
+                        f"valid: {', '.join(valid)}")
+    try:
+        options = options_class(**chosen)
+    except ValueError as err:  # e.g. an unknown prior name: say which file it came from
+        raise SpecError(f"{source}: {err}") from err
+    if hasattr(options, "prior_set"):  # an unknown prior name is named before any work starts
+        try:
+            options.prior_set()
+        except ValueError as err:
+            raise SpecError(f"{source}: [priors] {err}") from err
+    return options

@@ -25,6 +25,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import math
 import os
 import platform
@@ -44,6 +45,12 @@ import numpy as np
 import pymc as pm
 import pytensor
 import xarray as xr
+
+from toolkit.results import ResultMethods, Summary
+
+# Stage messages of a fit ("compiling", "sampling"); silent unless a caller (e.g. `toolkit analyze`)
+# attaches a handler.
+PROGRESS = logging.getLogger("toolkit.progress")
 
 __all__ = [
     "BACKENDS",
@@ -199,6 +206,7 @@ def _nutpie_compiled(model: pm.Model) -> tuple[Any, bool]:
     key = _model_fingerprint(model)
     compiled = _NUTPIE_CACHE.get(key)
     if compiled is None:
+        PROGRESS.info("compiling the model (nutpie, numba)")
         compiled = nutpie.compile_pymc_model(model)
         _NUTPIE_CACHE[key] = compiled
         while len(_NUTPIE_CACHE) > _NUTPIE_CACHE_MAX:
@@ -226,6 +234,7 @@ def _sample_nutpie(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataT
     t0 = time.perf_counter()
     compiled, hit = _nutpie_compiled(model)
     t1 = time.perf_counter()
+    PROGRESS.info(f"sampling: {settings.chains} chains x ({settings.tune} tuning + {settings.draws} draws)")
     dt = nutpie.sample(
         compiled,
         draws=settings.draws,
@@ -255,6 +264,8 @@ def _split_pymc_time(dt: xr.DataTree, total: float) -> dict:
 
 def _sample_pymc(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataTree, dict]:
     t0 = time.perf_counter()
+    PROGRESS.info(f"compiling and sampling (PyMC NUTS): {settings.chains} chains x ({settings.tune} tuning + "
+                  f"{settings.draws} draws)")
     dt = pm.sample(
         draws=settings.draws,
         tune=settings.tune,
@@ -283,6 +294,8 @@ def _sample_numpyro(model: pm.Model, settings: SamplerSettings) -> tuple[xr.Data
     # --xla_force_host_platform_device_count=N before jax is imported); else run in turn.
     chain_method = "parallel" if jax.local_device_count() >= settings.chains else "sequential"
     t0 = time.perf_counter()
+    PROGRESS.info(f"compiling and sampling (numpyro): {settings.chains} chains x ({settings.tune} tuning + "
+                  f"{settings.draws} draws)")
     dt = pm.sample(
         draws=settings.draws,
         tune=settings.tune,
@@ -339,6 +352,7 @@ def sample(
     t_ll = 0.0
     if log_likelihood:
         t1 = time.perf_counter()
+        PROGRESS.info("computing the pointwise log-likelihood (for PSIS-LOO)")
         dt = pm.compute_log_likelihood(
             dt, model=model, extend_inferencedata=True, progressbar=False
         )
@@ -537,13 +551,30 @@ def diagnose(
 
 
 @dataclass
-class Run:
-    """A saved fit: posterior, summary and provenance read from ``path``."""
+class Run(ResultMethods):
+    """A saved fit: posterior, summary and provenance read from ``path``; the same methods as a fit in
+    memory (:class:`toolkit.results.ResultMethods`: ``summary()``, ``estimand``, ``figures``, ``save``)."""
 
     posterior: xr.DataTree
     summary: dict
     provenance: dict
     path: Path
+
+    def __post_init__(self):
+        self.summary = Summary(self.summary)
+
+    @property
+    def model_name(self) -> str:
+        return self.summary["model"]
+
+    @property
+    def inputs(self):
+        """The model inputs, rebuilt from the run's own files (durability, cart, mrd; None for joint)."""
+        if "_inputs" not in self.__dict__:
+            from toolkit.results import inputs_from_run
+
+            self.__dict__["_inputs"] = inputs_from_run(self)
+        return self.__dict__["_inputs"]
 
 
 def _jsonable(obj: Any) -> Any:
@@ -990,6 +1021,9 @@ def package_versions() -> dict[str, str | None]:
     }
 
 
+RECORDED_ENV = ("TOOLKIT_NOTEBOOK_FAST",)  # environment variables recorded in every run's provenance
+
+
 def build_provenance(
     *,
     model_name: str,
@@ -1019,6 +1053,9 @@ def build_provenance(
             "platform": platform.platform(),
             "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        # a variable that shortens sampling is recorded (and shown in the report), never silent
+        | ({"environment": {v: os.environ[v] for v in RECORDED_ENV if v in os.environ}}
+           if any(v in os.environ for v in RECORDED_ENV) else {})
     )
 
 

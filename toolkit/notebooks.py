@@ -20,8 +20,10 @@ def _kernel_name() -> str:
 
 
 def run_notebooks(data: str | Path, out: str | Path, *, fast: bool = False, seed: int = 20261125,
-                  notebooks: list[Path] | None = None, progress=None) -> list[dict]:
+                  notebooks: list[Path] | None = None, progress=None, parameters: dict | None = None) -> list[dict]:
     """Execute each notebook with ``cohort_path`` set to ``data``; write executed .ipynb and .html to ``out``.
+
+    ``parameters`` adds papermill parameters (e.g. ``{"run_dir": ...}`` to load runs made by ``toolkit analyze``).
 
     Returns one record per notebook: name, executed path, html path, ok, error.
     A failing notebook is still written (with the error in it) and reported; the others still run.
@@ -43,7 +45,7 @@ def run_notebooks(data: str | Path, out: str | Path, *, fast: bool = False, seed
             progress(notebook.name)
         try:
             pm.execute_notebook(str(notebook), str(executed), parameters={"cohort_path": str(data), "fast": fast,
-                                                                          "seed": seed},
+                                                                          "seed": seed} | (parameters or {}),
                                 kernel_name=kernel, cwd=str(notebook.parent), progress_bar=False)
         except Exception as exc:  # noqa: BLE001 - reported per notebook; the executed copy shows where it failed
             record.update(ok=False, error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}")

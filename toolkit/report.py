@@ -290,6 +290,20 @@ def _comparison(runs: list[Run]) -> dict | None:
     return {"best": best, "other": other, "diff": float(diff), "se": float(se), "clear": bool(diff > 2 * se)}
 
 
+def mode_notes(runs: list[Run]) -> list[str]:
+    """Plain-text notes for runs made in fast mode (``toolkit analyze --fast``) or with TOOLKIT_NOTEBOOK_FAST set
+    (``banner.html.j2`` shows them)."""
+    fast = [r for r in runs if r.provenance.get("fast")]
+    env = sorted({f"{k}={v}" for r in runs for k, v in (r.provenance.get("environment") or {}).items()})
+    text = []
+    if fast:
+        text.append(f"FAST MODE: {len(fast)} of {len(runs)} analyses were sampled with short smoke-run settings "
+                    "(see Methods); their numbers are not for decisions.")
+    if env:
+        text.append(f"Fitted with {', '.join(env)} set in the environment.")
+    return text
+
+
 # --------------------------------------------------------------------------- the primary answer
 
 
@@ -411,6 +425,7 @@ def render_report(runs: list[Run], *, show_small_cells: bool = False, template_d
     context = {
         "title": f"{study}: posterior report" + (" (provisional)" if failed else ""),
         "failed": [f"{r.summary['model']} ({r.summary.get('variant', '')})" for r in failed],
+        "mode_notes": mode_notes(runs),
         "arms": primary.summary["arms"],
         "p": primary_context(primary, how),
         "analyses": analyses,

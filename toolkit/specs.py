@@ -19,6 +19,11 @@ SAMPLER_KEYS = {"chains": "chains", "tune": "tune", "draws": "draws", "seed": "r
                 "backend": "backend", "target_accept": "target_accept"}
 
 
+def analysis_plan_dir() -> Path:
+    """The toolkit's own analysis plan: the folder of pre-specified analysis specs (``models/``)."""
+    return Path(__file__).resolve().parent.parent / "models"
+
+
 class SpecError(ValueError):
     """A spec file that cannot be used; the message names the file and the key."""
 

@@ -55,6 +55,28 @@ class Cohort:
         """Numeric baseline columns available as covariates."""
         return [c for c in self.patients.columns if c not in ("patient_id", "arm", "sex")]
 
+    @classmethod
+    def from_frames(cls, *, patients: pd.DataFrame, outcomes: pd.DataFrame, study: dict,
+                    cart: pd.DataFrame | None = None, mrd: pd.DataFrame | None = None) -> "Cohort":
+        """A validated cohort from DataFrames, checked exactly as a folder is (:func:`load_cohort`).
+
+        The tables are written as the CSV files of a cohort folder (``patients.csv``, ``outcomes.csv``,
+        ``cart_kinetics.csv``, ``mrd.csv``, ``study.toml``) in a new private temporary folder, which is
+        then loaded, so the same validation runs and its problems name the same files; frame row ``i``
+        is spreadsheet row ``i + 2`` (after the header). The folder stays, as the cohort's ``path``:
+        a fit's provenance hashes it.
+        """
+        import tempfile
+
+        from toolkit.data.io import write_study
+
+        folder = Path(tempfile.mkdtemp(prefix="toolkit-cohort-"))
+        for name, frame in (("patients", patients), ("outcomes", outcomes), ("cart_kinetics", cart), ("mrd", mrd)):
+            if frame is not None:
+                frame.to_csv(folder / f"{name}.csv", index=False)
+        write_study(folder, study)
+        return load_cohort(folder)
+
     def merged(self) -> pd.DataFrame:
         """patients joined with outcomes, one row a patient."""
         return self.patients.merge(self.outcomes, on="patient_id", how="left", validate="one_to_one")

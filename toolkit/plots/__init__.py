@@ -134,36 +134,29 @@ def plot_forest(estimands: dict, names: list[str] | None = None, *, reference: f
     return ax
 
 
-def write_durability_figures(run, folder) -> list:
-    """Save the durability checks of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
-    from pathlib import Path
-
+def durability_figure_builders(run) -> dict:
+    """``{file name: callable drawing one figure}`` of the durability checks of a run (or a fit in memory)."""
     from toolkit.fitting import durability_inputs_from_run
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    inputs = durability_inputs_from_run(run)
-    paths = []
     from toolkit.plots.ppc import PIT_TITLE, durability_event_name, durability_pit, plot_pit_ecdf
     from toolkit.plots.publication import decision_densities, plot_decision_densities, plot_km_at_risk
 
-    for name, draw in (("rfs_overlay.png", lambda: plot_rfs_overlay(run.posterior["posterior"], inputs,
-                                                                     variant=run.summary["variant"])),
-                       ("forest.png", lambda: plot_forest(run.summary["estimands"])),
-                       ("cir_overlay.png", lambda: plot_cir_overlay(run.posterior["posterior"], inputs)),
-                       ("km_at_risk.png", lambda: plot_km_at_risk(inputs.time_years * 365.25, inputs.event,
-                                                                  inputs.arm, arm_labels=inputs.arm_labels)),
-                       ("decisions.png", lambda: plot_decision_densities(decision_densities(run))),
-                       ("pit.png", lambda: plot_pit_ecdf({durability_event_name(run.posterior["posterior"]):
-                                                          durability_pit(run.posterior["posterior"], inputs)},
-                                                         title=PIT_TITLE))):
-        if name == "cir_overlay.png" and "death_log_shape" not in run.posterior["posterior"]:
-            continue  # a single hazard for relapse or death: no cumulative incidences
-        out = draw()
-        fig = out if isinstance(out, plt.Figure) else out.figure
-        paths += save_figure(fig, folder / name)
-        plt.close(fig)
-    return paths
+    inputs = durability_inputs_from_run(run)
+    posterior = run.posterior["posterior"]
+    figures = {"rfs_overlay.png": lambda: plot_rfs_overlay(posterior, inputs, variant=run.summary["variant"]),
+               "forest.png": lambda: plot_forest(run.summary["estimands"])}
+    if "death_log_shape" in posterior:  # else a single hazard for relapse or death: no CIFs
+        figures["cir_overlay.png"] = lambda: plot_cir_overlay(posterior, inputs)
+    figures["km_at_risk.png"] = lambda: plot_km_at_risk(inputs.time_years * 365.25, inputs.event, inputs.arm,
+                                                         arm_labels=inputs.arm_labels)
+    figures["decisions.png"] = lambda: plot_decision_densities(decision_densities(run))
+    figures["pit.png"] = lambda: plot_pit_ecdf({durability_event_name(posterior): durability_pit(posterior, inputs)},
+                                               title=PIT_TITLE)
+    return figures
+
+
+def write_durability_figures(run, folder) -> list:
+    """Save the durability checks of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
+    return save_figures(durability_figure_builders(run), folder)
 
 
 # --------------------------------------------------------------------------- cohort overview

@@ -373,18 +373,16 @@ def plot_cart_effects(estimands: dict, *, ci_prob_label: str = "90%"):
 # --------------------------------------------------------------------------- a run's figures
 
 
-def write_cart_figures(run, folder) -> list[Path]:
-    """Save the CAR-T checks of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
+def cart_figure_builders(run) -> dict:
+    """``{file name: callable drawing one figure}`` of the CAR-T checks of a run (or a fit in memory)."""
     from toolkit.plots.publication import (decision_densities, plot_decision_densities, plot_patient_estimates,
                                            plot_patient_forest)
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     inputs = cart_inputs_from_run(run)
     posterior = run.posterior["posterior"]
     lloq = float(np.nanmedian(inputs.patient_lloq))
     effects_on = run.summary.get("options", {}).get("effects_on")
-    figures = {
+    return {
         "individual_fits.png": lambda: plot_individual_fits(posterior, inputs),
         "vpc.png": lambda: plot_cart_vpc(cart_vpc(posterior, inputs), unit=inputs.unit),
         "typical_curves.png": lambda: plot_typical_curves(posterior, arm_labels=inputs.arm_labels, lloq=lloq,
@@ -401,4 +399,8 @@ def write_cart_figures(run, folder) -> list[Path]:
             _flat(posterior["patient_cmax"]), inputs.arm, patient_labels=inputs.patient_ids,
             arm_labels=inputs.arm_labels, xlabel=f"patient Cmax ({inputs.unit})"),
     }
-    return save_figures(figures, folder)
+
+
+def write_cart_figures(run, folder) -> list[Path]:
+    """Save the CAR-T checks of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
+    return save_figures(cart_figure_builders(run), folder)

@@ -228,20 +228,22 @@ def plot_calibration(table: pd.DataFrame, *, scores: dict | None = None, title: 
 # --------------------------------------------------------------------------- a run's figures
 
 
-def write_joint_figures(run, folder) -> list[Path]:
-    """Save the joint-model figures of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
+def joint_figure_builders(run) -> dict:
+    """``{file name: callable drawing one figure}`` of the joint model of a run (or a fit in memory)."""
     from toolkit.plots.publication import decision_densities, plot_decision_densities
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     posterior = run.posterior["posterior"]
     defaults = curve_defaults(run)
     arms = (run.summary["arms"]["control"], run.summary["arms"]["experimental"])
     tau = run.summary.get("data", {}).get("tau_days", run.summary.get("options", {}).get("tau_days", 365.0))
-    figures = {
+    return {
         "mediation_forest.png": lambda: plot_mediation_forest(run.summary["estimands"]),
         "associations.png": lambda: plot_association_posteriors(posterior, run.provenance.get("priors")),
         "mediation_curves.png": lambda: plot_mediation_curves(posterior, arm_labels=arms, tau_days=tau, **defaults),
         "decisions.png": lambda: plot_decision_densities(decision_densities(run)),
     }
-    return save_figures(figures, folder)
+
+
+def write_joint_figures(run, folder) -> list[Path]:
+    """Save the joint-model figures of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
+    return save_figures(joint_figure_builders(run), folder)

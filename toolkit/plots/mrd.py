@@ -243,17 +243,15 @@ def plot_mrd_effects(estimands: dict):
     return fig
 
 
-def write_mrd_figures(run, folder) -> list[Path]:
-    """Save the MRD checks of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
+def mrd_figure_builders(run) -> dict:
+    """``{file name: callable drawing one figure}`` of the MRD checks of a run (or a fit in memory)."""
     from toolkit.mrd_estimands import mrd_inputs_from_run, replicated_negative
     from toolkit.plots.ppc import PIT_TITLE, mrd_pit, plot_pit_ecdf
     from toolkit.plots.publication import decision_densities, plot_decision_densities
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     inputs = mrd_inputs_from_run(run)
     posterior = run.posterior["posterior"]
-    figures = {
+    return {
         "trajectories.png": lambda: plot_mrd_trajectories(posterior, inputs),
         "fraction_negative.png": lambda: plot_fraction_negative(
             fraction_negative_table(inputs, replicated_negative(posterior, inputs)), arm_labels=inputs.arm_labels),
@@ -261,4 +259,8 @@ def write_mrd_figures(run, folder) -> list[Path]:
         "decisions.png": lambda: plot_decision_densities(decision_densities(run)),
         "pit.png": lambda: plot_pit_ecdf({"MRD": mrd_pit(posterior, inputs)}, title=PIT_TITLE),
     }
-    return save_figures(figures, folder)
+
+
+def write_mrd_figures(run, folder) -> list[Path]:
+    """Save the MRD checks of a loaded run in ``folder`` (PNG at 300 dpi and SVG); returns the paths."""
+    return save_figures(mrd_figure_builders(run), folder)
