@@ -108,3 +108,16 @@ def censor_at(sim: SimulatedTrial, enrol: np.ndarray, day: float) -> tuple[Simul
     out = SimulatedTrial(dict(sim.study), sim.patients[sim.patients["patient_id"].isin(keep_ids)].copy(), o,
                          rows(sim.cart_kinetics), rows(sim.mrd), sim.latent.loc[sorted(keep_ids)].copy())
     return out, {"enrolled": int(enrolled.sum()), "analysed": int(analysed.sum())}
+
+
+def write_interim_cohort(design: Design, out, *, scenario: str, trial: int = 0, patients: int) -> dict:
+    """A cohort folder of a simulated trial in progress: cut on the day its ``patients``-th patient is
+    enrolled (what an interim analysis would see). Returns the look's counts and its truth of the rule's
+    estimand is not computed here. Used by the notebook, the benchmark and the tests."""
+    index = [s.name for s in design.scenarios].index(scenario)
+    sim, enrol = simulate_calendar_trial(design, design.scenarios[index], index, trial)
+    cut, counts = censor_at(sim, enrol, float(enrol[patients - 1]))
+    cut.study["name"] = f"Simulated trial in progress ({scenario}, trial {trial}, {patients} enrolled)"
+    cut.truth = {"scenario": scenario, "trial": trial, "look_day": float(enrol[patients - 1]), **counts}
+    cut.write(out)
+    return counts
