@@ -631,7 +631,7 @@ def cmd_calibrate(args) -> int:
 def cmd_design(args) -> int:
     """Operating characteristics of a design spec by simulated trials (toolkit.design)."""
     from toolkit.design.operating import DesignStudyError, load_results, operating_characteristics, run_design, \
-        scenario_truth
+        study_truth
     from toolkit.design.report import write_design_report
     from toolkit.design.spec import DesignError, load_design
 
@@ -671,7 +671,7 @@ def cmd_design(args) -> int:
         console.print(f"[bold red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
     results = load_results(out)
-    oc = operating_characteristics(design, results, scenario_truth(design))
+    oc = operating_characteristics(design, results, study_truth(design, out))
     command = "toolkit design " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["design"] else ""
     paths = write_design_report(design, oc, out, command=command)
     from toolkit.design.report import oc_table, sentences

@@ -136,6 +136,7 @@ def current_state(cohort) -> pd.DataFrame:
     hsct_first = np.isfinite(hsct) & ~(first <= hsct)
     cause = np.where(np.isfinite(first) & ~hsct_first, np.where(relapse <= np.fmin(death, np.inf), "relapse",
                                                                  "death"), "")
+    cause = np.where(responder, cause, "")  # a non-responder's course is fixed; it enters as non-response
     end = np.where(cause != "", first, np.where(hsct_first, hsct, last))
     open_ = responder & (cause == "") & ~hsct_first
     return pd.DataFrame({"patient_id": df["patient_id"].astype(str).to_numpy(), "arm": arm,

@@ -25,7 +25,8 @@ import pandas as pd
 from scipy import special
 
 from toolkit.design.spec import ANALYTIC, Design
-from toolkit.design.trials import censor_at, event_calendar_days, final_day, look_day, simulate_calendar_trial
+from toolkit.design.trials import (censor_at, event_calendar_days, final_day, look_day, simulate_calendar_trial,
+                                   write_cut)
 
 CONFIG_FILE = "design.json"
 RESULTS_DIR = "trials"
@@ -101,7 +102,7 @@ def _analyse_model(design: Design, cut, *, workdir: Path, look_seed: int, overri
     options, settings = analysis_settings(design, **overrides)
     settings = replace(settings, random_seed=look_seed, cores=1)
     folder = Path(tempfile.mkdtemp(dir=workdir))
-    cut.write(folder)
+    write_cut(cut, folder)
     cohort = load_cohort(folder)  # the same validation and fitting path as `toolkit fit`
     result = fit_durability(cohort, options, settings, spec=design.analysis_spec)
     est = result.summary["estimands"]
@@ -297,6 +298,18 @@ def scenario_truth(design: Design) -> dict[str, float]:
         value = truth.get(design.estimand)
         out[s.name] = float(value) if isinstance(value, (int, float)) else math.nan
     return out
+
+
+def study_truth(design: Design, out: str | Path) -> dict[str, float]:
+    """:func:`scenario_truth`, computed once per study and kept in ``truth.json`` (it takes a while:
+    ``compute_truth`` simulates a large population per scenario)."""
+    path = Path(out) / "truth.json"
+    if path.exists():
+        return {k: (math.nan if v is None else v) for k, v in json.loads(path.read_text()).items()}
+    truth = scenario_truth(design)
+    path.write_text(json.dumps({k: (None if not math.isfinite(v) else v) for k, v in truth.items()}, indent=2)
+                    + "\n")
+    return truth
 
 
 def operating_characteristics(design: Design, results: pd.DataFrame, truth: dict | None = None) -> pd.DataFrame:

@@ -110,6 +110,22 @@ def censor_at(sim: SimulatedTrial, enrol: np.ndarray, day: float) -> tuple[Simul
     return out, {"enrolled": int(enrolled.sum()), "analysed": int(analysed.sum())}
 
 
+def write_cut(cut: SimulatedTrial, folder) -> None:
+    """Write a cut trial as a cohort folder; an optional table left empty by the cut is not written (a
+    header-only file is refused by validation)."""
+    from pathlib import Path
+
+    from toolkit.data.io import write_study
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_study(folder, cut.study)
+    for name in ("patients", "outcomes", "cart_kinetics", "mrd"):
+        table = getattr(cut, name)
+        if name in ("patients", "outcomes") or (table is not None and len(table)):
+            table.to_csv(folder / f"{name}.csv", index=False, lineterminator="\n")
+
+
 def write_interim_cohort(design: Design, out, *, scenario: str, trial: int = 0, patients: int) -> dict:
     """A cohort folder of a simulated trial in progress: cut on the day its ``patients``-th patient is
     enrolled (what an interim analysis would see). Returns the look's counts and its truth of the rule's
@@ -119,5 +135,5 @@ def write_interim_cohort(design: Design, out, *, scenario: str, trial: int = 0, 
     cut, counts = censor_at(sim, enrol, float(enrol[patients - 1]))
     cut.study["name"] = f"Simulated trial in progress ({scenario}, trial {trial}, {patients} enrolled)"
     cut.truth = {"scenario": scenario, "trial": trial, "look_day": float(enrol[patients - 1]), **counts}
-    cut.write(out)
+    write_cut(cut, out)
     return counts
