@@ -169,6 +169,13 @@ MISUSES = [
      r"--out .*a_file.txt is an existing file; give the name of a new folder"),
     ("run-notebooks-missing-data", ["run-notebooks", "--data", "{place}/nope", "--out", "{new}/nb"],
      r"nope: is not a folder"),
+    ("design-no-trials", ["design", "models/design_primary.toml", "--out", "{new}/d"],
+     r"the following arguments are required: --trials"),
+    ("design-trials-0", ["design", "models/design_primary.toml", "--trials", "0", "--out", "{new}/d"],
+     r"--trials must be a positive number of trials per scenario, got 0"),
+    ("design-spec-missing", ["design", "{place}/nope.toml", "--trials", "2", "--out", "{new}/d"],
+     r"nope.toml: design spec not found"),
+    ("interim-no-design", ["interim", "{cohort}", "--out", "{new}/i"], r"the following arguments are required: --design"),
 ]
 
 

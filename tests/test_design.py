@@ -63,7 +63,8 @@ def test_shipped_designs_load():
      r"unknown key\(s\) cure_fractions in \[\[scenarios\]\] number 1 parameters"),
     (lambda b: b.replace("success_probability = 0.975", "success_probability = 1.5"),
      r"\[rule\] success_probability must be a probability between 0 and 1, got 1.5"),
-    (lambda b: b.replace('"exponential_jeffreys"', '"models/nope.toml"'), r"\[analysis\] spec: .*nope.toml: spec file not found"),
+    (lambda b: b.replace('"exponential_jeffreys"', '"models/nope.toml"'),
+     r"\[analysis\] spec: .*nope.toml: spec file not found"),
 ])
 def test_bad_design_is_refused_with_the_key_and_fix(tmp_path, edit, message):
     with pytest.raises(DesignError, match=message):
@@ -199,8 +200,8 @@ def _schoenfeld_agreement(n_trials: int) -> None:
 
 
 def test_type_i_error_and_power_agree_with_schoenfeld():
-    """The independent check at 100 trials a scenario (about 10 s; the slow test runs 1000)."""
-    _schoenfeld_agreement(100)
+    """The independent check at 80 trials a scenario (10-25 s on the shared machine; the slow test runs 1000)."""
+    _schoenfeld_agreement(80)
 
 
 @pytest.mark.slow
@@ -271,8 +272,6 @@ class _FakeFit:
 
     def __init__(self, logit_cure: float, n: int = 400):
         import xarray as xr
-
-        from toolkit.data.inputs import DurabilityInputs  # noqa: F401 - documents what inputs stands for
 
         def v(x):
             return (("chain", "draw"), np.full((1, n), x))
