@@ -30,7 +30,8 @@ def oc_table(design: Design, oc: pd.DataFrame) -> pd.DataFrame:
             row[f"stop success @ {lk.name}"] = _pm(r[f"p_stop_success_{i + 1}"], r[f"p_stop_success_{i + 1}_se"])
             row[f"stop futility @ {lk.name}"] = _pm(r[f"p_stop_futility_{i + 1}"],
                                                     r[f"p_stop_futility_{i + 1}_se"])
-        row["flip-flop"] = _pm(r["p_flip_flop"], r["p_flip_flop_se"])
+        if design.looks:
+            row["flip-flop"] = _pm(r["p_flip_flop"], r["p_flip_flop_se"])
         row["E[N]"] = _pm(r["expected_n"], r["expected_n_se"], pct=False)
         row["E[months]"] = _pm(r["expected_months"], r["expected_months_se"], pct=False)
         row[f"true {design.estimand}"] = f"{r['truth']:.3g}" if math.isfinite(r["truth"]) else "—"
@@ -101,8 +102,14 @@ def sentences(design: Design, oc: pd.DataFrame) -> list[str]:
         name = r["scenario"]
         what = ("the type I error (a false claim of benefit)" if name == "no_effect" else
                 "the chance of a false claim of benefit" if name == "harmful" else "the power")
+        n = int(r["trials_with_result"])
         s = (f"Scenario '{name}': the trial declares IFN-a beneficial in {_pm(r['p_success'], r['p_success_se'])} "
-             f"of {int(r['trials_with_result'])} simulated trials ({what}; ± one Monte Carlo standard error). ")
+             f"of {n} simulated trials ({what}; ± one Monte Carlo standard error). ")
+        if n and r["p_success"] in (0.0, 1.0):  # the binomial SE is 0 there and says nothing
+            bound = 1 - 0.05 ** (1 / n)  # exact one-sided 95% bound with 0 of n (Clopper-Pearson)
+            s += (f"With {n} trials and none {'failing' if r['p_success'] == 1 else 'succeeding'}, the true "
+                  f"probability could still be {'as low as' if r['p_success'] == 1 else 'as high as'} "
+                  f"{100 * (1 - bound if r['p_success'] == 1 else bound):.0f}% (exact one-sided 95% bound). ")
         s += (f"It enrols {_pm(r['expected_n'], r['expected_n_se'], pct=False)} patients and lasts "
               f"{_pm(r['expected_months'], r['expected_months_se'], pct=False)} months on average. ")
         if design.looks:
