@@ -365,3 +365,6 @@ def test_cli_design_and_interim_errors_exit_2(tmp_path):
     small = _cohort(tmp_path, ROWS, name="small")
     code, text = run_cli(["interim", small.path, "--design", CHECK, "--out", tmp_path / "w"])
     assert code == 2 and "needs a model analysis" in text
+    quiet = _cohort(tmp_path, [(f"P{i:03d}", "CR", 28, None, None, None, None, 100) for i in range(1, 5)], "quiet")
+    code, text = run_cli(["interim", quiet.path, "--design", PRIMARY, "--out", tmp_path / "v"])
+    assert code == 2 and "no relapses or deaths in remission" in text and "Traceback" not in text

@@ -686,6 +686,7 @@ def cmd_design(args) -> int:
 
 def cmd_interim(args) -> int:
     """Predictive probability of success of a trial in progress (toolkit.design.interim)."""
+    from toolkit.data.inputs import ModelDataError
     from toolkit.design.interim import InterimError, predictive_probability_of_success
     from toolkit.design.spec import DesignError, load_design
 
@@ -706,7 +707,7 @@ def cmd_interim(args) -> int:
     try:
         result = predictive_probability_of_success(cohort, design, imputations=args.imputations, seed=args.seed,
                                                    overrides=overrides)
-    except InterimError as err:
+    except (InterimError, ModelDataError) as err:
         console.print(f"[bold red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
     from toolkit.design.interim import write_interim_report

@@ -61,6 +61,9 @@ def check_cohort(cohort, design: Design) -> None:
     if design.analysis_spec is None:
         raise InterimError(f"{design.path}: the interim predictive probability needs a model analysis "
                            "([analysis] spec = an analysis spec such as models/durability_primary.toml)")
+    if not (design.estimand == "hazard_ratio" or re.fullmatch(r"(rfs|efs)_\d+d_difference", design.estimand)):
+        raise InterimError(f"{design.path}: no fast approximation for the rule's estimand {design.estimand!r} "
+                           "(supported: hazard_ratio, rfs_<D>d_difference, efs_<D>d_difference)")
 
 
 # --------------------------------------------------------------------------- the approximation of the final rule
