@@ -190,6 +190,13 @@ MISUSES = [
     ("analyze-sap-missing", ["analyze", "{cohort}", "--out", "{new}/a", "--sap", "{place}/nope"],
      r"--sap .*nope: not a folder"),
     ("analyze-missing-data", ["analyze", "{place}/nope", "--out", "{new}/a"], r"nope: is not a folder"),
+    ("design-no-trials", ["design", "models/design_primary.toml", "--out", "{new}/d"],
+     r"the following arguments are required: --trials"),
+    ("design-trials-0", ["design", "models/design_primary.toml", "--trials", "0", "--out", "{new}/d"],
+     r"--trials must be a positive number of trials per scenario, got 0"),
+    ("design-spec-missing", ["design", "{place}/nope.toml", "--trials", "2", "--out", "{new}/d"],
+     r"nope.toml: design spec not found"),
+    ("interim-no-design", ["interim", "{cohort}", "--out", "{new}/i"], r"the following arguments are required: --design"),
 ]
 
 

@@ -1,3 +1,373 @@
+"""Trial design and interim decisions (toolkit.design): spec validation, calendar-time censoring, the rule,
+operating characteristics with Monte Carlo error, interim patient states, the analytic check, CLI exit codes.
+
+No test here samples with MCMC: the analytic rule (conjugate exponential) stands in for the model, and the
+interim imputation runs on a hand-made posterior. The model path is exercised by the benchmark and by
+``test_interim_brute_force_agrees`` (slow)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from toolkit.design.interim import (InterimError, approximate_q, check_cohort, current_state,
+                                    impute_completed_trials, km_at)
+from toolkit.design.operating import (exponential_jeffreys, mean_se, operating_characteristics, proportion,
+                                      run_trial, trial_outcomes)
+from toolkit.design.spec import DesignError, load_design
+from toolkit.design.trials import censor_at, write_cut
+from toolkit.simulate import SimulatedTrial
+from toolkit.testing import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+PRIMARY = REPO / "models" / "design_primary.toml"
+CHECK = REPO / "models" / "design_check_exponential.toml"
+
+
+def _write(tmp_path, text: str, name="d.toml") -> Path:
+    base = CHECK.read_text()
+    path = tmp_path / name
+    path.write_text(text(base) if callable(text) else text)
+    return path
+
+
+# --------------------------------------------------------------------------- spec
+
+
+def test_shipped_designs_load():
+    d = load_design(PRIMARY)
+    assert d.probability_key == "prob_rfs_365d_difference_above_0"
+    assert d.max_patients == 60 and len(d.looks) == 1 and d.looks[0].patients == 40
+    assert [s.name for s in d.scenarios] == ["no_effect", "hypothesised", "harmful"]
+    assert load_design(CHECK).analysis_spec is None
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: b.replace('estimand = "hazard_ratio"', 'estimand = "cure_fraction_difference"'),
+     r"P\(cure_fraction_difference below 1\) is not produced by the analysis exponential_jeffreys: it reports "
+     r"prob_hr_below_1, prob_hr_below_0.7"),
+    (lambda b: b + '\n[[looks]]\nname = "late"\npatients = 80\n',
+     r"\[\[looks\]\] number 1 is at patient 80, beyond the maximum sample size 60"),
+    (lambda b: b.replace("[accrual]", "[accrual]\nspeed = 3"), r"unknown key\(s\) speed in \[accrual\]"),
+    (lambda b: b + "\n[extras]\nx = 1\n", r"unknown key\(s\) extras in the file; valid: "),
+    (lambda b: b + '\n[[looks]]\nname = "both"\npatients = 20\nevents = 10\n',
+     r"needs exactly one of patients, events or day"),
+    (lambda b: b.replace("hazard_ratio_direct = 0.5", "hazard_ratio_direct = -1"),
+     r"\[\[scenarios\]\] number 2 effects: effect hazard_ratio_direct must be a positive ratio"),
+    (lambda b: b.replace("cure_fraction = 0.0, weibull", "cure_fractions = 0.0, weibull", 1),
+     r"unknown key\(s\) cure_fractions in \[\[scenarios\]\] number 1 parameters"),
+    (lambda b: b.replace("success_probability = 0.975", "success_probability = 1.5"),
+     r"\[rule\] success_probability must be a probability between 0 and 1, got 1.5"),
+    (lambda b: b.replace('"exponential_jeffreys"', '"models/nope.toml"'),
+     r"\[analysis\] spec: .*nope.toml: spec file not found"),
+])
+def test_bad_design_is_refused_with_the_key_and_fix(tmp_path, edit, message):
+    with pytest.raises(DesignError, match=message):
+        load_design(_write(tmp_path, edit))
+
+
+def test_rule_on_the_primary_model_must_be_a_reported_probability(tmp_path):
+    text = PRIMARY.read_text().replace('estimand = "rfs_365d_difference"', 'estimand = "rfs_1000d_difference"')
+    with pytest.raises(DesignError, match=r"prob_rfs_1000d_difference_above_0|rfs_1000d_difference above 0\) is not "
+                                          r"produced .* prob_rfs_365d_difference_above_0"):
+        load_design(_write(tmp_path, text))
+
+
+# --------------------------------------------------------------------------- calendar time
+
+
+def _hand_trial() -> SimulatedTrial:
+    """Four patients: a relapse on day 200, a death in remission on day 90, a non-responder, an HSCT."""
+    ids = ["P001", "P002", "P003", "P004"]
+    patients = pd.DataFrame({"patient_id": ids, "arm": ["CAR-T", "IFN-a + CAR-T", "CAR-T", "IFN-a + CAR-T"]})
+    outcomes = pd.DataFrame({
+        "patient_id": ids, "response": ["CR", "CRi", "NR", "CR"], "response_day": ["28", "28", "", "28"],
+        "relapse_day": ["200", "", "", ""], "relapse_cd19": ["negative", "", "", ""],
+        "hsct_day": ["", "", "", "100"], "death_day": ["400", "90", "150", ""],
+        "last_followup_day": ["400", "90", "150", "900"]})
+    cart = pd.DataFrame({"patient_id": ["P001", "P001"], "day": [7, 301], "value": ["1000", "60"],
+                         "lloq": ["50", "50"], "unit": ["copies/ug", "copies/ug"]})
+    mrd = pd.DataFrame(columns=["patient_id", "day", "mrd_pct", "lod_pct", "loq_pct", "method", "specimen"])
+    study = {"name": "hand", "control_arm": "CAR-T", "experimental_arm": "IFN-a + CAR-T"}
+    return SimulatedTrial(study, patients, outcomes, cart, mrd, pd.DataFrame(index=ids))
+
+
+def test_a_look_sees_only_the_follow_up_accrued_by_its_date(tmp_path):
+    from toolkit.data import load_cohort
+
+    enrol = np.array([0.0, 50.0, 100.0, 290.0])
+    cut, counts = censor_at(_hand_trial(), enrol, 300.0)  # followed 300, 250, 200, 10 days
+    assert counts == {"enrolled": 4, "analysed": 3}  # P004: 10 days on study, response not yet assessed
+    o = cut.outcomes.set_index("patient_id")
+    assert list(o.index) == ["P001", "P002", "P003"]
+    assert o.loc["P001", ["relapse_day", "relapse_cd19", "death_day", "last_followup_day"]].tolist() == \
+        ["200", "negative", "", "300"]  # relapse seen, death on day 400 not yet
+    assert o.loc["P002", ["death_day", "last_followup_day"]].tolist() == ["90", "90"]
+    assert o.loc["P003", ["death_day", "last_followup_day"]].tolist() == ["150", "150"]
+    assert cut.cart_kinetics["day"].tolist() == [7]  # the day-301 sample is after P001's 300 days on study
+    cut2, counts2 = censor_at(_hand_trial(), enrol, 120.0)  # 120, 70, 20, -170 days
+    assert counts2 == {"enrolled": 3, "analysed": 2}
+    o2 = cut2.outcomes.set_index("patient_id")
+    assert o2.loc["P001", ["relapse_day", "relapse_cd19", "death_day", "last_followup_day"]].tolist() == \
+        ["", "", "", "120"]
+    write_cut(cut, tmp_path / "look")
+    assert len(load_cohort(tmp_path / "look").patients) == 3  # the cut cohort validates
+
+
+# --------------------------------------------------------------------------- the rule and its aggregation
+
+
+def _results(rows):
+    cols = ["scenario", "trial", "look", "look_name", "day", "enrolled", "q", "estimate", "converged", "error"]
+    frame = pd.DataFrame(rows, columns=cols)
+    frame["analysed"] = frame["enrolled"]
+    return frame
+
+
+def test_the_rule_stops_at_the_first_boundary_and_counts_flip_flops():
+    d = load_design(PRIMARY)  # interim: success q > 0.99, futility q < 0.10; final: q > 0.95
+    rows = [
+        ("s", 0, 0, "i", 600, 40, 0.995, 0.2, True, ""), ("s", 0, 1, "final", 1000, 60, 0.90, 0.1, True, ""),
+        ("s", 1, 0, "i", 600, 40, 0.05, -0.1, True, ""), ("s", 1, 1, "final", 1000, 60, 0.97, 0.1, True, ""),
+        ("s", 2, 0, "i", 600, 40, 0.50, 0.0, False, ""), ("s", 2, 1, "final", 1000, 60, 0.96, 0.05, True, ""),
+        ("s", 3, 0, "i", 600, 40, math.nan, math.nan, False, "ValueError: x"),
+        ("s", 3, 1, "final", 1000, 60, 0.20, 0.0, True, ""),
+        ("s", 4, 0, "i", 600, 40, 0.50, 0.0, True, ""), ("s", 4, 1, "final", 1000, 60, math.nan, math.nan, False,
+                                                          "RuntimeError: y"),
+    ]
+    out = trial_outcomes(d, _results(rows)).set_index("trial")
+    assert out["decision"].tolist() == ["success", "futility", "success", "failure", "error"]
+    assert out["n"].tolist() == [40, 40, 60, 60, 60]
+    assert out["flip_flop"].tolist() == [True, False, False, False, False]
+    assert out.loc[2, "not_converged_fits"] == 1 and out.loc[3, "failed_fits"] == 1
+
+
+def test_operating_characteristics_with_monte_carlo_error():
+    d = load_design(PRIMARY)
+    rows = []
+    for t in range(10):  # 3 interim successes, 2 futility stops, 2 final successes, 3 final failures
+        q_i = 0.995 if t < 3 else 0.05 if t < 5 else 0.5
+        q_f = 0.97 if t in (5, 6) else 0.5
+        rows += [("no_effect", t, 0, "i", 600.0, 40, q_i, 0.1, True, ""),
+                 ("no_effect", t, 1, "final", 1000.0, 60, q_f, 0.0, True, "")]
+    oc = operating_characteristics(d, _results(rows), {"no_effect": 0.0}).set_index("scenario")
+    r = oc.loc["no_effect"]
+    assert r["p_success"] == pytest.approx(0.5) and r["p_success_se"] == pytest.approx(math.sqrt(0.25 / 10))
+    assert r["p_stop_success_1"] == pytest.approx(0.3) and r["p_stop_futility_1"] == pytest.approx(0.2)
+    assert r["expected_n"] == pytest.approx(0.5 * 40 + 0.5 * 60)
+    assert r["p_flip_flop"] == pytest.approx(0.3)  # the three interim successes fail at the final
+    assert r["bias_at_stop"] == pytest.approx(0.05)  # 0.1 at the five interim stops, 0 at the final
+    assert proportion(0, 0)[0] != proportion(0, 0)[0]  # NaN without trials
+    assert mean_se([1.0, 3.0]) == pytest.approx((2.0, 1.0))
+
+
+# --------------------------------------------------------------------------- the independent check
+
+
+def test_conjugate_rule_matches_the_beta_identity():
+    """P(HR < 1) for Gamma(d+1/2, T) rates is the incomplete beta; check against Monte Carlo draws."""
+    tte = pd.DataFrame({"arm": [0] * 5 + [1] * 5, "time": [1.0, 2, 3, 4, 5, 2, 4, 6, 8, 10],
+                        "event": [1, 1, 1, 0, 1, 1, 0, 1, 0, 0]})
+    q = exponential_jeffreys(tte)["q"]
+    rng = np.random.default_rng(1)
+    l0, l1 = rng.gamma(4.5, 1 / 15, 400_000), rng.gamma(2.5, 1 / 30, 400_000)
+    assert q == pytest.approx(np.mean(l1 < l0), abs=0.003)
+
+
+def _check_study(n_trials: int):
+    d = load_design(CHECK)
+    recs = [run_trial(d, i, t)["rows"][-1] for i in range(2) for t in range(n_trials)]
+    return d, pd.DataFrame(recs)
+
+
+def _schoenfeld_agreement(n_trials: int) -> None:
+    """No effect: P(success) = 1 - 0.975; HR 0.5: Phi(|log 0.5| sqrt(D/4) - z_0.975) averaged over the
+    trials' event counts D (Schoenfeld 1981). Both within 3 Monte Carlo SE."""
+    d, res = _check_study(n_trials)
+    z = stats.norm.ppf(d.success_probability)
+    null = res[res["scenario"] == "no_effect"]
+    p0, se0 = proportion((null["q"] > d.success_probability).sum(), len(null))
+    assert abs(p0 - 0.025) < 3 * math.sqrt(0.025 * 0.975 / len(null)), (p0, se0)
+    alt = res[res["scenario"] == "hr_0.5"]
+    p1, se1 = proportion((alt["q"] > d.success_probability).sum(), len(alt))
+    predicted = np.mean(stats.norm.cdf(abs(math.log(0.5)) * np.sqrt(alt["events"] / 4) - z))
+    assert abs(p1 - predicted) < 3 * se1, (p1, predicted, se1)
+
+
+def test_type_i_error_and_power_agree_with_schoenfeld():
+    """The independent check at 80 trials a scenario (10-25 s on the shared machine; the slow test runs 1000)."""
+    _schoenfeld_agreement(80)
+
+
+@pytest.mark.slow
+def test_type_i_error_and_power_agree_with_schoenfeld_1000_trials():
+    _schoenfeld_agreement(1000)
+
+
+def test_the_check_flags_an_analysis_that_ignores_censoring():
+    """The same agreement test fails when censored follow-up is counted as events (information lost)."""
+    from toolkit.data import Cohort
+    from toolkit.data.endpoints import time_to_event
+    from toolkit.design.trials import simulate_calendar_trial, final_day
+
+    d = load_design(CHECK)
+    z = stats.norm.ppf(d.success_probability)
+    success, pred = [], []
+    for t in range(80):
+        sim, enrol = simulate_calendar_trial(d, d.scenarios[1], 1, t)
+        cut, _ = censor_at(sim, enrol, final_day(d, enrol))
+        o = cut.outcomes.copy()
+        for c in ("response_day", "relapse_day", "hsct_day", "death_day", "last_followup_day"):
+            o[c] = pd.to_numeric(o[c], errors="coerce")
+        tte = time_to_event(Cohort(Path("."), cut.study, cut.patients, o), endpoint="rfs")
+        tte["event"] = 1  # the broken analysis
+        r = exponential_jeffreys(tte)
+        success.append(r["q"] > d.success_probability)
+        pred.append(stats.norm.cdf(abs(math.log(0.5)) * math.sqrt(r["events"] / 4) - z))
+    p, se = proportion(sum(success), len(success))
+    assert abs(p - np.mean(pred)) > 3 * se
+
+
+# --------------------------------------------------------------------------- interim
+
+
+def _cohort(tmp_path, outcomes_rows, name="interim"):
+    from toolkit.data import load_cohort
+    from toolkit.data.io import write_study
+
+    folder = tmp_path / name
+    folder.mkdir()
+    write_study(folder, {"name": "in progress", "control_arm": "CAR-T", "experimental_arm": "IFN-a + CAR-T"})
+    ids = [r[0] for r in outcomes_rows]
+    arms = ["CAR-T" if i % 2 == 0 else "IFN-a + CAR-T" for i in range(len(ids))]
+    pd.DataFrame({"patient_id": ids, "arm": arms}).to_csv(folder / "patients.csv", index=False)
+    pd.DataFrame(outcomes_rows, columns=["patient_id", "response", "response_day", "relapse_day", "relapse_cd19",
+                                         "hsct_day", "death_day", "last_followup_day"]).to_csv(
+        folder / "outcomes.csv", index=False)
+    return load_cohort(folder)
+
+
+ROWS = [("P001", "CR", 28, 100, "positive", None, None, 150),  # relapsed: fixed
+        ("P002", "CR", 28, None, None, None, None, 300),  # in remission 272 days after response: open
+        ("P003", "NR", None, None, None, None, 60, 60),  # non-responder: fixed
+        ("P004", "CR", 28, None, None, 80, None, 400),  # HSCT in remission: censored at HSCT, fixed
+        ("P005", "CRi", 28, None, None, None, 200, 200),  # death in remission: fixed
+        ("P006", "CR", 28, None, None, None, None, 40)]  # in remission 12 days: open
+
+
+def test_interim_state_of_each_patient(tmp_path):
+    s = current_state(_cohort(tmp_path, ROWS)).set_index("patient_id")
+    assert s["open"].tolist() == [False, True, False, False, False, True]
+    assert s["time"].tolist() == [72.0, 272.0, 0.0, 52.0, 172.0, 12.0]
+    assert s["cause"].tolist() == ["relapse", "", "", "", "death", ""]
+
+
+class _FakeFit:
+    """A posterior by hand: Weibull relapse (shape 1, scale 1 year) with cure fraction pi, NRM negligible."""
+
+    def __init__(self, logit_cure: float, n: int = 400):
+        import xarray as xr
+
+        def v(x):
+            return (("chain", "draw"), np.full((1, n), x))
+
+        self.posterior = {"posterior": xr.Dataset({
+            "log_shape": v(0.0), "log_scale_years": v(0.0), "log_hr": v(0.0), "logit_cure": v(logit_cure),
+            "cure_log_or": v(0.0), "death_log_shape": v(0.0), "death_log_scale_years": v(12.0),
+            "log_hr_death": v(0.0), "logit_response": v(2.0), "response_log_or": v(0.0)})}
+
+        class Inputs:
+            covariates: list = []
+            x_std = np.zeros((1, 0))
+
+        self.inputs = Inputs()
+
+
+def test_imputation_respects_states_and_conditional_survival(tmp_path):
+    cohort = _cohort(tmp_path, ROWS)
+    d = load_design(PRIMARY)
+    state = current_state(cohort)
+    trials = impute_completed_trials(_FakeFit(logit_cure=0.0), state, d, imputations=200, seed=3)
+    assert all(len(t) == d.max_patients for t in trials)
+    fixed = ~state["open"].to_numpy()
+    for t in trials[:50]:
+        head = t.iloc[: len(state)]
+        assert (head.loc[fixed, ["time", "event", "cause"]].to_numpy() == state.loc[fixed, ["time", "event",
+                                                                                          "cause"]].to_numpy()).all()
+        assert (head.loc[~fixed, "time"].to_numpy() >= state.loc[~fixed, "time"].to_numpy()).all()
+    # P002 in remission 272 days: P(event by 272 + F) = 1 - S(272 + F) / S(272), S = 0.5 + 0.5 exp(-t/365.25)
+    ev = np.array([t.iloc[1]["event"] for t in trials])
+    f = np.array([t.attrs["final_days_after_cut"] for t in trials])
+    S = lambda x: 0.5 + 0.5 * np.exp(-x / 365.25)  # noqa: E731
+    expected = np.mean(1 - S(272 + f) / S(272))
+    assert abs(ev.mean() - expected) < 3 * math.sqrt(expected * (1 - expected) / len(ev))
+    # nearly everyone cured: open patients stay event-free
+    cured = impute_completed_trials(_FakeFit(logit_cure=12.0), state, d, imputations=20, seed=4)
+    assert not any(t.loc[state["open"].to_numpy().nonzero()[0], "event"].any() for t in cured)
+
+
+def test_approximate_final_rule_uses_km_and_greenwood():
+    from toolkit.survival import kaplan_meier, survival_at
+
+    t = np.array([10.0, 50, 50, 120, 200, 400, 400, 500])
+    e = np.array([1, 1, 0, 1, 0, 1, 0, 0], bool)
+    s, v = km_at(t, e, 365)
+    assert s == pytest.approx(float(survival_at(kaplan_meier(t, e), [365])[0]))
+    assert v == pytest.approx(s**2 * (1 / (8 * 7) + 1 / (7 * 6) + 1 / (5 * 4)))
+    d = load_design(PRIMARY)
+    trial = pd.DataFrame({"arm": [0] * 8 + [1] * 8, "responder": True, "response_day": 28.0,
+                          "time": np.concatenate([t, t + 1000]), "event": np.concatenate([e, np.zeros(8, bool)])})
+    s0, v0 = km_at(t, e, 365)
+    assert approximate_q(d, trial) == pytest.approx(stats.norm.cdf((1 - s0) / math.sqrt(v0)))
+
+
+def test_interim_cohort_larger_than_the_design_is_refused(tmp_path):
+    rows = [(f"P{i:03d}", "CR", 28, None, None, None, None, 100) for i in range(1, 62)]
+    with pytest.raises(InterimError, match=r"has 61 patients, more than the design's maximum of 60"):
+        check_cohort(_cohort(tmp_path, rows), load_design(PRIMARY))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_design_runs_the_check_and_writes_its_outputs(tmp_path, monkeypatch):
+    import toolkit.design.operating as operating
+
+    monkeypatch.setattr(operating, "scenario_truth", lambda design: {"no_effect": 1.0, "hr_0.5": 0.5})
+    code, text = run_cli(["design", CHECK, "--trials", "4", "--out", tmp_path / "oc", "--workers", "0"])
+    assert code == 0, text
+    for name in ("operating_characteristics.csv", "operating_characteristics.md", "figure.png", "design.html"):
+        assert (tmp_path / "oc" / name).exists()
+    assert "type I error" in text and "the power" in text
+    assert len(list((tmp_path / "oc" / "trials").glob("*.parquet"))) == 8
+    code, text = run_cli(["design", CHECK, "--trials", "5", "--out", tmp_path / "oc", "--workers", "0", "--resume"])
+    assert code == 0 and "5 trial(s)" in text
+    assert len(list((tmp_path / "oc" / "trials").glob("*.parquet"))) == 10
+    code, text = run_cli(["design", CHECK, "--trials", "4", "--out", tmp_path / "oc", "--workers", "0"])
+    assert code == 2 and "already exists and is not empty" in text
+
+
+def test_cli_design_and_interim_errors_exit_2(tmp_path):
+    bad = _write(tmp_path, lambda b: b + '\n[[looks]]\nname = "late"\npatients = 61\n')
+    code, text = run_cli(["design", bad, "--trials", "2", "--out", tmp_path / "x"])
+    assert code == 2 and "beyond the maximum sample size 60" in text and "Traceback" not in text
+    code, text = run_cli(["design", CHECK, "--trials", "0", "--out", tmp_path / "y"])
+    assert code == 2 and "--trials must be a positive number" in text
+    rows = [(f"P{i:03d}", "CR", 28, None, None, None, None, 100) for i in range(1, 62)]
+    cohort = _cohort(tmp_path, rows)
+    code, text = run_cli(["interim", cohort.path, "--design", PRIMARY, "--out", tmp_path / "z"])
+    assert code == 2 and "more than the design's maximum of 60" in text
+    small = _cohort(tmp_path, ROWS, name="small")
+    code, text = run_cli(["interim", small.path, "--design", CHECK, "--out", tmp_path / "w"])
+    assert code == 2 and "needs a model analysis" in text
+    quiet = _cohort(tmp_path, [(f"P{i:03d}", "CR", 28, None, None, None, None, 100) for i in range(1, 5)], "quiet")
+    code, text = run_cli(["interim", quiet.path, "--design", PRIMARY, "--out", tmp_path / "v"])
+    assert code == 2 and "no relapses or deaths in remission" in text and "Traceback" not in text
 
 
 @pytest.mark.slow

@@ -696,6 +696,97 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_design(args) -> int:
+    """Operating characteristics of a design spec by simulated trials (toolkit.design)."""
+    from toolkit.design.operating import DesignStudyError, load_results, operating_characteristics, run_design, \
+        study_truth
+    from toolkit.design.report import write_design_report
+    from toolkit.design.spec import DesignError, load_design
+
+    console = _console()
+    if args.trials < 1:
+        raise UsageError(f"--trials must be a positive number of trials per scenario, got {args.trials}")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be 0 (in this process) or more, got {args.workers}")
+    try:
+        design = load_design(args.spec)
+    except DesignError as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    out = Path(args.out)
+    if not args.resume:
+        _new_folder(args.out)
+    elif out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out} is an existing file; give the study's folder")
+    overrides = {k: v for k, v in (("draws", args.draws), ("tune", args.tune), ("chains", args.chains))
+                 if v is not None}
+    done = [0]
+    total = args.trials * len(design.scenarios)
+    started = time.perf_counter()
+
+    def progress(record):
+        done[0] += 1
+        rate = done[0] / max(time.perf_counter() - started, 1e-9) * 60
+        console.print(f"  trial {record['scenario']}/{record['trial']}: {done[0]} done this run, "
+                      f"{rate:.1f} trials/min", markup=False)
+
+    console.print(f"{design.title}: {args.trials} trial(s) x {len(design.scenarios)} scenario(s) = {total}; "
+                  f"rule {design.rule_text()}", markup=False)
+    try:
+        run_design(design, args.trials, out, workers=args.workers, scheduler=args.scheduler, resume=args.resume,
+                   overrides=overrides, progress=progress)
+    except (DesignStudyError, ValueError) as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    results = load_results(out)
+    oc = operating_characteristics(design, results, study_truth(design, out))
+    command = "toolkit design " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["design"] else ""
+    paths = write_design_report(design, oc, out, command=command)
+    from toolkit.design.report import oc_table, sentences
+
+    _print_frame(console, "Operating characteristics (± Monte Carlo SE)", oc_table(design, oc))
+    for line in sentences(design, oc):
+        console.print(line, markup=False)
+    console.print(f"table: {paths['csv']}, {paths['md']}; figure: {paths['figure']}; HTML: {paths['html']}",
+                  markup=False)
+    return 0
+
+
+def cmd_interim(args) -> int:
+    """Predictive probability of success of a trial in progress (toolkit.design.interim)."""
+    from toolkit.data.inputs import ModelDataError
+    from toolkit.design.interim import InterimError, predictive_probability_of_success
+    from toolkit.design.spec import DesignError, load_design
+
+    console = _console()
+    if args.imputations < 10:
+        raise UsageError(f"--imputations must be at least 10, got {args.imputations}")
+    try:
+        design = load_design(args.design)
+    except DesignError as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    out = _new_folder(args.out)
+    cohort = _load_or_report(args.cohort, console)
+    if cohort is None:
+        return EXIT_INVALID
+    overrides = {k: v for k, v in (("draws", args.draws), ("tune", args.tune), ("chains", args.chains))
+                 if v is not None}
+    try:
+        result = predictive_probability_of_success(cohort, design, imputations=args.imputations, seed=args.seed,
+                                                   overrides=overrides)
+    except (InterimError, ModelDataError) as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    from toolkit.design.interim import write_interim_report
+
+    paths = write_interim_report(result, out)
+    for line in result["sentences"]:
+        console.print(line, markup=False)
+    console.print(f"summary: {paths['json']}; HTML: {paths['html']}", markup=False)
+    return 0
+
+
 def cmd_import(args) -> int:
     """Write a cohort folder from NONMEM-style, ADaM or one-workbook data (logic in toolkit.importers)."""
     from toolkit.importers.cli import run_import
@@ -865,6 +956,30 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "not for decisions)")
     p.add_argument("--overwrite", action="store_true", help="refit every analysis, even those up to date")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("design", help="operating characteristics of a trial design by simulated trials (Dask)")
+    p.add_argument("spec", help="design spec, e.g. models/design_primary.toml")
+    p.add_argument("--trials", type=int, required=True, help="simulated trials per scenario")
+    p.add_argument("--out", required=True, help="results folder (resumable with --resume)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in-process)")
+    group.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--resume", action="store_true", help="continue the study stored in --out")
+    p.add_argument("--draws", type=int, help="sampler draws per chain of each fit (overrides the design)")
+    p.add_argument("--tune", type=int)
+    p.add_argument("--chains", type=int)
+    p.set_defaults(func=cmd_design)
+
+    p = sub.add_parser("interim", help="predictive probability of success of a trial in progress")
+    p.add_argument("cohort", help="cohort folder at the data cut (last_followup_day = days on study at the cut)")
+    p.add_argument("--design", required=True, help="design spec, e.g. models/design_primary.toml")
+    p.add_argument("--out", required=True, help="new folder for interim.json and interim.html")
+    p.add_argument("--imputations", type=int, default=1000, help="imputed completed trials (default 1000)")
+    p.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
+    p.add_argument("--draws", type=int, help="sampler draws per chain (overrides the analysis spec)")
+    p.add_argument("--tune", type=int)
+    p.add_argument("--chains", type=int)
+    p.set_defaults(func=cmd_interim)
 
     p = sub.add_parser("demo", help="simulate the default trial and run the analyses")
     p.add_argument("--out", default="demo_output")
