@@ -94,6 +94,14 @@ def test_run_notebooks_refuses_to_run_nothing(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+def test_run_notebooks_without_the_notebooks_extra_names_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "papermill", None)  # as if not installed
+    args = ["run-notebooks", "--data", str(ROOT / "data_templates" / "example"), "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert 'needs JupyterLab and papermill, which are not installed: pip install "cart-toolkit[notebooks]"' in (
+        capsys.readouterr().out.replace("\n", ""))
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """``python -m build`` on a copy of the sources (plus one extra spec); returns (sdist, wheel)."""

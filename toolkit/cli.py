@@ -590,7 +590,8 @@ def cmd_run_notebooks(args) -> int:
         import nbconvert  # noqa: F401
         import papermill  # noqa: F401
     except ImportError:
-        raise UsageError(f"run-notebooks needs JupyterLab and papermill, which are not installed: {NOTEBOOKS_EXTRA}")
+        raise UsageError(f"run-notebooks needs JupyterLab and papermill, which are not installed: "
+                         f"{NOTEBOOKS_EXTRA}") from None
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         console.print(f"[red]error:[/] --out {escape(str(out))} exists and is a file; choose a folder for the "
@@ -626,7 +627,7 @@ def cmd_notebooks(args) -> int:
     try:
         copies = copy_notebooks(folder)
     except resources.ResourceError as err:
-        raise UsageError(str(err))
+        raise UsageError(str(err)) from None
     console = _console()
     console.print(f"Copied {len(copies)} notebooks to {escape(str(folder))}, with the synthetic example cohort in "
                   f"{escape(str(folder / EXAMPLE_COPY))}:")
