@@ -48,6 +48,23 @@ def test_installed_copy_wins_and_a_missing_folder_is_named(tmp_path, monkeypatch
         resources.path("notebooks")
 
 
+def test_readme_spec_paths_work_outside_a_clone(tmp_path, monkeypatch):
+    """``--spec models/durability_primary.toml`` (as in the README) from a folder without models/: the shipped spec."""
+    from toolkit.specs import SpecError, load_spec
+
+    monkeypatch.chdir(tmp_path)
+    shipped = resources.path("models") / "durability_primary.toml"
+    for name in ("models/durability_primary.toml", "durability_primary.toml", "durability_primary"):
+        assert Path(load_spec(name, model="durability")["path"]) == shipped
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "durability_primary.toml").write_text('model = "durability"\n')
+    assert load_spec("models/durability_primary.toml")["path"] == "models/durability_primary.toml"  # the user's own
+    with pytest.raises(SpecError, match=r"nope.toml: spec file not found; .* shipped with the toolkit \(cart_primary, "):
+        load_spec("models/nope.toml")
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_spec("elsewhere/durability_primary.toml")  # only a bare name or models/NAME falls back
+
+
 @pytest.mark.parametrize("path", list_notebooks(), ids=lambda p: p.name)
 def test_notebooks_use_the_default_python3_kernel(path):
     """A plain pip install registers no kernel of its own; ``python3`` is the environment Jupyter runs in."""
