@@ -186,6 +186,9 @@ def test_wheel_works_from_outside_the_checkout(built, tmp_path):
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    # The data files the dependencies install into their prefix (nbconvert's templates, kernel specs) are in
+    # this environment's prefix; a real install has them in its own.
+    env["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")
 
     def run(*command):
         done = subprocess.run(list(command), capture_output=True, text=True, cwd=work, env=env, timeout=900)
