@@ -191,7 +191,7 @@ def test_wheel_works_from_outside_the_checkout(built, tmp_path):
     env["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")
 
     def run(*command):
-        done = subprocess.run(list(command), capture_output=True, text=True, cwd=work, env=env, timeout=900)
+        done = subprocess.run(list(command), capture_output=True, text=True, cwd=work, env=env, timeout=3600)
         assert done.returncode == 0, f"{command}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
         return done.stdout
 
