@@ -9,8 +9,7 @@ PYTHON312 := $(shell bash scripts/find_python.sh)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON312) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
-	$(PY) -m ipykernel install --sys-prefix --name cart-toolkit --display-name "CAR-T toolkit (Python 3.12)" >/dev/null
+	$(PY) -m pip install --quiet -e ".[notebooks]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml

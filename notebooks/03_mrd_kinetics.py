@@ -8,9 +8,9 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: CAR-T toolkit (Python 3.12)
+#     display_name: Python 3 (ipykernel)
 #     language: python
-#     name: cart-toolkit
+#     name: python3
 # ---
 
 # %% [markdown]

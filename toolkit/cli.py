@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from toolkit import __version__, resources
 from toolkit.data import CohortValidationError, load_cohort
 from toolkit.specs import analysis_plan_dir
 
@@ -43,7 +44,7 @@ def _seed(text: str) -> int:
 
 MAX_PATIENTS = 100_000  # a simulated trial larger than this is a typo, not a design
 EFFECT_RANGE = (0.01, 100.0)  # a ratio outside it is beyond any trial and overflows the simulator
-SPEC_DIR = analysis_plan_dir()
+SPEC_DIR = analysis_plan_dir()  # the checkout's models/, or the copy inside an installed wheel
 DEFAULT_SEED = 20261125
 
 
@@ -634,9 +635,24 @@ def cmd_run_notebooks(args) -> int:
     from rich.progress import Progress
 
     from toolkit.inference import RunFolderError, check_writable_destination
-    from toolkit.notebooks import list_notebooks, run_notebooks
+    from toolkit.notebooks import NOTEBOOK_DIR, NOTEBOOKS_EXTRA, list_notebooks, run_notebooks
 
     console = _console()
+    folder = Path(args.notebooks) if args.notebooks else NOTEBOOK_DIR
+    if args.notebooks and not folder.is_dir():
+        raise UsageError(f"--notebooks {args.notebooks} is not a folder; give the folder holding the notebooks "
+                         "(e.g. one written by `toolkit notebooks DIR`)")
+    notebooks = list_notebooks(folder)
+    if not notebooks:  # running nothing and exiting 0 would pass for success
+        raise UsageError(f"no notebooks (NN_name.ipynb) found in {folder}; "
+                         + ("give the folder written by `toolkit notebooks DIR`" if args.notebooks else
+                            "the installation is incomplete: reinstall cart-toolkit"))
+    try:
+        import nbconvert  # noqa: F401
+        import papermill  # noqa: F401
+    except ImportError:
+        raise UsageError(f"run-notebooks needs JupyterLab and papermill, which are not installed: "
+                         f"{NOTEBOOKS_EXTRA}") from None
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         console.print(f"[red]error:[/] --out {escape(str(out))} exists and is a file; choose a folder for the "
@@ -653,19 +669,39 @@ def cmd_run_notebooks(args) -> int:
         console.print("[bold yellow]warning:[/] TOOLKIT_NOTEBOOK_FAST=1 is set in the environment, so every notebook "
                       "runs in fast mode (few draws, not for decisions) although --fast was not given; unset it "
                       "for a real analysis")
-    notebooks = list_notebooks()
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("notebooks", total=len(notebooks))
 
         def step(name):
             progress.update(task, description=f"running {name}")
 
-        records = run_notebooks(args.data, args.out, fast=args.fast, seed=args.seed, progress=step)
+        records = run_notebooks(args.data, args.out, fast=args.fast, seed=args.seed, notebooks=notebooks,
+                                progress=step)
         progress.update(task, completed=len(notebooks), description="done")
     for r in records:
         mark = "[green]ok[/]" if r["ok"] else f"[red]FAILED[/] {escape(r['error'] or '')}"
         console.print(f"{r['notebook']}: {mark}  ->  {r['html']}")
     return 0 if all(r["ok"] for r in records) else 1
+
+
+def cmd_notebooks(args) -> int:
+    """Copy the analysis notebooks and the example cohort into a new folder, for JupyterLab."""
+    from toolkit.notebooks import EXAMPLE_COPY, copy_notebooks
+
+    folder = _new_folder(args.dir, option="notebooks")
+    try:
+        copies = copy_notebooks(folder)
+    except resources.ResourceError as err:
+        raise UsageError(str(err)) from None
+    console = _console()
+    console.print(f"Copied {len(copies)} notebooks to {escape(str(folder))}, with the synthetic example cohort in "
+                  f"{escape(str(folder / EXAMPLE_COPY))}:")
+    for copy in copies:
+        console.print(f"  {escape(copy.name)}")
+    console.print(f"Open them with `jupyter lab {escape(str(folder))}` (kernel: Python 3) and set `cohort_path` in "
+                  "each first cell to your cohort folder; `toolkit run-notebooks --notebooks "
+                  f"{escape(str(folder))} --data COHORT --out OUT` runs them all.")
+    return 0
 
 
 def cmd_calibrate(args) -> int:
@@ -839,6 +875,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="toolkit", description="Bayesian modeling of patient response to CAR-T.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("validate", help="check a cohort folder; exit 0 if clean, 2 listing every problem")
@@ -927,7 +964,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the executed notebooks and their HTML")
     p.add_argument("--fast", action="store_true", help="fewer draws (for a quick look, not for decisions)")
     p.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
+    p.add_argument("--notebooks", metavar="DIR",
+                   help="run the notebooks in DIR (e.g. copies from `toolkit notebooks`) instead of the shipped ones")
     p.set_defaults(func=cmd_run_notebooks)
+
+    p = sub.add_parser("notebooks", help="copy the analysis notebooks and the example cohort into a new folder")
+    p.add_argument("dir", help="new (or empty) folder for the notebooks")
+    p.set_defaults(func=cmd_notebooks)
 
     p = sub.add_parser("calibrate", help="simulation-based calibration of a model at the trial's design (Dask)")
     p.add_argument("model", help="durability (cart, mrd, joint: not yet)")

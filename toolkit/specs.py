@@ -20,24 +20,62 @@ SAMPLER_KEYS = {"chains": "chains", "tune": "tune", "draws": "draws", "seed": "r
 
 
 def analysis_plan_dir() -> Path:
-    """The toolkit's own analysis plan: the folder of pre-specified analysis specs (``models/``)."""
-    return Path(__file__).resolve().parent.parent / "models"
+    """The toolkit's own analysis plan: the folder of pre-specified analysis specs (``models/``).
+
+    The checkout's ``models/``, or the copy inside an installed wheel (:mod:`toolkit.resources`).
+    """
+    from toolkit import resources
+
+    try:
+        return resources.path("models")
+    except resources.ResourceError:  # a broken install: a command that needs a spec names the missing file
+        return resources.INSTALLED / "models"
 
 
 class SpecError(ValueError):
     """A spec file that cannot be used; the message names the file and the key."""
 
 
+def shipped_spec(path: str | Path) -> Path:
+    """``path`` if it exists, else the spec of that name shipped with the toolkit, if there is one.
+
+    ``models/durability_primary.toml``, ``durability_primary.toml`` and
+    ``durability_primary`` all name the shipped spec when no such file exists
+    where the command runs, so the commands in the README work from an
+    installed wheel as from a clone. The run records the path used.
+    """
+    path = Path(path)
+    if path.exists() or path.parent not in (Path("."), Path("models")):
+        return path
+    from toolkit import resources
+
+    try:
+        shipped = resources.path("models") / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    except resources.ResourceError:
+        return path
+    return shipped if shipped.is_file() else path
+
+
+def _shipped_names() -> str:
+    from toolkit import resources
+
+    try:
+        return ", ".join(p.stem for p in sorted(resources.path("models").glob("*.toml")))
+    except resources.ResourceError:
+        return "none found"
+
+
 def load_spec(path: str | Path, *, model: str | None = None) -> dict:
     """Read and check a spec file; ``model`` (if given) must match its ``model`` key."""
-    path = Path(path)
+    path = shipped_spec(path)
     if path.is_dir():
         raise SpecError(f"{path}: is a folder; --spec expects a spec file such as models/durability_primary.toml")
     try:
         # a byte-order mark is accepted, as in the cohort files
         spec = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError as exc:
-        raise SpecError(f"{path}: spec file not found") from exc
+        raise SpecError(f"{path}: spec file not found; give a spec file, or the name of one shipped with the "
+                        f"toolkit ({_shipped_names()})") from exc
     except OSError as exc:
         raise SpecError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); check its permissions") from exc
     except UnicodeDecodeError as exc:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "data_templates" / "example"
+from toolkit import resources
+
+EXAMPLE = resources.path("data_templates/example")
 
 
 def copy_example(dest: str | Path) -> Path:
