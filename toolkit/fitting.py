@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from toolkit.data import Cohort
 from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
@@ -21,6 +22,8 @@ from toolkit.data.inputs import DurabilityInputs, ModelDataError, to_durability_
 from toolkit.estimands import durability_definitions, durability_estimands
 from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample, save_run
 from toolkit.models import cart, durability
+from toolkit.review import (ESTIMAND_DRAWS, add_log_likelihood, add_log_prior, estimand_draws_dataset,
+                            recording_estimand_draws, write_summary_table)
 
 MODELS = ("durability",)
 DEFAULT_BACKENDS = {"durability": durability.DEFAULT_BACKEND}
@@ -53,8 +56,14 @@ class FitResult:
         return bool(self.summary["diagnostics"]["converged"])
 
     def save(self, run_dir: str | Path, *, overwrite: bool = False, figures=None) -> Path:
-        """Write the run folder whole or not at all (see :func:`toolkit.inference.save_run`)."""
-        return save_run(run_dir, self.posterior, self.summary, self.provenance, overwrite=overwrite, figures=figures)
+        """Write the run folder whole or not at all (see :func:`toolkit.inference.save_run`), with the
+        parameter summary table ``parameter_summary.csv`` (:func:`toolkit.review.write_summary_table`)."""
+        def extras(run, folder):
+            write_summary_table(run)
+            if figures is not None:
+                figures(run, folder)
+
+        return save_run(run_dir, self.posterior, self.summary, self.provenance, overwrite=overwrite, figures=extras)
 
 
 @dataclass
@@ -148,14 +157,22 @@ def with_stage_one_diagnostics(diagnostics, posterior, *, bfmi_min: float = 0.3)
                            min_ess_tail=diagnostics.min_ess_tail, divergences=diagnostics.divergences + divergences,
                            min_bfmi=float(np.fmin(diagnostics.min_bfmi, min_bfmi)),
                            converged=diagnostics.converged and len(problems) == len(diagnostics.problems),
-                           problems=problems)
+                           problems=problems, max_treedepth_share=diagnostics.max_treedepth_share)
     return combined, {"divergences": divergences, "min_bfmi": min_bfmi if np.isfinite(min_bfmi) else None}
 
 
 def _assemble(*, model_module, variant, cohort: Cohort, inputs, model, posterior, estimands: dict, options,
               data: dict, settings: SamplerSettings, spec, priors: dict, started: float,
-              loo_var: str | None, estimand_warnings: list[str] | tuple[str, ...] = ()) -> FitResult:
-    """Diagnostics, checks, summary and provenance around a sampled posterior (shared by every model)."""
+              loo_var: str | None, estimand_warnings: list[str] | tuple[str, ...] = (),
+              estimand_record: dict | None = None) -> FitResult:
+    """Diagnostics, checks, summary and provenance around a sampled posterior (shared by every model).
+
+    Also stores what prior sensitivity needs (``toolkit.review``): group ``log_prior`` and, from
+    ``estimand_record``, group ``estimand_draws``.
+    """
+    add_log_prior(posterior, model)
+    if estimand_record is not None:
+        posterior[ESTIMAND_DRAWS] = xr.DataTree(estimand_draws_dataset(estimands, estimand_record, posterior))
     diagnostics = diagnose(posterior, var_names=list(posterior["posterior"].data_vars))
     diagnostics, stage_one = with_stage_one_diagnostics(diagnostics, posterior)
     checks = {}
@@ -198,11 +215,13 @@ def fit_durability(cohort: Cohort, options: DurabilityOptions | None = None,
     priors = options.prior_set()
     model = durability.build_durability_model(inputs, priors, variant=options.variant)
     posterior = sample(model, settings)
-    estimands = durability_estimands(posterior["posterior"], inputs, variant=options.variant, days=options.days,
-                                     hr_below=options.hr_below, rfs_difference_above=options.rfs_difference_above)
+    with recording_estimand_draws() as estimand_record:
+        estimands = durability_estimands(posterior["posterior"], inputs, variant=options.variant, days=options.days,
+                                         hr_below=options.hr_below, rfs_difference_above=options.rfs_difference_above)
     result = _assemble(model_module=durability, variant=options.variant, cohort=cohort, inputs=inputs, model=model,
                        posterior=posterior, estimands=estimands, options=options, data=_data_summary(inputs),
-                       settings=settings, spec=spec, priors=priors.as_dict(), started=started, loo_var="rfs")
+                       settings=settings, spec=spec, priors=priors.as_dict(), started=started, loo_var="rfs",
+                       estimand_record=estimand_record)
     result.summary["definitions"] = durability_definitions(options.variant, options.endpoint,
                                                            response_day=inputs.response_day)
     return result
@@ -246,7 +265,8 @@ def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: Sampl
     priors = options.prior_set(inputs.unit)
     model = cart.build_cart_model(inputs, priors, effects_on=options.effects_on)
     posterior = sample(model, settings)
-    estimands = cart_estimands(posterior["posterior"], inputs)
+    with recording_estimand_draws() as estimand_record:
+        estimands = cart_estimands(posterior["posterior"], inputs)
     data = {"per_arm": {name: {"patients": int((inputs.arm == code).sum()),
                                "samples": int(np.isin(inputs.sample_patient, np.flatnonzero(inputs.arm == code)).sum()),
                                "below_lloq": int(inputs.censored[np.isin(inputs.sample_patient,
@@ -256,7 +276,8 @@ def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: Sampl
             "samples_cut_after_events": inputs.n_cut_samples}  # the kinetic cut (toolkit.data.inputs)
     return _assemble(model_module=cart, variant="stein", cohort=cohort, inputs=inputs, model=model,
                      posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
-                     spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None)
+                     spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None,
+                     estimand_record=estimand_record)
 
 
 def _jsonable_priors(priors: dict) -> dict:
@@ -428,7 +449,8 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
     model = mrd.build_mrd_model(inputs, priors)
     posterior = sample(model, settings)
     estimand_warnings: list[str] = []
-    estimands = mrd_estimands(posterior["posterior"], inputs, warnings_out=estimand_warnings)
+    with recording_estimand_draws() as estimand_record:
+        estimands = mrd_estimands(posterior["posterior"], inputs, warnings_out=estimand_warnings)
     data = {"per_arm": {name: {"patients": int((inputs.arm == code).sum()),
                                "assessments": int(np.isin(inputs.assessment_patient,
                                                           np.flatnonzero(inputs.arm == code)).sum())}
@@ -444,7 +466,7 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
     return _assemble(model_module=mrd, variant="recurrence-mixture", cohort=cohort, inputs=inputs, model=model,
                      posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
                      spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None,
-                     estimand_warnings=estimand_warnings)
+                     estimand_warnings=estimand_warnings, estimand_record=estimand_record)
 
 
 @dataclass
@@ -458,6 +480,8 @@ class JointOptions:
     tau_days: float = 365.0
     priors: dict[str, list[float]] = field(default_factory=dict)
     hr_below: list[float] = field(default_factory=lambda: [1.0])
+    # keep every observation's log-likelihood (for `toolkit compare`; tens of MB) instead of per-variable sums
+    pointwise_log_likelihood: bool = False
 
     def __post_init__(self):
         from toolkit.models import joint
@@ -541,9 +565,12 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
         model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations,
                                         fixed_features=two_stage_features(stage_one["posterior"], inputs))
         posterior = merge_two_stage(sample(model, settings, log_likelihood=False), stage_one)
+    # the log-likelihood is computed after sampling: summed per variable unless pointwise is asked for
+    add_log_likelihood(posterior, model, pointwise=bool(options.pointwise_log_likelihood))
     estimand_warnings: list[str] = []
-    estimands = joint_estimands(posterior["posterior"], inputs, tau_days=options.tau_days,
-                                hr_below=options.hr_below, warnings_out=estimand_warnings)
+    with recording_estimand_draws() as estimand_record:
+        estimands = joint_estimands(posterior["posterior"], inputs, tau_days=options.tau_days,
+                                    hr_below=options.hr_below, warnings_out=estimand_warnings)
     rel = inputs.relapse
     data = {"per_arm": {name: {"patients": int((inputs.cart.arm == code).sum()),
                                "responders": int((rel.arm == code).sum()),
@@ -558,4 +585,4 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
                      inputs=inputs, model=model, posterior=posterior, estimands=estimands, options=options,
                      data=data, settings=settings, spec=spec,
                      priors=priors.as_dict() | {"cart": cart_priors.as_dict()}, started=started,
-                     loo_var=None, estimand_warnings=estimand_warnings)
+                     loo_var=None, estimand_warnings=estimand_warnings, estimand_record=estimand_record)
