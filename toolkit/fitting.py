@@ -317,7 +317,7 @@ def comparable_loo_variable(runs: dict) -> str:
 
     PSIS-LOO values are comparable only between fits of the same kind of model (``summary.json`` ``model``)
     to the same cohort (``provenance.json`` ``data_hash``), each with a pointwise log-likelihood of the same
-    observations (the joint model is fitted without one).
+    observations (the joint model keeps one only with ``pointwise_log_likelihood = true`` in its spec).
     """
     if len(runs) < 2:
         raise ValueError("give at least two runs to compare")
@@ -341,6 +341,11 @@ def comparable_loo_variable(runs: dict) -> str:
         common = found if common is None else common & found
     if "rfs" in common:  # durability: the relapse-free survival term, as every durability comparison
         return "rfs"
+    # joint: the relapse term (kinetics conditioned on; pointwise only with pointwise_log_likelihood = true);
+    # MRD: the per-patient MRD trajectory term (the response term is the same Bernoulli in every MRD variant)
+    for preferred in ("relapse", "mrd"):
+        if preferred in common:
+            return preferred
     if len(common) != 1:
         raise ValueError(f"runs {', '.join(names)} do not share exactly one pointwise log-likelihood variable "
                          f"(shared: {', '.join(sorted(common)) or 'none'}), so PSIS-LOO cannot compare them")
@@ -381,6 +386,11 @@ def compare_runs(runs: dict, var_name: str | None = None):
     found = comparable_loo_variable(runs)
     var_name = var_name or found
     names = list(runs)
+    for name, run in runs.items():
+        if len(run.posterior["log_likelihood"][var_name].dims) <= 2:  # (chain, draw): summed over observations
+            raise ValueError(f"run '{name}' stores its '{var_name}' log-likelihood summed over observations, so "
+                             "PSIS-LOO cannot use it; refit it with pointwise_log_likelihood = true under [options] "
+                             "in its spec")
     first = runs[names[0]].posterior["observed_data"][var_name]
     for name in names[1:]:
         other = runs[name].posterior["observed_data"][var_name]

@@ -311,8 +311,14 @@ def prior_sensitivity(dt: xr.DataTree, *, threshold: float = PSENSE_THRESHOLD,
             warnings.simplefilter("ignore")
             values = {}
             for component in ("prior", "likelihood"):
-                sens = azs.psense(tree, group=component,
-                                  group_var_names=prior_names if component == "prior" else None)
+                group = LOG_PRIOR if component == "prior" else "log_likelihood"
+                chosen = prior_names if component == "prior" else list(tree[group].to_dataset().data_vars)
+                if _constant_total(tree[group].to_dataset()[chosen]):
+                    # a constant density (no likelihood at all, or no prior term): power-scaling moves nothing
+                    # (and Pareto smoothing of equal weights is undefined)
+                    values[component] = _flatten(xr.zeros_like(ds.isel(chain=0, draw=0, drop=True)))
+                    continue
+                sens = azs.psense(tree, group=component, group_var_names=chosen)
                 values[component] = _flatten(sens)
         frame = pd.DataFrame(values)
         frame.insert(0, "kind", "parameter" if kind == "posterior" else "estimand")
@@ -321,6 +327,14 @@ def prior_sensitivity(dt: xr.DataTree, *, threshold: float = PSENSE_THRESHOLD,
     table["diagnosis"] = [_label(p, lk, threshold) for p, lk in zip(table["prior"], table["likelihood"])]
     table.index.name = "quantity"
     return table
+
+
+def _constant_total(ds: xr.Dataset) -> bool:
+    if not ds.data_vars:
+        return True
+    total = sum(da.sum([d for d in da.dims if d not in SAMPLE_DIMS]) for da in ds.data_vars.values())
+    values = np.asarray(total.values, dtype=float)
+    return bool(np.all(values == values.flat[0]))
 
 
 def _flatten(ds: xr.Dataset) -> pd.Series:
