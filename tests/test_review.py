@@ -154,9 +154,11 @@ def test_prior_only_is_prior_dominated():
 
 def test_sensitivity_side_by_side_and_section(runs):
     table = review.sensitivity_table(runs["default"], alternatives={"conflict": runs["conflict"]})
-    assert {"median_default", "median_conflict"} <= set(table.columns)
+    assert {"estimate_default", "estimate_conflict"} <= set(table.columns)
     hr = table[(table.index == "hazard_ratio") & (table["kind"] == "estimand")].iloc[0]
-    assert hr["median_conflict"] > hr["median_default"]
+    assert hr["estimate_conflict"] > hr["estimate_default"]
+    prob = table.loc["prob_hr_below_1"]
+    assert prob["kind"] == "probability" and prob["estimate_conflict"] < prob["estimate_default"]
     html = review.sensitivity_section(runs["cart"])
     assert "one prior set" in html and "<table" in html
 

@@ -580,7 +580,7 @@ def cmd_sensitivity(args) -> int:
     shown = table.reset_index()
     _print_frame(console, f"Power-scaling prior sensitivity of {Path(args.run).name} (Kallioinen et al. 2024; "
                  "0.05 or more is sensitive)", shown, formats={c: "{:.3f}" for c in ("prior", "likelihood")})
-    flagged = table[table["diagnosis"] != "fine"]
+    flagged = table[table["diagnosis"].isin(["prior-data conflict", "prior-dominated"])]
     if not run.summary.get("diagnostics", {}).get("converged", False):
         console.print("[bold red]NOT CONVERGED:[/] the run failed its sampling diagnostics; these sensitivities "
                       "are provisional")

@@ -296,6 +296,11 @@ def render_report(runs: list[Run], *, show_small_cells: bool = False) -> str:
     parts += [_methods(run, show_small_cells) for run in runs]
     parts.append("<h2>Diagnostics</h2>")
     parts += [_diagnostics(run) for run in runs]
+    # --- reviewer appendix (toolkit.review, issue 17 items 1-2): keep this call when the report is templated ---
+    from toolkit.review import review_sections
+
+    parts += review_sections(runs)
+    # --- end of reviewer appendix ---
     parts.append("</body></html>")
     return "\n".join(parts)
 

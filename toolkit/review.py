@@ -352,39 +352,54 @@ def _flatten(ds: xr.Dataset) -> pd.Series:
 
 def sensitivity_table(run, *, alternatives: dict | None = None,
                       threshold: float = PSENSE_THRESHOLD) -> pd.DataFrame:
-    """:func:`prior_sensitivity` of ``run`` with, for each estimand, its posterior median under
-    this run's prior and under each alternative prior set.
+    """:func:`prior_sensitivity` of ``run``, with every estimand's estimate under this run's prior set
+    and under each alternative prior set side by side.
 
     Parameters
     ----------
-    run : toolkit.inference.Run
+    run : toolkit.inference.Run or toolkit.fitting.FitResult
     alternatives : dict, optional
-        ``{prior set name: Run}`` fitted to the same cohort with another prior set
-        (e.g. ``{"skeptical": run_s, "optimistic": run_o}``); their estimand medians
-        appear as ``median_<name>`` columns.
+        ``{prior set name: run}`` fitted to the same cohort with another prior set
+        (e.g. ``{"skeptical": run_s, "optimistic": run_o}``).
+
+    Returns
+    -------
+    DataFrame
+        :func:`prior_sensitivity` rows, then one row (``kind`` = ``probability``) per posterior
+        probability estimand (its sensitivity is that of the quantity it is a probability of, so
+        ``prior``/``likelihood`` are NaN and ``diagnosis`` is empty). Columns ``estimate_<set>``:
+        the posterior median of each estimand (the probability itself for a probability) under
+        each prior set, NaN for parameters.
     """
     try:
         table = prior_sensitivity(run.posterior, threshold=threshold)
     except SensitivityUnavailable:
+        from toolkit import __version__
+
+        where = getattr(run, "path", None) or "this fit"
         raise SensitivityUnavailable(
-            f"run {run.path} has no stored log prior (group '{LOG_PRIOR}') or log-likelihood, so its prior "
-            "sensitivity cannot be computed; refit it with this version of the toolkit or later "
-            "(`toolkit fit ... --overwrite`), which stores both") from None
-    own = prior_set_name(run)
+            f"run {where} has no stored log prior (group '{LOG_PRIOR}') or log-likelihood, so its prior "
+            f"sensitivity cannot be computed; refit it with toolkit >= {__version__} (`toolkit fit ... "
+            "--overwrite`), which stores both") from None
     estimands = run.summary.get("estimands", {})
-    sets = {own: run, **(alternatives or {})}
+    probabilities = [k for k, v in estimands.items() if not isinstance(v, dict)]
+    if probabilities:
+        extra = pd.DataFrame({"kind": "probability", "prior": math.nan, "likelihood": math.nan, "diagnosis": ""},
+                             index=pd.Index(probabilities, name="quantity"))
+        table = pd.concat([table, extra])
+    sets = {prior_set_name(run): run, **(alternatives or {})}
     for name, other in sets.items():
         other_est = other.summary.get("estimands", {})
-        table[f"median_{name}"] = [
-            _median(other_est.get(q)) if kind == "estimand" and q in estimands else math.nan
+        table[f"estimate_{name}"] = [
+            _estimate(other_est.get(q)) if kind != "parameter" and q in estimands else math.nan
             for q, kind in zip(table.index, table["kind"])]
     return table
 
 
-def _median(entry) -> float:
-    if isinstance(entry, dict) and "median" in entry:
-        return float(entry["median"])
-    return math.nan
+def _estimate(entry) -> float:
+    if isinstance(entry, dict):
+        return float(entry.get("median", math.nan))
+    return math.nan if entry is None else float(entry)
 
 
 def prior_set_name(run) -> str:
@@ -408,7 +423,8 @@ def sensitivity_section(run, *, alternatives: dict | None = None) -> str:
     except SensitivityUnavailable as err:
         parts.append(f"<p>{html.escape(str(err))}</p></section>")
         return "\n".join(parts)
-    flagged = table[table["diagnosis"] != LABEL_FINE]
+    is_flagged = table["diagnosis"].isin([LABEL_CONFLICT, LABEL_PRIOR_DOMINATED])
+    flagged = table[is_flagged]
     parts.append(
         "<p>Power-scaling sensitivity (Kallioinen et al. 2024): how much each quantity's posterior moves when the "
         "prior or the likelihood is raised to a power near 1. At 0.05 or more: both sensitive is a "
@@ -421,7 +437,7 @@ def sensitivity_section(run, *, alternatives: dict | None = None) -> str:
     elif not alternatives:
         parts.append(f"<p>Prior sets of this model: {', '.join(sets)}; fit the others "
                      "(<code>--prior</code>) and pass them to see their estimands side by side.</p>")
-    ordered = pd.concat([flagged, table[table["diagnosis"] == LABEL_FINE]])
+    ordered = pd.concat([flagged, table[~is_flagged]])
     parts.append(_table_html(ordered))
     parts.append("</section>")
     return "\n".join(parts)
@@ -510,3 +526,20 @@ def add_log_likelihood(posterior: xr.DataTree, model, *, pointwise: bool) -> xr.
                          for name, da in ds.data_vars.items()})
     posterior["log_likelihood"] = xr.DataTree(ds)
     return posterior
+
+
+# --------------------------------------------------------------------------- report hook
+
+
+def review_sections(runs: list) -> list[str]:
+    """The report's reviewer appendix: for every run its prior-sensitivity section (with the runs of the
+    same model and cohort fitted with other prior sets beside it) and its diagnostics appendix."""
+    parts = ["<h2>Appendix: prior sensitivity and diagnostics</h2>"]
+    for run in runs:
+        model, data_hash, own = run.summary.get("model"), run.provenance.get("data_hash"), prior_set_name(run)
+        alternatives = {prior_set_name(o): o for o in runs
+                        if o is not run and o.summary.get("model") == model
+                        and o.provenance.get("data_hash") == data_hash and prior_set_name(o) != own}
+        parts.append(sensitivity_section(run, alternatives=alternatives))
+        parts.append(diagnostics_appendix(run))
+    return parts
