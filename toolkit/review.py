@@ -430,6 +430,9 @@ def sensitivity_section(run, *, alternatives: dict | None = None) -> str:
         "prior or the likelihood is raised to a power near 1. At 0.05 or more: both sensitive is a "
         "<b>prior-data conflict</b>, only the prior a <b>prior-dominated</b> quantity (the data say little). "
         f"{len(flagged)} of {len(table)} quantities flagged.</p>")
+    if not run.summary.get("diagnostics", {}).get("converged", False):
+        parts.append('<p class="bad">The fit failed its sampling diagnostics: these sensitivities are '
+                     "provisional.</p>")
     sets = PRIOR_SETS_BY_MODEL.get(model, ("default",))
     if len(sets) == 1:
         parts.append(f"<p>The {title} model has one prior set (default); there are no skeptical or optimistic "
