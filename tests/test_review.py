@@ -195,3 +195,17 @@ def test_compare_cart_runs_and_refuse_mixed_kinds(runs):
     assert set(table.index) == {"cart", "cart_twin"} and np.isfinite(table["elpd"]).all()
     with pytest.raises(ValueError, match="different kinds"):
         compare_runs({"cart": runs["cart"], "durability": runs["default"]})
+
+
+def test_high_pareto_k_is_moment_matched(runs):
+    """With the threshold below the three largest Pareto k values, those three observations are moment matched."""
+    import arviz_stats as azs
+
+    from toolkit.fitting import loo_with_moment_matching
+
+    run = runs["default"]
+    k = np.sort(np.asarray(azs.loo(run.posterior, var_name="rfs", pointwise=True).pareto_k).ravel())
+    matched, n = loo_with_moment_matching(run, "rfs", k_threshold=float(k[-3]) - 1e-9)
+    assert n == 3 and np.isfinite(float(matched.elpd))
+    plain, n_plain = loo_with_moment_matching(run, "rfs", k_threshold=0.7)
+    assert n_plain == 0 or k[-1] > 0.7

@@ -539,7 +539,7 @@ def cmd_compare(args) -> int:
     table["converged"] = table["converged"].map({True: "yes", False: "NO (provisional)"})
     failed = [name for name, run in runs.items() if not run.summary["diagnostics"]["converged"]]
     shown = table[["rank", "elpd", "se", "elpd_diff", "dse", "p", "weight", "max_pareto_k", "n_pareto_k_above_0.7",
-                   "converged"]]
+                   "moment_matched", "converged"]]
     _print_frame(console, "PSIS-LOO comparison (higher elpd is better; elpd_diff within ~2 dse is no clear difference)"
                  + (" - PROVISIONAL: not every run converged" if failed else ""),
                  shown.reset_index(names="run"), formats={c: "{:.2f}" for c in shown.columns})

@@ -372,14 +372,66 @@ def _check_same_events(run_a, run_b, name_a: str, name_b: str, var_name: str) ->
                          "cannot be compared; fit both with the same endpoint (e.g. efs or relapse)")
 
 
-def compare_runs(runs: dict, var_name: str | None = None):
+def rebuild_model(run):
+    """The PyMC model of a saved run, rebuilt from its own files; None where the toolkit cannot yet.
+
+    Durability and MRD: their inputs come back from the run (:func:`durability_inputs_from_run`,
+    ``toolkit.mrd_estimands.mrd_inputs_from_run``) and their priors from the options in
+    ``summary.json``. The CAR-T and joint models have no inputs-from-run rebuild yet.
+    """
+    if run.summary.get("model") == "durability":
+        options = DurabilityOptions(**run.summary["options"])
+        return durability.build_durability_model(durability_inputs_from_run(run), options.prior_set(),
+                                                 variant=options.variant)
+    if run.summary.get("model") == "mrd":
+        from toolkit.models import mrd
+        from toolkit.mrd_estimands import mrd_inputs_from_run
+
+        return mrd.build_mrd_model(mrd_inputs_from_run(run), MrdOptions(**run.summary["options"]).prior_set())
+    return None
+
+
+def loo_with_moment_matching(run, var_name: str, *, k_threshold: float = 0.7):
+    """PSIS-LOO of one run; observations with Pareto k above ``k_threshold`` are moment matched.
+
+    Implicitly adaptive importance sampling (Paananen et al. 2021, Statistics and Computing 31:16)
+    moves the draws towards each flagged observation's leave-one-out posterior with affine
+    transformations, without refitting (``arviz_stats.loo_moment_match``, which evaluates the
+    model's log density: the model is rebuilt with :func:`rebuild_model`). Exact refits
+    (``arviz_stats.reloo``) would need one fit per flagged patient, a compile and a sampling run
+    each; moment matching is tried first and only where the model can be rebuilt.
+
+    Returns ``(elpd_data, n_matched)``; ``n_matched`` is 0 when nothing was above the threshold
+    or the model cannot be rebuilt (then the plain PSIS-LOO is returned and its k values stand).
+    """
+    import arviz_stats as azs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        loo = azs.loo(run.posterior, var_name=var_name, pointwise=True)
+    n_flagged = int(np.sum(np.asarray(loo.pareto_k).ravel() > k_threshold))
+    if n_flagged == 0:
+        return loo, 0
+    model = rebuild_model(run)
+    if model is None:
+        return loo, 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        matched = azs.loo_moment_match(run.posterior, loo, var_name=var_name, k_threshold=k_threshold,
+                                       model=model, pointwise=True)
+    return matched, n_flagged
+
+
+def compare_runs(runs: dict, var_name: str | None = None, *, k_threshold: float = 0.7):
     """PSIS-LOO comparison of fits to the same observations (e.g. ``weibull`` vs ``cure``).
 
     Refuses runs of different kinds or cohorts (:func:`comparable_loo_variable`, which also picks
     ``var_name`` when it is None) and runs whose observed data differ (different endpoint, HSCT policy
-    or cohort), since their LOO values are not comparable. Returns arviz's table (elpd, elpd_diff and
-    its SE, weights) plus ``max_pareto_k``, ``n_pareto_k_above_0.7`` and ``converged`` (the run's
-    diagnostics verdict) per run.
+    or cohort), since their LOO values are not comparable. Observations with Pareto k above
+    ``k_threshold`` are moment matched where the model can be rebuilt (:func:`loo_with_moment_matching`).
+    Returns arviz's table (elpd, elpd_diff and its SE, weights) plus ``max_pareto_k`` and
+    ``n_pareto_k_above_0.7`` (after moment matching), ``moment_matched`` (observations it was applied
+    to) and ``converged`` (the run's diagnostics verdict) per run.
     """
     import arviz_stats as azs
 
@@ -398,14 +450,17 @@ def compare_runs(runs: dict, var_name: str | None = None):
             raise ValueError(f"runs '{names[0]}' and '{name}' were fitted to different observations (endpoint, "
                              "HSCT policy or cohort differ), so their LOO values cannot be compared")
         _check_same_events(runs[names[0]], runs[name], names[0], name, var_name)
-    posteriors = {name: run.posterior for name, run in runs.items()}
+    elpds, matched = {}, {}
+    for name, run in runs.items():
+        elpds[name], matched[name] = loo_with_moment_matching(run, var_name, k_threshold=k_threshold)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        table = azs.compare(posteriors, var_name=var_name)
+        table = azs.compare(elpds)
     for name in names:
-        loo = loo_summary(runs[name].posterior, var_name)
-        table.loc[name, "max_pareto_k"] = loo["max_pareto_k"]
-        table.loc[name, "n_pareto_k_above_0.7"] = loo["n_pareto_k_above_0.7"]
+        k = np.asarray(elpds[name].pareto_k).ravel()
+        table.loc[name, "max_pareto_k"] = float(np.nanmax(k))
+        table.loc[name, "n_pareto_k_above_0.7"] = int(np.sum(k > 0.7))
+        table.loc[name, "moment_matched"] = matched[name]
         table.loc[name, "converged"] = bool(runs[name].summary["diagnostics"]["converged"])
     return table
 
