@@ -412,13 +412,16 @@ def loo_with_moment_matching(run, var_name: str, *, k_threshold: float = 0.7):
     n_flagged = int(np.sum(np.asarray(loo.pareto_k).ravel() > k_threshold))
     if n_flagged == 0:
         return loo, 0
-    model = rebuild_model(run)
-    if model is None:
+    try:
+        model = rebuild_model(run)
+        if model is None:
+            return loo, 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            matched = azs.loo_moment_match(run.posterior, loo, var_name=var_name, k_threshold=k_threshold,
+                                           model=model, pointwise=True)
+    except Exception:  # noqa: BLE001 - a failed refinement must not lose the comparison: plain PSIS-LOO stands
         return loo, 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        matched = azs.loo_moment_match(run.posterior, loo, var_name=var_name, k_threshold=k_threshold,
-                                       model=model, pointwise=True)
     return matched, n_flagged
 
 
