@@ -37,9 +37,7 @@ if os.environ.get("TOOLKIT_NOTEBOOK_FAST") == "1":  # set by the test suite; nev
     print("TOOLKIT_NOTEBOOK_FAST=1 is set in the environment: FAST MODE (few draws), not for decisions")
 fast = fast or os.environ.get("TOOLKIT_NOTEBOOK_FAST") == "1"  # CI runs every notebook in fast mode
 
-import pandas as pd
-
-from toolkit import narrative, plots
+from toolkit import narrative, plots, review
 from toolkit.cli import SPEC_DIR
 from toolkit.data import load_cohort
 from toolkit.fitting import DurabilityOptions, compare_runs, default_settings, fit_durability
@@ -87,29 +85,37 @@ compare_runs({"cure": primary, "weibull": weibull})
 plots.plot_rfs_overlay(weibull.posterior["posterior"], weibull.inputs, variant="weibull");
 
 # %% [markdown]
-# ## Prior sensitivity (skeptical and optimistic arm-effect priors, docs/priors.md#durability-skeptical)
+# ## Prior sensitivity
+#
+# Power-scaling (Kallioinen et al. 2024): how much each hyperparameter and estimand moves when the prior
+# or the likelihood is raised to a power near 1 ("prior-data conflict", "prior-dominated" or "fine"),
+# beside the estimates under the skeptical and optimistic arm-effect priors (docs/priors.md#durability-skeptical).
 
 # %%
-sensitivity = {"default": primary}
+sensitivity = {}
 for prior in ("skeptical", "optimistic"):
     options = DurabilityOptions(**merged_options(spec, {"prior": prior}))
     sensitivity[prior] = fit_durability(cohort, options, settings, spec=spec)
-pd.DataFrame({
-    name: {
-        "P(HR < 1)": fit.summary["estimands"]["prob_hr_below_1"],
-        "RFS 365d difference (median)": fit.summary["estimands"]["rfs_365d_difference"]["median"],
-        "P(RFS 365d improves)": fit.summary["estimands"]["prob_rfs_365d_difference_above_0"],
-        "cure fraction difference (median)": fit.summary["estimands"]["cure_fraction_difference"]["median"],
-        "converged": fit.converged,
-    }
-    for name, fit in sensitivity.items()
-}).T
+sensitivity_table = review.sensitivity_table(primary, alternatives=sensitivity)
+sensitivity_table
+
+# %% [markdown]
+# ## Diagnostics: every parameter, and trace and rank plots of the population-level ones
+
+# %%
+review.summary_table(primary.posterior)
+
+# %%
+review.trace_rank_figures(primary.posterior);
 
 # %%
 # Checks: every fit converged or is labelled provisional; estimates lie in a plausible range.
 for name, fit in {"primary": primary, "weibull": weibull, **sensitivity}.items():
     assert fit.converged or "provisional" in fit.summary["warnings"][0], (
         f"the {name} fit failed its diagnostics but is not labelled provisional: a bug, please report it")
+assert {"estimate_default", "estimate_skeptical", "estimate_optimistic"} <= set(sensitivity_table.columns), (
+    "the prior-sensitivity table lacks a prior set's estimates: a bug, please report it")
+assert set(sensitivity_table["diagnosis"]) <= {"prior-data conflict", "prior-dominated", "fine", ""}
 est = primary.summary["estimands"]
 assert 0.05 < est["hazard_ratio"]["median"] < 20, (
     f"hazard ratio median {est['hazard_ratio']['median']:.3g} is implausible (outside 0.05-20): an arm may have "

@@ -36,8 +36,10 @@ def test_report_is_self_contained_and_answers_in_words(runs, tmp_path):
     assert "death in remission (non-relapse mortality) a competing event" in text
     assert "Relapsed by 365 days after remission" in text and "Aalen-Johansen" in text
     images = re.findall(r'<img [^>]*src="([^"]+)"', text)
-    # per durability run: RFS overlay, forest, CIR, Kaplan-Meier with numbers at risk, decision densities, PIT
-    assert len(images) == 12 and all(src.startswith("data:image/png;base64,") for src in images)
+    # per durability run: RFS overlay, forest, CIR, Kaplan-Meier with numbers at risk, decision densities, PIT;
+    # then a trace and a rank plot per run in the reviewer appendix (toolkit.review)
+    assert len(images) == 12 + 2 * 2 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "Prior sensitivity: durability" in text and "Diagnostics appendix: durability" in text
     assert not re.search(r'(src|href)="(https?:)?//', text), "no network resources"
     assert text.index("The answer") < text.index("Key figures") < text.index("Methods") < text.index("Diagnostics")
     visible = re.sub(r'src="data:[^"]+"', "", text)

@@ -603,7 +603,7 @@ def cmd_compare(args) -> int:
     table["converged"] = table["converged"].map({True: "yes", False: "NO (provisional)"})
     failed = [name for name, run in runs.items() if not run.summary["diagnostics"]["converged"]]
     shown = table[["rank", "elpd", "se", "elpd_diff", "dse", "p", "weight", "max_pareto_k", "n_pareto_k_above_0.7",
-                   "converged"]]
+                   "moment_matched", "converged"]]
     _print_frame(console, "PSIS-LOO comparison (higher elpd is better; elpd_diff within ~2 dse is no clear difference)"
                  + (" - PROVISIONAL: not every run converged" if failed else ""),
                  shown.reset_index(names="run"), formats={c: "{:.2f}" for c in shown.columns})
@@ -614,6 +614,46 @@ def cmd_compare(args) -> int:
     for name, row in bad.iterrows():
         console.print(f"[yellow]warning:[/] {name}: {int(row['n_pareto_k_above_0.7'])} observation(s) with Pareto k > 0.7; "
                       "LOO is unreliable for them (influential patients)")
+    return 0
+
+
+def cmd_sensitivity(args) -> int:
+    """Power-scaling prior sensitivity of one run (``toolkit.review``), with other prior sets' runs beside it."""
+    from toolkit.inference import RunFolderError, load_run
+    from toolkit.review import SensitivityUnavailable, prior_set_name, sensitivity_table, write_summary_table
+
+    console = _console()
+    out = _new_folder(args.out) if args.out else None
+    try:
+        run = load_run(args.run)
+        alternatives = {}
+        for other_dir in args.compare_with or []:
+            other = load_run(other_dir)
+            if other.summary.get("model") != run.summary.get("model"):
+                raise UsageError(f"--compare-with {other_dir} is a {other.summary.get('model')} run and {args.run} "
+                                 f"a {run.summary.get('model')} run; give runs of the same model fitted with "
+                                 "another prior set (--prior)")
+            alternatives[prior_set_name(other)] = other
+        table = sensitivity_table(run, alternatives=alternatives)
+    except SensitivityUnavailable as err:
+        console.print(f"[red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    except (RunFolderError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    shown = table.reset_index()
+    _print_frame(console, f"Power-scaling prior sensitivity of {Path(args.run).name} (Kallioinen et al. 2024; "
+                 "0.05 or more is sensitive)", shown, formats={c: "{:.3f}" for c in ("prior", "likelihood")})
+    flagged = table[table["diagnosis"].isin(["prior-data conflict", "prior-dominated"])]
+    if not run.summary.get("diagnostics", {}).get("converged", False):
+        console.print("[bold red]NOT CONVERGED:[/] the run failed its sampling diagnostics; these sensitivities "
+                      "are provisional")
+    console.print(f"{len(flagged)} of {len(table)} quantities flagged (prior-data conflict or prior-dominated)")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "sensitivity.csv", float_format="%.6g")
+        write_summary_table(run, out)
+        console.print(f"Tables written to {out}")
     return 0
 
 
@@ -949,6 +989,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="PSIS-LOO comparison of runs fitted to the same data")
     p.add_argument("runs", nargs="+")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("sensitivity", help="power-scaling prior sensitivity of a run's estimands and hyperparameters")
+    p.add_argument("run")
+    p.add_argument("--compare-with", nargs="+", metavar="RUN",
+                   help="runs of the same model fitted with other prior sets (--prior): their estimands beside")
+    p.add_argument("--out", help="new folder for sensitivity.csv and parameter_summary.csv")
+    p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("report", help="self-contained HTML report of one or more runs")
     p.add_argument("runs", nargs="+")

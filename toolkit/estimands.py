@@ -6,9 +6,16 @@ Model-specific estimands build on :func:`summarize_draws` and
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 import numpy as np
 
 __all__ = ["finite_draws", "hdi_key", "posterior_probability", "summarize_draws"]
+
+
+# Set by toolkit.review.recording_estimand_draws: {id(summary): (summary, draws)}, so a fit can store the draws
+# behind each estimand (prior sensitivity weights them) without every estimand function returning draws.
+_DRAW_RECORDER: ContextVar[dict | None] = ContextVar("estimand_draw_recorder", default=None)
 
 
 def _flat_draws(draws) -> np.ndarray:
@@ -51,12 +58,16 @@ def summarize_draws(draws: np.ndarray, *, ci_prob: float = 0.9) -> dict:
     if arr.size < 2:
         raise ValueError("need at least 2 draws to summarise")
     lo, hi = (float(v) for v in azs.hdi(arr, prob=ci_prob))
-    return {
+    summary = {
         "mean": float(np.mean(arr)),
         "median": float(np.median(arr)),
         "sd": float(np.std(arr, ddof=1)),
         hdi_key(ci_prob): [lo, hi],
     }
+    record = _DRAW_RECORDER.get()
+    if record is not None:
+        record[id(summary)] = (summary, arr)
+    return summary
 
 
 def posterior_probability(

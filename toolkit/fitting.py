@@ -13,6 +13,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import xarray as xr
 
 from toolkit.data import Cohort
 from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
@@ -21,6 +22,8 @@ from toolkit.estimands import durability_definitions, durability_estimands
 from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample
 from toolkit.models import cart, durability
 from toolkit.results import ResultMethods, Summary
+from toolkit.review import (ESTIMAND_DRAWS, add_log_likelihood, add_log_prior, estimand_draws_dataset,
+                            recording_estimand_draws, write_summary_table)
 
 MODELS = ("durability",)
 DEFAULT_BACKENDS = {"durability": durability.DEFAULT_BACKEND}
@@ -144,14 +147,22 @@ def with_stage_one_diagnostics(diagnostics, posterior, *, bfmi_min: float = 0.3)
                            min_ess_tail=diagnostics.min_ess_tail, divergences=diagnostics.divergences + divergences,
                            min_bfmi=float(np.fmin(diagnostics.min_bfmi, min_bfmi)),
                            converged=diagnostics.converged and len(problems) == len(diagnostics.problems),
-                           problems=problems)
+                           problems=problems, max_treedepth_share=diagnostics.max_treedepth_share)
     return combined, {"divergences": divergences, "min_bfmi": min_bfmi if np.isfinite(min_bfmi) else None}
 
 
 def _assemble(*, model_module, variant, cohort: Cohort, inputs, model, posterior, estimands: dict, options,
               data: dict, settings: SamplerSettings, spec, priors: dict, started: float,
-              loo_var: str | None, estimand_warnings: list[str] | tuple[str, ...] = ()) -> FitResult:
-    """Diagnostics, checks, summary and provenance around a sampled posterior (shared by every model)."""
+              loo_var: str | None, estimand_warnings: list[str] | tuple[str, ...] = (),
+              estimand_record: dict | None = None) -> FitResult:
+    """Diagnostics, checks, summary and provenance around a sampled posterior (shared by every model).
+
+    Also stores what prior sensitivity needs (``toolkit.review``): group ``log_prior`` and, from
+    ``estimand_record``, group ``estimand_draws``.
+    """
+    add_log_prior(posterior, model)
+    if estimand_record is not None:
+        posterior[ESTIMAND_DRAWS] = xr.DataTree(estimand_draws_dataset(estimands, estimand_record, posterior))
     diagnostics = diagnose(posterior, var_names=list(posterior["posterior"].data_vars))
     diagnostics, stage_one = with_stage_one_diagnostics(diagnostics, posterior)
     checks = {}
@@ -194,11 +205,13 @@ def fit_durability(cohort: Cohort, options: DurabilityOptions | None = None,
     priors = options.prior_set()
     model = durability.build_durability_model(inputs, priors, variant=options.variant)
     posterior = sample(model, settings)
-    estimands = durability_estimands(posterior["posterior"], inputs, variant=options.variant, days=options.days,
-                                     hr_below=options.hr_below, rfs_difference_above=options.rfs_difference_above)
+    with recording_estimand_draws() as estimand_record:
+        estimands = durability_estimands(posterior["posterior"], inputs, variant=options.variant, days=options.days,
+                                         hr_below=options.hr_below, rfs_difference_above=options.rfs_difference_above)
     result = _assemble(model_module=durability, variant=options.variant, cohort=cohort, inputs=inputs, model=model,
                        posterior=posterior, estimands=estimands, options=options, data=_data_summary(inputs),
-                       settings=settings, spec=spec, priors=priors.as_dict(), started=started, loo_var="rfs")
+                       settings=settings, spec=spec, priors=priors.as_dict(), started=started, loo_var="rfs",
+                       estimand_record=estimand_record)
     result.summary["definitions"] = durability_definitions(options.variant, options.endpoint,
                                                            response_day=inputs.response_day)
     return result
@@ -242,7 +255,8 @@ def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: Sampl
     priors = options.prior_set(inputs.unit)
     model = cart.build_cart_model(inputs, priors, effects_on=options.effects_on)
     posterior = sample(model, settings)
-    estimands = cart_estimands(posterior["posterior"], inputs)
+    with recording_estimand_draws() as estimand_record:
+        estimands = cart_estimands(posterior["posterior"], inputs)
     data = {"per_arm": {name: {"patients": int((inputs.arm == code).sum()),
                                "samples": int(np.isin(inputs.sample_patient, np.flatnonzero(inputs.arm == code)).sum()),
                                "below_lloq": int(inputs.censored[np.isin(inputs.sample_patient,
@@ -252,7 +266,8 @@ def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: Sampl
             "samples_cut_after_events": inputs.n_cut_samples}  # the kinetic cut (toolkit.data.inputs)
     return _assemble(model_module=cart, variant="stein", cohort=cohort, inputs=inputs, model=model,
                      posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
-                     spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None)
+                     spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None,
+                     estimand_record=estimand_record)
 
 
 def _jsonable_priors(priors: dict) -> dict:
@@ -292,7 +307,7 @@ def comparable_loo_variable(runs: dict) -> str:
 
     PSIS-LOO values are comparable only between fits of the same kind of model (``summary.json`` ``model``)
     to the same cohort (``provenance.json`` ``data_hash``), each with a pointwise log-likelihood of the same
-    observations (the joint model is fitted without one).
+    observations (the joint model keeps one only with ``pointwise_log_likelihood = true`` in its spec).
     """
     if len(runs) < 2:
         raise ValueError("give at least two runs to compare")
@@ -316,6 +331,11 @@ def comparable_loo_variable(runs: dict) -> str:
         common = found if common is None else common & found
     if "rfs" in common:  # durability: the relapse-free survival term, as every durability comparison
         return "rfs"
+    # joint: the relapse term (kinetics conditioned on; pointwise only with pointwise_log_likelihood = true);
+    # MRD: the per-patient MRD trajectory term (the response term is the same Bernoulli in every MRD variant)
+    for preferred in ("relapse", "mrd"):
+        if preferred in common:
+            return preferred
     if len(common) != 1:
         raise ValueError(f"runs {', '.join(names)} do not share exactly one pointwise log-likelihood variable "
                          f"(shared: {', '.join(sorted(common)) or 'none'}), so PSIS-LOO cannot compare them")
@@ -342,20 +362,80 @@ def _check_same_events(run_a, run_b, name_a: str, name_b: str, var_name: str) ->
                          "cannot be compared; fit both with the same endpoint (e.g. efs or relapse)")
 
 
-def compare_runs(runs: dict, var_name: str | None = None):
+def rebuild_model(run):
+    """The PyMC model of a saved run, rebuilt from its own files; None where the toolkit cannot yet.
+
+    Durability and MRD: their inputs come back from the run (:func:`durability_inputs_from_run`,
+    ``toolkit.mrd_estimands.mrd_inputs_from_run``) and their priors from the options in
+    ``summary.json``. The CAR-T and joint models have no inputs-from-run rebuild yet.
+    """
+    if run.summary.get("model") == "durability":
+        options = DurabilityOptions(**run.summary["options"])
+        return durability.build_durability_model(durability_inputs_from_run(run), options.prior_set(),
+                                                 variant=options.variant)
+    if run.summary.get("model") == "mrd":
+        from toolkit.models import mrd
+        from toolkit.mrd_estimands import mrd_inputs_from_run
+
+        return mrd.build_mrd_model(mrd_inputs_from_run(run), MrdOptions(**run.summary["options"]).prior_set())
+    return None
+
+
+def loo_with_moment_matching(run, var_name: str, *, k_threshold: float = 0.7):
+    """PSIS-LOO of one run; observations with Pareto k above ``k_threshold`` are moment matched.
+
+    Implicitly adaptive importance sampling (Paananen et al. 2021, Statistics and Computing 31:16)
+    moves the draws towards each flagged observation's leave-one-out posterior with affine
+    transformations, without refitting (``arviz_stats.loo_moment_match``, which evaluates the
+    model's log density: the model is rebuilt with :func:`rebuild_model`). Exact refits
+    (``arviz_stats.reloo``) would need one fit per flagged patient, a compile and a sampling run
+    each; moment matching is tried first and only where the model can be rebuilt.
+
+    Returns ``(elpd_data, n_matched)``; ``n_matched`` is 0 when nothing was above the threshold
+    or the model cannot be rebuilt (then the plain PSIS-LOO is returned and its k values stand).
+    """
+    import arviz_stats as azs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        loo = azs.loo(run.posterior, var_name=var_name, pointwise=True)
+    n_flagged = int(np.sum(np.asarray(loo.pareto_k).ravel() > k_threshold))
+    if n_flagged == 0:
+        return loo, 0
+    try:
+        model = rebuild_model(run)
+        if model is None:
+            return loo, 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            matched = azs.loo_moment_match(run.posterior, loo, var_name=var_name, k_threshold=k_threshold,
+                                           model=model, pointwise=True)
+    except Exception:  # noqa: BLE001 - a failed refinement must not lose the comparison: plain PSIS-LOO stands
+        return loo, 0
+    return matched, n_flagged
+
+
+def compare_runs(runs: dict, var_name: str | None = None, *, k_threshold: float = 0.7):
     """PSIS-LOO comparison of fits to the same observations (e.g. ``weibull`` vs ``cure``).
 
     Refuses runs of different kinds or cohorts (:func:`comparable_loo_variable`, which also picks
     ``var_name`` when it is None) and runs whose observed data differ (different endpoint, HSCT policy
-    or cohort), since their LOO values are not comparable. Returns arviz's table (elpd, elpd_diff and
-    its SE, weights) plus ``max_pareto_k``, ``n_pareto_k_above_0.7`` and ``converged`` (the run's
-    diagnostics verdict) per run.
+    or cohort), since their LOO values are not comparable. Observations with Pareto k above
+    ``k_threshold`` are moment matched where the model can be rebuilt (:func:`loo_with_moment_matching`).
+    Returns arviz's table (elpd, elpd_diff and its SE, weights) plus ``max_pareto_k`` and
+    ``n_pareto_k_above_0.7`` (after moment matching), ``moment_matched`` (observations it was applied
+    to) and ``converged`` (the run's diagnostics verdict) per run.
     """
     import arviz_stats as azs
 
     found = comparable_loo_variable(runs)
     var_name = var_name or found
     names = list(runs)
+    for name, run in runs.items():
+        if len(run.posterior["log_likelihood"][var_name].dims) <= 2:  # (chain, draw): summed over observations
+            raise ValueError(f"run '{name}' stores its '{var_name}' log-likelihood summed over observations, so "
+                             "PSIS-LOO cannot use it; refit it with pointwise_log_likelihood = true under [options] "
+                             "in its spec")
     first = runs[names[0]].posterior["observed_data"][var_name]
     for name in names[1:]:
         other = runs[name].posterior["observed_data"][var_name]
@@ -363,14 +443,17 @@ def compare_runs(runs: dict, var_name: str | None = None):
             raise ValueError(f"runs '{names[0]}' and '{name}' were fitted to different observations (endpoint, "
                              "HSCT policy or cohort differ), so their LOO values cannot be compared")
         _check_same_events(runs[names[0]], runs[name], names[0], name, var_name)
-    posteriors = {name: run.posterior for name, run in runs.items()}
+    elpds, matched = {}, {}
+    for name, run in runs.items():
+        elpds[name], matched[name] = loo_with_moment_matching(run, var_name, k_threshold=k_threshold)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        table = azs.compare(posteriors, var_name=var_name)
+        table = azs.compare(elpds)
     for name in names:
-        loo = loo_summary(runs[name].posterior, var_name)
-        table.loc[name, "max_pareto_k"] = loo["max_pareto_k"]
-        table.loc[name, "n_pareto_k_above_0.7"] = loo["n_pareto_k_above_0.7"]
+        k = np.asarray(elpds[name].pareto_k).ravel()
+        table.loc[name, "max_pareto_k"] = float(np.nanmax(k))
+        table.loc[name, "n_pareto_k_above_0.7"] = int(np.sum(k > 0.7))
+        table.loc[name, "moment_matched"] = matched[name]
         table.loc[name, "converged"] = bool(runs[name].summary["diagnostics"]["converged"])
     return table
 
@@ -424,7 +507,8 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
     model = mrd.build_mrd_model(inputs, priors)
     posterior = sample(model, settings)
     estimand_warnings: list[str] = []
-    estimands = mrd_estimands(posterior["posterior"], inputs, warnings_out=estimand_warnings)
+    with recording_estimand_draws() as estimand_record:
+        estimands = mrd_estimands(posterior["posterior"], inputs, warnings_out=estimand_warnings)
     data = {"per_arm": {name: {"patients": int((inputs.arm == code).sum()),
                                "assessments": int(np.isin(inputs.assessment_patient,
                                                           np.flatnonzero(inputs.arm == code)).sum())}
@@ -440,7 +524,7 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
     return _assemble(model_module=mrd, variant="recurrence-mixture", cohort=cohort, inputs=inputs, model=model,
                      posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
                      spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None,
-                     estimand_warnings=estimand_warnings)
+                     estimand_warnings=estimand_warnings, estimand_record=estimand_record)
 
 
 @dataclass
@@ -454,6 +538,8 @@ class JointOptions:
     tau_days: float = 365.0
     priors: dict[str, list[float]] = field(default_factory=dict)
     hr_below: list[float] = field(default_factory=lambda: [1.0])
+    # keep every observation's log-likelihood (for `toolkit compare`; tens of MB) instead of per-variable sums
+    pointwise_log_likelihood: bool = False
 
     def __post_init__(self):
         from toolkit.models import joint
@@ -537,9 +623,12 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
         model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations,
                                         fixed_features=two_stage_features(stage_one["posterior"], inputs))
         posterior = merge_two_stage(sample(model, settings, log_likelihood=False), stage_one)
+    # the log-likelihood is computed after sampling: summed per variable unless pointwise is asked for
+    add_log_likelihood(posterior, model, pointwise=bool(options.pointwise_log_likelihood))
     estimand_warnings: list[str] = []
-    estimands = joint_estimands(posterior["posterior"], inputs, tau_days=options.tau_days,
-                                hr_below=options.hr_below, warnings_out=estimand_warnings)
+    with recording_estimand_draws() as estimand_record:
+        estimands = joint_estimands(posterior["posterior"], inputs, tau_days=options.tau_days,
+                                    hr_below=options.hr_below, warnings_out=estimand_warnings)
     rel = inputs.relapse
     data = {"per_arm": {name: {"patients": int((inputs.cart.arm == code).sum()),
                                "responders": int((rel.arm == code).sum()),
@@ -597,3 +686,4 @@ def resolve_options(model: str, spec: dict | None, overrides: dict | None = None
         except ValueError as err:
             raise SpecError(f"{source}: [priors] {err}") from err
     return options
+                     loo_var=None, estimand_warnings=estimand_warnings, estimand_record=estimand_record)

@@ -66,6 +66,7 @@ __all__ = [
     "diagnose",
     "hash_folder",
     "load_run",
+    "max_treedepth_share",
     "recover_run",
     "sample",
     "save_run",
@@ -385,6 +386,8 @@ class Diagnostics:
     min_bfmi: float
     converged: bool
     problems: list[str] = field(default_factory=list)
+    # share of kept draws whose trajectory stopped at the sampler's maximum tree depth (NaN: not recorded)
+    max_treedepth_share: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (NaN/inf become ``None``)."""
@@ -396,6 +399,7 @@ class Diagnostics:
             "min_bfmi": _finite_or_none(self.min_bfmi),
             "converged": bool(self.converged),
             "problems": [str(p) for p in self.problems],
+            "max_treedepth_share": _finite_or_none(self.max_treedepth_share),
         }
 
 
@@ -410,13 +414,38 @@ def _stat_values(ds: xr.Dataset, mask: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.array([])
 
 
-def sampler_stat_problems(stats: xr.Dataset | None, *, bfmi_min: float = 0.3,
-                          require_energy: bool = True) -> tuple[int, float, list[str]]:
-    """Divergences and E-BFMI of one fit's ``sample_stats``: ``(divergences, min_bfmi, problems)``.
+# Names of the per-draw "trajectory stopped at the maximum tree depth" flag: nutpie, then PyMC/numpyro.
+TREEDEPTH_FLAGS = ("maxdepth_reached", "reached_max_treedepth")
+TREEDEPTH_MAX_SHARE = 0.01
 
+
+def max_treedepth_share(stats: xr.Dataset | None) -> float:
+    """Share of draws whose NUTS trajectory was cut at the maximum tree depth (NaN if not recorded).
+
+    nutpie records the flag as ``maxdepth_reached``, PyMC's NUTS as ``reached_max_treedepth``
+    (numpyro through PyMC records neither: NaN).
+    """
+    if stats is None:
+        return math.nan
+    for name in TREEDEPTH_FLAGS:
+        if name in stats:
+            flags = np.asarray(stats[name].values).astype(bool)
+            return float(flags.mean()) if flags.size else math.nan
+    return math.nan
+
+
+def sampler_stat_problems(stats: xr.Dataset | None, *, bfmi_min: float = 0.3,
+                          require_energy: bool = True,
+                          treedepth_max_share: float = TREEDEPTH_MAX_SHARE) -> tuple[int, float, list[str]]:
+    """Divergences, E-BFMI and tree-depth saturation of one fit's ``sample_stats``.
+
+    Returns ``(divergences, min_bfmi, problems)``.
     E-BFMI per chain = sum_t (E_t - E_{t-1})^2 / sum_t (E_t - mean E)^2 (``arviz_stats.bfmi``);
-    a fit fails with any divergence or a chain below ``bfmi_min``. Shared by :func:`diagnose` and
-    the two-stage joint fit's stage-1 check.
+    a fit fails with any divergence, a chain below ``bfmi_min``, or more than
+    ``treedepth_max_share`` of its draws stopped at the maximum tree depth
+    (:func:`max_treedepth_share`): such trajectories are cut short, so the sampler explores by
+    random walk and its ESS and R-hat are less trustworthy than they look. Shared by
+    :func:`diagnose` and the two-stage joint fit's stage-1 check.
     """
     import arviz_stats as azs
 
@@ -444,6 +473,12 @@ def sampler_stat_problems(stats: xr.Dataset | None, *, bfmi_min: float = 0.3,
                 f"min E-BFMI {min_bfmi:.2f} < {bfmi_min:g} "
                 "(momentum resampling explores energy poorly; reparameterise)"
             )
+    share = max_treedepth_share(stats)
+    if math.isfinite(share) and share > treedepth_max_share:
+        problems.append(
+            f"{100 * share:.1f}% of draws stopped at the maximum tree depth (> {100 * treedepth_max_share:g}%; "
+            "trajectories cut short explore slowly: reparameterise or raise the maximum depth)"
+        )
     return divergences, min_bfmi, problems
 
 
@@ -456,6 +491,9 @@ def diagnose(
     bfmi_min: float = 0.3,
 ) -> Diagnostics:
     """Check convergence of a posterior.
+
+    Sampler statistics (divergences, E-BFMI, tree-depth saturation) are checked by
+    :func:`sampler_stat_problems`; ``max_treedepth_share`` is reported in the result.
 
     Parameters
     ----------
@@ -544,6 +582,7 @@ def diagnose(
         min_bfmi=min_bfmi,
         converged=not problems,
         problems=problems,
+        max_treedepth_share=max_treedepth_share(stats),
     )
 
 

@@ -402,6 +402,9 @@ def _fragment(name: str, runs: list[Run]) -> Markup:
     make = getattr(review, name, None)
     if make is None:
         return Markup("")
+    alternatives = getattr(review, "prior_set_alternatives", None)
+    if name == "sensitivity_section" and alternatives is not None:  # other prior sets' runs beside each run
+        return Markup("\n").join(Markup(make(run, alternatives=alternatives(run, runs)) or "") for run in runs)
     return Markup("\n").join(Markup(make(run) or "") for run in runs)
 
 

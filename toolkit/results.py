@@ -121,17 +121,25 @@ class ResultMethods:
         return out
 
     def save(self, run_dir: str | Path, *, overwrite: bool = False, figures=None) -> Path:
-        """Write a run folder whole or not at all (:func:`toolkit.inference.save_run`).
+        """Write a run folder whole or not at all (:func:`toolkit.inference.save_run`), with the parameter
+        summary table ``parameter_summary.csv`` (:func:`toolkit.review.write_summary_table`).
 
         ``figures``: True draws the model's figures into ``run_dir/figures``, None (default) skips them, a
         callable ``figures(run, folder)`` draws its own.
         """
         from toolkit.inference import save_run
 
+        from toolkit.review import write_summary_table
+
         writer = figure_writer(self.summary["model"]) if figures is True else (figures or None)
-        path = save_run(run_dir, self.posterior, dict(self.summary), self.provenance, overwrite=overwrite,
-                        figures=writer)
-        return path
+
+        def extras(run, folder):  # the parameter summary table goes in before the manifest seals the folder
+            write_summary_table(run)
+            if writer is not None:
+                writer(run, folder)
+
+        return save_run(run_dir, self.posterior, dict(self.summary), self.provenance, overwrite=overwrite,
+                        figures=extras)
 
 
 def inputs_from_run(run):
