@@ -169,6 +169,12 @@ MISUSES = [
      r"--out .*a_file.txt is an existing file; give the name of a new folder"),
     ("run-notebooks-missing-data", ["run-notebooks", "--data", "{place}/nope", "--out", "{new}/nb"],
      r"nope: is not a folder"),
+    ("design-binary-more-responses", ["design-binary", "--responses", "9", "--patients", "5", "--max-patients", "40"],
+     r"responses \(9\) cannot exceed the number of patients \(5\)"),
+    ("design-binary-bad-prior", ["design-binary", "--responses", "2", "--patients", "5", "--max-patients", "40",
+                                 "--prior-b", "-1"], r"prior parameter b must be a finite number above 0"),
+    ("schedules-spec-is-a-folder", ["schedules", "{place}/spec_folder", "--cohorts", "2", "--out", "{new}/s"],
+     r"spec_folder: is a folder; give a schedule spec"),
 ]
 
 
