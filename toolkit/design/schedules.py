@@ -51,8 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ESTIMAND_MODELS", "Schedule", "ScheduleStudy", "load_schedule_spec", "run_schedules", "schedule_task",
-           "summarize_schedules", "write_outputs"]
+__all__ = ["ESTIMAND_MODELS", "Schedule", "ScheduleSpecError", "ScheduleStudy", "load_results", "load_schedule_spec",
+           "run_schedules", "schedule_task", "summarize_schedules", "write_outputs"]
 
 #: target estimands and the analyses that report them (names as in truth.json / summary.json)
 ESTIMAND_MODELS = {"cmax_gmr": ("cart", "joint"), "clearance_rate_ratio": ("mrd", "joint"),
