@@ -426,6 +426,8 @@ def run_schedules(study: ScheduleStudy, cohorts: int, out: str | Path, *, worker
         if progress is not None:
             progress(rows)
 
+    if not items:  # everything stored already: no cluster to start
+        return load_results(out)
     t0 = time.perf_counter()
     map_tasks(schedule_task, items, kwargs={"fitter": fitter}, on_result=store,
               on_error=lambda item, err: [{"schedule": item[1], "cohort": item[2], "model": "", "estimand": "",
