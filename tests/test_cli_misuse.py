@@ -207,6 +207,12 @@ MISUSES = [
     ("design-spec-missing", ["design", "{place}/nope.toml", "--trials", "2", "--out", "{new}/d"],
      r"nope.toml: design spec not found"),
     ("interim-no-design", ["interim", "{cohort}", "--out", "{new}/i"], r"the following arguments are required: --design"),
+    ("design-binary-more-responses", ["design-binary", "--responses", "9", "--patients", "5", "--max-patients", "40"],
+     r"responses \(9\) cannot exceed the number of patients \(5\)"),
+    ("design-binary-bad-prior", ["design-binary", "--responses", "2", "--patients", "5", "--max-patients", "40",
+                                 "--prior-b", "-1"], r"prior parameter b must be a finite number above 0"),
+    ("schedules-spec-is-a-folder", ["schedules", "{place}/spec_folder", "--cohorts", "2", "--out", "{new}/s"],
+     r"spec_folder: is a folder; give a schedule spec"),
 ]
 
 

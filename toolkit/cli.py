@@ -860,6 +860,92 @@ def cmd_interim(args) -> int:
     for line in result["sentences"]:
         console.print(line, markup=False)
     console.print(f"summary: {paths['json']}; HTML: {paths['html']}", markup=False)
+
+def cmd_design_binary(args) -> int:
+    """Predictive probability of success for a binary response (Lee & Liu 2008); two arms by Monte Carlo."""
+    from toolkit.design.binary import (BinaryDesignError, decision_boundaries, operating_characteristics,
+                                       predictive_probability, two_arm_predictive_probability)
+
+    console = _console()
+    two_arm = args.control_responses is not None or args.control_patients is not None
+    if two_arm and (args.control_responses is None or args.control_patients is None):
+        raise UsageError("a two-arm trial needs both --control-responses and --control-patients")
+    if args.looks_from is not None and not 1 <= args.looks_from <= args.max_patients:
+        raise UsageError(f"--looks-from must be a number of patients from 1 to --max-patients "
+                         f"({args.max_patients}), got {args.looks_from}")
+    prior = (args.prior_a, args.prior_b)
+    try:
+        if two_arm:
+            result = two_arm_predictive_probability(
+                args.responses, args.patients, args.control_responses, args.control_patients, args.max_patients,
+                prior_e=prior, prior_c=prior, threshold=args.threshold, margin=args.margin, draws=args.draws,
+                random_seed=args.seed)
+            console.print(f"Two-arm randomized trial, {result['remaining']} patients still to be randomized 1:1; "
+                          f"success at the end if P(p_E - p_C > {args.margin:g}) > {args.threshold:g}.")
+            console.print(f"Predictive probability of success: [bold]{result['pp']:.3f}[/] (Monte Carlo SE "
+                          f"{result['mc_se']:.3f}, {result['draws']} draws)")
+            return 0
+        pp = predictive_probability(args.responses, args.patients, args.max_patients, prior=prior, p0=args.p0,
+                                    threshold=args.threshold)
+        looks = range(args.looks_from or max(1, args.patients), args.max_patients + 1)
+        bounds = decision_boundaries(args.max_patients, prior=prior, p0=args.p0, threshold=args.threshold,
+                                     futility=args.futility, efficacy=args.efficacy, looks=looks)
+        ocs = [operating_characteristics(args.max_patients, rate, prior=prior, p0=args.p0, threshold=args.threshold,
+                                         futility=args.futility, efficacy=args.efficacy, looks=looks)
+               for rate in [args.p0] + ([args.p1] if args.p1 is not None else [])]
+    except BinaryDesignError as err:
+        raise UsageError(str(err)) from err
+    decision = ("stop for futility" if pp < args.futility else "stop for efficacy" if pp > args.efficacy
+                else "continue")
+    console.print(f"{args.responses} responses in {args.patients} patients (maximum {args.max_patients}), prior "
+                  f"Beta({args.prior_a:g}, {args.prior_b:g}); success at the end if P(p > {args.p0:g}) > "
+                  f"{args.threshold:g}.")
+    console.print(f"Predictive probability of success: [bold]{pp:.4f}[/] -> {decision} (futility if PP < "
+                  f"{args.futility:g}, efficacy if PP > {args.efficacy:g}).")
+    _print_frame(console, "Stopping boundaries: stop for futility if responses <= r, for efficacy if >= s",
+                 bounds.assign(**{
+                     "r (futility)": [str(r) if r >= 0 else "none" for r in bounds["futility_max_responses"]],
+                     "s (efficacy)": [str(e) if e <= n else "none"
+                                      for e, n in zip(bounds["efficacy_min_responses"], bounds["patients"])]})
+                 [["patients", "r (futility)", "s (efficacy)"]])
+    for oc in ocs:
+        what = "type I error" if oc["response_rate"] == args.p0 else "power"
+        console.print(f"True response rate {oc['response_rate']:g}: P(declare efficacy) = {oc['prob_efficacy']:.4f} "
+                      f"({what}), P(stop for futility) = {oc['prob_stop_futility']:.4f}, expected patients "
+                      f"{oc['expected_patients']:.1f} (exact, looks from {looks.start} patients on)")
+    return 0
+
+
+def cmd_schedules(args) -> int:
+    """Compare sampling schedules by simulation: contraction and coverage per estimand (toolkit.design.schedules)."""
+    from toolkit.calibration.runner import StudyError
+    from toolkit.design.schedules import ScheduleSpecError, load_schedule_spec, run_schedules, write_outputs
+
+    console = _console()
+    if args.cohorts < 1:
+        raise UsageError(f"--cohorts must be at least 1, got {args.cohorts}")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be 0 (in this process) or more, got {args.workers}")
+    try:
+        study = load_schedule_spec(args.spec).subset(schedules=_csv_list(args.schedules),
+                                                     models=_csv_list(args.models))
+        if not args.resume:
+            _new_folder(args.out)
+
+        def progress(rows):
+            row = rows[0]
+            console.print(f"  {row['schedule']} cohort {row['cohort']}: "
+                          + ("ok" if all(r["status"] == "ok" for r in rows) else "[red]failed[/] (recorded)"))
+
+        table = run_schedules(study, args.cohorts, args.out, workers=args.workers, scheduler=args.scheduler,
+                              resume=args.resume, progress=progress)
+    except (ScheduleSpecError, StudyError) as err:
+        console.print(f"[red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    paths = write_outputs(table, study, args.out)
+    console.print(paths["summary"].read_text().split("## Table")[0], markup=False)
+    console.print(f"Table: {paths['csv']} and {paths['markdown']}; figure: {paths['figure']}; "
+                  f"summary: {paths['html']}")
     return 0
 
 
@@ -1077,6 +1163,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the output of an earlier demo at --out")
     p.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("design-binary", help="predictive probability of success for a binary response "
+                                             "(Lee & Liu 2008), boundaries and exact type I error / power")
+    p.add_argument("--responses", type=int, required=True, help="responses so far (experimental arm if two arms)")
+    p.add_argument("--patients", type=int, required=True, help="patients evaluated so far (experimental arm)")
+    p.add_argument("--max-patients", type=int, required=True, help="maximum sample size (both arms together)")
+    p.add_argument("--prior-a", type=float, default=0.6, help="Beta prior a (default 0.6)")
+    p.add_argument("--prior-b", type=float, default=0.4, help="Beta prior b (default 0.4)")
+    p.add_argument("--p0", type=float, default=0.6, help="response rate to beat (single arm; default 0.6)")
+    p.add_argument("--p1", type=float, help="response rate hoped for: also report the power at it")
+    p.add_argument("--threshold", type=float, default=0.9, help="theta_T: success if P(p > p0) > it (default 0.9)")
+    p.add_argument("--futility", type=float, default=0.05, help="theta_L: stop if PP < it (default 0.05)")
+    p.add_argument("--efficacy", type=float, default=1.0, help="theta_U: stop if PP > it (default 1: never)")
+    p.add_argument("--looks-from", type=int, help="first interim look, in patients (default: --patients)")
+    g = p.add_argument_group("two arms (randomized; Monte Carlo)")
+    g.add_argument("--control-responses", type=int)
+    g.add_argument("--control-patients", type=int)
+    g.add_argument("--margin", type=float, default=0.0, help="success if P(p_E - p_C > margin) > threshold")
+    g.add_argument("--draws", type=int, default=20_000)
+    g.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
+    p.set_defaults(func=cmd_design_binary)
+
+    p = sub.add_parser("schedules", help="compare sampling schedules by simulation: which identifies which "
+                                         "estimand (posterior contraction, coverage)")
+    p.add_argument("spec", help="schedule spec, e.g. models/design_schedules.toml")
+    p.add_argument("--cohorts", type=int, required=True, help="simulated cohorts per schedule")
+    p.add_argument("--out", required=True, help="results folder (resumable with --resume)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core; 0: in-process)")
+    group.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--resume", action="store_true", help="continue the study stored in --out")
+    p.add_argument("--schedules", help="only these schedules of the spec, e.g. current,early_mrd")
+    p.add_argument("--models", help="only these analyses of the spec, e.g. mrd,joint")
+    p.set_defaults(func=cmd_schedules)
 
     from toolkit.importers.cli import add_import_parser
 

@@ -391,7 +391,8 @@ def _fmt_day(x: float) -> str:
 
 def simulate_trial(n_patients: int = 60, seed: int = 20261125, effects: dict[str, float] | Effects | None = None,
                    parameters: TrialParameters | None = None, *, with_truth: bool = True,
-                   post_event_samples: bool = False) -> SimulatedTrial:
+                   post_event_samples: bool = False, cart_days=None, flow_days=None,
+                   ngs_days=None) -> SimulatedTrial:
     """Draw one whole two-arm trial. See the module docstring for the story.
 
     Parameters
@@ -404,6 +405,10 @@ def simulate_trial(n_patients: int = 60, seed: int = 20261125, effects: dict[str
     post_event_samples : also write CAR-T samples and MRD assessments taken after a transplant or a relapse
         (and a ``new_therapy_day``), which no model should read as the first infusion's course; see
         :func:`add_post_event_samples`. Off by default; on, every other row and the truth are unchanged.
+    cart_days, flow_days, ngs_days : the sampling schedule (days since infusion) of CAR-T qPCR, flow MRD
+        and NGS MRD (NGS only on flow days); default ``CART_DAYS``, ``FLOW_DAYS``, ``NGS_DAYS``. The
+        patients (every latent quantity) do not depend on the schedule, so schedules compared with one seed
+        see the same patients; non-responders keep their day-28 flow assessment.
     """
     if n_patients < 2:
         raise ValueError("n_patients must be at least 2 (one a arm)")
@@ -478,8 +483,9 @@ def simulate_trial(n_patients: int = 60, seed: int = 20261125, effects: dict[str
     stop = np.minimum.reduce([np.where(relapse_seen, relapse_day, np.inf), np.where(hsct_seen, hsct_day, np.inf), last])
     cart_rows, mrd_rows = [], []
     kin = {k: pop[k] for k in ("cmax", "tmax", "foldx", "alpha", "beta", "fb")}
+    schedule = (tuple(FLOW_DAYS if flow_days is None else flow_days), tuple(NGS_DAYS if ngs_days is None else ngs_days))
     for i in range(n):
-        days = np.array(CART_DAYS, float)
+        days = np.array(CART_DAYS if cart_days is None else cart_days, float)
         jitter = np.where(days > 28, np.round(rng.uniform(-0.05, 0.05, days.size) * days), 0.0)
         days = np.unique(days + jitter)
         days = days[days <= min(stop[i], last_i[i])]
@@ -487,7 +493,8 @@ def simulate_trial(n_patients: int = 60, seed: int = 20261125, effects: dict[str
         y = level * np.exp(p.sigma_cart * rng.standard_normal(days.size))
         for d, v in zip(days, y):
             cart_rows.append((ids[i], int(d), "BLQ" if v < p.lloq else _fmt(v), _fmt(p.lloq), "copies/ug"))
-        mrd_rows += _mrd_assessments(i, ids[i], pop, p, relapse_day[i], relapse_seen[i], stop[i], last_i[i], rng)
+        mrd_rows += _mrd_assessments(i, ids[i], pop, p, relapse_day[i], relapse_seen[i], stop[i], last_i[i], rng,
+                                     schedule)
     cart = pd.DataFrame(cart_rows, columns=["patient_id", "day", "value", "lloq", "unit"])
     mrd = pd.DataFrame(mrd_rows, columns=["patient_id", "day", "mrd_pct", "lod_pct", "loq_pct", "method", "specimen"])
     latent = pd.DataFrame({k: v for k, v in pop.items()}, index=ids)
@@ -578,14 +585,15 @@ def _true_mrd(t, i, pop, relapse_day):
     return np.maximum(decline, regrowth) if np.isfinite(relapse_day) else decline
 
 
-def _mrd_assessments(i, pid, pop, p, relapse_day, relapse_seen, stop, last, rng):
+def _mrd_assessments(i, pid, pop, p, relapse_day, relapse_seen, stop, last, rng, schedule=(FLOW_DAYS, NGS_DAYS)):
     rows = []
-    flow_days = [d for d in FLOW_DAYS if d <= min(stop, last)] if pop["responder"][i] else [28]
+    flow_schedule, ngs_schedule = schedule
+    flow_days = [d for d in flow_schedule if d <= min(stop, last)] if pop["responder"][i] else [28]
     if relapse_seen:
         flow_days.append(int(min(round(relapse_day), last)))
     flow_days = sorted(set(d for d in flow_days if d <= last))
     ngs = pop["responder"][i] and rng.random() < p.ngs_fraction
-    ngs_days = set(d for d in NGS_DAYS if d in flow_days) if ngs else set()
+    ngs_days = set(d for d in ngs_schedule if d in flow_days) if ngs else set()
     for d in flow_days:
         true = _true_mrd(np.array([float(d)]), i, pop, relapse_day)[0]
         obs = true + p.flow_bias_log10 + p.flow_sd_log10 * rng.standard_normal()
