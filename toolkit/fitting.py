@@ -643,7 +643,7 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
                      inputs=inputs, model=model, posterior=posterior, estimands=estimands, options=options,
                      data=data, settings=settings, spec=spec,
                      priors=priors.as_dict() | {"cart": cart_priors.as_dict()}, started=started,
-                     loo_var=None, estimand_warnings=estimand_warnings)
+                     loo_var=None, estimand_warnings=estimand_warnings, estimand_record=estimand_record)
 
 
 FAST_SAMPLER = {"chains": 2, "tune": 150, "draws": 150}  # `--fast` (demo, analyze): a smoke run, not for decisions
@@ -686,4 +686,3 @@ def resolve_options(model: str, spec: dict | None, overrides: dict | None = None
         except ValueError as err:
             raise SpecError(f"{source}: [priors] {err}") from err
     return options
-                     loo_var=None, estimand_warnings=estimand_warnings, estimand_record=estimand_record)
