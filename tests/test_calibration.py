@@ -17,12 +17,12 @@ import pytest
 from toolkit.calibration.controls import DropCensoredDurability, shifted_prior
 from toolkit.calibration.generators import DurabilityCalibration, durability_design
 from toolkit.calibration.metrics import chi2_pvalue, ecdf_band, ecdf_pvalue, summarize_study
-from toolkit.calibration.runner import (StudyError, StudySettings, load_results, run_simulation, run_study)
+from toolkit.calibration.runner import StudyError, load_results, run_simulation, run_study, study_settings
 from toolkit.data import load_cohort
 from toolkit.testing import EXAMPLE
 
 SBC_SIMS = 40
-FAST = StudySettings(chains=2, tune=300, draws=200, seed=11)
+FAST = study_settings(dict(chains=2, tune=300, draws=200, seed=11))
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_sbc_of_the_weibull_model_passes(weibull, tmp_path):
 def test_one_simulation_reports_diagnostics_and_ranks(weibull):
     # right after the Weibull study: same problem, so the compiled fit is reused (a cache hit)
     theta = weibull.draw_prior(1, random_seed=9)[0]
-    record = run_simulation(weibull, 0, theta, settings=StudySettings(chains=2, tune=200, draws=200))
+    record = run_simulation(weibull, 0, theta, settings=study_settings(dict(chains=2, tune=200, draws=200)))
     assert record["status"] == "ok", record["error"]
     assert np.isfinite(record["max_rhat"]) and record["divergences"] >= 0
     for q in record["quantities"].values():
@@ -187,12 +187,12 @@ class _FailingDurability(DurabilityCalibration):
 def test_failed_simulation_is_recorded_and_study_resumes(weibull, tmp_path):
     problem = _FailingDurability(weibull.design, variant="weibull")
     out = tmp_path / "study"
-    settings = StudySettings(chains=2, tune=100, draws=100, seed=5)
+    settings = study_settings(dict(chains=2, tune=100, draws=100, seed=5))
     run_study(problem, 3, out, settings=settings, workers=0, progress=False)
     with pytest.raises(StudyError, match="--resume"):
         run_study(problem, 5, out, settings=settings, workers=0, progress=False)
     with pytest.raises(StudyError, match="differ"):
-        run_study(problem, 5, out, settings=StudySettings(chains=2, tune=100, draws=100, seed=6), workers=0,
+        run_study(problem, 5, out, settings=study_settings(dict(chains=2, tune=100, draws=100, seed=6)), workers=0,
                   resume=True, progress=False)
     run_study(problem, 5, out, settings=settings, workers=0, resume=True, progress=False)
     results = load_results(out)
@@ -241,7 +241,7 @@ def test_cli_misuse_exits_2_before_any_work(tmp_path, capsys, argv, message):
 
 @pytest.mark.slow
 def test_dask_local_cluster_runs_a_study_with_own_compile_dirs(weibull, tmp_path):
-    out = run_study(weibull, 6, tmp_path / "dask", settings=StudySettings(chains=2, tune=200, draws=200),
+    out = run_study(weibull, 6, tmp_path / "dask", settings=study_settings(dict(chains=2, tune=200, draws=200)),
                     workers=2, progress=False)
     config = json.loads((out / "study.json").read_text())
     workers = config["runs"][-1]["workers"]

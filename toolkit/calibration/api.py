@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolkit.calibration.runner import StudyError, StudySettings, run_study
+from toolkit.calibration.runner import StudyError, run_study, study_settings
 
 __all__ = ["CALIBRATED_MODELS", "build_problem", "calibrate"]
 
@@ -73,8 +73,7 @@ def calibrate(model: str, *, simulations: int, out: str | Path, spec: str | Path
     sampler = dict((spec or {}).get("sampler", {}))
     given = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "target_accept": target_accept}
     sampler.update({k: v for k, v in given.items() if v is not None})
-    settings = StudySettings(**{k: sampler[k] for k in ("chains", "tune", "draws", "target_accept", "seed")
-                                if k in sampler})
+    settings = study_settings(sampler)
     out = Path(out)
     problem = build_problem(model, spec=spec, design_cohort=design, variant=variant, work_dir=out)
     run_study(problem, simulations, out, settings=settings, workers=workers, scheduler=scheduler, resume=resume,
