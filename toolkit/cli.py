@@ -558,7 +558,8 @@ def cmd_report(args) -> int:
 
     console = _console()
     try:
-        out = write_report(args.runs, args.out, show_small_cells=args.show_small_cells, pdf=args.pdf)
+        out = write_report(args.runs, args.out, show_small_cells=args.show_small_cells, pdf=args.pdf,
+                           calibration=args.calibration)
     except (FileNotFoundError, RuntimeError, ValueError) as err:
         console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
@@ -731,6 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--pdf", action="store_true", help="also print it to PDF with headless Chromium")
     p.add_argument("--show-small-cells", action="store_true", help="show counts below 5 in summary tables")
+    p.add_argument("--calibration", action="append", metavar="STUDY",
+                   help="add the summary of a `toolkit calibrate` study folder (repeatable)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("run-notebooks", help="execute every analysis notebook on a cohort (executed .ipynb + HTML)")
@@ -741,12 +744,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run_notebooks)
 
     p = sub.add_parser("calibrate", help="simulation-based calibration of a model at the trial's design (Dask)")
-    p.add_argument("model", help="durability (cart, mrd, joint: not yet)")
+    p.add_argument("model", help="durability, cart or joint (mrd: not yet)")
     p.add_argument("--spec", help="analysis spec (models/*.toml): priors, options, sampler settings")
     p.add_argument("--simulations", type=int, required=True, help="number of simulations the study should hold")
     p.add_argument("--out", required=True, help="results folder (resumable with --resume)")
     p.add_argument("--design", help="cohort folder whose design is used (default: the default simulated trial)")
-    p.add_argument("--variant", choices=["weibull", "cure"], help="durability variant (overrides the spec)")
+    p.add_argument("--variant", choices=["weibull", "cure"], help="durability or joint variant (overrides the spec)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in-process)")
     group.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")

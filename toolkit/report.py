@@ -385,7 +385,8 @@ def _replace_atomically(out: Path, write) -> None:
         raise
 
 
-def write_report(run_dirs: list, out, *, show_small_cells: bool = False, pdf: bool = False) -> Path:
+def write_report(run_dirs: list, out, *, show_small_cells: bool = False, pdf: bool = False,
+                 calibration: list | None = None) -> Path:
     """Write the report for ``run_dirs`` to ``out`` (HTML; and ``out`` with .pdf if ``pdf``).
 
     The destination is checked first, then every run is loaded (checked
@@ -399,6 +400,13 @@ def write_report(run_dirs: list, out, *, show_small_cells: bool = False, pdf: bo
     for run in runs:
         check_report_summary(run)
     text = render_report(runs, show_small_cells=show_small_cells)
+    # --- calibration hook (toolkit report --calibration STUDY): one section per study, before </body>
+    if calibration:
+        from toolkit.calibration.report import calibration_fragment
+
+        sections = "".join(calibration_fragment(study) for study in calibration)
+        text = text.replace("</body>", sections + "</body>", 1) if "</body>" in text else text + sections
+    # --- end calibration hook
     out.parent.mkdir(parents=True, exist_ok=True)
     _replace_atomically(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     if pdf:
