@@ -458,3 +458,16 @@ def test_report_includes_a_calibration_summary(tmp_path):
     assert "3 of 30" in fragment and "class='bad'" in fragment  # 10% not converged, above the 2% tolerated
     with pytest.raises(StudyError, match="not a calibration study folder"):
         calibration_fragment(tmp_path)
+
+
+def test_cart_start_values_reproduce_the_builders_starts(cart_problem):
+    # for the design's own data they are the compiled model's starts (the builder's formula, not a copy of it)
+    inputs = cart_problem.inputs()
+    start = cart_problem.fit_model().initial_point()
+    starts = cart_problem.start_values({"log_value": inputs.log_value, "censored": inputs.censored})
+    for name, value in starts.items():
+        assert np.allclose(value, start[name]), name
+    # and they follow the simulated data
+    data = cart_problem.simulate(cart_problem.draw_prior(1, random_seed=9)[0], random_seed=1)
+    moved = cart_problem.start_values(data)
+    assert not np.allclose(moved["z_kinetic_scaled__"], starts["z_kinetic_scaled__"])

@@ -90,7 +90,10 @@ def _prepared(problem) -> dict:
         loglik = problem.loglik_function()
         _WORKER_CACHE.clear()  # one study at a time per worker; compiled models hold memory
         _WORKER_CACHE[key] = {"compiled": compiled, "names": problem.parameter_names(model), "loglik": loglik,
-                              "compile_seconds": time.perf_counter() - t0, "used": False}
+                              "compile_seconds": time.perf_counter() - t0, "used": False,
+                              # the compiled model's start (unconstrained, before jitter), in its flat order
+                              "start": model.initial_point(),
+                              "value_names": [model.rvs_to_values[rv].name for rv in model.free_RVs]}
     return _WORKER_CACHE[key]
 
 
@@ -124,6 +127,28 @@ def quantity_draws(problem, draws: dict[str, np.ndarray], data: dict, loglik) ->
     return out
 
 
+def with_starts(compiled, prep: dict, starts: dict):
+    """``compiled`` starting its chains at ``starts`` (unconstrained values by value-variable name).
+
+    The compiled model's starting-point function (the model's start plus the
+    sampler's jitter) is shifted by ``starts - start`` in the flat order of the free
+    variables; variables not in ``starts`` keep their start. Used by problems whose
+    builder derives starting values from the data (``problem.start_values(data)``):
+    the compiled model holds the placeholder data's starts otherwise.
+    """
+    import dataclasses
+
+    offset = np.concatenate([
+        (np.asarray(starts[name], float) - np.asarray(prep["start"][name], float)).ravel() if name in starts
+        else np.zeros(np.asarray(prep["start"][name]).size) for name in prep["value_names"]])
+    base = compiled.initial_point_func
+
+    def initial_point(seed=None):
+        return base(seed) + offset
+
+    return dataclasses.replace(compiled, initial_point_func=initial_point)
+
+
 def _rank(post: np.ndarray, true: float, rng) -> tuple[int, int]:
     less = int(np.sum(post < true))
     ties = int(np.sum(post == true))
@@ -151,6 +176,8 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings)
         # only containers the compiled likelihood reads; the rest (e.g. ``event`` beside a separate NRM) are unused
         known = {var.name for var in prep["compiled"].shared_var_keys}
         compiled = prep["compiled"].with_data(**{k: v for k, v in problem.data_updates(data).items() if k in known})
+        if hasattr(problem, "start_values"):  # data-informed starts (e.g. the CAR-T model's patient parameters)
+            compiled = with_starts(compiled, prep, problem.start_values(data))
         t1 = time.perf_counter()
         dt = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=1,
                            seed=int((settings.random_seed * 1_000_003 + sim) % 2**63), progress_bar=False,
