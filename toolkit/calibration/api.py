@@ -24,7 +24,8 @@ def build_problem(model: str, *, spec: dict | None = None, design_cohort=None, v
     """
     if model in PLANNED_MODELS:
         raise StudyError(f"model {model!r} has no calibration generator yet (available: "
-                         f"{', '.join(CALIBRATED_MODELS)}); see docs/calibration.md for what remains")
+                         f"{', '.join(CALIBRATED_MODELS)}): its builder fixes which assessments are censored, so a "
+                         "compiled fit cannot take new simulated data; see docs/calibration.md for what remains")
     if model not in CALIBRATED_MODELS:
         raise StudyError(f"unknown model {model!r}; valid: {', '.join(CALIBRATED_MODELS + PLANNED_MODELS)}")
     from toolkit.calibration.generators import DurabilityCalibration, default_design_cohort, durability_design
