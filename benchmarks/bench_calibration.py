@@ -46,13 +46,13 @@ def _problem(args):
 
 
 def _settings(args, spec):
-    from toolkit.calibration.runner import StudySettings
+    from toolkit.calibration.runner import study_settings
 
     sampler = dict(spec.get("sampler", {}))
     for key in ("draws", "tune", "chains"):
         if getattr(args, key) is not None:
             sampler[key] = getattr(args, key)
-    return StudySettings(**{k: sampler[k] for k in ("chains", "tune", "draws", "seed") if k in sampler})
+    return study_settings({k: sampler[k] for k in ("chains", "tune", "draws", "seed") if k in sampler})
 
 
 def bench_engine(args, workers: int, root: Path) -> dict:

@@ -17,12 +17,12 @@ import pytest
 from toolkit.calibration.controls import DropCensoredDurability, shifted_prior
 from toolkit.calibration.generators import DurabilityCalibration, durability_design
 from toolkit.calibration.metrics import chi2_pvalue, ecdf_band, ecdf_pvalue, summarize_study
-from toolkit.calibration.runner import (StudyError, StudySettings, load_results, run_simulation, run_study)
+from toolkit.calibration.runner import StudyError, load_results, run_simulation, run_study, study_settings
 from toolkit.data import load_cohort
 from toolkit.testing import EXAMPLE
 
 SBC_SIMS = 40
-FAST = StudySettings(chains=2, tune=300, draws=200, seed=11)
+FAST = study_settings(dict(chains=2, tune=300, draws=200, seed=11))
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_sbc_of_the_weibull_model_passes(weibull, tmp_path):
 def test_one_simulation_reports_diagnostics_and_ranks(weibull):
     # right after the Weibull study: same problem, so the compiled fit is reused (a cache hit)
     theta = weibull.draw_prior(1, random_seed=9)[0]
-    record = run_simulation(weibull, 0, theta, settings=StudySettings(chains=2, tune=200, draws=200))
+    record = run_simulation(weibull, 0, theta, settings=study_settings(dict(chains=2, tune=200, draws=200)))
     assert record["status"] == "ok", record["error"]
     assert np.isfinite(record["max_rhat"]) and record["divergences"] >= 0
     for q in record["quantities"].values():
@@ -187,12 +187,12 @@ class _FailingDurability(DurabilityCalibration):
 def test_failed_simulation_is_recorded_and_study_resumes(weibull, tmp_path):
     problem = _FailingDurability(weibull.design, variant="weibull")
     out = tmp_path / "study"
-    settings = StudySettings(chains=2, tune=100, draws=100, seed=5)
+    settings = study_settings(dict(chains=2, tune=100, draws=100, seed=5))
     run_study(problem, 3, out, settings=settings, workers=0, progress=False)
     with pytest.raises(StudyError, match="--resume"):
         run_study(problem, 5, out, settings=settings, workers=0, progress=False)
     with pytest.raises(StudyError, match="differ"):
-        run_study(problem, 5, out, settings=StudySettings(chains=2, tune=100, draws=100, seed=6), workers=0,
+        run_study(problem, 5, out, settings=study_settings(dict(chains=2, tune=100, draws=100, seed=6)), workers=0,
                   resume=True, progress=False)
     run_study(problem, 5, out, settings=settings, workers=0, resume=True, progress=False)
     results = load_results(out)
@@ -211,7 +211,7 @@ def test_failed_simulation_is_recorded_and_study_resumes(weibull, tmp_path):
 def test_cli_refuses_models_without_a_generator_and_an_existing_study(tmp_path, capsys):
     from toolkit.cli import main
 
-    assert main(["calibrate", "cart", "--simulations", "2", "--out", str(tmp_path / "c")]) == 2
+    assert main(["calibrate", "mrd", "--simulations", "2", "--out", str(tmp_path / "c")]) == 2
     assert "no calibration generator yet" in capsys.readouterr().out
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "study.json").write_text("{}")
@@ -241,7 +241,7 @@ def test_cli_misuse_exits_2_before_any_work(tmp_path, capsys, argv, message):
 
 @pytest.mark.slow
 def test_dask_local_cluster_runs_a_study_with_own_compile_dirs(weibull, tmp_path):
-    out = run_study(weibull, 6, tmp_path / "dask", settings=StudySettings(chains=2, tune=200, draws=200),
+    out = run_study(weibull, 6, tmp_path / "dask", settings=study_settings(dict(chains=2, tune=200, draws=200)),
                     workers=2, progress=False)
     config = json.loads((out / "study.json").read_text())
     workers = config["runs"][-1]["workers"]
@@ -266,3 +266,208 @@ def test_misspecification_trial_compares_estimands_with_the_simulator_truth(tmp_
     assert np.isfinite(summary.loc["hazard_ratio", "bias"]) and summary.loc["hazard_ratio", "width_90"] > 0
     assert summary.loc["hazard_ratio", "coverage_90"] in (0.0, 1.0)
     assert summary.loc["prob_hr_below_1", "p_decision"] in (0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- CAR-T and joint generators
+
+CART_PARAMETERS = {f"{p}[{k}]" for p in ("mu_kinetic", "omega_kinetic", "arm_effect")
+                   for k in ("cmax", "tmax", "foldx", "alpha", "fb", "persistence")} | {"sigma_log"}
+
+
+@pytest.fixture(scope="module")
+def cart_problem():
+    from toolkit.calibration.kinetics import CartCalibration, cart_design
+
+    return CartCalibration(cart_design(load_cohort(EXAMPLE)))
+
+
+@pytest.fixture(scope="module")
+def joint_problem():
+    from toolkit.calibration.kinetics import JointCalibration, joint_design
+
+    return JointCalibration(design=joint_design(load_cohort(EXAMPLE)))
+
+
+def test_cart_generator_censors_each_sample_at_its_own_lloq(cart_problem):
+    inputs = cart_problem.inputs()
+    assert "P0" not in json.dumps(cart_problem.describe()) and inputs.patient_ids[0] == "sim0000"
+    thetas = cart_problem.draw_prior(20, random_seed=1)
+    shares = []
+    for j, theta in enumerate(thetas):
+        data = cart_problem.simulate(theta, random_seed=j)
+        censored = data["censored"] == 1
+        assert (data["log_value"][~censored] >= inputs.log_lloq[~censored]).all()  # quantified: at or above it
+        assert np.array_equal(data["log_value"][censored], inputs.log_lloq[censored])  # censored: holds its limit
+        shares.append(censored.mean())
+        updates = cart_problem.data_updates(data)
+        assert np.array_equal(updates["censored_rows"], np.flatnonzero(censored))
+    assert 0 < np.mean(shares) < 0.6  # some samples below the limit, as in real cohorts
+
+
+def test_cart_prior_draws_are_joint_draws_of_the_model_prior(cart_problem):
+    from toolkit.models.cart import natural_parameters_np
+
+    thetas = cart_problem.draw_prior(400, random_seed=2)
+    mu = np.array([t["mu_kinetic"] for t in thetas])
+    prior = cart_problem.priors.mu()
+    assert np.all(np.abs(mu.mean(axis=0) - prior[:, 0]) < 4 * prior[:, 1] / np.sqrt(len(thetas)))
+    assert np.all(np.abs(mu.std(axis=0) / prior[:, 1] - 1) < 0.15)
+    # patients and typical-patient deterministics come from the same draw as the population parameters
+    t = thetas[0]
+    typical = natural_parameters_np(t["mu_kinetic"])
+    assert t["tmax_days"][0] == pytest.approx(typical["tmax"])
+    assert t["theta_patient"].shape == (cart_problem.design.n_patients, 6)
+
+
+def test_cart_log_likelihood_is_the_censored_normal_likelihood(cart_problem):
+    from scipy.stats import norm
+
+    from toolkit.calibration.kinetics import log_cart_curve_np
+
+    thetas = cart_problem.draw_prior(2, random_seed=3)
+    data = cart_problem.simulate(thetas[0], random_seed=4)
+    draws = {k: np.stack([np.asarray(t[k]) for t in thetas]) for k in thetas[0]}
+    got = cart_problem.loglik_function()(draws, data)
+    inputs, censored = cart_problem.inputs(), data["censored"] == 1
+    for j in range(2):
+        mu = log_cart_curve_np(draws["theta_patient"][j][inputs.sample_patient], inputs.day)
+        s = draws["sigma_log"][j]
+        expected = (norm.logpdf(data["log_value"][~censored], mu[~censored], s).sum()
+                    + norm.logcdf((inputs.log_lloq[censored] - mu[censored]) / s).sum())
+        assert got[j] == pytest.approx(expected, rel=1e-8)
+
+
+def test_cart_simulation_records_every_quantity(cart_problem):
+    from toolkit.estimands import CART_ARM_QUANTITIES
+
+    theta = cart_problem.draw_prior(1, random_seed=5)[0]
+    record = run_simulation(cart_problem, 0, theta, settings=study_settings(dict(chains=2, tune=100, draws=100)))
+    assert record["status"] == "ok", record["error"]
+    estimands = {f"{q}_{a}" for q in CART_ARM_QUANTITIES for a in ("control", "experimental")}
+    estimands |= {"cmax_gmr", "auc28_gmr", "tmax_difference_days", "persistence_half_life_ratio"}
+    assert set(record["quantities"]) == CART_PARAMETERS | estimands | {"log_likelihood"}
+    for q in record["quantities"].values():
+        assert 0 <= q["rank"] <= q["n_kept"]
+
+
+def test_joint_relapse_times_follow_the_models_hazard(joint_problem):
+    theta = joint_problem.draw_prior(1, random_seed=6)[0]
+    c = joint_problem.design.censor_years
+    events = []
+    for seed in range(300):
+        data = joint_problem.simulate(theta, random_seed=seed)
+        assert (data["time_years"] <= c + 1e-12).all()
+        assert np.array_equal(data["time_years"][data["event"] == 0], c[data["event"] == 0])
+        events.append(data["event"])
+    pi = 1 / (1 + np.exp(-(theta["logit_cure"] + theta["cure_log_or"] * joint_problem.design.relapse.arm)))
+    expected = (1 - pi) * (1 - np.exp(-joint_problem.relapse_cumhaz(theta, c)))
+    assert abs(np.mean(events) - expected.mean()) < 0.03
+    # an event time solves H(T) = E: its cumulative hazard at T is below that at follow-up end
+    data = joint_problem.simulate(theta, random_seed=1)
+    hit = data["event"] == 1
+    assert (joint_problem.relapse_cumhaz(theta, data["time_years"])[hit]
+            <= joint_problem.relapse_cumhaz(theta, c)[hit] + 1e-9).all()
+
+
+def test_joint_problem_swaps_the_containers_its_likelihood_reads(joint_problem):
+    from toolkit.calibration.generators import _shared_variables
+
+    theta = joint_problem.draw_prior(1, random_seed=7)[0]
+    updates = joint_problem.data_updates(joint_problem.simulate(theta, random_seed=2))
+    names = set(_shared_variables(joint_problem.fit_model().logp()))  # what the compiled logp reads
+    assert {"log_level_observed", "censored_rows", "relapse_observed", "event"} <= names
+    assert {"log_level_observed", "censored_rows", "relapse_observed", "event"} <= set(updates)
+
+
+def test_cli_calibrate_refuses_joint_specs_the_generator_does_not_cover(tmp_path, capsys):
+    from toolkit.cli import main
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    out = tmp_path / "j"
+    code = main(["calibrate", "joint", "--spec", str(models / "joint_mrd.toml"), "--simulations", "2",
+                 "--out", str(out), "--design", str(EXAMPLE), "--workers", "0"])
+    text = capsys.readouterr().out
+    assert code == 2 and "MRD submodel has no generator" in text and "Traceback" not in text
+    assert main(["calibrate", "cart", "--variant", "cure", "--simulations", "2", "--out", str(out),
+                 "--design", str(EXAMPLE), "--workers", "0"]) == 2
+    assert "the CAR-T model has none" in capsys.readouterr().out
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_joint_simulation_records_every_quantity(joint_problem):
+    theta = joint_problem.draw_prior(1, random_seed=8)[0]
+    record = run_simulation(joint_problem, 0, theta, settings=study_settings(dict(chains=2, tune=100, draws=100)))
+    assert record["status"] == "ok", record["error"]
+    expected = {"log_hr", "log_shape", "log_scale_years", "logit_cure", "cure_log_or", "log_hr_per_log_cmax",
+                "log_hr_cart_loss", "hazard_ratio_total", "hazard_ratio_direct", "hazard_ratio_indirect",
+                "proportion_mediated", "cure_fraction_difference", "cmax_gmr", "persistence_half_life_ratio",
+                "log_likelihood"} | CART_PARAMETERS
+    assert expected <= set(record["quantities"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("control", ["shifted_prior", "substituted_blq"])
+def test_cart_sbc_flags_a_broken_fit(cart_problem, tmp_path, control):
+    from toolkit.calibration.controls import SubstitutedBlqCart
+
+    if control == "shifted_prior":
+        broken = shifted_prior(cart_problem, "mu_persistence", shift=1.5, scale=0.5)
+        expected = {"mu_kinetic[persistence]", "half_life_persistence_days_control"}
+    else:
+        broken = SubstitutedBlqCart(cart_problem.design)
+        expected = None
+    table, overview = _study(broken, tmp_path, control)
+    assert not overview["passed"]
+    if expected:
+        assert expected & set(overview["failing"])
+
+
+@pytest.mark.slow
+def test_joint_sbc_flags_a_shifted_association_prior(joint_problem, tmp_path):
+    broken = shifted_prior(joint_problem, "log_hr_cart_loss", shift=1.5, scale=0.5)
+    table, overview = _study(broken, tmp_path, "joint_prior")
+    assert not overview["passed"]
+    assert "log_hr_cart_loss" in overview["failing"]
+
+
+def test_report_includes_a_calibration_summary(tmp_path):
+    import pandas as pd
+
+    from toolkit.calibration.report import calibration_fragment
+    from toolkit.calibration.runner import STUDY_FILE, SIM_DIR
+
+    study = tmp_path / "study"
+    (study / SIM_DIR).mkdir(parents=True)
+    (study / STUDY_FILE).write_text(json.dumps({"problem": {"model": "cart", "variant": "v",
+                                                            "design": {"source": "example"}},
+                                                "settings": {"chains": 2}}))
+    rng = np.random.default_rng(0)
+    for sim in range(30):
+        rows = [{"sim": sim, "status": "ok", "error": "", "converged": sim % 10 != 0, "quantity": q, "kind": "parameter",
+                 "prior_value": rng.normal(), "rank": 0, "n_kept": 100, "pit": pit, "post_mean": 0.0, "post_sd": sd,
+                 "share_finite": 1.0, "divergences": 0, "max_rhat": 1.0, "min_ess_bulk": 500.0, "thin": 1,
+                 "seconds": 1.0, "sampling_seconds": 1.0, "compile_seconds": 0.0, "events": -1, "worker_pid": 1,
+                 "min_ess_tail": 500.0}
+                for q, pit, sd in (("good", rng.uniform(), 0.1 * rng.uniform() + 0.1),
+                                   ("bad", 0.5 + 0.01 * rng.uniform(), 1.0))]
+        pd.DataFrame(rows).to_parquet(study / SIM_DIR / f"sim_{sim:05d}.parquet")
+    fragment = calibration_fragment(study)
+    assert "<code>good</code>" in fragment.split("Calibrated")[1].split("</li>")[0]
+    assert "<code>bad</code>" in fragment.split("Not calibrated")[1].split("</li>")[0]
+    assert "3 of 30" in fragment and "class='bad'" in fragment  # 10% not converged, above the 2% tolerated
+    with pytest.raises(StudyError, match="not a calibration study folder"):
+        calibration_fragment(tmp_path)
+
+
+def test_cart_start_values_reproduce_the_builders_starts(cart_problem):
+    # for the design's own data they are the compiled model's starts (the builder's formula, not a copy of it)
+    inputs = cart_problem.inputs()
+    start = cart_problem.fit_model().initial_point()
+    starts = cart_problem.start_values({"log_value": inputs.log_value, "censored": inputs.censored})
+    for name, value in starts.items():
+        assert np.allclose(value, start[name]), name
+    # and they follow the simulated data
+    data = cart_problem.simulate(cart_problem.draw_prior(1, random_seed=9)[0], random_seed=1)
+    moved = cart_problem.start_values(data)
+    assert not np.allclose(moved["z_kinetic_scaled__"], starts["z_kinetic_scaled__"])

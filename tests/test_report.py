@@ -104,3 +104,33 @@ def test_pdf_is_printed(runs, tmp_path):
     out = tmp_path / "report.html"
     assert main(["report", str(runs / "cure"), "--out", str(out), "--pdf"]) == 0
     assert out.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def _tiny_study(folder):
+    """A calibration study folder with two quantities, one calibrated, one not (no sampling)."""
+    import numpy as np
+    import pandas as pd
+
+    (folder / "simulations").mkdir(parents=True)
+    (folder / "study.json").write_text(json.dumps({"problem": {"model": "durability", "variant": "cure",
+                                                               "design": {"source": "example"}}, "settings": {}}))
+    rng = np.random.default_rng(1)
+    for sim in range(30):
+        rows = [{"sim": sim, "status": "ok", "error": "", "converged": True, "quantity": q, "kind": "parameter",
+                 "prior_value": rng.normal(), "rank": 0, "n_kept": 100, "pit": pit, "post_mean": 0.0, "post_sd": 0.2}
+                for q, pit in (("log_hr", rng.uniform()), ("logit_cure", 0.5 + 0.01 * rng.uniform()))]
+        pd.DataFrame(rows).to_parquet(folder / "simulations" / f"sim_{sim:05d}.parquet")
+    return folder
+
+
+def test_report_includes_calibration_summaries_and_refuses_a_non_study(runs, tmp_path, capsys):
+    study = _tiny_study(tmp_path / "study")
+    out = tmp_path / "report.html"
+    assert main(["report", str(runs / "cure"), "--out", str(out), "--calibration", str(study)]) == 0
+    text = out.read_text()
+    assert "Calibration: durability" in text and "<code>logit_cure</code>" in text
+    bad = tmp_path / "bad.html"
+    assert main(["report", str(runs / "cure"), "--out", str(bad), "--calibration", str(tmp_path)]) == 2
+    message = capsys.readouterr().out
+    assert "not a calibration study folder" in message and "Traceback" not in message
+    assert not bad.exists()

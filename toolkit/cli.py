@@ -663,7 +663,7 @@ def cmd_report(args) -> int:
     console = _console()
     try:
         out = write_report(args.runs, args.out, show_small_cells=args.show_small_cells, pdf=args.pdf,
-                           template_dir=args.templates)
+                           template_dir=args.templates, calibration=args.calibration)
     except (FileNotFoundError, RuntimeError, ValueError) as err:
         console.print(f"[red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
@@ -1090,6 +1090,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-small-cells", action="store_true", help="show counts below 5 in summary tables")
     p.add_argument("--templates", metavar="DIR", help="folder with reworded copies of report templates "
                    "(toolkit/templates/report/*.html.j2); each file found there replaces the original")
+    p.add_argument("--calibration", action="append", metavar="STUDY",
+                   help="add the summary of a `toolkit calibrate` study folder (repeatable)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("run-notebooks", help="execute every analysis notebook on a cohort (executed .ipynb + HTML)")
@@ -1106,12 +1108,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_notebooks)
 
     p = sub.add_parser("calibrate", help="simulation-based calibration of a model at the trial's design (Dask)")
-    p.add_argument("model", help="durability (cart, mrd, joint: not yet)")
+    p.add_argument("model", help="durability, cart or joint (mrd: not yet)")
     p.add_argument("--spec", help="analysis spec (models/*.toml): priors, options, sampler settings")
     p.add_argument("--simulations", type=int, required=True, help="number of simulations the study should hold")
     p.add_argument("--out", required=True, help="results folder (resumable with --resume)")
     p.add_argument("--design", help="cohort folder whose design is used (default: the default simulated trial)")
-    p.add_argument("--variant", choices=["weibull", "cure"], help="durability variant (overrides the spec)")
+    p.add_argument("--variant", choices=["weibull", "cure"], help="durability or joint variant (overrides the spec)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in-process)")
     group.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")

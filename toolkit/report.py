@@ -408,8 +408,21 @@ def _fragment(name: str, runs: list[Run]) -> Markup:
     return Markup("\n").join(Markup(make(run) or "") for run in runs)
 
 
-def render_report(runs: list[Run], *, show_small_cells: bool = False, template_dir=None) -> str:
-    """The report as an HTML string, rendered from ``report.html.j2`` and its section templates."""
+def _calibration_sections(studies: list | None) -> Markup:
+    """The summary of each ``toolkit calibrate`` study (:func:`toolkit.calibration.report.calibration_fragment`)."""
+    if not studies:
+        return Markup("")
+    from toolkit.calibration.report import calibration_fragment
+
+    return Markup("\n").join(Markup(calibration_fragment(study)) for study in studies)
+
+
+def render_report(runs: list[Run], *, show_small_cells: bool = False, template_dir=None,
+                  calibration: list | None = None) -> str:
+    """The report as an HTML string, rendered from ``report.html.j2`` and its section templates.
+
+    ``calibration``: folders of ``toolkit calibrate`` studies whose summaries go in the Calibration section.
+    """
     import jinja2
 
     env = template_environment(template_dir)
@@ -439,6 +452,7 @@ def render_report(runs: list[Run], *, show_small_cells: bool = False, template_d
         "show_small_cells": show_small_cells, "small_cell": SMALL_CELL,
         "appendix": _fragment("diagnostics_appendix", ordered),
         "sensitivity": _fragment("sensitivity_section", ordered),
+        "calibration": _calibration_sections(calibration),
     }
     try:
         return env.get_template("report.html.j2").render(context)
@@ -540,7 +554,7 @@ def _replace_atomically(out: Path, write) -> None:
 
 
 def write_report(run_dirs: list, out, *, show_small_cells: bool = False, pdf: bool = False,
-                 template_dir=None) -> Path:
+                 template_dir=None, calibration: list | None = None) -> Path:
     """Write the report for ``run_dirs`` to ``out`` (HTML; and ``out`` with .pdf if ``pdf``).
 
     The destination is checked first, then every run is loaded (checked
@@ -554,7 +568,8 @@ def write_report(run_dirs: list, out, *, show_small_cells: bool = False, pdf: bo
     runs = [load_run(d) for d in run_dirs]
     for run in runs:
         check_report_summary(run)
-    text = render_report(runs, show_small_cells=show_small_cells, template_dir=template_dir)
+    text = render_report(runs, show_small_cells=show_small_cells, template_dir=template_dir,
+                         calibration=calibration)
     out.parent.mkdir(parents=True, exist_ok=True)
     _replace_atomically(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     if pdf:

@@ -3,7 +3,7 @@
 - :mod:`toolkit.calibration.api`: ``calibrate(model, spec=..., simulations=..., out=...)``, what the
   ``toolkit calibrate`` command and notebooks call;
 - :mod:`toolkit.calibration.generators`: each model's own generator (prior, likelihood at a design,
-  test quantities);
+  test quantities); :mod:`toolkit.calibration.kinetics`: the CAR-T and joint models' generators;
 - :mod:`toolkit.calibration.runner`: one simulation, a study on a local or existing Dask cluster, the
   resumable results store;
 - :mod:`toolkit.calibration.metrics`: rank uniformity tests, simultaneous ECDF bands, coverage,

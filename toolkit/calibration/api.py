@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolkit.calibration.runner import StudyError, StudySettings, run_study
+from toolkit.calibration.runner import StudyError, run_study, study_settings
 
 __all__ = ["CALIBRATED_MODELS", "build_problem", "calibrate"]
 
 #: models with an own generator; the others are named with what is missing
-CALIBRATED_MODELS = ("durability",)
-PLANNED_MODELS = ("cart", "mrd", "joint")
+CALIBRATED_MODELS = ("durability", "cart", "joint")
+#: the MRD model's builder fixes which assessments are censored (constant row indices), so a compiled
+#: model cannot take new simulated data with ``with_data``; its generator waits for a swappable builder
+PLANNED_MODELS = ("mrd",)
 
 
 def build_problem(model: str, *, spec: dict | None = None, design_cohort=None, variant: str | None = None,
@@ -22,7 +24,8 @@ def build_problem(model: str, *, spec: dict | None = None, design_cohort=None, v
     """
     if model in PLANNED_MODELS:
         raise StudyError(f"model {model!r} has no calibration generator yet (available: "
-                         f"{', '.join(CALIBRATED_MODELS)}); see docs/calibration.md for what remains")
+                         f"{', '.join(CALIBRATED_MODELS)}): its builder fixes which assessments are censored, so a "
+                         "compiled fit cannot take new simulated data; see docs/calibration.md for what remains")
     if model not in CALIBRATED_MODELS:
         raise StudyError(f"unknown model {model!r}; valid: {', '.join(CALIBRATED_MODELS + PLANNED_MODELS)}")
     from toolkit.calibration.generators import DurabilityCalibration, default_design_cohort, durability_design
@@ -30,19 +33,55 @@ def build_problem(model: str, *, spec: dict | None = None, design_cohort=None, v
     from toolkit.fitting import DurabilityOptions
     from toolkit.specs import merged_options
 
+    if design_cohort is None:
+        design_cohort = default_design_cohort(Path(work_dir or ".") / "default_design")
+    elif not hasattr(design_cohort, "merged"):
+        design_cohort = load_cohort(design_cohort)
+    if model in ("cart", "joint"):
+        return _kinetic_problem(model, spec, design_cohort, variant)
     options = merged_options(spec, {"variant": variant})
     known = set(DurabilityOptions.__dataclass_fields__)
     options = DurabilityOptions(**{k: v for k, v in options.items() if k in known})
     if options.endpoint not in ("rfs", "efs") or options.hsct != "censor":
         raise StudyError(f"the durability generator covers endpoints 'rfs' and 'efs' with HSCT 'censor' (the "
                          f"primary analyses); this spec asks for endpoint {options.endpoint!r}, HSCT {options.hsct!r}")
-    if design_cohort is None:
-        design_cohort = default_design_cohort(Path(work_dir or ".") / "default_design")
-    elif not hasattr(design_cohort, "merged"):
-        design_cohort = load_cohort(design_cohort)
     design = durability_design(design_cohort, covariates=options.covariates)
     return DurabilityCalibration(design, variant=options.variant, priors=options.prior_set(),
                                  days=tuple(options.days), endpoint=options.endpoint)
+
+
+def _kinetic_problem(model: str, spec: dict | None, cohort, variant: str | None):
+    """The CAR-T or joint calibration problem with the spec's options and priors at the cohort's design."""
+    from toolkit.calibration.kinetics import CartCalibration, JointCalibration, cart_design, joint_design
+    from toolkit.data.inputs import ModelDataError
+    from toolkit.fitting import CartOptions, JointOptions
+    from toolkit.specs import merged_options
+
+    options = merged_options(spec, {"variant": variant} if model == "joint" else {})
+    if model == "cart":
+        if variant is not None:
+            raise StudyError("--variant is a durability or joint option; the CAR-T model has none")
+        known = set(CartOptions.__dataclass_fields__)
+        options = CartOptions(**{k: v for k, v in options.items() if k in known})
+        try:
+            design = cart_design(cohort, covariates=options.covariates)
+        except ModelDataError as err:
+            raise StudyError(f"the design cohort cannot carry the CAR-T model: {err}") from err
+        return CartCalibration(design, priors=options.prior_set(design.inputs.unit),
+                               effects_on=tuple(options.effects_on))
+    known = set(JointOptions.__dataclass_fields__)
+    options = JointOptions(**{k: v for k, v in options.items() if k in known})
+    if options.kinetics != "joint" or set(options.associations) - {"log_cmax", "cart_loss"}:
+        raise StudyError(f"the joint generator covers kinetics 'joint' with the CAR-T associations (log_cmax, "
+                         f"cart_loss); this spec asks for kinetics {options.kinetics!r}, associations "
+                         f"{', '.join(options.associations)} (the MRD submodel has no generator yet)")
+    try:
+        design = joint_design(cohort, covariates=options.covariates)
+    except ModelDataError as err:
+        raise StudyError(f"the design cohort cannot carry the joint model: {err}") from err
+    return JointCalibration(design=design, priors=options.prior_set(),
+                            cart_priors=options.cart_prior_set(design.cart.inputs.unit), variant=options.variant,
+                            associations=tuple(options.associations), tau_days=float(options.tau_days))
 
 
 def calibrate(model: str, *, simulations: int, out: str | Path, spec: str | Path | dict | None = None,
@@ -73,8 +112,7 @@ def calibrate(model: str, *, simulations: int, out: str | Path, spec: str | Path
     sampler = dict((spec or {}).get("sampler", {}))
     given = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "target_accept": target_accept}
     sampler.update({k: v for k, v in given.items() if v is not None})
-    settings = StudySettings(**{k: sampler[k] for k in ("chains", "tune", "draws", "target_accept", "seed")
-                                if k in sampler})
+    settings = study_settings(sampler)
     out = Path(out)
     problem = build_problem(model, spec=spec, design_cohort=design, variant=variant, work_dir=out)
     run_study(problem, simulations, out, settings=settings, workers=workers, scheduler=scheduler, resume=resume,

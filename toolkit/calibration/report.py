@@ -14,7 +14,7 @@ from toolkit.calibration.metrics import COVERAGE_LEVELS, summarize_study
 from toolkit.calibration.runner import STUDY_FILE, load_results
 from toolkit.plots.style import save_figure
 
-__all__ = ["write_calibration_report"]
+__all__ = ["calibration_fragment", "write_calibration_report"]
 
 #: share of non-converged fits the study tolerates before it says so in red
 MAX_UNCONVERGED_SHARE = 0.02
@@ -131,3 +131,47 @@ doi:10.1214/23-BA1404; Säilynoja, Bürkner &amp; Vehtari (2022) Statistics and 
     return path
 
 
+
+
+def calibration_fragment(study: str | Path) -> str:
+    """A short HTML section on a calibration study, for a model's report (``toolkit report --calibration``).
+
+    It names the model and the study's size and sampler settings, which quantities
+    are calibrated, which fail or are suspect, which are learned mostly from the
+    prior at this design, and the share of fits that failed the convergence
+    verdict. It reads ``calibration.json`` when the study has been summarized,
+    else summarizes the stored simulations; a folder without a study raises
+    ``StudyError`` naming it.
+    """
+    from toolkit.calibration.runner import StudyError
+
+    study = Path(study)
+    if not (study / STUDY_FILE).exists():
+        raise StudyError(f"{study}: not a calibration study folder (no {STUDY_FILE}); give the --out folder of "
+                         "a `toolkit calibrate` run")
+    summary = study / "calibration.json"
+    if summary.exists():
+        payload = json.loads(summary.read_text())
+        config, overview, quantities = payload["config"], payload["overview"], payload["quantities"]
+    else:
+        config = json.loads((study / STUDY_FILE).read_text())
+        table, overview = summarize_study(load_results(study))
+        quantities = json.loads(table.to_json(orient="index"))
+    problem, settings = config.get("problem", {}), config.get("settings", {})
+    by = lambda key, value: [q for q, r in quantities.items() if r.get(key) == value]  # noqa: E731
+    calibrated, failing = by("verdict", "calibrated"), by("verdict", "fails")
+    suspect, prior = by("verdict", "suspect"), by("learned_from", "mostly the prior")
+    n, share = overview.get("succeeded", 0), overview.get("share_not_converged", float("nan"))
+    names = lambda qs: ", ".join(f"<code>{html.escape(q)}</code>" for q in qs) or "none"  # noqa: E731
+    flag = "" if not math.isfinite(share) or share <= MAX_UNCONVERGED_SHARE else " class='bad'"
+    small = (f" With {n} simulations only gross miscalibration is detectable." if n < 100 else "")
+    return f"""<section class="calibration"><h2>Calibration: {html.escape(str(problem.get('model')))}
+({html.escape(str(problem.get('variant', '')))})</h2>
+<p>Simulation-based calibration at the design of <i>{html.escape(str(problem.get('design', {}).get('source', '?')))}</i>:
+{n} simulations, each fitted with {html.escape(json.dumps(settings))}; {overview.get('failed', 0)} failed with an
+error.{small}</p>
+<ul><li>Calibrated (ranks uniform): {names(calibrated)}.</li>
+<li>Not calibrated: {names(failing)}; suspect: {names(suspect)}.</li>
+<li>Learned mostly from the prior at this design (posterior SD &gt; 80% of prior SD): {names(prior)}.</li>
+<li{flag}>Fits failing the convergence verdict: {overview.get('not_converged', 0)} of {n}
+({_fmt(100 * share, 2)}%); kept in the ranks.</li></ul></section>"""

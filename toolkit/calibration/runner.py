@@ -31,12 +31,13 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StudyError", "StudySettings", "load_results", "run_simulation", "run_study", "start_local_cluster"]
+from toolkit.inference import SamplerSettings
+
+__all__ = ["StudyError", "study_settings", "load_results", "run_simulation", "run_study", "start_local_cluster"]
 
 STUDY_FILE = "study.json"
 SIM_DIR = "simulations"
@@ -52,20 +53,24 @@ class StudyError(ValueError):
     """A study that cannot be started or resumed; the message says why and what to do."""
 
 
-@dataclass(frozen=True)
-class StudySettings:
-    """Sampler settings of every fit in a study, and the study's seed."""
+def study_settings(sampler: dict | None = None) -> SamplerSettings:
+    """The toolkit's :class:`~toolkit.inference.SamplerSettings` of a study, from a spec's ``[sampler]`` table.
 
-    chains: int = 4
-    tune: int = 1000
-    draws: int = 1000
-    target_accept: float = 0.9
-    seed: int = 20261125
+    A study uses one settings type with every fit: ``seed`` (the spec's name) is
+    ``random_seed``; fits always run on nutpie, one core a worker, without a
+    progress bar. Keys a study does not use (e.g. ``backend``) are ignored.
+    """
+    sampler = dict(sampler or {})
+    if "seed" in sampler:
+        sampler["random_seed"] = sampler.pop("seed")
+    known = {"chains", "tune", "draws", "target_accept", "random_seed"}
+    return SamplerSettings(**{k: v for k, v in sampler.items() if k in known}, progressbar=False, cores=1)
 
-    def __post_init__(self):
-        for name in ("chains", "tune", "draws"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+
+def settings_record(settings: SamplerSettings) -> dict:
+    """What ``study.json`` stores of the settings (the keys a resumed study must match; names as in a spec)."""
+    return {"chains": int(settings.chains), "tune": int(settings.tune), "draws": int(settings.draws),
+            "target_accept": float(settings.target_accept), "seed": int(settings.random_seed)}
 
 
 # --------------------------------------------------------------------------- one simulation
@@ -85,11 +90,18 @@ def _prepared(problem) -> dict:
         loglik = problem.loglik_function()
         _WORKER_CACHE.clear()  # one study at a time per worker; compiled models hold memory
         _WORKER_CACHE[key] = {"compiled": compiled, "names": problem.parameter_names(model), "loglik": loglik,
-                              "compile_seconds": time.perf_counter() - t0, "used": False}
+                              "compile_seconds": time.perf_counter() - t0, "used": False,
+                              # the compiled model's start (unconstrained, before jitter), in its flat order
+                              "start": model.initial_point(),
+                              "value_names": [model.rvs_to_values[rv].name for rv in model.free_RVs]}
     return _WORKER_CACHE[key]
 
 
 def _vector_labels(problem, name: str, size: int) -> list[str]:
+    if hasattr(problem, "vector_labels"):  # e.g. the CAR-T model's kinetic parameter names
+        labels = problem.vector_labels(name, size)
+        if labels is not None:
+            return list(labels)
     covariates = list(getattr(problem.design, "covariates", ()))
     return covariates if len(covariates) == size and name in ("beta_std", "gamma_std") else [str(j) for j in range(size)]
 
@@ -97,7 +109,11 @@ def _vector_labels(problem, name: str, size: int) -> list[str]:
 def quantity_draws(problem, draws: dict[str, np.ndarray], data: dict, loglik) -> dict[str, tuple[str, np.ndarray]]:
     """Every test quantity per draw: ``{name: (kind, values)}``, kind parameter, estimand or loglik."""
     out = {}
+    # draws a problem needs but does not rank (patient-level parameters, inputs of its estimands)
+    unranked = set(getattr(problem, "unranked_parameters", lambda: ())())
     for name, v in draws.items():
+        if name in unranked:
+            continue
         v = np.asarray(v, float)
         if v.ndim == 1:
             out[name] = ("parameter", v)
@@ -111,13 +127,35 @@ def quantity_draws(problem, draws: dict[str, np.ndarray], data: dict, loglik) ->
     return out
 
 
+def with_starts(compiled, prep: dict, starts: dict):
+    """``compiled`` starting its chains at ``starts`` (unconstrained values by value-variable name).
+
+    The compiled model's starting-point function (the model's start plus the
+    sampler's jitter) is shifted by ``starts - start`` in the flat order of the free
+    variables; variables not in ``starts`` keep their start. Used by problems whose
+    builder derives starting values from the data (``problem.start_values(data)``):
+    the compiled model holds the placeholder data's starts otherwise.
+    """
+    import dataclasses
+
+    offset = np.concatenate([
+        (np.asarray(starts[name], float) - np.asarray(prep["start"][name], float)).ravel() if name in starts
+        else np.zeros(np.asarray(prep["start"][name]).size) for name in prep["value_names"]])
+    base = compiled.initial_point_func
+
+    def initial_point(seed=None):
+        return base(seed) + offset
+
+    return dataclasses.replace(compiled, initial_point_func=initial_point)
+
+
 def _rank(post: np.ndarray, true: float, rng) -> tuple[int, int]:
     less = int(np.sum(post < true))
     ties = int(np.sum(post == true))
     return less + int(rng.integers(0, ties + 1)), post.size
 
 
-def run_simulation(problem, sim: int, theta: dict, *, settings: StudySettings) -> dict:
+def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings) -> dict:
     """One SBC simulation; never raises: an error is returned as ``status = "error"`` with its message."""
     t0 = time.perf_counter()
     record = {"sim": int(sim), "status": "ok", "error": "", "worker_pid": os.getpid(), "converged": False,
@@ -133,14 +171,16 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: StudySettings) -
         if not prep["used"]:
             record["compile_seconds"] = prep["compile_seconds"]
             prep["used"] = True
-        data = problem.simulate(theta, random_seed=[settings.seed, sim, 0])
+        data = problem.simulate(theta, random_seed=[settings.random_seed, sim, 0])
         record["events"] = int(np.sum(data.get("event", -1)))
         # only containers the compiled likelihood reads; the rest (e.g. ``event`` beside a separate NRM) are unused
         known = {var.name for var in prep["compiled"].shared_var_keys}
         compiled = prep["compiled"].with_data(**{k: v for k, v in problem.data_updates(data).items() if k in known})
+        if hasattr(problem, "start_values"):  # data-informed starts (e.g. the CAR-T model's patient parameters)
+            compiled = with_starts(compiled, prep, problem.start_values(data))
         t1 = time.perf_counter()
         dt = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=1,
-                           seed=int((settings.seed * 1_000_003 + sim) % 2**63), progress_bar=False,
+                           seed=int((settings.random_seed * 1_000_003 + sim) % 2**63), progress_bar=False,
                            save_warmup=False, target_accept=settings.target_accept)
         record["sampling_seconds"] = time.perf_counter() - t1
         names = prep["names"]
@@ -157,7 +197,7 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: StudySettings) -
         truth = {n: np.asarray(theta[n], float)[None] for n in names}
         q_post = quantity_draws(problem, draws, data, prep["loglik"])
         q_true = quantity_draws(problem, truth, data, prep["loglik"])
-        rng = np.random.default_rng([settings.seed, sim, 1])
+        rng = np.random.default_rng([settings.random_seed, sim, 1])
         for name, (kind, values) in q_post.items():
             true = float(q_true[name][1][0])
             rank, n_kept = _rank(values, true, rng)
@@ -339,7 +379,7 @@ class Progress:
                 f"about {eta} left; {self.failed} failed, {self.unconverged} not converged")
 
 
-def run_study(problem, n_simulations: int, out: str | Path, *, settings: StudySettings | None = None,
+def run_study(problem, n_simulations: int, out: str | Path, *, settings: SamplerSettings | None = None,
               workers: int | None = None, scheduler: str | None = None, resume: bool = False,
               progress: bool | object = True) -> Path:
     """Run (or resume) an SBC study of ``problem`` and store every simulation under ``out``.
@@ -362,16 +402,16 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: StudySe
         raise StudyError(f"--simulations must be at least 1, got {n_simulations}")
     if workers is not None and workers < 0:
         raise StudyError(f"--workers must be 0 (in this process) or more, got {workers}")
-    settings = settings or StudySettings()
+    settings = settings or study_settings()
     out = Path(out)
-    config = {"problem": problem.describe(), "settings": asdict(settings), "n_simulations": int(n_simulations),
+    config = {"problem": problem.describe(), "settings": settings_record(settings), "n_simulations": int(n_simulations),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _check_or_write_config(out, config, resume=resume)
     todo = [s for s in range(n_simulations) if s not in done_simulations(out)]
     tracker = progress if hasattr(progress, "update") else (Progress(len(todo)) if progress else None)
     if not todo:
         return out
-    thetas = prior_draws(problem, todo, seed=settings.seed)
+    thetas = prior_draws(problem, todo, seed=settings.random_seed)
 
     def store(record: dict) -> None:
         _write_atomic(record_frame(record), _sim_path(out, record["sim"]))

@@ -1,0 +1,531 @@
+r"""Own generators of the CAR-T kinetic model and of the joint model, for simulation-based calibration.
+
+They follow the protocol of :class:`toolkit.calibration.generators.DurabilityCalibration`
+(``describe``, ``cache_key``, ``generator_model``, ``fit_model``, ``parameter_names``,
+``draw_prior``, ``simulate``, ``data_updates``, ``estimand_draws``, ``loglik_function``),
+so the runner, the results store, the metrics and the report treat them alike.
+
+CAR-T design
+------------
+From a cohort folder (``--design``) or the default simulated trial: every
+infused patient, their arm and covariates, each sample's day and its own LLOQ
+(``to_cart_inputs``: the rows the model is fitted to). What is simulated is the
+level of each sample from the model's likelihood at a prior draw theta*:
+
+.. math::
+
+    \log y_s = \log C_{p(s)}(t_s;\,\theta^*_{p(s)}) + \sigma^*\varepsilon_s,\quad \varepsilon_s\sim N(0,1),
+
+and a sample with :math:`\log y_s < \log \mathrm{LLOQ}_s` is reported below the limit,
+left-censored at its own row's LLOQ (Beal 2001, M3), exactly the censoring the
+model's likelihood assumes. The patient parameters theta*_p come from the same
+``pm.draw`` as the population parameters (the builder's hierarchy). The design
+cohort's own observations are the placeholder data of the compiled model:
+they fix the builder's data-dependent sampler coordinates (which patient
+parameters are centred, and the starting values); the posterior is the same
+whichever coordinates are used.
+
+Test quantities: the population parameters (``mu_kinetic``, ``omega_kinetic``,
+``arm_effect``, ``sigma_log``, ``covariate_effect``; one per kinetic parameter),
+every decision estimand of :func:`toolkit.estimands.cart_estimands` that is a
+posterior quantity (per-arm typical-patient quantities, ``cmax_gmr``,
+``auc28_gmr``, ``tmax_difference_days``, ``persistence_half_life_ratio``) and
+the joint log-likelihood. Patient-level parameters are sampled and diagnosed
+but not ranked (hundreds of them would only dilute the study-wide threshold).
+
+Joint design
+------------
+The CAR-T design above plus the responders of the cohort: their arm, response
+day, usual LLOQ (which defines loss of CAR-T) and a fixed end of follow-up for
+relapse c_i (last follow-up; a consolidative HSCT or a death in remission
+first ends it, the cause-specific censoring the model assumes). Relapse times
+come from inverting the model's own cumulative hazard (with the same 30-day
+smoothing of the CAR-T-loss step, :func:`toolkit.models.joint.relapse_cumhaz`):
+cured ~ Bernoulli(pi_i) never relapse (cure variant); otherwise T_i solves
+H_i(T_i) = E_i, E_i ~ Exp(1), by bisection; the observation is min(T_i, c_i).
+Test quantities: the relapse parameters, the CAR-T population parameters, the
+mediation estimands of :func:`toolkit.joint_estimands.mediation_draws`, the cure
+fractions, ``cmax_gmr``, ``persistence_half_life_ratio`` and the joint
+log-likelihood. The MRD association (``mrd_clearance``) is not covered: the MRD
+model's likelihood fixes which assessments are censored when it is built, so a
+compiled model cannot take new simulated data (see docs/calibration.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from toolkit.calibration.generators import model_loglik_function, swappable_observations
+from toolkit.data.inputs import DAYS_PER_YEAR, CartInputs, DurabilityInputs
+
+__all__ = ["CartCalibration", "CartDesign", "JointCalibration", "JointDesign", "cart_design", "joint_design",
+           "log_cart_curve_np"]
+
+LN2 = math.log(2.0)
+#: CAR-T population parameters that are ranked (when the model has them)
+CART_RANKED = ("mu_kinetic", "omega_kinetic", "arm_effect", "sigma_log", "covariate_effect")
+#: relapse-part parameters of the joint model that are ranked (when the model has them)
+JOINT_RANKED = ("log_hr", "log_shape", "log_scale_years", "logit_cure", "cure_log_or", "log_hr_per_log_cmax",
+                "log_hr_cart_loss", "beta_std")
+MIN_TIME_YEARS = 0.5 / DAYS_PER_YEAR
+
+
+def _default(fn, name):
+    """A keyword default of ``fn`` (so a Monte-Carlo setting of an estimand is defined once, where it is used)."""
+    return inspect.signature(fn).parameters[name].default
+
+
+def log_cart_curve_np(theta: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`toolkit.models.cart.log_cart_curve` on unconstrained patient parameters (..., 6)."""
+    th = np.asarray(theta, float)
+    beta = LN2 * np.exp(-th[..., 5])
+    alpha = beta + np.exp(th[..., 3])
+    tmax = np.exp(th[..., 1])
+    expansion = th[..., 0] - th[..., 2] * (1.0 - t / tmax)
+    d = t - tmax
+    log_fb, log_1m_fb = -np.logaddexp(0.0, -th[..., 4]), -np.logaddexp(0.0, th[..., 4])
+    contraction = th[..., 0] + np.logaddexp(log_1m_fb - alpha * d, log_fb - beta * d)
+    return np.where(t < tmax, expansion, contraction)
+
+
+def _dataset(draws: dict[str, np.ndarray], dims: dict[str, tuple[str, ...]], coords: dict):
+    """Flat draws (n, ...) as an xarray Dataset with (chain, draw) dims and named coords."""
+    import xarray as xr
+
+    data = {}
+    for name, value in draws.items():
+        value = np.asarray(value, float)
+        names = dims.get(name, tuple(f"{name}_d{i}" for i in range(value.ndim - 1)))
+        data[name] = (("chain", "draw", *names), value[None])
+    return xr.Dataset(data, coords={k: v for k, v in coords.items()
+                                    if any(k in d for d in dims.values())})
+
+
+# --------------------------------------------------------------------------- CAR-T
+
+
+@dataclass(frozen=True)
+class CartDesign:
+    """What stays fixed across simulations: patients, arms, covariates, sampling days, each sample's LLOQ.
+
+    ``inputs`` are the design cohort's :class:`CartInputs` with identifiers replaced
+    by ``sim0000``...; their observations are only the compiled model's placeholder.
+    """
+
+    inputs: CartInputs
+    source: str = "default trial"
+
+    @property
+    def n_patients(self) -> int:
+        return self.inputs.n_patients
+
+    def summary(self) -> dict:
+        """JSON-able description (counts, days, share below the LLOQ; no identifiers)."""
+        i = self.inputs
+        return {"source": self.source, "patients": i.n_patients,
+                "per_arm": {"control": int((i.arm == 0).sum()), "experimental": int((i.arm == 1).sum())},
+                "samples": i.n_samples, "covariates": list(i.covariates), "unit": i.unit,
+                "design_share_below_lloq": float(np.mean(i.censored)),
+                "days": {"min": float(i.day.min()), "max": float(i.day.max())}}
+
+
+def _anonymous(inputs, n: int):
+    return [f"sim{j:04d}" for j in range(n)]
+
+
+def cart_design(cohort, *, covariates=()) -> CartDesign:
+    """The CAR-T design of a cohort (``to_cart_inputs``: every infused patient, their samples and limits)."""
+    from toolkit.data.inputs import to_cart_inputs
+
+    inputs = to_cart_inputs(cohort, covariates=list(covariates))
+    if not np.isfinite(inputs.log_lloq).all():
+        raise ValueError(f"the design cohort {cohort.path.name} records no LLOQ for some samples; the generator "
+                         "censors each sample at its own limit, so fill the lloq column of cart_kinetics.csv")
+    inputs = replace(inputs, patient_ids=_anonymous(inputs, inputs.n_patients), warnings=())
+    return CartDesign(inputs=inputs, source=cohort.path.name)
+
+
+@dataclass(frozen=True)
+class CartCalibration:
+    """SBC problem of the CAR-T kinetic model (``toolkit.models.cart``) at a design."""
+
+    design: CartDesign
+    priors: object = None
+    fit_priors: object = None
+    effects_on: tuple = ("cmax", "tmax", "foldx", "alpha", "fb", "persistence")
+    model_name: str = "cart"
+    variant: str = "hierarchical Stein"
+
+    def __post_init__(self):
+        from toolkit.models.cart import CartPriors, check_effects_on
+
+        object.__setattr__(self, "effects_on", tuple(check_effects_on(self.effects_on)))
+        if self.priors is None:
+            object.__setattr__(self, "priors", CartPriors.for_unit(self.design.inputs.unit))
+        if self.fit_priors is None:
+            object.__setattr__(self, "fit_priors", self.priors)
+
+    # ---- identity -------------------------------------------------------------------------
+
+    def describe(self) -> dict:
+        return {"model": self.model_name, "variant": self.variant, "class": type(self).__qualname__,
+                "effects_on": list(self.effects_on), "priors": self.priors.as_dict(),
+                "fit_priors": self.fit_priors.as_dict(), "design": self.design.summary()}
+
+    def _design_arrays(self):
+        i = self.design.inputs
+        return (i.arm, i.sample_patient, i.day, i.log_lloq, i.log_value, i.censored, i.x_std)
+
+    def cache_key(self) -> str:
+        h = hashlib.sha256(json.dumps(self.describe(), sort_keys=True, default=str).encode())
+        for a in self._design_arrays():
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
+
+    # ---- models ---------------------------------------------------------------------------
+
+    def inputs(self) -> CartInputs:
+        return self.design.inputs
+
+    def _build(self, priors):
+        from toolkit.models.cart import build_cart_model
+
+        return swappable_observations(build_cart_model(self.inputs(), priors, effects_on=self.effects_on))
+
+    def generator_model(self):
+        return self._build(self.priors)
+
+    def fit_model(self):
+        return self._build(self.fit_priors)
+
+    def data_updates(self, data: dict) -> dict:
+        censored = np.asarray(data["censored"], int)
+        return {"log_level_observed": data["log_value"], "censored": censored,
+                "censored_rows": np.flatnonzero(censored).astype(np.int64)}
+
+    def kinetic_fit_priors(self):
+        """The CAR-T priors of the fitted model."""
+        return self.fit_priors
+
+    def start_values(self, data: dict) -> dict[str, np.ndarray]:
+        """Starting values of the patient parameters for ``data``, as the builder derives them from a cohort.
+
+        ``build_cart_model`` starts each patient at data-informed values
+        (:func:`toolkit.models.cart.initial_patient_theta`), which the compiled model
+        holds for its placeholder data; these are the same starts for the simulated
+        data, on the sampler's scale (``z_kinetic`` x2, ``theta_centered`` x5; see
+        ``ScaledTransform``), with the placeholder's choice of centred entries.
+        Without them many fits had chains in different local modes (R-hat > 1.5).
+        """
+        from toolkit.models.cart import HALFNORMAL_MEDIAN, centering_mask, initial_patient_theta
+
+        design = self.inputs()
+        priors = self.kinetic_fit_priors()
+        sim = replace(design, log_value=np.asarray(data["log_value"], float),
+                      censored=np.asarray(data["censored"], int))
+        theta0 = initial_patient_theta(sim, priors)
+        omega = priors.omega()
+        omega0 = (omega[:, 0] * np.exp(0.5 * omega[:, 1] ** 2) if priors.omega_family == "lognormal"
+                  else omega[:, 0] / HALFNORMAL_MEDIAN)
+        z0 = (theta0 - priors.mu()[:, 0]) / omega0
+        mask = centering_mask(design).ravel()
+        starts = {"z_kinetic_scaled__": 2.0 * z0.ravel()[~mask]}
+        if mask.any():
+            starts["theta_centered_scaled__"] = 5.0 * theta0.ravel()[mask]
+        return starts
+
+    # ---- generator ------------------------------------------------------------------------
+
+    def ranked(self) -> tuple[str, ...]:
+        return CART_RANKED
+
+    def parameter_names(self, model) -> list[str]:
+        """Ranked population parameters, then what the estimands and log-likelihood read (not ranked)."""
+        from toolkit.estimands import CART_ARM_QUANTITIES
+
+        names = [n for n in self.ranked() if n in model.named_vars]
+        names += [n for n in (*CART_ARM_QUANTITIES, "theta_patient") if n not in names]
+        return names + [rv.name for rv in model.free_RVs if rv.name not in names]
+
+    def unranked_parameters(self) -> tuple[str, ...]:
+        from toolkit.estimands import CART_ARM_QUANTITIES
+
+        return (*CART_ARM_QUANTITIES, "theta_patient", "mu_kinetic_std", "arm_effect_std", "z_kinetic",
+                "theta_centered")
+
+    def vector_labels(self, name: str, size: int):
+        from toolkit.models.cart import KINETIC_PARAMETERS
+
+        if name in ("mu_kinetic", "omega_kinetic") and size == len(KINETIC_PARAMETERS):
+            return list(KINETIC_PARAMETERS)
+        if name == "arm_effect" and size == len(self.effects_on):
+            return list(self.effects_on)
+        if name == "covariate_effect":
+            return [f"{c}/{k}" for c in self.inputs().covariates for k in KINETIC_PARAMETERS]
+        return None
+
+    def draw_prior(self, n: int, *, random_seed) -> list[dict[str, np.ndarray]]:
+        """``n`` joint draws of every named parameter from the generator model's prior (one ``pm.draw``)."""
+        import pymc as pm
+
+        model = self.generator_model()
+        names = self.parameter_names(model)
+        rng = np.random.default_rng(random_seed)
+        values = pm.draw([model[name] for name in names], draws=n, random_seed=rng, mode="FAST_COMPILE")
+        if n == 1:
+            values = [np.asarray(v)[None] for v in values]
+        return [{name: np.asarray(v[i]) for name, v in zip(names, values)} for i in range(n)]
+
+    def simulate_levels(self, theta: dict, rng) -> dict[str, np.ndarray]:
+        i = self.inputs()
+        mu = log_cart_curve_np(np.asarray(theta["theta_patient"], float)[i.sample_patient], i.day)
+        y = mu + float(theta["sigma_log"]) * rng.standard_normal(i.n_samples)
+        censored = y < i.log_lloq
+        # a censored row holds its limit (the likelihood reads only that it is below it)
+        return {"log_value": np.where(censored, i.log_lloq, y), "censored": censored.astype(int)}
+
+    def simulate(self, theta: dict, *, random_seed) -> dict[str, np.ndarray]:
+        """Every sample's log level from the likelihood at theta, left-censored at its own LLOQ."""
+        return self.simulate_levels(theta, np.random.default_rng(random_seed))
+
+    # ---- test quantities ------------------------------------------------------------------
+
+    def posterior_like(self, draws: dict[str, np.ndarray]):
+        from toolkit.models.cart import ARMS, KINETIC_PARAMETERS
+
+        dims = {"mu_kinetic": ("kinetic",), "omega_kinetic": ("kinetic",), "arm_effect": ("effect",),
+                "covariate_effect": ("covariate", "kinetic"), "theta_patient": ("patient", "kinetic")}
+        dims.update({q: ("arm",) for q in ("cmax_copies_per_ug", "tmax_days", "auc_0_28",
+                                           "half_life_contraction_days", "half_life_persistence_days",
+                                           "persistence_fraction")})
+        coords = {"kinetic": list(KINETIC_PARAMETERS), "effect": list(self.effects_on), "arm": list(ARMS),
+                  "covariate": list(self.inputs().covariates), "patient": list(self.inputs().patient_ids)}
+        keep = {k: v for k, v in draws.items() if k in dims or np.asarray(v).ndim == 1}
+        return _dataset(keep, dims, coords)
+
+    def cart_estimand_draws(self, draws: dict[str, np.ndarray], post=None) -> dict[str, np.ndarray]:
+        """The posterior quantities of :func:`toolkit.estimands.cart_estimands`, per draw (same names)."""
+        from toolkit.estimands import CART_ARM_QUANTITIES, cart_estimands
+        from toolkit.models.cart import new_patient_log_auc
+
+        out = {}
+        arm = {q: np.asarray(draws[q], float) for q in CART_ARM_QUANTITIES}
+        for q in CART_ARM_QUANTITIES:
+            out[f"{q}_control"], out[f"{q}_experimental"] = arm[q][:, 0], arm[q][:, 1]
+        out["cmax_gmr"] = arm["cmax_copies_per_ug"][:, 1] / arm["cmax_copies_per_ug"][:, 0]
+        post = self.posterior_like(draws) if post is None else post
+        log_auc = new_patient_log_auc(post, self.inputs(), n_new=_default(cart_estimands, "n_new_patients"),
+                                      random_seed=_default(cart_estimands, "random_seed"))
+        out["auc28_gmr"] = np.exp(log_auc[:, 1, :].mean(axis=1) - log_auc[:, 0, :].mean(axis=1))
+        out["tmax_difference_days"] = arm["tmax_days"][:, 1] - arm["tmax_days"][:, 0]
+        hl = arm["half_life_persistence_days"]
+        out["persistence_half_life_ratio"] = hl[:, 1] / hl[:, 0]
+        return out
+
+    def estimand_draws(self, draws: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.cart_estimand_draws(draws)
+
+    def loglik_function(self):
+        return model_loglik_function(self)
+
+    def with_fit_priors(self, fit_priors):
+        return replace(self, fit_priors=fit_priors)
+
+
+# --------------------------------------------------------------------------- joint
+
+
+@dataclass(frozen=True)
+class JointDesign:
+    """The CAR-T design plus the responders: arm, response day, usual LLOQ, end of relapse follow-up."""
+
+    cart: CartDesign
+    relapse: DurabilityInputs
+    cart_index: np.ndarray
+    response_day: np.ndarray
+    log_lloq: np.ndarray
+    censor_years: np.ndarray
+
+    @property
+    def n_patients(self) -> int:
+        return self.cart.n_patients
+
+    def summary(self) -> dict:
+        c = self.censor_years * DAYS_PER_YEAR
+        return {**self.cart.summary(), "responders": int(self.cart_index.size),
+                "responders_per_arm": {"control": int((self.relapse.arm == 0).sum()),
+                                       "experimental": int((self.relapse.arm == 1).sum())},
+                "relapse_covariates": list(self.relapse.covariates),
+                "follow_up_days": {"min": float(c.min()), "median": float(np.median(c)), "max": float(c.max())}}
+
+
+def joint_design(cohort, *, covariates=()) -> JointDesign:
+    """The joint model's design of a cohort (``to_joint_inputs``) with each responder's end of follow-up.
+
+    c_i is the last follow-up day, or a consolidative HSCT in remission, or a death
+    in remission if either came first (both censor relapse in the joint model),
+    from the response day.
+    """
+    from toolkit.data.joint_inputs import to_joint_inputs
+
+    inputs = to_joint_inputs(cohort, covariates=list(covariates))
+    merged = cohort.merged()
+    merged = merged.set_index(merged["patient_id"].astype(str))
+    rows = merged.loc[inputs.relapse.patient_ids]
+    relapse_day = rows["relapse_day"].to_numpy(float)
+    end = rows["last_followup_day"].to_numpy(float)
+    for column in ("hsct_day", "death_day"):
+        day = rows[column].to_numpy(float)
+        first = np.isfinite(day) & ~(relapse_day <= day)  # in remission at that day
+        end = np.where(first, np.fmin(end, day), end)
+    censor = np.maximum((end - inputs.response_day) / DAYS_PER_YEAR, MIN_TIME_YEARS)
+    cart = CartDesign(inputs=replace(inputs.cart, patient_ids=_anonymous(None, inputs.cart.n_patients),
+                                     warnings=()), source=cohort.path.name)
+    relapse = replace(inputs.relapse, patient_ids=[f"sim{j:04d}" for j in inputs.cart_index], warnings=())
+    return JointDesign(cart=cart, relapse=relapse, cart_index=inputs.cart_index, response_day=inputs.response_day,
+                       log_lloq=inputs.log_lloq, censor_years=censor)
+
+
+@dataclass(frozen=True)
+class JointCalibration(CartCalibration):
+    """SBC problem of the joint model (``toolkit.models.joint``; CAR-T associations) at a design."""
+
+    design: JointDesign = None
+    priors: object = None  # JointPriors (relapse part)
+    fit_priors: object = None
+    cart_priors: object = None
+    variant: str = "cure"
+    associations: tuple = ("log_cmax", "cart_loss")
+    tau_days: float = 365.0
+    model_name: str = "joint"
+
+    def __post_init__(self):
+        from toolkit.models import joint
+        from toolkit.models.cart import CartPriors
+
+        if self.variant not in joint.VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; valid: {', '.join(joint.VARIANTS)}")
+        associations = tuple(joint.check_associations(self.associations))
+        if set(associations) - {"log_cmax", "cart_loss"}:
+            raise ValueError("the joint generator covers the CAR-T associations (log_cmax, cart_loss); the MRD "
+                             "ones need a generator of the MRD submodel (see docs/calibration.md)")
+        object.__setattr__(self, "associations", associations)
+        if self.priors is None:
+            object.__setattr__(self, "priors", joint.JointPriors())
+        if self.fit_priors is None:
+            object.__setattr__(self, "fit_priors", self.priors)
+        if self.cart_priors is None:
+            object.__setattr__(self, "cart_priors", CartPriors.for_unit(self.design.cart.inputs.unit))
+
+    def describe(self) -> dict:
+        return {"model": self.model_name, "variant": self.variant, "class": type(self).__qualname__,
+                "associations": list(self.associations), "tau_days": float(self.tau_days),
+                "priors": self.priors.as_dict(), "fit_priors": self.fit_priors.as_dict(),
+                "cart_priors": self.cart_priors.as_dict(), "design": self.design.summary()}
+
+    def _design_arrays(self):
+        d = self.design
+        i = d.cart.inputs
+        return (i.arm, i.sample_patient, i.day, i.log_lloq, i.log_value, i.censored, d.cart_index,
+                d.response_day, d.censor_years, d.relapse.x_std)
+
+    def inputs(self):
+        return self.design.cart.inputs
+
+    def kinetic_fit_priors(self):
+        return self.cart_priors
+
+    def joint_inputs(self):
+        from toolkit.data.joint_inputs import NO_CHANGE, JointInputs
+
+        d = self.design
+        n = d.cart_index.size
+        relapse = replace(d.relapse, time_years=d.censor_years.copy(), event=np.zeros(n, int))
+        return JointInputs(cart=d.cart.inputs, relapse=relapse, cart_index=d.cart_index, response_day=d.response_day,
+                           log_lloq=d.log_lloq, mrd_positive_years=np.full(n, NO_CHANGE), has_mrd=False)
+
+    def _build(self, priors):
+        from toolkit.models.joint import build_joint_model
+
+        return swappable_observations(build_joint_model(self.joint_inputs(), priors, variant=self.variant,
+                                                        associations=self.associations,
+                                                        cart_priors=self.cart_priors))
+
+    def data_updates(self, data: dict) -> dict:
+        return {**super().data_updates(data), "relapse_observed": data["time_years"], "event": data["event"]}
+
+    def ranked(self) -> tuple[str, ...]:
+        return (*JOINT_RANKED, *CART_RANKED)
+
+    def vector_labels(self, name: str, size: int):
+        if name == "beta_std":
+            return list(self.design.relapse.covariates)
+        return super().vector_labels(name, size)
+
+    def relapse_cumhaz(self, theta: dict, s: np.ndarray) -> np.ndarray:
+        """H_i(s) of every responder at theta (the likelihood's smoothed change point)."""
+        from toolkit.models import cart
+        from toolkit.models.joint import (LOG_CMAX_REFERENCE, STEP_RAMP_YEARS, loss_delay, relapse_cumhaz,
+                                          soft_max)
+
+        d = self.design
+        th = np.asarray(theta["theta_patient"], float)[d.cart_index]
+        p = cart.natural_parameters_np(th)
+        lp = float(theta["log_hr"]) * d.relapse.arm
+        if "log_cmax" in self.associations:
+            lp = lp + float(theta["log_hr_per_log_cmax"]) * (th[:, 0] - LOG_CMAX_REFERENCE)
+        if d.relapse.covariates:
+            lp = lp + d.relapse.x_std @ np.asarray(theta["beta_std"], float)
+        changes, log_hrs = [], []
+        if "cart_loss" in self.associations:
+            loss_day = p["tmax"] + loss_delay(th[:, 0], p["alpha"], p["beta"], th[:, 4], d.log_lloq, lib=np)
+            changes.append(soft_max((loss_day - d.response_day) / DAYS_PER_YEAR, 0.0, STEP_RAMP_YEARS, lib=np))
+            log_hrs.append(float(theta["log_hr_cart_loss"]))
+        return relapse_cumhaz(s, lp, float(theta["log_shape"]), float(theta["log_scale_years"]), changes, log_hrs,
+                              lib=np, ramp_years=STEP_RAMP_YEARS)
+
+    def simulate(self, theta: dict, *, random_seed) -> dict[str, np.ndarray]:
+        """CAR-T levels as :class:`CartCalibration`, then relapse times from the model's hazard, censored at c_i."""
+        rng = np.random.default_rng(random_seed)
+        out = self.simulate_levels(theta, rng)
+        d = self.design
+        c = d.censor_years
+        e = rng.exponential(size=c.size)
+        relapse = self.relapse_cumhaz(theta, c) >= e
+        if self.variant == "cure":
+            eta = float(theta["logit_cure"]) + float(theta["cure_log_or"]) * d.relapse.arm
+            relapse &= rng.uniform(size=c.size) >= 1.0 / (1.0 + np.exp(-eta))
+        lo, hi = np.zeros_like(c), c.copy()
+        for _ in range(60):  # H is increasing in s: bisection for H(T) = E on (0, c]
+            mid = 0.5 * (lo + hi)
+            below = self.relapse_cumhaz(theta, mid) < e
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        time = np.where(relapse, np.maximum(hi, np.finfo(float).tiny), c)
+        return {**out, "time_years": time, "event": relapse.astype(int)}
+
+    def estimand_draws(self, draws: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Mediation estimands (:func:`toolkit.joint_estimands.mediation_draws`), cure fractions, CAR-T contrasts."""
+        from toolkit.joint_estimands import mediation_draws
+
+        post = self.posterior_like(draws)
+        out = dict(mediation_draws(post, self.joint_inputs(), tau_days=self.tau_days,
+                                   n_new=_default(mediation_draws, "n_new"),
+                                   random_seed=_default(mediation_draws, "random_seed")))
+        if "logit_cure" in draws:
+            pis = [1 / (1 + np.exp(-(np.asarray(draws["logit_cure"]) + a * np.asarray(draws["cure_log_or"]))))
+                   for a in (0, 1)]
+            out["cure_fraction_control"], out["cure_fraction_experimental"] = pis
+            out["cure_fraction_difference"] = pis[1] - pis[0]
+        cart_q = self.cart_estimand_draws(draws, post)
+        out["cmax_gmr"] = cart_q["cmax_gmr"]
+        out["persistence_half_life_ratio"] = cart_q["persistence_half_life_ratio"]
+        return out
+
+    def with_fit_priors(self, fit_priors):
+        return replace(self, fit_priors=fit_priors)
