@@ -772,30 +772,42 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def _sampler_overrides(args) -> dict:
+    """The sampler settings given on the command line (``--draws``, ``--tune``, ``--chains``)."""
+    return {k: v for k, v in (("draws", args.draws), ("tune", args.tune), ("chains", args.chains)) if v is not None}
+
+
+def _design_or_none(path, console):
+    """The design spec at ``path``, or None after printing what is wrong with it."""
+    from toolkit.design.spec import DesignError, load_design
+
+    try:
+        return load_design(path)
+    except DesignError as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
+        return None
+
+
 def cmd_design(args) -> int:
     """Operating characteristics of a design spec by simulated trials (toolkit.design)."""
     from toolkit.design.operating import DesignStudyError, load_results, operating_characteristics, run_design, \
         study_truth
     from toolkit.design.report import write_design_report
-    from toolkit.design.spec import DesignError, load_design
 
     console = _console()
     if args.trials < 1:
         raise UsageError(f"--trials must be a positive number of trials per scenario, got {args.trials}")
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers must be 0 (in this process) or more, got {args.workers}")
-    try:
-        design = load_design(args.spec)
-    except DesignError as err:
-        console.print(f"[bold red]error:[/] {escape(str(err))}")
+    design = _design_or_none(args.spec, console)
+    if design is None:
         return EXIT_INVALID
     out = Path(args.out)
     if not args.resume:
         _new_folder(args.out)
     elif out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out} is an existing file; give the study's folder")
-    overrides = {k: v for k, v in (("draws", args.draws), ("tune", args.tune), ("chains", args.chains))
-                 if v is not None}
+    overrides = _sampler_overrides(args)
     done = [0]
     total = args.trials * len(design.scenarios)
     started = time.perf_counter()
@@ -832,22 +844,18 @@ def cmd_interim(args) -> int:
     """Predictive probability of success of a trial in progress (toolkit.design.interim)."""
     from toolkit.data.inputs import ModelDataError
     from toolkit.design.interim import InterimError, predictive_probability_of_success
-    from toolkit.design.spec import DesignError, load_design
 
     console = _console()
     if args.imputations < 10:
         raise UsageError(f"--imputations must be at least 10, got {args.imputations}")
-    try:
-        design = load_design(args.design)
-    except DesignError as err:
-        console.print(f"[bold red]error:[/] {escape(str(err))}")
+    design = _design_or_none(args.design, console)
+    if design is None:
         return EXIT_INVALID
     out = _new_folder(args.out)
     cohort = _load_or_report(args.cohort, console)
     if cohort is None:
         return EXIT_INVALID
-    overrides = {k: v for k, v in (("draws", args.draws), ("tune", args.tune), ("chains", args.chains))
-                 if v is not None}
+    overrides = _sampler_overrides(args)
     try:
         result = predictive_probability_of_success(cohort, design, imputations=args.imputations, seed=args.seed,
                                                    overrides=overrides)

@@ -65,23 +65,31 @@ def _shipped_names() -> str:
         return "none found"
 
 
+def read_toml(path: str | Path, *, error: type[Exception], folder_hint: str, missing: str) -> dict:
+    """A TOML file's table (a byte-order mark accepted, as in the cohort files), or ``error`` naming the file
+    and the fix: a folder (``folder_hint``), a missing file (``missing``), unreadable, not UTF-8, not TOML."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a folder; {folder_hint}")
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except FileNotFoundError as exc:
+        raise error(f"{path}: {missing}") from exc
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); check its permissions") from exc
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: is not UTF-8 text; save it as UTF-8") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML ({exc})") from exc
+
+
 def load_spec(path: str | Path, *, model: str | None = None) -> dict:
     """Read and check a spec file; ``model`` (if given) must match its ``model`` key."""
     path = shipped_spec(path)
-    if path.is_dir():
-        raise SpecError(f"{path}: is a folder; --spec expects a spec file such as models/durability_primary.toml")
-    try:
-        # a byte-order mark is accepted, as in the cohort files
-        spec = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
-    except FileNotFoundError as exc:
-        raise SpecError(f"{path}: spec file not found; give a spec file, or the name of one shipped with the "
-                        f"toolkit ({_shipped_names()})") from exc
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); check its permissions") from exc
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: is not UTF-8 text; save it as UTF-8") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: not valid TOML ({exc})") from exc
+    spec = read_toml(path, error=SpecError,
+                     folder_hint="--spec expects a spec file such as models/durability_primary.toml",
+                     missing=f"spec file not found; give a spec file, or the name of one shipped with the toolkit "
+                             f"({_shipped_names()})")
     unknown = sorted(set(spec) - set(SECTIONS))
     if unknown:
         raise SpecError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}")

@@ -44,7 +44,6 @@ import math
 import os
 import tempfile
 import time
-import tomllib
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -143,20 +142,12 @@ def load_schedule_spec(path: str | Path) -> ScheduleStudy:
     """Read and check a schedule spec (``models/design_schedules.toml``); errors name the file and key."""
     from toolkit.simulate import Effects, TrialParameters
 
+    from toolkit.specs import read_toml
+
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
-    except FileNotFoundError as exc:
-        raise ScheduleSpecError(f"{path}: schedule spec not found") from exc
-    except IsADirectoryError as exc:
-        raise ScheduleSpecError(f"{path}: is a folder; give a schedule spec such as "
-                                "models/design_schedules.toml") from exc
-    except UnicodeDecodeError as exc:
-        raise ScheduleSpecError(f"{path}: is not UTF-8 text; save it as UTF-8") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ScheduleSpecError(f"{path}: not valid TOML ({exc})") from exc
-    except OSError as exc:
-        raise ScheduleSpecError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from exc
+    raw = read_toml(path, error=ScheduleSpecError,
+                    folder_hint="give a schedule spec such as models/design_schedules.toml",
+                    missing="schedule spec not found")
     unknown = sorted(set(raw) - set(SPEC_KEYS))
     if unknown:
         raise ScheduleSpecError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(SPEC_KEYS)}")

@@ -19,7 +19,6 @@ when ``q < interim_futility``.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,19 +175,11 @@ def _probability(path, where, value) -> float:
 
 def load_design(path: str | Path) -> Design:
     """Read and validate a design spec; every problem raises :class:`DesignError` naming key and fix."""
+    from toolkit.specs import read_toml
+
     path = Path(path)
-    if path.is_dir():
-        raise DesignError(f"{path}: is a folder; give a design spec file such as models/design_primary.toml")
-    try:
-        spec = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
-    except FileNotFoundError as exc:
-        raise DesignError(f"{path}: design spec not found") from exc
-    except OSError as exc:
-        raise DesignError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from exc
-    except UnicodeDecodeError as exc:
-        raise DesignError(f"{path}: is not UTF-8 text; save it as UTF-8") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise DesignError(f"{path}: not valid TOML ({exc})") from exc
+    spec = read_toml(path, error=DesignError, folder_hint="give a design spec file such as models/design_primary.toml",
+                     missing="design spec not found")
     _unknown(path, "the file", spec, SECTIONS)
 
     # the analysis the rule decides on
