@@ -120,7 +120,8 @@ def test_report_has_the_cart_section_and_images(run_dir, tmp_path):
     assert f'probability that IFN-a + CAR-T raises the peak level: <span class="prob">{p:.2f}</span>' in text
     assert "Typical peak CAR-T level (Cmax)" in text and "Persistence (half-life" in text
     images = re.findall(r'<img [^>]*src="([^"]+)"', text)
-    assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    # 4 key figures, then a trace and a rank plot in the reviewer appendix (toolkit.review)
+    assert len(images) == 4 + 2 and all(src.startswith("data:image/png;base64,") for src in images)
     assert "visual predictive check" in text
     assert "<th>samples below LLOQ</th>" in text and "LogNormal(median 0.65, log-SD 0.5)" in text
     if not summary["diagnostics"]["converged"]:  # 100 draws: usually labelled
