@@ -56,7 +56,7 @@ def _thin(n_total: int, n_draws: int | None) -> np.ndarray:
 def curves_from_theta(theta: np.ndarray, days: np.ndarray) -> np.ndarray:
     """Levels C(t) (copies/ug) for unconstrained parameters ``theta`` (..., 6) on ``days``: (..., len(days))."""
     from toolkit.models.cart import natural_parameters_np
-    from toolkit.simulate import cart_curve
+    from toolkit.models.kinetics import cart_curve
 
     p = natural_parameters_np(theta)
     with np.errstate(over="ignore", under="ignore"):
