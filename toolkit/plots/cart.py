@@ -12,7 +12,7 @@
 
 Curves are computed in numpy from the posterior draws (``theta_patient`` for a
 patient, ``mu_kinetic`` + the arm effect for the typical patient) with
-``toolkit.models.cart.natural_parameters_np`` and ``toolkit.simulate.cart_curve``;
+``toolkit.models.cart.natural_parameters_np`` and ``toolkit.models.kinetics.cart_curve``;
 draws are thinned evenly (deterministically) to ``n_draws``. Single-panel
 functions take ``ax=None`` and return the Axes; grids return the Figure.
 """
