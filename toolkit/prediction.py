@@ -43,7 +43,7 @@ from toolkit.models.joint import (
     population_log_clearance,
     relapse_cumhaz,
 )
-from toolkit.simulate import cart_curve
+from toolkit.models.kinetics import cart_curve
 
 ESS_FLAG = 100.0
 

@@ -18,9 +18,7 @@ opens without a network. Summary-table counts between 1 and 4 are shown as
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 import shutil
 import subprocess
@@ -30,6 +28,7 @@ from pathlib import Path
 from markupsafe import Markup
 
 from toolkit.inference import Run, RunFolderError, check_writable_destination, load_run
+from toolkit.report_format import _e, _figure, _png, decision_figures, pit_figure  # noqa: F401
 from toolkit.report_cart import cart_answer, cart_figures, cart_prior_rows
 from toolkit.report_mrd import mrd_answer, mrd_figures, mrd_prior_rows
 from toolkit.report_joint import joint_answer, joint_figures, joint_prior_rows
@@ -42,24 +41,6 @@ TEMPLATE_DIR = Path(__file__).parent / "templates" / "report"
 
 class ReportTemplateError(ValueError):
     """A report template that cannot be used; the message names the file, the line and the fix."""
-
-
-def _e(text) -> str:
-    return html.escape(str(text))
-
-
-def _png(ax) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    ax.figure.savefig(buf, format="png", dpi=110)  # for the screen; RUN/figures has the 300-dpi PNG and SVG
-    plt.close(ax.figure)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _figure(ax, caption: str) -> str:
-    return (f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{_png(ax)}">'
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
 def _count_text(n: int, show_small_cells: bool) -> str:
@@ -143,31 +124,6 @@ def _competing_answer(est: dict, ctl: str, exp: str) -> list[str]:
                    f"{_interval(est[f'cir_{d}d_difference'], _points)}. Died in remission by then: "
                    f"{_interval(est[f'nrm_{d}d_control'])} vs {_interval(est[f'nrm_{d}d_experimental'])}.")
     return out
-
-
-def decision_figures(run: Run) -> list[str]:
-    """The posterior density of each decision estimand of a run, thresholds marked, P(effect) written on it."""
-    from toolkit.plots.publication import decision_densities, plot_decision_densities
-
-    decisions = decision_densities(run)
-    if not decisions:
-        return []
-    return [_figure(plot_decision_densities(decisions).axes[0],
-                    "Posterior distribution of each decision quantity (experimental vs control): the dashed lines "
-                    "are the decision thresholds of the analysis plan, the shaded area is the probability of any "
-                    "benefit, and each probability written on the panel is the one reported above.")]
-
-
-def pit_figure(pits: dict) -> str:
-    """The censored-data PIT check of :mod:`toolkit.plots.ppc` as a report figure."""
-    from toolkit.plots.ppc import PIT_TITLE, plot_pit_ecdf
-
-    return _figure(plot_pit_ecdf(pits, title=PIT_TITLE).axes[0],
-                   "Model check from the posterior draws: the probability integral transform (PIT) of each "
-                   "observation under the fitted model, censored observations drawn uniformly over the values "
-                   "they allow, shown as the difference between their empirical distribution and the uniform. "
-                   "A model that reproduces the data stays near 0; p (ArviZ's uniformity test) below 0.01 "
-                   "flags a misfit, and highlighted points are the observations that contribute most to it.")
 
 
 def durability_figures(run: Run) -> list[str]:

@@ -85,7 +85,7 @@ def cart_figures(run) -> list[str]:
 
     from toolkit.plots.cart import (cart_inputs_from_run, cart_vpc, plot_cart_effects, plot_cart_vpc,
                                     plot_typical_curves)
-    from toolkit.report import _figure, decision_figures  # not at the top: toolkit.report imports this module
+    from toolkit.report_format import _figure, decision_figures
 
     inputs = cart_inputs_from_run(run)
     posterior = run.posterior["posterior"]

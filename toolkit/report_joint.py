@@ -155,7 +155,7 @@ def joint_figures(run) -> list[str]:
     association posteriors against their priors."""
     from toolkit.plots.joint import (curve_defaults, plot_association_posteriors, plot_mediation_curves,
                                      plot_mediation_forest)
-    from toolkit.report import _figure, decision_figures  # not at the top: toolkit.report imports this module
+    from toolkit.report_format import _figure, decision_figures
 
     summary = run.summary
     tau = _tau_days(summary)

@@ -84,7 +84,7 @@ def mrd_figures(run) -> list[str]:
     from toolkit.mrd_estimands import mrd_inputs_from_run, replicated_negative
     from toolkit.plots.mrd import fraction_negative_table, plot_fraction_negative, plot_mrd_effects
     from toolkit.plots.ppc import mrd_pit
-    from toolkit.report import _figure, decision_figures, pit_figure  # not at the top: report imports this module
+    from toolkit.report_format import _figure, decision_figures, pit_figure
 
     inputs = mrd_inputs_from_run(run)
     posterior = run.posterior["posterior"]

@@ -4,7 +4,7 @@ Time t is days since CAR-T infusion; C is the transgene level (copies/ug
 genomic DNA, or the cohort's unit). Patient p has arm a_p (1 = experimental)
 and standardized covariates x_p.
 
-Curve (Stein et al. 2019 [1], Fig. 2; the same as ``toolkit.simulate.cart_curve``)::
+Curve (Stein et al. 2019 [1], Fig. 2; the same as ``toolkit.models.kinetics.cart_curve``)::
 
     C(t) = Cmax/foldx * exp(rho t),                                      t <  Tmax,  rho = ln(foldx)/Tmax
     C(t) = Cmax [(1-FB) e^{-alpha (t-Tmax)} + FB e^{-beta (t-Tmax)}],      t >= Tmax
@@ -12,7 +12,7 @@ Curve (Stein et al. 2019 [1], Fig. 2; the same as ``toolkit.simulate.cart_curve`
 computed on the log scale: expansion log C = log Cmax - log foldx (1 - t/Tmax);
 contraction log C = log Cmax + logsumexp(log(1-FB) - alpha d, log FB - beta d),
 d = t - Tmax, chosen with ``pt.switch(t < Tmax, ...)``. The curve is
-continuous at Tmax. AUC0-T has the closed form of ``toolkit.simulate.cart_auc``.
+continuous at Tmax. AUC0-T has the closed form of ``toolkit.models.kinetics.cart_auc``.
 
 Patient parameters (unconstrained scale; the ``kinetic`` coordinate)
 
@@ -162,7 +162,7 @@ Named deterministics (dim ``arm`` = control, experimental; the typical patient
 (ln2/beta), ``persistence_fraction`` (FB). Per patient (dim ``patient``):
 ``patient_cmax``, ``patient_auc_0_28``; ``patient_time_above_lloq_days`` is
 computed from the draws by :func:`patient_time_above_lloq` (bisection, as
-``toolkit.simulate.time_below``).
+``toolkit.models.kinetics.time_below``).
 
 Required columns: ``cart_kinetics.csv`` patient_id, day, value (BLQ/<x for
 censored), lloq, unit; ``patients.csv`` arm (and any covariates).
@@ -189,6 +189,8 @@ from pymc.distributions.dist_math import normal_lcdf
 from pymc.logprob.transforms import Transform
 
 from toolkit.data.inputs import CartInputs
+from toolkit.models.kinetics import cart_auc as auc_np
+from toolkit.models.kinetics import cart_curve, time_below
 
 MODEL_NAME = "cart"
 MODEL_VERSION = "1.0.0"
@@ -318,7 +320,7 @@ def log_cart_curve(t, log_cmax, tmax, log_foldx, alpha, beta, logit_fb):
 
 
 def cart_auc(t_end, log_cmax, tmax, log_foldx, alpha, beta, logit_fb):
-    """AUC of the Stein curve from 0 to ``t_end`` in closed form (pytensor; see ``toolkit.simulate.cart_auc``)."""
+    """AUC of the Stein curve from 0 to ``t_end`` in closed form (pytensor; see ``toolkit.models.kinetics.cart_auc``)."""
     cmax = pt.exp(log_cmax)
     rho = log_foldx / tmax
     t1 = pt.minimum(t_end, tmax)
@@ -594,7 +596,7 @@ _CURVE_ARGS = ("log_cmax", "tmax", "log_foldx", "alpha", "beta", "logit_fb")
 
 
 def natural_parameters_np(theta: np.ndarray) -> dict[str, np.ndarray]:
-    """numpy version of :func:`natural_parameters`, in ``toolkit.simulate`` argument names."""
+    """numpy version of :func:`natural_parameters`, in the argument names of ``toolkit.models.kinetics``."""
     theta = np.asarray(theta, dtype=float)
     beta = LN2 * np.exp(-theta[..., 5])
     return {"cmax": np.exp(theta[..., 0]), "tmax": np.exp(theta[..., 1]), "foldx": np.exp(theta[..., 2]),
@@ -626,12 +628,10 @@ def patient_theta(posterior, inputs: CartInputs | None = None) -> np.ndarray:
 def patient_time_above_lloq(posterior, inputs: CartInputs, *, horizon_days: float = 20 * 365.0) -> np.ndarray:
     """(draws, patient) days from infusion until the patient's fitted curve falls below their LLOQ.
 
-    Defined as ``toolkit.simulate.time_below`` (the simulator's T_loss): Tmax if
+    Defined as ``toolkit.models.kinetics.time_below`` (the simulator's T_loss): Tmax if
     the peak never reaches the LLOQ; ``horizon_days`` (20 years) if the curve is
     still above it then. Uses each patient's usual LLOQ (``inputs.patient_lloq``).
     """
-    from toolkit.simulate import time_below
-
     if not np.isfinite(inputs.patient_lloq).all():
         raise ValueError("the cohort records no LLOQ, so time above the LLOQ is undefined")
     p = natural_parameters_np(patient_theta(posterior, inputs))
@@ -648,8 +648,6 @@ def new_patient_log_auc(posterior, inputs: CartInputs, *, n_new: int = 200, rand
     cohort) are used for both arms (common random numbers), so the Monte-Carlo
     error of an arm contrast is small.
     """
-    from toolkit.simulate import cart_auc as auc_np
-
     mu = _draws(posterior, "mu_kinetic")
     omega = _draws(posterior, "omega_kinetic")
     delta = arm_effects_full(posterior)
@@ -675,9 +673,6 @@ def prior_predictive_typical_curves(priors: CartPriors | None = None, n: int = 1
     parameters "cmax", "tmax", "foldx", "alpha", "beta", "fb", "auc_0_28": (n, 2)}``;
     arm 0 = control, 1 = experimental. ``days`` defaults to 0-365 by 0.25 day.
     """
-    from toolkit.simulate import cart_auc as auc_np
-    from toolkit.simulate import cart_curve
-
     priors = priors or CartPriors()
     effects = check_effects_on(effects_on)
     rng = np.random.default_rng(seed)

@@ -9,7 +9,7 @@ Submodels
    - log Cmax_i, centred at the literature typical value (log 24,000 copies/ug);
    - T_loss,i, the day C_i(t) falls below the patient's LLOQ L_i after the
      peak (Tmax_i when the peak stays below L_i), as in
-     ``toolkit.simulate.time_below``. It solves
+     ``toolkit.models.kinetics.time_below``. It solves
      log Cmax + log[(1-FB) e^{-alpha u} + FB e^{-beta u}] = log L for u = t - Tmax
      by Newton's method on this convex, decreasing function of u, started at
      the larger root of its two linear pieces (a point left of the root, so the

@@ -12,7 +12,7 @@
 
 Curves are computed in numpy from the posterior draws (``theta_patient`` for a
 patient, ``mu_kinetic`` + the arm effect for the typical patient) with
-``toolkit.models.cart.natural_parameters_np`` and ``toolkit.simulate.cart_curve``;
+``toolkit.models.cart.natural_parameters_np`` and ``toolkit.models.kinetics.cart_curve``;
 draws are thinned evenly (deterministically) to ``n_draws``. Single-panel
 functions take ``ax=None`` and return the Axes; grids return the Figure.
 """
@@ -56,7 +56,7 @@ def _thin(n_total: int, n_draws: int | None) -> np.ndarray:
 def curves_from_theta(theta: np.ndarray, days: np.ndarray) -> np.ndarray:
     """Levels C(t) (copies/ug) for unconstrained parameters ``theta`` (..., 6) on ``days``: (..., len(days))."""
     from toolkit.models.cart import natural_parameters_np
-    from toolkit.simulate import cart_curve
+    from toolkit.models.kinetics import cart_curve
 
     p = natural_parameters_np(theta)
     with np.errstate(over="ignore", under="ignore"):
