@@ -1007,6 +1007,14 @@ class _Parser(argparse.ArgumentParser):
         return super().format_help()
 
 
+def _add_study_options(p) -> None:
+    """Where a many-fit study (calibrate, design, schedules) runs, and ``--resume``."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core; 0: in-process)")
+    group.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--resume", action="store_true", help="continue the study stored in --out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="toolkit", description="Bayesian modeling of patient response to CAR-T.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -1122,10 +1130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results folder (resumable with --resume)")
     p.add_argument("--design", help="cohort folder whose design is used (default: the default simulated trial)")
     p.add_argument("--variant", choices=["weibull", "cure"], help="durability or joint variant (overrides the spec)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in-process)")
-    group.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
-    p.add_argument("--resume", action="store_true", help="continue the study stored in --out")
+    _add_study_options(p)
     p.add_argument("--draws", type=int)
     p.add_argument("--tune", type=int)
     p.add_argument("--chains", type=int)
@@ -1147,10 +1152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="design spec, e.g. models/design_primary.toml")
     p.add_argument("--trials", type=int, required=True, help="simulated trials per scenario")
     p.add_argument("--out", required=True, help="results folder (resumable with --resume)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--workers", type=int, help="local worker processes (default: one per core; 0: in-process)")
-    group.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
-    p.add_argument("--resume", action="store_true", help="continue the study stored in --out")
+    _add_study_options(p)
     p.add_argument("--draws", type=int, help="sampler draws per chain of each fit (overrides the design)")
     p.add_argument("--tune", type=int)
     p.add_argument("--chains", type=int)
@@ -1200,10 +1202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="schedule spec, e.g. models/design_schedules.toml")
     p.add_argument("--cohorts", type=int, required=True, help="simulated cohorts per schedule")
     p.add_argument("--out", required=True, help="results folder (resumable with --resume)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core; 0: in-process)")
-    group.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
-    p.add_argument("--resume", action="store_true", help="continue the study stored in --out")
+    _add_study_options(p)
     p.add_argument("--schedules", help="only these schedules of the spec, e.g. current,early_mrd")
     p.add_argument("--models", help="only these analyses of the spec, e.g. mrd,joint")
     p.set_defaults(func=cmd_schedules)

@@ -32,6 +32,7 @@ from toolkit.report_format import _e, _figure, _png, decision_figures, pit_figur
 from toolkit.report_cart import cart_answer, cart_figures, cart_prior_rows
 from toolkit.report_mrd import mrd_answer, mrd_figures, mrd_prior_rows
 from toolkit.report_joint import joint_answer, joint_figures, joint_prior_rows
+from toolkit.review import report_fragments
 
 SMALL_CELL = 5
 
@@ -349,23 +350,6 @@ def template_environment(template_dir=None):
     return env
 
 
-def _fragment(name: str, runs: list[Run]) -> Markup:
-    """The HTML fragment ``toolkit.review.<name>(run)`` of every run, joined; empty when the module is absent."""
-    import importlib
-
-    try:  # through sys.modules, so that a test can stand in for the review module
-        review = importlib.import_module("toolkit.review")
-    except ImportError:
-        return Markup("")
-    make = getattr(review, name, None)
-    if make is None:
-        return Markup("")
-    alternatives = getattr(review, "prior_set_alternatives", None)
-    if name == "sensitivity_section" and alternatives is not None:  # other prior sets' runs beside each run
-        return Markup("\n").join(Markup(make(run, alternatives=alternatives(run, runs)) or "") for run in runs)
-    return Markup("\n").join(Markup(make(run) or "") for run in runs)
-
-
 def _calibration_sections(studies: list | None) -> Markup:
     """The summary of each ``toolkit calibrate`` study (:func:`toolkit.calibration.report.calibration_fragment`)."""
     if not studies:
@@ -386,6 +370,7 @@ def render_report(runs: list[Run], *, show_small_cells: bool = False, template_d
     env = template_environment(template_dir)
     primary, how = primary_run(runs)
     ordered = [primary] + [r for r in runs if r is not primary]
+    review = report_fragments(ordered)  # HTML-safe by construction (values escaped in toolkit.review)
     failed = [r for r in ordered if not r.summary["diagnostics"]["converged"]]
     study = runs[0].summary.get("cohort", "CAR-T study")
     analyses = []
@@ -408,8 +393,8 @@ def render_report(runs: list[Run], *, show_small_cells: bool = False, template_d
         "methods": [_methods(run, show_small_cells) for run in ordered],
         "diagnostics": [_diagnostics(run) for run in ordered],
         "show_small_cells": show_small_cells, "small_cell": SMALL_CELL,
-        "appendix": _fragment("diagnostics_appendix", ordered),
-        "sensitivity": _fragment("sensitivity_section", ordered),
+        "appendix": Markup(review["appendix"]),
+        "sensitivity": Markup(review["sensitivity"]),
         "calibration": _calibration_sections(calibration),
     }
     try:

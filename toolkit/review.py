@@ -542,11 +542,10 @@ def prior_set_alternatives(run, runs: list) -> dict:
             and o.provenance.get("data_hash") == data_hash and prior_set_name(o) != own}
 
 
-def review_sections(runs: list) -> list[str]:
-    """The report's reviewer appendix: for every run its prior-sensitivity section (with the runs of the
-    same model and cohort fitted with other prior sets beside it) and its diagnostics appendix."""
-    parts = ["<h2>Appendix: prior sensitivity and diagnostics</h2>"]
-    for run in runs:
-        parts.append(sensitivity_section(run, alternatives=prior_set_alternatives(run, runs)))
-        parts.append(diagnostics_appendix(run))
-    return parts
+def report_fragments(runs: list) -> dict[str, str]:
+    """The report's reviewer sections as HTML: ``sensitivity`` (each run's prior-sensitivity section, with
+    the runs of the same model and cohort fitted with other prior sets beside it) and ``appendix`` (each
+    run's diagnostics appendix). ``report.html.j2``'s appendix template places them."""
+    return {"sensitivity": "\n".join(sensitivity_section(run, alternatives=prior_set_alternatives(run, runs))
+                                      for run in runs),
+            "appendix": "\n".join(diagnostics_appendix(run) for run in runs)}

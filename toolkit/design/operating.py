@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -165,7 +164,7 @@ def _trial_path(out: Path, scenario: str, trial: int) -> Path:
 
 def load_results(out: str | Path) -> pd.DataFrame:
     """Every stored (trial, look) record of a design study."""
-    files = sorted((Path(out) / RESULTS_DIR).glob("*.parquet"))
+    files = sorted((Path(out) / RESULTS_DIR).glob("*__*.parquet"))  # trial files, not a temporary one a kill left
     if not files:
         return pd.DataFrame()
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
@@ -183,7 +182,7 @@ def run_design(design: Design, trials: int, out: str | Path, *, workers: int | N
     """Simulate ``trials`` trials per scenario (resumable), one task per trial, via the calibration
     runner's :func:`toolkit.calibration.runner.map_tasks` (in-process, a local Dask cluster or
     ``scheduler``)."""
-    from toolkit.calibration.runner import map_tasks
+    from toolkit.calibration.runner import _write_atomic, map_tasks
 
     out = Path(out)
     config = _config(design) | {"overrides": overrides or {}}
@@ -204,11 +203,8 @@ def run_design(design: Design, trials: int, out: str | Path, *, workers: int | N
             if not _trial_path(out, s.name, t).exists()]
 
     def store(record: dict) -> None:
-        frame = pd.DataFrame(record["rows"])
-        target = _trial_path(out, record["scenario"], record["trial"])
-        tmp = target.with_suffix(".tmp")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, target)  # a killed study leaves whole files only
+        # a killed study leaves whole files only
+        _write_atomic(pd.DataFrame(record["rows"]), _trial_path(out, record["scenario"], record["trial"]))
         if progress is not None:
             progress(record)
 
