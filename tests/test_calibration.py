@@ -471,3 +471,22 @@ def test_cart_start_values_reproduce_the_builders_starts(cart_problem):
     data = cart_problem.simulate(cart_problem.draw_prior(1, random_seed=9)[0], random_seed=1)
     moved = cart_problem.start_values(data)
     assert not np.allclose(moved["z_kinetic_scaled__"], starts["z_kinetic_scaled__"])
+
+
+def test_open_study_guards_every_study_folder(tmp_path):
+    """One check serves calibration, design and schedule studies: a held folder needs --resume, and a
+    resume must match the stored entries it compares; the stored history is kept."""
+    from toolkit.calibration.runner import StudyError, open_study, record_study_run, write_study_file
+
+    path = tmp_path / "study.json"
+    assert open_study(path, {"problem": 1}, resume=False, what="calibration", compare=("problem",)) == {}
+    write_study_file(path, {"problem": 1, "settings": 2})
+    record_study_run(path, {"wall_seconds": 3.0})
+    with pytest.raises(StudyError, match="already holds a calibration study; pass --resume"):
+        open_study(path, {"problem": 1}, resume=False, what="calibration", compare=("problem",))
+    with pytest.raises(StudyError, match="stored study's problem differ"):
+        open_study(path, {"problem": 9}, resume=True, what="calibration", compare=("problem",))
+    kept = open_study(path, {"problem": 1, "settings": 5}, resume=True, what="calibration", compare=("problem",))
+    assert kept == {"runs": [{"wall_seconds": 3.0}]}
+    with pytest.raises(ValueError, match="already holds a design study"):  # the caller's error type
+        open_study(tmp_path / "none.json", {}, resume=False, what="design", compare=(), error=ValueError, held=True)

@@ -263,24 +263,43 @@ def load_results(out: str | Path):
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
-def _check_or_write_config(out: Path, config: dict, *, resume: bool) -> None:
-    path = out / STUDY_FILE
-    previous = {}
-    if path.exists() or done_simulations(out):
-        if not resume:
-            raise StudyError(f"{out} already holds a calibration study; pass --resume to continue it, "
-                             "or choose a new --out folder")
-        if path.exists():
-            stored = json.loads(path.read_text())
-            previous = {k: stored[k] for k in ("runs", "started") if k in stored}  # a resume keeps the history
-            for key in ("problem", "settings"):
-                if stored.get(key) != config[key]:
-                    raise StudyError(f"{out}: the stored study's {key} differ from this one's, so --resume would "
-                                     f"mix two studies; use the same spec and settings, or a new --out folder")
-    out.mkdir(parents=True, exist_ok=True)
+def write_study_file(path: Path, data: dict) -> None:
+    """Write a study's JSON file whole (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**config, **previous}, indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
+
+
+def open_study(path: Path, config: dict, *, resume: bool, what: str, compare: tuple[str, ...],
+               error: type[Exception] = StudyError, held: bool | None = None) -> dict:
+    """Check a study folder before a study (calibration, design, schedules) starts or resumes in it.
+
+    ``path`` is the study's JSON file; ``held`` (default: that file exists) says the folder holds a
+    study, which only ``resume`` may continue, and only with the same ``compare`` entries of
+    ``config``. Returns the stored history (``runs``, ``started``) a resumed study keeps.
+    """
+    held = path.exists() if held is None else held
+    if not held:
+        return {}
+    if not resume:
+        raise error(f"{path.parent} already holds a {what} study; pass --resume to continue it, "
+                    "or choose a new --out folder")
+    if not path.exists():
+        return {}
+    stored = json.loads(path.read_text())
+    differing = [key for key in compare if stored.get(key) != config.get(key)]
+    if differing:
+        raise error(f"{path.parent}: the stored study's {', '.join(differing)} differ from this one's, so "
+                    "--resume would mix two studies; use the same spec and settings, or a new --out folder")
+    return {k: stored[k] for k in ("runs", "started") if k in stored}
+
+
+def record_study_run(path: Path, run: dict) -> None:
+    """Append one run's facts (workers, wall time, ...) to the study file's ``runs``."""
+    config = json.loads(path.read_text())
+    config.setdefault("runs", []).append(run)
+    write_study_file(path, config)
 
 
 def prior_draws(problem, sims: list[int], *, seed: int) -> dict[int, dict]:
@@ -406,7 +425,10 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: Sampler
     out = Path(out)
     config = {"problem": problem.describe(), "settings": settings_record(settings), "n_simulations": int(n_simulations),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    _check_or_write_config(out, config, resume=resume)
+    path = out / STUDY_FILE
+    previous = open_study(path, config, resume=resume, what="calibration", compare=("problem", "settings"),
+                          held=path.exists() or bool(done_simulations(out)))
+    write_study_file(path, {**config, **previous})
     todo = [s for s in range(n_simulations) if s not in done_simulations(out)]
     tracker = progress if hasattr(progress, "update") else (Progress(len(todo)) if progress else None)
     if not todo:
@@ -424,7 +446,7 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: Sampler
                          "sim": item[1], "status": "error", "error": err, "worker_pid": -1, "converged": False,
                          "quantities": {}},
                      workers=workers, scheduler=scheduler, cache_root=out / ".worker-caches", broadcast_first=True)
-    _update_config(out, {**info, "wall_seconds": time.perf_counter() - t0})
+    record_study_run(out / STUDY_FILE, {**info, "wall_seconds": time.perf_counter() - t0})
     return out
 
 
@@ -471,12 +493,3 @@ def map_tasks(fn, items: list[tuple], *, kwargs: dict, on_result, on_error, work
         if cluster is not None:
             cluster.close()
     return {"executor": scheduler or f"local cluster, {len(info)} workers", "workers": list(info.values())}
-
-
-def _update_config(out: Path, extra: dict) -> None:
-    path = out / STUDY_FILE
-    config = json.loads(path.read_text())
-    config.setdefault("runs", []).append(extra)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(config, indent=2, default=str) + "\n")
-    os.replace(tmp, path)

@@ -182,22 +182,14 @@ def run_design(design: Design, trials: int, out: str | Path, *, workers: int | N
     """Simulate ``trials`` trials per scenario (resumable), one task per trial, via the calibration
     runner's :func:`toolkit.calibration.runner.map_tasks` (in-process, a local Dask cluster or
     ``scheduler``)."""
-    from toolkit.calibration.runner import _write_atomic, map_tasks
+    from toolkit.calibration.runner import _write_atomic, map_tasks, open_study, record_study_run, write_study_file
 
     out = Path(out)
     config = _config(design) | {"overrides": overrides or {}}
     path = out / CONFIG_FILE
-    if path.exists():
-        if not resume:
-            raise DesignStudyError(f"--out {out} already holds a design study; add --resume to continue it, "
-                                   "or give a new folder")
-        old = json.loads(path.read_text())
-        if {k: v for k, v in old.items() if k != "runs"} != config:
-            raise DesignStudyError(f"--out {out} holds a study of a different design or settings; give a new "
-                                   "folder (a study resumes only with the design it started with)")
-    else:
-        (out / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(config, indent=2) + "\n")
+    previous = open_study(path, config, resume=resume, what="design", compare=tuple(config),
+                          error=DesignStudyError)
+    write_study_file(path, {**config, **previous})
     (out / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
     todo = [(design, i, t) for i, s in enumerate(design.scenarios) for t in range(trials)
             if not _trial_path(out, s.name, t).exists()]
@@ -218,9 +210,7 @@ def run_design(design: Design, trials: int, out: str | Path, *, workers: int | N
     t0 = time.perf_counter()
     info = map_tasks(run_trial, todo, kwargs={"overrides": overrides or {}}, on_result=store, on_error=failed,
                      workers=workers, scheduler=scheduler, cache_root=out / ".worker-caches", broadcast_first=True)
-    config = json.loads(path.read_text())
-    config.setdefault("runs", []).append({**info, "tasks": len(todo), "wall_seconds": time.perf_counter() - t0})
-    path.write_text(json.dumps(config, indent=2, default=str) + "\n")
+    record_study_run(path, {**info, "tasks": len(todo), "wall_seconds": time.perf_counter() - t0})
     return out
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import time
 import warnings
@@ -388,27 +387,17 @@ def run_schedules(study: ScheduleStudy, cohorts: int, out: str | Path, *, worker
     """
     import pandas as pd
 
-    from toolkit.calibration.runner import _write_atomic, map_tasks
+    from toolkit.calibration.runner import _write_atomic, map_tasks, open_study, record_study_run, write_study_file
 
     if cohorts < 1:
         raise ScheduleSpecError(f"--cohorts must be at least 1, got {cohorts}")
     out = Path(out)
     config = {"study": study.describe(), "cohorts": int(cohorts)}
     path = out / STUDY_FILE
-    if path.exists():
-        if not resume:
-            raise ScheduleSpecError(f"{out} already holds a schedule study; pass --resume to continue it, or "
-                                    "choose a new --out folder")
-        stored = json.loads(path.read_text())
-        if stored.get("study") != config["study"]:
-            raise ScheduleSpecError(f"{out}: the stored study's spec or settings differ from this one's, so "
-                                    "--resume would mix two studies; use the same spec, or a new --out folder")
-    elif out.exists() and any(out.iterdir()):
+    if not path.exists() and out.exists() and any(out.iterdir()):
         raise ScheduleSpecError(f"{out} is not empty and holds no schedule study; choose a new --out folder")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**config, "title": study.title, "spec": study.path}, indent=2) + "\n")
-    os.replace(tmp, path)
+    previous = open_study(path, config, resume=resume, what="schedule", compare=("study",), error=ScheduleSpecError)
+    write_study_file(path, {**config, "title": study.title, "spec": study.path, **previous})
     items = [(study, s.name, c) for s in study.schedules for c in range(cohorts)
              if not _task_path(out, s.name, c).exists()]
 
@@ -424,10 +413,8 @@ def run_schedules(study: ScheduleStudy, cohorts: int, out: str | Path, *, worker
               on_error=lambda item, err: [{"schedule": item[1], "cohort": item[2], "model": "", "estimand": "",
                                            "status": "error", "error": err}],
               workers=workers, scheduler=scheduler, cache_root=out / ".worker-caches", broadcast_first=True)
-    config = json.loads(path.read_text())
-    config.setdefault("runs", []).append({"tasks": len(items), "wall_seconds": time.perf_counter() - t0,
-                                          "workers": workers, "scheduler": scheduler})
-    path.write_text(json.dumps(config, indent=2) + "\n")
+    record_study_run(path, {"tasks": len(items), "wall_seconds": time.perf_counter() - t0, "workers": workers,
+                            "scheduler": scheduler})
     return load_results(out)
 
 
