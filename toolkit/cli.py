@@ -1015,6 +1015,13 @@ def _add_study_options(p) -> None:
     p.add_argument("--resume", action="store_true", help="continue the study stored in --out")
 
 
+def _add_sampler_overrides(p, over: str) -> None:
+    """``--draws``, ``--tune``, ``--chains`` over the sampler settings of ``over`` (see ``_sampler_overrides``)."""
+    p.add_argument("--draws", type=int, help=f"sampler draws per chain of each fit (overrides {over})")
+    p.add_argument("--tune", type=int, help=f"tuning steps per chain (overrides {over})")
+    p.add_argument("--chains", type=int, help=f"chains per fit (overrides {over})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="toolkit", description="Bayesian modeling of patient response to CAR-T.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -1153,9 +1160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, required=True, help="simulated trials per scenario")
     p.add_argument("--out", required=True, help="results folder (resumable with --resume)")
     _add_study_options(p)
-    p.add_argument("--draws", type=int, help="sampler draws per chain of each fit (overrides the design)")
-    p.add_argument("--tune", type=int)
-    p.add_argument("--chains", type=int)
+    _add_sampler_overrides(p, "the design spec")
     p.set_defaults(func=cmd_design)
 
     p = sub.add_parser("interim", help="predictive probability of success of a trial in progress")
@@ -1164,9 +1169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="new folder for interim.json and interim.html")
     p.add_argument("--imputations", type=int, default=1000, help="imputed completed trials (default 1000)")
     p.add_argument("--seed", type=_seed, default=DEFAULT_SEED)
-    p.add_argument("--draws", type=int, help="sampler draws per chain (overrides the analysis spec)")
-    p.add_argument("--tune", type=int)
-    p.add_argument("--chains", type=int)
+    _add_sampler_overrides(p, "the analysis spec")
     p.set_defaults(func=cmd_interim)
 
     p = sub.add_parser("demo", help="simulate the default trial and run the analyses")
