@@ -311,3 +311,24 @@ def test_durability_notebook_loads_the_runs_of_analyze(analyzed, tmp_path):
     text = json.dumps([c.get("outputs", []) for c in executed.cells])
     assert f"Loaded the run {out / 'runs' / 'durability_primary'}: not refitted" in text
     assert "Traceback" not in text
+
+
+def test_seed_reaches_every_analysis_and_a_bad_seed_is_refused(monkeypatch, tmp_path):
+    """``analyze --seed`` is passed on as a sampler override (recorded in provenance, refits on change)."""
+    import toolkit.analyze
+
+    seen = []
+
+    def fake_analyze(data, out, **kwargs):
+        seen.append(kwargs["sampler"])
+        return {"analyses": {"primary": {"status": "up to date", "converged": True}}, "unchanged": True,
+                "fast": False}
+
+    monkeypatch.setattr(toolkit.analyze, "analyze", fake_analyze)
+    for args in (["--seed", "7"], []):
+        code, output = run_cli(["analyze", EXAMPLE, "--out", tmp_path / "a", *args])
+        assert code == 0, output
+    assert seen == [{"random_seed": 7}, None]
+    code, output = run_cli(["analyze", EXAMPLE, "--out", tmp_path / "c", "--seed", "-3"])
+    assert code == 2 and "Traceback" not in output and "whole number" in output
+    assert len(seen) == 2

@@ -496,7 +496,9 @@ def cmd_analyze(args) -> int:
 
     console = _console()
     try:
-        manifest = analyze(args.data, args.out, sap=args.sap, fast=args.fast, overwrite=args.overwrite)
+        sampler = None if args.seed is None else {"random_seed": args.seed}
+        manifest = analyze(args.data, args.out, sap=args.sap, fast=args.fast, overwrite=args.overwrite,
+                           sampler=sampler)
     except CohortValidationError as err:
         console.print(f"[bold red]{len(err.problems)} problem(s)[/] in cohort {escape(args.data)}; nothing was fitted:")
         for problem in err.problems:
@@ -1153,6 +1155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="short sampler settings (a smoke run, labelled so; "
                                                        "not for decisions)")
     p.add_argument("--overwrite", action="store_true", help="refit every analysis, even those up to date")
+    p.add_argument("--seed", type=_seed, help="sampler seed of every analysis (default: each spec's, else 20261125); "
+                                             "recorded in each run's provenance; a new seed refits every analysis")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("design", help="operating characteristics of a trial design by simulated trials (Dask)")
