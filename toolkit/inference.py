@@ -74,6 +74,8 @@ __all__ = [
 ]
 
 BACKENDS = ("nutpie", "pymc", "numpyro")
+# nutpie's mass-matrix adaptation (``nutpie.sample(adaptation=...)``); the other backends adapt a diagonal only
+ADAPTATIONS = ("diag", "low_rank")
 
 RUN_FILES = ("posterior.nc", "summary.json", "provenance.json")
 MANIFEST = "manifest.json"
@@ -105,6 +107,11 @@ class SamplerSettings:
         Show a progress bar.
     cores : int
         Chains run in parallel (PyMC and nutpie).
+    adaptation : {"diag", "low_rank"}
+        Mass-matrix adaptation (nutpie only): ``"diag"``, nutpie's diagonal from draw and gradient
+        variances; ``"low_rank"``, a diagonal plus a low-rank correction for the strongest posterior
+        correlations (nutpie's low-rank modified mass matrix; each leapfrog step then costs a few
+        extra vector products). Another backend refuses ``"low_rank"``.
     """
 
     backend: str = "nutpie"
@@ -115,6 +122,7 @@ class SamplerSettings:
     random_seed: int = 20261125
     progressbar: bool = True
     cores: int = 2
+    adaptation: str = "diag"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -128,6 +136,11 @@ class SamplerSettings:
             raise ValueError(f"tune must be >= 0, got {self.tune!r}")
         if not 0.0 < float(self.target_accept) < 1.0:
             raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
+        if self.adaptation not in ADAPTATIONS:
+            raise ValueError(f"unknown adaptation {self.adaptation!r}; valid: {', '.join(ADAPTATIONS)}")
+        if self.adaptation != "diag" and self.backend != "nutpie":
+            raise ValueError(f"adaptation {self.adaptation!r} needs backend 'nutpie' (backend {self.backend!r} "
+                             "adapts a diagonal mass matrix only); use adaptation = \"diag\" or backend = \"nutpie\"")
 
     def as_dict(self) -> dict[str, Any]:
         """Return the settings as a plain JSON-able dict."""
@@ -246,6 +259,7 @@ def _sample_nutpie(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataT
         save_warmup=False,
         progress_bar=settings.progressbar,
         target_accept=settings.target_accept,
+        adaptation=settings.adaptation,
     )
     t2 = time.perf_counter()
     # Adds observed_data / constant_data groups (nutpie does not).
