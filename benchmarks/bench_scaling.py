@@ -8,7 +8,8 @@ target acceptance from ``toolkit.fitting.default_settings``), and sampled in a f
 - **compile s**: ``dt.attrs["compile_seconds"]`` of :func:`toolkit.inference.sample`;
 - **grad ms**: mean time of one log-density + gradient evaluation at the initial point
   (``model.compile_logp_dlogp``-style: one compiled PyTensor function returning both);
-- **steps/draw**: mean leapfrog steps per kept draw (``sample_stats.n_steps``);
+- **steps/draw**: mean leapfrog steps per kept draw (``sample_stats.n_steps``), and the adapted
+  **step size** (mean over chains): the step size falls when the hardest region of the posterior is harder;
 - **sampling s**, **min ESS** (bulk, over every sampled quantity), **max R-hat**, **divergences**,
   **ESS/s** = min bulk ESS / sampling seconds, and the toolkit's own **converged** verdict
   (:func:`toolkit.inference.diagnose`: R-hat <= 1.01, bulk/tail ESS >= 400, no divergences, E-BFMI).
@@ -41,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 MODELS = ("durability", "cart", "mrd", "joint")
 COLUMNS = ("model", "patients", "observations", "backend", "run", "wall_s", "compile_s", "grad_ms",
-           "steps_per_draw", "sampling_s", "min_ess_bulk", "max_rhat", "divergences", "ess_per_s", "converged",
+           "steps_per_draw", "step_size", "sampling_s", "min_ess_bulk", "max_rhat", "divergences", "ess_per_s", "converged",
            "load_before", "load_after")
 
 
@@ -133,11 +134,12 @@ def worker(job: dict) -> dict:
     d = diagnose(dt)
     stats = dt["sample_stats"]
     steps = float(np.mean(stats["n_steps"].to_numpy())) if "n_steps" in stats else float("nan")
+    step_size = float(np.mean(stats["step_size"].to_numpy())) if "step_size" in stats else float("nan")
     sampling = float(dt.attrs["sampling_seconds"])
     return {"model": job["model"], "patients": job["patients"], "observations": n_obs, "backend": settings.backend,
             "run": f"{settings.chains}x{settings.tune}+{settings.draws}",
             "wall_s": time.perf_counter() - t_start, "compile_s": float(dt.attrs["compile_seconds"]),
-            "grad_ms": grad, "steps_per_draw": steps, "sampling_s": sampling, "min_ess_bulk": d.min_ess_bulk,
+            "grad_ms": grad, "steps_per_draw": steps, "step_size": step_size, "sampling_s": sampling, "min_ess_bulk": d.min_ess_bulk,
             "max_rhat": d.max_rhat, "divergences": int(d.divergences), "ess_per_s": d.min_ess_bulk / sampling,
             "converged": bool(d.converged), "load_before": load_before, "load_after": os.getloadavg()[0],
             "settings": settings.as_dict()}

@@ -70,6 +70,7 @@ def test_settings_defaults_and_as_dict():
         "random_seed": 20261125,
         "progressbar": True,
         "cores": 2,
+        "adaptation": "diag",
     }
     json.dumps(s.as_dict(), allow_nan=False)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -79,6 +80,42 @@ def test_settings_defaults_and_as_dict():
 def test_unknown_backend_lists_valid_ones():
     with pytest.raises(ValueError, match="nutpie, pymc, numpyro"):
         SamplerSettings(backend="stan")
+
+
+def test_adaptation_names_valid_values_and_needs_nutpie_for_low_rank():
+    assert SamplerSettings(adaptation="low_rank").adaptation == "low_rank"
+    with pytest.raises(ValueError, match="unknown adaptation 'dense'; valid: diag, low_rank"):
+        SamplerSettings(adaptation="dense")
+    with pytest.raises(ValueError, match="adaptation 'low_rank' needs backend 'nutpie'"):
+        SamplerSettings(backend="pymc", adaptation="low_rank")
+
+
+def test_spec_sampler_adaptation_reaches_settings(tmp_path):
+    from toolkit.specs import load_spec, merged_sampler
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('model = "cart"\n[sampler]\nadaptation = "low_rank"\n')
+    merged = merged_sampler(load_spec(spec), {"adaptation": None})
+    assert SamplerSettings(**merged).adaptation == "low_rank"
+
+
+@pytest.mark.parametrize("adaptation", ["diag", "low_rank"])
+def test_nutpie_gets_the_adaptation_asked_for(monkeypatch, adaptation):
+    import nutpie
+
+    seen = {}
+    real = nutpie.sample
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nutpie, "sample", spy)
+    settings = SamplerSettings(backend="nutpie", adaptation=adaptation, **FAST)
+    dt = sample(_normal_model(_observations()), settings, log_likelihood=False)
+    assert seen["adaptation"] == adaptation
+    mean, _ = _exact_posterior(_observations())
+    assert float(dt.posterior["mu"].mean()) == pytest.approx(mean, abs=0.05)
 
 
 # --------------------------------------------------------------------------- sampling
