@@ -71,6 +71,7 @@ def test_settings_defaults_and_as_dict():
         "progressbar": True,
         "cores": 2,
         "adaptation": "diag",
+        "logp_callback": "numba",
     }
     json.dumps(s.as_dict(), allow_nan=False)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -186,14 +187,44 @@ def test_nutpie_cache_reuses_compiled_model(monkeypatch):
     assert float(shifted.constant_data["offset"]) == 1.0
 
 
+def test_python_logp_callback_fits_and_swaps_data_without_recompiling(monkeypatch):
+    """The disk-cacheable callback (PyTensor's numba function called from Python) gives the exact
+    posterior, never goes through nutpie's C-callback compiler, and swaps pm.Data on a cache hit."""
+    import nutpie
+
+    def no_cfunc(*args, **kwargs):
+        raise AssertionError("nutpie's numba C callback was built")
+
+    monkeypatch.setattr(nutpie, "compile_pymc_model", no_cfunc)
+    inference.clear_compile_cache()
+    settings = SamplerSettings(backend="nutpie", logp_callback="python", **FAST)
+    dt = sample(_normal_model(_observations()), settings)
+    _check_fit(dt, "nutpie")
+    shifted = sample(_normal_model(_observations(), offset=1.0), settings, log_likelihood=False)
+    assert shifted.attrs["compile_cache_hit"] == 1
+    expected, _ = _exact_posterior(_observations(), offset=1.0)
+    assert shifted.posterior["mu"].values.mean() == pytest.approx(expected, abs=0.05)
+    # the numba-callback and python-callback compilations are different cache entries
+    assert inference._nutpie_compiled(_normal_model(_observations()), "python")[1]
+    with pytest.raises(AssertionError, match="C callback"):
+        inference._nutpie_compiled(_normal_model(_observations()), "numba")
+
+
+def test_logp_callback_values_and_backend():
+    with pytest.raises(ValueError, match="unknown logp_callback 'c'; valid: numba, python"):
+        SamplerSettings(logp_callback="c")
+    with pytest.raises(ValueError, match="logp_callback 'python' is a nutpie setting"):
+        SamplerSettings(backend="pymc", logp_callback="python")
+
+
 def test_nutpie_cache_misses_when_observed_values_change(monkeypatch):
     inference.clear_compile_cache()
     settings = SamplerSettings(backend="nutpie", **FAST)
     calls = []
     real_compile = inference._nutpie_compiled
 
-    def counting(model):
-        compiled, hit = real_compile(model)
+    def counting(model, *args):
+        compiled, hit = real_compile(model, *args)
         calls.append(hit)
         return compiled, hit
 
