@@ -11,7 +11,11 @@ are reported (median). Phases: ``import`` (``import toolkit.fitting``, which pul
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_warm_refit.py [--backends pymc,nutpie] [--repeats 2] [--json F]
+    .venv/bin/python benchmarks/bench_warm_refit.py [--backends pymc,nutpie:numba,nutpie:python] [--repeats 2]
+        [--json F]
+
+A backend ``nutpie:numba`` or ``nutpie:python`` also sets ``SamplerSettings.logp_callback``; plain ``nutpie``
+takes the durability default (``python``).
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ opts = DurabilityOptions()
 inputs = to_durability_inputs(load_cohort(sys.argv[1]), endpoint=opts.endpoint, hsct=opts.hsct)
 model = build_durability_model(inputs, opts.prior_set(), variant=opts.variant)
 t2 = time.perf_counter()
-dt = sample(model, default_settings("durability", backend=sys.argv[2], progressbar=False))
+backend, _, callback = sys.argv[2].partition(":")
+extra = {"logp_callback": callback} if callback else {}
+dt = sample(model, default_settings("durability", backend=backend, progressbar=False, **extra))
 t3 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "build": t2 - t1, "compile": dt.attrs["compile_seconds"],
                   "sampling": dt.attrs["sampling_seconds"], "loglik": dt.attrs["log_likelihood_seconds"],
@@ -66,20 +72,20 @@ def one_process(backend: str, caches: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backends", default="pymc,nutpie")
+    p.add_argument("--backends", default="pymc,nutpie:numba,nutpie:python")
     p.add_argument("--repeats", type=int, default=2, help="warm processes per backend (after the cold one)")
     p.add_argument("--json")
     args = p.parse_args(argv)
     phases = ("import", "build", "compile", "sampling", "loglik", "process")
     record = {"load_average_start": os.getloadavg()}
     print(f"load average at start {os.getloadavg()}")
-    print(f"{'backend':8s} {'run':5s} " + " ".join(f"{ph:>9s}" for ph in phases))
+    print(f"{'backend':14s} {'run':5s} " + " ".join(f"{ph:>9s}" for ph in phases))
     with tempfile.TemporaryDirectory(prefix="bench_warm_refit_") as tmp:
         for backend in args.backends.split(","):
-            caches = Path(tmp) / backend
+            caches = Path(tmp) / backend.replace(":", "_")
             runs = [one_process(backend, caches) for _ in range(1 + args.repeats)]
             for i, r in enumerate(runs):
-                print(f"{backend:8s} {'cold' if i == 0 else 'warm':5s} "
+                print(f"{backend:14s} {'cold' if i == 0 else 'warm':5s} "
                       + " ".join(f"{r[ph]:9.2f}" for ph in phases), flush=True)
             warm = {ph: statistics.median(r[ph] for r in runs[1:]) for ph in phases} if args.repeats else {}
             record[backend] = {"cold": runs[0], "warm_runs": runs[1:], "warm_median": warm}
