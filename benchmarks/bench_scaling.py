@@ -42,8 +42,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 MODELS = ("durability", "cart", "mrd", "joint")
 COLUMNS = ("model", "patients", "observations", "backend", "run", "wall_s", "compile_s", "grad_ms",
-           "steps_per_draw", "step_size", "sampling_s", "min_ess_bulk", "max_rhat", "divergences", "ess_per_s", "converged",
-           "load_before", "load_after")
+           "steps_per_draw", "step_size", "sampling_s", "min_ess_bulk", "max_rhat", "divergences", "ess_per_s",
+           "converged", "load_before", "load_after")
 
 
 def _build(model_name: str, n: int, folder: Path):
@@ -139,7 +139,8 @@ def worker(job: dict) -> dict:
     return {"model": job["model"], "patients": job["patients"], "observations": n_obs, "backend": settings.backend,
             "run": f"{settings.chains}x{settings.tune}+{settings.draws}",
             "wall_s": time.perf_counter() - t_start, "compile_s": float(dt.attrs["compile_seconds"]),
-            "grad_ms": grad, "steps_per_draw": steps, "step_size": step_size, "sampling_s": sampling, "min_ess_bulk": d.min_ess_bulk,
+            "grad_ms": grad, "steps_per_draw": steps, "step_size": step_size, "sampling_s": sampling,
+            "min_ess_bulk": d.min_ess_bulk,
             "max_rhat": d.max_rhat, "divergences": int(d.divergences), "ess_per_s": d.min_ess_bulk / sampling,
             "converged": bool(d.converged), "load_before": load_before, "load_after": os.getloadavg()[0],
             "settings": settings.as_dict()}
