@@ -27,6 +27,8 @@ SPECS = {
     "latin1.toml": None,  # written as bytes below
     "bad_sampler_value.toml": 'model = "durability"\n[sampler]\nchains = 0\n',
     "primary_text.toml": 'model = "durability"\nprimary = "yes"\n',
+    "bad_adaptation.toml": 'model = "cart"\n[sampler]\nadaptation = "dense"\n',
+    "low_rank_pymc.toml": 'model = "durability"\n[sampler]\nbackend = "pymc"\nadaptation = "low_rank"\n',
 }
 
 
@@ -150,6 +152,10 @@ MISUSES = [
      r"cart_priors.toml: (\[priors\] )?unknown prior\(s\) log_cmax; valid: covariate_effect, "),
     ("spec-sampler-value", ["fit", "durability", *DATA, "--spec", "{place}/bad_sampler_value.toml"],
      r"chains must be >= 1, got 0"),
+    ("spec-sampler-adaptation", ["fit", "cart", *DATA, "--spec", "{place}/bad_adaptation.toml"],
+     r"unknown adaptation 'dense'; valid: diag, low_rank"),
+    ("spec-low-rank-without-nutpie", ["fit", "durability", *DATA, "--spec", "{place}/low_rank_pymc.toml"],
+     r"adaptation 'low_rank' needs backend 'nutpie'"),
     ("predict-no-patient-data", ["predict", "{place}/run"], r"the following arguments are required: --patient-data"),
     ("predict-horizons-text", ["predict", "{place}/run", "--patient-data", "{cohort}", "--horizons", "1y"],
      r"--horizons expects a comma-separated list, each a day above 0 \(e.g. --horizons 365,730\); got '1y'"),

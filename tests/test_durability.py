@@ -280,3 +280,16 @@ def test_efs_cir_and_nrm_estimands_are_closed_form_and_named_as_the_truth(exampl
     words = durability_definitions("cure", "efs", response_day=28.0)
     assert "not an event-free-survival hazard ratio" in words["hazard_ratio"]
     assert "non-response" in words["efs_{D}d_{arm}"] or "does not respond" in words["efs_{D}d_{arm}"]
+
+
+def test_default_sampler_is_nutpie_with_the_disk_cached_python_callback():
+    """Durability fits use nutpie's Python log-density callback (compiles in 1-2 s in a new process,
+    benchmarks/bench_warm_refit.py); the kinetic models keep nutpie's numba C callback, and a user's
+    backend choice is left alone."""
+    from toolkit.fitting import default_settings
+
+    assert (default_settings("durability").backend, default_settings("durability").logp_callback) == \
+        ("nutpie", "python")
+    assert default_settings("cart").logp_callback == "numba"
+    assert default_settings("durability", backend="pymc").logp_callback == "numba"
+    assert default_settings("durability", logp_callback="numba").logp_callback == "numba"

@@ -70,6 +70,8 @@ def test_settings_defaults_and_as_dict():
         "random_seed": 20261125,
         "progressbar": True,
         "cores": 2,
+        "adaptation": "diag",
+        "logp_callback": "numba",
     }
     json.dumps(s.as_dict(), allow_nan=False)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -79,6 +81,42 @@ def test_settings_defaults_and_as_dict():
 def test_unknown_backend_lists_valid_ones():
     with pytest.raises(ValueError, match="nutpie, pymc, numpyro"):
         SamplerSettings(backend="stan")
+
+
+def test_adaptation_names_valid_values_and_needs_nutpie_for_low_rank():
+    assert SamplerSettings(adaptation="low_rank").adaptation == "low_rank"
+    with pytest.raises(ValueError, match="unknown adaptation 'dense'; valid: diag, low_rank"):
+        SamplerSettings(adaptation="dense")
+    with pytest.raises(ValueError, match="adaptation 'low_rank' needs backend 'nutpie'"):
+        SamplerSettings(backend="pymc", adaptation="low_rank")
+
+
+def test_spec_sampler_adaptation_reaches_settings(tmp_path):
+    from toolkit.specs import load_spec, merged_sampler
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('model = "cart"\n[sampler]\nadaptation = "low_rank"\n')
+    merged = merged_sampler(load_spec(spec), {"adaptation": None})
+    assert SamplerSettings(**merged).adaptation == "low_rank"
+
+
+@pytest.mark.parametrize("adaptation", ["diag", "low_rank"])
+def test_nutpie_gets_the_adaptation_asked_for(monkeypatch, adaptation):
+    import nutpie
+
+    seen = {}
+    real = nutpie.sample
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nutpie, "sample", spy)
+    settings = SamplerSettings(backend="nutpie", adaptation=adaptation, **FAST)
+    dt = sample(_normal_model(_observations()), settings, log_likelihood=False)
+    assert seen["adaptation"] == adaptation
+    mean, _ = _exact_posterior(_observations())
+    assert float(dt.posterior["mu"].mean()) == pytest.approx(mean, abs=0.05)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -149,14 +187,44 @@ def test_nutpie_cache_reuses_compiled_model(monkeypatch):
     assert float(shifted.constant_data["offset"]) == 1.0
 
 
+def test_python_logp_callback_fits_and_swaps_data_without_recompiling(monkeypatch):
+    """The disk-cacheable callback (PyTensor's numba function called from Python) gives the exact
+    posterior, never goes through nutpie's C-callback compiler, and swaps pm.Data on a cache hit."""
+    import nutpie
+
+    def no_cfunc(*args, **kwargs):
+        raise AssertionError("nutpie's numba C callback was built")
+
+    monkeypatch.setattr(nutpie, "compile_pymc_model", no_cfunc)
+    inference.clear_compile_cache()
+    settings = SamplerSettings(backend="nutpie", logp_callback="python", **FAST)
+    dt = sample(_normal_model(_observations()), settings)
+    _check_fit(dt, "nutpie")
+    shifted = sample(_normal_model(_observations(), offset=1.0), settings, log_likelihood=False)
+    assert shifted.attrs["compile_cache_hit"] == 1
+    expected, _ = _exact_posterior(_observations(), offset=1.0)
+    assert shifted.posterior["mu"].values.mean() == pytest.approx(expected, abs=0.05)
+    # the numba-callback and python-callback compilations are different cache entries
+    assert inference._nutpie_compiled(_normal_model(_observations()), "python")[1]
+    with pytest.raises(AssertionError, match="C callback"):
+        inference._nutpie_compiled(_normal_model(_observations()), "numba")
+
+
+def test_logp_callback_values_and_backend():
+    with pytest.raises(ValueError, match="unknown logp_callback 'c'; valid: numba, python"):
+        SamplerSettings(logp_callback="c")
+    with pytest.raises(ValueError, match="logp_callback 'python' is a nutpie setting"):
+        SamplerSettings(backend="pymc", logp_callback="python")
+
+
 def test_nutpie_cache_misses_when_observed_values_change(monkeypatch):
     inference.clear_compile_cache()
     settings = SamplerSettings(backend="nutpie", **FAST)
     calls = []
     real_compile = inference._nutpie_compiled
 
-    def counting(model):
-        compiled, hit = real_compile(model)
+    def counting(model, *args):
+        compiled, hit = real_compile(model, *args)
         calls.append(hit)
         return compiled, hit
 

@@ -35,6 +35,8 @@ DEFAULT_TARGET_ACCEPT = {"cart": cart.RECOMMENDED_TARGET_ACCEPT, "joint": cart.R
 def default_settings(model: str, **overrides) -> SamplerSettings:
     """Sampler settings measured best for ``model``: backend and target acceptance (overrides win)."""
     overrides.setdefault("backend", DEFAULT_BACKENDS.get(model, "nutpie"))
+    if model == "durability" and overrides["backend"] == "nutpie":
+        overrides.setdefault("logp_callback", durability.DEFAULT_LOGP_CALLBACK)
     if model in DEFAULT_TARGET_ACCEPT:
         overrides.setdefault("target_accept", DEFAULT_TARGET_ACCEPT[model])
     return SamplerSettings(**overrides)

@@ -74,6 +74,10 @@ __all__ = [
 ]
 
 BACKENDS = ("nutpie", "pymc", "numpyro")
+# nutpie's mass-matrix adaptation (``nutpie.sample(adaptation=...)``); the other backends adapt a diagonal only
+ADAPTATIONS = ("diag", "low_rank")
+# how nutpie calls the log density: its numba C callback, or PyTensor's numba function from Python
+LOGP_CALLBACKS = ("numba", "python")
 
 RUN_FILES = ("posterior.nc", "summary.json", "provenance.json")
 MANIFEST = "manifest.json"
@@ -105,6 +109,18 @@ class SamplerSettings:
         Show a progress bar.
     cores : int
         Chains run in parallel (PyMC and nutpie).
+    adaptation : {"diag", "low_rank"}
+        Mass-matrix adaptation (nutpie only): ``"diag"``, nutpie's diagonal from draw and gradient
+        variances; ``"low_rank"``, a diagonal plus a low-rank correction for the strongest posterior
+        correlations (nutpie's low-rank modified mass matrix; each leapfrog step then costs a few
+        extra vector products). Another backend refuses ``"low_rank"``.
+    logp_callback : {"numba", "python"}
+        How nutpie calls the log density and its gradient (nutpie only). ``"numba"``: nutpie's numba C
+        callback, fastest per gradient, but numba rebuilds it in every new process (10-20 s on 2 cores,
+        whatever the caches hold). ``"python"``: PyTensor's numba-compiled logp+gradient function, which
+        PyTensor caches on disk (``base_compiledir``), called from Python: a warm process compiles in
+        about 1-2 s, but every gradient pays a Python call and holds the GIL, so chains take turns.
+        For small models (durability), where compilation dominates.
     """
 
     backend: str = "nutpie"
@@ -115,6 +131,8 @@ class SamplerSettings:
     random_seed: int = 20261125
     progressbar: bool = True
     cores: int = 2
+    adaptation: str = "diag"
+    logp_callback: str = "numba"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -128,6 +146,16 @@ class SamplerSettings:
             raise ValueError(f"tune must be >= 0, got {self.tune!r}")
         if not 0.0 < float(self.target_accept) < 1.0:
             raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept!r}")
+        if self.adaptation not in ADAPTATIONS:
+            raise ValueError(f"unknown adaptation {self.adaptation!r}; valid: {', '.join(ADAPTATIONS)}")
+        if self.adaptation != "diag" and self.backend != "nutpie":
+            raise ValueError(f"adaptation {self.adaptation!r} needs backend 'nutpie' (backend {self.backend!r} "
+                             "adapts a diagonal mass matrix only); use adaptation = \"diag\" or backend = \"nutpie\"")
+        if self.logp_callback not in LOGP_CALLBACKS:
+            raise ValueError(f"unknown logp_callback {self.logp_callback!r}; valid: {', '.join(LOGP_CALLBACKS)}")
+        if self.logp_callback != "numba" and self.backend != "nutpie":
+            raise ValueError(f"logp_callback {self.logp_callback!r} is a nutpie setting and backend is "
+                             f"{self.backend!r}; use backend = \"nutpie\" or leave logp_callback out")
 
     def as_dict(self) -> dict[str, Any]:
         """Return the settings as a plain JSON-able dict."""
@@ -200,15 +228,61 @@ def _model_fingerprint(model: pm.Model) -> str:
     return h.hexdigest()
 
 
-def _nutpie_compiled(model: pm.Model) -> tuple[Any, bool]:
+def _compile_python_callback(model: pm.Model) -> Any:
+    """A nutpie model whose log density is PyTensor's numba function, called from Python.
+
+    The same functions nutpie's own PyMC compiler builds (its ``_make_functions``, which
+    also serves its JAX backend through ``from_pyfunc``), with mode ``NUMBA``: PyTensor
+    caches their machine code on disk, so a new process loads them in about a second;
+    only nutpie's C wrapper, which numba cannot cache, is left out.
+    """
+    from nutpie.compile_pymc import _make_functions, _prepare_dims_and_coords, _wrap_with_lock
+    from nutpie.compiled_pyfunc import from_pyfunc
+    from pymc.initial_point import make_initial_point_fn
+
+    # as nutpie.compile_pymc_model: support-point start, jittered by the sampler
+    point_fn = _wrap_with_lock(make_initial_point_fn(model=model, default_strategy="support_point",
+                                                     jitter_rvs=set(model.free_RVs), return_transformed=True))
+    n_dim, _, logp_pt, expand_pt, flat_point_fn, shape_info, reparameterized = _make_functions(
+        model, mode="NUMBA", compute_grad=True, join_expanded=False, pymc_initial_point_fn=point_fn)
+    logp_fn, expand_fn = logp_pt.vm.jit_fn, expand_pt.vm.jit_fn
+    logp_names = [v.name for v in logp_pt.get_shared()]
+    expand_names = [v.name for v in expand_pt.get_shared()]
+    shared = {v.name: np.asarray(v.get_value()) for v in [*logp_pt.get_shared(), *expand_pt.get_shared()]}
+    names, _slices, shapes = shape_info
+    dtypes = [np.dtype("float64")] * len(names)
+
+    def make_logp_func():
+        def logp(x, **data):
+            value, grad = logp_fn(x, *[data[n] for n in logp_names])
+            return float(value), np.asarray(grad, dtype="float64", order="C")
+
+        return logp
+
+    def make_expand_func(seed1, seed2, chain):
+        def expand(x, **data):
+            values = expand_fn(x, *[data[n] for n in expand_names])
+            return {n: np.asarray(v, order="C", dtype=d).reshape(shape)
+                    for n, v, d, shape in zip(names, values, dtypes, shapes, strict=True)}
+
+        return expand
+
+    dims, coords = _prepare_dims_and_coords(model, shape_info, reparameterized)
+    return from_pyfunc(ndim=n_dim, make_logp_fn=make_logp_func, make_expand_fn=make_expand_func,
+                       make_initial_point_fn=flat_point_fn, expanded_dtypes=dtypes, expanded_shapes=shapes,
+                       expanded_names=names, shared_data=shared, dims=dims, coords=coords,
+                       reparameterized_names=reparameterized)
+
+
+def _nutpie_compiled(model: pm.Model, logp_callback: str = "numba") -> tuple[Any, bool]:
     """Return ``(compiled_model, cache_hit)``; data values are refreshed on a hit."""
     import nutpie
 
-    key = _model_fingerprint(model)
+    key = f"{logp_callback}:{_model_fingerprint(model)}"
     compiled = _NUTPIE_CACHE.get(key)
     if compiled is None:
-        PROGRESS.info("compiling the model (nutpie, numba)")
-        compiled = nutpie.compile_pymc_model(model)
+        PROGRESS.info(f"compiling the model (nutpie, {logp_callback} log-density callback)")
+        compiled = nutpie.compile_pymc_model(model) if logp_callback == "numba" else _compile_python_callback(model)
         _NUTPIE_CACHE[key] = compiled
         while len(_NUTPIE_CACHE) > _NUTPIE_CACHE_MAX:
             _NUTPIE_CACHE.popitem(last=False)
@@ -216,10 +290,12 @@ def _nutpie_compiled(model: pm.Model) -> tuple[Any, bool]:
     _NUTPIE_CACHE.move_to_end(key)
     # Same structure and shapes, but pm.Data values may differ: swap them in.
     updates = {}
-    for var in compiled.shared_var_keys:
-        current = model.named_vars.get(var.name)
+    names = ([var.name for var in compiled.shared_var_keys] if hasattr(compiled, "shared_var_keys")
+             else list(compiled._shared_data))  # a from_pyfunc model keys its data by name
+    for name in names:
+        current = model.named_vars.get(name)
         if current is not None and hasattr(current, "get_value"):
-            updates[var.name] = current.get_value()
+            updates[name] = current.get_value()
     if updates:
         compiled = compiled.with_data(**updates)
     return compiled, True
@@ -233,7 +309,7 @@ def _sample_nutpie(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataT
     from pymc.backends.arviz import patch_nutpie_idata
 
     t0 = time.perf_counter()
-    compiled, hit = _nutpie_compiled(model)
+    compiled, hit = _nutpie_compiled(model, settings.logp_callback)
     t1 = time.perf_counter()
     PROGRESS.info(f"sampling: {settings.chains} chains x ({settings.tune} tuning + {settings.draws} draws)")
     dt = nutpie.sample(
@@ -246,6 +322,7 @@ def _sample_nutpie(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataT
         save_warmup=False,
         progress_bar=settings.progressbar,
         target_accept=settings.target_accept,
+        adaptation=settings.adaptation,
     )
     t2 = time.perf_counter()
     # Adds observed_data / constant_data groups (nutpie does not).

@@ -3,7 +3,7 @@
 A spec holds ``model`` (which model), ``[options]`` (analysis choices, the
 fields of that model's Options dataclass), ``[priors]`` (departures from the
 default priors, ``name = [mu, sigma]``), ``[decision]`` (thresholds) and
-``[sampler]`` (chains, tune, draws, seed, backend, target_accept), and
+``[sampler]`` (chains, tune, draws, seed, backend, target_accept, adaptation, logp_callback), and
 optionally ``primary = true``: the analysis that answers the trial's
 question, whose result opens the report (``toolkit.report.primary_run``).
 Command-line options override the spec; the run records what was used.
@@ -16,7 +16,8 @@ from pathlib import Path
 
 SECTIONS = ("model", "title", "rationale", "primary", "options", "priors", "decision", "sampler")
 SAMPLER_KEYS = {"chains": "chains", "tune": "tune", "draws": "draws", "seed": "random_seed",
-                "backend": "backend", "target_accept": "target_accept"}
+                "backend": "backend", "target_accept": "target_accept", "adaptation": "adaptation",
+                "logp_callback": "logp_callback"}
 
 
 def analysis_plan_dir() -> Path:

@@ -91,10 +91,12 @@ MODEL_NAME = "durability"
 MODEL_VERSION = "1.1.0"  # 1.1: NRM as its own hazard for cure and efs; EFS, CIR, NRM
 VARIANTS = ("weibull", "cure")
 PRIOR_SETS = ("default", "skeptical", "optimistic")
-#: PyMC's own NUTS, chosen by measurement (benchmarks/bench_durability.py): for a model this
-#: small compilation dominates, and PyMC compiles in ~0.4-1.3 s where nutpie's numba build takes
-#: 3-9 s per process; nutpie's faster sampling (0.1 s vs 2.2 s) does not make up for it.
-DEFAULT_BACKEND = "pymc"
+#: nutpie with PyTensor's disk-cached numba log density called from Python, chosen by measurement
+#: (benchmarks/bench_warm_refit.py): for a model this small compilation dominates; nutpie's own numba
+#: C callback is rebuilt in every process (10-20 s on 2 cores), PyMC's NUTS compiles in a few seconds
+#: but samples 3-7x slower; the Python callback loads in 1-2 s and keeps most of nutpie's speed.
+DEFAULT_BACKEND = "nutpie"
+DEFAULT_LOGP_CALLBACK = "python"
 
 
 @dataclass(frozen=True)
