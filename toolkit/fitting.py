@@ -17,13 +17,14 @@ import xarray as xr
 
 from toolkit.data import Cohort
 from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
+from toolkit.data.from_run import durability_inputs_from_run  # noqa: F401  (public here before it moved)
 from toolkit.data.inputs import DurabilityInputs, ModelDataError, to_durability_inputs
 from toolkit.estimands import durability_definitions, durability_estimands
-from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample
+from toolkit.inference import ResultMethods, SamplerSettings, build_provenance, diagnose, hash_folder, sample
 from toolkit.models import cart, durability
-from toolkit.results import ResultMethods, Summary
 from toolkit.review import (ESTIMAND_DRAWS, add_log_likelihood, add_log_prior, estimand_draws_dataset,
                             recording_estimand_draws, write_summary_table)
+from toolkit.summary import Summary
 
 MODELS = ("durability",)
 DEFAULT_BACKENDS = {"durability": durability.DEFAULT_BACKEND}
@@ -43,7 +44,7 @@ def default_settings(model: str, **overrides) -> SamplerSettings:
 @dataclass
 class FitResult(ResultMethods):
     """A fitted analysis, ready to save or inspect; the same methods as a run read from disk
-    (:class:`toolkit.results.ResultMethods`: ``summary()``, ``estimand``, ``figures``, ``save``)."""
+    (:class:`toolkit.inference.ResultMethods`: ``summary()``, ``estimand``, ``figures``, ``save``)."""
 
     model_name: str
     posterior: object
@@ -272,34 +273,6 @@ def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: Sampl
 
 def _jsonable_priors(priors: dict) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in priors.items()}
-
-
-def durability_inputs_from_run(run) -> DurabilityInputs:
-    """Rebuild the model inputs of a saved durability run from its own files (no cohort needed)."""
-    dt, summary = run.posterior, run.summary
-    constant = dt["constant_data"]
-    observed = dt["observed_data"]
-    covariates = list(summary["options"]["covariates"])
-    cov_stats = summary["data"]["covariates"]
-    x = constant["x_std"].to_numpy() if covariates else np.zeros((observed["rfs"].size, 0))
-    return DurabilityInputs(
-        patient_ids=[str(p) for p in observed["rfs"]["patient"].to_numpy()],
-        arm=constant["arm"].to_numpy().astype(int),
-        time_years=observed["rfs"].to_numpy(),
-        event=constant["event"].to_numpy().astype(int),
-        covariates=covariates,
-        x_std=x,
-        x_mean=np.array([cov_stats[c]["mean"] for c in covariates]),
-        x_sd=np.array([cov_stats[c]["sd"] for c in covariates]),
-        endpoint=summary["data"]["endpoint"],
-        hsct=summary["data"]["hsct_policy"],
-        arm_labels=(summary["arms"]["control"], summary["arms"]["experimental"]),
-        competing=(constant["death_in_remission"].to_numpy().astype(int) if "death_in_remission" in constant
-                   else np.zeros(observed["rfs"].size, dtype=int)),
-        responded=observed["response"].to_numpy().astype(int) if "response" in observed else np.zeros(0),
-        responded_arm=constant["response_arm"].to_numpy().astype(int) if "response_arm" in constant else np.zeros(0),
-        response_day=float(summary["data"].get("response_day", 28.0)),
-    )
 
 
 def comparable_loo_variable(runs: dict) -> str:

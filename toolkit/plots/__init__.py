@@ -136,7 +136,7 @@ def plot_forest(estimands: dict, names: list[str] | None = None, *, reference: f
 
 def durability_figure_builders(run) -> dict:
     """``{file name: callable drawing one figure}`` of the durability checks of a run (or a fit in memory)."""
-    from toolkit.fitting import durability_inputs_from_run
+    from toolkit.data.from_run import durability_inputs_from_run
     from toolkit.plots.ppc import PIT_TITLE, durability_event_name, durability_pit, plot_pit_ecdf
     from toolkit.plots.publication import decision_densities, plot_decision_densities, plot_km_at_risk
 
