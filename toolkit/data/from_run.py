@@ -19,17 +19,22 @@ import numpy as np
 import pandas as pd
 
 from toolkit.data.inputs import CartInputs, DurabilityInputs
+from toolkit.data.joint_inputs import NO_CHANGE, JointInputs
 from toolkit.data.mrd_inputs import REFERENCE_PREFERENCE, MrdInputs
 
-__all__ = ["cart_inputs_from_run", "durability_inputs_from_run", "inputs_from_run", "mrd_inputs_from_run"]
+__all__ = ["cart_inputs_from_run", "durability_inputs_from_run", "inputs_from_run", "joint_inputs_from_run",
+           "joint_rebuild_blocker", "mrd_inputs_from_run"]
 
 
 def inputs_from_run(run):
-    """A saved run's model inputs rebuilt from its posterior file (no cohort needed), by ``summary["model"]``."""
+    """A saved run's model inputs rebuilt from its posterior file (no cohort needed), by ``summary["model"]``;
+    None for a model without a rebuild and for a joint run that cannot be rebuilt (:func:`joint_rebuild_blocker`)."""
     rebuild = {"durability": durability_inputs_from_run, "cart": cart_inputs_from_run,
-               "mrd": mrd_inputs_from_run}
+               "mrd": mrd_inputs_from_run, "joint": joint_inputs_from_run}
     model = run.summary["model"]
-    return rebuild[model](run) if model in rebuild else None
+    if model not in rebuild or (model == "joint" and joint_rebuild_blocker(run.summary) is not None):
+        return None
+    return rebuild[model](run)
 
 
 def durability_inputs_from_run(run) -> DurabilityInputs:
@@ -66,14 +71,20 @@ def cart_inputs_from_run(run) -> CartInputs:
     Covariate means and SDs are not stored with a CAR-T run (the figures do not
     need them) and come back as NaN.
     """
-    dt, summary = run.posterior, run.summary
+    covariates = list(run.summary.get("options", {}).get("covariates", []))
+    return _cart_inputs(run.posterior, run.summary, covariates)
+
+
+def _cart_inputs(dt, summary, covariates: list[str]) -> CartInputs:
+    """The CAR-T inputs stored in ``dt`` (a CAR-T run, or the kinetic part of a joint run)."""
     constant, observed = dt["constant_data"], dt["observed_data"]
     patient_ids = [str(p) for p in dt["posterior"]["theta_patient"].coords["patient"].to_numpy()]
     sample_patient = constant["patient_index"].to_numpy().astype(int)
     log_lloq = constant["log_lloq"].to_numpy().astype(float)
+    # each patient's usual LLOQ is the median of its samples' limits; samples without a recorded limit were
+    # given that median, and adding copies of a median leaves it unchanged, so this is the fitted value
     patient_lloq = np.array([np.median(np.exp(log_lloq[sample_patient == i])) if (sample_patient == i).any()
                              else np.nan for i in range(len(patient_ids))])
-    covariates = list(summary.get("options", {}).get("covariates", []))
     x = constant["x_std"].to_numpy() if covariates else np.zeros((len(patient_ids), 0))
     return CartInputs(
         patient_ids=patient_ids,
@@ -90,6 +101,71 @@ def cart_inputs_from_run(run) -> CartInputs:
         x_sd=np.full(len(covariates), np.nan),
         arm_labels=(summary["arms"]["control"], summary["arms"]["experimental"]),
         unit=summary.get("data", {}).get("unit", "copies/ug"),
+    )
+
+
+def joint_rebuild_blocker(summary) -> str | None:
+    """Why a joint run's inputs cannot be rebuilt from its files, or None when they can.
+
+    With the MRD submodel (association ``mrd_clearance``) the model's baseline-burden prior is centred on
+    the cohort's mean and SD of the log10 baseline MRD, which a joint run does not store.
+    """
+    if "mrd_clearance" in summary.get("options", {}).get("associations", []):
+        return ("this joint run has the MRD submodel (association mrd_clearance), whose baseline-burden prior "
+                "uses the cohort's baseline MRD mean and SD, which a joint run does not store")
+    return None
+
+
+def joint_inputs_from_run(run) -> JointInputs:
+    """Rebuild the model inputs of a saved joint run from its own files (no cohort needed).
+
+    The kinetic part comes back as for a CAR-T run (without covariates: the joint model's covariates are the
+    relapse part's); the relapse part from ``observed_data["relapse"]`` (years from response, dim
+    ``responder``) and ``constant_data`` (``event``, ``arm_responder``, ``response_day``,
+    ``relapse_x_std``, ``mrd_positive_years`` when the ``mrd`` association was fitted, else no change point).
+    A two-stage run stores no stage-one CAR-T data (its kinetics enter as the fixed features
+    ``log_cmax_fixed``/``loss_day_fixed``): its ``cart`` is None and ``log_lloq`` NaN. Covariate means and
+    SDs come back as NaN. Raises ValueError for a run that cannot be rebuilt (:func:`joint_rebuild_blocker`).
+    """
+    dt, summary = run.posterior, run.summary
+    reason = joint_rebuild_blocker(summary)
+    if reason is not None:
+        raise ValueError(f"{reason}; its inputs cannot be rebuilt from the run folder")
+    constant, observed = dt["constant_data"], dt["observed_data"]
+    responders = [str(p) for p in observed["relapse"]["responder"].to_numpy()]
+    n = len(responders)
+    covariates = list(summary.get("options", {}).get("covariates", []))
+    arm_labels = (summary["arms"]["control"], summary["arms"]["experimental"])
+    relapse = DurabilityInputs(
+        patient_ids=responders,
+        arm=constant["arm_responder"].to_numpy().astype(int),
+        time_years=observed["relapse"].to_numpy().astype(float),
+        event=constant["event"].to_numpy().astype(int),
+        covariates=covariates,
+        x_std=constant["relapse_x_std"].to_numpy() if covariates else np.zeros((n, 0)),
+        x_mean=np.full(len(covariates), np.nan),
+        x_sd=np.full(len(covariates), np.nan),
+        endpoint="relapse",
+        hsct="censor",
+        arm_labels=arm_labels,
+    )
+    if "patient_index" in constant:  # kinetics fitted jointly: the CAR-T part is in the run
+        cart = _cart_inputs(dt, summary, [])
+        position = {pid: i for i, pid in enumerate(cart.patient_ids)}
+        cart_index = np.array([position[pid] for pid in responders], dtype=np.int64)
+        log_lloq = np.log(cart.patient_lloq[cart_index])
+    else:
+        cart, cart_index, log_lloq = None, np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
+    has_mrd = "mrd_positive_years" in constant
+    return JointInputs(
+        cart=cart,
+        relapse=relapse,
+        cart_index=cart_index,
+        response_day=constant["response_day"].to_numpy().astype(float),
+        log_lloq=log_lloq,
+        mrd_positive_years=(constant["mrd_positive_years"].to_numpy().astype(float) if has_mrd
+                            else np.full(n, NO_CHANGE)),
+        has_mrd=has_mrd,
     )
 
 

@@ -36,7 +36,7 @@ from toolkit.models.mrd import (
     mrd_log10_numpy,
 )
 
-__all__ = ["DEFAULT_DAY_GRID", "mrd_estimands", "mrd_inputs_from_run", "patient_recurrence",
+__all__ = ["DEFAULT_DAY_GRID", "filled_detection_limits", "mrd_estimands", "mrd_inputs_from_run", "patient_recurrence",
            "patient_trajectories", "replicated_negative", "simulate_population"]
 
 FLOW_LIMIT_LOG10 = -4.0  # 0.01 %: MRD-negative by flow (MRD-CR threshold; van Dongen 2015 Blood 125:3996)
@@ -349,11 +349,18 @@ def replicated_mrd_log10(posterior, inputs: MrdInputs, *, priors: MrdPriors | No
     mu = mu + g("mrd_method_offset_log10")[:, method]
     if _has(post, "pb_offset_log10"):
         mu = mu + g("pb_offset_log10")[:, None] * inputs.peripheral_blood
+    rng = np.random.default_rng(random_seed + 1)
+    y_rep = mu + g("mrd_residual_sd_log10")[:, method] * rng.standard_normal(mu.shape)
+    return y_rep, filled_detection_limits(inputs)
+
+
+def filled_detection_limits(inputs: MrdInputs) -> np.ndarray:
+    """Each assessment's log10 detection limit; a quantified row without one gets the smallest limit of its
+    method in the cohort (-inf, never negative, if the method has none)."""
+    method = inputs.method
     lod = np.asarray(inputs.log10_lod, dtype=float).copy()
     for m in np.unique(method):
         known = lod[(method == m) & np.isfinite(lod)]
         fill = known.min() if known.size else -np.inf
         lod[(method == m) & ~np.isfinite(lod)] = fill
-    rng = np.random.default_rng(random_seed + 1)
-    y_rep = mu + g("mrd_residual_sd_log10")[:, method] * rng.standard_normal(mu.shape)
-    return y_rep, lod
+    return lod
