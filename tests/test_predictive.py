@@ -17,7 +17,7 @@ from toolkit.plots.ppc import (durability_pit, durability_pit_from_draws, durabi
 from toolkit.predictive import MAX_PREDICTIVE_DRAWS, PREDICTIVE_GROUP, durability_predictive, stored_predictive
 from toolkit.testing import EXAMPLE
 
-TINY = {"chains": 2, "tune": 200, "draws": 300, "progressbar": False, "random_seed": 7}
+TINY = {"chains": 2, "tune": 200, "draws": 200, "progressbar": False, "random_seed": 7}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,10 @@ def test_runs_store_thinned_predictive_draws(runs):
     group = runs["durability"].posterior[PREDICTIVE_GROUP]
     assert set(group.data_vars) == {"rfs", "rfs_event"}
     assert group["rfs"].dims == ("chain", "draw", "patient")
-    n_draws = group.sizes["chain"] * group.sizes["draw"]
-    assert n_draws <= MAX_PREDICTIVE_DRAWS < 2 * 300  # thinned from 600
+    assert group.sizes["chain"] * group.sizes["draw"] <= MAX_PREDICTIVE_DRAWS
+    inputs = durability_inputs_from_run(runs["durability"])
+    small = durability_predictive(runs["durability"].posterior["posterior"].to_dataset(), inputs, max_draws=50)
+    assert (small.sizes["chain"], small.sizes["draw"]) == (2, 25)  # thinned evenly within each chain
     observed = runs["durability"].posterior["observed_data"]["rfs"]
     assert list(group["patient"].to_numpy()) == list(observed["patient"].to_numpy())
     # the replicate is observed as the data are: censored at each patient's own time
