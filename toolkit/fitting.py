@@ -17,7 +17,7 @@ import xarray as xr
 
 from toolkit.data import Cohort
 from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
-from toolkit.data.from_run import durability_inputs_from_run  # noqa: F401  (public here before it moved)
+from toolkit.data.from_run import durability_inputs_from_run  # also public here, where it lived before
 from toolkit.data.inputs import DurabilityInputs, ModelDataError, to_durability_inputs
 from toolkit.estimands import durability_definitions, durability_estimands
 from toolkit.inference import ResultMethods, SamplerSettings, build_provenance, diagnose, hash_folder, sample
@@ -342,7 +342,7 @@ def rebuild_model(run):
 
     The inputs come back from the run's ``constant_data``/``observed_data`` (:mod:`toolkit.data.from_run`),
     the priors and analysis choices from the options in ``summary.json``, so the rebuilt model has the same
-    log density as the fitted one at every posterior draw (``tests/test_review.py`` checks it for CAR-T and
+    log density as the fitted one at every posterior draw (``tests/test_rebuild.py`` checks it for CAR-T and
     joint runs). A two-stage joint run rebuilds its stage-two model (the relapse part, with the stored fixed
     kinetic features). Raises ValueError naming why a run cannot be rebuilt (a joint run with the MRD
     submodel, :func:`toolkit.data.from_run.joint_rebuild_blocker`; an unknown model).

@@ -594,7 +594,9 @@ class ResultMethods:
     """Methods shared by :class:`~toolkit.fitting.FitResult` and :class:`~toolkit.inference.Run`.
 
     Subclasses hold ``model_name``, ``posterior`` (DataTree), ``summary`` (a :class:`Summary`) and
-    ``provenance``.
+    ``provenance``. Defined here, beside :func:`save_run` and :class:`Run`, because ``save`` writes a run
+    folder and ``Run`` derives from it (in ``toolkit.results`` the two modules imported each other);
+    ``toolkit.results.ResultMethods`` is the same class.
     """
 
     @property
