@@ -191,7 +191,8 @@ def test_compare_cart_runs_and_refuse_mixed_kinds(runs):
     twin = runs["base"] / "cart_twin"
     if not twin.exists():
         shutil.copytree(runs["cart"].path, twin)
-    table = compare_runs({"cart": runs["cart"], "cart_twin": load_run(twin)})
+    # moment matching off here (it compiles the CAR-T model, minutes on two cores): tests/test_rebuild.py has it
+    table = compare_runs({"cart": runs["cart"], "cart_twin": load_run(twin)}, k_threshold=np.inf)
     assert set(table.index) == {"cart", "cart_twin"} and np.isfinite(table["elpd"]).all()
     with pytest.raises(ValueError, match="different kinds"):
         compare_runs({"cart": runs["cart"], "durability": runs["default"]})

@@ -605,13 +605,17 @@ def cmd_compare(args) -> int:
     table["converged"] = table["converged"].map({True: "yes", False: "NO (provisional)"})
     failed = [name for name, run in runs.items() if not run.summary["diagnostics"]["converged"]]
     shown = table[["rank", "elpd", "se", "elpd_diff", "dse", "p", "weight", "max_pareto_k", "n_pareto_k_above_0.7",
-                   "moment_matched", "converged"]]
+                   "moment_matched", "moment_matching", "converged"]].copy()
+    shown["moment_matching"] = shown["moment_matching"].map(lambda note: str(note).split(" (")[0])  # reason below
     _print_frame(console, "PSIS-LOO comparison (higher elpd is better; elpd_diff within ~2 dse is no clear difference)"
                  + (" - PROVISIONAL: not every run converged" if failed else ""),
                  shown.reset_index(names="run"), formats={c: "{:.2f}" for c in shown.columns})
     for name in failed:
         console.print(f"[bold red]NOT CONVERGED:[/] {escape(name)} failed its sampling diagnostics, so its LOO value "
                       "and this ranking are provisional; rerun it longer before choosing a model")
+    for name, note in table["moment_matching"].items():
+        if str(note).startswith("plain PSIS-LOO"):
+            console.print(f"[yellow]warning:[/] {name}: {escape(str(note))}")
     bad = table[table["n_pareto_k_above_0.7"] > 0]
     for name, row in bad.iterrows():
         console.print(f"[yellow]warning:[/] {name}: {int(row['n_pareto_k_above_0.7'])} observation(s) with Pareto k > 0.7; "

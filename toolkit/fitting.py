@@ -17,13 +17,15 @@ import xarray as xr
 
 from toolkit.data import Cohort
 from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
+from toolkit.data.from_run import durability_inputs_from_run  # also public here, where it lived before
 from toolkit.data.inputs import DurabilityInputs, ModelDataError, to_durability_inputs
 from toolkit.estimands import durability_definitions, durability_estimands
-from toolkit.inference import SamplerSettings, build_provenance, diagnose, hash_folder, sample
+from toolkit.inference import ResultMethods, SamplerSettings, build_provenance, diagnose, hash_folder, sample
 from toolkit.models import cart, durability
-from toolkit.results import ResultMethods, Summary
+from toolkit.predictive import add_posterior_predictive, durability_predictive, mrd_predictive
 from toolkit.review import (ESTIMAND_DRAWS, add_log_likelihood, add_log_prior, estimand_draws_dataset,
                             recording_estimand_draws, write_summary_table)
+from toolkit.summary import Summary
 
 MODELS = ("durability",)
 DEFAULT_BACKENDS = {"durability": durability.DEFAULT_BACKEND}
@@ -45,7 +47,7 @@ def default_settings(model: str, **overrides) -> SamplerSettings:
 @dataclass
 class FitResult(ResultMethods):
     """A fitted analysis, ready to save or inspect; the same methods as a run read from disk
-    (:class:`toolkit.results.ResultMethods`: ``summary()``, ``estimand``, ``figures``, ``save``)."""
+    (:class:`toolkit.inference.ResultMethods`: ``summary()``, ``estimand``, ``figures``, ``save``)."""
 
     model_name: str
     posterior: object
@@ -210,6 +212,7 @@ def fit_durability(cohort: Cohort, options: DurabilityOptions | None = None,
     with recording_estimand_draws() as estimand_record:
         estimands = durability_estimands(posterior["posterior"], inputs, variant=options.variant, days=options.days,
                                          hr_below=options.hr_below, rfs_difference_above=options.rfs_difference_above)
+    add_posterior_predictive(posterior, durability_predictive(posterior["posterior"], inputs))
     result = _assemble(model_module=durability, variant=options.variant, cohort=cohort, inputs=inputs, model=model,
                        posterior=posterior, estimands=estimands, options=options, data=_data_summary(inputs),
                        settings=settings, spec=spec, priors=priors.as_dict(), started=started, loo_var="rfs",
@@ -276,34 +279,6 @@ def _jsonable_priors(priors: dict) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in priors.items()}
 
 
-def durability_inputs_from_run(run) -> DurabilityInputs:
-    """Rebuild the model inputs of a saved durability run from its own files (no cohort needed)."""
-    dt, summary = run.posterior, run.summary
-    constant = dt["constant_data"]
-    observed = dt["observed_data"]
-    covariates = list(summary["options"]["covariates"])
-    cov_stats = summary["data"]["covariates"]
-    x = constant["x_std"].to_numpy() if covariates else np.zeros((observed["rfs"].size, 0))
-    return DurabilityInputs(
-        patient_ids=[str(p) for p in observed["rfs"]["patient"].to_numpy()],
-        arm=constant["arm"].to_numpy().astype(int),
-        time_years=observed["rfs"].to_numpy(),
-        event=constant["event"].to_numpy().astype(int),
-        covariates=covariates,
-        x_std=x,
-        x_mean=np.array([cov_stats[c]["mean"] for c in covariates]),
-        x_sd=np.array([cov_stats[c]["sd"] for c in covariates]),
-        endpoint=summary["data"]["endpoint"],
-        hsct=summary["data"]["hsct_policy"],
-        arm_labels=(summary["arms"]["control"], summary["arms"]["experimental"]),
-        competing=(constant["death_in_remission"].to_numpy().astype(int) if "death_in_remission" in constant
-                   else np.zeros(observed["rfs"].size, dtype=int)),
-        responded=observed["response"].to_numpy().astype(int) if "response" in observed else np.zeros(0),
-        responded_arm=constant["response_arm"].to_numpy().astype(int) if "response_arm" in constant else np.zeros(0),
-        response_day=float(summary["data"].get("response_day", 28.0)),
-    )
-
-
 def comparable_loo_variable(runs: dict) -> str:
     """The pointwise log-likelihood variable that the runs share; ValueError naming why they cannot be compared.
 
@@ -365,36 +340,52 @@ def _check_same_events(run_a, run_b, name_a: str, name_b: str, var_name: str) ->
 
 
 def rebuild_model(run):
-    """The PyMC model of a saved run, rebuilt from its own files; None where the toolkit cannot yet.
+    """The PyMC model of a saved run, rebuilt from its own files (no cohort needed).
 
-    Durability and MRD: their inputs come back from the run (:func:`durability_inputs_from_run`,
-    ``toolkit.mrd_estimands.mrd_inputs_from_run``) and their priors from the options in
-    ``summary.json``. The CAR-T and joint models have no inputs-from-run rebuild yet.
+    The inputs come back from the run's ``constant_data``/``observed_data`` (:mod:`toolkit.data.from_run`),
+    the priors and analysis choices from the options in ``summary.json``, so the rebuilt model has the same
+    log density as the fitted one at every posterior draw (``tests/test_rebuild.py`` checks it for CAR-T and
+    joint runs). A two-stage joint run rebuilds its stage-two model (the relapse part, with the stored fixed
+    kinetic features). Raises ValueError naming why a run cannot be rebuilt (a joint run with the MRD
+    submodel, :func:`toolkit.data.from_run.joint_rebuild_blocker`; an unknown model).
     """
-    if run.summary.get("model") == "durability":
+    from toolkit.data.from_run import cart_inputs_from_run, joint_inputs_from_run, mrd_inputs_from_run
+
+    kind = run.summary.get("model")
+    if kind == "durability":
         options = DurabilityOptions(**run.summary["options"])
         return durability.build_durability_model(durability_inputs_from_run(run), options.prior_set(),
                                                  variant=options.variant)
-    if run.summary.get("model") == "mrd":
+    if kind == "mrd":
         from toolkit.models import mrd
-        from toolkit.mrd_estimands import mrd_inputs_from_run
 
         return mrd.build_mrd_model(mrd_inputs_from_run(run), MrdOptions(**run.summary["options"]).prior_set())
-    return None
+    if kind == "cart":
+        options = CartOptions(**run.summary["options"])
+        inputs = cart_inputs_from_run(run)
+        return cart.build_cart_model(inputs, options.prior_set(inputs.unit), effects_on=options.effects_on)
+    if kind == "joint":
+        from toolkit.models import joint
+
+        options = JointOptions(**run.summary["options"])
+        inputs = joint_inputs_from_run(run)
+        if options.kinetics == "joint":
+            return joint.build_joint_model(inputs, options.prior_set(), variant=options.variant,
+                                           associations=options.associations,
+                                           cart_priors=options.cart_prior_set(inputs.cart.unit))
+        constant = run.posterior["constant_data"]
+        fixed = {"log_cmax": constant["log_cmax_fixed"].to_numpy(), "loss_day": constant["loss_day_fixed"].to_numpy()}
+        return joint.build_joint_model(inputs, options.prior_set(), variant=options.variant,
+                                       associations=options.associations, fixed_features=fixed)
+    raise ValueError(f"no model rebuild for a {kind!r} run; models: durability, cart, mrd, joint")
 
 
-def loo_with_moment_matching(run, var_name: str, *, k_threshold: float = 0.7):
-    """PSIS-LOO of one run; observations with Pareto k above ``k_threshold`` are moment matched.
+def moment_matched_loo(run, var_name: str, *, k_threshold: float = 0.7):
+    """PSIS-LOO of one run with high-Pareto-k observations moment matched, and what was done.
 
-    Implicitly adaptive importance sampling (Paananen et al. 2021, Statistics and Computing 31:16)
-    moves the draws towards each flagged observation's leave-one-out posterior with affine
-    transformations, without refitting (``arviz_stats.loo_moment_match``, which evaluates the
-    model's log density: the model is rebuilt with :func:`rebuild_model`). Exact refits
-    (``arviz_stats.reloo``) would need one fit per flagged patient, a compile and a sampling run
-    each; moment matching is tried first and only where the model can be rebuilt.
-
-    Returns ``(elpd_data, n_matched)``; ``n_matched`` is 0 when nothing was above the threshold
-    or the model cannot be rebuilt (then the plain PSIS-LOO is returned and its k values stand).
+    Returns ``(elpd_data, n_matched, note)``. ``note`` is "none above k <threshold>", "moment matched", or,
+    when moment matching could not be applied, "plain PSIS-LOO (not moment matched: <reason>)" (then the
+    plain PSIS-LOO is returned, its k values stand and ``n_matched`` is 0). See :func:`loo_with_moment_matching`.
     """
     import arviz_stats as azs
 
@@ -403,18 +394,37 @@ def loo_with_moment_matching(run, var_name: str, *, k_threshold: float = 0.7):
         loo = azs.loo(run.posterior, var_name=var_name, pointwise=True)
     n_flagged = int(np.sum(np.asarray(loo.pareto_k).ravel() > k_threshold))
     if n_flagged == 0:
-        return loo, 0
+        return loo, 0, f"none above k {k_threshold:g}"
     try:
         model = rebuild_model(run)
-        if model is None:
-            return loo, 0
+    except Exception as exc:  # noqa: BLE001 - a run that cannot be rebuilt keeps its plain PSIS-LOO, labelled
+        return loo, 0, f"plain PSIS-LOO (not moment matched: model not rebuilt: {exc})"
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             matched = azs.loo_moment_match(run.posterior, loo, var_name=var_name, k_threshold=k_threshold,
                                            model=model, pointwise=True)
-    except Exception:  # noqa: BLE001 - a failed refinement must not lose the comparison: plain PSIS-LOO stands
-        return loo, 0
-    return matched, n_flagged
+    except Exception as exc:  # noqa: BLE001 - a failed refinement must not lose the comparison: labelled fallback
+        return loo, 0, f"plain PSIS-LOO (not moment matched: {type(exc).__name__}: {exc})"
+    return matched, n_flagged, "moment matched"
+
+
+def loo_with_moment_matching(run, var_name: str, *, k_threshold: float = 0.7):
+    """PSIS-LOO of one run; observations with Pareto k above ``k_threshold`` are moment matched.
+
+    Implicitly adaptive importance sampling (Paananen et al. 2021, Statistics and Computing 31:16)
+    moves the draws towards each flagged observation's leave-one-out posterior with affine
+    transformations, without refitting (``arviz_stats.loo_moment_match``, which evaluates the
+    model's log density: the model is rebuilt with :func:`rebuild_model`, for all four models but a
+    joint run with the MRD submodel). Exact refits (``arviz_stats.reloo``) would need one fit per
+    flagged patient, a compile and a sampling run each; moment matching is tried first.
+
+    Returns ``(elpd_data, n_matched)``; ``n_matched`` is 0 when nothing was above the threshold
+    or moment matching could not be applied (then the plain PSIS-LOO is returned and its k values
+    stand; :func:`moment_matched_loo` also says why).
+    """
+    loo, n_matched, _ = moment_matched_loo(run, var_name, k_threshold=k_threshold)
+    return loo, n_matched
 
 
 def compare_runs(runs: dict, var_name: str | None = None, *, k_threshold: float = 0.7):
@@ -426,7 +436,8 @@ def compare_runs(runs: dict, var_name: str | None = None, *, k_threshold: float 
     ``k_threshold`` are moment matched where the model can be rebuilt (:func:`loo_with_moment_matching`).
     Returns arviz's table (elpd, elpd_diff and its SE, weights) plus ``max_pareto_k`` and
     ``n_pareto_k_above_0.7`` (after moment matching), ``moment_matched`` (observations it was applied
-    to) and ``converged`` (the run's diagnostics verdict) per run.
+    to), ``moment_matching`` (what was done, or why it could not be: :func:`moment_matched_loo`) and
+    ``converged`` (the run's diagnostics verdict) per run.
     """
     import arviz_stats as azs
 
@@ -445,9 +456,9 @@ def compare_runs(runs: dict, var_name: str | None = None, *, k_threshold: float 
             raise ValueError(f"runs '{names[0]}' and '{name}' were fitted to different observations (endpoint, "
                              "HSCT policy or cohort differ), so their LOO values cannot be compared")
         _check_same_events(runs[names[0]], runs[name], names[0], name, var_name)
-    elpds, matched = {}, {}
+    elpds, matched, notes = {}, {}, {}
     for name, run in runs.items():
-        elpds[name], matched[name] = loo_with_moment_matching(run, var_name, k_threshold=k_threshold)
+        elpds[name], matched[name], notes[name] = moment_matched_loo(run, var_name, k_threshold=k_threshold)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         table = azs.compare(elpds)
@@ -456,6 +467,7 @@ def compare_runs(runs: dict, var_name: str | None = None, *, k_threshold: float 
         table.loc[name, "max_pareto_k"] = float(np.nanmax(k))
         table.loc[name, "n_pareto_k_above_0.7"] = int(np.sum(k > 0.7))
         table.loc[name, "moment_matched"] = matched[name]
+        table.loc[name, "moment_matching"] = notes[name]
         table.loc[name, "converged"] = bool(runs[name].summary["diagnostics"]["converged"])
     return table
 
@@ -511,6 +523,7 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
     estimand_warnings: list[str] = []
     with recording_estimand_draws() as estimand_record:
         estimands = mrd_estimands(posterior["posterior"], inputs, warnings_out=estimand_warnings)
+    add_posterior_predictive(posterior, mrd_predictive(posterior["posterior"], inputs, priors=priors))
     data = {"per_arm": {name: {"patients": int((inputs.arm == code).sum()),
                                "assessments": int(np.isin(inputs.assessment_patient,
                                                           np.flatnonzero(inputs.arm == code)).sum())}

@@ -46,7 +46,7 @@ import pymc as pm
 import pytensor
 import xarray as xr
 
-from toolkit.results import ResultMethods, Summary
+from toolkit.summary import Summary
 
 # Stage messages of a fit ("compiling", "sampling"); silent unless a caller (e.g. `toolkit analyze`)
 # attaches a handler.
@@ -56,6 +56,7 @@ __all__ = [
     "BACKENDS",
     "Diagnostics",
     "Run",
+    "ResultMethods",
     "RunFolderError",
     "SamplerSettings",
     "build_provenance",
@@ -666,10 +667,67 @@ def diagnose(
 # --------------------------------------------------------------------------- run folders
 
 
+class ResultMethods:
+    """Methods shared by :class:`~toolkit.fitting.FitResult` and :class:`~toolkit.inference.Run`.
+
+    Subclasses hold ``model_name``, ``posterior`` (DataTree), ``summary`` (a :class:`Summary`) and
+    ``provenance``. Defined here, beside :func:`save_run` and :class:`Run`, because ``save`` writes a run
+    folder and ``Run`` derives from it (in ``toolkit.results`` the two modules imported each other);
+    ``toolkit.results.ResultMethods`` is the same class.
+    """
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.summary["diagnostics"]["converged"])
+
+    def estimand(self, name: str):
+        """One estimand: a dict ``{mean, median, sd, hdi_90}`` or, for a probability, a float.
+
+        A name the result does not have raises ``KeyError`` listing the ones it has.
+        """
+        estimands = self.summary["estimands"]
+        if name not in estimands:
+            raise KeyError(f"no estimand {name!r} in this {self.summary['model']} result; it has: "
+                           f"{', '.join(estimands)}")
+        return estimands[name]
+
+    def figures(self) -> dict:
+        """The model's check figures (the ones saved in a run's ``figures/``) as ``{name: Figure}``."""
+        import matplotlib.pyplot as plt
+
+        from toolkit.plots.runs import figure_builders
+
+        out = {}
+        for name, draw in figure_builders(self).items():
+            drawn = draw()
+            out[Path(name).stem] = drawn if isinstance(drawn, plt.Figure) else drawn.figure
+        return out
+
+    def save(self, run_dir: str | Path, *, overwrite: bool = False, figures=None) -> Path:
+        """Write a run folder whole or not at all (:func:`toolkit.inference.save_run`), with the parameter
+        summary table ``parameter_summary.csv`` (:func:`toolkit.review.write_summary_table`).
+
+        ``figures``: True draws the model's figures into ``run_dir/figures``, None (default) skips them, a
+        callable ``figures(run, folder)`` draws its own.
+        """
+        from toolkit.plots.runs import figure_writer
+        from toolkit.review import write_summary_table
+
+        writer = figure_writer(self.summary["model"]) if figures is True else (figures or None)
+
+        def extras(run, folder):  # the parameter summary table goes in before the manifest seals the folder
+            write_summary_table(run)
+            if writer is not None:
+                writer(run, folder)
+
+        return save_run(run_dir, self.posterior, dict(self.summary), self.provenance, overwrite=overwrite,
+                        figures=extras)
+
+
 @dataclass
 class Run(ResultMethods):
     """A saved fit: posterior, summary and provenance read from ``path``; the same methods as a fit in
-    memory (:class:`toolkit.results.ResultMethods`: ``summary()``, ``estimand``, ``figures``, ``save``)."""
+    memory (:class:`ResultMethods`: ``summary()``, ``estimand``, ``figures``, ``save``)."""
 
     posterior: xr.DataTree
     summary: dict
@@ -685,9 +743,9 @@ class Run(ResultMethods):
 
     @property
     def inputs(self):
-        """The model inputs, rebuilt from the run's own files (durability, cart, mrd; None for joint)."""
+        """The model inputs, rebuilt from the run's own files (:func:`toolkit.data.from_run.inputs_from_run`)."""
         if "_inputs" not in self.__dict__:
-            from toolkit.results import inputs_from_run
+            from toolkit.data.from_run import inputs_from_run
 
             self.__dict__["_inputs"] = inputs_from_run(self)
         return self.__dict__["_inputs"]

@@ -132,7 +132,7 @@ def durability_figures(run: Run) -> list[str]:
     from toolkit.plots import plot_forest, plot_rfs_overlay
 
     from toolkit.plots import plot_cir_overlay
-    from toolkit.plots.ppc import durability_event_name, durability_pit
+    from toolkit.plots.ppc import durability_event_name, durability_pit_of_run
     from toolkit.plots.publication import plot_km_at_risk
 
     inputs = durability_inputs_from_run(run)
@@ -154,7 +154,7 @@ def durability_figures(run: Run) -> list[str]:
                            "number of patients still at risk under the axis (1 to 4 shown as \"<5\")."))
     figures += decision_figures(run)
     figures.append(pit_figure({durability_event_name(run.posterior["posterior"]):
-                               durability_pit(run.posterior["posterior"], inputs)}))
+                               durability_pit_of_run(run.posterior, inputs)}))
     return figures
 
 

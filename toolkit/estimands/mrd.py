@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from toolkit.data.from_run import mrd_inputs_from_run  # noqa: F401  (its old home; rebuilt in the data layer)
 from toolkit.data.mrd_inputs import MrdInputs
 from toolkit.estimands.core import finite_draws, posterior_probability, summarize_draws
 from toolkit.models.mrd import (
@@ -35,7 +36,7 @@ from toolkit.models.mrd import (
     mrd_log10_numpy,
 )
 
-__all__ = ["DEFAULT_DAY_GRID", "mrd_estimands", "mrd_inputs_from_run", "patient_recurrence",
+__all__ = ["DEFAULT_DAY_GRID", "filled_detection_limits", "mrd_estimands", "mrd_inputs_from_run", "patient_recurrence",
            "patient_trajectories", "replicated_negative", "simulate_population"]
 
 FLOW_LIMIT_LOG10 = -4.0  # 0.01 %: MRD-negative by flow (MRD-CR threshold; van Dongen 2015 Blood 125:3996)
@@ -348,68 +349,18 @@ def replicated_mrd_log10(posterior, inputs: MrdInputs, *, priors: MrdPriors | No
     mu = mu + g("mrd_method_offset_log10")[:, method]
     if _has(post, "pb_offset_log10"):
         mu = mu + g("pb_offset_log10")[:, None] * inputs.peripheral_blood
+    rng = np.random.default_rng(random_seed + 1)
+    y_rep = mu + g("mrd_residual_sd_log10")[:, method] * rng.standard_normal(mu.shape)
+    return y_rep, filled_detection_limits(inputs)
+
+
+def filled_detection_limits(inputs: MrdInputs) -> np.ndarray:
+    """Each assessment's log10 detection limit; a quantified row without one gets the smallest limit of its
+    method in the cohort (-inf, never negative, if the method has none)."""
+    method = inputs.method
     lod = np.asarray(inputs.log10_lod, dtype=float).copy()
     for m in np.unique(method):
         known = lod[(method == m) & np.isfinite(lod)]
         fill = known.min() if known.size else -np.inf
         lod[(method == m) & ~np.isfinite(lod)] = fill
-    rng = np.random.default_rng(random_seed + 1)
-    y_rep = mu + g("mrd_residual_sd_log10")[:, method] * rng.standard_normal(mu.shape)
-    return y_rep, lod
-
-
-def mrd_inputs_from_run(run) -> MrdInputs:
-    """Rebuild the model inputs of a saved MRD run from its own files (no cohort needed).
-
-    Uses the run's ``constant_data``/``observed_data`` and ``summary.json`` ``data``; values of censored
-    rows are NaN as in :func:`toolkit.data.mrd_inputs.to_mrd_inputs`. One difference: a quantified row
-    without a recorded detection limit gets the filler the model stored (its value - 1 log10), not NaN.
-    Runs written before the model recorded ``assessment_patient`` cannot be rebuilt (refit them).
-    """
-    from toolkit.data.mrd_inputs import REFERENCE_PREFERENCE
-
-    dt, summary = run.posterior, run.summary
-    constant = dt["constant_data"]
-    if "assessment_patient" not in constant:
-        raise ValueError("this MRD run does not record which patient each assessment belongs to "
-                         "(assessment_patient); it was written by an older toolkit: fit it again")
-    data = summary["data"]
-    code = constant["censoring"].to_numpy().astype(np.int8)
-    patient = constant["assessment_patient"].to_numpy().astype(int)
-    visit = pd.Series(patient).groupby(patient).cumcount().to_numpy(int)
-    lod = constant["log10_lod"].to_numpy().astype(float)
-    methods = tuple(data["methods"])
-    covariates = list(summary["options"].get("covariates", []))
-    n_patients = constant["patient_arm"].size
-    missing = constant["baseline_missing"].to_numpy() > 0.5
-    stats = data.get("baseline_log10", {})
-    pb = (constant["peripheral_blood"].to_numpy().astype(np.int8) if "peripheral_blood" in constant
-          else np.zeros(code.size, dtype=np.int8))
-    cov_stats = data.get("covariates", {})
-    return MrdInputs(
-        patient_ids=[str(x) for x in constant["patient"].to_numpy()],
-        arm=constant["patient_arm"].to_numpy().astype(int),
-        baseline_log10=np.where(missing, np.nan, constant["baseline_anchor_log10"].to_numpy()),
-        baseline_missing=missing,
-        baseline_log10_mean=float(stats.get("mean") if stats.get("mean") is not None else np.nan),
-        baseline_log10_sd=float(stats.get("sd") if stats.get("sd") is not None else np.nan),
-        assessment_patient=patient,
-        assessment_visit=visit,
-        day=constant["day"].to_numpy().astype(float),
-        log10_value=np.where(code == 0, constant["log10_value"].to_numpy().astype(float), np.nan),
-        censoring=code,
-        log10_lod=lod,
-        log10_loq=np.where(code == 2, constant["log10_loq"].to_numpy().astype(float), lod),
-        method=constant["method_index"].to_numpy().astype(int),
-        peripheral_blood=pb,
-        methods=methods,
-        reference_method=next(m for m in REFERENCE_PREFERENCE if m in methods),
-        covariates=covariates,
-        x_std=constant["x_std"].to_numpy() if covariates else np.zeros((n_patients, 0)),
-        x_mean=np.array([cov_stats[c]["mean"] for c in covariates]) if cov_stats else np.full(len(covariates), np.nan),
-        x_sd=np.array([cov_stats[c]["sd"] for c in covariates]) if cov_stats else np.full(len(covariates), np.nan),
-        infused_ids=[str(x) for x in constant["infused"].to_numpy()],
-        infused_arm=constant["response_arm"].to_numpy().astype(int),
-        responded=dt["observed_data"]["response"].to_numpy().astype(int),
-        arm_labels=(summary["arms"]["control"], summary["arms"]["experimental"]),
-    )
+    return lod

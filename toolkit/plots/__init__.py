@@ -136,8 +136,8 @@ def plot_forest(estimands: dict, names: list[str] | None = None, *, reference: f
 
 def durability_figure_builders(run) -> dict:
     """``{file name: callable drawing one figure}`` of the durability checks of a run (or a fit in memory)."""
-    from toolkit.fitting import durability_inputs_from_run
-    from toolkit.plots.ppc import PIT_TITLE, durability_event_name, durability_pit, plot_pit_ecdf
+    from toolkit.data.from_run import durability_inputs_from_run
+    from toolkit.plots.ppc import PIT_TITLE, durability_event_name, durability_pit_of_run, plot_pit_ecdf
     from toolkit.plots.publication import decision_densities, plot_decision_densities, plot_km_at_risk
 
     inputs = durability_inputs_from_run(run)
@@ -149,7 +149,8 @@ def durability_figure_builders(run) -> dict:
     figures["km_at_risk.png"] = lambda: plot_km_at_risk(inputs.time_years * 365.25, inputs.event, inputs.arm,
                                                          arm_labels=inputs.arm_labels)
     figures["decisions.png"] = lambda: plot_decision_densities(decision_densities(run))
-    figures["pit.png"] = lambda: plot_pit_ecdf({durability_event_name(posterior): durability_pit(posterior, inputs)},
+    figures["pit.png"] = lambda: plot_pit_ecdf({durability_event_name(posterior): durability_pit_of_run(run.posterior,
+                                                                                                    inputs)},
                                                title=PIT_TITLE)
     return figures
 

@@ -27,6 +27,7 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
+from toolkit.data.from_run import cart_inputs_from_run  # noqa: F401  (its old home; rebuilt in the data layer)
 from toolkit.data.inputs import CartInputs
 from toolkit.plots import ARM_COLORS, _axes, plot_forest, save_figures
 
@@ -78,39 +79,6 @@ def _log_time_axis(ax, *, max_day: float) -> None:
                                                                if t <= max_day]))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-
-
-def cart_inputs_from_run(run) -> CartInputs:
-    """Rebuild the model inputs of a saved CAR-T run from its own files (no cohort needed).
-
-    Covariate means and SDs are not stored with a CAR-T run (the figures do not
-    need them) and come back as NaN.
-    """
-    dt, summary = run.posterior, run.summary
-    constant, observed = dt["constant_data"], dt["observed_data"]
-    patient_ids = [str(p) for p in dt["posterior"]["theta_patient"].coords["patient"].to_numpy()]
-    sample_patient = constant["patient_index"].to_numpy().astype(int)
-    log_lloq = constant["log_lloq"].to_numpy().astype(float)
-    patient_lloq = np.array([np.median(np.exp(log_lloq[sample_patient == i])) if (sample_patient == i).any()
-                             else np.nan for i in range(len(patient_ids))])
-    covariates = list(summary.get("options", {}).get("covariates", []))
-    x = constant["x_std"].to_numpy() if covariates else np.zeros((len(patient_ids), 0))
-    return CartInputs(
-        patient_ids=patient_ids,
-        arm=constant["experimental"].to_numpy().astype(int),
-        sample_patient=sample_patient,
-        day=constant["day"].to_numpy().astype(float),
-        log_value=observed["log_level"].to_numpy().astype(float),
-        censored=constant["censored"].to_numpy().astype(np.int8),
-        log_lloq=log_lloq,
-        patient_lloq=patient_lloq,
-        covariates=covariates,
-        x_std=x,
-        x_mean=np.full(len(covariates), np.nan),
-        x_sd=np.full(len(covariates), np.nan),
-        arm_labels=(summary["arms"]["control"], summary["arms"]["experimental"]),
-        unit=summary.get("data", {}).get("unit", "copies/ug"),
-    )
 
 
 # --------------------------------------------------------------------------- individual fits

@@ -245,8 +245,8 @@ def plot_mrd_effects(estimands: dict):
 
 def mrd_figure_builders(run) -> dict:
     """``{file name: callable drawing one figure}`` of the MRD checks of a run (or a fit in memory)."""
-    from toolkit.mrd_estimands import mrd_inputs_from_run, replicated_negative
-    from toolkit.plots.ppc import PIT_TITLE, mrd_pit, plot_pit_ecdf
+    from toolkit.mrd_estimands import mrd_inputs_from_run
+    from toolkit.plots.ppc import PIT_TITLE, mrd_pit_of_run, mrd_replicated_negative_of_run, plot_pit_ecdf
     from toolkit.plots.publication import decision_densities, plot_decision_densities
 
     inputs = mrd_inputs_from_run(run)
@@ -254,10 +254,11 @@ def mrd_figure_builders(run) -> dict:
     return {
         "trajectories.png": lambda: plot_mrd_trajectories(posterior, inputs),
         "fraction_negative.png": lambda: plot_fraction_negative(
-            fraction_negative_table(inputs, replicated_negative(posterior, inputs)), arm_labels=inputs.arm_labels),
+            fraction_negative_table(inputs, mrd_replicated_negative_of_run(run.posterior, inputs)),
+            arm_labels=inputs.arm_labels),
         "forest.png": lambda: plot_mrd_effects(run.summary["estimands"]),
         "decisions.png": lambda: plot_decision_densities(decision_densities(run)),
-        "pit.png": lambda: plot_pit_ecdf({"MRD": mrd_pit(posterior, inputs)}, title=PIT_TITLE),
+        "pit.png": lambda: plot_pit_ecdf({"MRD": mrd_pit_of_run(run.posterior, inputs)}, title=PIT_TITLE),
     }
 
 

@@ -11,6 +11,16 @@ randomized PIT for censored data), which keeps u uniform under the model:
 - interval-censored between l and the quantification limit q (MRD PNQ):
   u ~ U(F(l), F(q))
 
+A run stores posterior-predictive draws (``toolkit.predictive``: group
+``posterior_predictive``), and the checks of a run use them
+(:func:`durability_pit_of_run`, :func:`mrd_pit_of_run`,
+:func:`mrd_replicated_negative_of_run`): F is the share of stored replicates
+at or below the observed value. ArviZ's PIT functions (``arviz_stats.loo_pit``,
+``arviz_plots.plot_ppc_pit``) take observations as exact, so the censored-data
+randomization is done here. A run saved before the draws were stored gets
+them computed from its posterior as before (:func:`durability_pit`,
+:func:`mrd_pit`).
+
 The uniformity test and its simultaneous band are ArviZ's
 (``arviz_plots.plot_ecdf_pit``, the PIT-ECDF of Säilynoja et al. 2022,
 Statistics and Computing 32:32). These are in-sample checks: the draws have
@@ -86,6 +96,69 @@ def mrd_pit(posterior, inputs, *, random_seed: int = DEFAULT_SEED) -> np.ndarray
     lower = np.where(censoring == 0, cdf(y), np.where(censoring == 1, 0.0, cdf(lod)))
     upper = np.where(censoring == 0, cdf(y), np.where(censoring == 1, cdf(lod), cdf(np.maximum(loq, lod))))
     return censored_pit(lower, upper, random_seed=random_seed)
+
+
+def durability_pit_from_draws(event_rep, inputs, *, random_seed: int = DEFAULT_SEED) -> np.ndarray:
+    """Censored-data PIT from stored replicates: ``event_rep`` (draws, patients) is 1 where the replicate
+    relapsed by the patient's observed time (``toolkit.predictive.durability_predictive``), so its mean is
+    F_i(t_i); a relapse gives F_i(t_i), a censored follow-up U(F_i(t_i), 1)."""
+    cdf = np.asarray(event_rep, dtype=float).mean(axis=0)
+    event = np.asarray(inputs.event).astype(bool)
+    return censored_pit(cdf, np.where(event, cdf, 1.0), random_seed=random_seed)
+
+
+def mrd_pit_from_draws(y_rep, inputs, *, random_seed: int = DEFAULT_SEED) -> np.ndarray:
+    """Censored-data PIT of each MRD assessment from stored replicates ``y_rep`` (draws, assessments) of
+    log10 MRD (``toolkit.predictive.mrd_predictive``); the same rule as :func:`mrd_pit`."""
+    from toolkit.mrd_estimands import filled_detection_limits
+
+    y_rep = np.asarray(y_rep, dtype=float)
+    lod = filled_detection_limits(inputs)
+    censoring = np.asarray(inputs.censoring)
+
+    def cdf(x):
+        x = np.asarray(x, dtype=float)
+        return np.mean(y_rep <= np.where(np.isfinite(x), x, -np.inf)[None, :], axis=0)
+
+    y = np.asarray(inputs.log10_value, dtype=float)
+    loq = np.asarray(inputs.log10_loq, dtype=float)
+    lower = np.where(censoring == 0, cdf(y), np.where(censoring == 1, 0.0, cdf(lod)))
+    upper = np.where(censoring == 0, cdf(y), np.where(censoring == 1, cdf(lod), cdf(np.maximum(loq, lod))))
+    return censored_pit(lower, upper, random_seed=random_seed)
+
+
+def durability_pit_of_run(dt, inputs, *, random_seed: int = DEFAULT_SEED) -> np.ndarray:
+    """The durability PIT of a run (DataTree): from its stored replicates, or, for a run saved without them,
+    computed from its posterior (:func:`durability_pit`)."""
+    from toolkit.predictive import stored_predictive
+
+    event_rep = stored_predictive(dt, "rfs_event")
+    if event_rep is None:
+        return durability_pit(dt["posterior"], inputs, random_seed=random_seed)
+    return durability_pit_from_draws(event_rep, inputs, random_seed=random_seed)
+
+
+def mrd_pit_of_run(dt, inputs, *, random_seed: int = DEFAULT_SEED) -> np.ndarray:
+    """The MRD PIT of a run (DataTree): from its stored replicates, or, for a run saved without them,
+    computed from its posterior (:func:`mrd_pit`)."""
+    from toolkit.predictive import stored_predictive
+
+    y_rep = stored_predictive(dt, "mrd_log10")
+    if y_rep is None:
+        return mrd_pit(dt["posterior"], inputs, random_seed=random_seed)
+    return mrd_pit_from_draws(y_rep, inputs, random_seed=random_seed)
+
+
+def mrd_replicated_negative_of_run(dt, inputs) -> np.ndarray:
+    """Replicated "MRD-negative" (draws, assessments) of a run: its stored replicates below each assessment's
+    detection limit, or, for a run saved without them, :func:`toolkit.mrd_estimands.replicated_negative`."""
+    from toolkit.mrd_estimands import filled_detection_limits, replicated_negative
+    from toolkit.predictive import stored_predictive
+
+    y_rep = stored_predictive(dt, "mrd_log10")
+    if y_rep is None:
+        return replicated_negative(dt["posterior"], inputs)
+    return y_rep < filled_detection_limits(inputs)[None, :]
 
 
 def pit_datatree(pits: dict):

@@ -155,7 +155,7 @@ def decision_densities(run) -> list[DecisionDensity]:
         days = sorted({int(k.split("_")[2].removesuffix("d")) for k in est
                        if k.startswith("prob_rfs_") and "_difference_above_" in k})
         if days:
-            from toolkit.fitting import durability_inputs_from_run
+            from toolkit.data.from_run import durability_inputs_from_run
             from toolkit.models.durability import survival_curves
 
             inputs = durability_inputs_from_run(run)
