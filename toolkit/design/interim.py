@@ -243,17 +243,29 @@ def fit_current(cohort, design: Design, overrides: dict | None = None):
     return fit_durability(cohort, options, settings, spec=design.analysis_spec)
 
 
+def look_predictive_probability(cohort, design: Design, fit, *, imputations: int, seed,
+                                state: pd.DataFrame | None = None) -> tuple[float, float, list[pd.DataFrame]]:
+    r"""PoS of a cohort given its fit, by the fast approximation, with its Monte Carlo SE.
+
+    PoS = (1/M) sum_j 1[q_j > success_probability], q_j the approximate final posterior probability of the
+    j-th imputed completed trial; SE = sqrt(PoS (1 - PoS) / M). The same function serves ``toolkit interim``
+    and every interim look of a design study. Returns (PoS, SE, the imputed trials).
+    """
+    state = current_state(cohort) if state is None else state
+    trials = impute_completed_trials(fit, state, design, imputations=imputations, seed=seed)
+    success = np.array([approximate_q(design, t) for t in trials]) > design.success_probability
+    pos = float(success.mean())
+    return pos, math.sqrt(pos * (1 - pos) / imputations), trials
+
+
 def predictive_probability_of_success(cohort, design: Design, *, imputations: int = 1000, seed=20261125,
                                       overrides: dict | None = None, fit=None) -> dict:
     """PoS of the cohort's trial under ``design`` by the fast approximation (module docstring)."""
     check_cohort(cohort, design)
     fit = fit or fit_current(cohort, design, overrides)
     state = current_state(cohort)
-    trials = impute_completed_trials(fit, state, design, imputations=imputations, seed=seed)
-    q = np.array([approximate_q(design, t) for t in trials])
-    success = q > design.success_probability
-    pos = float(success.mean())
-    se = math.sqrt(pos * (1 - pos) / imputations)
+    pos, se, trials = look_predictive_probability(cohort, design, fit, imputations=imputations, seed=seed,
+                                                  state=state)
     q_now_model = float(fit.summary["estimands"][design.probability_key])
     q_now_approx = approximate_q(design, state)
     n, n_new = len(state), design.max_patients - len(state)
