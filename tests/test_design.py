@@ -498,3 +498,74 @@ def test_interim_brute_force_agrees(tmp_path):
     diff = np.abs(np.array(r["q_approx"]) - np.array(r["q_refit"]))
     assert diff.mean() < 0.15, (r["q_approx"], r["q_refit"])
     assert r["agreement"] >= 0.75
+
+
+# --------------------------------------------------------------------------- compiled once: the padded model
+
+
+def _padding_cohort(tmp_path, name="pad"):
+    """14 infused patients, 11 responders (relapses, a death in remission, an HSCT), arms alternating."""
+    rows = [(f"P{i + 1:03d}", "NR" if i in (2, 7, 9) else "CR", None if i in (2, 7, 9) else 28 + i,
+             (150 + 10 * i) if i in (0, 3, 6, 11) else None, "positive" if i in (0, 3, 6, 11) else None,
+             100 if i == 5 else None, 90 if i == 8 else None, 90 if i == 8 else 300 + 5 * i) for i in range(14)]
+    return _cohort(tmp_path, rows, name)
+
+
+def test_padded_masked_model_has_the_unpadded_log_density(tmp_path):
+    """Padded to 60 with a 0/1 likelihood mask, the model's log density and gradient equal the unpadded
+    model's at any parameter value; without the mask (padded rows counted) they differ: the check can fail."""
+    from toolkit.data.inputs import to_durability_inputs
+    from toolkit.design.operating import analysis_settings
+    from toolkit.design.padded import data_values, pad_inputs, padded_model
+    from toolkit.models.durability import build_durability_model
+
+    options, _ = analysis_settings(load_design(PRIMARY))
+    inputs = to_durability_inputs(_padding_cohort(tmp_path), endpoint=options.endpoint, hsct=options.hsct)
+    priors = options.prior_set()
+    plain = build_durability_model(inputs, priors, variant=options.variant)
+    masked = padded_model(inputs, priors, variant=options.variant, n_max=60)
+    unmasked = build_durability_model(pad_inputs(inputs, 60)[0], priors, variant=options.variant)
+    assert masked["time_years"].get_value().shape == (60,) and masked["infused_mask"].get_value().sum() == 14
+    rng = np.random.default_rng(1)
+    names = [v.name for v in plain.value_vars]
+    logp = [m.compile_logp() for m in (plain, masked, unmasked)]
+    dlogp = [m.compile_dlogp() for m in (plain, masked)]
+    for _ in range(3):
+        point = {k: v + rng.normal(0, 0.5, np.shape(v)) for k, v in plain.initial_point().items()}
+        logps = [f(point) for f in logp]
+        assert logps[1] == pytest.approx(logps[0], abs=1e-9)
+        assert abs(logps[2] - logps[0]) > 1.0  # the broken variant (padding counted) is flagged
+        grads = [dict(zip([v.name for v in m.value_vars], f(point))) for m, f in zip((plain, masked), dlogp)]
+        assert [grads[1][n] for n in names] == pytest.approx([grads[0][n] for n in names], abs=1e-8)
+    # the data a look swaps in are the masked model's containers, value for value
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.traversal import ancestors
+
+    shared = {v.name: v.get_value() for v in ancestors([masked.logp()]) if isinstance(v, SharedVariable)}
+    values = data_values(inputs, priors, variant=options.variant, n_max=60)
+    assert set(shared) <= set(values)
+    for k in shared:
+        np.testing.assert_array_equal(values[k], shared[k])
+
+
+@pytest.mark.slow  # a nutpie compile: 15-60 s on the shared machine
+def test_padded_fit_reuses_one_compiled_model_across_cohort_sizes(tmp_path):
+    """Two cohorts of different sizes are fitted by one compiled model (the second compiles nothing), with
+    the estimands and convergence verdict of a durability summary (tiny sampler settings)."""
+    from dataclasses import replace
+
+    from toolkit.design.operating import analysis_settings
+    from toolkit.design.padded import fit_padded
+
+    options, settings = analysis_settings(load_design(PRIMARY), chains=2, tune=200, draws=200)
+    settings = replace(settings, cores=1)
+    small = _padding_cohort(tmp_path, "small")
+    large = _cohort(tmp_path, LOOK_ROWS + [("P099", "NR", None, None, None, None, None, 100)], "large")
+    first = fit_padded(small, options, settings, n_max=60)
+    second = fit_padded(large, options, settings, n_max=60)
+    assert second.compile_seconds == 0.0
+    for fit, n in ((first, 11), (second, 24)):
+        assert fit.inputs.arm.size == n
+        assert 0 <= fit.summary["estimands"]["prob_rfs_365d_difference_above_0"] <= 1
+        assert set(fit.summary["diagnostics"]) >= {"converged", "max_rhat", "min_ess_bulk", "divergences"}
+        assert fit.posterior["posterior"].sizes["draw"] == 200

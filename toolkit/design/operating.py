@@ -92,18 +92,29 @@ def analysis_settings(design: Design, **overrides):
     return options, settings
 
 
-def _analyse_model(design: Design, cut, *, workdir: Path, look_seed: int, overrides: dict) -> dict:
+#: fit each look with the worker's compiled padded model (toolkit.design.padded, always nutpie: compiled once,
+#: its sampling is the fast part); False: ``fit_durability`` with the analysis' own backend, which builds and
+#: compiles a model per look (the reference the padded path is tested against)
+COMPILE_ONCE = True
+
+
+def _analyse_model(design: Design, cut, *, workdir: Path, look_seed: int, overrides: dict):
+    """Fit the design's analysis to a look's cut; returns (the look's record, the fit, the cut's cohort)."""
     from dataclasses import replace
 
     from toolkit.data import load_cohort
+    from toolkit.design.padded import fit_padded
     from toolkit.fitting import fit_durability
 
     options, settings = analysis_settings(design, **overrides)
     settings = replace(settings, random_seed=look_seed, cores=1)
     folder = Path(tempfile.mkdtemp(dir=workdir))
-    write_cut(cut, folder)
-    cohort = load_cohort(folder)  # the same validation and fitting path as `toolkit fit`
-    result = fit_durability(cohort, options, settings, spec=design.analysis_spec)
+    write_cut(cut, folder, tables=("patients", "outcomes"))  # what the durability analysis reads
+    cohort = load_cohort(folder)  # the same validation as `toolkit fit`
+    if COMPILE_ONCE:
+        result = fit_padded(cohort, options, settings, n_max=design.max_patients)
+    else:
+        result = fit_durability(cohort, options, settings, spec=design.analysis_spec)
     est = result.summary["estimands"]
     diag = result.summary["diagnostics"]
     estimate = est.get(design.estimand, {})
