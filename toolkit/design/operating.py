@@ -217,7 +217,8 @@ def run_design(design: Design, trials: int, out: str | Path, *, workers: int | N
                           error=DesignStudyError)
     write_study_file(path, {**config, **previous})
     (out / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
-    todo = [(design, i, t) for i, s in enumerate(design.scenarios) for t in range(trials)
+    # trial-major order: a study stopped early holds about as many trials of every scenario
+    todo = [(design, i, t) for t in range(trials) for i, s in enumerate(design.scenarios)
             if not _trial_path(out, s.name, t).exists()]
 
     def store(record: dict) -> None:
