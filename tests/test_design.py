@@ -470,6 +470,10 @@ def test_cli_design_and_interim_errors_exit_2(tmp_path):
     assert code == 2 and "beyond the maximum sample size 60" in text and "Traceback" not in text
     code, text = run_cli(["design", CHECK, "--trials", "0", "--out", tmp_path / "y"])
     assert code == 2 and "--trials must be a positive number" in text
+    both = _write(tmp_path, PRIMARY.read_text().replace("interim_futility_pos = 0.05", "interim_futility = 0.1"),
+                  "both.toml")
+    code, text = run_cli(["design", both, "--trials", "2", "--out", tmp_path / "b"])
+    assert code == 2 and "keep one kind" in text and "Traceback" not in text
     rows = [(f"P{i:03d}", "CR", 28, None, None, None, None, 100) for i in range(1, 62)]
     cohort = _cohort(tmp_path, rows)
     code, text = run_cli(["interim", cohort.path, "--design", PRIMARY, "--out", tmp_path / "z"])
