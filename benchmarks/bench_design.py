@@ -9,6 +9,7 @@ and, for K > 0, its brute-force validator on K refits of imputed trials (agreeme
 
     .venv/bin/python benchmarks/bench_design.py --trials 2 --workers 0
     .venv/bin/python benchmarks/bench_design.py --trials 4 --workers 2
+    .venv/bin/python benchmarks/bench_design.py --trials 2 --workers 0 --reference   # the per-look compile path
     .venv/bin/python benchmarks/bench_design.py --trials 0 --interim 20 --cohorts 3
 
 The machine these numbers come from is shared (2 cores, other jobs running): say so when quoting them.
@@ -36,15 +37,28 @@ def bench_trials(args) -> dict:
     from dataclasses import replace
 
     one = replace(design, scenarios=(design.scenarios[index],))
+    import os
+
+    import toolkit.design.operating as operating
+
+    operating.COMPILE_ONCE = not args.reference  # in-process only: Dask workers import the module afresh
+    if args.reference and args.workers:
+        raise SystemExit("--reference runs in-process only (--workers 0)")
     out = Path(tempfile.mkdtemp(prefix="bench-design-"))
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     run_design(one, args.trials, out, workers=args.workers)
     wall = time.perf_counter() - t0
+    load_after = os.getloadavg()
     res = load_results(out)
     fits = res[res["error"] == ""]
     per_min = args.trials / wall * 60
     target = 1000 * len(design.scenarios)
-    return {"trials": args.trials, "workers": args.workers, "wall_seconds": round(wall, 1),
+    return {"path": "fit_durability per look (reference)" if args.reference else "compiled once per worker",
+            "trials": args.trials, "workers": args.workers, "wall_seconds": round(wall, 1),
+            # other jobs share the machine: the 1-minute load average before and after, as `uptime` shows it
+            "load_before": round(load_before[0], 2), "load_after": round(load_after[0], 2),
+            "seconds_per_trial_median": round(float(res.groupby("trial")["seconds"].sum().median()), 1),
             "trials_per_min": round(per_min, 2), "fits": len(fits),
             "seconds_per_fit_median": round(float(fits["seconds"].median()), 1) if len(fits) else None,
             "not_converged": int((~fits["converged"].astype(bool)).sum()),
@@ -87,6 +101,8 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0, help="0: in-process; K: local Dask cluster of K workers")
     parser.add_argument("--scenario", default="hypothesised")
+    parser.add_argument("--reference", action="store_true",
+                        help="fit each look with fit_durability (a model built and compiled per look), in-process")
     parser.add_argument("--interim", type=int, default=-1, help="brute-force refits per cohort (-1: skip interim)")
     parser.add_argument("--cohorts", type=int, default=3)
     parser.add_argument("--json", help="also write the results to this file")

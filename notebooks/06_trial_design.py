@@ -49,6 +49,7 @@ if fast:
     draws, tune, trials = 300, 300, 20
 design = load_design(SPEC_DIR / "design_primary.toml")
 print(design.rule_text(), "| max N", design.max_patients, "| looks:", [lk.name for lk in design.looks])
+print("interim boundaries:", design.boundary_text())
 
 # %% [markdown]
 # ## The machinery against a known answer
@@ -81,8 +82,9 @@ plot_operating_characteristics(check, check_oc);
 # %% [markdown]
 # ## Operating characteristics of the primary design
 #
-# Each simulated trial fits the primary cure model at the interim and at the final analysis, which takes
-# minutes per trial on a laptop; the study runs from the command line (resumable, on Dask):
+# Each simulated trial fits the primary cure model at the interim and at the final analysis (one model
+# compiled per worker, seconds per trial), stops at the interim on the predictive probability of success
+# (`design.boundary_text()` below), and runs from the command line (resumable, on Dask):
 #
 # ```
 # toolkit design models/design_primary.toml --trials 200 --out design_study --workers 2

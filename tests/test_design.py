@@ -129,8 +129,16 @@ def _results(rows):
     return frame
 
 
-def test_the_rule_stops_at_the_first_boundary_and_counts_flip_flops():
-    d = load_design(PRIMARY)  # interim: success q > 0.99, futility q < 0.10; final: q > 0.95
+def _posterior_boundaries(tmp_path) -> Path:
+    """The primary design with its interim boundaries on the posterior probability (q > 0.99, q < 0.10)."""
+    text = PRIMARY.read_text().replace("interim_success_pos = 0.99", "interim_success = 0.99").replace(
+        "interim_futility_pos = 0.05", "interim_futility = 0.10")
+    return _write(tmp_path, text, "posterior.toml")
+
+
+def test_the_rule_stops_at_the_first_boundary_and_counts_flip_flops(tmp_path):
+    d = load_design(_posterior_boundaries(tmp_path))  # interim: success q > 0.99, futility q < 0.10; final q > 0.95
+    assert d.boundary == "posterior" and d.boundary_column == "q"
     rows = [
         ("s", 0, 0, "i", 600, 40, 0.995, 0.2, True, ""), ("s", 0, 1, "final", 1000, 60, 0.90, 0.1, True, ""),
         ("s", 1, 0, "i", 600, 40, 0.05, -0.1, True, ""), ("s", 1, 1, "final", 1000, 60, 0.97, 0.1, True, ""),
@@ -147,8 +155,52 @@ def test_the_rule_stops_at_the_first_boundary_and_counts_flip_flops():
     assert out.loc[2, "not_converged_fits"] == 1 and out.loc[3, "failed_fits"] == 1
 
 
-def test_operating_characteristics_with_monte_carlo_error():
-    d = load_design(PRIMARY)
+def test_predictive_boundaries_stop_on_the_pos_not_on_q():
+    d = load_design(PRIMARY)  # interim: success PoS > 0.99, futility PoS < 0.05; final: q > 0.95
+    assert d.boundary == "predictive" and d.boundary_column == "pos" and d.pos_imputations == 200
+    rows = [  # q alone would stop trial 0 for success and trial 1 for futility; the PoS decides
+        ("s", 0, 0, "i", 600, 40, 0.995, 0.2, True, ""), ("s", 0, 1, "final", 1000, 60, 0.90, 0.1, True, ""),
+        ("s", 1, 0, "i", 600, 40, 0.05, -0.1, True, ""), ("s", 1, 1, "final", 1000, 60, 0.97, 0.1, True, ""),
+        ("s", 2, 0, "i", 600, 40, 0.90, 0.1, True, ""), ("s", 2, 1, "final", 1000, 60, 0.50, 0.0, True, ""),
+        ("s", 3, 0, "i", 600, 40, 0.50, 0.0, True, ""), ("s", 3, 1, "final", 1000, 60, 0.20, 0.0, True, "")]
+    frame = _results(rows)
+    frame["pos"] = [0.60, math.nan, 0.30, math.nan, 0.995, math.nan, 0.02, math.nan]
+    out = trial_outcomes(d, frame).set_index("trial")
+    assert out["decision"].tolist() == ["failure", "success", "success", "futility"]
+    assert out["flip_flop"].tolist() == [False, False, True, False]
+    # a study stored without the PoS column takes no interim decision under predictive boundaries
+    assert trial_outcomes(d, _results(rows))["decision"].tolist() == ["failure", "success", "failure", "failure"]
+    from toolkit.design.report import sentences
+
+    text = " ".join(sentences(d, operating_characteristics(d, frame, {"s": 0.0})))
+    assert "predictive probability of success" in text and "boundaries on the predictive probability" in text
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: b.replace("interim_futility_pos = 0.05", "interim_futility_pos = 0.05\ninterim_futility = 0.1"),
+     r"\[rule\] has boundaries on the posterior probability \(interim_futility\) and on the predictive "
+     r"probability \(interim_success_pos, interim_futility_pos\); keep one kind"),
+    (lambda b: b.replace("interim_futility_pos = 0.05", "interim_futility_pos = 1.2"),
+     r"\[rule\] interim_futility_pos must be a probability between 0 and 1, got 1.2"),
+    (lambda b: b.replace("interim_futility_pos = 0.05", "interim_futility_pos = 0.995"),
+     r"interim_futility_pos \(0.995\) must be below interim_success_pos \(0.99\)"),
+    (lambda b: b.replace("pos_imputations = 200", "pos_imputations = 0"),
+     r"\[simulation\] pos_imputations must be a positive whole number, got 0"),
+])
+def test_bad_predictive_boundaries_are_refused(tmp_path, edit, message):
+    with pytest.raises(DesignError, match=message):
+        load_design(_write(tmp_path, edit(PRIMARY.read_text())))
+
+
+def test_predictive_boundaries_need_a_model_analysis(tmp_path):
+    with pytest.raises(DesignError, match=r"interim_futility_pos: boundaries on the predictive probability need a "
+                                          r"model analysis"):
+        load_design(_write(tmp_path, lambda b: b.replace("success_probability = 0.975",
+                                                         "success_probability = 0.975\ninterim_futility_pos = 0.05")))
+
+
+def test_operating_characteristics_with_monte_carlo_error(tmp_path):
+    d = load_design(_posterior_boundaries(tmp_path))
     rows = []
     for t in range(10):  # 3 interim successes, 2 futility stops, 2 final successes, 3 final failures
         q_i = 0.995 if t < 3 else 0.05 if t < 5 else 0.5
@@ -268,17 +320,18 @@ def test_interim_state_of_each_patient(tmp_path):
 
 
 class _FakeFit:
-    """A posterior by hand: Weibull relapse (shape 1, scale 1 year) with cure fraction pi, NRM negligible."""
+    """A posterior by hand: Weibull relapse (shape 1, scale 1 year) with cure fraction pi, NRM negligible;
+    ``log_hr`` and ``cure_log_or`` the experimental arm's effects."""
 
-    def __init__(self, logit_cure: float, n: int = 400):
+    def __init__(self, logit_cure: float, n: int = 400, log_hr: float = 0.0, cure_log_or: float = 0.0):
         import xarray as xr
 
         def v(x):
             return (("chain", "draw"), np.full((1, n), x))
 
         self.posterior = {"posterior": xr.Dataset({
-            "log_shape": v(0.0), "log_scale_years": v(0.0), "log_hr": v(0.0), "logit_cure": v(logit_cure),
-            "cure_log_or": v(0.0), "death_log_shape": v(0.0), "death_log_scale_years": v(12.0),
+            "log_shape": v(0.0), "log_scale_years": v(0.0), "log_hr": v(log_hr), "logit_cure": v(logit_cure),
+            "cure_log_or": v(cure_log_or), "death_log_shape": v(0.0), "death_log_scale_years": v(12.0),
             "log_hr_death": v(0.0), "logit_response": v(2.0), "response_log_or": v(0.0)})}
 
         class Inputs:
@@ -309,6 +362,65 @@ def test_imputation_respects_states_and_conditional_survival(tmp_path):
     # nearly everyone cured: open patients stay event-free
     cured = impute_completed_trials(_FakeFit(logit_cure=12.0), state, d, imputations=20, seed=4)
     assert not any(t.loc[state["open"].to_numpy().nonzero()[0], "event"].any() for t in cured)
+
+
+# 24 responders followed 200-300 days, arms alternating (control first): 4 control relapses, 1 experimental
+LOOK_ROWS = [(f"P{i + 1:03d}", "CR", 28, (120 + i if i in (0, 4, 8, 12, 5) else None),
+              ("positive" if i in (0, 4, 8, 12, 5) else None), None, None, 200 + 4 * i) for i in range(24)]
+
+
+def test_look_pos_is_high_for_a_clear_benefit_and_flags_the_wrong_arm(tmp_path, monkeypatch):
+    """The PoS at a look (the function every interim look of a design study calls) under a posterior with a
+    clear benefit (experimental: hazard ratio 0.1, cure odds ratio 20) is near 1 and near 0 for the same harm;
+    a broken variant that computes the final rule against the wrong arm is flagged by the same check."""
+    import toolkit.design.interim as interim
+
+    cohort = _cohort(tmp_path, LOOK_ROWS)
+    d = load_design(PRIMARY)
+    benefit, harm = _FakeFit(0.0, log_hr=math.log(0.1), cure_log_or=3.0), _FakeFit(0.0, log_hr=math.log(10),
+                                                                                       cure_log_or=-3.0)
+
+    def check():
+        pos, se, _ = interim.look_predictive_probability(cohort, d, benefit, imputations=200, seed=5)
+        low, _, _ = interim.look_predictive_probability(cohort, d, harm, imputations=200, seed=5)
+        assert se == pytest.approx(math.sqrt(pos * (1 - pos) / 200))
+        assert pos > 0.9 and low < 0.1, (pos, low)
+
+    check()
+    # the design's look PoS is this function with the design's imputations
+    from toolkit.design.operating import _look_pos
+
+    look = _look_pos(d, cohort, benefit, seed=5)
+    assert look["pos"] == interim.look_predictive_probability(cohort, d, benefit, imputations=200, seed=5)[0]
+    assert look["pos_imputations"] == 200
+    right = interim.approximate_q
+    monkeypatch.setattr(interim, "approximate_q", lambda design, t: right(design, t.assign(arm=1 - t["arm"])))
+    with pytest.raises(AssertionError):
+        check()
+
+
+def test_every_interim_look_of_a_trial_records_its_pos(tmp_path, monkeypatch):
+    """run_trial stores the PoS (and its MC SE) next to q at each interim look, none at the final analysis."""
+    import toolkit.design.operating as operating
+    from toolkit.data import load_cohort
+
+    calls = []
+
+    def fake_analysis(design, cut, *, workdir, look_seed, overrides):
+        folder = Path(workdir) / f"look{len(calls)}"
+        write_cut(cut, folder)
+        calls.append(look_seed)
+        return ({"q": 0.5, "estimate": 0.0, "converged": True}, _FakeFit(0.0, log_hr=math.log(0.1), cure_log_or=3.0),
+                load_cohort(folder))
+
+    monkeypatch.setattr(operating, "_analyse_model", fake_analysis)
+    d = load_design(PRIMARY)
+    rows = pd.DataFrame(run_trial(d, 1, 0, workdir=str(tmp_path))["rows"]).set_index("look_name")
+    assert len(calls) == 2
+    interim_row = rows.loc[d.looks[0].name]
+    assert 0 <= interim_row["pos"] <= 1 and interim_row["pos_imputations"] == 200
+    assert interim_row["pos_mc_se"] == pytest.approx(math.sqrt(interim_row["pos"] * (1 - interim_row["pos"]) / 200))
+    assert math.isnan(rows.loc["final", "pos"])
 
 
 def test_approximate_final_rule_uses_km_and_greenwood():
@@ -358,6 +470,10 @@ def test_cli_design_and_interim_errors_exit_2(tmp_path):
     assert code == 2 and "beyond the maximum sample size 60" in text and "Traceback" not in text
     code, text = run_cli(["design", CHECK, "--trials", "0", "--out", tmp_path / "y"])
     assert code == 2 and "--trials must be a positive number" in text
+    both = _write(tmp_path, PRIMARY.read_text().replace("interim_futility_pos = 0.05", "interim_futility = 0.1"),
+                  "both.toml")
+    code, text = run_cli(["design", both, "--trials", "2", "--out", tmp_path / "b"])
+    assert code == 2 and "keep one kind" in text and "Traceback" not in text
     rows = [(f"P{i:03d}", "CR", 28, None, None, None, None, 100) for i in range(1, 62)]
     cohort = _cohort(tmp_path, rows)
     code, text = run_cli(["interim", cohort.path, "--design", PRIMARY, "--out", tmp_path / "z"])
@@ -386,3 +502,74 @@ def test_interim_brute_force_agrees(tmp_path):
     diff = np.abs(np.array(r["q_approx"]) - np.array(r["q_refit"]))
     assert diff.mean() < 0.15, (r["q_approx"], r["q_refit"])
     assert r["agreement"] >= 0.75
+
+
+# --------------------------------------------------------------------------- compiled once: the padded model
+
+
+def _padding_cohort(tmp_path, name="pad"):
+    """14 infused patients, 11 responders (relapses, a death in remission, an HSCT), arms alternating."""
+    rows = [(f"P{i + 1:03d}", "NR" if i in (2, 7, 9) else "CR", None if i in (2, 7, 9) else 28 + i,
+             (150 + 10 * i) if i in (0, 3, 6, 11) else None, "positive" if i in (0, 3, 6, 11) else None,
+             100 if i == 5 else None, 90 if i == 8 else None, 90 if i == 8 else 300 + 5 * i) for i in range(14)]
+    return _cohort(tmp_path, rows, name)
+
+
+def test_padded_masked_model_has_the_unpadded_log_density(tmp_path):
+    """Padded to 60 with a 0/1 likelihood mask, the model's log density and gradient equal the unpadded
+    model's at any parameter value; without the mask (padded rows counted) they differ: the check can fail."""
+    from toolkit.data.inputs import to_durability_inputs
+    from toolkit.design.operating import analysis_settings
+    from toolkit.design.padded import data_values, pad_inputs, padded_model
+    from toolkit.models.durability import build_durability_model
+
+    options, _ = analysis_settings(load_design(PRIMARY))
+    inputs = to_durability_inputs(_padding_cohort(tmp_path), endpoint=options.endpoint, hsct=options.hsct)
+    priors = options.prior_set()
+    plain = build_durability_model(inputs, priors, variant=options.variant)
+    masked = padded_model(inputs, priors, variant=options.variant, n_max=60)
+    unmasked = build_durability_model(pad_inputs(inputs, 60)[0], priors, variant=options.variant)
+    assert masked["time_years"].get_value().shape == (60,) and masked["infused_mask"].get_value().sum() == 14
+    rng = np.random.default_rng(1)
+    names = [v.name for v in plain.value_vars]
+    logp = [m.compile_logp() for m in (plain, masked, unmasked)]
+    dlogp = [m.compile_dlogp() for m in (plain, masked)]
+    for _ in range(3):
+        point = {k: v + rng.normal(0, 0.5, np.shape(v)) for k, v in plain.initial_point().items()}
+        logps = [f(point) for f in logp]
+        assert logps[1] == pytest.approx(logps[0], abs=1e-9)
+        assert abs(logps[2] - logps[0]) > 1.0  # the broken variant (padding counted) is flagged
+        grads = [dict(zip([v.name for v in m.value_vars], f(point))) for m, f in zip((plain, masked), dlogp)]
+        assert [grads[1][n] for n in names] == pytest.approx([grads[0][n] for n in names], abs=1e-8)
+    # the data a look swaps in are the masked model's containers, value for value
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.traversal import ancestors
+
+    shared = {v.name: v.get_value() for v in ancestors([masked.logp()]) if isinstance(v, SharedVariable)}
+    values = data_values(inputs, priors, variant=options.variant, n_max=60)
+    assert set(shared) <= set(values)
+    for k in shared:
+        np.testing.assert_array_equal(values[k], shared[k])
+
+
+@pytest.mark.slow  # a nutpie compile: 15-60 s on the shared machine
+def test_padded_fit_reuses_one_compiled_model_across_cohort_sizes(tmp_path):
+    """Two cohorts of different sizes are fitted by one compiled model (the second compiles nothing), with
+    the estimands and convergence verdict of a durability summary (tiny sampler settings)."""
+    from dataclasses import replace
+
+    from toolkit.design.operating import analysis_settings
+    from toolkit.design.padded import fit_padded
+
+    options, settings = analysis_settings(load_design(PRIMARY), chains=2, tune=200, draws=200)
+    settings = replace(settings, cores=1)
+    small = _padding_cohort(tmp_path, "small")
+    large = _cohort(tmp_path, LOOK_ROWS + [("P099", "NR", None, None, None, None, None, 100)], "large")
+    first = fit_padded(small, options, settings, n_max=60)
+    second = fit_padded(large, options, settings, n_max=60)
+    assert second.compile_seconds == 0.0
+    for fit, n in ((first, 11), (second, 24)):
+        assert fit.inputs.arm.size == n
+        assert 0 <= fit.summary["estimands"]["prob_rfs_365d_difference_above_0"] <= 1
+        assert set(fit.summary["diagnostics"]) >= {"converged", "max_rhat", "min_ess_bulk", "divergences"}
+        assert fit.posterior["posterior"].sizes["draw"] == 200

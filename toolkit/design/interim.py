@@ -95,15 +95,18 @@ def approximate_q(design: Design, trial: pd.DataFrame) -> float:
     if m:
         day = float(m.group(2))
         est, var = [], []
+        arm_all, resp_all = trial["arm"].to_numpy(), trial["responder"].to_numpy(bool)
+        time_all, event_all = trial["time"].to_numpy(float), trial["event"].to_numpy(bool)
         for a in (0, 1):
-            g = trial[trial["arm"] == a]
+            in_arm = arm_all == a
+            resp, time_, event = resp_all[in_arm], time_all[in_arm], event_all[in_arm]
             if m.group(1) == "rfs":
-                g = g[g["responder"]]
-                s, v = km_at(g["time"], g["event"], day)
+                s, v = km_at(time_[resp], event[resp], day)
             else:  # EFS from infusion: non-response an event at day 0, responders from the response day
-                rd = float(g.loc[g["responder"], "response_day"].median()) if g["responder"].any() else 28.0
-                t = np.where(g["responder"], g["time"] + rd, 0.0)
-                ev = np.where(g["responder"], g["event"], True)
+                rd_arm = trial["response_day"].to_numpy(float)[in_arm][resp]
+                rd = float(np.median(rd_arm)) if resp.any() else 28.0
+                t = np.where(resp, time_ + rd, 0.0)
+                ev = np.where(resp, event, True)
                 s, v = km_at(t, ev, day)
             est.append(s)
             var.append(v)
@@ -206,29 +209,36 @@ def impute_completed_trials(fit, state: pd.DataFrame, design: Design, *, imputat
         cause = np.where(event, np.where(rng.random(t.size) < p_rel, "relapse", "death"), "")
         return t.astype(float), event, cause
 
+    # numpy columns, one DataFrame per imputed trial at the end (pandas row assignment was the slow part)
+    columns = {c: state[c].to_numpy() for c in state.columns}
+    open_arm = {a: columns["open"].astype(bool) & (columns["arm"] == a) for a in (0, 1)}
+    new_ids = np.array([f"NEW{k + 1:03d}" for k in range(n_new)], dtype=object)
     trials = []
     for j in range(imputations):
-        t = state.copy()
+        time_, event, cause_ = (columns["time"].astype(float).copy(), columns["event"].astype(bool).copy(),
+                                columns["cause"].astype(object).copy())
         for a in (0, 1):
-            rows = (t["open"] & (t["arm"] == a)).to_numpy()
+            rows = open_arm[a]
             if rows.any():
-                s = t.loc[rows, "time"].to_numpy(float)
-                tt, ev, cause = draw_time(j, a, s, s + final[j])
-                t.loc[rows, "time"], t.loc[rows, "event"], t.loc[rows, "cause"] = tt, ev, cause
+                s = time_[rows]
+                time_[rows], event[rows], cause_[rows] = draw_time(j, a, s, s + final[j])
+        t = {**columns, "time": time_, "event": event, "cause": cause_}
         if n_new:
             arms = rng.permutation(base_arms)
             resp = rng.random(n_new) < np.where(arms == 1, p_resp[1][j], p_resp[0][j])
-            new = pd.DataFrame({"patient_id": [f"NEW{k + 1:03d}" for k in range(n_new)], "arm": arms,
-                                "responder": resp, "response_day": np.where(resp, rd_typical, np.nan),
-                                "time": 0.0, "event": False, "cause": "", "open": False,
-                                "on_study_days": final[j] - arrivals[j]})
+            new = {"patient_id": new_ids, "arm": arms, "responder": resp,
+                   "response_day": np.where(resp, rd_typical, np.nan), "time": np.zeros(n_new),
+                   "event": np.zeros(n_new, bool), "cause": np.full(n_new, "", dtype=object),
+                   "open": np.zeros(n_new, bool), "on_study_days": final[j] - arrivals[j]}
             for a in (0, 1):
-                rows = (new["responder"] & (new["arm"] == a)).to_numpy()
+                rows = resp & (arms == a)
                 if rows.any():
                     cens = np.maximum(final[j] - arrivals[j][rows] - rd_typical, 0.0)
-                    tt, ev, cause = draw_time(j, a, np.zeros(rows.sum()), cens)
-                    new.loc[rows, "time"], new.loc[rows, "event"], new.loc[rows, "cause"] = tt, ev, cause
-            t = pd.concat([t, new], ignore_index=True)
+                    new["time"][rows], new["event"][rows], new["cause"][rows] = draw_time(
+                        j, a, np.zeros(rows.sum()), cens)
+            t = {c: np.concatenate([np.asarray(t[c], dtype=object if c in ("patient_id", "cause") else None),
+                                    np.asarray(new[c])]) for c in state.columns}
+        t = pd.DataFrame(t, columns=state.columns)
         t.attrs["final_days_after_cut"] = float(final[j])
         trials.append(t)
     return trials
@@ -243,17 +253,29 @@ def fit_current(cohort, design: Design, overrides: dict | None = None):
     return fit_durability(cohort, options, settings, spec=design.analysis_spec)
 
 
+def look_predictive_probability(cohort, design: Design, fit, *, imputations: int, seed,
+                                state: pd.DataFrame | None = None) -> tuple[float, float, list[pd.DataFrame]]:
+    r"""PoS of a cohort given its fit, by the fast approximation, with its Monte Carlo SE.
+
+    PoS = (1/M) sum_j 1[q_j > success_probability], q_j the approximate final posterior probability of the
+    j-th imputed completed trial; SE = sqrt(PoS (1 - PoS) / M). The same function serves ``toolkit interim``
+    and every interim look of a design study. Returns (PoS, SE, the imputed trials).
+    """
+    state = current_state(cohort) if state is None else state
+    trials = impute_completed_trials(fit, state, design, imputations=imputations, seed=seed)
+    success = np.array([approximate_q(design, t) for t in trials]) > design.success_probability
+    pos = float(success.mean())
+    return pos, math.sqrt(pos * (1 - pos) / imputations), trials
+
+
 def predictive_probability_of_success(cohort, design: Design, *, imputations: int = 1000, seed=20261125,
                                       overrides: dict | None = None, fit=None) -> dict:
     """PoS of the cohort's trial under ``design`` by the fast approximation (module docstring)."""
     check_cohort(cohort, design)
     fit = fit or fit_current(cohort, design, overrides)
     state = current_state(cohort)
-    trials = impute_completed_trials(fit, state, design, imputations=imputations, seed=seed)
-    q = np.array([approximate_q(design, t) for t in trials])
-    success = q > design.success_probability
-    pos = float(success.mean())
-    se = math.sqrt(pos * (1 - pos) / imputations)
+    pos, se, trials = look_predictive_probability(cohort, design, fit, imputations=imputations, seed=seed,
+                                                  state=state)
     q_now_model = float(fit.summary["estimands"][design.probability_key])
     q_now_approx = approximate_q(design, state)
     n, n_new = len(state), design.max_patients - len(state)

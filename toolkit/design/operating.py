@@ -92,18 +92,29 @@ def analysis_settings(design: Design, **overrides):
     return options, settings
 
 
-def _analyse_model(design: Design, cut, *, workdir: Path, look_seed: int, overrides: dict) -> dict:
+#: fit each look with the worker's compiled padded model (toolkit.design.padded, always nutpie: compiled once,
+#: its sampling is the fast part); False: ``fit_durability`` with the analysis' own backend, which builds and
+#: compiles a model per look (the reference the padded path is tested against)
+COMPILE_ONCE = True
+
+
+def _analyse_model(design: Design, cut, *, workdir: Path, look_seed: int, overrides: dict):
+    """Fit the design's analysis to a look's cut; returns (the look's record, the fit, the cut's cohort)."""
     from dataclasses import replace
 
     from toolkit.data import load_cohort
+    from toolkit.design.padded import fit_padded
     from toolkit.fitting import fit_durability
 
     options, settings = analysis_settings(design, **overrides)
     settings = replace(settings, random_seed=look_seed, cores=1)
     folder = Path(tempfile.mkdtemp(dir=workdir))
-    write_cut(cut, folder)
-    cohort = load_cohort(folder)  # the same validation and fitting path as `toolkit fit`
-    result = fit_durability(cohort, options, settings, spec=design.analysis_spec)
+    write_cut(cut, folder, tables=("patients", "outcomes"))  # what the durability analysis reads
+    cohort = load_cohort(folder)  # the same validation as `toolkit fit`
+    if COMPILE_ONCE:
+        result = fit_padded(cohort, options, settings, n_max=design.max_patients)
+    else:
+        result = fit_durability(cohort, options, settings, spec=design.analysis_spec)
     est = result.summary["estimands"]
     diag = result.summary["diagnostics"]
     estimate = est.get(design.estimand, {})
@@ -113,7 +124,16 @@ def _analyse_model(design: Design, cut, *, workdir: Path, look_seed: int, overri
             "events_control": int(result.summary["data"]["per_arm"]["control"]["events"]),
             "events_experimental": int(result.summary["data"]["per_arm"]["experimental"]["events"]),
             "converged": bool(diag["converged"]), "max_rhat": float(diag.get("max_rhat") or math.nan),
-            "divergences": int(diag.get("divergences") or 0)}
+            "divergences": int(diag.get("divergences") or 0)}, result, cohort
+
+
+def _look_pos(design: Design, cohort, fit, *, seed: int) -> dict:
+    """PoS at an interim look from that look's fit (:func:`toolkit.design.interim.look_predictive_probability`,
+    ``design.pos_imputations`` imputed completed trials), with its Monte Carlo SE."""
+    from toolkit.design.interim import look_predictive_probability
+
+    pos, se, _ = look_predictive_probability(cohort, design, fit, imputations=design.pos_imputations, seed=seed)
+    return {"pos": pos, "pos_mc_se": se, "pos_imputations": design.pos_imputations}
 
 
 def run_trial(design: Design, scenario_index: int, trial: int, *, overrides: dict | None = None,
@@ -134,7 +154,8 @@ def run_trial(design: Design, scenario_index: int, trial: int, *, overrides: dic
             row = {"scenario": scenario.name, "trial": trial, "look": index, "look_name": name, "day": day,
                    "enrolled": 0, "analysed": 0, "events": 0, "events_control": 0,
                    "events_experimental": 0, "q": math.nan, "estimate": math.nan,
-                   "converged": False, "max_rhat": math.nan, "divergences": 0, "error": "", "seconds": 0.0}
+                   "converged": False, "max_rhat": math.nan, "divergences": 0, "error": "", "seconds": 0.0,
+                   "pos": math.nan, "pos_mc_se": math.nan, "pos_imputations": 0}
             if name != FINAL and not (math.isfinite(day) and day < fin):
                 row["error"] = "look not reached before the final analysis"
                 rows.append(row)
@@ -146,8 +167,12 @@ def run_trial(design: Design, scenario_index: int, trial: int, *, overrides: dic
                 if design.analysis_spec is None:
                     row.update(_analyse_analytic(design, cut))
                 else:
-                    row.update(_analyse_model(design, cut, workdir=Path(tmp), overrides=overrides or {},
-                                              look_seed=int((design.seed * 1_000_003 + trial * 101 + index) % 2**31)))
+                    seed = int((design.seed * 1_000_003 + trial * 101 + index) % 2**31)
+                    record, fit, cohort = _analyse_model(design, cut, workdir=Path(tmp), overrides=overrides or {},
+                                                         look_seed=seed)
+                    row.update(record)
+                    if name != FINAL:  # the PoS at every interim look, whichever kind of boundary the design uses
+                        row.update(_look_pos(design, cohort, fit, seed=seed + 1))
             except Exception as exc:  # noqa: BLE001 - one failed analysis is recorded, the study goes on
                 row["error"] = f"{type(exc).__name__}: {exc}"[:300]
             row["seconds"] = time.perf_counter() - t0
@@ -172,6 +197,7 @@ def load_results(out: str | Path) -> pd.DataFrame:
 
 def _config(design: Design) -> dict:
     return {"design": design.path, "analysis": design.analysis, "rule": design.rule_text(),
+            "pos_imputations": design.pos_imputations,
             "seed": design.seed, "scenarios": [s.name for s in design.scenarios],
             "looks": [lk.name for lk in design.looks], "sampler": design.sampler}
 
@@ -191,7 +217,8 @@ def run_design(design: Design, trials: int, out: str | Path, *, workers: int | N
                           error=DesignStudyError)
     write_study_file(path, {**config, **previous})
     (out / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
-    todo = [(design, i, t) for i, s in enumerate(design.scenarios) for t in range(trials)
+    # trial-major order: a study stopped early holds about as many trials of every scenario
+    todo = [(design, i, t) for t in range(trials) for i, s in enumerate(design.scenarios)
             if not _trial_path(out, s.name, t).exists()]
 
     def store(record: dict) -> None:
@@ -205,7 +232,8 @@ def run_design(design: Design, trials: int, out: str | Path, *, workers: int | N
         return {"scenario": design_.scenarios[i].name, "trial": t, "rows": [{
             "scenario": design_.scenarios[i].name, "trial": t, "look": len(design_.looks), "look_name": FINAL,
             "day": math.nan, "enrolled": 0, "analysed": 0, "events": 0, "q": math.nan, "estimate": math.nan,
-            "converged": False, "max_rhat": math.nan, "divergences": 0, "error": message, "seconds": 0.0}]}
+            "converged": False, "max_rhat": math.nan, "divergences": 0, "error": message, "seconds": 0.0,
+            "pos": math.nan, "pos_mc_se": math.nan, "pos_imputations": 0}]}
 
     t0 = time.perf_counter()
     info = map_tasks(run_trial, todo, kwargs={"overrides": overrides or {}}, on_result=store, on_error=failed,
@@ -237,7 +265,13 @@ def mean_se(x) -> tuple[float, float]:
 def trial_outcomes(design: Design, results: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: where it stopped and why, under the design's boundaries (stopping applied in
     look order; an interim whose analysis failed takes no decision). ``decision`` is ``success``,
-    ``futility`` (stopped at an interim), ``failure`` (final not successful) or ``error`` (final failed)."""
+    ``futility`` (stopped at an interim), ``failure`` (final not successful) or ``error`` (final failed).
+
+    The interim boundaries apply to ``design.boundary_column``: the posterior probability ``q`` or the
+    predictive probability of success ``pos``; the final analysis always applies the rule to ``q``."""
+    stat = design.boundary_column
+    if stat not in results.columns:  # a study stored before the PoS was recorded
+        results = results.assign(**{stat: math.nan})
     rows = []
     for (scenario, trial), g in results.groupby(["scenario", "trial"], sort=False):
         g = g.sort_values("look")
@@ -246,13 +280,13 @@ def trial_outcomes(design: Design, results: pd.DataFrame) -> pd.DataFrame:
         stop, decision = None, None
         crossed = False
         for _, r in g[g["look_name"] != FINAL].iterrows():
-            if r["error"] or not math.isfinite(r["q"]):
+            if r["error"] or not math.isfinite(r[stat]):
                 continue
-            if r["q"] > design.interim_success:
+            if r[stat] > design.interim_success:
                 crossed = True
                 if stop is None:
                     stop, decision = r, "success"
-            elif r["q"] < design.interim_futility and stop is None:
+            elif r[stat] < design.interim_futility and stop is None:
                 stop, decision = r, "futility"
         if stop is None:
             stop = final

@@ -26,9 +26,10 @@ def oc_table(design: Design, oc: pd.DataFrame) -> pd.DataFrame:
     for _, r in oc.iterrows():
         row = {"scenario": r["scenario"], "trials": int(r["trials"]),
                "P(success)": _pm(r["p_success"], r["p_success_se"])}
+        kind = " (PoS)" if design.boundary == "predictive" else ""  # which statistic the boundaries are on
         for i, lk in enumerate(design.looks):
-            row[f"stop success @ {lk.name}"] = _pm(r[f"p_stop_success_{i + 1}"], r[f"p_stop_success_{i + 1}_se"])
-            row[f"stop futility @ {lk.name}"] = _pm(r[f"p_stop_futility_{i + 1}"],
+            row[f"stop success{kind} @ {lk.name}"] = _pm(r[f"p_stop_success_{i + 1}"], r[f"p_stop_success_{i + 1}_se"])
+            row[f"stop futility{kind} @ {lk.name}"] = _pm(r[f"p_stop_futility_{i + 1}"],
                                                     r[f"p_stop_futility_{i + 1}_se"])
         if design.looks:
             row["flip-flop"] = _pm(r["p_flip_flop"], r["p_flip_flop_se"])
@@ -94,10 +95,9 @@ def sentences(design: Design, oc: pd.DataFrame) -> list[str]:
            f"{design.final_after_last_patient_days:g} days after the last patient's infusion."]
     if design.looks:
         looks = ", ".join(lk.name for lk in design.looks)
-        out.append(f"At the interim look(s) ({looks}) the trial stops for success if the posterior probability "
-                   f"of benefit exceeds {design.interim_success:g} and for futility if it is below "
-                   f"{design.interim_futility:g} (boundaries on the posterior probability, not the predictive "
-                   "probability).")
+        text = design.boundary_text()
+        verb = "the trial would " if text.startswith("stop") else "there are "
+        out.append(f"At the interim look(s) ({looks}) {verb}{text}.")
     for _, r in oc.iterrows():
         name = r["scenario"]
         what = ("the type I error (a false claim of benefit)" if name == "no_effect" else
@@ -136,7 +136,8 @@ def write_design_report(design: Design, oc: pd.DataFrame, out: str | Path, *, co
     table = oc_table(design, oc)
     md = markdown_table(table)
     (out / "operating_characteristics.md").write_text(
-        f"# {design.title}\n\nRule: {design.rule_text()}\n\n{md}\n" + "\n\n".join(sentences(design, oc)) + "\n")
+        f"# {design.title}\n\nRule: {design.rule_text()}\n\nInterim boundaries: {design.boundary_text()}\n\n"
+        f"{md}\n" + "\n\n".join(sentences(design, oc)) + "\n")
     ax = plot_operating_characteristics(design, oc)
     ax.figure.savefig(out / "figure.png", dpi=120, bbox_inches="tight")
     plt.close(ax.figure)

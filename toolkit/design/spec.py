@@ -10,10 +10,20 @@ raises :class:`DesignError` naming the file, the key and the fix.
 Rule. With ``theta`` the rule's estimand and ``x`` its threshold, the
 posterior probability of benefit at a look is ``q = P(theta > x | data)``
 (``direction = "above"``) or ``q = P(theta < x | data)`` (``"below"``). At
-the final analysis the trial succeeds when ``q > success_probability``. At an
-interim look, boundaries are on the *posterior* probability ``q`` (stated so
-in every output): stop for success when ``q > interim_success``, for futility
-when ``q < interim_futility``.
+the final analysis the trial succeeds when ``q > success_probability``.
+
+Interim boundaries are of one of two kinds, named in every output:
+
+- on the *posterior* probability ``q`` (keys ``interim_success``,
+  ``interim_futility``): stop for success when ``q > interim_success``, for
+  futility when ``q < interim_futility``;
+- on the *predictive* probability of success (keys ``interim_success_pos``,
+  ``interim_futility_pos``): PoS = P(q_final > success_probability | data so
+  far), the probability that the final analysis will succeed, from the look's
+  fit by :func:`toolkit.design.interim.look_predictive_probability`
+  (``pos_imputations`` imputed completed trials, key of ``[simulation]``); stop
+  for success when PoS > ``interim_success_pos``, for futility when PoS <
+  ``interim_futility_pos``. A key not given means no stop of that kind.
 """
 
 from __future__ import annotations
@@ -25,12 +35,16 @@ from pathlib import Path
 from toolkit.simulate import Effects, TrialParameters
 
 SECTIONS = ("title", "rationale", "analysis", "rule", "accrual", "followup", "looks", "scenarios", "simulation")
-RULE_KEYS = ("estimand", "direction", "threshold", "success_probability", "interim_success", "interim_futility")
+RULE_KEYS = ("estimand", "direction", "threshold", "success_probability", "interim_success", "interim_futility",
+             "interim_success_pos", "interim_futility_pos")
+POSTERIOR, PREDICTIVE = "posterior", "predictive"  # the two kinds of interim boundary
 ACCRUAL_KEYS = ("patients_per_month", "max_patients")
 FOLLOWUP_KEYS = ("final_after_last_patient_days",)
 LOOK_KEYS = ("name", "patients", "events", "day", "lag_days")
 SCENARIO_KEYS = ("name", "effects", "parameters", "description")
-SIMULATION_KEYS = ("seed", "chains", "tune", "draws")
+SIMULATION_KEYS = ("seed", "chains", "tune", "draws", "pos_imputations")
+#: imputed completed trials behind the PoS at each interim look of a design study (MC SE <= 0.035)
+POS_IMPUTATIONS = 200
 ANALYTIC = "exponential_jeffreys"
 DAYS_PER_MONTH = 365.25 / 12
 REPO = Path(__file__).resolve().parents[2]
@@ -98,6 +112,28 @@ class Design:
     scenarios: tuple[Scenario, ...]
     seed: int = 20261201
     sampler: dict = field(default_factory=dict)
+    boundary: str = POSTERIOR  # the statistic the interim boundaries are on: POSTERIOR (q) or PREDICTIVE (PoS)
+    pos_imputations: int = POS_IMPUTATIONS
+
+    @property
+    def boundary_column(self) -> str:
+        """The per-look result column the interim boundaries apply to: ``q`` or ``pos``."""
+        return "pos" if self.boundary == PREDICTIVE else "q"
+
+    def boundary_text(self) -> str:
+        """The interim boundaries in words, naming their kind."""
+        what = ("the predictive probability of success (PoS: the probability that the final analysis will meet "
+                "the rule, given the data so far)" if self.boundary == PREDICTIVE else
+                "the posterior probability of benefit")
+        parts = []
+        if self.interim_success < 1:
+            parts.append(f"for success if {what} exceeds {self.interim_success:g}")
+        if self.interim_futility > 0:
+            parts.append(f"for futility if it is below {self.interim_futility:g}")
+        kind = "predictive probability" if self.boundary == PREDICTIVE else "posterior probability"
+        if not parts:
+            return f"no stopping boundaries (the {kind} is recorded only)"
+        return "stop " + " and ".join(parts) + f" (boundaries on the {kind})"
 
     @property
     def probability_key(self) -> str:
@@ -220,11 +256,30 @@ def load_design(path: str | Path) -> Design:
                           f"{analysis_table['spec']}: it reports {', '.join(produced)}; choose one of those, or add "
                           "the threshold to that analysis spec's [decision] and its horizon to its days")
     success = _probability(path, "[rule] success_probability", rule.get("success_probability", 0.95))
-    interim_success = _probability(path, "[rule] interim_success", rule.get("interim_success", 0.99))
-    interim_futility = _probability(path, "[rule] interim_futility", rule.get("interim_futility", 0.0))
+    pos_keys = [k for k in ("interim_success_pos", "interim_futility_pos") if k in rule]
+    post_keys = [k for k in ("interim_success", "interim_futility") if k in rule]
+    if pos_keys and post_keys:
+        raise DesignError(f"{path}: [rule] has boundaries on the posterior probability ({', '.join(post_keys)}) and "
+                          f"on the predictive probability ({', '.join(pos_keys)}); keep one kind")
+    boundary, suffix, default_success = (PREDICTIVE, "_pos", 1.0) if pos_keys else (POSTERIOR, "", 0.99)
+    interim_success = _probability(path, f"[rule] interim_success{suffix}",
+                                   rule.get(f"interim_success{suffix}", default_success))
+    interim_futility = _probability(path, f"[rule] interim_futility{suffix}",
+                                    rule.get(f"interim_futility{suffix}", 0.0))
     if interim_futility >= interim_success:
-        raise DesignError(f"{path}: [rule] interim_futility ({interim_futility:g}) must be below interim_success "
-                          f"({interim_success:g})")
+        raise DesignError(f"{path}: [rule] interim_futility{suffix} ({interim_futility:g}) must be below "
+                          f"interim_success{suffix} ({interim_success:g})")
+    if boundary == PREDICTIVE:
+        import re
+
+        if analysis_spec is None:
+            raise DesignError(f"{path}: [rule] {', '.join(pos_keys)}: boundaries on the predictive probability need "
+                              "a model analysis ([analysis] spec = an analysis spec such as "
+                              "\"models/durability_primary.toml\"); or use interim_success / interim_futility")
+        if not (estimand == "hazard_ratio" or re.fullmatch(r"(rfs|efs)_\d+d_difference", estimand)):
+            raise DesignError(f"{path}: [rule] {', '.join(pos_keys)}: no predictive probability for the estimand "
+                              f"{estimand!r} (supported: hazard_ratio, rfs_<D>d_difference, efs_<D>d_difference); "
+                              "use interim_success / interim_futility")
 
     accrual = _table(path, spec, "accrual")
     _unknown(path, "[accrual]", accrual, ACCRUAL_KEYS)
@@ -294,9 +349,13 @@ def load_design(path: str | Path) -> Design:
     seed = sim.get("seed", 20261201)
     if not (isinstance(seed, int) and 0 <= seed < 2**32):
         raise DesignError(f"{path}: [simulation] seed must be a whole number from 0 to 4294967295")
-    sampler = {k: _positive(path, f"[simulation] {k}", v, integer=True) for k, v in sim.items() if k != "seed"}
+    sampler = {k: _positive(path, f"[simulation] {k}", v, integer=True) for k, v in sim.items()
+               if k not in ("seed", "pos_imputations")}
+    pos_imputations = _positive(path, "[simulation] pos_imputations", sim.get("pos_imputations", POS_IMPUTATIONS),
+                                integer=True)
     return Design(path=str(path), title=str(spec.get("title", path.stem)), analysis=analysis,
                   analysis_spec=analysis_spec, estimand=estimand, direction=direction, threshold=float(threshold),
                   success_probability=success, interim_success=interim_success, interim_futility=interim_futility,
                   patients_per_month=rate, max_patients=max_n, final_after_last_patient_days=final_fu,
-                  looks=tuple(looks), scenarios=tuple(scenarios), seed=seed, sampler=sampler)
+                  looks=tuple(looks), scenarios=tuple(scenarios), seed=seed, sampler=sampler, boundary=boundary,
+                  pos_imputations=pos_imputations)

@@ -110,9 +110,10 @@ def censor_at(sim: SimulatedTrial, enrol: np.ndarray, day: float) -> tuple[Simul
     return out, {"enrolled": int(enrolled.sum()), "analysed": int(analysed.sum())}
 
 
-def write_cut(cut: SimulatedTrial, folder) -> None:
+def write_cut(cut: SimulatedTrial, folder, *, tables=("patients", "outcomes", "cart_kinetics", "mrd")) -> None:
     """Write a cut trial as a cohort folder; an optional table left empty by the cut is not written (a
-    header-only file is refused by validation)."""
+    header-only file is refused by validation). ``tables``: the tables to write (a durability analysis
+    reads patients and outcomes only, and validating the kinetics tables is most of the time of a read)."""
     from pathlib import Path
 
     from toolkit.data.io import write_study
@@ -120,7 +121,7 @@ def write_cut(cut: SimulatedTrial, folder) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_study(folder, cut.study)
-    for name in ("patients", "outcomes", "cart_kinetics", "mrd"):
+    for name in tables:
         table = getattr(cut, name)
         if name in ("patients", "outcomes") or (table is not None and len(table)):
             table.to_csv(folder / f"{name}.csv", index=False, lineterminator="\n")

@@ -163,13 +163,27 @@ def survival_logp(t, event, log_shape, log_scale, lp, log_cure=None, log_uncure=
 
 
 def build_durability_model(inputs: DurabilityInputs, priors: DurabilityPriors | None = None, *,
-                           variant: str = "weibull") -> pm.Model:
-    """The PyMC model for ``inputs`` (see the module docstring for equations and priors)."""
+                           variant: str = "weibull", patient_mask: np.ndarray | None = None,
+                           infused_mask: np.ndarray | None = None) -> pm.Model:
+    """The PyMC model for ``inputs`` (see the module docstring for equations and priors).
+
+    ``patient_mask`` (per responder) and ``infused_mask`` (per infused patient, ``efs``), 0/1, multiply
+    each patient's log-likelihood terms: log p(y | theta) = sum_i m_i log p(y_i | theta). Used to pad a
+    cohort to a fixed size (padded rows have m_i = 0 and contribute nothing), so one compiled model
+    serves cohorts of different sizes (``toolkit.design.padded``); they are containers (``pm.Data``
+    ``patient_mask``, ``infused_mask``) swapped with the data. Without them the model is unchanged.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     priors = priors or DurabilityPriors()
     coords = {"patient": inputs.patient_ids, "covariate": inputs.covariates}
+
+    def masked(logp, extra):  # the log-likelihood of each patient times its 0/1 mask, when there is one
+        return logp * extra[0] if extra else logp
+
     with pm.Model(coords=coords) as model:
+        mask = (pm.Data("patient_mask", np.asarray(patient_mask, float), dims="patient"),) \
+            if patient_mask is not None else ()
         time = pm.Data("time_years", inputs.time_years, dims="patient")
         event = pm.Data("event", inputs.event, dims="patient")
         arm = pm.Data("arm", inputs.arm, dims="patient")
@@ -198,8 +212,10 @@ def build_durability_model(inputs: DurabilityInputs, priors: DurabilityPriors | 
         separate = separate_nrm(variant, inputs.endpoint)
         if separate:  # the relapse part: death in remission censors it (its own hazard below)
             event = pm.Data("relapse_event", inputs.event * (1 - inputs.competing), dims="patient")
-        pm.CustomDist("rfs", event, log_shape, log_scale, lp, *kwargs.values(),
-                      logp=lambda t, ev, ls, lsc, lp_, *rest: survival_logp(t, ev, ls, lsc, lp_, **dict(zip(kwargs, rest))),
+        n_kw = len(kwargs)
+        pm.CustomDist("rfs", event, log_shape, log_scale, lp, *kwargs.values(), *mask,
+                      logp=lambda t, ev, ls, lsc, lp_, *rest: masked(
+                          survival_logp(t, ev, ls, lsc, lp_, **dict(zip(kwargs, rest[:n_kw]))), rest[n_kw:]),
                       observed=time, dims="patient")
         if separate:
             competing = pm.Data("death_in_remission", inputs.competing, dims="patient")
@@ -209,16 +225,23 @@ def build_durability_model(inputs: DurabilityInputs, priors: DurabilityPriors | 
             d_kwargs = {}
             if inputs.hsct == "timevarying":
                 d_kwargs = {"hsct": kwargs["hsct"], "log_hr_hsct": normal("log_hr_hsct_nrm", priors.log_hr_hsct_nrm)}
-            pm.CustomDist("death", competing, d_shape, d_scale, d_hr * arm, *d_kwargs.values(),
-                          logp=lambda t, ev, ls, lsc, lp_, *rest: survival_logp(t, ev, ls, lsc, lp_,
-                                                                                **dict(zip(d_kwargs, rest))),
+            n_dkw = len(d_kwargs)
+            pm.CustomDist("death", competing, d_shape, d_scale, d_hr * arm, *d_kwargs.values(), *mask,
+                          logp=lambda t, ev, ls, lsc, lp_, *rest: masked(
+                              survival_logp(t, ev, ls, lsc, lp_, **dict(zip(d_kwargs, rest[:n_dkw]))), rest[n_dkw:]),
                           observed=inputs.time_years.copy(), dims="patient")  # its own value variable
         if inputs.endpoint == "efs":
             model.add_coord("infused", np.arange(len(inputs.responded)))
             r_arm = pm.Data("response_arm", inputs.responded_arm, dims="infused")
             logit_r = normal("logit_response", priors.logit_response)
             r_or = normal("response_log_or", priors.response_log_or)
-            pm.Bernoulli("response", logit_p=logit_r + r_or * r_arm, observed=inputs.responded, dims="infused")
+            if infused_mask is None:
+                pm.Bernoulli("response", logit_p=logit_r + r_or * r_arm, observed=inputs.responded, dims="infused")
+            else:
+                r_mask = pm.Data("infused_mask", np.asarray(infused_mask, float), dims="infused")
+                pm.CustomDist("response", logit_r + r_or * r_arm, r_mask, dtype="int64",
+                              logp=lambda y, logit_p, m: m * pm.logp(pm.Bernoulli.dist(logit_p=logit_p), y),
+                              observed=inputs.responded, dims="infused")
         pm.Deterministic("hazard_ratio", pt.exp(log_hr))
     return model
 
