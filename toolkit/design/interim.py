@@ -246,7 +246,7 @@ def impute_completed_trials(fit, state: pd.DataFrame, design: Design, *, imputat
 
 def fit_current(cohort, design: Design, overrides: dict | None = None):
     """The design's analysis fitted to the cohort (the same path as ``toolkit fit``)."""
-    from toolkit.design.operating import analysis_settings
+    from toolkit.design.spec import analysis_settings
     from toolkit.fitting import fit_durability
 
     options, settings = analysis_settings(design, **(overrides or {}))
@@ -372,7 +372,7 @@ def brute_force(cohort, design: Design, *, imputations: int, seed=20261125, over
     the per-imputation agreement of the two decisions."""
     from toolkit.data import load_cohort
     from toolkit.fitting import fit_durability
-    from toolkit.design.operating import analysis_settings
+    from toolkit.design.spec import analysis_settings
 
     check_cohort(cohort, design)
     fit = fit or fit_current(cohort, design, overrides)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from toolkit.design.spec import ANALYTIC, Design
+from toolkit.design.spec import ANALYTIC, Design, analysis_settings  # noqa: F401 - public here too
 from toolkit.design.trials import (censor_at, event_calendar_days, final_day, look_day, simulate_calendar_trial,
                                    write_cut)
 
@@ -76,26 +76,6 @@ def _analyse_analytic(design: Design, cut) -> dict:
     if len(tte) == 0 or tte["arm"].nunique() < 2:
         raise ValueError("no responders in one arm yet")
     return exponential_jeffreys(tte, threshold=design.threshold)
-
-
-def analysis_settings(design: Design, **overrides):
-    """Options and sampler settings of the design's analysis: the analysis spec's, then the design's
-    ``[simulation]`` sampler keys, then ``overrides`` (None = not given). Same path as ``toolkit fit``."""
-    from toolkit.fitting import DurabilityOptions, default_settings
-    from toolkit.specs import merged_options, merged_sampler
-
-    fields_ = DurabilityOptions.__dataclass_fields__
-    options = DurabilityOptions(**{k: v for k, v in merged_options(design.analysis_spec, {}).items()
-                                   if k in fields_})
-    sampler = merged_sampler(design.analysis_spec, {**design.sampler, **overrides})
-    settings = default_settings("durability", **sampler, progressbar=False)
-    return options, settings
-
-
-#: fit each look with the worker's compiled padded model (toolkit.design.padded, always nutpie: compiled once,
-#: its sampling is the fast part); False: ``fit_durability`` with the analysis' own backend, which builds and
-#: compiles a model per look (the reference the padded path is tested against)
-COMPILE_ONCE = True
 
 
 def _analyse_model(design: Design, cut, *, workdir: Path, look_seed: int, overrides: dict):

@@ -359,3 +359,23 @@ def load_design(path: str | Path) -> Design:
                   patients_per_month=rate, max_patients=max_n, final_after_last_patient_days=final_fu,
                   looks=tuple(looks), scenarios=tuple(scenarios), seed=seed, sampler=sampler, boundary=boundary,
                   pos_imputations=pos_imputations)
+
+
+def analysis_settings(design: Design, **overrides):
+    """Options and sampler settings of the design's analysis: the analysis spec's, then the design's
+    ``[simulation]`` sampler keys, then ``overrides`` (None = not given). Same path as ``toolkit fit``."""
+    from toolkit.fitting import DurabilityOptions, default_settings
+    from toolkit.specs import merged_options, merged_sampler
+
+    fields_ = DurabilityOptions.__dataclass_fields__
+    options = DurabilityOptions(**{k: v for k, v in merged_options(design.analysis_spec, {}).items()
+                                   if k in fields_})
+    sampler = merged_sampler(design.analysis_spec, {**design.sampler, **overrides})
+    settings = default_settings("durability", **sampler, progressbar=False)
+    return options, settings
+
+
+#: fit each look with the worker's compiled padded model (toolkit.design.padded, always nutpie: compiled once,
+#: its sampling is the fast part); False: ``fit_durability`` with the analysis' own backend, which builds and
+#: compiles a model per look (the reference the padded path is tested against)
+COMPILE_ONCE = True
