@@ -117,7 +117,11 @@ def test_study_with_mocked_fits_resumes_and_writes_outputs(tmp_path, small_study
     for path in paths.values():
         assert path.is_file() and path.stat().st_size > 0
     text = paths["summary"].read_text()
-    assert "clearance_rate_ratio (mrd model): identified by early_mrd; not by current (prior-dominated" in text
+    assert ("clearance_rate_ratio (mrd model): identified by early_mrd (contraction 0.25 ± 0.00, 90% coverage "
+            in text)
+    assert "not by current (prior-dominated: contraction 0.98 ± 0.00" in text
+    assert "Paired on the same cohorts, contraction early_mrd minus current -0.73 ± 0.00 (3 cohorts)" in text
+    assert (out / "differences.csv").read_text().startswith("model,estimand,schedule,reference,cohorts,difference")
 
 
 def test_failed_fit_is_recorded_and_study_goes_on(tmp_path, small_study):
@@ -131,6 +135,74 @@ def test_failed_fit_is_recorded_and_study_goes_on(tmp_path, small_study):
     assert set(errors["model"]) == {"mrd"} and errors["error"].str.contains("sampler exploded").all()
     summary = summarize_schedules(table)
     assert set(summary["estimand"]) == {"cmax_gmr"}
+
+
+def _ratio_table(reference, other):
+    """A stored-results table with the given contraction ratios (prior SD 1) per cohort of two schedules."""
+    import pandas as pd
+
+    rows = [{"schedule": name, "cohort": c, "model": "cart", "estimand": "cmax_gmr", "status": "ok", "error": "",
+             "converged": True, "truth": 1.5, "prior_sd": 1.0, "post_sd": r, "post_median": 1.5, "lo": 1.0, "hi": 2.0}
+            for name, ratios in (("current", reference), ("sparse_cart", other)) for c, r in enumerate(ratios)]
+    return pd.DataFrame(rows)
+
+
+def test_paired_differences_pair_cohorts():
+    """The schedule difference is taken cohort by cohort (same patients): cohorts that differ a lot from
+    each other but little between schedules give a small SE. An unpaired difference of the two means
+    (broken variant) has the same mean but an SE of about sqrt(2) x 0.1 = 0.14, which this test flags."""
+    from toolkit.design.schedules import paired_differences, summary_words
+
+    reference = np.array([0.55, 0.15, 0.35, 0.15])
+    other = reference + 0.4 + np.array([0.01, -0.01, 0.02, -0.02])
+    table = _ratio_table(reference, other)
+    diff = paired_differences(table).iloc[0]
+    assert (diff["schedule"], diff["reference"], diff["cohorts"]) == ("sparse_cart", "current", 4)
+    assert diff["difference"] == pytest.approx(0.4)
+    assert diff["difference_se"] == pytest.approx(np.std([0.01, -0.01, 0.02, -0.02], ddof=1) / 2)
+    unpaired = math.sqrt(reference.var(ddof=1) / 4 + other.var(ddof=1) / 4)
+    assert diff["difference_se"] < unpaired / 10
+    # a cohort that only one schedule has is left out of the pairing
+    partial = table[~((table["schedule"] == "sparse_cart") & (table["cohort"] == 3))]
+    assert paired_differences(partial).iloc[0]["cohorts"] == 3
+    words = summary_words(summarize_schedules(table), paired_differences(table))
+    assert words == ["cmax_gmr (cart model): identified by current (contraction 0.30 ± 0.10, 90% coverage "
+                     "1.00 ± 0.15); not by sparse_cart (partly learned: contraction 0.70 ± 0.10, 90% coverage "
+                     "1.00 ± 0.15). Paired on the same cohorts, contraction sparse_cart minus current +0.40 ± 0.01 "
+                     "(4 cohorts)."]
+
+
+def test_prior_sd_failure_is_said_not_hidden(tmp_path):
+    """An estimand that cannot be computed on prior draws gives NaN prior SD, the reason in the row's error
+    column, and the verdict "no result" (never a contraction computed against a made-up prior SD)."""
+    import pymc as pm
+
+    from toolkit.design.schedules import prior_sd
+
+    with pm.Model() as model:
+        pm.Normal("x", 0.0, 2.0)
+
+    def broken(post, inputs):
+        raise KeyError("cmax_copies_per_ug")
+
+    errors = []
+    out = prior_sd(model, None, broken, ["cmax_gmr"], draws=20, random_seed=1, errors=errors)
+    assert math.isnan(out["cmax_gmr"]) and errors == ["prior SD: KeyError: 'cmax_copies_per_ug'"]
+    fine = prior_sd(model, None, lambda post, inputs: {"cmax_gmr": {"sd": float(post["x"].std())}}, ["cmax_gmr"],
+                    draws=4000, random_seed=1)
+    assert fine["cmax_gmr"] == pytest.approx(2.0, rel=0.05)
+
+    study = load_schedule_spec(SPEC).subset(schedules=["current"], models=["cart"])
+
+    def fitter(model, cohort, study, *, random_seed):
+        est = {"cmax_gmr": {"mean": 1.5, "median": 1.5, "sd": 0.1, "hdi_90": [1.3, 1.7]}}
+        return {"converged": True, "estimands": est, "prior_sd": {"cmax_gmr": math.nan},
+                "prior_sd_error": "prior SD: KeyError: 'cmax_copies_per_ug'"}
+
+    table = run_schedules(replace(study, patients=8), 1, tmp_path / "s", workers=0, fitter=fitter)
+    assert table.loc[0, "status"] == "ok" and "KeyError" in table.loc[0, "error"]
+    assert summarize_schedules(table).loc[0, "verdict"] == "no result"
+    assert "no finite prior SD" in write_outputs(table, study, tmp_path / "s")["summary"].read_text()
 
 
 def test_verdict_thresholds():
