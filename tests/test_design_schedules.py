@@ -237,6 +237,40 @@ def test_prior_sd_of_clearance_ratio_through_the_real_model():
     assert abs(sd - 0.4) > 0.025
 
 
+@pytest.mark.slow
+def test_prior_sd_of_joint_estimands_through_the_real_model():
+    """The joint model's (joint_mrd.toml, with the MRD submodel) prior SDs through its own prior draws and
+    joint_estimands: log_hr_per_log_clearance ~ Normal(0, 0.5) gives 0.5 and clearance_rate_ratio =
+    exp(b), b ~ Normal(0, 0.4), gives 0.451 (as in the MRD model); hazard_ratio_indirect_mrd and cmax_gmr
+    are finite and positive. A variant taking the SD of another estimand (e.g. the indirect hazard ratio's,
+    about 0.2, for the association) is outside the tolerance. Slow: compiles the joint model's prior draws."""
+    import tempfile
+
+    from toolkit.data import load_cohort
+    from toolkit.data.joint_inputs import to_joint_inputs
+    from toolkit.design.schedules import _analysis, _estimand_function, prior_sd
+    from toolkit.models import joint
+
+    study = load_schedule_spec(SPEC)
+    options, _ = _analysis(study, "joint")
+    assert "mrd_clearance" in options.associations
+    trial = simulate_trial(16, seed=3, with_truth=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = to_joint_inputs(load_cohort(trial.write(Path(tmp) / "c")), covariates=options.covariates,
+                                 mrd_submodel=True)
+    model = joint.build_joint_model(inputs, options.prior_set(), variant=options.variant,
+                                    associations=options.associations,
+                                    cart_priors=options.cart_prior_set(inputs.cart.unit))
+    names = ["cmax_gmr", "clearance_rate_ratio", "log_hr_per_log_clearance", "hazard_ratio_indirect_mrd"]
+    errors = []
+    sd = prior_sd(model, inputs, _estimand_function("joint", options), names, draws=2000, random_seed=1,
+                  errors=errors)
+    assert errors == []
+    assert sd["log_hr_per_log_clearance"] == pytest.approx(0.5, rel=0.06)
+    assert sd["clearance_rate_ratio"] == pytest.approx(math.sqrt((math.exp(0.16) - 1) * math.exp(0.16)), rel=0.08)
+    assert 0 < sd["hazard_ratio_indirect_mrd"] < 0.4 and 0 < sd["cmax_gmr"]
+
+
 @pytest.mark.parametrize("argv, match", [
     (["{spec}", "--cohorts", "0", "--out", "{tmp}/o"], r"--cohorts must be at least 1"),
     (["{spec}", "--cohorts", "2", "--out", "{tmp}/o", "--models", "durability"], r"unknown analysis"),
