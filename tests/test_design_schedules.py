@@ -66,6 +66,48 @@ def test_simulator_schedule_keeps_defaults_and_patients():
     assert set(early.cart_kinetics["day"].astype(int)) <= {7, 28}
 
 
+def test_patients_without_cart_samples_are_left_out_of_cart_fits_and_counted(tmp_path):
+    """Under a sparse CAR-T schedule a patient who dies before the first sample (day 28) has none, and
+    to_cart_inputs refuses the cohort (the broken variant: the study recorded every such cohort as a
+    failed fit). The study fits the patients with samples and counts the one left out; the MRD fit
+    keeps every patient."""
+    from toolkit.data import load_cohort
+    from toolkit.data.inputs import ModelDataError, to_cart_inputs
+    from toolkit.design.schedules import with_cart_samples
+
+    cohort = load_cohort(simulate_trial(12, seed=5, with_truth=False).write(tmp_path / "c"))
+    gone = str(cohort.patients["patient_id"].iloc[3])
+    cohort.cart = cohort.cart[cohort.cart["patient_id"].astype(str) != gone]
+    with pytest.raises(ModelDataError, match="no CAR-T sample"):
+        to_cart_inputs(cohort)
+    kept, n = with_cart_samples(cohort)
+    assert n == 1 and gone not in set(kept.patients["patient_id"].astype(str)) and len(kept.patients) == 11
+    assert gone not in set(kept.outcomes["patient_id"].astype(str)) | set(kept.mrd["patient_id"].astype(str))
+    assert to_cart_inputs(kept).arm.size == 11
+    assert with_cart_samples(kept) == (kept, 0)
+
+    seen = {}
+
+    def fitter(model, data, study, *, random_seed):
+        seen[model] = len(data.patients)
+        return _mock_fitter([])(model, data, study, random_seed=random_seed)
+
+    study = load_schedule_spec(SPEC).subset(schedules=["current"], models=["cart", "mrd"])
+    from toolkit.design.schedules import _fit_all
+
+    rows = _fit_all(study, cohort, {"cmax_gmr": 1.5, "clearance_rate_ratio": 1.3}, {"schedule": "current",
+                                                                                   "cohort": 0, "seed": 1}, fitter)
+    assert seen == {"cart": 11, "mrd": 12}
+    assert {r["model"]: r["patients_left_out"] for r in rows} == {"cart": 1, "mrd": 0}
+    import pandas as pd
+
+    summary = summarize_schedules(pd.DataFrame(rows)).set_index("model")
+    assert summary.loc["cart", "patients_left_out"] == 1 and summary.loc["cart", "cohorts_with_patients_left_out"] == 1
+    from toolkit.design.schedules import summary_words
+
+    assert "1 patient(s) in 1 of 1 cohorts had no CAR-T sample" in " ".join(summary_words(summary.reset_index()))
+
+
 def _mock_fitter(calls):
     """A stand-in fit: the clearance ratio's posterior SD shrinks with MRD assessments before day 28 (what a
     real fit does, see the slow test); cmax_gmr is learned under every schedule."""

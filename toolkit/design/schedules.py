@@ -11,7 +11,9 @@ estimands. For each schedule s and cohort c:
    seed only, so all schedules see the same patients (common random numbers:
    differences between schedules carry less Monte Carlo noise);
 2. fit each analysis (``toolkit.fitting.fit_cart``, ``fit_mrd``, ``fit_joint``)
-   with the spec's options and the study's sampler settings;
+   with the spec's options and the study's sampler settings (the CAR-T and joint
+   analyses on the patients with at least one CAR-T sample, :func:`with_cart_samples`,
+   as a trial on a sparse CAR-T schedule would; the count left out is kept);
 3. per target estimand θ: posterior SD, 90 % HDI and whether it covers the
    simulator's truth (``truth.json`` names), and the prior SD of the same
    estimand on the same cohort: the estimand function of that analysis applied
@@ -50,7 +52,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ESTIMAND_MODELS", "Schedule", "ScheduleSpecError", "ScheduleStudy", "load_results", "load_schedule_spec",
-           "paired_differences", "run_schedules", "schedule_task", "summarize_schedules", "write_outputs"]
+           "paired_differences", "run_schedules", "schedule_task", "summarize_schedules", "with_cart_samples",
+           "write_outputs"]
 
 #: target estimands and the analyses that report them (names as in truth.json / summary.json)
 ESTIMAND_MODELS = {"cmax_gmr": ("cart", "joint"), "clearance_rate_ratio": ("mrd", "joint"),
@@ -347,6 +350,37 @@ def schedule_task(study: ScheduleStudy, schedule_name: str, cohort: int, *, fitt
         return _fit_all(study, cohort_data, truth, base, fitter)
 
 
+def with_cart_samples(cohort):
+    """The cohort without patients who have no usable CAR-T sample, and how many were left out.
+
+    Under a sparse CAR-T schedule (first sample on day 28) a patient who dies, relapses or is
+    transplanted before the first sample has none, and the CAR-T and joint analyses refuse such a
+    patient (``to_cart_inputs``: "add their samples ... or remove them from the analysis"). A trial
+    on that schedule would analyse the patients who have samples, so the study does the same for
+    those two analyses and counts the patients left out (``patients_left_out``). A patient without
+    samples adds no kinetic likelihood term; what is lost is their relapse follow-up in the joint
+    model (usually none: such patients rarely reach remission).
+    """
+    from dataclasses import replace
+
+    from toolkit.data.inputs import kinetic_cut_day, rows_after_kinetic_cut
+
+    if cohort.cart is None or not len(cohort.cart):
+        return cohort, 0
+    cart = cohort.cart.loc[~rows_after_kinetic_cut(cohort.cart, kinetic_cut_day(cohort))]
+    sampled = set(cart["patient_id"].astype(str))
+    keep = cohort.patients["patient_id"].astype(str).isin(sampled)
+    if keep.all():
+        return cohort, 0
+    ids = set(cohort.patients.loc[keep, "patient_id"].astype(str))
+
+    def only(table):
+        return None if table is None else table[table["patient_id"].astype(str).isin(ids)]
+
+    return (replace(cohort, patients=cohort.patients[keep], outcomes=only(cohort.outcomes), cart=only(cohort.cart),
+                    mrd=only(cohort.mrd)), int((~keep).sum()))
+
+
 def _fit_all(study: ScheduleStudy, cohort_data, truth: dict, base: dict, fitter) -> list[dict]:
     rows = []
     for model in study.models:
@@ -355,7 +389,8 @@ def _fit_all(study: ScheduleStudy, cohort_data, truth: dict, base: dict, fitter)
             continue
         t0 = time.perf_counter()
         try:
-            fitted = fitter(model, cohort_data, study, random_seed=base["seed"])
+            data, left_out = with_cart_samples(cohort_data) if model in ("cart", "joint") else (cohort_data, 0)
+            fitted = fitter(model, data, study, random_seed=base["seed"])
         except Exception as exc:  # noqa: BLE001 - one failed fit is recorded, the rest go on
             rows += [{**base, "model": model, "estimand": n, "status": "error",
                       "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - t0} for n in names]
@@ -363,6 +398,7 @@ def _fit_all(study: ScheduleStudy, cohort_data, truth: dict, base: dict, fitter)
         for name in names:
             est = fitted["estimands"].get(name)
             row = {**base, "model": model, "estimand": name, "status": "ok", "error": "",
+                   "patients_left_out": left_out,
                    "converged": bool(fitted["converged"]), "truth": float(truth.get(name, math.nan)),
                    "prior_sd": float(fitted["prior_sd"].get(name, math.nan)), "seconds": time.perf_counter() - t0}
             if not math.isfinite(row["prior_sd"]):
@@ -460,8 +496,13 @@ def summarize_schedules(table, schedules: list[str] | None = None):
         cov = float(covered.mean())
         failed = int(((table["schedule"] == schedule) & (table["model"] == model) & (table["estimand"] == estimand)
                       & (table["status"] != "ok")).sum())
+        left_out = part["patients_left_out"] if "patients_left_out" in part else None
         rows.append({"schedule": schedule, "model": model, "estimand": estimand, "cohorts": n, "failed": failed,
                      "not_converged": int((~part["converged"].astype(bool)).sum()),
+                     # cohorts (of n) with patients left out for lack of CAR-T samples, and how many in all
+                     "cohorts_with_patients_left_out": int((left_out.fillna(0) > 0).sum()) if left_out is not None
+                     else 0,
+                     "patients_left_out": int(left_out.fillna(0).sum()) if left_out is not None else 0,
                      "truth": float(part["truth"].mean()), "posterior_sd": float(part["post_sd"].mean()),
                      "prior_sd": float(part["prior_sd"].mean()), "contraction": c,
                      "contraction_se": float(ratio.std(ddof=1) / math.sqrt(ratio.size)) if ratio.size > 1 else math.nan,
@@ -554,6 +595,11 @@ def summary_words(frame, differences=None) -> list[str]:
                     f"{d.schedule} minus {d.reference} {d.difference:+.2f}"
                     + (f" ± {d.difference_se:.2f}" if np.isfinite(d.difference_se) else "")
                     + f" ({d.cohorts} cohorts)" for d in diff.itertuples()) + "."
+        for r in part.itertuples():
+            if getattr(r, "patients_left_out", 0):
+                text += (f" Under {r.schedule}, {r.patients_left_out} patient(s) in {r.cohorts_with_patients_left_out} "
+                         f"of {r.cohorts} cohorts had no CAR-T sample (an event before the first one) and were left "
+                         f"out of the {model} fit.")
         bad = int(part["not_converged"].sum())
         if bad:
             total = int(part["cohorts"].sum())
