@@ -105,7 +105,9 @@ def test_patients_without_cart_samples_are_left_out_of_cart_fits_and_counted(tmp
     assert summary.loc["cart", "patients_left_out"] == 1 and summary.loc["cart", "cohorts_with_patients_left_out"] == 1
     from toolkit.design.schedules import summary_words
 
-    assert "1 patient(s) in 1 of 1 cohorts had no CAR-T sample" in " ".join(summary_words(summary.reset_index()))
+    words = " ".join(summary_words(summary.reset_index()))
+    assert "1 patient(s) in 1 of 1 cohorts had no CAR-T sample" in words
+    assert "contraction 0.17 (one cohort: no MC error)" in words  # 0.1 / 0.6, the mock fit of cmax_gmr
 
 
 def _mock_fitter(calls):

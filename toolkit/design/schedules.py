@@ -563,7 +563,8 @@ def paired_differences(table, reference: str | None = None):
 
 
 def _pm(value: float, se: float) -> str:
-    return f"{value:.2f} ± {se:.2f}" if np.isfinite(se) else f"{value:.2f}"
+    # one cohort has no spread to estimate a Monte Carlo error from: say so rather than print a bare number
+    return f"{value:.2f} ± {se:.2f}" if np.isfinite(se) else f"{value:.2f} (one cohort: no MC error)"
 
 
 def summary_words(frame, differences=None) -> list[str]:
