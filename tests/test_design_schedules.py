@@ -209,6 +209,10 @@ def test_paired_differences_pair_cohorts():
     # a cohort that only one schedule has is left out of the pairing
     partial = table[~((table["schedule"] == "sparse_cart") & (table["cohort"] == 3))]
     assert paired_differences(partial).iloc[0]["cohorts"] == 3
+    missed = table.copy()
+    missed.loc[(missed["schedule"] == "sparse_cart") & (missed["cohort"] < 2), "hi"] = 1.4
+    assert ("Under sparse_cart the 90% intervals covered the truth in only 2 of 4 cohorts."
+            in summary_words(summarize_schedules(missed))[0])
     words = summary_words(summarize_schedules(table), paired_differences(table))
     assert words == ["cmax_gmr (cart model): identified by current (contraction 0.30 ± 0.10, 90% coverage "
                      "1.00 ± 0.15); not by sparse_cart (partly learned: contraction 0.70 ± 0.10, 90% coverage "

@@ -597,6 +597,10 @@ def summary_words(frame, differences=None) -> list[str]:
                     + (f" ± {d.difference_se:.2f}" if np.isfinite(d.difference_se) else "")
                     + f" ({d.cohorts} cohorts)" for d in diff.itertuples()) + "."
         for r in part.itertuples():
+            if r.verdict != "no result" and r.coverage_90 < NOMINAL - r.coverage_se:
+                # "identified" only asks coverage not to fall 2 MC SE short; a shortfall of 1 SE is said too
+                text += (f" Under {r.schedule} the 90% intervals covered the truth in only "
+                         f"{round(r.coverage_90 * r.cohorts)} of {r.cohorts} cohorts.")
             if getattr(r, "patients_left_out", 0):
                 text += (f" Under {r.schedule}, {r.patients_left_out} patient(s) in {r.cohorts_with_patients_left_out} "
                          f"of {r.cohorts} cohorts had no CAR-T sample (an event before the first one) and were left "
