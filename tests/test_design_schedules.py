@@ -66,6 +66,50 @@ def test_simulator_schedule_keeps_defaults_and_patients():
     assert set(early.cart_kinetics["day"].astype(int)) <= {7, 28}
 
 
+def test_patients_without_cart_samples_are_left_out_of_cart_fits_and_counted(tmp_path):
+    """Under a sparse CAR-T schedule a patient who dies before the first sample (day 28) has none, and
+    to_cart_inputs refuses the cohort (the broken variant: the study recorded every such cohort as a
+    failed fit). The study fits the patients with samples and counts the one left out; the MRD fit
+    keeps every patient."""
+    from toolkit.data import load_cohort
+    from toolkit.data.inputs import ModelDataError, to_cart_inputs
+    from toolkit.design.schedules import with_cart_samples
+
+    cohort = load_cohort(simulate_trial(12, seed=5, with_truth=False).write(tmp_path / "c"))
+    gone = str(cohort.patients["patient_id"].iloc[3])
+    cohort.cart = cohort.cart[cohort.cart["patient_id"].astype(str) != gone]
+    with pytest.raises(ModelDataError, match="no CAR-T sample"):
+        to_cart_inputs(cohort)
+    kept, n = with_cart_samples(cohort)
+    assert n == 1 and gone not in set(kept.patients["patient_id"].astype(str)) and len(kept.patients) == 11
+    assert gone not in set(kept.outcomes["patient_id"].astype(str)) | set(kept.mrd["patient_id"].astype(str))
+    assert to_cart_inputs(kept).arm.size == 11
+    assert with_cart_samples(kept) == (kept, 0)
+
+    seen = {}
+
+    def fitter(model, data, study, *, random_seed):
+        seen[model] = len(data.patients)
+        return _mock_fitter([])(model, data, study, random_seed=random_seed)
+
+    study = load_schedule_spec(SPEC).subset(schedules=["current"], models=["cart", "mrd"])
+    from toolkit.design.schedules import _fit_all
+
+    rows = _fit_all(study, cohort, {"cmax_gmr": 1.5, "clearance_rate_ratio": 1.3}, {"schedule": "current",
+                                                                                   "cohort": 0, "seed": 1}, fitter)
+    assert seen == {"cart": 11, "mrd": 12}
+    assert {r["model"]: r["patients_left_out"] for r in rows} == {"cart": 1, "mrd": 0}
+    import pandas as pd
+
+    summary = summarize_schedules(pd.DataFrame(rows)).set_index("model")
+    assert summary.loc["cart", "patients_left_out"] == 1 and summary.loc["cart", "cohorts_with_patients_left_out"] == 1
+    from toolkit.design.schedules import summary_words
+
+    words = " ".join(summary_words(summary.reset_index()))
+    assert "1 patient(s) in 1 of 1 cohorts had no CAR-T sample" in words
+    assert "contraction 0.17 (one cohort: no MC error)" in words  # 0.1 / 0.6, the mock fit of cmax_gmr
+
+
 def _mock_fitter(calls):
     """A stand-in fit: the clearance ratio's posterior SD shrinks with MRD assessments before day 28 (what a
     real fit does, see the slow test); cmax_gmr is learned under every schedule."""
@@ -117,7 +161,11 @@ def test_study_with_mocked_fits_resumes_and_writes_outputs(tmp_path, small_study
     for path in paths.values():
         assert path.is_file() and path.stat().st_size > 0
     text = paths["summary"].read_text()
-    assert "clearance_rate_ratio (mrd model): identified by early_mrd; not by current (prior-dominated" in text
+    assert ("clearance_rate_ratio (mrd model): identified by early_mrd (contraction 0.25 ± 0.00, 90% coverage "
+            in text)
+    assert "not by current (prior-dominated: contraction 0.98 ± 0.00" in text
+    assert "Paired on the same cohorts, contraction early_mrd minus current -0.73 ± 0.00 (3 cohorts)" in text
+    assert (out / "differences.csv").read_text().startswith("model,estimand,schedule,reference,cohorts,difference")
 
 
 def test_failed_fit_is_recorded_and_study_goes_on(tmp_path, small_study):
@@ -131,6 +179,78 @@ def test_failed_fit_is_recorded_and_study_goes_on(tmp_path, small_study):
     assert set(errors["model"]) == {"mrd"} and errors["error"].str.contains("sampler exploded").all()
     summary = summarize_schedules(table)
     assert set(summary["estimand"]) == {"cmax_gmr"}
+
+
+def _ratio_table(reference, other):
+    """A stored-results table with the given contraction ratios (prior SD 1) per cohort of two schedules."""
+    import pandas as pd
+
+    rows = [{"schedule": name, "cohort": c, "model": "cart", "estimand": "cmax_gmr", "status": "ok", "error": "",
+             "converged": True, "truth": 1.5, "prior_sd": 1.0, "post_sd": r, "post_median": 1.5, "lo": 1.0, "hi": 2.0}
+            for name, ratios in (("current", reference), ("sparse_cart", other)) for c, r in enumerate(ratios)]
+    return pd.DataFrame(rows)
+
+
+def test_paired_differences_pair_cohorts():
+    """The schedule difference is taken cohort by cohort (same patients): cohorts that differ a lot from
+    each other but little between schedules give a small SE. An unpaired difference of the two means
+    (broken variant) has the same mean but an SE of about sqrt(2) x 0.1 = 0.14, which this test flags."""
+    from toolkit.design.schedules import paired_differences, summary_words
+
+    reference = np.array([0.55, 0.15, 0.35, 0.15])
+    other = reference + 0.4 + np.array([0.01, -0.01, 0.02, -0.02])
+    table = _ratio_table(reference, other)
+    diff = paired_differences(table).iloc[0]
+    assert (diff["schedule"], diff["reference"], diff["cohorts"]) == ("sparse_cart", "current", 4)
+    assert diff["difference"] == pytest.approx(0.4)
+    assert diff["difference_se"] == pytest.approx(np.std([0.01, -0.01, 0.02, -0.02], ddof=1) / 2)
+    unpaired = math.sqrt(reference.var(ddof=1) / 4 + other.var(ddof=1) / 4)
+    assert diff["difference_se"] < unpaired / 10
+    # a cohort that only one schedule has is left out of the pairing
+    partial = table[~((table["schedule"] == "sparse_cart") & (table["cohort"] == 3))]
+    assert paired_differences(partial).iloc[0]["cohorts"] == 3
+    missed = table.copy()
+    missed.loc[(missed["schedule"] == "sparse_cart") & (missed["cohort"] < 2), "hi"] = 1.4
+    assert ("Under sparse_cart the 90% intervals covered the truth in only 2 of 4 cohorts."
+            in summary_words(summarize_schedules(missed))[0])
+    words = summary_words(summarize_schedules(table), paired_differences(table))
+    assert words == ["cmax_gmr (cart model): identified by current (contraction 0.30 ± 0.10, 90% coverage "
+                     "1.00 ± 0.15); not by sparse_cart (partly learned: contraction 0.70 ± 0.10, 90% coverage "
+                     "1.00 ± 0.15). Paired on the same cohorts, contraction sparse_cart minus current +0.40 ± 0.01 "
+                     "(4 cohorts)."]
+
+
+def test_prior_sd_failure_is_said_not_hidden(tmp_path):
+    """An estimand that cannot be computed on prior draws gives NaN prior SD, the reason in the row's error
+    column, and the verdict "no result" (never a contraction computed against a made-up prior SD)."""
+    import pymc as pm
+
+    from toolkit.design.schedules import prior_sd
+
+    with pm.Model() as model:
+        pm.Normal("x", 0.0, 2.0)
+
+    def broken(post, inputs):
+        raise KeyError("cmax_copies_per_ug")
+
+    errors = []
+    out = prior_sd(model, None, broken, ["cmax_gmr"], draws=20, random_seed=1, errors=errors)
+    assert math.isnan(out["cmax_gmr"]) and errors == ["prior SD: KeyError: 'cmax_copies_per_ug'"]
+    fine = prior_sd(model, None, lambda post, inputs: {"cmax_gmr": {"sd": float(post["x"].std())}}, ["cmax_gmr"],
+                    draws=4000, random_seed=1)
+    assert fine["cmax_gmr"] == pytest.approx(2.0, rel=0.05)
+
+    study = load_schedule_spec(SPEC).subset(schedules=["current"], models=["cart"])
+
+    def fitter(model, cohort, study, *, random_seed):
+        est = {"cmax_gmr": {"mean": 1.5, "median": 1.5, "sd": 0.1, "hdi_90": [1.3, 1.7]}}
+        return {"converged": True, "estimands": est, "prior_sd": {"cmax_gmr": math.nan},
+                "prior_sd_error": "prior SD: KeyError: 'cmax_copies_per_ug'"}
+
+    table = run_schedules(replace(study, patients=8), 1, tmp_path / "s", workers=0, fitter=fitter)
+    assert table.loc[0, "status"] == "ok" and "KeyError" in table.loc[0, "error"]
+    assert summarize_schedules(table).loc[0, "verdict"] == "no result"
+    assert "no finite prior SD" in write_outputs(table, study, tmp_path / "s")["summary"].read_text()
 
 
 def test_verdict_thresholds():
@@ -163,6 +283,40 @@ def test_prior_sd_of_clearance_ratio_through_the_real_model():
     expected = math.sqrt((math.exp(0.16) - 1) * math.exp(0.16))
     assert sd == pytest.approx(expected, rel=0.06)
     assert abs(sd - 0.4) > 0.025
+
+
+@pytest.mark.slow
+def test_prior_sd_of_joint_estimands_through_the_real_model():
+    """The joint model's (joint_mrd.toml, with the MRD submodel) prior SDs through its own prior draws and
+    joint_estimands: log_hr_per_log_clearance ~ Normal(0, 0.5) gives 0.5 and clearance_rate_ratio =
+    exp(b), b ~ Normal(0, 0.4), gives 0.451 (as in the MRD model); hazard_ratio_indirect_mrd and cmax_gmr
+    are finite and positive. A variant taking the SD of another estimand (e.g. the indirect hazard ratio's,
+    about 0.2, for the association) is outside the tolerance. Slow: compiles the joint model's prior draws."""
+    import tempfile
+
+    from toolkit.data import load_cohort
+    from toolkit.data.joint_inputs import to_joint_inputs
+    from toolkit.design.schedules import _analysis, _estimand_function, prior_sd
+    from toolkit.models import joint
+
+    study = load_schedule_spec(SPEC)
+    options, _ = _analysis(study, "joint")
+    assert "mrd_clearance" in options.associations
+    trial = simulate_trial(16, seed=3, with_truth=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = to_joint_inputs(load_cohort(trial.write(Path(tmp) / "c")), covariates=options.covariates,
+                                 mrd_submodel=True)
+    model = joint.build_joint_model(inputs, options.prior_set(), variant=options.variant,
+                                    associations=options.associations,
+                                    cart_priors=options.cart_prior_set(inputs.cart.unit))
+    names = ["cmax_gmr", "clearance_rate_ratio", "log_hr_per_log_clearance", "hazard_ratio_indirect_mrd"]
+    errors = []
+    sd = prior_sd(model, inputs, _estimand_function("joint", options), names, draws=2000, random_seed=1,
+                  errors=errors)
+    assert errors == []
+    assert sd["log_hr_per_log_clearance"] == pytest.approx(0.5, rel=0.06)
+    assert sd["clearance_rate_ratio"] == pytest.approx(math.sqrt((math.exp(0.16) - 1) * math.exp(0.16)), rel=0.08)
+    assert 0 < sd["hazard_ratio_indirect_mrd"] < 0.4 and 0 < sd["cmax_gmr"]
 
 
 @pytest.mark.parametrize("argv, match", [

@@ -11,7 +11,9 @@ estimands. For each schedule s and cohort c:
    seed only, so all schedules see the same patients (common random numbers:
    differences between schedules carry less Monte Carlo noise);
 2. fit each analysis (``toolkit.fitting.fit_cart``, ``fit_mrd``, ``fit_joint``)
-   with the spec's options and the study's sampler settings;
+   with the spec's options and the study's sampler settings (the CAR-T and joint
+   analyses on the patients with at least one CAR-T sample, :func:`with_cart_samples`,
+   as a trial on a sparse CAR-T schedule would; the count left out is kept);
 3. per target estimand θ: posterior SD, 90 % HDI and whether it covers the
    simulator's truth (``truth.json`` names), and the prior SD of the same
    estimand on the same cohort: the estimand function of that analysis applied
@@ -50,7 +52,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ESTIMAND_MODELS", "Schedule", "ScheduleSpecError", "ScheduleStudy", "load_results", "load_schedule_spec",
-           "run_schedules", "schedule_task", "summarize_schedules", "write_outputs"]
+           "paired_differences", "run_schedules", "schedule_task", "summarize_schedules", "with_cart_samples",
+           "write_outputs"]
 
 #: target estimands and the analyses that report them (names as in truth.json / summary.json)
 ESTIMAND_MODELS = {"cmax_gmr": ("cart", "joint"), "clearance_rate_ratio": ("mrd", "joint"),
@@ -260,8 +263,13 @@ def _estimand_function(model: str, options):
                                                 warnings_out=[])
 
 
-def prior_sd(model, inputs, estimand_fn, names, *, draws: int, random_seed: int) -> dict[str, float]:
-    """SD of each estimand under the prior on this cohort's design: the estimand function on prior draws."""
+def prior_sd(model, inputs, estimand_fn, names, *, draws: int, random_seed: int,
+             errors: list[str] | None = None) -> dict[str, float]:
+    """SD of each estimand under the prior on this cohort's design: the estimand function on prior draws.
+
+    An estimand the function cannot compute on prior draws gets NaN (its contraction is then "no
+    result"), and why is appended to ``errors`` when a list is given.
+    """
     import pymc as pm
 
     var_names = [v.name for v in model.free_RVs] + [v.name for v in model.deterministics]
@@ -270,9 +278,15 @@ def prior_sd(model, inputs, estimand_fn, names, *, draws: int, random_seed: int)
         prior = pm.sample_prior_predictive(draws=draws, model=model, var_names=var_names, random_seed=random_seed)
         try:
             est = estimand_fn(prior["prior"], inputs)
-        except Exception:  # noqa: BLE001 - an estimand that cannot be computed on prior draws has no prior SD
+        except Exception as exc:  # noqa: BLE001 - an estimand that cannot be computed on prior draws has no prior SD
             est = {}
-    return {n: float(est[n]["sd"]) if isinstance(est.get(n), dict) else math.nan for n in names}
+            if errors is not None:
+                errors.append(f"prior SD: {type(exc).__name__}: {exc}")
+    out = {n: float(est[n]["sd"]) if isinstance(est.get(n), dict) else math.nan for n in names}
+    missing = [n for n in names if n in est and not math.isfinite(out[n])]
+    if errors is not None and missing:
+        errors.append(f"prior SD not finite for {', '.join(missing)}")
+    return out
 
 
 def default_fitter(model: str, cohort, study: ScheduleStudy, *, random_seed: int) -> dict:
@@ -283,9 +297,11 @@ def default_fitter(model: str, cohort, study: ScheduleStudy, *, random_seed: int
     settings = default_settings(model, cores=1, progressbar=False, random_seed=random_seed, **study.sampler)
     result = fit(cohort, options, settings)
     names = [e for e in study.estimands if model in ESTIMAND_MODELS[e]]
-    return {"converged": result.converged, "estimands": result.summary["estimands"],
-            "prior_sd": prior_sd(result.model, result.inputs, _estimand_function(model, options), names,
-                                 draws=study.prior_draws, random_seed=random_seed)}
+    errors: list[str] = []
+    sds = prior_sd(result.model, result.inputs, _estimand_function(model, options), names,
+                   draws=study.prior_draws, random_seed=random_seed, errors=errors)
+    return {"converged": result.converged, "estimands": result.summary["estimands"], "prior_sd": sds,
+            "prior_sd_error": "; ".join(errors)}
 
 
 _TRUTH: dict[str, dict] = {}
@@ -334,6 +350,37 @@ def schedule_task(study: ScheduleStudy, schedule_name: str, cohort: int, *, fitt
         return _fit_all(study, cohort_data, truth, base, fitter)
 
 
+def with_cart_samples(cohort):
+    """The cohort without patients who have no usable CAR-T sample, and how many were left out.
+
+    Under a sparse CAR-T schedule (first sample on day 28) a patient who dies, relapses or is
+    transplanted before the first sample has none, and the CAR-T and joint analyses refuse such a
+    patient (``to_cart_inputs``: "add their samples ... or remove them from the analysis"). A trial
+    on that schedule would analyse the patients who have samples, so the study does the same for
+    those two analyses and counts the patients left out (``patients_left_out``). A patient without
+    samples adds no kinetic likelihood term; what is lost is their relapse follow-up in the joint
+    model (usually none: such patients rarely reach remission).
+    """
+    from dataclasses import replace
+
+    from toolkit.data.inputs import kinetic_cut_day, rows_after_kinetic_cut
+
+    if cohort.cart is None or not len(cohort.cart):
+        return cohort, 0
+    cart = cohort.cart.loc[~rows_after_kinetic_cut(cohort.cart, kinetic_cut_day(cohort))]
+    sampled = set(cart["patient_id"].astype(str))
+    keep = cohort.patients["patient_id"].astype(str).isin(sampled)
+    if keep.all():
+        return cohort, 0
+    ids = set(cohort.patients.loc[keep, "patient_id"].astype(str))
+
+    def only(table):
+        return None if table is None else table[table["patient_id"].astype(str).isin(ids)]
+
+    return (replace(cohort, patients=cohort.patients[keep], outcomes=only(cohort.outcomes), cart=only(cohort.cart),
+                    mrd=only(cohort.mrd)), int((~keep).sum()))
+
+
 def _fit_all(study: ScheduleStudy, cohort_data, truth: dict, base: dict, fitter) -> list[dict]:
     rows = []
     for model in study.models:
@@ -342,7 +389,8 @@ def _fit_all(study: ScheduleStudy, cohort_data, truth: dict, base: dict, fitter)
             continue
         t0 = time.perf_counter()
         try:
-            fitted = fitter(model, cohort_data, study, random_seed=base["seed"])
+            data, left_out = with_cart_samples(cohort_data) if model in ("cart", "joint") else (cohort_data, 0)
+            fitted = fitter(model, data, study, random_seed=base["seed"])
         except Exception as exc:  # noqa: BLE001 - one failed fit is recorded, the rest go on
             rows += [{**base, "model": model, "estimand": n, "status": "error",
                       "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - t0} for n in names]
@@ -350,8 +398,12 @@ def _fit_all(study: ScheduleStudy, cohort_data, truth: dict, base: dict, fitter)
         for name in names:
             est = fitted["estimands"].get(name)
             row = {**base, "model": model, "estimand": name, "status": "ok", "error": "",
+                   "patients_left_out": left_out,
                    "converged": bool(fitted["converged"]), "truth": float(truth.get(name, math.nan)),
                    "prior_sd": float(fitted["prior_sd"].get(name, math.nan)), "seconds": time.perf_counter() - t0}
+            if not math.isfinite(row["prior_sd"]):
+                # kept as an "ok" fit (its posterior is usable); the contraction is "no result" and this says why
+                row["error"] = fitted.get("prior_sd_error") or f"no prior SD of {name}"
             if isinstance(est, dict):
                 lo, hi = est["hdi_90"]
                 row.update(post_mean=est["mean"], post_median=est["median"], post_sd=est["sd"], lo=lo, hi=hi)
@@ -444,8 +496,13 @@ def summarize_schedules(table, schedules: list[str] | None = None):
         cov = float(covered.mean())
         failed = int(((table["schedule"] == schedule) & (table["model"] == model) & (table["estimand"] == estimand)
                       & (table["status"] != "ok")).sum())
+        left_out = part["patients_left_out"] if "patients_left_out" in part else None
         rows.append({"schedule": schedule, "model": model, "estimand": estimand, "cohorts": n, "failed": failed,
                      "not_converged": int((~part["converged"].astype(bool)).sum()),
+                     # cohorts (of n) with patients left out for lack of CAR-T samples, and how many in all
+                     "cohorts_with_patients_left_out": int((left_out.fillna(0) > 0).sum()) if left_out is not None
+                     else 0,
+                     "patients_left_out": int(left_out.fillna(0).sum()) if left_out is not None else 0,
                      "truth": float(part["truth"].mean()), "posterior_sd": float(part["post_sd"].mean()),
                      "prior_sd": float(part["prior_sd"].mean()), "contraction": c,
                      "contraction_se": float(ratio.std(ddof=1) / math.sqrt(ratio.size)) if ratio.size > 1 else math.nan,
@@ -473,19 +530,86 @@ def _markdown(frame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_words(frame) -> list[str]:
-    """One sentence per (estimand, analysis): which schedules identify it and which do not."""
+def paired_differences(table, reference: str | None = None):
+    """Per (analysis, estimand, schedule): mean over cohorts of the contraction difference from ``reference``.
+
+    The schedules see the same simulated patients (common random numbers), so the difference is taken
+    cohort by cohort, d_c = r_{s,c} - r_{ref,c}, and its Monte Carlo SE is sd(d) / sqrt(C) over the C
+    cohorts both schedules have: smaller than the two schedules' own errors combined.
+    ``reference`` defaults to the first schedule in the table.
+    """
+    import pandas as pd
+
+    cols = ["model", "estimand", "schedule", "reference", "cohorts", "difference", "difference_se"]
+    ok = table[table["status"] == "ok"] if len(table) else table
+    if not len(ok):
+        return pd.DataFrame(columns=cols)
+    reference = reference or next(iter(dict.fromkeys(table["schedule"])))
+    ratio = ok.assign(ratio=ok["post_sd"] / ok["prior_sd"])
+    rows = []
+    for (model, estimand), part in ratio.groupby(["model", "estimand"], sort=False):
+        wide = part.pivot_table(index="cohort", columns="schedule", values="ratio", aggfunc="first")
+        if reference not in wide:
+            continue
+        for schedule in wide.columns:
+            if schedule == reference:
+                continue
+            d = (wide[schedule] - wide[reference]).to_numpy(float)
+            d = d[np.isfinite(d)]
+            rows.append({"model": model, "estimand": estimand, "schedule": schedule, "reference": reference,
+                         "cohorts": int(d.size), "difference": float(d.mean()) if d.size else math.nan,
+                         "difference_se": float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else math.nan})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _pm(value: float, se: float) -> str:
+    # one cohort has no spread to estimate a Monte Carlo error from: say so rather than print a bare number
+    return f"{value:.2f} ± {se:.2f}" if np.isfinite(se) else f"{value:.2f} (one cohort: no MC error)"
+
+
+def summary_words(frame, differences=None) -> list[str]:
+    """One sentence per (estimand, analysis): which schedules identify it and which do not, with MC errors.
+
+    Each schedule is quoted with its contraction and 90 % coverage (± Monte Carlo SE over cohorts) and,
+    when ``differences`` (:func:`paired_differences`) is given, the paired contraction difference from
+    the reference schedule.
+    """
     out = []
     for (estimand, model), part in frame.groupby(["estimand", "model"], sort=False):
-        ident = part[part["verdict"] == "identified"]["schedule"].tolist()
-        rest = [f"{r.schedule} ({r.verdict}, contraction {r.contraction:.2f})" for r in part.itertuples()
-                if r.verdict != "identified"]
+        def figures(r) -> str:
+            if r.verdict == "no result":
+                return "no result: no finite prior SD, see the error column of schedules.csv"
+            return (f"contraction {_pm(r.contraction, r.contraction_se)}, "
+                    f"90% coverage {_pm(r.coverage_90, r.coverage_se)}")
+
+        ident = [f"{r.schedule} ({figures(r)})" for r in part.itertuples() if r.verdict == "identified"]
+        rest = [f"{r.schedule} ({r.verdict}: {figures(r)})" if r.verdict != "no result"
+                else f"{r.schedule} ({figures(r)})" for r in part.itertuples() if r.verdict != "identified"]
         text = (f"{estimand} ({model} model): identified by {', '.join(ident)}" if ident
                 else f"{estimand} ({model} model): identified by no schedule compared")
         text += (f"; not by {', '.join(rest)}." if rest else ".")
+        if differences is not None and len(differences):
+            diff = differences[(differences["model"] == model) & (differences["estimand"] == estimand)
+                               & np.isfinite(differences["difference"])]
+            if len(diff):
+                text += " Paired on the same cohorts, contraction " + "; ".join(
+                    f"{d.schedule} minus {d.reference} {d.difference:+.2f}"
+                    + (f" ± {d.difference_se:.2f}" if np.isfinite(d.difference_se) else "")
+                    + f" ({d.cohorts} cohorts)" for d in diff.itertuples()) + "."
+        for r in part.itertuples():
+            if r.verdict != "no result" and r.coverage_90 < NOMINAL - r.coverage_se:
+                # "identified" only asks coverage not to fall 2 MC SE short; a shortfall of 1 SE is said too
+                text += (f" Under {r.schedule} the 90% intervals covered the truth in only "
+                         f"{round(r.coverage_90 * r.cohorts)} of {r.cohorts} cohorts.")
+            if getattr(r, "patients_left_out", 0):
+                text += (f" Under {r.schedule}, {r.patients_left_out} patient(s) in {r.cohorts_with_patients_left_out} "
+                         f"of {r.cohorts} cohorts had no CAR-T sample (an event before the first one) and were left "
+                         f"out of the {model} fit.")
         bad = int(part["not_converged"].sum())
         if bad:
-            text += f" {bad} fit(s) behind these numbers did not pass the convergence checks."
+            total = int(part["cohorts"].sum())
+            text += (f" {bad} of the {total} fits behind these numbers did not pass the convergence checks "
+                     "(kept and counted: read the figures as indicative).")
         out.append(text)
     return out
 
@@ -521,20 +645,23 @@ def plot_contraction(frame, path: Path) -> Path:
 
 
 def write_outputs(table, study: ScheduleStudy, out: str | Path) -> dict[str, Path]:
-    """schedules.csv, schedules.md (table), contraction.png, summary.md and summary.html (in words)."""
+    """schedules.csv, schedules.md (table), contraction.png, differences.csv (paired contraction differences
+    from the spec's first schedule), summary.md and summary.html (in words, with Monte Carlo errors)."""
     import html
 
     out = Path(out)
     frame = summarize_schedules(table, [s.name for s in study.schedules])
     paths = {"csv": out / "schedules.csv", "markdown": out / "schedules.md", "figure": out / "contraction.png",
-             "summary": out / "summary.md", "html": out / "summary.html"}
+             "summary": out / "summary.md", "html": out / "summary.html", "differences": out / "differences.csv"}
     frame.to_csv(paths["csv"], index=False)
     paths["markdown"].write_text(_markdown(frame))
     if len(frame):
         plot_contraction(frame, paths["figure"])
     cohorts = int(frame["cohorts"].max()) if len(frame) else 0
     failed = int((table["status"] != "ok").sum())
-    words = summary_words(frame)
+    differences = paired_differences(table, study.schedules[0].name)
+    differences.to_csv(paths["differences"], index=False)
+    words = summary_words(frame, differences)
     schedules = "\n".join(f"- **{s.name}**: {s.description} (CAR-T days {s.days()['cart_days']}; flow MRD days "
                           f"{s.days()['flow_days']}; NGS days {s.days()['ngs_days']})" for s in study.schedules)
     intro = (f"{study.title or 'Sampling-schedule comparison'}: {cohorts} simulated cohort(s) of {study.patients} "
