@@ -236,6 +236,7 @@ LN10 = math.log(10.0)
 RELAPSE_LOG10 = math.log10(0.05)  # 5 % marrow blasts: morphological relapse
 LATENCY_ORIGIN_DAY = 28.0  # response assessment; the regrowth latency s_i counts from here
 LOG10_2 = math.log10(2.0)
+CLEARANCE_SHEAR = 1.5  # log_clearance_low = mu_k - 1.5 omega_k: the ~7th percentile of log k (see build_mrd_model)
 LOG_LN2 = math.log(math.log(2.0))  # median of w = log Exponential(1): the Weibull median is scale x (ln 2)^(1/shape)
 
 
@@ -485,18 +486,33 @@ def _safe_rows(inputs: MrdInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def informed_patients(inputs: MrdInputs) -> dict[str, np.ndarray]:
-    """Which patients' data pin their floor and regrowth latency (boolean per patient).
+    """Which patients' data pin their floor, regrowth latency and kill rate (boolean per patient).
 
     floor: a positive value (quantified or PNQ) below the flow limit 1e-4; latency: a quantified value
-    at or above 1e-4 (``doubling``: two or more of those, informational). Used only to choose the
-    parameterisation.
+    at or above 1e-4 (``doubling``: two or more of those, informational); clearance: a value quantified
+    or PNQ at the first assessment with a later negative whose LoD is >= 1 log10 below the value (PNQ: at or
+    below its LoD), so the decline, not a floor, passed through it. Used only to choose the parameterisation.
     """
     positive = inputs.censoring != 1
     value = np.where(inputs.censoring == 0, inputs.log10_value, -5.0)  # PNQ rows sit below 1e-4 (NGS, qPCR)
     low = positive & (value < -4.0)
     high = positive & (value >= -4.0)
     count = lambda m: np.bincount(inputs.assessment_patient[m], minlength=inputs.n_patients)  # noqa: E731
-    return {"floor": count(low) >= 1, "latency": count(high) >= 1, "doubling": count(high) >= 2}
+    # kill seen: a positive value at the patient's first assessment and a later negative whose limit sits
+    # below the value's lower edge (quantified: the value - 1 log10; PNQ: its LoD), so a floor at that level
+    # would have been detected and the decline, not a floor, passed through the value
+    first_day = np.full(inputs.n_patients, np.inf)
+    np.minimum.at(first_day, inputs.assessment_patient, inputs.day)
+    p = inputs.assessment_patient
+    edge = np.where(inputs.censoring == 0, inputs.log10_value - 1.0, inputs.log10_lod)
+    first = positive & (inputs.day == first_day[p])
+    kill = np.zeros(inputs.n_patients, dtype=bool)
+    for i in np.flatnonzero(np.bincount(p[first], minlength=inputs.n_patients)):
+        later_lod = inputs.log10_lod[(p == i) & (inputs.censoring == 1) & (inputs.day > first_day[i])]
+        if later_lod.size and later_lod.min() <= edge[(p == i) & first].max():
+            kill[i] = True
+    return {"floor": count(low) >= 1, "latency": count(high) >= 1, "doubling": count(high) >= 2,
+            "clearance": kill}
 
 
 def _varying_centred(name, mu, sd, centred, *, family: str = "normal", dims: str = "patient"):
@@ -570,12 +586,19 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         anchor_data = pm.Data("baseline_anchor_log10", anchor, dims=d("patient"))
         missing = pm.Data("baseline_missing", inputs.baseline_missing.astype(float), dims=d("patient"))
 
-        # clearance (kill) rate
-        log_k_mu = _normal("log_clearance", priors.log_clearance)
+        # clearance (kill) rate. The data bound most kill rates only from below (MRD at the floor by day 28), so
+        # they pin a low quantile of the log k distribution, mu_k - c omega_k, not mu_k and omega_k apart: the
+        # free variable is that quantile (c = CLEARANCE_SHEAR; a shear, Jacobian 1, so the prior on
+        # (mu_k, omega_k) is unchanged), which keeps the posterior from being a narrow ridge along mu_k = q + c omega_k
         k_ratio = _normal("clearance_log_ratio", priors.clearance_log_ratio)
-        k_sd = pm.HalfNormal("clearance_sd", sigma=priors.clearance_sd)
-        z_k = pm.Normal("clearance_z", 0.0, 1.0, dims=d("patient"))
-        log_k = log_k_mu + k_ratio * arm + k_sd * z_k
+        # zero-avoiding Gamma(2) with the default's mean: kill rates that are all alike are implausible, and an SD
+        # near 0 formed a funnel with the patients whose kill rate the data pin
+        k_sd = pm.Gamma("clearance_sd", alpha=2.0, beta=2.0 / priors.clearance_sd)
+        k_low = pm.Normal("log_clearance_low", mu=priors.log_clearance[0] - CLEARANCE_SHEAR * k_sd,
+                          sigma=priors.log_clearance[1])
+        log_k_mu = pm.Deterministic("log_clearance", k_low + CLEARANCE_SHEAR * k_sd)
+        log_k = _varying_centred("clearance_z", log_k_mu + k_ratio * arm, k_sd, informed["clearance"],
+                                 dims=d("patient"))
         # baseline burden
         anchor_sd = pm.HalfNormal("baseline_anchor_sd", sigma=priors.baseline_anchor_sd)
         e_b = pm.Normal("baseline_z", 0.0, 1.0, dims=d("patient"))
