@@ -53,13 +53,16 @@ Patient effects (z, e ~ Normal(0, 1); w ~ log Exponential(1), the standard minim
                                                                      relapse latencies, class R)
     Td       = exp(mu_Td)                                          (one doubling time for all patients)
 
-k and B are non-centered (the data barely touch them). u and log s use
+B is non-centered (the data barely touch it). log k, u and log s use
 *varying centring* (``_varying_centred``): centred for patients whose data
-pin the value (a positive NGS/PNQ value below 1e-4 pins the floor; a value
->= 1e-4 pins the latency), non-centered for the rest, so neither a pinned z
-locked to (mu, omega) nor an unpinned funnel slows the sampler
-(Papaspiliopoulos, Roberts & Skold 2007). The free variables ``floor_raw``
-and ``relapse_raw`` therefore mix the two meanings; read the ``patient_*``
+pin the value (a value quantified or PNQ at the first assessment followed by
+a negative whose limit lies below it -- 1 log10 below a quantified value, at
+or below a PNQ's LoD -- pins the kill rate; a positive NGS/PNQ value below
+1e-4 pins the floor; a value >= 1e-4 pins the latency), non-centered for the
+rest, so neither a pinned z locked to (mu, omega) nor an unpinned funnel
+slows the sampler (Papaspiliopoulos, Roberts & Skold 2007). The free
+variables ``clearance_z``, ``floor_raw`` and ``relapse_raw`` therefore mix
+the two meanings; read the ``patient_*``
 deterministics instead. The centred latency is ``-relapse_raw`` ~
 Gumbel(-(mu_s + b_s a_i), omega_s), the non-centred one ``-relapse_raw`` = w_i.
 
@@ -126,7 +129,8 @@ mu_k ``log_clearance``            Normal(log 0.25, 0.5)        log10/day; >= 0.1
                                                                (0.29/day, Sworder 2023); 90 % prior 0.11-0.57
 b_k ``clearance_log_ratio``       Normal(0, 0.4)               log ratio; no source, the scale of the CAR-T
                                                                Cmax arm effect (Mueller 2018 responder gap)
-omega_k ``clearance_sd``          HalfNormal(0.5)              log scale; no source, weakly informative
+omega_k ``clearance_sd``          Gamma(2, 2/0.5) (mean 0.5)   log scale; no source, weakly informative;
+                                                               zero-avoiding (Chung 2013), see Sampling
 sigma_B ``baseline_anchor_sd``    HalfNormal(0.3)              log10; marrow blasts vs MRD fraction at day 0
                                                                (sampling, bridging); not identifiable from data
 mu_B, omega_B (blank blasts)      cohort mean/SD of known      empirical; fallback Normal(log10 0.2, 0.5)
@@ -255,7 +259,7 @@ class MrdPriors:
 
     log_clearance: tuple[float, float] = (math.log(0.25), 0.5)  # ELIANA bound, ctDNA; docs/priors.md#mrd-log-clearance
     clearance_log_ratio: tuple[float, float] = (0.0, 0.4)  # no source; docs/priors.md#mrd-clearance-log-ratio
-    clearance_sd: float = 0.5  # no source; docs/priors.md#mrd-clearance-sd
+    clearance_sd: float = 0.5  # mean of a Gamma(2) (zero-avoiding); no source; docs/priors.md#mrd-clearance-sd
     baseline_anchor_sd: float = 0.3  # no source; docs/priors.md#mrd-baseline-anchor-sd
     baseline_log10_fallback: tuple[float, float] = (math.log10(0.2), 0.5)  # docs/priors.md#mrd-baseline-log10-fallback
     logit_recurrence: tuple[float, float] = (0.0, 1.0)  # ELIANA plateau; docs/priors.md#mrd-logit-recurrence
