@@ -509,7 +509,7 @@ def sample_extending(model, settings: SamplerSettings, extensions: int = 1):
     fresh run, and only the last run is kept and judged, with the same verdict (:func:`toolkit.inference.diagnose`
     over every posterior variable). So the budget is stated in advance: at most ``extensions`` reruns, in all
     ``(extensions + 1) * tune + (2**(extensions + 1) - 1) * draws`` iterations per chain (tuning is repeated;
-    at 1000 + 1000: 2 times one run for one rerun, 5 times for two). A run with
+    at 1000 + 1000: 2.5 times one run for one rerun, 5 times for two). A run with
     divergences is not rerun (more draws do not fix a geometry problem), nor is a quick look of fewer than
     ``EXTEND_MIN_DRAWS`` draws in all (its ESS cannot reach 400 by design).
 
