@@ -208,12 +208,14 @@ verdict without divergences is rerun with twice the draws (then four times),
 the last run is kept and judged by the same verdict, and every run's
 diagnostics are in the provenance (``sampling_attempts``) and a warning.
 Measured on 2 busy shared cores (December 2026; 20 seeds is the target,
-only these finished): seed 1000, first run max R-hat 1.126 (one such
-patient), the 4 x 2000 rerun passed (max R-hat 1.006, min bulk/tail ESS
-637/431; 25 min in all); seed 1001, first run 1.048, 4 x 2000 failed, the
-4 x 4000 rerun passed (1.004, 699/402; 29 min). Both converged, neither at
-the first run, and seed 1001 only just (tail ESS 402) at the whole budget:
-the 19-of-20 share is not yet shown.
+only seeds 1000-1003 finished; seed, first run's max R-hat -> kept run):
+1000, 1.126 -> 4 x 2000 passed (max R-hat 1.006, min bulk/tail ESS
+637/431); 1001, 1.048 -> 4 x 4000 passed (1.004, 699/402); 1002, 1.164 ->
+4 x 4000 still failed (1.014, 215/97: one early relapser's latency,
+``relapse_raw``); 1003, 1.010 -> 4 x 2000 passed (1.006, 892/916). So 3 of
+4 converge, none at the first run, one only just at the whole budget: the
+19-of-20 share is not shown, and the per-patient bimodality remains the
+thing to fix in the model.
 Known misfit (``toolkit.plots.mrd.plot_fraction_negative``): with one shared
 doubling time the model replicates slightly too few day-28 flow negatives
 among early relapsers whose regrowth is steeper than the shared rate.
