@@ -222,6 +222,40 @@ def test_informed_patients_choose_the_parameterisation(inputs):
     assert inf["latency"][j] and inf["doubling"][j]
 
 
+def test_kill_rate_centred_only_where_the_decline_passed_a_value(inputs):
+    """A positive first value with a later negative whose limit lies below it pins the kill rate (centred);
+    the same value followed only by negatives at a higher limit (a floor could explain it) does not."""
+    i = inputs.patient_ids.index("P003")
+    rows = np.flatnonzero(inputs.assessment_patient == i)
+    first = rows[np.argmin(inputs.day[rows])]
+    later = rows[inputs.day[rows] > inputs.day[first]]
+    censoring, value, lod = inputs.censoring.copy(), inputs.log10_value.copy(), inputs.log10_lod.copy()
+    censoring[first], value[first] = 0, -3.0  # quantified 0.1 % at the first assessment
+    censoring[later], value[later], lod[later] = 1, np.nan, -4.5  # every later value negative at 10^-4.5
+    seen = dataclasses.replace(inputs, censoring=censoring, log10_value=value, log10_lod=lod)
+    assert informed_patients(seen)["clearance"][i]
+    lod_high = lod.copy()
+    lod_high[later] = -3.5  # limits within 1 log10 of the value: a floor at 10^-3.5 would not have been seen
+    assert not informed_patients(dataclasses.replace(seen, log10_lod=lod_high))["clearance"][i]
+
+
+def test_clearance_shear_keeps_the_prior_of_log_clearance(inputs):
+    """log_clearance = log_clearance_low + 1.5 clearance_sd is a deterministic whose prior is still
+    Normal(log 0.25, 0.5) whatever clearance_sd is (a shear, Jacobian 1); clearance_sd ~ Gamma(2, 2/0.5)."""
+    import pymc as pm
+
+    model = build_mrd_model(inputs)
+    assert "log_clearance_low" in model.named_vars and "log_clearance" in {v.name for v in model.deterministics}
+    mu, sd = MrdPriors().log_clearance
+    log_k, k_sd = pm.draw([model["log_clearance"], model["clearance_sd"]], draws=20000, random_seed=3)
+    assert abs(log_k.mean() - mu) < 0.02 and abs(log_k.std() - sd) < 0.02
+    assert abs(np.corrcoef(log_k, k_sd)[0, 1]) < 0.03  # independent of the SD, as before the shear
+    assert abs(k_sd.mean() - MrdPriors().clearance_sd) < 0.02 and k_sd.min() > 0
+    # the free quantile's prior is centred 1.5 SDs below; left at Normal(mu, sd) (the broken shear), log_clearance
+    # would be centred 0.75 above mu, which the first check flags
+    assert abs((log_k - 1.5 * k_sd).mean() - (mu - 1.5 * MrdPriors().clearance_sd)) < 0.03
+
+
 # --------------------------------------------------------------------------- bad input
 
 

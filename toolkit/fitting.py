@@ -479,6 +479,8 @@ class MrdOptions:
     covariates: list[str] = field(default_factory=list)
     prior: str = "default"
     priors: dict[str, list[float]] = field(default_factory=dict)
+    # reruns allowed, each with twice the draws of the one before, while the verdict fails (sample_extending)
+    extend_sampling: int = 1
 
     def __post_init__(self):
         from toolkit.models.mrd import PRIOR_SETS
@@ -488,6 +490,10 @@ class MrdOptions:
             raise ValueError(f"unknown prior {self.prior!r}; valid: {', '.join(PRIOR_SETS)}")
         self.priors = dict(self.priors)
         self.prior_set()  # unknown names, or a pair for a single-number prior, raise ValueError
+        if isinstance(self.extend_sampling, bool) or not isinstance(self.extend_sampling, int) \
+                or not 0 <= self.extend_sampling <= MAX_EXTENSIONS:
+            raise ValueError(f"extend_sampling must be a whole number from 0 to {MAX_EXTENSIONS} (reruns with "
+                             f"doubled draws when a fit fails its diagnostics), got {self.extend_sampling!r}")
 
     def prior_set(self):
         """The named prior set (``prior``), then the spec's ``[priors]`` departures, each a [mu, sigma] pair of
@@ -506,6 +512,44 @@ class MrdOptions:
         return base.with_overrides(self.priors)
 
 
+MAX_EXTENSIONS = 3  # at most 1 + 2 + 4 + 8 = 15 times the spec's draws in all
+EXTEND_MIN_DRAWS = 1000  # chains x draws below which a run is a quick look that is never extended
+
+
+def sample_extending(model, settings: SamplerSettings, extensions: int = 1):
+    """Sample; while the verdict fails, rerun with twice the draws, at most ``extensions`` times.
+
+    The k-th rerun has ``draws * 2**k`` draws per chain (tuning unchanged) and seed ``random_seed + k``; it is a
+    fresh run, and only the last run is kept and judged, with the same verdict (:func:`toolkit.inference.diagnose`
+    over every posterior variable). So the budget is stated in advance: at most ``extensions`` reruns, in all
+    ``(extensions + 1) * tune + (2**(extensions + 1) - 1) * draws`` iterations per chain (tuning is repeated;
+    at 1000 + 1000: 2.5 times one run for one rerun, 5 times for two). A run with
+    divergences is not rerun (more draws do not fix a geometry problem), nor is a quick look of fewer than
+    ``EXTEND_MIN_DRAWS`` draws in all (its ESS cannot reach 400 by design).
+
+    Returns
+    -------
+    posterior, settings of the kept run, attempts
+        ``attempts``: one dict per run (chains, tune, draws, seed, verdict, max R-hat, min bulk/tail ESS,
+        divergences, sampling seconds), recorded in the run's provenance.
+    """
+    from dataclasses import replace
+
+    attempts = []
+    for k in range(extensions + 1):
+        run = settings if k == 0 else replace(settings, draws=settings.draws * 2 ** k,
+                                              random_seed=int(settings.random_seed) + k)
+        posterior = sample(model, run)
+        d = diagnose(posterior, var_names=list(posterior["posterior"].data_vars))
+        attempts.append({"chains": run.chains, "tune": run.tune, "draws": run.draws, "seed": int(run.random_seed),
+                         "converged": d.converged, "max_rhat": d.as_dict()["max_rhat"],
+                         "min_ess_bulk": d.as_dict()["min_ess_bulk"], "min_ess_tail": d.as_dict()["min_ess_tail"],
+                         "divergences": d.divergences, "sampling_seconds": posterior.attrs.get("sampling_seconds")})
+        if d.converged or d.divergences or run.chains * run.draws < EXTEND_MIN_DRAWS:
+            break
+    return posterior, run, attempts
+
+
 def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: SamplerSettings | None = None, *,
             spec: dict | None = None) -> FitResult:
     """Fit the MRD kinetic model to a validated cohort and summarize it."""
@@ -519,7 +563,7 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
     inputs = to_mrd_inputs(cohort, covariates=options.covariates)
     priors = options.prior_set()
     model = mrd.build_mrd_model(inputs, priors)
-    posterior = sample(model, settings)
+    posterior, settings, attempts = sample_extending(model, settings, options.extend_sampling)
     estimand_warnings: list[str] = []
     with recording_estimand_draws() as estimand_record:
         estimands = mrd_estimands(posterior["posterior"], inputs, warnings_out=estimand_warnings)
@@ -536,10 +580,19 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
                                (("mean", inputs.baseline_log10_mean), ("sd", inputs.baseline_log10_sd))},
             "covariates": {c: {"mean": float(m), "sd": float(s)}
                            for c, m, s in zip(inputs.covariates, inputs.x_mean, inputs.x_sd)}}
-    return _assemble(model_module=mrd, variant="recurrence-mixture", cohort=cohort, inputs=inputs, model=model,
-                     posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
-                     spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None,
-                     estimand_warnings=estimand_warnings, estimand_record=estimand_record)
+    result = _assemble(model_module=mrd, variant="recurrence-mixture", cohort=cohort, inputs=inputs, model=model,
+                       posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
+                       spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None,
+                       estimand_warnings=estimand_warnings, estimand_record=estimand_record)
+    result.provenance["sampling_attempts"] = attempts
+    if len(attempts) > 1:
+        first = attempts[0]
+        result.summary["warnings"].append(
+            f"the first run ({first['chains']} chains x {first['draws']} draws) did not pass its diagnostics "
+            f"(max R-hat {first['max_rhat']}, min bulk ESS {first['min_ess_bulk']}); sampling was rerun "
+            f"{len(attempts) - 1} time(s) with more draws, keeping the last run ({settings.draws} draws per chain; "
+            f"extend_sampling = {options.extend_sampling})")
+    return result
 
 
 @dataclass

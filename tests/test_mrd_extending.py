@@ -1,0 +1,94 @@
+"""fit_mrd's own sampling extension (``toolkit.fitting.sample_extending``): budget, verdict, record.
+
+The sampler and the verdict are replaced by fakes, so these tests run in milliseconds and show what is
+rerun, with which settings, and when the loop stops.
+"""
+
+import pytest
+
+from toolkit import fitting
+from toolkit.fitting import MAX_EXTENSIONS, MrdOptions, sample_extending
+from toolkit.inference import Diagnostics, SamplerSettings
+
+
+class _Posterior(dict):
+    def __init__(self, draws):
+        super().__init__(posterior=_Group())
+        self.attrs = {"sampling_seconds": 1.0}
+        self.draws = draws
+
+
+class _Group:
+    data_vars = ["x"]
+
+
+def _fake(monkeypatch, verdicts):
+    """``sample`` records its settings; ``diagnose`` returns the next verdict: (converged, divergences)."""
+    calls, queue = [], list(verdicts)
+
+    def sample(model, settings):
+        calls.append(settings)
+        return _Posterior(settings.draws)
+
+    def diagnose(posterior, var_names=None):
+        converged, divergences = queue.pop(0)
+        return Diagnostics(max_rhat=1.0 if converged else 1.03, min_ess_bulk=800 if converged else 200,
+                           min_ess_tail=700, divergences=divergences, min_bfmi=0.9, converged=converged)
+
+    monkeypatch.setattr(fitting, "sample", sample)
+    monkeypatch.setattr(fitting, "diagnose", diagnose)
+    return calls
+
+
+SETTINGS = SamplerSettings(chains=4, tune=1000, draws=1000, random_seed=7, progressbar=False)
+
+
+def test_a_failed_verdict_is_rerun_with_doubled_draws_until_it_passes(monkeypatch):
+    calls = _fake(monkeypatch, [(False, 0), (False, 0), (True, 0)])
+    posterior, kept, attempts = sample_extending(None, SETTINGS, extensions=2)
+    assert [s.draws for s in calls] == [1000, 2000, 4000] and [s.tune for s in calls] == [1000] * 3
+    assert [s.random_seed for s in calls] == [7, 8, 9]
+    assert kept.draws == 4000 and posterior.draws == 4000  # the last run is kept and judged
+    assert [a["converged"] for a in attempts] == [False, False, True]
+    assert attempts[0]["max_rhat"] == 1.03 and attempts[-1]["draws"] == 4000
+
+
+def test_the_budget_is_a_hard_limit_and_the_verdict_stays(monkeypatch):
+    calls = _fake(monkeypatch, [(False, 0)] * 3)
+    _, kept, attempts = sample_extending(None, SETTINGS, extensions=1)
+    assert len(calls) == 2 and kept.draws == 2000 and not attempts[-1]["converged"]
+
+
+def test_a_passing_first_run_divergences_and_quick_looks_are_not_rerun(monkeypatch):
+    calls = _fake(monkeypatch, [(True, 0)])
+    sample_extending(None, SETTINGS, extensions=2)
+    assert len(calls) == 1
+    calls = _fake(monkeypatch, [(False, 3)])  # a geometry problem: more draws do not fix divergences
+    sample_extending(None, SETTINGS, extensions=2)
+    assert len(calls) == 1
+    calls = _fake(monkeypatch, [(False, 0)])  # 2 x 200 draws: a quick look whose ESS cannot reach 400
+    sample_extending(None, SamplerSettings(chains=2, tune=200, draws=200, progressbar=False), extensions=2)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("bad", [-1, MAX_EXTENSIONS + 1, 1.5, "2", True])
+def test_extend_sampling_must_be_a_small_whole_number(bad):
+    with pytest.raises(ValueError, match=f"extend_sampling must be a whole number from 0 to {MAX_EXTENSIONS}"):
+        MrdOptions(extend_sampling=bad)
+
+
+def test_a_bad_extend_sampling_in_a_spec_names_the_file(tmp_path):
+    from toolkit.fitting import resolve_options
+    from toolkit.specs import SpecError, load_spec
+
+    spec_file = tmp_path / "mrd_bad.toml"
+    spec_file.write_text('model = "mrd"\n[options]\nextend_sampling = 9\n')
+    with pytest.raises(SpecError, match=r"mrd_bad\.toml: extend_sampling must be a whole number"):
+        resolve_options("mrd", load_spec(spec_file, model="mrd"))
+
+
+def test_the_primary_spec_states_its_budget():
+    from toolkit.fitting import resolve_options
+    from toolkit.specs import load_spec, shipped_spec
+
+    assert resolve_options("mrd", load_spec(shipped_spec("models/mrd_primary.toml"), model="mrd")).extend_sampling == 2
