@@ -85,6 +85,12 @@ def mrd_pit(posterior, inputs, *, random_seed: int = DEFAULT_SEED) -> np.ndarray
     from toolkit.mrd_estimands import replicated_mrd_log10
 
     y_rep, lod = replicated_mrd_log10(posterior, inputs)
+    return _mrd_censored_pit(y_rep, lod, inputs, random_seed=random_seed)
+
+
+def _mrd_censored_pit(y_rep, lod, inputs, *, random_seed: int) -> np.ndarray:
+    """The MRD censored-data PIT from replicates ``y_rep`` (draws, assessments) and each row's LoD."""
+    y_rep = np.asarray(y_rep, dtype=float)
     censoring = np.asarray(inputs.censoring)
 
     def cdf(x):
@@ -112,19 +118,7 @@ def mrd_pit_from_draws(y_rep, inputs, *, random_seed: int = DEFAULT_SEED) -> np.
     log10 MRD (``toolkit.predictive.mrd_predictive``); the same rule as :func:`mrd_pit`."""
     from toolkit.mrd_estimands import filled_detection_limits
 
-    y_rep = np.asarray(y_rep, dtype=float)
-    lod = filled_detection_limits(inputs)
-    censoring = np.asarray(inputs.censoring)
-
-    def cdf(x):
-        x = np.asarray(x, dtype=float)
-        return np.mean(y_rep <= np.where(np.isfinite(x), x, -np.inf)[None, :], axis=0)
-
-    y = np.asarray(inputs.log10_value, dtype=float)
-    loq = np.asarray(inputs.log10_loq, dtype=float)
-    lower = np.where(censoring == 0, cdf(y), np.where(censoring == 1, 0.0, cdf(lod)))
-    upper = np.where(censoring == 0, cdf(y), np.where(censoring == 1, cdf(lod), cdf(np.maximum(loq, lod))))
-    return censored_pit(lower, upper, random_seed=random_seed)
+    return _mrd_censored_pit(y_rep, filled_detection_limits(inputs), inputs, random_seed=random_seed)
 
 
 def durability_pit_of_run(dt, inputs, *, random_seed: int = DEFAULT_SEED) -> np.ndarray:
