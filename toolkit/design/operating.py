@@ -120,7 +120,8 @@ def _look_pos(design: Design, cohort, fit, *, seed: int) -> dict:
     ``design.pos_imputations`` imputed completed trials), with its Monte Carlo SE."""
     from toolkit.design.interim import look_predictive_probability
 
-    pos, se, _ = look_predictive_probability(cohort, design, fit, imputations=design.pos_imputations, seed=seed)
+    pos, se, _ = look_predictive_probability(cohort, design, fit, imputations=design.pos_imputations, seed=seed,
+                                             frames=False)  # the imputed trials are not kept
     return {"pos": pos, "pos_mc_se": se, "pos_imputations": design.pos_imputations}
 
 
