@@ -64,7 +64,7 @@ def bench_trials(args) -> dict:
             "trials_per_min": round(per_min, 2), **_steady(done, args.workers), "fits": len(fits),
             "seconds_per_fit_median": round(float(fits["seconds"].median()), 1) if len(fits) else None,
             "not_converged": int((~fits["converged"].astype(bool)).sum()),
-            "extrapolated_minutes_1000_per_scenario_x3": round(target / per_min, 0),
+            "extrapolated_minutes_1000_per_scenario_x3": round(_minutes(target, done, t0, per_min), 0),
             "target_minutes": 30}
 
 
@@ -78,6 +78,15 @@ def _steady(done: list, workers: int) -> dict:
     if not workers:
         out["steady_cpu_seconds_per_trial"] = round((c1 - c0) / (len(done) - 1), 2)
     return out
+
+
+def _minutes(trials: int, done: list, t0: float, per_min: float) -> float:
+    """Minutes for ``trials`` trials: the start-up (until the first trial is stored) plus the rest at the steady
+    rate; over the whole run when too few trials were stored to tell the two apart."""
+    if len(done) < 3:
+        return trials / per_min
+    rate = (len(done) - 1) / (done[-1][0] - done[0][0])  # trials a second
+    return ((done[0][0] - t0) + (trials - 1) / rate) / 60
 
 
 def bench_interim(args) -> list[dict]:
