@@ -46,8 +46,10 @@ def bench_trials(args) -> dict:
         raise SystemExit("--reference runs in-process only (--workers 0)")
     out = Path(tempfile.mkdtemp(prefix="bench-design-"))
     load_before = os.getloadavg()
-    t0 = time.perf_counter()
-    run_design(one, args.trials, out, workers=args.workers)
+    done = []  # (wall, process CPU) when each trial is stored: the steady rate leaves out the first (the compile)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    run_design(one, args.trials, out, workers=args.workers,
+               progress=lambda record: done.append((time.perf_counter(), time.process_time())))
     wall = time.perf_counter() - t0
     load_after = os.getloadavg()
     res = load_results(out)
@@ -59,11 +61,32 @@ def bench_trials(args) -> dict:
             # other jobs share the machine: the 1-minute load average before and after, as `uptime` shows it
             "load_before": round(load_before[0], 2), "load_after": round(load_after[0], 2),
             "seconds_per_trial_median": round(float(res.groupby("trial")["seconds"].sum().median()), 1),
-            "trials_per_min": round(per_min, 2), "fits": len(fits),
+            "trials_per_min": round(per_min, 2), **_steady(done, args.workers), "fits": len(fits),
             "seconds_per_fit_median": round(float(fits["seconds"].median()), 1) if len(fits) else None,
             "not_converged": int((~fits["converged"].astype(bool)).sum()),
-            "extrapolated_minutes_1000_per_scenario_x3": round(target / per_min, 0),
+            "extrapolated_minutes_1000_per_scenario_x3": round(_minutes(target, done, t0, per_min), 0),
             "target_minutes": 30}
+
+
+def _steady(done: list, workers: int) -> dict:
+    """Trials a minute after the first trial was stored (compiling is then behind every worker), and in-process
+    the CPU seconds a trial (all threads of this process: the sampler's included)."""
+    if len(done) < 3:
+        return {}
+    (w0, c0), (w1, c1) = done[0], done[-1]
+    out = {"steady_trials_per_min": round((len(done) - 1) / (w1 - w0) * 60, 2)}
+    if not workers:
+        out["steady_cpu_seconds_per_trial"] = round((c1 - c0) / (len(done) - 1), 2)
+    return out
+
+
+def _minutes(trials: int, done: list, t0: float, per_min: float) -> float:
+    """Minutes for ``trials`` trials: the start-up (until the first trial is stored) plus the rest at the steady
+    rate; over the whole run when too few trials were stored to tell the two apart."""
+    if len(done) < 3:
+        return trials / per_min
+    rate = (len(done) - 1) / (done[-1][0] - done[0][0])  # trials a second
+    return ((done[0][0] - t0) + (trials - 1) / rate) / 60
 
 
 def bench_interim(args) -> list[dict]:

@@ -573,3 +573,73 @@ def test_padded_fit_reuses_one_compiled_model_across_cohort_sizes(tmp_path):
         assert 0 <= fit.summary["estimands"]["prob_rfs_365d_difference_above_0"] <= 1
         assert set(fit.summary["diagnostics"]) >= {"converged", "max_rhat", "min_ess_bulk", "divergences"}
         assert fit.posterior["posterior"].sizes["draw"] == 200
+
+
+# --------------------------------------------------------------------------- throughput: the same look records
+
+
+def test_look_estimands_only_are_the_full_computation(tmp_path):
+    """A design look computes only the rule's estimands (``durability_estimands(only=)``): every name it
+    returns has exactly the value of the full computation, the rule's names are there, and the costly groups
+    (medians, cumulative incidences, cure fractions) are skipped."""
+    from toolkit.estimands import durability_estimands
+
+    fit = _FakeFit(0.0, log_hr=math.log(0.5), cure_log_or=0.5)
+    rng = np.random.default_rng(2)
+    post = fit.posterior["posterior"].drop_vars(["logit_response", "response_log_or"])
+    post = post.map(lambda v: v + rng.normal(0, 0.2, v.shape))  # draws that differ
+    post = post.assign(hazard_ratio=np.exp(post["log_hr"]))
+    d = load_design(PRIMARY)
+    full = durability_estimands(post, fit.inputs, variant="cure")
+    some = durability_estimands(post, fit.inputs, variant="cure", only={d.estimand, d.probability_key})
+    assert {d.estimand, d.probability_key} <= set(some) and set(some) < set(full)
+    assert not any(k.startswith(("median_rfs", "cir_", "nrm_", "cure_fraction")) for k in some)
+    assert all(some[k] == full[k] for k in some)
+    # the comparison can fail: another posterior gives other values under the same names
+    other = durability_estimands(post.assign(log_hr=post["log_hr"] * 0, hazard_ratio=post["log_hr"] ** 0), fit.inputs,
+                                 variant="cure",
+                                 only={d.estimand, d.probability_key})
+    assert other[d.estimand] != full[d.estimand]
+
+
+def test_look_pos_without_dataframes_is_the_same(tmp_path):
+    """The design study's PoS imputes completed trials as column arrays (``frames=False``), not DataFrames:
+    the same imputed trials, the same q per imputation and the same PoS at the same seed; a trial with its arms
+    swapped gives other q values (the comparison can fail)."""
+    import toolkit.design.interim as interim
+
+    cohort = _cohort(tmp_path, LOOK_ROWS)
+    d = load_design(PRIMARY)
+    fit = _FakeFit(0.0, log_hr=math.log(0.7), cure_log_or=0.3)
+    pos, se, frames = interim.look_predictive_probability(cohort, d, fit, imputations=200, seed=11)
+    pos2, se2, arrays = interim.look_predictive_probability(cohort, d, fit, imputations=200, seed=11, frames=False)
+    assert (pos, se) == (pos2, se2) and 0 < pos < 1
+    q = [approximate_q(d, t) for t in frames]
+    assert q == [approximate_q(d, t) for t in arrays]
+    for f, a in zip(frames[:20], arrays[:20]):
+        assert f.attrs["final_days_after_cut"] == a["final_days_after_cut"]
+        for c in f.columns:
+            pd.testing.assert_series_equal(pd.Series(a[c], name=c), f[c])
+    swapped = [approximate_q(d, {**t, "arm": 1 - t["arm"]}) for t in arrays]
+    assert swapped != q
+
+
+@pytest.mark.slow  # a nutpie compile and 4 small fits: 20-60 s on the shared machine
+def test_trial_records_unchanged_by_the_throughput_changes(tmp_path, monkeypatch):
+    """One trial at a fixed seed gives the same look records (q, estimate, pos) through the fast path as
+    through the previous one (every estimand computed, the PoS from DataFrames): the fit path is the same,
+    so the records are equal, not only close."""
+    import toolkit.design.interim as interim
+    import toolkit.design.operating as operating
+    import toolkit.design.padded as padded
+
+    d = load_design(PRIMARY)
+    small = {"chains": 2, "tune": 200, "draws": 200}
+    fast = pd.DataFrame(run_trial(d, 1, 3, overrides=small, workdir=str(tmp_path))["rows"])
+    fit_padded, look_pos = padded.fit_padded, interim.look_predictive_probability
+    monkeypatch.setattr(padded, "fit_padded", lambda *a, estimands=None, **k: fit_padded(*a, **k))
+    monkeypatch.setattr(interim, "look_predictive_probability", lambda *a, frames=True, **k: look_pos(*a, **k))
+    before = pd.DataFrame(run_trial(d, 1, 3, overrides=small, workdir=str(tmp_path))["rows"])
+    assert operating.COMPILE_ONCE and (fast["error"] == "").all() and fast["pos"].notna().any(), fast.to_dict()
+    cols = ["q", "estimate", "pos", "events", "converged"]
+    pd.testing.assert_frame_equal(fast[cols], before[cols])

@@ -88,22 +88,23 @@ def approximate_q(design: Design, trial: pd.DataFrame) -> float:
     """Normal approximation to the final posterior probability of the rule (module docstring).
 
     ``trial`` has one row a patient: ``arm`` (0/1), ``responder``, ``time`` (days since response;
-    ignored for non-responders), ``event`` (relapse or death in remission).
+    ignored for non-responders), ``event`` (relapse or death in remission); a DataFrame or a mapping of
+    column name to array (``impute_completed_trials(frames=False)``).
     """
     name, x = design.estimand, design.threshold
     m = re.fullmatch(r"(rfs|efs)_(\d+)d_difference", name)
     if m:
         day = float(m.group(2))
         est, var = [], []
-        arm_all, resp_all = trial["arm"].to_numpy(), trial["responder"].to_numpy(bool)
-        time_all, event_all = trial["time"].to_numpy(float), trial["event"].to_numpy(bool)
+        arm_all, resp_all = np.asarray(trial["arm"]), np.asarray(trial["responder"], bool)
+        time_all, event_all = np.asarray(trial["time"], float), np.asarray(trial["event"], bool)
         for a in (0, 1):
             in_arm = arm_all == a
             resp, time_, event = resp_all[in_arm], time_all[in_arm], event_all[in_arm]
             if m.group(1) == "rfs":
                 s, v = km_at(time_[resp], event[resp], day)
             else:  # EFS from infusion: non-response an event at day 0, responders from the response day
-                rd_arm = trial["response_day"].to_numpy(float)[in_arm][resp]
+                rd_arm = np.asarray(trial["response_day"], float)[in_arm][resp]
                 rd = float(np.median(rd_arm)) if resp.any() else 28.0
                 t = np.where(resp, time_ + rd, 0.0)
                 ev = np.where(resp, event, True)
@@ -116,6 +117,7 @@ def approximate_q(design: Design, trial: pd.DataFrame) -> float:
         z = (diff - x) / se
         return float(stats.norm.cdf(z if design.direction == "above" else -z))
     if name == "hazard_ratio":
+        trial = trial if isinstance(trial, pd.DataFrame) else pd.DataFrame(trial)
         r = trial[trial["responder"]]
         d = np.array([r.loc[r["arm"] == a, "event"].sum() for a in (0, 1)], float) + 0.5
         expo = np.array([r.loc[r["arm"] == a, "time"].sum() for a in (0, 1)], float)
@@ -161,8 +163,14 @@ def _subset(posterior, idx):
     return xr.Dataset(data)
 
 
-def impute_completed_trials(fit, state: pd.DataFrame, design: Design, *, imputations: int, seed) -> list[pd.DataFrame]:
-    """Completed trials at the final analysis, one per posterior draw (module docstring)."""
+def impute_completed_trials(fit, state: pd.DataFrame, design: Design, *, imputations: int, seed,
+                            frames: bool = True) -> list[pd.DataFrame] | list[dict]:
+    """Completed trials at the final analysis, one per posterior draw (module docstring).
+
+    ``frames=False``: each trial as a dict of column arrays (the same values; its ``final_days_after_cut``
+    under that key), which :func:`approximate_q` reads as it reads a DataFrame; building 200 DataFrames
+    was most of the time of a design study's PoS at a look.
+    """
     from toolkit.models.durability import cumulative_incidences, response_probabilities
 
     rng = np.random.default_rng(seed)
@@ -238,6 +246,9 @@ def impute_completed_trials(fit, state: pd.DataFrame, design: Design, *, imputat
                         j, a, np.zeros(rows.sum()), cens)
             t = {c: np.concatenate([np.asarray(t[c], dtype=object if c in ("patient_id", "cause") else None),
                                     np.asarray(new[c])]) for c in state.columns}
+        if not frames:
+            trials.append({**{c: t[c] for c in state.columns}, "final_days_after_cut": float(final[j])})
+            continue
         t = pd.DataFrame(t, columns=state.columns)
         t.attrs["final_days_after_cut"] = float(final[j])
         trials.append(t)
@@ -254,15 +265,16 @@ def fit_current(cohort, design: Design, overrides: dict | None = None):
 
 
 def look_predictive_probability(cohort, design: Design, fit, *, imputations: int, seed,
-                                state: pd.DataFrame | None = None) -> tuple[float, float, list[pd.DataFrame]]:
+                                state: pd.DataFrame | None = None, frames: bool = True) -> tuple[float, float, list]:
     r"""PoS of a cohort given its fit, by the fast approximation, with its Monte Carlo SE.
 
     PoS = (1/M) sum_j 1[q_j > success_probability], q_j the approximate final posterior probability of the
     j-th imputed completed trial; SE = sqrt(PoS (1 - PoS) / M). The same function serves ``toolkit interim``
-    and every interim look of a design study. Returns (PoS, SE, the imputed trials).
+    and every interim look of a design study. Returns (PoS, SE, the imputed trials: DataFrames, or dicts of
+    column arrays with ``frames=False``, the same PoS).
     """
     state = current_state(cohort) if state is None else state
-    trials = impute_completed_trials(fit, state, design, imputations=imputations, seed=seed)
+    trials = impute_completed_trials(fit, state, design, imputations=imputations, seed=seed, frames=frames)
     success = np.array([approximate_q(design, t) for t in trials]) > design.success_probability
     pos = float(success.mean())
     return pos, math.sqrt(pos * (1 - pos) / imputations), trials

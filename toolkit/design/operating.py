@@ -78,6 +78,12 @@ def _analyse_analytic(design: Design, cut) -> dict:
     return exponential_jeffreys(tte, threshold=design.threshold)
 
 
+#: fit each look with the worker's compiled padded model (toolkit.design.padded, always nutpie: compiled once,
+#: its sampling is the fast part); False: ``fit_durability`` with the analysis' own backend, which builds and
+#: compiles a model per look (the reference the padded path is tested against)
+COMPILE_ONCE = True
+
+
 def _analyse_model(design: Design, cut, *, workdir: Path, look_seed: int, overrides: dict):
     """Fit the design's analysis to a look's cut; returns (the look's record, the fit, the cut's cohort)."""
     from dataclasses import replace
@@ -92,7 +98,9 @@ def _analyse_model(design: Design, cut, *, workdir: Path, look_seed: int, overri
     write_cut(cut, folder, tables=("patients", "outcomes"))  # what the durability analysis reads
     cohort = load_cohort(folder)  # the same validation as `toolkit fit`
     if COMPILE_ONCE:
-        result = fit_padded(cohort, options, settings, n_max=design.max_patients)
+        # only the rule's estimand and its probability are read from a look's fit (the record below)
+        result = fit_padded(cohort, options, settings, n_max=design.max_patients,
+                            estimands={design.estimand, design.probability_key})
     else:
         result = fit_durability(cohort, options, settings, spec=design.analysis_spec)
     est = result.summary["estimands"]
@@ -112,7 +120,8 @@ def _look_pos(design: Design, cohort, fit, *, seed: int) -> dict:
     ``design.pos_imputations`` imputed completed trials), with its Monte Carlo SE."""
     from toolkit.design.interim import look_predictive_probability
 
-    pos, se, _ = look_predictive_probability(cohort, design, fit, imputations=design.pos_imputations, seed=seed)
+    pos, se, _ = look_predictive_probability(cohort, design, fit, imputations=design.pos_imputations, seed=seed,
+                                             frames=False)  # the imputed trials are not kept
     return {"pos": pos, "pos_mc_se": se, "pos_imputations": design.pos_imputations}
 
 

@@ -148,11 +148,12 @@ def compiled_for(inputs, options, n_max: int) -> tuple[object, float]:
     return compiled, time.perf_counter() - t0
 
 
-def fit_padded(cohort, options, settings, *, n_max: int) -> PaddedFit:
+def fit_padded(cohort, options, settings, *, n_max: int, estimands=None) -> PaddedFit:
     """Fit the durability analysis to ``cohort`` with the worker's compiled padded model (module docstring).
 
     Same inputs, estimands and convergence verdict as ``fit_durability``; ``settings`` are the design's
-    sampler settings (nutpie, one core).
+    sampler settings (nutpie, one core). ``estimands``: the estimand names the caller needs (None: all;
+    ``durability_estimands(only=)``: the names given have the values of a full computation).
     """
     import nutpie
 
@@ -177,7 +178,8 @@ def fit_padded(cohort, options, settings, *, n_max: int) -> PaddedFit:
     diagnostics = diagnose(dt, var_names=list(dt["posterior"].data_vars))
     # a Dataset, not the DataTree node: the same values, and variable look-ups on a DataTree node are slow
     estimands = durability_estimands(dt["posterior"].to_dataset(), inputs, variant=options.variant, days=options.days,
-                                     hr_below=options.hr_below, rfs_difference_above=options.rfs_difference_above)
+                                     hr_below=options.hr_below, rfs_difference_above=options.rfs_difference_above,
+                                     only=estimands)
     summary = {"model": "durability", "variant": options.variant, "diagnostics": diagnostics.as_dict(),
                "estimands": estimands, "data": _data_summary(inputs)}
     return PaddedFit(dt, inputs, summary, compile_seconds=compile_seconds, sampling_seconds=sampling_seconds)

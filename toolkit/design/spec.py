@@ -374,8 +374,3 @@ def analysis_settings(design: Design, **overrides):
     settings = default_settings("durability", **sampler, progressbar=False)
     return options, settings
 
-
-#: fit each look with the worker's compiled padded model (toolkit.design.padded, always nutpie: compiled once,
-#: its sampling is the fast part); False: ``fit_durability`` with the analysis' own backend, which builds and
-#: compiles a model per look (the reference the padded path is tested against)
-COMPILE_ONCE = True

@@ -15,7 +15,7 @@ def _threshold_name(x: float) -> str:
 
 
 def durability_estimands(posterior, inputs, *, variant: str, days=(180, 365), hr_below=(1.0, 0.7),
-                         rfs_difference_above=(0.0, 0.1), ci_prob: float = 0.9) -> dict:
+                         rfs_difference_above=(0.0, 0.1), ci_prob: float = 0.9, only=None) -> dict:
     """Decision quantities of the durability model, named as in ``truth.json``.
 
     - ``hazard_ratio`` = exp(b_arm), experimental vs control (for ``cure``:
@@ -38,12 +38,20 @@ def durability_estimands(posterior, inputs, *, variant: str, days=(180, 365), hr
     ``efs_{D}d_{arm}`` (D days after infusion) and ``efs_{D}d_difference``,
     ``prob_efs_{D}d_difference_above_<x>``. :func:`durability_definitions`
     says each in words.
+
+    ``only``: the names a caller needs (e.g. a design study's rule at every look); the costly groups that
+    give none of them (medians, cure fractions, cumulative incidences, EFS) are skipped, and every name
+    returned has the same value as without ``only``. None: every estimand.
     """
     from toolkit.models.durability import (cumulative_incidences, cure_fractions, efs_curves, median_survival_days,
                                            response_probabilities, survival_curves)
 
     out: dict = {}
     arms = ((0, "control"), (1, "experimental"))
+
+    def wanted(*prefixes: str) -> bool:
+        return only is None or any(name.startswith(prefixes) for name in only)
+
     hr = posterior["hazard_ratio"].to_numpy().ravel()
     out["hazard_ratio"] = summarize_draws(hr, ci_prob=ci_prob)
     separate = "death_log_shape" in posterior
@@ -63,18 +71,18 @@ def durability_estimands(posterior, inputs, *, variant: str, days=(180, 365), hr
         out[f"rfs_{d}d_difference"] = summarize_draws(diff, ci_prob=ci_prob)
         for x in rfs_difference_above:
             out[f"prob_rfs_{d}d_difference_above_{_threshold_name(x)}"] = posterior_probability(diff, above=x)
-    for arm, name in ((0, "control"), (1, "experimental")):
+    for arm, name in (((0, "control"), (1, "experimental")) if wanted("median_rfs_", "prob_median_rfs_") else ()):
         median = median_survival_days(posterior, inputs, variant=variant, arm=arm)
         if np.isfinite(median).all():
             out[f"median_rfs_days_{name}"] = summarize_draws(median, ci_prob=ci_prob)
         else:
             out[f"prob_median_rfs_reached_{name}"] = float(np.isfinite(median).mean())
-    if variant == "cure":
+    if variant == "cure" and wanted("cure_fraction_"):
         cf = {name: cure_fractions(posterior, inputs, arm=arm) for arm, name in ((0, "control"), (1, "experimental"))}
         for name, draws in cf.items():
             out[f"cure_fraction_{name}"] = summarize_draws(draws, ci_prob=ci_prob)
         out["cure_fraction_difference"] = summarize_draws(cf["experimental"] - cf["control"], ci_prob=ci_prob)
-    if separate:
+    if separate and wanted("cir_", "nrm_"):
         grid, inc = None, {}
         for arm, name in arms:
             grid, cir, nrm = cumulative_incidences(posterior, inputs, max(days), arm=arm)
@@ -86,7 +94,7 @@ def durability_estimands(posterior, inputs, *, variant: str, days=(180, 365), hr
                     out[f"{what}_{d}d_{name}"] = summarize_draws(inc[name][what][:, j], ci_prob=ci_prob)
                 out[f"{what}_{d}d_difference"] = summarize_draws(
                     inc["experimental"][what][:, j] - inc["control"][what][:, j], ci_prob=ci_prob)
-    if "logit_response" in posterior:
+    if "logit_response" in posterior and wanted("response_rate_", "efs_", "prob_efs_"):
         p = {name: response_probabilities(posterior, arm=arm) for arm, name in arms}
         for name, draws in p.items():
             out[f"response_rate_{name}"] = summarize_draws(draws, ci_prob=ci_prob)
