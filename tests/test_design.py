@@ -624,6 +624,18 @@ def test_look_pos_without_dataframes_is_the_same(tmp_path):
     assert swapped != q
 
 
+def test_a_real_trial_analyses_every_look_without_error(tmp_path):
+    """One trial of the primary design through the real look path (padded model, nutpie, estimands, PoS) at
+    tiny settings: every look is analysed, none is recorded as an error. Model looks swallow exceptions into
+    the record (one failed look must not stop a study), so a broken look path shows only here."""
+    d = load_design(PRIMARY)
+    rows = pd.DataFrame(run_trial(d, 0, 0, overrides={"chains": 2, "tune": 50, "draws": 50},
+                                  workdir=str(tmp_path))["rows"])
+    reached = rows[rows["error"] != "look not reached before the final analysis"]
+    assert len(reached) == 2 and (reached["error"] == "").all(), reached["error"].tolist()
+    assert reached["q"].between(0, 1).all() and reached["pos"].notna().sum() == 1
+
+
 @pytest.mark.slow  # a nutpie compile and 4 small fits: 20-60 s on the shared machine
 def test_trial_records_unchanged_by_the_throughput_changes(tmp_path, monkeypatch):
     """One trial at a fixed seed gives the same look records (q, estimate, pos) through the fast path as
