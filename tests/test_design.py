@@ -17,8 +17,8 @@ from scipy import stats
 
 from toolkit.design.interim import (InterimError, approximate_q, check_cohort, current_state,
                                     impute_completed_trials, km_at)
-from toolkit.design.operating import (exponential_jeffreys, mean_se, operating_characteristics, proportion,
-                                      run_trial, trial_outcomes)
+from toolkit.design.operating import (NOT_REACHED, exponential_jeffreys, mean_se, operating_characteristics,
+                                      proportion, run_trial, trial_outcomes)
 from toolkit.design.spec import DesignError, load_design
 from toolkit.design.trials import censor_at, write_cut
 from toolkit.simulate import SimulatedTrial
@@ -631,7 +631,7 @@ def test_a_real_trial_analyses_every_look_without_error(tmp_path):
     d = load_design(PRIMARY)
     rows = pd.DataFrame(run_trial(d, 0, 0, overrides={"chains": 2, "tune": 50, "draws": 50},
                                   workdir=str(tmp_path))["rows"])
-    reached = rows[rows["error"] != "look not reached before the final analysis"]
+    reached = rows[rows["error"] != NOT_REACHED]
     assert len(reached) == 2 and (reached["error"] == "").all(), reached["error"].tolist()
     assert reached["q"].between(0, 1).all() and reached["pos"].notna().sum() == 1
 
@@ -655,3 +655,19 @@ def test_trial_records_unchanged_by_the_throughput_changes(tmp_path, monkeypatch
     assert operating.COMPILE_ONCE and (fast["error"] == "").all() and fast["pos"].notna().any(), fast.to_dict()
     cols = ["q", "estimate", "pos", "events", "converged"]
     pd.testing.assert_frame_equal(fast[cols], before[cols])
+
+
+def test_failed_analyses_are_said_loudly():
+    """A study whose looks failed prints how many and the most frequent error; looks not reached are no failure."""
+    from rich.console import Console
+
+    from toolkit.cli import _warn_failed_analyses
+
+    def said(errors):
+        console = Console(record=True, width=200)
+        _warn_failed_analyses(console, pd.DataFrame({"error": errors}))
+        return console.export_text()
+
+    text = said(["", "NameError: x", "NameError: x", NOT_REACHED, "ValueError: y"])
+    assert "3 of 5 analyses failed" in text and "(2x): NameError: x" in text
+    assert said(["", NOT_REACHED]) == ""

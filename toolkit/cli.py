@@ -843,7 +843,23 @@ def cmd_design(args) -> int:
         console.print(line, markup=False)
     console.print(f"table: {paths['csv']}, {paths['md']}; figure: {paths['figure']}; HTML: {paths['html']}",
                   markup=False)
+    _warn_failed_analyses(console, results)
     return 0
+
+
+def _warn_failed_analyses(console, results) -> None:
+    """Say loudly when analyses of a design study failed (each is recorded, and the study goes on), with the
+    most frequent error, so a study whose fits all failed is not read as a table of zeros."""
+    from toolkit.design.operating import NOT_REACHED
+
+    if results.empty or "error" not in results:
+        return
+    errors = results["error"].fillna("")
+    failed = errors[(errors != "") & (errors != NOT_REACHED)]
+    if len(failed):
+        common = failed.value_counts()
+        console.print(f"[bold red]{len(failed)} of {len(results)} analyses failed[/] (recorded, counted in the table "
+                      f"as fits failed); most frequent error ({int(common.iloc[0])}x): {escape(common.index[0])}")
 
 
 def cmd_interim(args) -> int:

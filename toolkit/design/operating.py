@@ -30,6 +30,8 @@ from toolkit.design.trials import (censor_at, event_calendar_days, final_day, lo
 CONFIG_FILE = "design.json"
 RESULTS_DIR = "trials"
 FINAL = "final"
+#: the error text of an interim look whose trigger came after the final analysis (not a failure)
+NOT_REACHED = "look not reached before the final analysis"
 
 
 class DesignStudyError(ValueError):
@@ -146,7 +148,7 @@ def run_trial(design: Design, scenario_index: int, trial: int, *, overrides: dic
                    "converged": False, "max_rhat": math.nan, "divergences": 0, "error": "", "seconds": 0.0,
                    "pos": math.nan, "pos_mc_se": math.nan, "pos_imputations": 0}
             if name != FINAL and not (math.isfinite(day) and day < fin):
-                row["error"] = "look not reached before the final analysis"
+                row["error"] = NOT_REACHED
                 rows.append(row)
                 continue
             t0 = time.perf_counter()
