@@ -207,16 +207,21 @@ option ``extend_sampling``, 2 in the primary spec): a run that fails the
 verdict without divergences is rerun with twice the draws (then four times),
 the last run is kept and judged by the same verdict, and every run's
 diagnostics are in the provenance (``sampling_attempts``) and a warning.
-Measured on 2 shared cores (December 2026; seeds 1000-1008 of the 20
-planned finished; seed: first run's max R-hat -> kept run): 1000: 1.126 ->
+Measured on 2 shared cores (December 2026; seeds 1000-1019;
+seed: first run's max R-hat -> kept run): 1000: 1.126 ->
 4 x 2000 passed (1.006, min bulk/tail ESS 637/431); 1001: 1.048 -> 4 x 4000
 passed (1.004, 699/402); 1002: 1.164 -> 4 x 4000 failed (1.014, 215/97, an
 early relapser's latency); 1003: 1.010 -> 4 x 2000 passed; 1004: 1.011 ->
 4 x 2000 passed; 1005: 1.019 -> 4 x 2000 failed (2 divergences); 1006 and
 1008 passed at the first run (1.007, 1.008); 1007: 1.015 -> 4 x 2000 failed
-(3 divergences, R-hat 1.066 on one patient's kill rate). 6 of 9 converge
-(2 at the first run): the 19-of-20 target is not met; the per-patient
-bimodality, and divergences that appear in longer runs, remain to fix.
+(3 divergences, R-hat 1.066 on one patient's kill rate). Seeds 1009-1019
+(same command): 1009, 1010, 1011, 1012, 1016, 1019 passed (1011 and 1012 at
+the first run); 1013 failed on tail ESS (273); 1014, 1015, 1017 and 1018
+failed with 1-2 divergences (1014 and 1018 also R-hat 1.016 and 1.021).
+12 of 20 converge (4 at the first run): the 19-of-20 target is not met.
+Six of the eight failures diverged, and a run with divergences is not
+extended: a higher target_accept for this model is the next thing to try,
+then the per-patient bimodality above.
 Known misfit (``toolkit.plots.mrd.plot_fraction_negative``): with one shared
 doubling time the model replicates slightly too few day-28 flow negatives
 among early relapsers whose regrowth is steeper than the shared rate.
