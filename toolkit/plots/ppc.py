@@ -124,23 +124,23 @@ def mrd_pit_from_draws(y_rep, inputs, *, random_seed: int = DEFAULT_SEED) -> np.
 def durability_pit_of_run(dt, inputs, *, random_seed: int = DEFAULT_SEED) -> np.ndarray:
     """The durability PIT of a run (DataTree): from its stored replicates, or, for a run saved without them,
     computed from its posterior (:func:`durability_pit`)."""
-    from toolkit.predictive import stored_predictive
-
-    event_rep = stored_predictive(dt, "rfs_event")
-    if event_rep is None:
-        return durability_pit(dt["posterior"], inputs, random_seed=random_seed)
-    return durability_pit_from_draws(event_rep, inputs, random_seed=random_seed)
+    return _pit_of_run(dt, inputs, "rfs_event", durability_pit_from_draws, durability_pit, random_seed)
 
 
 def mrd_pit_of_run(dt, inputs, *, random_seed: int = DEFAULT_SEED) -> np.ndarray:
     """The MRD PIT of a run (DataTree): from its stored replicates, or, for a run saved without them,
     computed from its posterior (:func:`mrd_pit`)."""
+    return _pit_of_run(dt, inputs, "mrd_log10", mrd_pit_from_draws, mrd_pit, random_seed)
+
+
+def _pit_of_run(dt, inputs, stored_name: str, from_draws, from_posterior, random_seed: int) -> np.ndarray:
+    """A run's PIT from its stored replicates ``stored_name``, or from its posterior when it has none."""
     from toolkit.predictive import stored_predictive
 
-    y_rep = stored_predictive(dt, "mrd_log10")
-    if y_rep is None:
-        return mrd_pit(dt["posterior"], inputs, random_seed=random_seed)
-    return mrd_pit_from_draws(y_rep, inputs, random_seed=random_seed)
+    replicates = stored_predictive(dt, stored_name)
+    if replicates is None:
+        return from_posterior(dt["posterior"], inputs, random_seed=random_seed)
+    return from_draws(replicates, inputs, random_seed=random_seed)
 
 
 def mrd_replicated_negative_of_run(dt, inputs) -> np.ndarray:
