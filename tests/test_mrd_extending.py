@@ -59,16 +59,25 @@ def test_the_budget_is_a_hard_limit_and_the_verdict_stays(monkeypatch):
     assert len(calls) == 2 and kept.draws == 2000 and not attempts[-1]["converged"]
 
 
-def test_a_passing_first_run_divergences_and_quick_looks_are_not_rerun(monkeypatch):
+def test_a_passing_first_run_and_quick_looks_are_not_rerun(monkeypatch):
     calls = _fake(monkeypatch, [(True, 0)])
-    sample_extending(None, SETTINGS, extensions=2)
-    assert len(calls) == 1
-    calls = _fake(monkeypatch, [(False, 3)])  # a geometry problem: more draws do not fix divergences
     sample_extending(None, SETTINGS, extensions=2)
     assert len(calls) == 1
     calls = _fake(monkeypatch, [(False, 0)])  # 2 x 200 draws: a quick look whose ESS cannot reach 400
     sample_extending(None, SamplerSettings(chains=2, tune=200, draws=200, progressbar=False), extensions=2)
     assert len(calls) == 1
+
+
+def test_divergences_rerun_with_a_smaller_step_size(monkeypatch):
+    """A run that diverged is rerun with target_accept halfway to 1; one without keeps the previous value."""
+    calls = _fake(monkeypatch, [(False, 3), (False, 0), (True, 0)])
+    _, kept, attempts = sample_extending(None, SETTINGS, extensions=2)
+    assert [s.target_accept for s in calls] == [0.9, 0.95, 0.95]
+    assert [s.draws for s in calls] == [1000, 2000, 4000] and kept.target_accept == 0.95
+    assert [a["target_accept"] for a in attempts] == [0.9, 0.95, 0.95]
+    calls = _fake(monkeypatch, [(False, 1), (False, 2), (False, 1)])  # the budget stays a hard limit
+    _, kept, attempts = sample_extending(None, SETTINGS, extensions=2)
+    assert [s.target_accept for s in calls] == [0.9, 0.95, 0.975] and not attempts[-1]["converged"]
 
 
 @pytest.mark.parametrize("bad", [-1, MAX_EXTENSIONS + 1, 1.5, "2", True])

@@ -519,33 +519,38 @@ EXTEND_MIN_DRAWS = 1000  # chains x draws below which a run is a quick look that
 def sample_extending(model, settings: SamplerSettings, extensions: int = 1):
     """Sample; while the verdict fails, rerun with twice the draws, at most ``extensions`` times.
 
-    The k-th rerun has ``draws * 2**k`` draws per chain (tuning unchanged) and seed ``random_seed + k``; it is a
-    fresh run, and only the last run is kept and judged, with the same verdict (:func:`toolkit.inference.diagnose`
-    over every posterior variable). So the budget is stated in advance: at most ``extensions`` reruns, in all
-    ``(extensions + 1) * tune + (2**(extensions + 1) - 1) * draws`` iterations per chain (tuning is repeated;
-    at 1000 + 1000: 2.5 times one run for one rerun, 5 times for two). A run with
-    divergences is not rerun (more draws do not fix a geometry problem), nor is a quick look of fewer than
-    ``EXTEND_MIN_DRAWS`` draws in all (its ESS cannot reach 400 by design).
+    The k-th rerun has ``draws * 2**k`` draws per chain (tuning unchanged) and seed ``random_seed + k``; after a
+    run with divergences the rerun also halves the distance of ``target_accept`` to 1 (0.9 -> 0.95 -> 0.975: a
+    smaller step size, the standard remedy for divergences, at the cost of more leapfrog steps per draw). Each
+    rerun is a fresh run, and only the last run is kept and judged, with the same verdict
+    (:func:`toolkit.inference.diagnose` over every posterior variable). So the budget is stated in advance: at
+    most ``extensions`` reruns, in all ``(extensions + 1) * tune + (2**(extensions + 1) - 1) * draws``
+    iterations per chain (tuning is repeated; at 1000 + 1000: 2.5 times one run for one rerun, 5 times for
+    two). A quick look of fewer than ``EXTEND_MIN_DRAWS`` draws in all is not rerun (its ESS cannot reach 400
+    by design).
 
     Returns
     -------
     posterior, settings of the kept run, attempts
-        ``attempts``: one dict per run (chains, tune, draws, seed, verdict, max R-hat, min bulk/tail ESS,
-        divergences, sampling seconds), recorded in the run's provenance.
+        ``attempts``: one dict per run (chains, tune, draws, target_accept, seed, verdict, max R-hat, min
+        bulk/tail ESS, divergences, sampling seconds), recorded in the run's provenance.
     """
     from dataclasses import replace
 
-    attempts = []
+    attempts, run = [], settings
     for k in range(extensions + 1):
-        run = settings if k == 0 else replace(settings, draws=settings.draws * 2 ** k,
-                                              random_seed=int(settings.random_seed) + k)
+        if k:
+            target = 1.0 - (1.0 - run.target_accept) / 2.0 if attempts[-1]["divergences"] else run.target_accept
+            run = replace(settings, draws=settings.draws * 2 ** k, random_seed=int(settings.random_seed) + k,
+                          target_accept=round(target, 6))
         posterior = sample(model, run)
         d = diagnose(posterior, var_names=list(posterior["posterior"].data_vars))
-        attempts.append({"chains": run.chains, "tune": run.tune, "draws": run.draws, "seed": int(run.random_seed),
+        attempts.append({"chains": run.chains, "tune": run.tune, "draws": run.draws,
+                         "target_accept": run.target_accept, "seed": int(run.random_seed),
                          "converged": d.converged, "max_rhat": d.as_dict()["max_rhat"],
                          "min_ess_bulk": d.as_dict()["min_ess_bulk"], "min_ess_tail": d.as_dict()["min_ess_tail"],
                          "divergences": d.divergences, "sampling_seconds": posterior.attrs.get("sampling_seconds")})
-        if d.converged or d.divergences or run.chains * run.draws < EXTEND_MIN_DRAWS:
+        if d.converged or run.chains * run.draws < EXTEND_MIN_DRAWS:
             break
     return posterior, run, attempts
 
@@ -590,8 +595,8 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
         result.summary["warnings"].append(
             f"the first run ({first['chains']} chains x {first['draws']} draws) did not pass its diagnostics "
             f"(max R-hat {first['max_rhat']}, min bulk ESS {first['min_ess_bulk']}); sampling was rerun "
-            f"{len(attempts) - 1} time(s) with more draws, keeping the last run ({settings.draws} draws per chain; "
-            f"extend_sampling = {options.extend_sampling})")
+            f"{len(attempts) - 1} time(s) with more draws, keeping the last run ({settings.draws} draws per chain, "
+            f"target_accept {settings.target_accept}; extend_sampling = {options.extend_sampling})")
     return result
 
 
