@@ -21,12 +21,12 @@ from toolkit.testing import EXAMPLE
 
 POPULATION = ["log_clearance", "clearance_log_ratio", "clearance_sd", "baseline_anchor_sd", "logit_recurrence",
               "recurrence_log_or", "floor_depth_log10", "floor_depth_sd_log10", "log_relapse_latency",
-              "relapse_log_time_ratio", "relapse_sd", "log_doubling_days", "mrd_residual_sd_log10",
+              "relapse_log_time_ratio", "relapse_sd", "log_doubling_days", "doubling_sd", "mrd_residual_sd_log10",
               "method_bias_log10", "logit_response", "response_log_or"]
 NAMED = ["mrd_clearance_log10_per_day", "clearance_rate_ratio", "mrd_recurrence_class_probability",
          "mrd_relapse_latency_days", "mrd_doubling_time_days", "mrd_floor_log10", "mrd_method_offset_log10",
          "response_rate", "patient_clearance_log10_per_day", "patient_baseline_log10", "patient_floor_log10",
-         "patient_relapse_day"]
+         "patient_relapse_day", "patient_doubling_time_days"]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def _with_mrd(cohort, mrd):
 
 def test_structure_names_dims_and_finite_start(inputs):
     model = build_mrd_model(inputs)
-    assert (MODEL_NAME, MODEL_VERSION) == ("mrd", "1.0.0")
+    assert (MODEL_NAME, MODEL_VERSION) == ("mrd", "1.1.0")
     assert set(POPULATION + NAMED + ["mrd", "response"]) <= set(model.named_vars)
     assert {"patient", "assessment", "arm", "method", "infused"} <= set(model.coords)
     assert list(model.coords["arm"]) == ["control", "experimental"]
@@ -139,7 +139,7 @@ def test_model_log_likelihood_matches_numpy_scipy_twin(inputs):
     d = lambda name: np.asarray(named[name])[None]  # noqa: E731
     ll_s, ll_r = class_logliks_numpy(inputs, d("patient_baseline_log10"), d("patient_clearance_log10_per_day"),
                                      d("patient_floor_log10"), d("patient_relapse_day"),
-                                     np.log10(2) / d("mrd_doubling_time_days")[:, None], d("mrd_method_offset_log10"),
+                                     np.log10(2) / d("patient_doubling_time_days"), d("mrd_method_offset_log10"),
                                      np.exp(point["mrd_residual_sd_log10_log__"])[None])
     expected = np.logaddexp(-np.logaddexp(0, eta) + ll_s[0], -np.logaddexp(0, -eta) + ll_r[0])
     np.testing.assert_allclose(ll_model, expected, rtol=1e-8, atol=1e-8)
@@ -383,3 +383,16 @@ def test_patient_outputs(fitted, inputs):
     assert (traj["mrd_log10_lower"] <= traj["mrd_log10_median"]).all()
     assert (traj["mrd_log10_median"] <= traj["mrd_log10_upper"]).all() and (traj["mrd_log10_upper"] <= 0).all()
 
+
+
+def test_a_run_of_another_model_version_is_not_rebuilt():
+    """MRD 1.1.0 has per-patient doubling times, so a 1.0.0 run's draws do not fit its log density: rebuilding
+    (moment-matched LOO) says so instead of failing on a missing variable; the current version passes the check."""
+    from types import SimpleNamespace
+
+    from toolkit.fitting import _same_model_version, rebuild_model
+
+    old = SimpleNamespace(summary={"model": "mrd", "options": {}}, provenance={"model_version": "1.0.0"})
+    with pytest.raises(ValueError, match="fitted with mrd model 1.0.0; this toolkit builds 1.1.0"):
+        rebuild_model(old)
+    _same_model_version(SimpleNamespace(provenance={"model_version": MODEL_VERSION}), "mrd")

@@ -339,6 +339,20 @@ def _check_same_events(run_a, run_b, name_a: str, name_b: str, var_name: str) ->
                          "cannot be compared; fit both with the same endpoint (e.g. efs or relapse)")
 
 
+def _same_model_version(run, kind):
+    """Raise ValueError when the run was fitted with another version of its model than this toolkit builds
+    (its parameters, hence its log density, may differ: e.g. MRD 1.1.0 added per-patient doubling times)."""
+    import importlib
+
+    fitted = (getattr(run, "provenance", None) or {}).get("model_version")
+    if kind not in ("durability", "cart", "mrd", "joint") or fitted is None:
+        return
+    current = importlib.import_module(f"toolkit.models.{kind}").MODEL_VERSION
+    if str(fitted) != current:
+        raise ValueError(f"the run was fitted with {kind} model {fitted}; this toolkit builds {current}, "
+                         "so its log density cannot be rebuilt (refit the cohort to compare)")
+
+
 def rebuild_model(run):
     """The PyMC model of a saved run, rebuilt from its own files (no cohort needed).
 
@@ -352,6 +366,7 @@ def rebuild_model(run):
     from toolkit.data.from_run import cart_inputs_from_run, joint_inputs_from_run, mrd_inputs_from_run
 
     kind = run.summary.get("model")
+    _same_model_version(run, kind)
     if kind == "durability":
         options = DurabilityOptions(**run.summary["options"])
         return durability.build_durability_model(durability_inputs_from_run(run), options.prior_set(),

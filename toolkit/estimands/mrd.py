@@ -58,6 +58,19 @@ def _has(posterior, name) -> bool:
     return name in getattr(posterior, "data_vars", posterior)
 
 
+def _patient_growth(post, sl=slice(None)) -> np.ndarray:
+    """Per-patient regrowth rate g_i = log10(2) / Td_i, (draws, patients) or (draws, 1) for runs of model
+    1.0, which had one doubling time for all patients."""
+    if _has(post, "patient_doubling_time_days"):
+        return LOG10_2 / _draws(post, "patient_doubling_time_days")[sl]
+    return LOG10_2 / _draws(post, "mrd_doubling_time_days")[sl][:, None]
+
+
+def _rows_of(per_patient: np.ndarray, patient: np.ndarray) -> np.ndarray:
+    """Columns of a (draws, patients) array for each row's patient; a (draws, 1) array broadcasts as it is."""
+    return per_patient if per_patient.shape[1] == 1 else per_patient[:, patient]
+
+
 def _posterior(dt):
     """Accept a DataTree (uses its ``posterior`` group) or the posterior Dataset itself."""
     try:
@@ -78,6 +91,7 @@ def simulate_population(posterior, inputs: MrdInputs, *, arm: int, n_simulated: 
     n = int(n_simulated)
     rows = rng.integers(0, inputs.n_patients, n)
     z = {k: rng.standard_normal(n) for k in ("baseline", "clearance", "floor")}
+    z["doubling"] = rng.standard_normal(n)  # drawn after the others, so model 1.0 runs keep their draws
     w_latency = np.log(rng.standard_exponential(n))
     u = rng.random(n)
     g = lambda name: _draws(post, name)[draw_slice]  # noqa: E731
@@ -100,7 +114,10 @@ def simulate_population(posterior, inputs: MrdInputs, *, arm: int, n_simulated: 
     # Weibull latency: log s = mu + omega w, w = log Exponential(1) (the model's log_weibull family)
     latency = np.exp(col(g("log_relapse_latency") + g("relapse_log_time_ratio") * arm)
                      + col(g("relapse_sd")) * w_latency)
-    doubling = np.exp(col(g("log_doubling_days"))) + np.zeros(n)
+    log_td = col(g("log_doubling_days")) + np.zeros(n)
+    if _has(post, "doubling_sd"):  # model 1.1: each patient's own doubling time, log-normal between patients
+        log_td = log_td + col(g("doubling_sd")) * z["doubling"]
+    doubling = np.exp(log_td)
     return {"baseline": baseline, "clearance": np.exp(log_k), "recurrence": recurrence, "floor": floor,
             "relapse_day": LATENCY_ORIGIN_DAY + latency, "growth": LOG10_2 / doubling}
 
@@ -236,7 +253,7 @@ def patient_recurrence_draws(posterior, inputs: MrdInputs, *, priors: MrdPriors 
             eta = eta + g("covariate_recurrence") @ inputs.x_std.T
         ll_s, ll_r = class_logliks_numpy(
             inputs, g("patient_baseline_log10"), g("patient_clearance_log10_per_day"), g("patient_floor_log10"),
-            g("patient_relapse_day"), LOG10_2 / g("mrd_doubling_time_days")[:, None], g("mrd_method_offset_log10"),
+            g("patient_relapse_day"), _patient_growth(post, sl), g("mrd_method_offset_log10"),
             g("mrd_residual_sd_log10"), g("pb_offset_log10") if _has(post, "pb_offset_log10") else None,
             sustained_floor=floor_s)
         res.append(expit(eta + ll_r - ll_s))
@@ -266,7 +283,7 @@ def patient_recurrence(posterior, inputs: MrdInputs, *, priors: MrdPriors | None
     g = lambda name: _draws(post, name)  # noqa: E731
     m365 = mrd_log10_numpy(DAY_365, g("patient_baseline_log10"), g("patient_clearance_log10_per_day"),
                            g("patient_floor_log10"), g("patient_relapse_day"),
-                           LOG10_2 / g("mrd_doubling_time_days")[:, None], cls, floor_s)
+                           _patient_growth(post), cls, floor_s)
     rday = np.where(cls, g("patient_relapse_day"), np.nan)
     floor = np.where(cls, g("patient_floor_log10"), np.nan)
     enough = cls.mean(axis=0) >= 0.01
@@ -301,7 +318,7 @@ def patient_trajectories(posterior, inputs: MrdInputs, *, days=DEFAULT_DAY_GRID,
     t = np.asarray(days, dtype=float)
     m = mrd_log10_numpy(t, g("patient_baseline_log10"), g("patient_clearance_log10_per_day"),
                         g("patient_floor_log10"), g("patient_relapse_day"),
-                        LOG10_2 / _draws(post, "mrd_doubling_time_days")[:, None, None], cls[:, :, None], floor_s)
+                        _patient_growth(post)[:, :, None], cls[:, :, None], floor_s)
     m = np.minimum(m, 0.0)
     tail = (1.0 - ci_prob) / 2.0
     lo, med, hi = np.quantile(m, [tail, 0.5, 1.0 - tail], axis=0)
@@ -345,7 +362,7 @@ def replicated_mrd_log10(posterior, inputs: MrdInputs, *, priors: MrdPriors | No
     p, t, method = inputs.assessment_patient, inputs.day, inputs.method
     mu = mrd_log10_numpy(t, g("patient_baseline_log10")[:, p], g("patient_clearance_log10_per_day")[:, p],
                          g("patient_floor_log10")[:, p], g("patient_relapse_day")[:, p],
-                         LOG10_2 / g("mrd_doubling_time_days")[:, None], cls[:, p], floor_s)
+                         _rows_of(_patient_growth(post), p), cls[:, p], floor_s)
     mu = mu + g("mrd_method_offset_log10")[:, method]
     if _has(post, "pb_offset_log10"):
         mu = mu + g("pb_offset_log10")[:, None] * inputs.peripheral_blood

@@ -51,18 +51,19 @@ Patient effects (z, e ~ Normal(0, 1); w ~ log Exponential(1), the standard minim
     log s_i  = mu_s + b_s a_i + omega_s w_i                        (s_i ~ Weibull(shape 1/omega_s, scale
                                                                      exp(mu_s + b_s a_i)); exp(b_s): ratio of
                                                                      relapse latencies, class R)
-    Td       = exp(mu_Td)                                          (one doubling time for all patients)
+    log Td_i = mu_Td + omega_Td v_i                                (each patient's regrowth doubling time)
 
-B is non-centered (the data barely touch it). log k, u and log s use
+B is non-centered (the data barely touch it). log k, u, log s and log Td use
 *varying centring* (``_varying_centred``): centred for patients whose data
 pin the value (a value quantified or PNQ at the first assessment followed by
 a negative whose limit lies below it -- 1 log10 below a quantified value, at
 or below a PNQ's LoD -- pins the kill rate; a positive NGS/PNQ value below
-1e-4 pins the floor; a value >= 1e-4 pins the latency), non-centered for the
+1e-4 pins the floor; a value >= 1e-4 pins the latency, two of them the
+doubling time), non-centered for the
 rest, so neither a pinned z locked to (mu, omega) nor an unpinned funnel
 slows the sampler (Papaspiliopoulos, Roberts & Skold 2007). The free
 variables ``clearance_z``, ``floor_raw`` and ``relapse_raw`` therefore mix
-the two meanings; read the ``patient_*``
+the two meanings (as does ``doubling_raw``); read the ``patient_*``
 deterministics instead. The centred latency is ``-relapse_raw`` ~
 Gumbel(-(mu_s + b_s a_i), omega_s), the non-centred one ``-relapse_raw`` = w_i.
 
@@ -73,13 +74,20 @@ within weeks of day 28) sat 2.5-3 SD below the mean; that pulled
 ``relapse_sd`` and ``clearance_sd`` into funnels (R-hat 1.04-1.09 in
 simulated cohorts) and made day-28 positivity from early regrowth too rare.
 
-The regrowth doubling time is one population parameter. The simulator (and
-biology) let it vary between patients, but with per-patient doubling times a
-long, flat, flow-positive series had two explanations (a high floor with a
-fast late regrowth, or a low floor with a 150-day doubling time), chains
-split between them, and few patients have two values on the regrowth to pin
-their own rate. Between-patient spread in regrowth timing is carried by the
-latency s_i.
+Each patient has their own regrowth doubling time (model 1.1.0), log-normal
+between patients as in the simulator and in molecular relapse (Ommen 2010:
+medians 11-36 days by subtype). Model 1.0 had one doubling time for all
+patients; an early relapser whose MRD at day 28 (about 1e-2) rose more
+slowly than the shared rate allowed could then be explained only by a
+floor just below 5 % or by a kill rate far below the population's, two
+tail explanations the chains split between (R-hat 1.05 on the floor SD and
+the clearance hierarchy in a fresh 60-patient cohort, seed 1002). The
+informative SD prior (``doubling_sd``, docs/priors.md#mrd-doubling-sd) keeps
+the one ambiguity that led to the shared rate -- a long, flat, flow-positive
+series read as a low floor with a 150-day doubling time -- far in the prior's
+tail (log(150/17)/0.4 = 5 SD). v_i is varying-centred like the others:
+centred for patients with two or more quantified values >= 1e-4 (their
+regrowth is seen), non-centred for the rest.
 
 Measurement (Beal M3 at each row's own limits): y_ij = log10(reported value),
 mu_ij = m_i(t_ij) + delta_method + delta_PB [specimen PB],
@@ -155,7 +163,10 @@ b_s ``relapse_log_time_ratio``    Normal(0, 1)                 log ratio, weakly
                                                                skeptical log-HR on the time scale (shape ~1)
 omega_s ``relapse_sd``            HalfNormal(1)                1 / Weibull shape (log-latency SD = 1.28 omega_s);
                                                                ELIANA reading above: 1/shape ~0.57
-mu_Td ``log_doubling_days``       Normal(log 17.3, 0.63)       days; 95 % in 5-60 d (AML 11-36 d, Ommen 2010)
+mu_Td ``log_doubling_days``       Normal(log 17.3, 0.63)       days, typical patient; 95 % in 5-60 d (AML
+                                                               subtype medians 11-36 d, Ommen 2010)
+omega_Td ``doubling_sd``          LogNormal(log 0.4, 0.5)      log scale; below the spread of Ommen's subtype
+                                                               medians (0.55); zero-avoiding
 delta ``method_bias_log10``       Normal(0, 0.3)               log10; flow vs qPCR within 0.5 log in 69 %
                                                                (Garand 2013)
 sigma ``mrd_residual_sd_log10``   LogNormal(log 0.3, 0.5)      log10; between-assay scale 0.3-0.5 (Garand 2013)
@@ -222,17 +233,17 @@ failed with 1-2 divergences (1014 and 1018 also R-hat 1.016 and 1.021).
 Six of the eight failures diverged, and a run with divergences is not
 extended: a higher target_accept for this model is the next thing to try,
 then the per-patient bimodality above.
-Known misfit (``toolkit.plots.mrd.plot_fraction_negative``): with one shared
-doubling time the model replicates slightly too few day-28 flow negatives
-among early relapsers whose regrowth is steeper than the shared rate.
+Known misfit of model 1.0 (``toolkit.plots.mrd.plot_fraction_negative``): with one shared
+doubling time it replicated slightly too few day-28 flow negatives among early
+relapsers whose regrowth is steeper than the shared rate; model 1.1.0 lets that rate vary.
 
 Named deterministics (dim ``arm`` = control, experimental; typical = population
 median, covariates at their mean): ``mrd_clearance_log10_per_day``,
 ``clearance_rate_ratio``, ``mrd_recurrence_class_probability``,
 ``mrd_relapse_latency_days`` (class R, median days from day 28 to 5 %), ``response_rate``;
-scalars ``mrd_doubling_time_days``, ``mrd_floor_log10``; dim ``method``:
+scalars ``mrd_doubling_time_days`` (typical patient), ``mrd_floor_log10``; dim ``method``:
 ``mrd_method_offset_log10``. Per patient: ``patient_clearance_log10_per_day``,
-``patient_baseline_log10``, ``patient_floor_log10``, ``patient_relapse_day``.
+``patient_baseline_log10``, ``patient_floor_log10``, ``patient_relapse_day``, ``patient_doubling_time_days``.
 
 Required columns: ``mrd.csv`` patient_id, day, mrd_pct (negative/PNQ), lod_pct,
 loq_pct (for PNQ), method, specimen; ``outcomes.csv`` response;
@@ -267,7 +278,7 @@ __all__ = [
 ]
 
 MODEL_NAME = "mrd"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "1.1.0"  # 1.1.0: each patient's own regrowth doubling time
 ARMS = ("control", "experimental")
 PRIOR_SETS = ("default", "skeptical", "optimistic")
 LN10 = math.log(10.0)
@@ -304,6 +315,7 @@ class MrdPriors:
     relapse_log_time_ratio: tuple[float, float] = (0.0, 1.0)  # no source; docs/priors.md#mrd-relapse-log-time-ratio
     relapse_sd: float = 1.0  # ELIANA RFS; docs/priors.md#mrd-relapse-sd
     log_doubling_days: tuple[float, float] = (math.log(math.sqrt(5.0 * 60.0)), 0.63)  # docs/priors.md#mrd-log-doubling-days
+    doubling_sd: tuple[float, float] = (math.log(0.4), 0.5)  # docs/priors.md#mrd-doubling-sd
     method_bias_log10: tuple[float, float] = (0.0, 0.3)  # Garand 2013; docs/priors.md#mrd-method-bias-log10
     residual_sd_log10: tuple[float, float] = (math.log(0.3), 0.5)  # Garand 2013; docs/priors.md#mrd-residual-sd-log10
     pb_offset_log10: tuple[float, float] = (-1.0, 0.7)  # van der Velden 2002; docs/priors.md#mrd-pb-offset-log10
@@ -527,7 +539,7 @@ def informed_patients(inputs: MrdInputs) -> dict[str, np.ndarray]:
     """Which patients' data pin their floor, regrowth latency and kill rate (boolean per patient).
 
     floor: a positive value (quantified or PNQ) below the flow limit 1e-4; latency: a quantified value
-    at or above 1e-4 (``doubling``: two or more of those, informational); clearance: a value quantified
+    at or above 1e-4 (``doubling``: two or more of those); clearance: a value quantified
     or PNQ at the first assessment with a later negative whose LoD is >= 1 log10 below the value (PNQ: at or
     below its LoD), so the decline, not a floor, passed through it. Used only to choose the parameterisation.
     """
@@ -670,7 +682,9 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         # series had two explanations (high floor + fast late regrowth, or low floor + 150-day doubling)
         # and chains split between them; few patients have two values on the regrowth to pin their own
         td_mu = _normal("log_doubling_days", priors.log_doubling_days)
-        growth = LOG10_2 / pt.exp(td_mu) * pt.ones(inputs.n_patients)
+        td_sd = pm.LogNormal("doubling_sd", mu=priors.doubling_sd[0], sigma=priors.doubling_sd[1])
+        log_td = _varying_centred("doubling_raw", td_mu, td_sd, informed["doubling"], dims=d("patient"))
+        growth = LOG10_2 / pt.exp(log_td)
         # measurement
         sigma = pm.LogNormal("mrd_residual_sd_log10", mu=priors.residual_sd_log10[0],
                              sigma=priors.residual_sd_log10[1], dims=d("method"))
@@ -723,4 +737,5 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         pm.Deterministic("patient_baseline_log10", baseline, dims=d("patient"))
         pm.Deterministic("patient_floor_log10", floor, dims=d("patient"))
         pm.Deterministic("patient_relapse_day", relapse_day, dims=d("patient"))
+        pm.Deterministic("patient_doubling_time_days", pt.exp(log_td), dims=d("patient"))
     return model
