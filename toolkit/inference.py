@@ -6,6 +6,8 @@ SamplerSettings
     Frozen sampler configuration (backend, chains, tune, draws, ...).
 sample(model, settings, *, log_likelihood=True) -> xarray.DataTree
     Draw the posterior. Wall times are stored in ``dt.attrs`` (see ``sample``).
+sampler_metadata(dt), jax_chain_method(chains)
+    How a fit was sampled (chain method, start jitter, device); how the JAX backend runs chains.
 Diagnostics, diagnose(dt, ...)
     R-hat, bulk/tail ESS, divergences, E-BFMI and a plain-English problem list.
 save_run / load_run / Run
@@ -66,10 +68,12 @@ __all__ = [
     "compile_cache_size",
     "diagnose",
     "hash_folder",
+    "jax_chain_method",
     "load_run",
     "max_treedepth_share",
     "recover_run",
     "sample",
+    "sampler_metadata",
     "save_run",
     "verify_run",
 ]
@@ -99,7 +103,9 @@ class SamplerSettings:
     Parameters
     ----------
     backend : {"nutpie", "pymc", "numpyro"}
-        NUTS implementation. ``"numpyro"`` needs ``pip install numpyro jax``.
+        NUTS implementation. ``"numpyro"`` (the JAX backend, CPU or GPU) needs the ``jax`` extra
+        (``pip install numpyro jax``); its chains start from their own jittered points and run
+        vectorized on one device (see :func:`jax_chain_method`).
     chains, tune, draws : int
         Number of chains, warm-up iterations and kept draws per chain.
     target_accept : float
@@ -523,6 +529,15 @@ def _sample_numpyro(model: pm.Model, settings: SamplerSettings) -> tuple[xr.Data
     }
 
 
+# dt.attrs that describe how the sampler ran (beyond SamplerSettings); copied into a run's provenance
+SAMPLER_ATTRS = ("backend", "chain_method", "init_jitter", "jax_platform", "jax_devices", "jax_compile_seconds")
+
+
+def sampler_metadata(dt: xr.DataTree) -> dict[str, Any]:
+    """How the sampler ran, from ``dt.attrs`` (the :data:`SAMPLER_ATTRS` present)."""
+    return {k: dt.attrs[k] for k in SAMPLER_ATTRS if k in dt.attrs}
+
+
 _SAMPLERS = {"nutpie": _sample_nutpie, "pymc": _sample_pymc, "numpyro": _sample_numpyro}
 
 
@@ -547,7 +562,10 @@ def sample(
         ``compile_seconds`` (nutpie: compile or cache lookup; pymc/numpyro: total
         minus the sampler's own ``sampling_time``, i.e. compile + init),
         ``sampling_seconds``, ``log_likelihood_seconds``, ``total_seconds``; plus
-        ``backend`` (str) and ``compile_cache_hit`` (int 0/1, nutpie only).
+        ``backend`` (str) and ``compile_cache_hit`` (int 0/1, nutpie only). The numpyro backend adds
+        ``chain_method`` ("vectorized" or "parallel"), ``init_jitter`` (1: every chain started from
+        its own jittered point), ``jax_platform``, ``jax_devices`` and ``jax_compile_seconds`` (the
+        JAX compile time inside ``compile_seconds``): see :data:`SAMPLER_ATTRS`.
     """
     if not isinstance(settings, SamplerSettings):
         raise TypeError("settings must be a SamplerSettings")
@@ -629,8 +647,9 @@ TREEDEPTH_MAX_SHARE = 0.01
 def max_treedepth_share(stats: xr.Dataset | None) -> float:
     """Share of draws whose NUTS trajectory was cut at the maximum tree depth (NaN if not recorded).
 
-    nutpie records the flag as ``maxdepth_reached``, PyMC's NUTS as ``reached_max_treedepth``
-    (numpyro through PyMC records neither: NaN).
+    nutpie records the flag as ``maxdepth_reached``, PyMC's NUTS as ``reached_max_treedepth``; the
+    numpyro backend derives ``reached_max_treedepth`` from its step count (a full tree of
+    2**10 - 1 leapfrog steps). A posterior without either flag gives NaN.
     """
     if stats is None:
         return math.nan
