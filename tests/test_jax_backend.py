@@ -5,6 +5,7 @@ Skipped when jax or numpyro is not installed (the ``jax`` extra; the ``test`` ex
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pymc as pm
@@ -181,3 +182,28 @@ def test_cli_durability_fit_with_numpyro_writes_a_valid_run(tmp_path, capsys):
     assert provenance["sampler"]["chain_method"] == "vectorized" and provenance["sampler"]["init_jitter"] == 1
     assert run.posterior.attrs["chain_method"] == "vectorized"
     assert run.posterior["posterior"].sizes["chain"] == 2
+
+
+def test_jax_compile_cache_beside_pytensors_unless_chosen(tmp_path, monkeypatch):
+    import pytensor
+
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        folder = inference.jax_compile_cache()
+        assert folder == str(Path(pytensor.config.compiledir) / "jax")
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path))  # the user's choice stands
+        assert inference.jax_compile_cache() == str(tmp_path)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+
+
+@pytest.mark.slow  # the multi-device path (one chain per GPU), run here on virtual CPU devices
+def test_parallel_chain_method_runs_one_chain_per_device(monkeypatch):
+    if jax.local_device_count() < 2:
+        pytest.skip("needs 2 JAX devices (XLA_FLAGS=--xla_force_host_platform_device_count=2 before jax starts)")
+    monkeypatch.setattr(inference, "jax_chain_method", lambda chains: ("parallel", chains, "cpu"))
+    dt = sample(_censored_weibull_model(), SamplerSettings(backend="numpyro", **{**FAST, "chains": 2}),
+                log_likelihood=False)
+    assert dt.attrs["chain_method"] == "parallel"
+    assert diagnose(dt, ess_min=100).max_rhat < 1.05

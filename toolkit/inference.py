@@ -388,6 +388,23 @@ def jax_chain_method(chains: int) -> tuple[str, int, str]:
     return method, devices, platform
 
 
+def jax_compile_cache() -> str:
+    """Keep JAX's compiled programs on disk so a new process reuses them; returns the folder.
+
+    JAX's persistent compilation cache, in ``<PyTensor's compiledir>/jax`` (PyTensor's own cache, which
+    ``PYTENSOR_FLAGS=base_compiledir=...`` moves), unless the user chose a folder for JAX
+    (``JAX_COMPILATION_CACHE_DIR``). The key is the whole compiled program, data included: a re-fit of the
+    same model to the same data skips XLA compilation, a new cohort compiles afresh.
+    """
+    import jax
+
+    folder = jax.config.jax_compilation_cache_dir
+    if not folder:
+        folder = str(Path(pytensor.config.compiledir) / "jax")
+        jax.config.update("jax_compilation_cache_dir", folder)
+    return folder
+
+
 def _jax_potential(model: pm.Model) -> Callable:
     """Potential energy U(x) = -log p(x) as a JAX function whose gradient is PyTensor's.
 
@@ -490,6 +507,7 @@ def _sample_numpyro(model: pm.Model, settings: SamplerSettings) -> tuple[xr.Data
     from pymc.sampling.jax import _postprocess_samples, _sample_numpyro_nuts, get_jaxified_graph
     from pymc.util import _get_seeds_per_chain, get_default_varnames
 
+    jax_compile_cache()
     chain_method, devices, platform = jax_chain_method(settings.chains)
     PROGRESS.info(f"compiling the model (numpyro, JAX on {platform}, chains {chain_method})")
     (seed,) = _get_seeds_per_chain(int(settings.random_seed), 1)
