@@ -11,8 +11,9 @@
 #
 #   1. here, with network (once):   bash benchmarks/device_scaling.sh prepare
 #      downloads the wheels the device image lacks (pymc, pytensor, arviz, pandera, ...; the image already
-#      has jax with its CUDA plugin, numpyro, numpy, scipy, pandas, xarray) into .device_wheels/, adds that
-#      folder to .git/info/exclude and prints its size (it travels with the working tree: 64 MiB at most);
+#      has jax with its CUDA plugin, numpyro, numpy, scipy, pandas, xarray) into .device_wheels/ (git
+#      ignores it; a device call must carry it) and prints its size (the working tree and carried folders
+#      travel 64 MiB at most);
 #   2. on the device machine, in the repository root, carrying .device_wheels:
 #      bash benchmarks/device_scaling.sh
 #
@@ -41,7 +42,6 @@ if [[ "${1:-}" == "prepare" ]]; then
     $PY -m pip download --dest "$WHEELHOUSE" --no-deps --only-binary=:all: --python-version 3.12 \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         --platform any $specs || exit 1
-    grep -qxF "/$WHEELHOUSE/" .git/info/exclude 2>/dev/null || echo "/$WHEELHOUSE/" >> .git/info/exclude
     du -sh "$WHEELHOUSE"
     echo "carry $WHEELHOUSE on the device call (the working tree may travel 64 MiB in all)"
     exit 0
@@ -107,7 +107,7 @@ for n in ${PATIENTS//,/ }; do
         limit=$(( FIT_TIMEOUT < left ? FIT_TIMEOUT : left ))
         echo "== $m, $n patients, numpyro, limit ${limit}s"
         $PY benchmarks/bench_scaling.py --models "$m" --patients "$n" --backend numpyro --chains "$CHAINS" \
-            --tune "$TUNE" --draws "$DRAWS" --timeout "$limit" --out "$OUT/parts" | tail -n 1
+            --tune "$TUNE" --draws "$DRAWS" --timeout "$limit" --out "$OUT/parts" | grep "^| $m "
         cat "$OUT/parts/rows.jsonl" >> "$OUT/rows.jsonl" && rm -f "$OUT/parts/rows.jsonl"
     done
 done

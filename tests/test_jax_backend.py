@@ -207,3 +207,18 @@ def test_parallel_chain_method_runs_one_chain_per_device(monkeypatch):
                 log_likelihood=False)
     assert dt.attrs["chain_method"] == "parallel"
     assert diagnose(dt, ess_min=100).max_rhat < 1.05
+
+
+def test_cli_numpyro_without_jax_exits_2_before_any_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    from toolkit.testing import run_cli
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(inference.importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name in ("jax", "numpyro") else real_find_spec(name, *a, **k))
+    code, output = run_cli(["fit", "durability", "--data", str(EXAMPLE), "--out", str(tmp_path / "run"),
+                            "--backend", "numpyro"])
+    assert code == 2
+    assert "backend 'numpyro' needs jax and numpyro" in output and "pip install numpyro jax" in output
+    assert "Traceback" not in output and not (tmp_path / "run").exists()

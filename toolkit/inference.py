@@ -56,6 +56,7 @@ PROGRESS = logging.getLogger("toolkit.progress")
 
 __all__ = [
     "BACKENDS",
+    "backend_unavailable",
     "Diagnostics",
     "Run",
     "ResultMethods",
@@ -366,6 +367,17 @@ def _sample_pymc(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataTre
     return dt, _split_pymc_time(dt, time.perf_counter() - t0)
 
 
+def backend_unavailable(backend: str) -> str | None:
+    """Why ``backend`` cannot run in this environment, with the fix; ``None`` when it can."""
+    if backend != "numpyro":
+        return None
+    missing = [m for m in ("jax", "numpyro") if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    return (f"backend 'numpyro' needs {' and '.join(missing)}, which is not installed; "
+            "run `pip install numpyro jax` (or install the toolkit's `jax` extra) or use backend 'nutpie'")
+
+
 # JAX compile phases reported by jax.monitoring (tracing, lowering to MLIR, XLA compilation)
 _JAX_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
                        "/jax/core/compile/backend_compile_duration")
@@ -494,12 +506,9 @@ def _sample_numpyro(model: pm.Model, settings: SamplerSettings) -> tuple[xr.Data
     gradient is PyTensor's (:func:`_jax_potential`). ``compile_seconds`` is the graph set-up and
     start search plus the JAX compile time reported during sampling; ``sampling_seconds`` the rest.
     """
-    missing = [m for m in ("jax", "numpyro") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise RuntimeError(
-            f"backend 'numpyro' needs {' and '.join(missing)}, which is not installed; "
-            "run `pip install numpyro jax` (or the toolkit's `jax` extra) or use backend='nutpie'"
-        )
+    problem = backend_unavailable("numpyro")
+    if problem:
+        raise RuntimeError(problem)
     t0 = time.perf_counter()
     import jax
     from arviz_base import from_dict, make_attrs
@@ -577,8 +586,9 @@ def sample(
         Groups ``posterior``, ``sample_stats``, ``observed_data``,
         ``constant_data`` (when the model has ``pm.Data``) and ``log_likelihood``
         (when requested). Wall times live in ``dt.attrs`` (seconds, floats):
-        ``compile_seconds`` (nutpie: compile or cache lookup; pymc/numpyro: total
-        minus the sampler's own ``sampling_time``, i.e. compile + init),
+        ``compile_seconds`` (nutpie: compile or cache lookup; pymc: total minus the sampler's
+        own ``sampling_time``, i.e. compile + init; numpyro: graph set-up, start search and the
+        JAX compile time measured while sampling),
         ``sampling_seconds``, ``log_likelihood_seconds``, ``total_seconds``; plus
         ``backend`` (str) and ``compile_cache_hit`` (int 0/1, nutpie only). The numpyro backend adds
         ``chain_method`` ("vectorized" or "parallel"), ``init_jitter`` (1: every chain started from
