@@ -122,7 +122,7 @@ def jax_gradient_ms(model, budget_s: float = 3.0) -> float:
 
     point = model.initial_point()
     args = [np.asarray(point[v.name]) for v in model.value_vars]
-    fn = jax.jit(jax.value_and_grad(_jax_potential(model)))
+    fn = jax.jit(jax.value_and_grad(_jax_potential(model)[0]))
     jax.block_until_ready(fn(args))
     calls, t0 = 0, time.perf_counter()
     while calls < 5 or (time.perf_counter() - t0 < budget_s and calls < 5000):

@@ -101,7 +101,7 @@ def test_starts_differ_flags_shared_starts():
 
 def test_starts_are_seeded():
     model = _censored_weibull_model()
-    potential = inference._jax_potential(model)
+    potential, _ = inference._jax_potential(model)
     a = inference._numpyro_initial_points(model, 4, 7, potential)
     b = inference._numpyro_initial_points(model, 4, 7, potential)
     c = inference._numpyro_initial_points(model, 4, 8, potential)
@@ -118,7 +118,9 @@ def test_gradient_is_pytensors_where_jax_autodiff_gives_nan():
     x = [jnp.asarray(-50.0), jnp.asarray(0.0)]  # mu, log sigma: 50 SD below the limit
     _, naive = jax.value_and_grad(get_jaxified_logp(model, negative_logp=False))(x)
     assert not all(bool(jnp.isfinite(g)) for g in naive)  # the failure the custom gradient exists for
-    value, grads = jax.value_and_grad(inference._jax_potential(model))(x)
+    potential, gradient = inference._jax_potential(model)
+    assert gradient == "pytensor"
+    value, grads = jax.value_and_grad(potential)(x)
     expected = model.compile_dlogp()({"mu": -50.0, "sigma_log__": 0.0})
     np.testing.assert_allclose(-np.array([float(g) for g in grads]), expected, rtol=1e-10)
     assert float(value) == pytest.approx(-float(model.compile_logp()({"mu": -50.0, "sigma_log__": 0.0})))
@@ -222,3 +224,16 @@ def test_cli_numpyro_without_jax_exits_2_before_any_work(tmp_path, monkeypatch):
     assert code == 2
     assert "backend 'numpyro' needs jax and numpyro" in output and "pip install numpyro jax" in output
     assert "Traceback" not in output and not (tmp_path / "run").exists()
+
+
+def test_mrd_gradient_graph_traces_with_static_shapes():
+    """The MRD model's PyTensor gradient computes a shape from a traced value unless the value variables
+    carry their static shapes; with them it traces, so numpyro samples MRD with PyTensor's gradient."""
+    from toolkit.data import load_cohort
+    from toolkit.data.mrd_inputs import to_mrd_inputs
+    from toolkit.fitting import MrdOptions
+    from toolkit.models.mrd import build_mrd_model
+
+    model = build_mrd_model(to_mrd_inputs(load_cohort(EXAMPLE)), MrdOptions().prior_set())
+    _, gradient = inference._jax_potential(model)
+    assert gradient == "pytensor"

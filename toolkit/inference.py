@@ -417,28 +417,40 @@ def jax_compile_cache() -> str:
     return folder
 
 
-def _jax_potential(model: pm.Model) -> Callable:
+def _jax_potential(model: pm.Model) -> tuple[Callable, str]:
     """Potential energy U(x) = -log p(x) as a JAX function whose gradient is PyTensor's.
 
-    ``x`` is the list of unconstrained value arrays (``model.value_vars`` order). JAX's own
-    reverse mode through ``switch`` (``jnp.where``) multiplies the zero cotangent of the branch
-    not taken by that branch's derivative, which is inf or NaN where the branch overflows (e.g.
-    ``erfcx`` in the censored log-CDF, far below the limit): the whole gradient becomes NaN and
-    numpyro's step-size search collapses (a chain stuck at its start). PyTensor's symbolic
-    gradient, with its stabilising rewrites (the one nutpie uses), is finite there, so it is
-    compiled to JAX alongside the log density and supplied as a custom VJP.
+    Returns ``(potential, gradient)``, ``gradient`` naming where the gradient comes from. ``x`` is the
+    list of unconstrained value arrays (``model.value_vars`` order). JAX's own reverse mode through
+    ``switch`` (``jnp.where``) multiplies the zero cotangent of the branch not taken by that branch's
+    derivative, which is inf or NaN where the branch overflows (e.g. ``erfcx`` in the censored log-CDF,
+    far below the limit): the whole gradient becomes NaN and numpyro's step-size search collapses (a
+    chain stuck at its start). PyTensor's symbolic gradient, with its stabilising rewrites (the one
+    nutpie uses), is finite there, so it is compiled to JAX alongside the log density and supplied as
+    a custom VJP (``"pytensor"``). The value variables are given their static shapes first: JAX needs
+    concrete shapes, and some gradient graphs (the MRD model's) otherwise compute a shape from a
+    traced value. Should a graph still not trace, JAX differentiates the log density (``"jax"``).
     """
     import jax
+    import pytensor.tensor as pt
     from pymc.sampling.jax import get_jaxified_graph
+    from pytensor.graph.replace import graph_replace
 
-    logp = model.logp()
-    value_vars = model.value_vars
-    logp_fn = get_jaxified_graph(inputs=value_vars, outputs=[logp])
-    logp_dlogp_fn = get_jaxified_graph(inputs=value_vars, outputs=[logp, *pytensor.grad(logp, value_vars)])
+    start = model.initial_point()
+    static = [pt.tensor(dtype=v.dtype, shape=np.shape(start[v.name]), name=v.name) for v in model.value_vars]
+    (logp,) = graph_replace([model.logp()], dict(zip(model.value_vars, static, strict=True)), strict=False)
+    logp_fn = get_jaxified_graph(inputs=static, outputs=[logp])
+    logp_dlogp_fn = get_jaxified_graph(inputs=static, outputs=[logp, *pytensor.grad(logp, static)])
 
-    @jax.custom_vjp
-    def potential(x):
+    def plain(x):
         return -logp_fn(*x)[0]
+
+    try:
+        jax.eval_shape(lambda x: logp_dlogp_fn(*x), [np.asarray(start[v.name]) for v in model.value_vars])
+    except Exception:  # noqa: BLE001 - any tracing failure: JAX's own gradient still samples
+        return plain, "jax"
+
+    potential = jax.custom_vjp(plain)
 
     def forward(x):
         value, *grads = logp_dlogp_fn(*x)
@@ -448,7 +460,7 @@ def _jax_potential(model: pm.Model) -> Callable:
         return ([-cotangent * g for g in grads],)
 
     potential.defvjp(forward, backward)
-    return potential
+    return potential, "pytensor"
 
 
 def _numpyro_initial_points(model: pm.Model, chains: int, seed: int, potential: Callable | None) -> list:
@@ -521,7 +533,7 @@ def _sample_numpyro(model: pm.Model, settings: SamplerSettings) -> tuple[xr.Data
     PROGRESS.info(f"compiling the model (numpyro, JAX on {platform}, chains {chain_method})")
     (seed,) = _get_seeds_per_chain(int(settings.random_seed), 1)
     with _JaxCompileClock() as setup_clock:
-        potential = _jax_potential(model)
+        potential, gradient = _jax_potential(model)
         initial_points = _numpyro_initial_points(model, settings.chains, seed, potential)
     t1 = time.perf_counter()
     PROGRESS.info(f"sampling: {settings.chains} chains x ({settings.tune} tuning + {settings.draws} draws)")
@@ -552,12 +564,13 @@ def _sample_numpyro(model: pm.Model, settings: SamplerSettings) -> tuple[xr.Data
         "compile_seconds": (t1 - t0) + compile_in_run,
         "sampling_seconds": (t2 - t1) - compile_in_run,
         "attrs": {"chain_method": chain_method, "init_jitter": 1, "jax_platform": platform, "jax_devices": devices,
-                  "jax_compile_seconds": float(setup_clock.seconds + run_clock.seconds)},
+                  "jax_gradient": gradient, "jax_compile_seconds": float(setup_clock.seconds + run_clock.seconds)},
     }
 
 
 # dt.attrs that describe how the sampler ran (beyond SamplerSettings); copied into a run's provenance
-SAMPLER_ATTRS = ("backend", "chain_method", "init_jitter", "jax_platform", "jax_devices", "jax_compile_seconds")
+SAMPLER_ATTRS = ("backend", "chain_method", "init_jitter", "jax_platform", "jax_devices", "jax_gradient",
+                 "jax_compile_seconds")
 
 
 def sampler_metadata(dt: xr.DataTree) -> dict[str, Any]:
@@ -592,8 +605,9 @@ def sample(
         ``sampling_seconds``, ``log_likelihood_seconds``, ``total_seconds``; plus
         ``backend`` (str) and ``compile_cache_hit`` (int 0/1, nutpie only). The numpyro backend adds
         ``chain_method`` ("vectorized" or "parallel"), ``init_jitter`` (1: every chain started from
-        its own jittered point), ``jax_platform``, ``jax_devices`` and ``jax_compile_seconds`` (the
-        JAX compile time inside ``compile_seconds``): see :data:`SAMPLER_ATTRS`.
+        its own jittered point), ``jax_platform``, ``jax_devices``, ``jax_gradient`` ("pytensor", or
+        "jax" where PyTensor's gradient graph did not trace) and ``jax_compile_seconds`` (the JAX
+        compile time inside ``compile_seconds``): see :data:`SAMPLER_ATTRS`.
     """
     if not isinstance(settings, SamplerSettings):
         raise TypeError("settings must be a SamplerSettings")
