@@ -139,7 +139,7 @@ def worker(job: dict) -> dict:
     import numpy as np
 
     from toolkit.fitting import default_settings
-    from toolkit.inference import diagnose, sample
+    from toolkit.inference import diagnose, sample, sampler_metadata
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as tmp:
@@ -165,9 +165,8 @@ def worker(job: dict) -> dict:
             "max_rhat": d.max_rhat, "divergences": int(d.divergences), "ess_per_s": d.min_ess_bulk / sampling,
             "converged": bool(d.converged), "load_before": load_before, "load_after": os.getloadavg()[0],
             "settings": settings.as_dict(),
-            # the JAX backend's chain method, start jitter, platform and device count (toolkit.inference.sample)
-            "sampler_attrs": {k: dt.attrs[k] for k in ("chain_method", "init_jitter", "jax_platform", "jax_devices",
-                                                       "jax_compile_seconds") if k in dt.attrs}}
+            # how the sampler ran: the JAX backend's chain method, start jitter, platform, devices, gradient
+            "sampler_attrs": sampler_metadata(dt)}
 
 
 def run_job(job: dict, timeout: float) -> dict:
