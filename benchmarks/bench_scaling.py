@@ -7,7 +7,8 @@ target acceptance from ``toolkit.fitting.default_settings``), and sampled in a f
 - **wall s**: the worker process from start to end (imports, simulation, build, compile, sampling, diagnostics);
 - **compile s**: ``dt.attrs["compile_seconds"]`` of :func:`toolkit.inference.sample`;
 - **grad ms**: mean time of one log-density + gradient evaluation at the initial point
-  (``model.compile_logp_dlogp``-style: one compiled PyTensor function returning both);
+  (``model.compile_logp_dlogp``-style: one compiled PyTensor function returning both; with
+  ``--backend numpyro``, the jitted JAX function numpyro calls, one chain);
 - **steps/draw**: mean leapfrog steps per kept draw (``sample_stats.n_steps``), and the adapted
   **step size** (mean over chains): the step size falls when the hardest region of the posterior is harder;
 - **sampling s**, **min ESS** (bulk, over every sampled quantity), **max R-hat**, **divergences**,
@@ -112,6 +113,24 @@ def gradient_ms(model, budget_s: float = 3.0) -> float:
     return 1000 * (time.perf_counter() - t0) / calls
 
 
+def jax_gradient_ms(model, budget_s: float = 3.0) -> float:
+    """As :func:`gradient_ms`, for the JAX log density + gradient the numpyro backend samples with (jitted)."""
+    import jax
+    import numpy as np
+
+    from toolkit.inference import _jax_potential
+
+    point = model.initial_point()
+    args = [np.asarray(point[v.name]) for v in model.value_vars]
+    fn = jax.jit(jax.value_and_grad(_jax_potential(model)[0]))
+    jax.block_until_ready(fn(args))
+    calls, t0 = 0, time.perf_counter()
+    while calls < 5 or (time.perf_counter() - t0 < budget_s and calls < 5000):
+        jax.block_until_ready(fn(args))
+        calls += 1
+    return 1000 * (time.perf_counter() - t0) / calls
+
+
 def worker(job: dict) -> dict:
     """One fit in this process; returns the row (printed as JSON by ``--worker``)."""
     t_start = time.perf_counter()
@@ -120,16 +139,18 @@ def worker(job: dict) -> dict:
     import numpy as np
 
     from toolkit.fitting import default_settings
-    from toolkit.inference import diagnose, sample
+    from toolkit.inference import diagnose, sample, sampler_metadata
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as tmp:
         model, n_obs = _build(job["model"], job["patients"], Path(tmp) / "cohort")
-    grad = gradient_ms(model) if job.get("gradient", True) else float("nan")
     overrides = {k: v for k, v in (("chains", job["chains"]), ("tune", job["tune"]), ("draws", job["draws"]),
                                    ("backend", job.get("backend")), ("progressbar", False)) if v is not None}
     overrides.update(job.get("sampler") or {})
     settings = default_settings(job["model"], **overrides)
+    # the gradient the sampler calls: numpyro's JAX function, else PyTensor's compiled one
+    timer = jax_gradient_ms if settings.backend == "numpyro" else gradient_ms
+    grad = timer(model) if job.get("gradient", True) else float("nan")
     dt = sample(model, settings, log_likelihood=False)
     d = diagnose(dt)
     stats = dt["sample_stats"]
@@ -143,7 +164,9 @@ def worker(job: dict) -> dict:
             "min_ess_bulk": d.min_ess_bulk,
             "max_rhat": d.max_rhat, "divergences": int(d.divergences), "ess_per_s": d.min_ess_bulk / sampling,
             "converged": bool(d.converged), "load_before": load_before, "load_after": os.getloadavg()[0],
-            "settings": settings.as_dict()}
+            "settings": settings.as_dict(),
+            # how the sampler ran: the JAX backend's chain method, start jitter, platform, devices, gradient
+            "sampler_attrs": sampler_metadata(dt)}
 
 
 def run_job(job: dict, timeout: float) -> dict:

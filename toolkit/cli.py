@@ -443,7 +443,7 @@ def default_spec(model: str) -> Path | None:
 def fit_command(args, console: Console) -> int:
     from toolkit.data.inputs import ModelDataError
     from toolkit.fitting import default_settings, resolve_options
-    from toolkit.inference import RunFolderError
+    from toolkit.inference import RunFolderError, backend_unavailable
     from toolkit.specs import SpecError, load_spec, merged_sampler
 
     plan = _fit_plan(args.model, args)
@@ -467,6 +467,10 @@ def fit_command(args, console: Console) -> int:
         settings = default_settings(args.model, **sampler)
     except (SpecError, ValueError, TypeError) as err:
         console.print(f"[red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    unavailable = backend_unavailable(settings.backend)  # an optional extra not installed: before any work
+    if unavailable:
+        console.print(f"[red]error:[/] {escape(unavailable)}")
         return EXIT_INVALID
     error = _check_run_out(args.out, args.data, overwrite=args.overwrite)
     if error:

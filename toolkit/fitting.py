@@ -20,7 +20,8 @@ from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
 from toolkit.data.from_run import durability_inputs_from_run  # also public here, where it lived before
 from toolkit.data.inputs import DurabilityInputs, ModelDataError, to_durability_inputs
 from toolkit.estimands import durability_definitions, durability_estimands
-from toolkit.inference import ResultMethods, SamplerSettings, build_provenance, diagnose, hash_folder, sample
+from toolkit.inference import (ResultMethods, SamplerSettings, build_provenance, diagnose, hash_folder, sample,
+                               sampler_metadata)
 from toolkit.models import cart, durability
 from toolkit.predictive import add_posterior_predictive, durability_predictive, mrd_predictive
 from toolkit.review import (ESTIMAND_DRAWS, add_log_likelihood, add_log_prior, estimand_draws_dataset,
@@ -196,6 +197,7 @@ def _assemble(*, model_module, variant, cohort: Cohort, inputs, model, posterior
                                   settings=settings, data_hash=hash_folder(cohort.path), spec=spec,
                                   priors=priors, timings=timings)
     provenance["cohort_path"] = str(cohort.path)
+    provenance["sampler"] = sampler_metadata(posterior)  # e.g. the JAX backend's chain method and start jitter
     return FitResult(model_module.MODEL_NAME, posterior, summary, provenance, inputs=inputs, model=model)
 
 

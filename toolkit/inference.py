@@ -6,6 +6,8 @@ SamplerSettings
     Frozen sampler configuration (backend, chains, tune, draws, ...).
 sample(model, settings, *, log_likelihood=True) -> xarray.DataTree
     Draw the posterior. Wall times are stored in ``dt.attrs`` (see ``sample``).
+sampler_metadata(dt), jax_chain_method(chains)
+    How a fit was sampled (chain method, start jitter, device); how the JAX backend runs chains.
 Diagnostics, diagnose(dt, ...)
     R-hat, bulk/tail ESS, divergences, E-BFMI and a plain-English problem list.
 save_run / load_run / Run
@@ -54,6 +56,7 @@ PROGRESS = logging.getLogger("toolkit.progress")
 
 __all__ = [
     "BACKENDS",
+    "backend_unavailable",
     "Diagnostics",
     "Run",
     "ResultMethods",
@@ -66,10 +69,12 @@ __all__ = [
     "compile_cache_size",
     "diagnose",
     "hash_folder",
+    "jax_chain_method",
     "load_run",
     "max_treedepth_share",
     "recover_run",
     "sample",
+    "sampler_metadata",
     "save_run",
     "verify_run",
 ]
@@ -99,7 +104,9 @@ class SamplerSettings:
     Parameters
     ----------
     backend : {"nutpie", "pymc", "numpyro"}
-        NUTS implementation. ``"numpyro"`` needs ``pip install numpyro jax``.
+        NUTS implementation. ``"numpyro"`` (the JAX backend, CPU or GPU) needs the ``jax`` extra
+        (``pip install numpyro jax``); its chains start from their own jittered points and run
+        vectorized on one device (see :func:`jax_chain_method`).
     chains, tune, draws : int
         Number of chains, warm-up iterations and kept draws per chain.
     target_accept : float
@@ -360,39 +367,215 @@ def _sample_pymc(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataTre
     return dt, _split_pymc_time(dt, time.perf_counter() - t0)
 
 
-def _sample_numpyro(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataTree, dict]:
+def backend_unavailable(backend: str) -> str | None:
+    """Why ``backend`` cannot run in this environment, with the fix; ``None`` when it can."""
+    if backend != "numpyro":
+        return None
     missing = [m for m in ("jax", "numpyro") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise RuntimeError(
-            f"backend 'numpyro' needs {' and '.join(missing)}, which is not installed; "
-            "run `pip install numpyro jax` or use backend='nutpie'"
-        )
+    if not missing:
+        return None
+    return (f"backend 'numpyro' needs {' and '.join(missing)}, which is not installed; "
+            "run `pip install numpyro jax` (or install the toolkit's `jax` extra) or use backend 'nutpie'")
+
+
+# JAX compile phases reported by jax.monitoring (tracing, lowering to MLIR, XLA compilation)
+_JAX_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                       "/jax/core/compile/backend_compile_duration")
+NUMPYRO_MAX_TREE_DEPTH = 10  # numpyro's default, stated so the saturation flag below can be derived
+
+
+def jax_chain_method(chains: int) -> tuple[str, int, str]:
+    """How numpyro runs ``chains`` chains here: ``(chain_method, devices, platform)``.
+
+    ``"parallel"`` (one chain per device, ``pmap``) when there are at least as many accelerator
+    devices as chains; else ``"vectorized"`` (``vmap``: one compiled program advances every chain,
+    the fast path on a single GPU). On the CPU the host counts as one device: importing
+    ``pymc.sampling.jax`` splits it into 100 virtual XLA devices, which share the same cores.
+    """
     import jax
 
-    # Parallel chains need one JAX device per chain (XLA_FLAGS=
-    # --xla_force_host_platform_device_count=N before jax is imported); else run in turn.
-    chain_method = "parallel" if jax.local_device_count() >= settings.chains else "sequential"
+    platform = jax.default_backend()
+    devices = 1 if platform == "cpu" else jax.local_device_count()
+    method = "parallel" if chains > 1 and devices >= chains else "vectorized"
+    return method, devices, platform
+
+
+def jax_compile_cache() -> str:
+    """Keep JAX's compiled programs on disk so a new process reuses them; returns the folder.
+
+    JAX's persistent compilation cache, in ``<PyTensor's compiledir>/jax`` (PyTensor's own cache, which
+    ``PYTENSOR_FLAGS=base_compiledir=...`` moves), unless the user chose a folder for JAX
+    (``JAX_COMPILATION_CACHE_DIR``). The key is the whole compiled program, data included: a re-fit of the
+    same model to the same data skips XLA compilation, a new cohort compiles afresh.
+    """
+    import jax
+
+    folder = jax.config.jax_compilation_cache_dir
+    if not folder:
+        folder = str(Path(pytensor.config.compiledir) / "jax")
+        jax.config.update("jax_compilation_cache_dir", folder)
+    return folder
+
+
+def _jax_potential(model: pm.Model) -> tuple[Callable, str]:
+    """Potential energy U(x) = -log p(x) as a JAX function whose gradient is PyTensor's.
+
+    Returns ``(potential, gradient)``, ``gradient`` naming where the gradient comes from. ``x`` is the
+    list of unconstrained value arrays (``model.value_vars`` order). JAX's own reverse mode through
+    ``switch`` (``jnp.where``) multiplies the zero cotangent of the branch not taken by that branch's
+    derivative, which is inf or NaN where the branch overflows (e.g. ``erfcx`` in the censored log-CDF,
+    far below the limit): the whole gradient becomes NaN and numpyro's step-size search collapses (a
+    chain stuck at its start). PyTensor's symbolic gradient, with its stabilising rewrites (the one
+    nutpie uses), is finite there, so it is compiled to JAX alongside the log density and supplied as
+    a custom VJP (``"pytensor"``). The value variables are given their static shapes first: JAX needs
+    concrete shapes, and some gradient graphs (the MRD model's) otherwise compute a shape from a
+    traced value. Should a graph still not trace, JAX differentiates the log density (``"jax"``).
+    """
+    import jax
+    import pytensor.tensor as pt
+    from pymc.sampling.jax import get_jaxified_graph
+    from pytensor.graph.replace import graph_replace
+
+    start = model.initial_point()
+    static = [pt.tensor(dtype=v.dtype, shape=np.shape(start[v.name]), name=v.name) for v in model.value_vars]
+    (logp,) = graph_replace([model.logp()], dict(zip(model.value_vars, static, strict=True)), strict=False)
+    logp_fn = get_jaxified_graph(inputs=static, outputs=[logp])
+    logp_dlogp_fn = get_jaxified_graph(inputs=static, outputs=[logp, *pytensor.grad(logp, static)])
+
+    def plain(x):
+        return -logp_fn(*x)[0]
+
+    try:
+        jax.eval_shape(lambda x: logp_dlogp_fn(*x), [np.asarray(start[v.name]) for v in model.value_vars])
+    except Exception:  # noqa: BLE001 - any tracing failure: JAX's own gradient still samples
+        return plain, "jax"
+
+    potential = jax.custom_vjp(plain)
+
+    def forward(x):
+        value, *grads = logp_dlogp_fn(*x)
+        return -value, grads
+
+    def backward(grads, cotangent):
+        return ([-cotangent * g for g in grads],)
+
+    potential.defvjp(forward, backward)
+    return potential, "pytensor"
+
+
+def _numpyro_initial_points(model: pm.Model, chains: int, seed: int, potential: Callable | None) -> list:
+    """One start per chain: the model's initial point plus U(-1, 1) jitter on the unconstrained scale.
+
+    PyMC's jitter (the same as its own NUTS and nutpie), each chain from its own seed drawn from
+    ``seed``; a start whose log density or gradient is not finite is redrawn (up to 10 times).
+    Returns one array per value variable, chains first (no chain axis when ``chains == 1``).
+    """
+    import jax
+    import jax.numpy as jnp
+    from pymc.sampling.jax import _get_batched_jittered_initial_points
+
+    check = None
+    if potential is not None:
+        value_and_grad = jax.jit(jax.value_and_grad(potential))
+
+        def check(values: list) -> float:  # PyMC passes the point's values, in value_vars order
+            value, grads = value_and_grad(values)
+            finite = bool(jnp.isfinite(value)) and all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
+            return -float(value) if finite else -math.inf
+
+    return _get_batched_jittered_initial_points(model=model, chains=chains, initvals=None, random_seed=seed,
+                                                logp_fn=check, jitter=True)
+
+
+class _JaxCompileClock:
+    """Seconds JAX spends tracing, lowering and compiling while the block runs (``jax.monitoring``)."""
+
+    def __enter__(self):
+        import jax.monitoring
+
+        self.seconds = 0.0
+
+        def listener(event, duration, **kwargs):
+            if event in _JAX_COMPILE_EVENTS:
+                self.seconds += float(duration)
+
+        self._listener = listener
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        return self
+
+    def __exit__(self, *exc):
+        import jax.monitoring
+
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+        return False
+
+
+def _sample_numpyro(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataTree, dict]:
+    """numpyro's NUTS on the model's JAX log density, through PyMC's JAX helpers.
+
+    Every chain starts from its own jittered point (:func:`_numpyro_initial_points`); chains run
+    vectorized on one device or in parallel across devices (:func:`jax_chain_method`); the
+    gradient is PyTensor's (:func:`_jax_potential`). ``compile_seconds`` is the graph set-up and
+    start search plus the JAX compile time reported during sampling; ``sampling_seconds`` the rest.
+    """
+    problem = backend_unavailable("numpyro")
+    if problem:
+        raise RuntimeError(problem)
     t0 = time.perf_counter()
-    PROGRESS.info(f"compiling and sampling (numpyro): {settings.chains} chains x ({settings.tune} tuning + "
-                  f"{settings.draws} draws)")
-    dt = pm.sample(
-        draws=settings.draws,
-        tune=settings.tune,
-        chains=settings.chains,
-        random_seed=settings.random_seed,
-        progressbar=settings.progressbar,
-        nuts_sampler="numpyro",
-        # Jittered starts left chains stuck (every draw divergent) on censored models
-        # here, so every chain starts at the model's initial point.
-        nuts={
-            "target_accept": settings.target_accept,
-            "jitter": False,
-            "chain_method": chain_method,
-        },
-        compute_convergence_checks=False,
-        model=model,
-    )
-    return dt, _split_pymc_time(dt, time.perf_counter() - t0)
+    import jax
+    from arviz_base import from_dict, make_attrs
+    from pymc.backends.arviz import coords_and_dims_for_inferencedata, find_constants, find_observations
+    from pymc.sampling.jax import _postprocess_samples, _sample_numpyro_nuts, get_jaxified_graph
+    from pymc.util import _get_seeds_per_chain, get_default_varnames
+
+    jax_compile_cache()
+    chain_method, devices, platform = jax_chain_method(settings.chains)
+    PROGRESS.info(f"compiling the model (numpyro, JAX on {platform}, chains {chain_method})")
+    (seed,) = _get_seeds_per_chain(int(settings.random_seed), 1)
+    with _JaxCompileClock() as setup_clock:
+        potential, gradient = _jax_potential(model)
+        initial_points = _numpyro_initial_points(model, settings.chains, seed, potential)
+    t1 = time.perf_counter()
+    PROGRESS.info(f"sampling: {settings.chains} chains x ({settings.tune} tuning + {settings.draws} draws)")
+    with _JaxCompileClock() as run_clock:
+        raw, stats, numpyro = _sample_numpyro_nuts(
+            model=model, target_accept=settings.target_accept, tune=settings.tune, draws=settings.draws,
+            chains=settings.chains, chain_method=chain_method, progressbar=settings.progressbar, random_seed=seed,
+            initial_points=initial_points, nuts_kwargs={"max_tree_depth": NUMPYRO_MAX_TREE_DEPTH},
+            logp_fn=potential)
+        jax.block_until_ready(raw)
+    t2 = time.perf_counter()
+    # numpyro builds at most 2**depth - 1 leapfrog steps; a full tree means the trajectory was cut there
+    stats["reached_max_treedepth"] = np.asarray(stats["n_steps"]) >= 2**NUMPYRO_MAX_TREE_DEPTH - 1
+    names = list(get_default_varnames(model.unobserved_value_vars, include_transformed=False))
+    values = _postprocess_samples(get_jaxified_graph(inputs=model.value_vars, outputs=names), raw,
+                                  postprocessing_vectorize="vmap", donate_samples=True)
+    coords, dims = coords_and_dims_for_inferencedata(model)
+    groups = {"posterior": {v.name: np.asarray(x) for v, x in zip(names, values, strict=True)},
+              "sample_stats": {k: np.asarray(v) for k, v in stats.items()}}
+    for group, found in (("observed_data", find_observations(model)), ("constant_data", find_constants(model))):
+        if found:
+            groups[group] = found
+    dt = from_dict(data=groups, coords=coords, dims=dims, sample_dims=["chain", "draw"],
+                   attrs={"posterior": make_attrs({"sampling_time": t2 - t1, "tuning_steps": settings.tune},
+                                                  inference_library=numpyro)})
+    compile_in_run = min(run_clock.seconds, t2 - t1)
+    return dt, {
+        "compile_seconds": (t1 - t0) + compile_in_run,
+        "sampling_seconds": (t2 - t1) - compile_in_run,
+        "attrs": {"chain_method": chain_method, "init_jitter": 1, "jax_platform": platform, "jax_devices": devices,
+                  "jax_gradient": gradient, "jax_compile_seconds": float(setup_clock.seconds + run_clock.seconds)},
+    }
+
+
+# dt.attrs that describe how the sampler ran (beyond SamplerSettings); copied into a run's provenance
+SAMPLER_ATTRS = ("backend", "chain_method", "init_jitter", "jax_platform", "jax_devices", "jax_gradient",
+                 "jax_compile_seconds")
+
+
+def sampler_metadata(dt: xr.DataTree) -> dict[str, Any]:
+    """How the sampler ran, from ``dt.attrs`` (the :data:`SAMPLER_ATTRS` present)."""
+    return {k: dt.attrs[k] for k in SAMPLER_ATTRS if k in dt.attrs}
 
 
 _SAMPLERS = {"nutpie": _sample_nutpie, "pymc": _sample_pymc, "numpyro": _sample_numpyro}
@@ -416,10 +599,15 @@ def sample(
         Groups ``posterior``, ``sample_stats``, ``observed_data``,
         ``constant_data`` (when the model has ``pm.Data``) and ``log_likelihood``
         (when requested). Wall times live in ``dt.attrs`` (seconds, floats):
-        ``compile_seconds`` (nutpie: compile or cache lookup; pymc/numpyro: total
-        minus the sampler's own ``sampling_time``, i.e. compile + init),
+        ``compile_seconds`` (nutpie: compile or cache lookup; pymc: total minus the sampler's
+        own ``sampling_time``, i.e. compile + init; numpyro: graph set-up, start search and the
+        JAX compile time measured while sampling),
         ``sampling_seconds``, ``log_likelihood_seconds``, ``total_seconds``; plus
-        ``backend`` (str) and ``compile_cache_hit`` (int 0/1, nutpie only).
+        ``backend`` (str) and ``compile_cache_hit`` (int 0/1, nutpie only). The numpyro backend adds
+        ``chain_method`` ("vectorized" or "parallel"), ``init_jitter`` (1: every chain started from
+        its own jittered point), ``jax_platform``, ``jax_devices``, ``jax_gradient`` ("pytensor", or
+        "jax" where PyTensor's gradient graph did not trace) and ``jax_compile_seconds`` (the JAX
+        compile time inside ``compile_seconds``): see :data:`SAMPLER_ATTRS`.
     """
     if not isinstance(settings, SamplerSettings):
         raise TypeError("settings must be a SamplerSettings")
@@ -446,6 +634,7 @@ def sample(
             "total_seconds": float(time.perf_counter() - t0),
             "compile_cache_hit": int(timings.get("compile_cache_hit", 0)),
         }
+        | timings.get("attrs", {})
     )
     return dt
 
@@ -500,8 +689,9 @@ TREEDEPTH_MAX_SHARE = 0.01
 def max_treedepth_share(stats: xr.Dataset | None) -> float:
     """Share of draws whose NUTS trajectory was cut at the maximum tree depth (NaN if not recorded).
 
-    nutpie records the flag as ``maxdepth_reached``, PyMC's NUTS as ``reached_max_treedepth``
-    (numpyro through PyMC records neither: NaN).
+    nutpie records the flag as ``maxdepth_reached``, PyMC's NUTS as ``reached_max_treedepth``; the
+    numpyro backend derives ``reached_max_treedepth`` from its step count (a full tree of
+    2**10 - 1 leapfrog steps). A posterior without either flag gives NaN.
     """
     if stats is None:
         return math.nan
