@@ -24,7 +24,7 @@ from toolkit.data.mrd_inputs import to_mrd_inputs
 from toolkit.models.mrd import build_mrd_model, informed_patients
 from toolkit.testing import EXAMPLE
 
-#: a small design (simulated trial of 12 patients) and few draws keep the studies short
+#: a small design (simulated trial of 8 patients, 58 assessments) and few draws keep the studies short
 SBC_SIMS = 20
 FAST = study_settings(dict(chains=2, tune=150, draws=100, seed=11))
 FAST_COMPILE = {"mode": "FAST_COMPILE"}  # these checks evaluate a few points: compile time dominates
@@ -45,7 +45,7 @@ def small(tmp_path_factory):
     from toolkit.simulate import simulate_trial
 
     folder = tmp_path_factory.mktemp("small") / "design"
-    simulate_trial(n_patients=12, seed=3, with_truth=False).write(folder)
+    simulate_trial(n_patients=8, seed=1, with_truth=False).write(folder)
     return MrdCalibration(mrd_design(load_cohort(folder)))
 
 
