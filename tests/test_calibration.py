@@ -211,8 +211,11 @@ def test_failed_simulation_is_recorded_and_study_resumes(weibull, tmp_path):
 def test_cli_refuses_models_without_a_generator_and_an_existing_study(tmp_path, capsys):
     from toolkit.cli import main
 
-    assert main(["calibrate", "mrd", "--simulations", "2", "--out", str(tmp_path / "c")]) == 2
-    assert "no calibration generator yet" in capsys.readouterr().out
+    assert main(["calibrate", "pkpd", "--simulations", "2", "--out", str(tmp_path / "c")]) == 2
+    assert "unknown model 'pkpd'; valid: durability, cart, joint, mrd" in capsys.readouterr().out
+    assert main(["calibrate", "mrd", "--variant", "cure", "--simulations", "2", "--out", str(tmp_path / "c")]) == 2
+    assert "the MRD model has none" in capsys.readouterr().out
+    assert not (tmp_path / "c").exists()
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "study.json").write_text("{}")
     code = main(["calibrate", "durability", "--simulations", "2", "--out", str(tmp_path / "d"),

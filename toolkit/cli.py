@@ -1157,7 +1157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_notebooks)
 
     p = sub.add_parser("calibrate", help="simulation-based calibration of a model at the trial's design (Dask)")
-    p.add_argument("model", help="durability, cart or joint (mrd: not yet)")
+    p.add_argument("model", help="durability, cart, joint or mrd")
     p.add_argument("--spec", help="analysis spec (models/*.toml): priors, options, sampler settings")
     p.add_argument("--simulations", type=int, required=True, help="number of simulations the study should hold")
     p.add_argument("--out", required=True, help="results folder (resumable with --resume)")

@@ -9,10 +9,9 @@ from toolkit.calibration.runner import StudyError, run_study, study_settings
 __all__ = ["CALIBRATED_MODELS", "build_problem", "calibrate"]
 
 #: models with an own generator; the others are named with what is missing
-CALIBRATED_MODELS = ("durability", "cart", "joint")
-#: the MRD model's builder fixes which assessments are censored (constant row indices), so a compiled
-#: model cannot take new simulated data with ``with_data``; its generator waits for a swappable builder
-PLANNED_MODELS = ("mrd",)
+CALIBRATED_MODELS = ("durability", "cart", "joint", "mrd")
+#: models whose generator is still to be written (none at present)
+PLANNED_MODELS = ()
 
 
 def build_problem(model: str, *, spec: dict | None = None, design_cohort=None, variant: str | None = None,
@@ -28,6 +27,8 @@ def build_problem(model: str, *, spec: dict | None = None, design_cohort=None, v
                          "compiled fit cannot take new simulated data; see docs/calibration.md for what remains")
     if model not in CALIBRATED_MODELS:
         raise StudyError(f"unknown model {model!r}; valid: {', '.join(CALIBRATED_MODELS + PLANNED_MODELS)}")
+    if model == "mrd" and variant is not None:  # refused before a default design is written
+        raise StudyError("--variant is a durability or joint option; the MRD model has none")
     from toolkit.calibration.generators import DurabilityCalibration, default_design_cohort, durability_design
     from toolkit.data import load_cohort
     from toolkit.fitting import DurabilityOptions
@@ -39,6 +40,8 @@ def build_problem(model: str, *, spec: dict | None = None, design_cohort=None, v
         design_cohort = load_cohort(design_cohort)
     if model in ("cart", "joint"):
         return _kinetic_problem(model, spec, design_cohort, variant)
+    if model == "mrd":
+        return _mrd_problem(spec, design_cohort)
     options = merged_options(spec, {"variant": variant})
     known = set(DurabilityOptions.__dataclass_fields__)
     options = DurabilityOptions(**{k: v for k, v in options.items() if k in known})
@@ -48,6 +51,23 @@ def build_problem(model: str, *, spec: dict | None = None, design_cohort=None, v
     design = durability_design(design_cohort, covariates=options.covariates)
     return DurabilityCalibration(design, variant=options.variant, priors=options.prior_set(),
                                  days=tuple(options.days), endpoint=options.endpoint)
+
+
+def _mrd_problem(spec: dict | None, cohort):
+    """The MRD calibration problem with the spec's covariates and priors at the cohort's design."""
+    from toolkit.calibration.mrd import MrdCalibration, mrd_design
+    from toolkit.data.inputs import ModelDataError
+    from toolkit.fitting import MrdOptions
+    from toolkit.specs import merged_options
+
+    options = merged_options(spec, {})
+    known = set(MrdOptions.__dataclass_fields__)
+    options = MrdOptions(**{k: v for k, v in options.items() if k in known})
+    try:
+        design = mrd_design(cohort, covariates=options.covariates)
+    except ModelDataError as err:
+        raise StudyError(f"the design cohort cannot carry the MRD model: {err}") from err
+    return MrdCalibration(design, priors=options.prior_set())
 
 
 def _kinetic_problem(model: str, spec: dict | None, cohort, variant: str | None):

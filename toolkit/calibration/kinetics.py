@@ -46,9 +46,9 @@ H_i(T_i) = E_i, E_i ~ Exp(1), by bisection; the observation is min(T_i, c_i).
 Test quantities: the relapse parameters, the CAR-T population parameters, the
 mediation estimands of :func:`toolkit.joint_estimands.mediation_draws`, the cure
 fractions, ``cmax_gmr``, ``persistence_half_life_ratio`` and the joint
-log-likelihood. The MRD association (``mrd_clearance``) is not covered: the MRD
-model's likelihood fixes which assessments are censored when it is built, so a
-compiled model cannot take new simulated data (see docs/calibration.md).
+log-likelihood. The MRD association (``mrd_clearance``) is not covered yet: this
+generator does not simulate the MRD submodel (the MRD model's own generator,
+:mod:`toolkit.calibration.mrd`, is the piece it would reuse; see docs/calibration.md).
 """
 
 from __future__ import annotations

@@ -274,7 +274,7 @@ from toolkit.data.mrd_inputs import MrdInputs
 __all__ = [
     "ARMS", "MODEL_NAME", "MODEL_VERSION", "MrdPriors", "build_mrd_model", "censored_log10_logp",
     "class_logliks_numpy", "informed_patients", "log_normal_interval", "log_normal_interval_numpy",
-    "mrd_log10_numpy", "std_normal_lcdf",
+    "mrd_log10_numpy", "std_normal_lcdf", "TERM_CAP_LOG10",
 ]
 
 MODEL_NAME = "mrd"
@@ -287,6 +287,7 @@ LATENCY_ORIGIN_DAY = 28.0  # response assessment; the regrowth latency s_i count
 LOG10_2 = math.log10(2.0)
 CLEARANCE_SHEAR = 1.5  # log_clearance_low = mu_k - 1.5 omega_k: the ~7th percentile of log k (see build_mrd_model)
 LOG_LN2 = math.log(math.log(2.0))  # median of w = log Exponential(1): the Weibull median is scale x (ln 2)^(1/shape)
+TERM_CAP_LOG10 = 50.0  # each clone's log10 term is capped here in the likelihood (log10_sum); see there
 
 
 def _logit(p: float) -> float:
@@ -360,9 +361,9 @@ def log10_sum(*terms):
     far above 1e-300) is always representable; terms that underflow add 0, and terms are capped at
     10^50 (an MRD fraction is at most 1; the cap only keeps wild warm-up proposals finite).
     """
-    total = pt.exp(pt.minimum(terms[0], 50.0) * LN10)
+    total = pt.exp(pt.minimum(terms[0], TERM_CAP_LOG10) * LN10)
     for term in terms[1:]:
-        total = total + pt.exp(pt.minimum(term, 50.0) * LN10)
+        total = total + pt.exp(pt.minimum(term, TERM_CAP_LOG10) * LN10)
     return pt.log(total) / LN10
 
 
@@ -426,11 +427,14 @@ class _Rows:
 
 
 def _class_logliks(rows: _Rows, y, day, lod, loq, shift, sd, baseline, clearance, floor, relapse_day, growth,
-                   sustained_floor):
+                   sustained_floor, code=None):
     """Per-patient log-likelihood of the assessments under each class (S, R); pytensor, flat rows.
 
     Each censoring branch is evaluated only on its own rows (indices fixed by the data), then summed
-    per patient.
+    per patient. With ``code`` (a tensor of censoring codes, the swappable mode of ``build_mrd_model``)
+    every branch is evaluated on every row and ``code`` selects (:func:`censored_log10_logp`), so the
+    codes can change without rebuilding the graph; ``y``, ``lod`` and ``loq`` must then be finite on
+    every row with ``loq > lod``.
     """
     p = rows.patient
     decline = baseline[p] - clearance[p] * day
@@ -439,6 +443,9 @@ def _class_logliks(rows: _Rows, y, day, lod, loq, shift, sd, baseline, clearance
     out = []
     for mu in (mu_s, mu_r):
         total = pt.zeros(rows.n_patients)
+        if code is not None:
+            out.append(pt.inc_subtensor(total[p], censored_log10_logp(y, code, lod, loq, mu, sd)))
+            continue
         if rows.quantified.size:
             q = rows.quantified
             z = (y[q] - mu[q]) / sd[q]
@@ -458,11 +465,18 @@ def _class_logliks(rows: _Rows, y, day, lod, loq, shift, sd, baseline, clearance
 # --------------------------------------------------------------------------- numpy versions (posterior processing)
 
 
-def mrd_log10_numpy(t, baseline, clearance, floor, relapse_day, growth, recurrence, sustained_floor=-8.0):
-    """True log10 MRD of the model (numpy; broadcasts). ``recurrence`` (bool array) picks class R."""
+def mrd_log10_numpy(t, baseline, clearance, floor, relapse_day, growth, recurrence, sustained_floor=-8.0, *,
+                    cap: float | None = None):
+    """True log10 MRD of the model (numpy; broadcasts). ``recurrence`` (bool array) picks class R.
+
+    ``cap``: each clone's log10 term capped there first, as the likelihood's ``log10_sum`` does
+    (``TERM_CAP_LOG10``; reached only by a regrowth far beyond 100 %, in extreme prior draws).
+    """
     decline = baseline - clearance * t
-    s = np.logaddexp(decline * LN10, sustained_floor * LN10)
     regrowth = RELAPSE_LOG10 + growth * (t - relapse_day)
+    if cap is not None:
+        decline, floor, regrowth = (np.minimum(v, cap) for v in (decline, floor, regrowth))
+    s = np.logaddexp(decline * LN10, sustained_floor * LN10)
     r = np.logaddexp(np.logaddexp(decline * LN10, floor * LN10), regrowth * LN10)
     return np.where(recurrence, r, s) / LN10
 
@@ -526,12 +540,20 @@ def _padded(inputs: MrdInputs, flat: np.ndarray, fill: float) -> np.ndarray:
     return out
 
 
-def _safe_rows(inputs: MrdInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Finite y, LoD and LoQ for every row (values a row's likelihood branch does not use are fillers)."""
+def _safe_rows(inputs: MrdInputs, *, swappable: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Finite y, LoD and LoQ for every row (values a row's likelihood branch does not use are fillers).
+
+    ``swappable``: the LoQ filler does not depend on the censoring code (a row's own LoQ where it lies
+    above its LoD, else LoD + 1), so the codes can be swapped without changing the limits.
+    """
     code = inputs.censoring
     lod = np.where(np.isfinite(inputs.log10_lod), inputs.log10_lod, inputs.log10_value - 1.0)
     y = np.where(code == 0, inputs.log10_value, lod)  # censored rows hold their limit (ArviZ convention)
-    loq = np.where(code == 2, inputs.log10_loq, lod + 1.0)
+    if swappable:
+        with np.errstate(invalid="ignore"):
+            loq = np.where(inputs.log10_loq > lod, inputs.log10_loq, lod + 1.0)
+    else:
+        loq = np.where(code == 2, inputs.log10_loq, lod + 1.0)
     return y, lod, loq
 
 
@@ -586,7 +608,8 @@ def _varying_centred(name, mu, sd, centred, *, family: str = "normal", dims: str
 
 
 def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, parent: pm.Model | None = None,
-                    name: str = "", dim_prefix: str = "") -> pm.Model:
+                    name: str = "", dim_prefix: str = "", swappable_censoring: bool = False,
+                    centred: dict[str, np.ndarray] | None = None) -> pm.Model:
     """The PyMC model for ``inputs`` (see the module docstring for equations and priors).
 
     Coords: ``patient`` (analysed responders), ``assessment`` (flat rows),
@@ -597,6 +620,18 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
 
     ``parent``, ``name`` and ``dim_prefix`` build the model as a named sub-model of ``parent``
     (variables ``name::...``, coords ``dim_prefix + coord``), as :mod:`toolkit.models.joint` does.
+
+    ``swappable_censoring``: by default each censoring branch (quantified, below the LoD, PNQ) is
+    evaluated only on the rows that take it, indices fixed when the model is built. With ``True`` every
+    branch is evaluated on every row and the ``censoring`` data container selects, so a compiled model
+    can take data with other censoring (simulation-based calibration swaps it with nutpie's
+    ``with_data``); the log density is the same (``tests/test_mrd_calibration.py``), at the cost of
+    three branches per row, so ordinary fits keep the default. Swapped data must give finite
+    ``log10_value`` on every row (a censored row holds its LoD); ``log10_lod`` and ``log10_loq`` are the
+    design's and stay fixed.
+
+    ``centred``: which patients' kill rate, floor and latency are centred (``informed_patients``'s
+    dict); default from ``inputs``' own data. It chooses the parameterisation only, not the posterior.
     """
     d = lambda dim: dim_prefix + dim  # noqa: E731
     priors = priors or MrdPriors()
@@ -608,7 +643,7 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
               d("infused"): inputs.infused_ids, d("covariate"): inputs.covariates}
     if biased:
         coords[d("biased_method")] = biased
-    y, lod, loq = _safe_rows(inputs)
+    y, lod, loq = _safe_rows(inputs, swappable=swappable_censoring)
     pos = (inputs.assessment_patient, inputs.assessment_visit)
     mask = np.zeros((inputs.n_patients, inputs.n_visits))
     mask[pos] = 1.0  # 0 marks padding of patients with fewer assessments
@@ -616,7 +651,7 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
     rows = _Rows(patient=inputs.assessment_patient, position=pos, quantified=np.flatnonzero(code == 0),
                  below=np.flatnonzero(code == 1), pnq=np.flatnonzero(code == 2), n_patients=inputs.n_patients)
     sustained = float(priors.sustained_floor_log10)
-    informed = informed_patients(inputs)
+    informed = informed_patients(inputs) if centred is None else centred
     mu_b_pop, sd_b_pop = inputs.baseline_log10_mean, inputs.baseline_log10_sd
     if not (np.isfinite(mu_b_pop) and np.isfinite(sd_b_pop) and sd_b_pop > 0):
         mu_b_pop, sd_b_pop = priors.baseline_log10_fallback
@@ -625,7 +660,8 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
     submodel = {} if parent is None else {"model": parent, "name": name}
     with pm.Model(coords=coords, **submodel) as model:
         day = pm.Data("day", inputs.day, dims=d("assessment"))
-        pm.Data("censoring", inputs.censoring.astype(np.int64), dims=d("assessment"))  # the record; branches are fixed
+        # the record; it selects the branch of each row in the swappable mode, else the branches are fixed
+        censoring = pm.Data("censoring", inputs.censoring.astype(np.int64), dims=d("assessment"))
         # the record of which patient each row belongs to (run folders rebuild their inputs from it)
         pm.Data("assessment_patient", inputs.assessment_patient.astype(np.int64), dims=d("assessment"))
         pm.Data("log10_value", y, dims=d("assessment"))
@@ -706,7 +742,8 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         def class_logliks(y_flat, baseline_, clearance_, floor_, relapse_, growth_, offset_, sigma_, pb_):
             shift = last(offset_, n_methods)[method] + (last(pb_, 1)[0] * pb if has_pb else 0.0)
             return _class_logliks(rows, y_flat, day, lod_data, loq_data, shift, last(sigma_, n_methods)[method],
-                                  baseline_, clearance_, floor_, relapse_, growth_, sustained)
+                                  baseline_, clearance_, floor_, relapse_, growth_, sustained,
+                                  code=censoring if swappable_censoring else None)
 
         def mixture_logp(value, mask_, baseline_, clearance_, floor_, relapse_, growth_, eta_, offset_, sigma_, pb_):
             ll_s, ll_r = class_logliks(value[rows.position], baseline_, clearance_, floor_, relapse_, growth_,
