@@ -151,7 +151,7 @@ def test_log_likelihood_is_the_models_logp_at_the_truth(problem):
     ll_s, ll_r = class_logliks_numpy(
         inputs, theta["patient_baseline_log10"], theta["patient_clearance_log10_per_day"],
         theta["patient_floor_log10"], theta["patient_relapse_day"],
-        np.log10(2.0) / np.exp(theta["log_doubling_days"]), offset[None], theta["mrd_residual_sd_log10"][None])
+        np.log10(2.0) / theta["patient_doubling_time_days"], offset[None], theta["mrd_residual_sd_log10"][None])
     eta = theta["logit_recurrence"] + theta["recurrence_log_or"] * inputs.arm
     mixture = np.logaddexp(-np.logaddexp(0, eta) + ll_s, -np.logaddexp(0, -eta) + ll_r).sum()
     eta_r = theta["logit_response"] + theta["response_log_or"] * inputs.infused_arm

@@ -80,12 +80,13 @@ __all__ = ["MRD_RANKED", "MrdCalibration", "MrdDesign", "SubstitutedNegativesMrd
 MRD_RANKED = ("log_clearance", "log_clearance_low", "clearance_log_ratio", "clearance_sd", "baseline_anchor_sd",
               "logit_recurrence", "recurrence_log_or", "covariate_clearance", "covariate_recurrence",
               "floor_depth_log10", "floor_depth_sd_log10", "log_relapse_latency", "relapse_log_time_ratio",
-              "relapse_sd", "log_doubling_days", "mrd_residual_sd_log10", "method_bias_log10", "pb_offset_log10",
-              "logit_response", "response_log_or")
+              "relapse_sd", "log_doubling_days", "doubling_sd", "mrd_residual_sd_log10", "method_bias_log10",
+              "pb_offset_log10", "logit_response", "response_log_or")
 #: drawn and sampled, read by the generator, the estimands or the log-likelihood, not ranked
 MRD_PATIENT = ("patient_baseline_log10", "patient_clearance_log10_per_day", "patient_floor_log10",
-               "patient_relapse_day")
-MRD_UNRANKED = (*MRD_PATIENT, "clearance_rate_ratio", "clearance_z", "baseline_z", "floor_raw", "relapse_raw")
+               "patient_relapse_day", "patient_doubling_time_days")
+MRD_UNRANKED = (*MRD_PATIENT, "clearance_rate_ratio", "clearance_z", "baseline_z", "floor_raw", "relapse_raw",
+                "doubling_raw")
 ARM_NAMES = ("control", "experimental")
 
 
@@ -258,7 +259,7 @@ class MrdCalibration:
 
         i = self.inputs()
         p = i.assessment_patient
-        growth = LOG10_2 / math.exp(float(theta["log_doubling_days"]))
+        growth = LOG10_2 / np.asarray(theta["patient_doubling_time_days"], float)[p]  # each patient's own (1.1.0)
         return mrd_log10_numpy(i.day, np.asarray(theta["patient_baseline_log10"], float)[p],
                                np.asarray(theta["patient_clearance_log10_per_day"], float)[p],
                                np.asarray(theta["patient_floor_log10"], float)[p],
