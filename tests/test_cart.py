@@ -160,8 +160,6 @@ def test_unknown_options_are_refused(example_inputs):
         build_cart_model(example_inputs, effects_on=["cmax", "beta"])
     with pytest.raises(ValueError, match="unknown centering 'centered'; valid: auto, noncentered"):
         build_cart_model(example_inputs, centering="centered")
-    with pytest.raises(ValueError, match="unknown population 'mean'; valid: midpoint, control"):
-        build_cart_model(example_inputs, population="mean")
     with pytest.raises(ValueError, match="unknown omega_family 'gamma'; valid: lognormal, halfnormal"):
         CartPriors(omega_family="gamma")
     with pytest.raises(ValueError, match="unknown prior\\(s\\) mu_beta"):
@@ -187,40 +185,6 @@ def test_typical_deterministics_match_numpy_twin(example_inputs):
     np.testing.assert_allclose(out["pcmax"], p["cmax"])
     np.testing.assert_allclose(out["pauc"], cart_auc_np(28.0, **p))
     assert np.all(p["alpha"] > p["beta"])
-
-
-@pytest.mark.parametrize("effects_on", [KINETIC_PARAMETERS, ("cmax", "persistence")])
-def test_midpoint_population_is_the_same_model(example_inputs, effects_on):
-    """``population="midpoint"`` samples m_std = mu_std + f delta / s_mu (f the experimental share), with
-    m_std ~ Normal(f delta / s_mu, 1) given delta: a shear with unit Jacobian, so at every point the log density
-    (and mu, theta, the arm quantities) equal those of ``population="control"`` at the matching point. A
-    shear that forgot the conditional shift (m_std ~ Normal(0, 1), a different prior) is flagged."""
-    new = build_cart_model(example_inputs, effects_on=effects_on)
-    old = build_cart_model(example_inputs, effects_on=effects_on, population="control")
-    assert "mu_kinetic_mid_std" in new.named_vars and "mu_kinetic_mid_std" not in old.named_vars
-    assert new.named_vars_to_dims["mu_kinetic_std"] == ("kinetic",)
-    priors = CartPriors()
-    f = cart.experimental_share(example_inputs)
-    assert 0.3 < f < 0.7
-    idx = [KINETIC_PARAMETERS.index(k) for k in effects_on]
-    logp_new, logp_old = new.compile_logp(), old.compile_logp()
-    names = ["mu_kinetic", "mu_kinetic_std", "theta_patient", *ARM_QUANTITIES]
-    rng = np.random.default_rng(7)
-    for _ in range(3):
-        p_old = {k: v + rng.normal(0, 0.5, np.shape(v)) for k, v in old.initial_point().items()}
-        delta = np.zeros(len(KINETIC_PARAMETERS))
-        e = priors.effect(effects_on)
-        delta[idx] = e[:, 0] + e[:, 1] * p_old["arm_effect_std"]
-        shift = f * delta / priors.mu()[:, 1]
-        p_new = {k: v for k, v in p_old.items() if k != "mu_kinetic_std"}
-        p_new["mu_kinetic_mid_std"] = p_old["mu_kinetic_std"] + shift
-        assert logp_new(p_new) == pytest.approx(logp_old(p_old), rel=1e-12, abs=1e-9)
-        for a, b in zip(_evaluate(new, names, p_new), _evaluate(old, names, p_old)):
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-        # the broken shear: m_std's prior Normal(0, 1) instead of Normal(shift, 1)
-        broken = logp_new(p_new) + np.sum(stats.norm.logpdf(p_new["mu_kinetic_mid_std"])
-                                          - stats.norm.logpdf(p_new["mu_kinetic_mid_std"], loc=shift))
-        assert abs(broken - logp_old(p_old)) > 1e-3
 
 
 # --------------------------------------------------------------------------- likelihood and censoring

@@ -257,7 +257,7 @@ class CartCalibration:
         from toolkit.estimands import CART_ARM_QUANTITIES
 
         return (*CART_ARM_QUANTITIES, "theta_patient", "mu_kinetic_std", "arm_effect_std", "z_kinetic",
-                "theta_centered", "mu_kinetic_mid_std")
+                "theta_centered")
 
     def vector_labels(self, name: str, size: int):
         from toolkit.models.cart import KINETIC_PARAMETERS

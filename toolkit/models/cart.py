@@ -193,12 +193,11 @@ from toolkit.models.kinetics import cart_auc as auc_np
 from toolkit.models.kinetics import cart_curve, time_below
 
 MODEL_NAME = "cart"
-MODEL_VERSION = "1.1.0"
+MODEL_VERSION = "1.0.0"
 KINETIC_PARAMETERS = ("cmax", "tmax", "foldx", "alpha", "fb", "persistence")
 ARMS = ("control", "experimental")
 OMEGA_FAMILIES = ("lognormal", "halfnormal")
 CENTERINGS = ("auto", "noncentered")
-POPULATIONS = ("midpoint", "control")  # which location the population medians are sampled at (same model)
 HALFNORMAL_MEDIAN = 0.6744897501960817  # median of HalfNormal(1)
 LN2 = math.log(2.0)
 AUC_HORIZON_DAYS = 28.0
@@ -393,12 +392,6 @@ class ScaledTransform(Transform):
         return pt.zeros_like(value) - math.log(self.k)
 
 
-def experimental_share(inputs: CartInputs) -> float:
-    """Share f of the cohort's patients in the experimental arm: the population location is sampled at
-    m = mu + f delta, the cohort-average patient's (``population="midpoint"``)."""
-    return float(np.mean(inputs.arm)) if inputs.n_patients else 0.0
-
-
 def centering_mask(inputs: CartInputs) -> np.ndarray:
     """(patient, 6) True where a patient's parameter is sampled centered (data inform it well).
 
@@ -485,8 +478,7 @@ def _padded_layout(inputs: CartInputs) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_cart_model(inputs: CartInputs, priors: CartPriors | None = None, *,
-                     effects_on=KINETIC_PARAMETERS, centering: str = "auto",
-                     population: str = "midpoint") -> pm.Model:
+                     effects_on=KINETIC_PARAMETERS, centering: str = "auto") -> pm.Model:
     """The PyMC model for ``inputs`` (see the module docstring for equations and priors).
 
     Parameters
@@ -498,21 +490,12 @@ def build_cart_model(inputs: CartInputs, priors: CartPriors | None = None, *,
     effects_on : sequence of str
         Kinetic parameters that get an arm effect (default all of ``KINETIC_PARAMETERS``);
         an unknown name raises ValueError listing the valid ones.
-    centering : {"auto", "noncentered"}
-        Per-patient parameterisation (see "Sampling" in the module docstring).
-    population : {"midpoint", "control"}
-        Where the population medians are sampled (the same model either way). ``"midpoint"``: the
-        cohort-average location m_j = mu_j + f delta_j (f = :func:`experimental_share`), free variable
-        ``mu_kinetic_mid_std`` = (m_j - mu_prior_j) / s_j, with Normal(f delta_j / s_j, 1) given delta,
-        which is mu_kinetic_std ~ Normal(0, 1) after a unit-Jacobian shear; ``mu_kinetic_std`` is then a
-        deterministic. ``"control"``: ``mu_kinetic_std`` itself (the control arm's medians), as before 1.1.
 
     Returns
     -------
     pm.Model
         Coords ``patient``, ``sample``, ``arm``, ``covariate``, ``kinetic``, ``effect``, ``visit``.
-        Free variables: ``mu_kinetic_mid_std`` (or ``mu_kinetic_std``, prior-standardized ``mu_kinetic``;
-        see ``population``), ``omega_kinetic``,
+        Free variables: ``mu_kinetic_std`` (prior-standardized ``mu_kinetic``), ``omega_kinetic``,
         ``z_kinetic`` (patient, kinetic), ``arm_effect_std`` (-> ``arm_effect``, dim ``effect``),
         ``covariate_effect`` (covariate, kinetic; with covariates), ``sigma_log``. Observed:
         ``log_level`` (dim ``sample``), pointwise.
@@ -520,8 +503,6 @@ def build_cart_model(inputs: CartInputs, priors: CartPriors | None = None, *,
     effects = check_effects_on(effects_on)
     if centering not in CENTERINGS:
         raise ValueError(f"unknown centering {centering!r}; valid: {', '.join(CENTERINGS)}")
-    if population not in POPULATIONS:
-        raise ValueError(f"unknown population {population!r}; valid: {', '.join(POPULATIONS)}")
     priors = priors or CartPriors()
     grid, flat_index = _padded_layout(inputs)
     coords = {"patient": inputs.patient_ids, "sample": np.arange(inputs.n_samples), "arm": list(ARMS),
@@ -546,8 +527,8 @@ def build_cart_model(inputs: CartInputs, priors: CartPriors | None = None, *,
 
         # population medians and arm effects on the prior-standardized scale, so a sampler's U(-1, 1)
         # start jitter moves them by at most one prior SD
-        if population == "control":
-            mu_std = pm.Normal("mu_kinetic_std", 0.0, 1.0, dims="kinetic")
+        mu_std = pm.Normal("mu_kinetic_std", 0.0, 1.0, dims="kinetic")
+        mu = pm.Deterministic("mu_kinetic", mu_prior[:, 0] + mu_prior[:, 1] * mu_std, dims="kinetic")
         if priors.omega_family == "lognormal":
             omega = pm.LogNormal("omega_kinetic", mu=np.log(omega_prior[:, 0]), sigma=omega_prior[:, 1],
                                  dims="kinetic", default_transform=DampedLogTransform())
@@ -563,15 +544,6 @@ def build_cart_model(inputs: CartInputs, priors: CartPriors | None = None, *,
             eff_std = pm.Normal("arm_effect_std", 0.0, 1.0, dims="effect")
             arm_effect = pm.Deterministic("arm_effect", eff_prior[:, 0] + eff_prior[:, 1] * eff_std, dims="effect")
             delta = pt.set_subtensor(delta[[KINETIC_PARAMETERS.index(k) for k in effects]], arm_effect)
-        if population == "midpoint":
-            # sample the cohort-average location m = mu + f delta (f: the experimental share) instead of the
-            # control arm's mu: mu and delta are then nearly uncorrelated a posteriori (-0.6 to -0.7 before,
-            # the narrowest directions of the posterior). m_std ~ Normal(f delta / s_mu, 1) given delta is
-            # exactly mu_std ~ Normal(0, 1): a shear with unit Jacobian, so the prior is unchanged.
-            shift = experimental_share(inputs) * delta / mu_prior[:, 1]
-            mid_std = pm.Normal("mu_kinetic_mid_std", shift, 1.0, dims="kinetic")
-            mu_std = pm.Deterministic("mu_kinetic_std", mid_std - shift, dims="kinetic")
-        mu = pm.Deterministic("mu_kinetic", mu_prior[:, 0] + mu_prior[:, 1] * mu_std, dims="kinetic")
         loc = mu + experimental[:, None] * delta
         if inputs.covariates:
             x = pm.Data("x_std", inputs.x_std, dims=("patient", "covariate"))

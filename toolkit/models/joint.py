@@ -368,8 +368,7 @@ def build_joint_model(inputs: JointInputs, priors: JointPriors | None = None, *,
     priors = priors or JointPriors()
     rel = inputs.relapse
     if fixed_features is None:
-        # the CAR-T part as joint 1.0.0 sampled it (CAR-T 1.1.0's midpoint was measured on the CAR-T model alone)
-        model = cart.build_cart_model(inputs.cart, cart_priors, population="control")
+        model = cart.build_cart_model(inputs.cart, cart_priors)
     else:
         model = pm.Model()
     model.add_coord("responder", rel.patient_ids)
