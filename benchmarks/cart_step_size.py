@@ -124,6 +124,12 @@ def main(argv=None) -> int:
     for i in order[::-1][:args.top]:
         print(f"  {ratio[i]:.2f}  {labels[i]}")
     y = ((u - u.mean(axis=1, keepdims=True)) / np.sqrt(minv)[:, None, :]).reshape(-1, u.shape[-1])
+    if y.shape[0] < 2 * y.shape[1]:
+        # fewer draws than twice the coordinates: the sample covariance is (near) singular and its extreme
+        # eigenvalues are noise
+        print(f"
+{y.shape[0]} draws for {y.shape[1]} coordinates: no covariance eigenvalues or correlations")
+        return 0
     w, v = np.linalg.eigh(np.cov(y, rowvar=False))
     print(f"\nscaled covariance: eigenvalues {w[0]:.4f} ... {w[-1]:.2f} (sqrt ratio {np.sqrt(w[-1] / w[0]):.1f});"
           " smallest and their main variables:")
