@@ -127,8 +127,7 @@ def main(argv=None) -> int:
     if y.shape[0] < 2 * y.shape[1]:
         # fewer draws than twice the coordinates: the sample covariance is (near) singular and its extreme
         # eigenvalues are noise
-        print(f"
-{y.shape[0]} draws for {y.shape[1]} coordinates: no covariance eigenvalues or correlations")
+        print(f"\n{y.shape[0]} draws for {y.shape[1]} coordinates: no covariance eigenvalues or correlations")
         return 0
     w, v = np.linalg.eigh(np.cov(y, rowvar=False))
     print(f"\nscaled covariance: eigenvalues {w[0]:.4f} ... {w[-1]:.2f} (sqrt ratio {np.sqrt(w[-1] / w[0]):.1f});"
