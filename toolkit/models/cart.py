@@ -151,6 +151,24 @@ Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
   example's P029/P044 whose level falls below the LLOQ soon after the peak.
   ``RECOMMENDED_TARGET_ACCEPT = 0.95`` removed them in every run made, at
   about twice the leapfrog steps (65 -> 127 per draw).
+- **What sets the step size: the kink at Tmax.** The log density is not
+  differentiable in Tmax: the curve's slope jumps from ln(foldx)/Tmax (about
+  0.9/day) to about -alpha as Tmax crosses one of the patient's sample days.
+  The leapfrog integrator's energy error at such a crossing, not the
+  posterior's scales or correlations, sets the step size (0.054 at 60
+  patients, 127 steps per draw). Evidence (``benchmarks/cart_step_size.py``;
+  ``benchmarks/README.md``): sampling the population medians at the
+  cohort-average location (removing mu/delta correlations of -0.6 to -0.7),
+  and each patient's log Cmax + logit FB (the plateau level; Cmax and FB
+  trade off at -0.75 in patients with a plateau), raised the smallest scaled
+  posterior variance 2.8-fold and left steps and step size unchanged; a
+  draw-based mass matrix did not help either; blending the two phases over
+  about half a day (a different model, measured as a diagnostic only)
+  doubled the step size and halved the steps (at 600 patients: 0.019 -> 0.069,
+  337 -> 113 steps, so the kink also drives most of the growth of the steps
+  with the number of patients). A reparameterisation cannot
+  remove a kink, so the model keeps Stein's piecewise curve; a smooth-peak
+  variant would be a model change to decide on its own merits.
 - **Speed.** The curve is evaluated on a (patient, visit) grid and samples
   are picked by one gather, and the log-CDF only on censored rows: about half
   the cost per gradient of gathering six parameters per sample.

@@ -1,0 +1,148 @@
+r"""What sets the CAR-T model's leapfrog step size: a diagnosis fit on bench_scaling's simulated cohort.
+
+Fits ``toolkit.models.cart`` (default options and priors, nutpie, the model's default target acceptance)
+to ``bench_scaling``'s cohort of ``--patients`` patients, storing nutpie's unconstrained draws and adapted
+mass matrix, and prints:
+
+- steps per draw, step size, divergences, sampling seconds, min bulk ESS and max R-hat
+  (:func:`toolkit.inference.diagnose`);
+- per free coordinate, posterior SD / sqrt(adapted inverse mass): 1 where the diagonal mass matrix fits;
+- the smallest eigenvalues of the posterior covariance in the sampler's scaled coordinates
+  (x / sqrt(M^-1)) and the variables that make them up, and the strongest pairwise correlations.
+
+``--smooth-peak H`` is a diagnostic, **not the model**: it replaces the switch at Tmax of the Stein curve by
+a logistic blend of the expansion and contraction lines over about H days,
+
+    log C(t) = (1 - w) [log Cmax - log foldx (1 - t/Tmax)] + w [log Cmax + log((1-FB) e^{-alpha d} + FB e^{-beta d})],
+    w = 1 / (1 + exp(-d/H)),  d = t - Tmax,
+
+which makes the log density differentiable in Tmax. If the step size grows with it, the kink of the
+piecewise curve at Tmax (a gradient jump whenever a patient's Tmax crosses one of their sample days) is what
+limits the step size.
+
+Run from the repository root (heavy: under ``nice``; outputs under /tmp only)::
+
+    nice -n 15 .venv/bin/python benchmarks/cart_step_size.py --patients 60 --chains 4 --tune 500 --draws 500
+    nice -n 15 .venv/bin/python benchmarks/cart_step_size.py --patients 60 --smooth-peak 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _smooth_curve(h: float):
+    import pytensor.tensor as pt
+
+    def curve(t, log_cmax, tmax, log_foldx, alpha, beta, logit_fb):
+        expansion = log_cmax - log_foldx * (1.0 - t / tmax)
+        d = t - tmax
+        contraction = log_cmax + pt.logaddexp(-pt.softplus(logit_fb) - alpha * d, -pt.softplus(-logit_fb) - beta * d)
+        w = pt.sigmoid(d / h)
+        return (1 - w) * expansion + w * contraction
+
+    return curve
+
+
+def coordinate_labels(model) -> list[str]:
+    """One label per entry of nutpie's unconstrained vector (free variables in ``model.free_RVs`` order)."""
+    point = model.initial_point()
+    labels = []
+    for rv in model.free_RVs:
+        value = model.rvs_to_values[rv]
+        v = np.asarray(point[value.name])
+        dims = model.named_vars_to_dims.get(rv.name) or ()
+        if v.ndim == 1 and dims:
+            names = [str(c) for c in model.coords[dims[0]]]
+        elif v.ndim == 2 and len(dims) == 2:
+            names = [f"{a}/{b}" for a in model.coords[dims[0]] for b in model.coords[dims[1]]]
+        else:
+            names = [str(i) for i in range(v.size)] if v.ndim else [""]
+        labels += [f"{rv.name}[{n}]" for n in names]
+    return labels
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--patients", type=int, default=60)
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--tune", type=int, default=500)
+    p.add_argument("--draws", type=int, default=500)
+    p.add_argument("--seed", type=int, default=20261125)
+    p.add_argument("--adaptation", default="diag", help="nutpie adaptation: diag, draw_diag, low_rank")
+    p.add_argument("--smooth-peak", type=float, default=None, metavar="H",
+                   help="diagnostic only: blend the curve's two phases over about H days (not the model)")
+    p.add_argument("--top", type=int, default=12, help="rows in each printed list")
+    args = p.parse_args(argv)
+
+    import nutpie
+
+    import bench_scaling
+    from toolkit.fitting import default_settings
+    from toolkit.inference import diagnose
+    from toolkit.models import cart
+
+    if args.smooth_peak:
+        cart.log_cart_curve = _smooth_curve(args.smooth_peak)  # read by build_cart_model at build time
+    with tempfile.TemporaryDirectory(prefix="cart_step_size_") as tmp:
+        model, n_obs = bench_scaling._build("cart", args.patients, Path(tmp) / "cohort")
+    labels = coordinate_labels(model)
+    settings = default_settings("cart")
+    compiled = nutpie.compile_pymc_model(model)
+    t0 = time.perf_counter()
+    dt = nutpie.sample(compiled, draws=args.draws, tune=args.tune, chains=args.chains, cores=2, seed=args.seed,
+                       target_accept=settings.target_accept, adaptation=args.adaptation, progress_bar=False,
+                       store_unconstrained=True, store_mass_matrix=True)
+    sampling = time.perf_counter() - t0
+    stats = dt["sample_stats"]
+    d = diagnose(dt)
+    print(f"patients {args.patients}, observations {n_obs}, {args.chains}x{args.tune}+{args.draws}, "
+          f"adaptation {args.adaptation}, smooth peak {args.smooth_peak}, load {os.getloadavg()[0]:.1f}")
+    print(f"steps/draw {stats['n_steps'].to_numpy().mean():.1f}  step size {stats['step_size'].to_numpy().mean():.4f}  "
+          f"divergences {int(stats['diverging'].to_numpy().sum())}  sampling s {sampling:.1f}  "
+          f"min ESS {d.min_ess_bulk:.0f}  max R-hat {d.max_rhat:.3f}  converged {d.converged}")
+
+    u = stats["unconstrained_draw"].to_numpy()  # (chain, draw, coordinate)
+    # nutpie stores the mass matrix when it changes (warm-up); the last stored one is the one sampled with
+    warm = dt["warmup_sample_stats"]["mass_matrix_inv"].to_numpy()
+    minv = np.stack([w[np.flatnonzero(~np.isnan(w).all(axis=-1))[-1]] for w in warm])
+    ratio = (u.std(axis=1) / np.sqrt(minv)).mean(axis=0)
+    order = np.argsort(ratio)
+    print("\nposterior SD / sqrt(inverse mass): smallest (mass matrix too wide: steps too large there)")
+    for i in order[:args.top]:
+        print(f"  {ratio[i]:.2f}  {labels[i]}")
+    print("largest (mass matrix too narrow: trajectories too short there)")
+    for i in order[::-1][:args.top]:
+        print(f"  {ratio[i]:.2f}  {labels[i]}")
+    y = ((u - u.mean(axis=1, keepdims=True)) / np.sqrt(minv)[:, None, :]).reshape(-1, u.shape[-1])
+    if y.shape[0] < 2 * y.shape[1]:
+        # fewer draws than twice the coordinates: the sample covariance is (near) singular and its extreme
+        # eigenvalues are noise
+        print(f"\n{y.shape[0]} draws for {y.shape[1]} coordinates: no covariance eigenvalues or correlations")
+        return 0
+    w, v = np.linalg.eigh(np.cov(y, rowvar=False))
+    print(f"\nscaled covariance: eigenvalues {w[0]:.4f} ... {w[-1]:.2f} (sqrt ratio {np.sqrt(w[-1] / w[0]):.1f});"
+          " smallest and their main variables:")
+    for k in range(min(args.top // 2, len(w))):
+        main_vars = np.argsort(-np.abs(v[:, k]))[:4]
+        print(f"  {w[k]:.4f}: " + ", ".join(f"{labels[i]} ({v[i, k]:+.2f})" for i in main_vars))
+    r = np.corrcoef(y, rowvar=False)
+    iu = np.triu_indices_from(r, 1)
+    print("\nstrongest correlations:")
+    for t in np.argsort(-np.abs(r[iu]))[:args.top]:
+        a, b = iu[0][t], iu[1][t]
+        print(f"  {r[a, b]:+.2f}  {labels[a]} ~ {labels[b]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
