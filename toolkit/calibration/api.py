@@ -32,7 +32,6 @@ def build_problem(model: str, *, spec: dict | None = None, design_cohort=None, v
     from toolkit.calibration.generators import DurabilityCalibration, default_design_cohort, durability_design
     from toolkit.data import load_cohort
     from toolkit.fitting import DurabilityOptions
-    from toolkit.specs import merged_options
 
     if design_cohort is None:
         design_cohort = default_design_cohort(Path(work_dir or ".") / "default_design")
@@ -42,9 +41,7 @@ def build_problem(model: str, *, spec: dict | None = None, design_cohort=None, v
         return _kinetic_problem(model, spec, design_cohort, variant)
     if model == "mrd":
         return _mrd_problem(spec, design_cohort)
-    options = merged_options(spec, {"variant": variant})
-    known = set(DurabilityOptions.__dataclass_fields__)
-    options = DurabilityOptions(**{k: v for k, v in options.items() if k in known})
+    options = _spec_options(spec, DurabilityOptions, {"variant": variant})
     if options.endpoint not in ("rfs", "efs") or options.hsct != "censor":
         raise StudyError(f"the durability generator covers endpoints 'rfs' and 'efs' with HSCT 'censor' (the "
                          f"primary analyses); this spec asks for endpoint {options.endpoint!r}, HSCT {options.hsct!r}")
@@ -53,52 +50,53 @@ def build_problem(model: str, *, spec: dict | None = None, design_cohort=None, v
                                  days=tuple(options.days), endpoint=options.endpoint)
 
 
+def _spec_options(spec: dict | None, options_class, overrides: dict | None = None):
+    """The spec's ``[options]`` (with ``overrides``) as ``options_class``, keeping the fields it knows."""
+    from toolkit.specs import merged_options
+
+    options = merged_options(spec, overrides or {})
+    known = set(options_class.__dataclass_fields__)
+    return options_class(**{k: v for k, v in options.items() if k in known})
+
+
+def _design(make_design, cohort, covariates, label: str):
+    """``make_design(cohort, covariates=...)``; a cohort that cannot carry the model is a StudyError."""
+    from toolkit.data.inputs import ModelDataError
+
+    try:
+        return make_design(cohort, covariates=covariates)
+    except ModelDataError as err:
+        raise StudyError(f"the design cohort cannot carry the {label} model: {err}") from err
+
+
 def _mrd_problem(spec: dict | None, cohort):
     """The MRD calibration problem with the spec's covariates and priors at the cohort's design."""
     from toolkit.calibration.mrd import MrdCalibration, mrd_design
-    from toolkit.data.inputs import ModelDataError
     from toolkit.fitting import MrdOptions
-    from toolkit.specs import merged_options
 
-    options = merged_options(spec, {})
-    known = set(MrdOptions.__dataclass_fields__)
-    options = MrdOptions(**{k: v for k, v in options.items() if k in known})
-    try:
-        design = mrd_design(cohort, covariates=options.covariates)
-    except ModelDataError as err:
-        raise StudyError(f"the design cohort cannot carry the MRD model: {err}") from err
+    options = _spec_options(spec, MrdOptions)
+    design = _design(mrd_design, cohort, options.covariates, "MRD")
     return MrdCalibration(design, priors=options.prior_set())
 
 
 def _kinetic_problem(model: str, spec: dict | None, cohort, variant: str | None):
     """The CAR-T or joint calibration problem with the spec's options and priors at the cohort's design."""
     from toolkit.calibration.kinetics import CartCalibration, JointCalibration, cart_design, joint_design
-    from toolkit.data.inputs import ModelDataError
     from toolkit.fitting import CartOptions, JointOptions
-    from toolkit.specs import merged_options
 
-    options = merged_options(spec, {"variant": variant} if model == "joint" else {})
     if model == "cart":
         if variant is not None:
             raise StudyError("--variant is a durability or joint option; the CAR-T model has none")
-        known = set(CartOptions.__dataclass_fields__)
-        options = CartOptions(**{k: v for k, v in options.items() if k in known})
-        try:
-            design = cart_design(cohort, covariates=options.covariates)
-        except ModelDataError as err:
-            raise StudyError(f"the design cohort cannot carry the CAR-T model: {err}") from err
+        options = _spec_options(spec, CartOptions)
+        design = _design(cart_design, cohort, options.covariates, "CAR-T")
         return CartCalibration(design, priors=options.prior_set(design.inputs.unit),
                                effects_on=tuple(options.effects_on))
-    known = set(JointOptions.__dataclass_fields__)
-    options = JointOptions(**{k: v for k, v in options.items() if k in known})
+    options = _spec_options(spec, JointOptions, {"variant": variant})
     if options.kinetics != "joint" or set(options.associations) - {"log_cmax", "cart_loss"}:
         raise StudyError(f"the joint generator covers kinetics 'joint' with the CAR-T associations (log_cmax, "
                          f"cart_loss); this spec asks for kinetics {options.kinetics!r}, associations "
                          f"{', '.join(options.associations)} (the MRD submodel has no generator yet)")
-    try:
-        design = joint_design(cohort, covariates=options.covariates)
-    except ModelDataError as err:
-        raise StudyError(f"the design cohort cannot carry the joint model: {err}") from err
+    design = _design(joint_design, cohort, options.covariates, "joint")
     return JointCalibration(design=design, priors=options.prior_set(),
                             cart_priors=options.cart_prior_set(design.cart.inputs.unit), variant=options.variant,
                             associations=tuple(options.associations), tau_days=float(options.tau_days))

@@ -188,6 +188,20 @@ def model_loglik_function(problem):
 # --------------------------------------------------------------------------- durability problem
 
 
+def prior_draws(problem, n: int, *, random_seed) -> list[dict[str, np.ndarray]]:
+    """``n`` joint draws of ``problem.parameter_names`` from its generator model's prior (one ``pm.draw``),
+    one dict per draw; shared by every calibration problem."""
+    import pymc as pm
+
+    model = problem.generator_model()
+    names = problem.parameter_names(model)
+    rng = np.random.default_rng(random_seed)  # accepts an int or a sequence such as (seed, block)
+    values = pm.draw([model[name] for name in names], draws=n, random_seed=rng, mode="FAST_COMPILE")
+    if n == 1:  # pm.draw drops the draws dimension for a single draw
+        values = [np.asarray(v)[None] for v in values]
+    return [{name: np.asarray(v[i]) for name, v in zip(names, values)} for i in range(n)]
+
+
 def _posterior_like(draws: dict[str, np.ndarray]):
     """Wrap flat draws (n, ...) as an xarray Dataset with (chain, draw) dims for the model's functions."""
     import xarray as xr
@@ -327,15 +341,7 @@ class DurabilityCalibration:
 
     def draw_prior(self, n: int, *, random_seed: int) -> list[dict[str, np.ndarray]]:
         """``n`` parameter draws from the generator model's prior (``pm.draw``), one dict each."""
-        import pymc as pm
-
-        model = self.generator_model()
-        names = self.parameter_names(model)
-        rng = np.random.default_rng(random_seed)  # accepts an int or a sequence such as (seed, block)
-        values = pm.draw([model[name] for name in names], draws=n, random_seed=rng, mode="FAST_COMPILE")
-        if n == 1:  # pm.draw drops the draws dimension for a single draw
-            values = [np.asarray(v)[None] for v in values]
-        return [{name: np.asarray(v[i]) for name, v in zip(names, values)} for i in range(n)]
+        return prior_draws(self, n, random_seed=random_seed)
 
     def linear_predictors(self, theta: dict) -> tuple[np.ndarray, np.ndarray | None]:
         """lp_i (log relative hazard) and, for ``cure``, pi_i (cure probability) per patient."""

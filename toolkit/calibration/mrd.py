@@ -71,7 +71,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from toolkit.calibration.generators import model_loglik_function, swappable_observations
+from toolkit.calibration.generators import model_loglik_function, prior_draws, swappable_observations
 from toolkit.data.mrd_inputs import MrdInputs
 
 __all__ = ["MRD_RANKED", "MrdCalibration", "MrdDesign", "SubstitutedNegativesMrd", "mrd_design"]
@@ -243,15 +243,7 @@ class MrdCalibration:
 
     def draw_prior(self, n: int, *, random_seed) -> list[dict[str, np.ndarray]]:
         """``n`` joint draws of every named parameter from the generator model's prior (one ``pm.draw``)."""
-        import pymc as pm
-
-        model = self.generator_model()
-        names = self.parameter_names(model)
-        rng = np.random.default_rng(random_seed)
-        values = pm.draw([model[name] for name in names], draws=n, random_seed=rng, mode="FAST_COMPILE")
-        if n == 1:
-            values = [np.asarray(v)[None] for v in values]
-        return [{name: np.asarray(v[i]) for name, v in zip(names, values)} for i in range(n)]
+        return prior_draws(self, n, random_seed=random_seed)
 
     def true_log10_mrd(self, theta: dict, recurrence: np.ndarray) -> np.ndarray:
         """m_i(t_ij) of every assessment at theta in the given classes (the likelihood's trajectory)."""
