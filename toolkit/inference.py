@@ -34,6 +34,7 @@ import platform
 import shutil
 import signal
 import stat
+import sys
 import tempfile
 import time
 import uuid
@@ -356,7 +357,9 @@ def _sample_pymc(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataTre
         draws=settings.draws,
         tune=settings.tune,
         chains=settings.chains,
-        cores=settings.cores,
+        # JAX (imported by the numpyro backend earlier in this process) is multithreaded, so forking worker
+        # processes may deadlock; then chains run in turn (forkserver/spawn would re-import an unguarded script)
+        cores=1 if "jax" in sys.modules else settings.cores,
         random_seed=settings.random_seed,
         target_accept=settings.target_accept,
         progressbar=settings.progressbar,

@@ -188,6 +188,26 @@ def model_loglik_function(problem):
 # --------------------------------------------------------------------------- durability problem
 
 
+@dataclass(frozen=True)
+class InputsDesign:
+    """A design held as a model's inputs (identifiers replaced by ``sim0000``...; observations are only the
+    compiled model's placeholder): the base of the CAR-T and MRD designs."""
+
+    inputs: object
+    source: str = "default trial"
+
+    @property
+    def n_patients(self) -> int:
+        return self.inputs.n_patients
+
+    def _common_summary(self) -> dict:
+        """Source, patients per arm and the span of days (no identifiers)."""
+        i = self.inputs
+        return {"source": self.source, "patients": i.n_patients,
+                "per_arm": {"control": int((i.arm == 0).sum()), "experimental": int((i.arm == 1).sum())},
+                "days": {"min": float(i.day.min()), "max": float(i.day.max())}}
+
+
 def prior_draws(problem, n: int, *, random_seed) -> list[dict[str, np.ndarray]]:
     """``n`` joint draws of ``problem.parameter_names`` from its generator model's prior (one ``pm.draw``),
     one dict per draw; shared by every calibration problem."""

@@ -61,7 +61,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from toolkit.calibration.generators import model_loglik_function, prior_draws, swappable_observations
+from toolkit.calibration.generators import InputsDesign, model_loglik_function, prior_draws, swappable_observations
 from toolkit.data.inputs import DAYS_PER_YEAR, CartInputs, DurabilityInputs
 
 __all__ = ["CartCalibration", "CartDesign", "JointCalibration", "JointDesign", "cart_design", "joint_design",
@@ -111,7 +111,7 @@ def _dataset(draws: dict[str, np.ndarray], dims: dict[str, tuple[str, ...]], coo
 
 
 @dataclass(frozen=True)
-class CartDesign:
+class CartDesign(InputsDesign):
     """What stays fixed across simulations: patients, arms, covariates, sampling days, each sample's LLOQ.
 
     ``inputs`` are the design cohort's :class:`CartInputs` with identifiers replaced
@@ -121,18 +121,11 @@ class CartDesign:
     inputs: CartInputs
     source: str = "default trial"
 
-    @property
-    def n_patients(self) -> int:
-        return self.inputs.n_patients
-
     def summary(self) -> dict:
         """JSON-able description (counts, days, share below the LLOQ; no identifiers)."""
         i = self.inputs
-        return {"source": self.source, "patients": i.n_patients,
-                "per_arm": {"control": int((i.arm == 0).sum()), "experimental": int((i.arm == 1).sum())},
-                "samples": i.n_samples, "covariates": list(i.covariates), "unit": i.unit,
-                "design_share_below_lloq": float(np.mean(i.censored)),
-                "days": {"min": float(i.day.min()), "max": float(i.day.max())}}
+        return {**self._common_summary(), "samples": i.n_samples, "covariates": list(i.covariates), "unit": i.unit,
+                "design_share_below_lloq": float(np.mean(i.censored))}
 
 
 def _anonymous(inputs, n: int):

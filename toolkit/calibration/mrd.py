@@ -71,7 +71,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from toolkit.calibration.generators import model_loglik_function, prior_draws, swappable_observations
+from toolkit.calibration.generators import InputsDesign, model_loglik_function, prior_draws, swappable_observations
 from toolkit.data.mrd_inputs import MrdInputs
 
 __all__ = ["MRD_RANKED", "MrdCalibration", "MrdDesign", "SubstitutedNegativesMrd", "mrd_design"]
@@ -100,7 +100,7 @@ def _expit(x):
 
 
 @dataclass(frozen=True)
-class MrdDesign:
+class MrdDesign(InputsDesign):
     """What stays fixed across simulations: responders, arms, covariates, baselines, assessments and limits.
 
     ``inputs`` are the design cohort's :class:`MrdInputs` with identifiers replaced by
@@ -112,22 +112,16 @@ class MrdDesign:
     inputs: MrdInputs
     source: str = "default trial"
 
-    @property
-    def n_patients(self) -> int:
-        return self.inputs.n_patients
-
     def summary(self) -> dict:
         """JSON-able description (counts, methods, days, limits; no identifiers)."""
         i = self.inputs
-        return {"source": self.source, "patients": i.n_patients,
-                "per_arm": {"control": int((i.arm == 0).sum()), "experimental": int((i.arm == 1).sum())},
+        return {**self._common_summary(),
                 "infused": int(i.infused_arm.size), "assessments": i.n_assessments, "methods": list(i.methods),
                 "reference_method": i.reference_method, "peripheral_blood_rows": int(i.peripheral_blood.sum()),
                 "pnq_band_rows": int((i.log10_loq > i.log10_lod).sum()), "covariates": list(i.covariates),
                 "baseline_missing": int(i.baseline_missing.sum()),
                 "design_censoring": {"quantified": int((i.censoring == 0).sum()),
-                                     "below_lod": int((i.censoring == 1).sum()), "pnq": int((i.censoring == 2).sum())},
-                "days": {"min": float(i.day.min()), "max": float(i.day.max())}}
+                                     "below_lod": int((i.censoring == 1).sum()), "pnq": int((i.censoring == 2).sum())}}
 
 
 def mrd_design(cohort, *, covariates=()) -> MrdDesign:
