@@ -62,6 +62,8 @@ def fit_seed(seed: int, n_patients: int = 60, spec_path: Path = SPEC) -> dict:
     return {"seed": seed, "converged": bool(d["converged"]), "max_rhat": d["max_rhat"],
             "min_ess_bulk": d["min_ess_bulk"], "min_ess_tail": d["min_ess_tail"], "divergences": d["divergences"],
             "runs": len(attempts), "draws": int(attempts[-1]["draws"]),
+            "target_accept": [a.get("target_accept", settings.target_accept) for a in attempts],
+            "divergences_per_run": [a.get("divergences") for a in attempts],
             "first_max_rhat": attempts[0].get("max_rhat", d["max_rhat"]),
             "worst": worst_variables(result.posterior), "wall_s": round(time.perf_counter() - started, 1)}
 

@@ -212,27 +212,34 @@ day 28 and NGS negatives after it (a kill still in progress at day 28, with
 k_i in a narrow band, or a fast kill and a floor just at the NGS limit): a
 bimodal posterior that chains cross rarely, so R-hat on that patient's k_i,
 floor and latency (and the arm's typical kill rate) is 1.02-1.13 after 4 x
-1000 draws; the changes above do not remove it, more draws do. The fit
+1000 draws; the changes above do not remove it, more draws often do. The fit
 therefore extends its own sampling (``toolkit.fitting.sample_extending``,
 option ``extend_sampling``, 2 in the primary spec): a run that fails the
-verdict without divergences is rerun with twice the draws (then four times),
-the last run is kept and judged by the same verdict, and every run's
+verdict is rerun with twice the draws (then four times), after a run with
+divergences also at a target_accept halfway to 1 (0.9 -> 0.95 -> 0.975); the
+last run is kept and judged by the same verdict, and every run's settings and
 diagnostics are in the provenance (``sampling_attempts``) and a warning.
-Measured on 2 shared cores (December 2026; seeds 1000-1019;
-seed: first run's max R-hat -> kept run): 1000: 1.126 ->
-4 x 2000 passed (1.006, min bulk/tail ESS 637/431); 1001: 1.048 -> 4 x 4000
-passed (1.004, 699/402); 1002: 1.164 -> 4 x 4000 failed (1.014, 215/97, an
-early relapser's latency); 1003: 1.010 -> 4 x 2000 passed; 1004: 1.011 ->
-4 x 2000 passed; 1005: 1.019 -> 4 x 2000 failed (2 divergences); 1006 and
-1008 passed at the first run (1.007, 1.008); 1007: 1.015 -> 4 x 2000 failed
-(3 divergences, R-hat 1.066 on one patient's kill rate). Seeds 1009-1019
-(same command): 1009, 1010, 1011, 1012, 1016, 1019 passed (1011 and 1012 at
-the first run); 1013 failed on tail ESS (273); 1014, 1015, 1017 and 1018
-failed with 1-2 divergences (1014 and 1018 also R-hat 1.016 and 1.021).
-12 of 20 converge (4 at the first run): the 19-of-20 target is not met.
-Six of the eight failures diverged, and a run with divergences is not
-extended: a higher target_accept for this model is the next thing to try,
-then the per-patient bimodality above.
+(iii) early relapsers whose MRD at day 28 (about 1e-2) rose more slowly than
+one shared doubling time allowed (the reason for per-patient doubling times
+in 1.1.0, above).
+Measured on 2 shared cores (December 2026, load 4-6; seeds 1000-1019;
+seed: first run's max R-hat -> kept run). Model 1.0.0 with the sampling
+extension but no divergence rerun: 12 of 20 converged (4 at the first
+run); six of the eight failures diverged. Model 1.1.0 with the divergence
+rerun: 1000 (1.008), 1002 (1.006), 1004 (1.009), 1010 (1.007) and 1012
+(1.008) pass at the first run; 1003 (1.011), 1005 (1.011), 1006 (1.021), 1008
+(1.080), 1011 (1.013), 1013 (1.012), 1016 (1.011), 1017 (1.011) and 1019
+(1.015) pass at 4 x 2000; 1001 (1.033), 1007 (1.013) and 1018 (1.038) pass
+at 4 x 4000; 1009 fails (1.035 -> 4 x 4000: R-hat 1.015 on
+``clearance_sd``, tail ESS 128); 1014 fails (1.042 -> 4 x 4000: R-hat 1.019
+and 2 divergences, the kill rate of a patient with one NGS PNQ at day 28
+and an NGS negative at day 90, case (ii)); 1015 fails on 2 divergences
+alone (R-hat 1.005, ESS 1900). 17 of 20 converge (5 at the first run; a
+fit takes 2-20 min at that load): the 19-of-20 target is not met. The per-patient ridges of case (ii) are
+L-shaped in (log k_i, f_i) -- a narrow band of kill rates with any low
+floor, or a floor at the NGS limit with any fast kill -- and what is left
+to try is to integrate k_i out for such patients (one-dimensional
+quadrature of the mixture likelihood), not more draws.
 Known misfit of model 1.0 (``toolkit.plots.mrd.plot_fraction_negative``): with one shared
 doubling time it replicated slightly too few day-28 flow negatives among early
 relapsers whose regrowth is steeper than the shared rate; model 1.1.0 lets that rate vary.
