@@ -143,6 +143,28 @@ def test_nutpie_recovers_known_mean(nutpie_fit):
     _check_fit(nutpie_fit, "nutpie")
 
 
+def test_pymc_runs_chains_in_turn_once_jax_is_loaded(monkeypatch):
+    """Forking worker processes after JAX (multithreaded) was imported may deadlock: cores=1 then, else as asked."""
+    import sys
+
+    seen = []
+
+    def fake_sample(**kwargs):  # record the cores asked for; stop before any sampling
+        seen.append(kwargs["cores"])
+        raise StopIteration
+
+    monkeypatch.setattr(pm, "sample", fake_sample)
+    settings = SamplerSettings(backend="pymc", cores=2, **FAST)
+    for loaded in (False, True):
+        if loaded:
+            monkeypatch.setitem(sys.modules, "jax", object())
+        else:
+            monkeypatch.delitem(sys.modules, "jax", raising=False)
+        with pytest.raises(StopIteration):
+            inference._sample_pymc(_normal_model(_observations()), settings)
+    assert seen == [2, 1]
+
+
 def test_pymc_recovers_known_mean():
     dt = sample(_normal_model(_observations()), SamplerSettings(backend="pymc", **FAST))
     _check_fit(dt, "pymc")

@@ -123,6 +123,12 @@ def test_report_includes_the_mrd_section(run):
     assert rows["log_doubling_days"] == "Normal(2.85, 0.63) (median 17 days)"
 
 
+def test_the_doubling_sd_prior_row_names_its_lognormal():
+    """Model 1.1.0's ``doubling_sd`` is a LogNormal on the log scale, not a Normal pair (the default branch)."""
+    rows = dict(mrd_prior_rows({"doubling_sd": [-0.916, 0.5]}))
+    assert rows["doubling_sd"] == "LogNormal(-0.916, 0.5) (median 0.4 on the log scale)"
+
+
 def test_mrd_pit_from_the_replicates(run, inputs):
     from toolkit.mrd_estimands import replicated_mrd_log10, replicated_negative
     from toolkit.plots.ppc import mrd_pit
