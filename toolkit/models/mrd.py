@@ -235,8 +235,8 @@ at 4 x 4000; 1009 fails (1.035 -> 4 x 4000: R-hat 1.015 on
 and 2 divergences, the kill rate of a patient with one NGS PNQ at day 28
 and an NGS negative at day 90, case (ii)); 1015 fails on 2 divergences
 alone (R-hat 1.005, ESS 1900). 17 of 20 converge (5 at the first run; a
-fit takes 2-20 min at that load): the 19-of-20 target is not met. The per-patient ridges of case (ii) are
-L-shaped in (log k_i, f_i) -- a narrow band of kill rates with any low
+fit takes 2-20 min at that load): the 19-of-20 target is not met. The
+per-patient ridges of case (ii) are L-shaped in (log k_i, f_i) -- a narrow band of kill rates with any low
 floor, or a floor at the NGS limit with any fast kill -- and what is left
 to try is to integrate k_i out for such patients (one-dimensional
 quadrature of the mixture likelihood), not more draws.
@@ -637,7 +637,7 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
     ``log10_value`` on every row (a censored row holds its LoD); ``log10_lod`` and ``log10_loq`` are the
     design's and stay fixed.
 
-    ``centred``: which patients' kill rate, floor and latency are centred (``informed_patients``'s
+    ``centred``: which patients' kill rate, floor, latency and doubling time are centred (``informed_patients``'s
     dict); default from ``inputs``' own data. It chooses the parameterisation only, not the posterior.
     """
     d = lambda dim: dim_prefix + dim  # noqa: E731
