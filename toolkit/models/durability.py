@@ -318,15 +318,23 @@ def median_survival_days(posterior, inputs: DurabilityInputs, *, variant: str, a
 
 
 def cumulative_incidences(posterior, inputs: DurabilityInputs, horizon_days: float, *, arm: int,
-                          x_std: np.ndarray | None = None, chunk: int = 250) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                          x_std: np.ndarray | None = None, days=None,
+                          chunk: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Per-draw cumulative incidence of relapse and of NRM for one arm on a one-day grid.
 
     CIR(t) = int_0^t h_rel(s) S(s) ds and NRM(t) = int_0^t h_n(s) S(s) ds with
     S = S_rel S_n, where the relapse part S_rel = pi + (1 - pi) S_u (cure)
     carries the cure fraction and S_n is the NRM survival of every patient in
-    remission; computed by ``toolkit.survival.cumulative_incidence`` per
-    covariate row and averaged over rows. Needs a model with a separate NRM
-    hazard. Returns (grid_days, cir, nrm), cir and nrm (draws, grid).
+    remission; computed by ``toolkit.survival.cumulative_incidence`` on the
+    grid ``toolkit.survival.incidence_grid(horizon_days)`` per covariate row
+    and averaged over rows. Needs a model with a separate NRM hazard.
+
+    Returns (grid_days, cir, nrm), cir and nrm (draws, grid); with ``days``
+    (each within the horizon) only those days: (days, cir, nrm), (draws,
+    len(days)), the same values (the grid point nearest each day; the grid
+    has every whole day) without the running sums at every other day.
+    ``chunk``: draws per block (default: blocks of about 2**16 grid values,
+    which keeps the temporaries in cache).
     """
     from toolkit.survival import cumulative_incidence, incidence_grid
 
@@ -334,17 +342,31 @@ def cumulative_incidences(posterior, inputs: DurabilityInputs, horizon_days: flo
         raise ValueError("cumulative incidences need death in remission as its own hazard (a cure model, or the "
                          "relapse or efs endpoint)")
     grid = incidence_grid(horizon_days)
+    at = None
+    if days is not None:
+        days = np.atleast_1d(np.asarray(days, dtype=float))
+        if np.any(days < 0) or np.any(days > grid[-1]):
+            raise ValueError(f"days must lie within 0..{horizon_days:g} (the horizon)")
+        at = np.abs(grid[None, :] - days[:, None]).argmin(axis=1)
     par = _arm_parameters(posterior, inputs, arm=arm, x_std=x_std)
-    n = par["k"].shape[0]
-    cir, nrm = np.empty((n, grid.size)), np.empty((n, grid.size))
+    n, rows = par["k"].shape[0], max(np.shape(par[key])[1] for key in par)
+    if chunk is None:
+        chunk = max(1, 2**16 // (rows * grid.size))
+    width = grid.size if at is None else at.size
+    cir, nrm = np.empty((n, width)), np.empty((n, width))
     t = grid[None, None, :] / 365.25
-    for start in range(0, n, chunk):  # rows x grid per draw can be large with covariates
+    for start in range(0, n, chunk):
         sl = slice(start, start + chunk)
         su, sn = _components(par, t, sl)
-        su, sn = np.broadcast_arrays(su, sn)
-        cir[sl] = cumulative_incidence(su, sn).mean(axis=1)
-        nrm[sl] = cumulative_incidence(sn, su).mean(axis=1)
-    return grid, cir, nrm
+        # S_n has no covariates (one row): CIR is linear in S_rel, so the CIR of the row mean is the mean
+        # of the rows' CIRs and the rows x grid sum is done once; NRM's geometric midpoint of S_rel is not.
+        if sn.shape[1] == 1:
+            cir[sl] = cumulative_incidence(su.mean(axis=1) if su.shape[1] > 1 else su[:, 0], sn[:, 0], at=at)
+        else:
+            cir[sl] = cumulative_incidence(su, sn, at=at).mean(axis=1)
+        nrm_rows = cumulative_incidence(sn, su, at=at)
+        nrm[sl] = nrm_rows[:, 0] if nrm_rows.shape[1] == 1 else nrm_rows.mean(axis=1)
+    return (grid if at is None else grid[at]), cir, nrm
 
 
 def response_probabilities(posterior, *, arm: int) -> np.ndarray:
