@@ -152,20 +152,37 @@ def cumulative_incidence(surv_cause, surv_other, *, at=None) -> np.ndarray:
     their CIFs against the same S_o.
     """
     sc, so = np.broadcast_arrays(np.asarray(surv_cause, dtype=float), np.asarray(surv_other, dtype=float))
-    steps = np.sqrt(so[..., :-1] * so[..., 1:])
-    steps *= sc[..., :-1] - sc[..., 1:]
     if at is None:
+        steps = np.sqrt(so[..., :-1] * so[..., 1:])
+        steps *= sc[..., :-1] - sc[..., 1:]
         zero = np.zeros(sc.shape[:-1] + (1,))
         return np.concatenate([zero, np.cumsum(steps, axis=-1)], axis=-1)
     at = np.asarray(at, dtype=int)
     if at.ndim != 1 or np.any(at < 0) or np.any(at >= sc.shape[-1]):
         raise ValueError(f"at must be grid indices in 0..{sc.shape[-1] - 1}")
+    # step j in column j of a full-width array (the last column is unused): on contiguous inputs the
+    # neighbours are taken along the flat array, one pass without strided slices
+    steps = _adjacent(np.multiply, so)
+    np.sqrt(steps, out=steps)
+    steps *= _adjacent(np.subtract, sc)
     order = np.argsort(at, kind="stable")
     ends = np.concatenate([[0], at[order]])
     # the running sum at the sorted indices, one segment of steps at a time (an empty segment adds 0)
     segments = np.stack([steps[..., a:b].sum(axis=-1) for a, b in zip(ends[:-1], ends[1:])], axis=-1)
     out = np.empty_like(segments)
     out[..., order] = np.cumsum(segments, axis=-1)
+    return out
+
+
+def _adjacent(op, a: np.ndarray) -> np.ndarray:
+    """op(a[..., j], a[..., j + 1]) in column j of an array shaped as ``a`` (the last column is 0)."""
+    out = np.empty(a.shape)
+    if a.flags.c_contiguous:
+        flat = a.reshape(-1)
+        op(flat[:-1], flat[1:], out=out.reshape(-1)[:-1])  # a row's last column gets a cross-row value
+    else:
+        op(a[..., :-1], a[..., 1:], out=out[..., :-1])
+    out[..., -1] = 0.0
     return out
 
 
