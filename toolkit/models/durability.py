@@ -267,11 +267,14 @@ def _arm_parameters(posterior, inputs: DurabilityInputs, *, arm: int, x_std=None
         if inputs.covariates:
             eta = eta + (_draws(posterior, "gamma_std") @ x.T)[:, :, None]
         par["pi"] = 1 / (1 + np.exp(-eta))
+        par["uncured"] = 1 - par["pi"]
     if "death_log_shape" in posterior:
         par["dk"] = np.exp(_draws(posterior, "death_log_shape"))[:, None, None]
         par["log_dl"] = _draws(posterior, "death_log_scale_years")[:, None, None]
         par["dl"] = np.exp(par["log_dl"])
         par["dlp"] = _draws(posterior, "log_hr_death")[:, None, None] * arm
+        par["d_offset"] = par["dlp"] - par["dk"] * par["log_dl"]
+    par["offset"] = lp - par["k"] * log_lam  # log H(t) = k log t + offset (:func:`_weibull_survival`)
     return par
 
 
@@ -283,15 +286,13 @@ def _add(x: np.ndarray, y) -> np.ndarray:
         return x + y
 
 
-def _weibull_survival(t_years: np.ndarray, k, log_lam, lp) -> np.ndarray:
-    """Weibull PH survival exp(-(t/lam)^k e^lp), computed as exp(-exp(k log t + lp - k log lam)).
+def _weibull_survival(log_t: np.ndarray, k, offset) -> np.ndarray:
+    """Weibull PH survival exp(-(t/lam)^k e^lp), computed as exp(-exp(k log t + offset)), offset = lp - k log lam.
 
     The same value to rounding (an exp in place of a power, which costs twice as much on the CIR/NRM
     grids); t = 0 gives log t = -inf and S = 1, as (0/lam)^k = 0 does.
     """
-    with np.errstate(divide="ignore"):
-        x = np.log(t_years) * k
-    x = _add(x, lp - k * log_lam)
+    x = _add(log_t * k, offset)
     np.exp(x, out=x)
     np.negative(x, out=x)
     return np.exp(x, out=x)
@@ -299,12 +300,14 @@ def _weibull_survival(t_years: np.ndarray, k, log_lam, lp) -> np.ndarray:
 
 def _components(par: dict, t_years: np.ndarray, draws=slice(None)) -> tuple[np.ndarray, np.ndarray]:
     """(S_rel, S_n): survival from relapse (a mixture for cure) and from NRM, (draws, rows, m)."""
-    su = _weibull_survival(t_years, par["k"][draws], par["log_lam"][draws], par["lp"][draws])
+    with np.errstate(divide="ignore"):
+        log_t = np.log(t_years)
+    su = _weibull_survival(log_t, par["k"][draws], par["offset"][draws])
     if "pi" in par:
-        pi = par["pi"][draws]
-        su = _add(su * (1 - pi) if su.shape[1] < pi.shape[1] else np.multiply(su, 1 - pi, out=su), pi)
+        pi, uncured = par["pi"][draws], par["uncured"][draws]
+        su = _add(su * uncured if su.shape[1] < pi.shape[1] else np.multiply(su, uncured, out=su), pi)
     if "dk" in par:
-        sn = _weibull_survival(t_years, par["dk"][draws], par["log_dl"][draws], par["dlp"][draws])
+        sn = _weibull_survival(log_t, par["dk"][draws], par["d_offset"][draws])
     else:
         sn = np.ones((1, 1, 1))
     return su, sn
