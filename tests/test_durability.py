@@ -303,8 +303,8 @@ def _reference_incidences(post, inputs, horizon_days, *, arm):
             eta = eta + (draws("gamma_std") @ inputs.x_std.T)[:, :, None]
         pi = 1 / (1 + np.exp(-eta))
         su = pi + (1 - pi) * su
-    sn = np.exp(-(t / np.exp(draws("death_log_scale_years"))[:, :, None]) ** np.exp(draws("death_log_shape"))[:, :, None]
-                * np.exp(draws("log_hr_death")[:, :, None] * arm))
+    dl, dk = np.exp(draws("death_log_scale_years"))[:, :, None], np.exp(draws("death_log_shape"))[:, :, None]
+    sn = np.exp(-(t / dl) ** dk * np.exp(draws("log_hr_death")[:, :, None] * arm))
     su, sn = np.broadcast_arrays(su, sn)
     return grid, cumulative_incidence(su, sn).mean(axis=1), cumulative_incidence(sn, su).mean(axis=1)
 
