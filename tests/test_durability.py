@@ -282,6 +282,71 @@ def test_efs_cir_and_nrm_estimands_are_closed_form_and_named_as_the_truth(exampl
     assert "non-response" in words["efs_{D}d_{arm}"] or "does not respond" in words["efs_{D}d_{arm}"]
 
 
+def _reference_incidences(post, inputs, horizon_days, *, arm):
+    """CIR and NRM as first written: the Weibull survivals as powers, every row's running sums on the whole
+    one-day grid, then the row mean."""
+    from toolkit.survival import cumulative_incidence, incidence_grid
+
+    def draws(name):
+        return post[name].to_numpy().reshape(post[name].shape[0] * post[name].shape[1], -1)
+
+    grid = incidence_grid(horizon_days)
+    t = grid[None, None, :] / 365.25
+    lp = draws("log_hr")[:, :, None] * arm
+    if inputs.covariates:
+        lp = lp + (draws("beta_std") @ inputs.x_std.T)[:, :, None]
+    su = np.exp(-(t / np.exp(draws("log_scale_years"))[:, :, None]) ** np.exp(draws("log_shape"))[:, :, None]
+                * np.exp(lp))
+    if "logit_cure" in post:
+        eta = (draws("logit_cure") + draws("cure_log_or") * arm)[:, :, None]
+        if inputs.covariates:
+            eta = eta + (draws("gamma_std") @ inputs.x_std.T)[:, :, None]
+        pi = 1 / (1 + np.exp(-eta))
+        su = pi + (1 - pi) * su
+    dl, dk = np.exp(draws("death_log_scale_years"))[:, :, None], np.exp(draws("death_log_shape"))[:, :, None]
+    sn = np.exp(-(t / dl) ** dk * np.exp(draws("log_hr_death")[:, :, None] * arm))
+    su, sn = np.broadcast_arrays(su, sn)
+    return grid, cumulative_incidence(su, sn).mean(axis=1), cumulative_incidence(sn, su).mean(axis=1)
+
+
+@pytest.mark.parametrize("variant", ["weibull", "cure"])
+@pytest.mark.parametrize("covariates", [[], ["baseline_blasts_pct", "age_years"]])
+def test_cumulative_incidences_equal_the_full_grid_sums(example, variant, covariates):
+    """The blocked, selected-day CIR/NRM (the estimands' and the calibration's path) and the full-grid output
+    equal the plain definition: every row's running Riemann-Stieltjes sum over the whole grid, averaged, of
+    Weibull survivals computed as powers (the code takes exp(k log(t / lam)); rounding differs by ~1e-15)."""
+    from toolkit.models.durability import cumulative_incidences
+
+    inputs = to_durability_inputs(example, endpoint="relapse", covariates=covariates)
+    rng = np.random.default_rng(3)
+    n = 60
+    vals = {"log_shape": rng.normal(0, 0.5, n), "log_scale_years": rng.normal(np.log(0.75), 1, n),
+            "log_hr": rng.normal(0, 1, n), "death_log_shape": rng.normal(0, 0.5, n),
+            "death_log_scale_years": rng.normal(np.log(30), 1.5, n), "log_hr_death": rng.normal(0, 1, n)}
+    if variant == "cure":
+        vals.update(logit_cure=rng.normal(0, 1, n), cure_log_or=rng.normal(0, 1, n))
+    post = xr.Dataset({k: (("chain", "draw"), v.reshape(2, -1)) for k, v in vals.items()})
+    for name in (["beta_std"] + (["gamma_std"] if variant == "cure" else [])) if covariates else []:
+        post[name] = (("chain", "draw", "covariate"), rng.normal(0, 0.5, (2, n // 2, len(covariates))))
+    days = [1, 28, 180, 365, 730]
+    for arm in (0, 1):
+        grid, cir_ref, nrm_ref = _reference_incidences(post, inputs, 730, arm=arm)
+        assert np.all(np.diff(cir_ref[:, -1]) != 0) and np.all(nrm_ref[:, -1] > 0)  # varied, not trivial
+        g, cir, nrm = cumulative_incidences(post, inputs, 730, arm=arm)
+        np.testing.assert_array_equal(g, grid)
+        np.testing.assert_allclose(cir, cir_ref, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(nrm, nrm_ref, rtol=0, atol=1e-13)
+        for chunk in (None, 7):
+            at, cir, nrm = cumulative_incidences(post, inputs, 730, arm=arm, days=days, chunk=chunk)
+            np.testing.assert_array_equal(at, days)
+            np.testing.assert_allclose(cir, cir_ref[:, days], rtol=0, atol=1e-13)
+            np.testing.assert_allclose(nrm, nrm_ref[:, days], rtol=0, atol=1e-13)
+    # the tolerance tells a slip of one grid day apart at every day
+    assert np.all(np.max(np.abs(cir_ref[:, days] - cir_ref[:, [d - 1 for d in days]]), axis=0) > 1e-6)
+    with pytest.raises(ValueError, match="within 0..730"):
+        cumulative_incidences(post, inputs, 730, arm=0, days=[731])
+
+
 def test_default_sampler_is_nutpie_with_the_disk_cached_python_callback():
     """Durability fits use nutpie's Python log-density callback (compiles in 1-2 s in a new process,
     benchmarks/bench_warm_refit.py); the kinetic models keep nutpie's numba C callback, and a user's

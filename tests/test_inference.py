@@ -398,6 +398,30 @@ def test_diagnose_ignores_constant_elements():
     assert diagnose(dt).converged
 
 
+def test_diagnose_statistics_are_arviz_per_variable_ones():
+    """One stacked call per statistic gives ArviZ's per-variable R-hat and ESS (vector variables, a constant
+    element left out); a stuck element's R-hat is flagged as before."""
+    import arviz_stats as azs
+
+    rng = np.random.default_rng(7)
+    walk = np.cumsum(rng.normal(size=(4, 500, 3)), axis=1) * 0.05 + rng.normal(size=(4, 500, 3))
+    walk[..., 1] = 5.0  # constant element
+    dt = _fake_tree({"a": rng.normal(size=(4, 500)), "v": walk, "b": rng.standard_t(3, size=(4, 500))},
+                    diverging=np.zeros((4, 500), dtype=bool), energy=rng.normal(size=(4, 500)))
+    post = dt["posterior"].to_dataset()
+    keep = {"a": [0], "v": [0, 2], "b": [0]}
+
+    def ref(ds):
+        return np.concatenate([np.ravel(ds[n].values)[keep[n]] for n in ("a", "v", "b")])
+
+    diag = diagnose(dt)
+    with np.errstate(invalid="ignore", divide="ignore"):  # the constant element's statistics are NaN
+        assert diag.max_rhat == np.max(ref(azs.rhat(post, method="rank")))
+        assert diag.min_ess_bulk == np.min(ref(azs.ess(post, method="bulk")))
+        assert diag.min_ess_tail == np.min(ref(azs.ess(post, method="tail")))
+    assert diag.max_rhat > 1.01 and not diag.converged  # the random walk's chains disagree
+
+
 def test_diagnostics_as_dict_is_plain_json():
     d = diagnose(_good_tree()).as_dict()
     for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged",

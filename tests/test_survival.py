@@ -70,6 +70,26 @@ def test_cumulative_incidence_of_constant_hazards_is_closed_form():
     np.testing.assert_allclose(cif, (1 - pi) * a / (a + b) * -np.expm1(-(a + b) * grid), rtol=1e-6, atol=1e-12)
 
 
+def test_cumulative_incidence_at_chosen_grid_points_is_the_running_sum_there():
+    """``at`` gives CIF at grid indices (any order, repeats, 0 and the end) without the running total;
+    surv_other may broadcast against surv_cause either way (rows x grid against one row)."""
+    from toolkit.survival import cumulative_incidence, incidence_grid
+
+    grid = incidence_grid(730)
+    rng = np.random.default_rng(0)
+    k, rate = rng.uniform(0.4, 2.5, (5, 3, 1)), rng.uniform(0.05, 3, (5, 3, 1))
+    sc = 0.3 + 0.7 * np.exp(-rate * (grid / 365.25) ** k)
+    so = np.exp(-0.05 * (grid / 365.25) ** 1.3)[None, None, :]
+    full = cumulative_incidence(sc, so)
+    assert full.shape == sc.shape and np.all(full[..., 0] == 0)
+    at = [365, 0, 180, 730, 180]
+    np.testing.assert_allclose(cumulative_incidence(sc, so, at=at), full[..., at], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(cumulative_incidence(so, sc, at=at), cumulative_incidence(so, sc)[..., at],
+                               rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="grid indices"):
+        cumulative_incidence(sc, so, at=[731])
+
+
 def test_first_crossing_is_the_exact_median():
     from toolkit.survival import first_crossing
 

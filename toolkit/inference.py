@@ -678,12 +678,6 @@ def _finite_or_none(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _stat_values(ds: xr.Dataset, mask: dict[str, np.ndarray]) -> np.ndarray:
-    """Flatten a per-element statistic, dropping elements that are constant."""
-    parts = [np.ravel(ds[name].values)[mask[name]] for name in mask]
-    return np.concatenate(parts) if parts else np.array([])
-
-
 # Names of the per-draw "trajectory stopped at the maximum tree depth" flag: nutpie, then PyMC/numpyro.
 TREEDEPTH_FLAGS = ("maxdepth_reached", "reached_max_treedepth")
 TREEDEPTH_MAX_SHARE = 0.01
@@ -796,17 +790,27 @@ def diagnose(
     n_chains = int(post.sizes.get("chain", 1))
     problems: list[str] = []
 
-    # Elements whose draws are all identical carry no convergence information.
-    mask = {}
+    # Elements whose draws are all identical carry no convergence information. The varying ones of every
+    # variable go into one (chain, draw, element) array, so each statistic is one call of the same per-element
+    # computation rather than one xarray call per variable (that wrapping cost more than the statistics).
+    parts = []
     for name in names:
         values = post[name].transpose("chain", "draw", ...).values
-        flat = values.reshape(values.shape[0] * values.shape[1], -1)
-        mask[name] = ~np.all(flat == flat[:1], axis=0)
+        flat = values.reshape(values.shape[0], values.shape[1], -1)
+        rows = flat.reshape(values.shape[0] * values.shape[1], -1)
+        parts.append(flat[..., ~np.all(rows == rows[:1], axis=0)])
+    stacked = np.concatenate(parts, axis=-1) if parts else np.zeros((n_chains, 0, 0))
+    ess_bulk = ess_tail = rhat = np.array([])
+    if stacked.shape[-1]:
+        from arviz_stats.base import array_stats
+        from arviz_stats.validate import validate_ci_prob
 
-    with np.errstate(invalid="ignore", divide="ignore"):  # constant elements give NaN
-        ess_bulk = _stat_values(azs.ess(post, method="bulk"), mask)
-        ess_tail = _stat_values(azs.ess(post, method="tail"), mask)
-        rhat = _stat_values(azs.rhat(post, method="rank"), mask) if n_chains >= 2 else None
+        axes = {"chain_axis": 0, "draw_axis": 1}
+        with np.errstate(invalid="ignore", divide="ignore"):  # e.g. a chain stuck at one value
+            ess_bulk = np.ravel(array_stats.ess(stacked, method="bulk", **axes))
+            # the tail quantiles as ``azs.ess(..., method="tail")`` takes them (rcParams' stats.ci_prob)
+            ess_tail = np.ravel(array_stats.ess(stacked, method="tail", prob=validate_ci_prob(None), **axes))
+            rhat = np.ravel(array_stats.rhat(stacked, method="rank", **axes)) if n_chains >= 2 else None
     min_ess_bulk = float(np.min(ess_bulk)) if ess_bulk.size else math.nan
     min_ess_tail = float(np.min(ess_tail)) if ess_tail.size else math.nan
 

@@ -130,7 +130,7 @@ def incidence_grid(horizon_days: float, *, step_days: float = 1.0) -> np.ndarray
     return np.linspace(0.0, float(horizon_days), m + 1)
 
 
-def cumulative_incidence(surv_cause, surv_other) -> np.ndarray:
+def cumulative_incidence(surv_cause, surv_other, *, at=None) -> np.ndarray:
     r"""Cumulative incidence of a cause, given on a grid the survivals of its own and the competing hazards.
 
     With cause-specific hazards h_c and h_o, S_c = exp(-H_c), S_o = exp(-H_o)
@@ -142,16 +142,48 @@ def cumulative_incidence(surv_cause, surv_other) -> np.ndarray:
     (a Riemann-Stieltjes sum with S_o at the geometric midpoint of each step,
     exact when h_o is constant within the step; no density is evaluated, so a
     Weibull shape below 1 needs no special care at s = 0). ``surv_cause`` and
-    ``surv_other`` have the grid on their last axis; S_c may be a mixture
-    (e.g. pi + (1 - pi) S_u for a cure model). Returns the running CIF on the
-    grid, the same shape, starting at 0. The two causes' incidences and S sum
-    to 1 up to the discretisation error.
+    ``surv_other`` have the grid on their last axis and broadcast against
+    each other; S_c may be a mixture (e.g. pi + (1 - pi) S_u for a cure
+    model). Returns the running CIF on the grid, starting at 0, or with
+    ``at`` (grid indices) only CIF(s_at), last axis ``len(at)``: the same sums
+    without the running total over every grid point. The two causes'
+    incidences and S sum to 1 up to the discretisation error. The sum is
+    linear in ``surv_cause``, so the CIF of a mean of S_c's is the mean of
+    their CIFs against the same S_o.
     """
-    sc = np.asarray(surv_cause, dtype=float)
-    so = np.broadcast_to(np.asarray(surv_other, dtype=float), sc.shape)
-    steps = np.sqrt(so[..., :-1] * so[..., 1:]) * (sc[..., :-1] - sc[..., 1:])
-    zero = np.zeros(sc.shape[:-1] + (1,))
-    return np.concatenate([zero, np.cumsum(steps, axis=-1)], axis=-1)
+    sc, so = np.broadcast_arrays(np.asarray(surv_cause, dtype=float), np.asarray(surv_other, dtype=float))
+    if at is None:
+        steps = np.sqrt(so[..., :-1] * so[..., 1:])
+        steps *= sc[..., :-1] - sc[..., 1:]
+        zero = np.zeros(sc.shape[:-1] + (1,))
+        return np.concatenate([zero, np.cumsum(steps, axis=-1)], axis=-1)
+    at = np.asarray(at, dtype=int)
+    if at.ndim != 1 or np.any(at < 0) or np.any(at >= sc.shape[-1]):
+        raise ValueError(f"at must be grid indices in 0..{sc.shape[-1] - 1}")
+    # step j in column j of a full-width array (the last column is unused): on contiguous inputs the
+    # neighbours are taken along the flat array, one pass without strided slices
+    steps = _adjacent(np.multiply, so)
+    np.sqrt(steps, out=steps)
+    steps *= _adjacent(np.subtract, sc)
+    order = np.argsort(at, kind="stable")
+    ends = np.concatenate([[0], at[order]])
+    # the running sum at the sorted indices, one segment of steps at a time (an empty segment adds 0)
+    segments = np.stack([steps[..., a:b].sum(axis=-1) for a, b in zip(ends[:-1], ends[1:])], axis=-1)
+    out = np.empty_like(segments)
+    out[..., order] = np.cumsum(segments, axis=-1)
+    return out
+
+
+def _adjacent(op, a: np.ndarray) -> np.ndarray:
+    """op(a[..., j], a[..., j + 1]) in column j of an array shaped as ``a`` (the last column is 0)."""
+    out = np.empty(a.shape)
+    if a.flags.c_contiguous:
+        flat = a.reshape(-1)
+        op(flat[:-1], flat[1:], out=out.reshape(-1)[:-1])  # a row's last column gets a cross-row value
+    else:
+        op(a[..., :-1], a[..., 1:], out=out[..., :-1])
+    out[..., -1] = 0.0
+    return out
 
 
 def first_crossing(surv, n: int, lo: float, hi: float, *, level: float = 0.5, iterations: int = 50) -> np.ndarray:

@@ -435,12 +435,11 @@ class DurabilityCalibration:
             out["cure_fraction_difference"] = cf["experimental"] - cf["control"]
         if "death_log_shape" in draws and hasattr(dm, "cumulative_incidences"):
             inc = {}
-            for arm, name in arms:
-                grid, cir, nrm = dm.cumulative_incidences(post, inputs, max(self.days), arm=arm)
+            for arm, name in arms:  # only the estimand days of the one-day grid
+                _, cir, nrm = dm.cumulative_incidences(post, inputs, max(self.days), arm=arm, days=self.days)
                 inc[name] = {"cir": cir, "nrm": nrm}
-            index = [int(np.argmin(np.abs(grid - day))) for day in self.days]
             for what in ("cir", "nrm"):
-                for j, day in zip(index, self.days):
+                for j, day in enumerate(self.days):
                     for _, name in arms:
                         out[f"{what}_{day}d_{name}"] = inc[name][what][:, j]
                     out[f"{what}_{day}d_difference"] = inc["experimental"][what][:, j] - inc["control"][what][:, j]

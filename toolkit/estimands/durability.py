@@ -83,13 +83,12 @@ def durability_estimands(posterior, inputs, *, variant: str, days=(180, 365), hr
             out[f"cure_fraction_{name}"] = summarize_draws(draws, ci_prob=ci_prob)
         out["cure_fraction_difference"] = summarize_draws(cf["experimental"] - cf["control"], ci_prob=ci_prob)
     if separate and wanted("cir_", "nrm_"):
-        grid, inc = None, {}
-        for arm, name in arms:
-            grid, cir, nrm = cumulative_incidences(posterior, inputs, max(days), arm=arm)
+        inc = {}
+        for arm, name in arms:  # only the estimand days of the one-day grid (it has every whole day)
+            _, cir, nrm = cumulative_incidences(posterior, inputs, max(days), arm=arm, days=days)
             inc[name] = {"cir": cir, "nrm": nrm}
-        index = [int(np.argmin(np.abs(grid - d))) for d in days]  # the grid has every whole day
         for what in ("cir", "nrm"):
-            for j, d in zip(index, days):
+            for j, d in enumerate(days):
                 for _, name in arms:
                     out[f"{what}_{d}d_{name}"] = summarize_draws(inc[name][what][:, j], ci_prob=ci_prob)
                 out[f"{what}_{d}d_difference"] = summarize_draws(
