@@ -88,7 +88,8 @@ from toolkit.data.inputs import DurabilityInputs
 from toolkit.models.priors import NormalPairPriors, normal
 
 MODEL_NAME = "durability"
-MODEL_VERSION = "1.1.0"  # 1.1: NRM as its own hazard for cure and efs; EFS, CIR, NRM
+MODEL_VERSION = "1.2.0"  # 1.1: NRM as its own hazard for cure and efs; EFS, CIR, NRM; 1.2: NRM scale sampled
+#                            as the log cumulative hazard at NRM_REFERENCE_YEARS (same prior and likelihood)
 VARIANTS = ("weibull", "cure")
 PRIOR_SETS = ("default", "skeptical", "optimistic")
 #: nutpie with PyTensor's disk-cached numba log density called from Python, chosen by measurement
@@ -134,6 +135,37 @@ class DurabilityPriors(NormalPairPriors):
 def separate_nrm(variant: str, endpoint: str) -> bool:
     """Whether death in remission has its own cause-specific hazard (see the module docstring)."""
     return variant == "cure" or endpoint in ("relapse", "efs")
+
+
+#: the time (years) at which the NRM hazard's scale is sampled (:func:`nrm_log_scale`): about the trial's
+#: follow-up, where the few deaths in remission inform the cumulative hazard best
+NRM_REFERENCE_YEARS = 2.0
+#: natural-scale parameters the model keeps as Deterministics of its free variables (calibration ranks them)
+NATURAL_PARAMETERS = ("death_log_scale_years",)
+
+
+def nrm_log_scale(log_shape, prior: tuple[float, float], reference_years: float | None = None):
+    r"""The NRM hazard's log scale, ``death_log_scale_years``, sampled through u = k (log lam - log t_r).
+
+    With t_r = ``reference_years`` (default :data:`NRM_REFERENCE_YEARS`), u = -log H0(t_r), minus the log baseline cumulative NRM
+    hazard at t_r, which the few deaths in remission inform; log lam itself is nearly unidentified
+    then, and (log k, log lam) lie on the curved ridge k (log t - log lam) = const, whose tails
+    made the sampler diverge (docs/calibration.md). The prior is unchanged: log lam ~ Normal(mu,
+    sigma) independent of log k is the same as
+
+    .. math:: u \mid k \sim \text{Normal}(k(\mu - \log t_r),\; k\sigma), \qquad
+              \log\lambda = \log t_r + u / k,
+
+    whose density carries the Jacobian |d log lam / du| = 1/k of the change of variables, so the
+    model's log density in (log k, u) is the old one in (log k, log lam) plus log(1/k)
+    (``tests/test_durability.py``). A prior draw of u from z ~ Normal(0, 1) gives log lam = mu +
+    sigma z, the old draw.
+    """
+    mu, sigma = prior
+    log_t = float(np.log(NRM_REFERENCE_YEARS if reference_years is None else reference_years))
+    k = pt.exp(log_shape)
+    u = pm.Normal("death_neg_log_cumhaz_ref", mu=k * (mu - log_t), sigma=k * sigma)
+    return pm.Deterministic("death_log_scale_years", log_t + u / k)
 
 
 def weibull_log_cumhaz0(t, log_shape, log_scale):
@@ -220,7 +252,7 @@ def build_durability_model(inputs: DurabilityInputs, priors: DurabilityPriors | 
         if separate:
             competing = pm.Data("death_in_remission", inputs.competing, dims="patient")
             d_shape = normal("death_log_shape", priors.death_log_shape)
-            d_scale = normal("death_log_scale_years", priors.death_log_scale_years)
+            d_scale = nrm_log_scale(d_shape, priors.death_log_scale_years)
             d_hr = normal("log_hr_death", priors.log_hr_death)
             d_kwargs = {}
             if inputs.hsct == "timevarying":
