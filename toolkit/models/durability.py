@@ -71,7 +71,9 @@ is in ``docs/priors.md`` (anchors ``#durability-<field>``, e.g. ``#durability-lo
   Normal(log 30, 1.5) (about 3 %/year; no source, weakly informative),
   ``death_log_shape`` Normal(0, 0.5), ``log_hr_death`` Normal(0, 1),
   ``log_hr_hsct_nrm`` Normal(0, 1) (weakly informative, no source: NRM after
-  transplant vs before, ``timevarying`` only). Response:
+  transplant vs before, ``timevarying`` only); the sampler moves on u = k_n (log lam_n - log 2 y),
+  ``death_neg_log_cumhaz_ref``, with the prior above carried over exactly (:func:`nrm_log_scale`,
+  model 1.2.0), and ``death_log_scale_years`` is kept as a Deterministic. Response:
   ``logit_response`` Normal(logit 0.85, 1) (CR/CRi 81 % in ELIANA, 85.5 % in
   the CIBMTR registry, Pasquini 2020), ``response_log_or`` Normal(0, 1).
 """
@@ -166,6 +168,12 @@ def nrm_log_scale(log_shape, prior: tuple[float, float], reference_years: float 
     k = pt.exp(log_shape)
     u = pm.Normal("death_neg_log_cumhaz_ref", mu=k * (mu - log_t), sigma=k * sigma)
     return pm.Deterministic("death_log_scale_years", log_t + u / k)
+
+
+def nrm_free_value(log_shape, log_scale, reference_years: float | None = None):
+    """u = k (log lam - log t_r), the free variable ``death_neg_log_cumhaz_ref`` at natural-scale NRM parameters."""
+    log_t = np.log(NRM_REFERENCE_YEARS if reference_years is None else reference_years)
+    return np.exp(log_shape) * (log_scale - log_t)
 
 
 def weibull_log_cumhaz0(t, log_shape, log_scale):
