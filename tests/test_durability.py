@@ -222,7 +222,7 @@ def test_cure_model_puts_death_in_remission_on_its_own_hazard_for_cured_and_uncu
     point = model.initial_point()
     point.update(log_shape=np.log(1.3), log_scale_years=np.log(0.7), log_hr=np.log(0.6), logit_cure=-0.2,
                  cure_log_or=0.5, death_log_shape=np.log(0.9),
-                 death_neg_log_cumhaz_ref=nrm_free_value(np.log(0.9), np.log(20.0)), log_hr_death=0.3)
+                 death_log_scale_ref=nrm_free_value(np.log(0.9), np.log(20.0)), log_hr_death=0.3)
     observed = model.compile_logp(vars=model.observed_RVs)(point)
     t, a = inputs.time_years, inputs.arm
     relapse = (inputs.event == 1) & (inputs.competing == 0)
@@ -239,12 +239,12 @@ def test_cure_model_puts_death_in_remission_on_its_own_hazard_for_cured_and_uncu
 
 @pytest.mark.parametrize("variant, endpoint", [("weibull", "efs"), ("cure", "rfs")])
 def test_nrm_reparameterisation_keeps_the_log_density(example, monkeypatch, variant, endpoint):
-    """Model 1.2.0 samples u = k (log lam_n - log t_r) in place of log lam_n (``nrm_log_scale``).
+    """Model 1.2.0 samples v = k^a (log lam_n - log t_r) in place of log lam_n (``nrm_log_scale``).
 
     At the same natural-scale parameters its joint log density equals 1.1.0's (log lam_n a free
-    Normal) plus the change of variables' log Jacobian log |d log lam_n / du| = -log k_n, at
-    points spread over the prior, far tails included; dropping the Jacobian (u with sd sigma, not
-    k sigma) breaks the equality.
+    Normal) plus the change of variables' log Jacobian log |d log lam_n / dv| = -a log k_n, at
+    points spread over the prior, far tails included; dropping the Jacobian (v with sd sigma, not
+    k^a sigma) breaks the equality.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -252,17 +252,19 @@ def test_nrm_reparameterisation_keeps_the_log_density(example, monkeypatch, vari
     from toolkit.models import durability as dm
     from toolkit.models.priors import normal
 
+    a = dm.NRM_SHAPE_POWER
+    assert 0 < a <= 1
     inputs = to_durability_inputs(example, endpoint=endpoint)
     new = build_durability_model(inputs, variant=variant)
-    assert "death_neg_log_cumhaz_ref" in {rv.name for rv in new.free_RVs}
+    assert "death_log_scale_ref" in {rv.name for rv in new.free_RVs}
     assert "death_log_scale_years" in {d.name for d in new.deterministics}
     monkeypatch.setattr(dm, "nrm_log_scale", lambda log_shape, prior: normal("death_log_scale_years", prior))
     old = build_durability_model(inputs, variant=variant)  # 1.1.0: log lam_n itself is the free variable
 
-    def no_jacobian(log_shape, prior, reference_years=None):  # a broken variant: u's sd not scaled by k
-        log_t = np.log(dm.NRM_REFERENCE_YEARS)
-        u = pm.Normal("death_neg_log_cumhaz_ref", mu=pt.exp(log_shape) * (prior[0] - log_t), sigma=prior[1])
-        return pm.Deterministic("death_log_scale_years", log_t + u / pt.exp(log_shape))
+    def no_jacobian(log_shape, prior):  # a broken variant: v's sd not scaled by k^a
+        log_t, c = np.log(dm.NRM_REFERENCE_YEARS), pt.exp(a * log_shape)
+        v = pm.Normal("death_log_scale_ref", mu=c * (prior[0] - log_t), sigma=prior[1])
+        return pm.Deterministic("death_log_scale_years", log_t + v / c)
 
     monkeypatch.setattr(dm, "nrm_log_scale", no_jacobian)
     broken = build_durability_model(inputs, variant=variant)
@@ -274,9 +276,9 @@ def test_nrm_reparameterisation_keeps_the_log_density(example, monkeypatch, vari
         point.update(log_shape=0.2, log_scale_years=-0.3, log_hr=-0.4, death_log_shape=log_k,
                      death_log_scale_years=log_lam, log_hr_death=0.3)
         other = {k: v for k, v in point.items() if k != "death_log_scale_years"}
-        other["death_neg_log_cumhaz_ref"] = nrm_free_value(log_k, log_lam)
-        gaps.append(logp_new(other) - logp_old(point) + log_k)
-        broken_gaps.append(logp_broken(other) - logp_old(point) + log_k)
+        other["death_log_scale_ref"] = nrm_free_value(log_k, log_lam)
+        gaps.append(logp_new(other) - logp_old(point) + a * log_k)
+        broken_gaps.append(logp_broken(other) - logp_old(point) + a * log_k)
     assert np.ptp(gaps) < 1e-9 and abs(gaps[0]) < 1e-6  # the same up to a constant (here 0, to rounding)
     assert np.ptp(broken_gaps) > 0.1
 

@@ -358,7 +358,7 @@ class DurabilityCalibration:
 
     def parameter_names(self, model) -> list[str]:
         """The free variables and the natural-scale parameters the model derives from them (e.g. the NRM
-        scale, sampled through ``death_neg_log_cumhaz_ref``), which the generator needs and the ranks test."""
+        scale, sampled through ``death_log_scale_ref``), which the generator needs and the ranks test."""
         from toolkit.models.durability import NATURAL_PARAMETERS
 
         names = [rv.name for rv in model.free_RVs]
