@@ -14,7 +14,7 @@ from toolkit.data.inputs import ModelDataError, to_durability_inputs
 from toolkit.estimands import durability_estimands
 from toolkit.fitting import DurabilityOptions
 from toolkit.models.durability import (DurabilityPriors, build_durability_model, median_survival_days,
-                                       survival_curves, survival_logp)
+                                       nrm_free_value, survival_curves, survival_logp)
 from toolkit.estimands import durability_definitions
 from toolkit.testing import EXAMPLE, read_raw, row_of, set_cell, write_raw
 
@@ -221,8 +221,8 @@ def test_cure_model_puts_death_in_remission_on_its_own_hazard_for_cured_and_uncu
     assert {"death", "log_hr_death"} <= set(model.named_vars)
     point = model.initial_point()
     point.update(log_shape=np.log(1.3), log_scale_years=np.log(0.7), log_hr=np.log(0.6), logit_cure=-0.2,
-                 cure_log_or=0.5, death_log_shape=np.log(0.9), death_log_scale_years=np.log(20.0),
-                 log_hr_death=0.3)
+                 cure_log_or=0.5, death_log_shape=np.log(0.9),
+                 death_log_scale_ref=nrm_free_value(np.log(0.9), np.log(20.0)), log_hr_death=0.3)
     observed = model.compile_logp(vars=model.observed_RVs)(point)
     t, a = inputs.time_years, inputs.arm
     relapse = (inputs.event == 1) & (inputs.competing == 0)
@@ -235,6 +235,63 @@ def test_cure_model_puts_death_in_remission_on_its_own_hazard_for_cured_and_uncu
                         np.where(death, np.log(hn) - Hn + np.log(pi + (1 - pi) * np.exp(-Hu)),
                                  -Hn + np.log(pi + (1 - pi) * np.exp(-Hu))))
     assert observed == pytest.approx(expected.sum(), rel=1e-9)
+
+
+@pytest.mark.parametrize("variant, endpoint", [("weibull", "efs"), ("cure", "rfs")])
+def test_nrm_reparameterisation_keeps_the_log_density(example, monkeypatch, variant, endpoint):
+    """Model 1.2.0 samples v = k^a (log lam_n - log t_r) in place of log lam_n (``nrm_log_scale``).
+
+    At the same natural-scale parameters its joint log density equals 1.1.0's (log lam_n a free
+    Normal) plus the change of variables' log Jacobian log |d log lam_n / dv| = -a log k_n, at
+    points spread over the prior, far tails included; dropping the Jacobian (v with sd sigma, not
+    k^a sigma) breaks the equality.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    from toolkit.models import durability as dm
+    from toolkit.models.priors import normal
+
+    a = dm.NRM_SHAPE_POWER
+    assert 0 < a <= 1
+    inputs = to_durability_inputs(example, endpoint=endpoint)
+    new = build_durability_model(inputs, variant=variant)
+    assert "death_log_scale_ref" in {rv.name for rv in new.free_RVs}
+    assert "death_log_scale_years" in {d.name for d in new.deterministics}
+    monkeypatch.setattr(dm, "nrm_log_scale", lambda log_shape, prior: normal("death_log_scale_years", prior))
+    old = build_durability_model(inputs, variant=variant)  # 1.1.0: log lam_n itself is the free variable
+
+    def no_jacobian(log_shape, prior):  # a broken variant: v's sd not scaled by k^a
+        log_t, c = np.log(dm.NRM_REFERENCE_YEARS), pt.exp(a * log_shape)
+        v = pm.Normal("death_log_scale_ref", mu=c * (prior[0] - log_t), sigma=prior[1])
+        return pm.Deterministic("death_log_scale_years", log_t + v / c)
+
+    monkeypatch.setattr(dm, "nrm_log_scale", no_jacobian)
+    broken = build_durability_model(inputs, variant=variant)
+    logp_new, logp_old, logp_broken = new.compile_logp(), old.compile_logp(), broken.compile_logp()
+    rng = np.random.default_rng(1)
+    gaps, broken_gaps = [], []
+    for log_k, log_lam in [(0.0, np.log(30.0)), (-1.2, 1.0), (1.0, 6.5), (0.4, -0.5), *rng.normal([0, 3.4], [0.5, 1.5], (4, 2))]:
+        point = old.initial_point()
+        point.update(log_shape=0.2, log_scale_years=-0.3, log_hr=-0.4, death_log_shape=log_k,
+                     death_log_scale_years=log_lam, log_hr_death=0.3)
+        other = {k: v for k, v in point.items() if k != "death_log_scale_years"}
+        other["death_log_scale_ref"] = nrm_free_value(log_k, log_lam)
+        gaps.append(logp_new(other) - logp_old(point) + a * log_k)
+        broken_gaps.append(logp_broken(other) - logp_old(point) + a * log_k)
+    assert np.ptp(gaps) < 1e-9 and abs(gaps[0]) < 1e-6  # the same up to a constant (here 0, to rounding)
+    assert np.ptp(broken_gaps) > 0.1
+
+
+def test_nrm_reparameterisation_keeps_the_prior(example):
+    """Prior draws of the natural NRM parameters: log lam_n ~ Normal(log 30, 1.5) independent of log k_n."""
+    import pymc as pm
+
+    model = build_durability_model(to_durability_inputs(example, endpoint="efs"), variant="weibull")
+    k, lam = pm.draw([model["death_log_shape"], model["death_log_scale_years"]], draws=4000, random_seed=5)
+    mu, sigma = DurabilityPriors().death_log_scale_years
+    assert abs(lam.mean() - mu) < 4 * sigma / np.sqrt(lam.size) and abs(lam.std() / sigma - 1) < 0.05
+    assert abs(np.corrcoef(k, lam)[0, 1]) < 0.05
 
 
 def _competing_posterior(n=40, seed=0):

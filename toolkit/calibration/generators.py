@@ -357,7 +357,12 @@ class DurabilityCalibration:
     # ---- generator ------------------------------------------------------------------------
 
     def parameter_names(self, model) -> list[str]:
-        return [rv.name for rv in model.free_RVs]
+        """The free variables and the natural-scale parameters the model derives from them (e.g. the NRM
+        scale, sampled through ``death_log_scale_ref``), which the generator needs and the ranks test."""
+        from toolkit.models.durability import NATURAL_PARAMETERS
+
+        names = [rv.name for rv in model.free_RVs]
+        return names + [d.name for d in model.deterministics if d.name in NATURAL_PARAMETERS]
 
     def draw_prior(self, n: int, *, random_seed: int) -> list[dict[str, np.ndarray]]:
         """``n`` parameter draws from the generator model's prior (``pm.draw``), one dict each."""

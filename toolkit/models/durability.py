@@ -71,7 +71,9 @@ is in ``docs/priors.md`` (anchors ``#durability-<field>``, e.g. ``#durability-lo
   Normal(log 30, 1.5) (about 3 %/year; no source, weakly informative),
   ``death_log_shape`` Normal(0, 0.5), ``log_hr_death`` Normal(0, 1),
   ``log_hr_hsct_nrm`` Normal(0, 1) (weakly informative, no source: NRM after
-  transplant vs before, ``timevarying`` only). Response:
+  transplant vs before, ``timevarying`` only); the sampler moves on v = k_n^(1/2) (log lam_n - log 2 y),
+  ``death_log_scale_ref``, with the prior above carried over exactly (:func:`nrm_log_scale`,
+  model 1.2.0), and ``death_log_scale_years`` is kept as a Deterministic. Response:
   ``logit_response`` Normal(logit 0.85, 1) (CR/CRi 81 % in ELIANA, 85.5 % in
   the CIBMTR registry, Pasquini 2020), ``response_log_or`` Normal(0, 1).
 """
@@ -88,7 +90,8 @@ from toolkit.data.inputs import DurabilityInputs
 from toolkit.models.priors import NormalPairPriors, normal
 
 MODEL_NAME = "durability"
-MODEL_VERSION = "1.1.0"  # 1.1: NRM as its own hazard for cure and efs; EFS, CIR, NRM
+MODEL_VERSION = "1.2.0"  # 1.1: NRM as its own hazard for cure and efs; EFS, CIR, NRM; 1.2: NRM scale sampled
+#                            about NRM_REFERENCE_YEARS, sheared by the shape (same prior and likelihood)
 VARIANTS = ("weibull", "cure")
 PRIOR_SETS = ("default", "skeptical", "optimistic")
 #: nutpie with PyTensor's disk-cached numba log density called from Python, chosen by measurement
@@ -134,6 +137,49 @@ class DurabilityPriors(NormalPairPriors):
 def separate_nrm(variant: str, endpoint: str) -> bool:
     """Whether death in remission has its own cause-specific hazard (see the module docstring)."""
     return variant == "cure" or endpoint in ("relapse", "efs")
+
+
+#: the time (years) about which the NRM hazard's scale is sampled (:func:`nrm_log_scale`): inside the trial's
+#: follow-up (median 3 years at the default design), where the few deaths in remission inform the hazard
+NRM_REFERENCE_YEARS = 2.0
+#: the power a of the NRM shape in that variable, v = k^a (log lam - log t_r) (:func:`nrm_log_scale`)
+NRM_SHAPE_POWER = 0.5
+#: natural-scale parameters the model keeps as Deterministics of its free variables (calibration ranks them)
+NATURAL_PARAMETERS = ("death_log_scale_years",)
+
+
+def nrm_log_scale(log_shape, prior: tuple[float, float], reference_years: float | None = None,
+                  power: float | None = None):
+    r"""The NRM hazard's log scale, ``death_log_scale_years``, sampled through v = k^a (log lam - log t_r).
+
+    t_r = ``reference_years`` (default :data:`NRM_REFERENCE_YEARS`), a = ``power`` (default
+    :data:`NRM_SHAPE_POWER`). With few deaths in remission only the cumulative NRM hazard over the
+    follow-up, log H0(t_r) = -k (log lam - log t_r), is learned; log lam lies far above the data's
+    time scale, so (log k, log lam) lie on the curved ridge log lam = log t_r + const / k, whose
+    ends made the sampler diverge (docs/calibration.md). a = 1 samples that cumulative hazard
+    itself, which straightens the ridge but leaves a funnel (v's prior sd is k sigma) that diverges
+    on large cohorts with no death; a = 1/2 goes half-way and does neither at the measured
+    designs. The prior is unchanged: log lam ~ Normal(mu, sigma) independent of log k is the same as
+
+    .. math:: v \mid k \sim \text{Normal}(k^a(\mu - \log t_r),\; k^a\sigma), \qquad
+              \log\lambda = \log t_r + v / k^a,
+
+    whose density carries the Jacobian |d log lam / dv| = k^-a of the change of variables, so the
+    model's log density in (log k, v) is the old one in (log k, log lam) minus a log k
+    (``tests/test_durability.py``). A prior draw of v from z ~ Normal(0, 1) gives log lam = mu +
+    sigma z, the old draw.
+    """
+    mu, sigma = prior
+    log_t = float(np.log(NRM_REFERENCE_YEARS if reference_years is None else reference_years))
+    c = pt.exp((NRM_SHAPE_POWER if power is None else power) * log_shape)
+    v = pm.Normal("death_log_scale_ref", mu=c * (mu - log_t), sigma=c * sigma)
+    return pm.Deterministic("death_log_scale_years", log_t + v / c)
+
+
+def nrm_free_value(log_shape, log_scale, reference_years: float | None = None, power: float | None = None):
+    """v = k^a (log lam - log t_r), the free variable ``death_log_scale_ref`` at natural-scale NRM parameters."""
+    log_t = np.log(NRM_REFERENCE_YEARS if reference_years is None else reference_years)
+    return np.exp((NRM_SHAPE_POWER if power is None else power) * log_shape) * (log_scale - log_t)
 
 
 def weibull_log_cumhaz0(t, log_shape, log_scale):
@@ -220,7 +266,7 @@ def build_durability_model(inputs: DurabilityInputs, priors: DurabilityPriors | 
         if separate:
             competing = pm.Data("death_in_remission", inputs.competing, dims="patient")
             d_shape = normal("death_log_shape", priors.death_log_shape)
-            d_scale = normal("death_log_scale_years", priors.death_log_scale_years)
+            d_scale = nrm_log_scale(d_shape, priors.death_log_scale_years)
             d_hr = normal("log_hr_death", priors.log_hr_death)
             d_kwargs = {}
             if inputs.hsct == "timevarying":
