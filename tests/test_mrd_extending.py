@@ -100,4 +100,4 @@ def test_the_primary_spec_states_its_budget():
     from toolkit.fitting import resolve_options
     from toolkit.specs import load_spec, shipped_spec
 
-    assert resolve_options("mrd", load_spec(shipped_spec("models/mrd_primary.toml"), model="mrd")).extend_sampling == 2
+    assert resolve_options("mrd", load_spec(shipped_spec("models/mrd_primary.toml"), model="mrd")).extend_sampling == 3

@@ -543,7 +543,7 @@ def sample_extending(model, settings: SamplerSettings, extensions: int = 1):
     (:func:`toolkit.inference.diagnose` over every posterior variable). So the budget is stated in advance: at
     most ``extensions`` reruns, in all ``(extensions + 1) * tune + (2**(extensions + 1) - 1) * draws``
     iterations per chain (tuning is repeated; at 1000 + 1000: 2.5 times one run for one rerun, 5 times for
-    two). A quick look of fewer than ``EXTEND_MIN_DRAWS`` draws in all is not rerun (its ESS cannot reach 400
+    two, 9.5 for three). A quick look of fewer than ``EXTEND_MIN_DRAWS`` draws in all is not rerun (its ESS cannot reach 400
     by design).
 
     Returns
