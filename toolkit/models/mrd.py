@@ -225,7 +225,7 @@ in 1.1.0, above).
 Measured on fresh cohorts (``benchmarks/README.md``, "MRD convergence", per-seed table; seeds
 1000-1019, 2 shared cores). Model 1.0.0 with two extensions: 12 of 20. Model 1.1.0 with two
 extensions and the divergence rerun: 17 of 20 (1009, 1014, 1015 failed). Model 1.1.0 with three
-extensions (the current spec): SEE_TABLE. The third extension is what 1014 needed (case (ii): its
+extensions (the current spec): 19 of 20 (only 1009 fails; 7 at the first run). The third extension is what 1014 needed (case (ii): its
 patient's kill rate mixes at 4 x 8000). Sampling is not bit-reproducible between processes (same
 seed, 1015: 3 divergences in one process, none in another), so a seed's verdict is itself a draw.
 What remains slow is the clearance hierarchy when no patient's data pin a kill rate (1009: no
