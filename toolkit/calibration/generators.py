@@ -238,6 +238,14 @@ def _shared_variables(graph) -> dict:
     return {v.name: v for v in ancestors([graph]) if isinstance(v, SharedVariable) and v.name}
 
 
+def design_cache_key(description: dict, arrays) -> str:
+    """A short hash of a problem's description and its design arrays: the key of a worker's compiled fit model."""
+    h = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode())
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
 def swappable_observations(model):
     """The model with every observed variable whose data is a constant observed through a shared variable.
 
@@ -308,10 +316,7 @@ class DurabilityCalibration:
 
     def cache_key(self) -> str:
         """Identifies the compiled fit model on a worker (structure, priors, design arrays)."""
-        h = hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode())
-        for a in (self.design.arm, self.design.censor_years, self.design.x_std):
-            h.update(np.ascontiguousarray(a).tobytes())
-        return h.hexdigest()[:16]
+        return design_cache_key(self.describe(), (self.design.arm, self.design.censor_years, self.design.x_std))
 
     # ---- models ---------------------------------------------------------------------------
 

@@ -53,15 +53,14 @@ generator does not simulate the MRD submodel (the MRD model's own generator,
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from toolkit.calibration.generators import InputsDesign, model_loglik_function, prior_draws, swappable_observations
+from toolkit.calibration.generators import (InputsDesign, design_cache_key, model_loglik_function, prior_draws,
+                                           swappable_observations)
 from toolkit.data.inputs import DAYS_PER_YEAR, CartInputs, DurabilityInputs
 
 __all__ = ["CartCalibration", "CartDesign", "JointCalibration", "JointDesign", "cart_design", "joint_design",
@@ -176,10 +175,7 @@ class CartCalibration:
         return (i.arm, i.sample_patient, i.day, i.log_lloq, i.log_value, i.censored, i.x_std)
 
     def cache_key(self) -> str:
-        h = hashlib.sha256(json.dumps(self.describe(), sort_keys=True, default=str).encode())
-        for a in self._design_arrays():
-            h.update(np.ascontiguousarray(a).tobytes())
-        return h.hexdigest()[:16]
+        return design_cache_key(self.describe(), self._design_arrays())
 
     # ---- models ---------------------------------------------------------------------------
 

@@ -63,15 +63,14 @@ parameters are sampled and diagnosed but not ranked.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from toolkit.calibration.generators import InputsDesign, model_loglik_function, prior_draws, swappable_observations
+from toolkit.calibration.generators import (InputsDesign, design_cache_key, model_loglik_function, prior_draws,
+                                           swappable_observations)
 from toolkit.data.mrd_inputs import MrdInputs
 
 __all__ = ["MRD_RANKED", "MrdCalibration", "MrdDesign", "SubstitutedNegativesMrd", "mrd_design"]
@@ -179,10 +178,7 @@ class MrdCalibration:
                 np.nan_to_num(i.baseline_log10, nan=-99.0), i.x_std, i.infused_arm, i.censoring)
 
     def cache_key(self) -> str:
-        h = hashlib.sha256(json.dumps(self.describe(), sort_keys=True, default=str).encode())
-        for a in self._design_arrays():
-            h.update(np.ascontiguousarray(a).tobytes())
-        return h.hexdigest()[:16]
+        return design_cache_key(self.describe(), self._design_arrays())
 
     # ---- models ---------------------------------------------------------------------------
 
