@@ -30,13 +30,16 @@ def _pits(results, quantities=None) -> dict[str, np.ndarray]:
     return {q: ok.loc[ok["quantity"] == q, "pit"].to_numpy(float) for q in names}
 
 
+VERDICT_COLOURS = {"calibrated": "C0", "suspect": "C1", "fails": "C3"}
+
+
 def plot_ecdf_differences(results, *, quantities=None, alpha: float = ALPHA, verdicts: dict | None = None):
     """ECDF of the PIT values minus the uniform CDF, per quantity, with the simultaneous 1 - alpha band.
 
     Säilynoja, Bürkner & Vehtari (2022): under calibration the whole curve stays
     inside the band with probability 1 - alpha. A curve below the band in the
     middle (an S shape) means an over-dispersed posterior, above it too narrow;
-    a curve wholly above or below, a shifted one.
+    a curve wholly above or below, a shifted one. Colours: ``VERDICT_COLOURS`` by ``verdicts``.
     """
     pits = _pits(results, quantities)
     fig, axes = _grid(len(pits))
@@ -49,9 +52,11 @@ def plot_ecdf_differences(results, *, quantities=None, alpha: float = ALPHA, ver
         grid = np.linspace(0, 1, 201)
         ecdf = np.searchsorted(np.sort(u), grid, side="right") / u.size
         inside = np.all((np.interp(z, grid, ecdf) >= lo - 1e-12) & (np.interp(z, grid, ecdf) <= hi + 1e-12))
-        ax.plot(grid, ecdf - grid, color="C0" if inside else "C3", lw=1.2)
-        ax.axhline(0, color="0.4", lw=0.6)
         verdict = (verdicts or {}).get(name, "")
+        # the colour follows the study's verdict where there is one (which also weighs the chi-square test
+        # and the number of quantities: blue calibrated, orange suspect, red fails), else this curve's band
+        ax.plot(grid, ecdf - grid, color=VERDICT_COLOURS.get(verdict) or ("C0" if inside else "C3"), lw=1.2)
+        ax.axhline(0, color="0.4", lw=0.6)
         ax.set_title(f"{name}{' (' + verdict + ')' if verdict else ''}", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.supxlabel("fractional rank (PIT)", fontsize=9)
