@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from toolkit.analyze import AnalyzeError, read_plan
+from toolkit.inference import clear_compile_cache
 from toolkit.specs import analysis_plan_dir
 from toolkit.testing import EXAMPLE, copy_example, folder_digest, run_cli
 
@@ -36,6 +37,7 @@ def sap(tmp_path_factory):
 def analyzed(sap, tmp_path_factory):
     """``toolkit analyze data_templates/example --fast`` on the two-spec plan: (exit code, output, out folder)."""
     out = tmp_path_factory.mktemp("analysis") / "out"
+    clear_compile_cache()  # a model compiled by an earlier test in this process would skip "compiling"
     code, output = run_cli(["analyze", EXAMPLE, "--out", out, "--sap", sap, "--fast"])
     return code, output, out
 

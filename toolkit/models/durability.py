@@ -326,10 +326,9 @@ def _arm_parameters(posterior, inputs: DurabilityInputs, *, arm: int, x_std=None
 
 def _add(x: np.ndarray, y) -> np.ndarray:
     """x + y, into x where the result has x's shape (no new array per block of the CIR/NRM loop)."""
-    try:
+    if np.broadcast_shapes(x.shape, np.shape(y)) == x.shape:
         return np.add(x, y, out=x)
-    except ValueError:  # y has more rows (covariates) than x
-        return x + y
+    return x + y  # y has more rows (covariates) than x
 
 
 def _weibull_survival(log_t: np.ndarray, k, offset) -> np.ndarray:
