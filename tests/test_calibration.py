@@ -495,3 +495,27 @@ def test_open_study_guards_every_study_folder(tmp_path):
     assert kept == {"runs": [{"wall_seconds": 3.0}]}
     with pytest.raises(ValueError, match="already holds a design study"):  # the caller's error type
         open_study(tmp_path / "none.json", {}, resume=False, what="design", compare=(), error=ValueError, held=True)
+
+
+def test_ecdf_curves_are_coloured_by_the_study_verdict():
+    """A curve outside its own band is red only without a verdict; with one, the verdict decides the colour."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.colors import to_hex
+
+    from toolkit.calibration.plots import VERDICT_COLOURS, plot_ecdf_differences
+
+    rng = np.random.default_rng(0)
+    pits = {"uniform": rng.random(200), "shifted": rng.random(200) ** 3}  # the second leaves its band
+    results = pd.DataFrame([{"status": "ok", "quantity": q, "pit": u} for q, us in pits.items() for u in us])
+
+    def colours(verdicts):
+        fig = plot_ecdf_differences(results, verdicts=verdicts)
+        out = [to_hex(ax.get_lines()[0].get_color()) for ax in fig.axes if ax.get_visible() and ax.get_lines()]
+        plt.close(fig)
+        return out
+
+    assert colours(None) == [to_hex("C0"), to_hex("C3")]
+    assert colours({"uniform": "suspect", "shifted": "calibrated"}) == [to_hex(VERDICT_COLOURS["suspect"]),
+                                                                          to_hex(VERDICT_COLOURS["calibrated"])]
+    assert colours({"uniform": "calibrated", "shifted": "fails"}) == [to_hex("C0"), to_hex("C3")]

@@ -192,15 +192,13 @@ def _seed_range(default="500-599"):
 
 def _prior_hdi_widths(tmp_path) -> dict:
     """Width of each checked estimand's 90% HDI under the prior alone (the same functions on prior draws)."""
-    import pymc as pm
+    from toolkit.design.schedules import prior_estimands
 
     folder = simulate_trial(60, seed=500, effects=PRIMARY_EFFECTS, with_truth=False).write(tmp_path / "prior")
     inputs = to_durability_inputs(load_cohort(folder), endpoint="efs")
     model = build_durability_model(inputs, primary_priors(), variant="cure")
-    names = [v.name for v in model.free_RVs] + [d.name for d in model.deterministics]
-    with model:
-        prior = pm.sample_prior_predictive(draws=4000, var_names=names, random_seed=1)["prior"]
-    est = durability_estimands(prior, inputs, variant="cure", days=(365,))
+    est = prior_estimands(model, inputs, lambda prior, inp: durability_estimands(prior, inp, variant="cure", days=(365,)),
+                          draws=4000, random_seed=1)
     return {n: est[n]["hdi_90"][1] - est[n]["hdi_90"][0] for n in PRIMARY_CHECKED}
 
 

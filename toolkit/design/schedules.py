@@ -263,6 +263,17 @@ def _estimand_function(model: str, options):
                                                 warnings_out=[])
 
 
+def prior_estimands(model, inputs, estimand_fn, *, draws: int, random_seed: int) -> dict:
+    """``estimand_fn(prior, inputs)`` on ``draws`` draws of every free variable and Deterministic of ``model``'s prior."""
+    import pymc as pm
+
+    var_names = [v.name for v in model.free_RVs] + [v.name for v in model.deterministics]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prior = pm.sample_prior_predictive(draws=draws, model=model, var_names=var_names, random_seed=random_seed)
+        return estimand_fn(prior["prior"], inputs)
+
+
 def prior_sd(model, inputs, estimand_fn, names, *, draws: int, random_seed: int,
              errors: list[str] | None = None) -> dict[str, float]:
     """SD of each estimand under the prior on this cohort's design: the estimand function on prior draws.
@@ -270,18 +281,12 @@ def prior_sd(model, inputs, estimand_fn, names, *, draws: int, random_seed: int,
     An estimand the function cannot compute on prior draws gets NaN (its contraction is then "no
     result"), and why is appended to ``errors`` when a list is given.
     """
-    import pymc as pm
-
-    var_names = [v.name for v in model.free_RVs] + [v.name for v in model.deterministics]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prior = pm.sample_prior_predictive(draws=draws, model=model, var_names=var_names, random_seed=random_seed)
-        try:
-            est = estimand_fn(prior["prior"], inputs)
-        except Exception as exc:  # noqa: BLE001 - an estimand that cannot be computed on prior draws has no prior SD
-            est = {}
-            if errors is not None:
-                errors.append(f"prior SD: {type(exc).__name__}: {exc}")
+    try:
+        est = prior_estimands(model, inputs, estimand_fn, draws=draws, random_seed=random_seed)
+    except Exception as exc:  # noqa: BLE001 - an estimand that cannot be computed on prior draws has no prior SD
+        est = {}
+        if errors is not None:
+            errors.append(f"prior SD: {type(exc).__name__}: {exc}")
     out = {n: float(est[n]["sd"]) if isinstance(est.get(n), dict) else math.nan for n in names}
     missing = [n for n in names if n in est and not math.isfinite(out[n])]
     if errors is not None and missing:
