@@ -8,6 +8,7 @@ likelihood term.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -160,6 +161,42 @@ def test_one_simulation_reports_diagnostics_and_ranks(weibull):
     assert np.isfinite(record["max_rhat"]) and record["divergences"] >= 0
     for q in record["quantities"].values():
         assert 0 <= q["rank"] <= q["n_kept"] and 0 < q["pit"] < 1
+
+
+def test_a_simulation_is_rerun_as_a_fit_would_be(weibull, monkeypatch):
+    """With ``extensions``, a fit failing its verdict is rerun by the fits' own policy (doubled draws, next seed,
+    target_accept halfway to 1 after divergences) and the last run is the one ranked and recorded."""
+    import nutpie
+
+    from toolkit import inference
+
+    calls, verdicts, real_sample, real_diagnose = [], [(False, 2), (True, 0)], nutpie.sample, inference.diagnose
+
+    def sample(compiled, **kw):
+        calls.append(kw)
+        return real_sample(compiled, **kw)
+
+    def diagnose(posterior, var_names=None):
+        converged, divergences = verdicts.pop(0)
+        return dataclasses.replace(real_diagnose(posterior, var_names=var_names), converged=converged,
+                                   divergences=divergences)
+
+    monkeypatch.setattr(nutpie, "sample", sample)
+    monkeypatch.setattr(inference, "diagnose", diagnose)
+    theta = weibull.draw_prior(1, random_seed=9)[0]
+    settings = study_settings(dict(chains=2, tune=150, draws=500, seed=5, target_accept=0.9))
+    record = run_simulation(weibull, 3, theta, settings=settings, extensions=2)
+    assert record["status"] == "ok", record["error"]
+    assert [c["draws"] for c in calls] == [500, 1000] and [c["target_accept"] for c in calls] == [0.9, 0.95]
+    assert calls[1]["seed"] != calls[0]["seed"]
+    assert record["runs"] == 2 and record["draws_per_chain"] == 1000 and record["converged"]
+    assert not record["first_converged"]
+    assert record["n_kept"] * record["thin"] <= 2 * 1000 and record["quantities"]
+    # no reruns without extensions (the default), whatever the verdict
+    calls.clear()
+    verdicts[:] = [(False, 0)]
+    record = run_simulation(weibull, 3, theta, settings=settings)
+    assert len(calls) == 1 and record["runs"] == 1 and not record["converged"]
 
 
 def test_sbc_flags_a_fit_prior_that_differs_from_the_generator(weibull, tmp_path):
@@ -519,3 +556,20 @@ def test_ecdf_curves_are_coloured_by_the_study_verdict():
     assert colours({"uniform": "suspect", "shifted": "calibrated"}) == [to_hex(VERDICT_COLOURS["suspect"]),
                                                                           to_hex(VERDICT_COLOURS["calibrated"])]
     assert colours({"uniform": "calibrated", "shifted": "fails"}) == [to_hex("C0"), to_hex("C3")]
+
+
+def test_reruns_come_from_the_spec_and_are_part_of_what_a_resume_must_match():
+    from toolkit.calibration.api import _extensions
+    from toolkit.calibration.runner import settings_record
+    from toolkit.specs import load_spec, shipped_spec
+
+    assert _extensions(load_spec(shipped_spec("models/mrd_primary.toml"), model="mrd"), None) == 3
+    assert _extensions(load_spec(shipped_spec("models/cart_primary.toml"), model="cart"), None) == 2
+    assert _extensions(load_spec(shipped_spec("models/durability_primary.toml"), model="durability"), None) == 0
+    assert _extensions(None, 1) == 1
+    for bad in (-1, 4, True, 1.5):
+        with pytest.raises(StudyError, match="extend_sampling must be a whole number from 0 to 3"):
+            _extensions(None, bad)
+    settings = study_settings(dict(chains=2, tune=100, draws=100))
+    assert "extend_sampling" not in settings_record(settings)  # studies stored before reruns still resume
+    assert settings_record(settings, 2)["extend_sampling"] == 2

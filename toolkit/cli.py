@@ -770,7 +770,7 @@ def cmd_calibrate(args) -> int:
         overview = calibrate(args.model, simulations=args.simulations, out=args.out, spec=args.spec, design=design,
                              variant=args.variant, workers=args.workers, scheduler=args.scheduler,
                              resume=args.resume, draws=args.draws, tune=args.tune, chains=args.chains,
-                             seed=args.seed)
+                             seed=args.seed, extend_sampling=args.extend_sampling)
     except (SpecError, StudyError, ValueError) as err:
         console.print(f"[bold red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
@@ -778,6 +778,9 @@ def cmd_calibrate(args) -> int:
                else "[yellow]inconclusive (failed simulations)[/]")
     console.print(f"{args.model}: {verdict}; {overview['succeeded']} simulations, {overview['failed']} failed, "
                   f"{overview['not_converged']} not converged; failing: {', '.join(overview['failing']) or 'none'}")
+    if overview.get("extended"):
+        console.print(f"{overview['extended']} fit(s) failed their first run and were rerun with more draws "
+                      f"(extend_sampling); {overview['not_converged']} still failed")
     console.print(f"summary: {Path(args.out) / 'calibration.html'}")
     return 0
 
@@ -1168,6 +1171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", type=int)
     p.add_argument("--chains", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--extend-sampling", type=int, metavar="N",
+                   help="reruns with doubled draws while a fit fails its diagnostics, as `toolkit fit` does "
+                        "(default: the spec's extend_sampling, else 0)")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("analyze", help="the whole analysis plan on a cohort: validate, fit every spec, compare, "

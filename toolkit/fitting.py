@@ -231,10 +231,13 @@ class CartOptions:
     covariates: list[str] = field(default_factory=list)
     effects_on: list[str] = field(default_factory=lambda: ["cmax", "tmax", "foldx", "alpha", "fb", "persistence"])
     priors: dict[str, list[float]] = field(default_factory=dict)
+    # reruns allowed, each with twice the draws of the one before, while the verdict fails (sample_extending)
+    extend_sampling: int = 0
 
     def __post_init__(self):
         from toolkit.models.cart import CartPriors, check_effects_on
 
+        check_extend_sampling(self.extend_sampling)
         self.covariates = list(self.covariates)
         self.effects_on = list(check_effects_on(self.effects_on))
         self.priors = dict(self.priors)
@@ -261,7 +264,7 @@ def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: Sampl
     inputs = to_cart_inputs(cohort, covariates=options.covariates)
     priors = options.prior_set(inputs.unit)
     model = cart.build_cart_model(inputs, priors, effects_on=options.effects_on)
-    posterior = sample(model, settings)
+    posterior, settings, attempts = sample_extending(model, settings, options.extend_sampling)
     with recording_estimand_draws() as estimand_record:
         estimands = cart_estimands(posterior["posterior"], inputs)
     data = {"per_arm": {name: {"patients": int((inputs.arm == code).sum()),
@@ -271,10 +274,11 @@ def fit_cart(cohort: Cohort, options: CartOptions | None = None, settings: Sampl
                         for code, name in ((0, "control"), (1, "experimental"))},
             "unit": inputs.unit,
             "samples_cut_after_events": inputs.n_cut_samples}  # the kinetic cut (toolkit.data.inputs)
-    return _assemble(model_module=cart, variant="stein", cohort=cohort, inputs=inputs, model=model,
-                     posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
-                     spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None,
-                     estimand_record=estimand_record)
+    result = _assemble(model_module=cart, variant="stein", cohort=cohort, inputs=inputs, model=model,
+                       posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
+                       spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None,
+                       estimand_record=estimand_record)
+    return record_extensions(result, attempts, settings, options.extend_sampling)
 
 
 def _jsonable_priors(priors: dict) -> dict:
@@ -507,10 +511,7 @@ class MrdOptions:
             raise ValueError(f"unknown prior {self.prior!r}; valid: {', '.join(PRIOR_SETS)}")
         self.priors = dict(self.priors)
         self.prior_set()  # unknown names, or a pair for a single-number prior, raise ValueError
-        if isinstance(self.extend_sampling, bool) or not isinstance(self.extend_sampling, int) \
-                or not 0 <= self.extend_sampling <= MAX_EXTENSIONS:
-            raise ValueError(f"extend_sampling must be a whole number from 0 to {MAX_EXTENSIONS} (reruns with "
-                             f"doubled draws when a fit fails its diagnostics), got {self.extend_sampling!r}")
+        check_extend_sampling(self.extend_sampling)
 
     def prior_set(self):
         """The named prior set (``prior``), then the spec's ``[priors]`` departures, each a [mu, sigma] pair of
@@ -530,7 +531,36 @@ class MrdOptions:
 
 
 MAX_EXTENSIONS = 3  # at most 1 + 2 + 4 + 8 = 15 times the spec's draws in all
+
+
+def check_extend_sampling(value) -> int:
+    """``value`` if it is a valid ``extend_sampling`` (a whole number 0..MAX_EXTENSIONS), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_EXTENSIONS:
+        raise ValueError(f"extend_sampling must be a whole number from 0 to {MAX_EXTENSIONS} (reruns with "
+                         f"doubled draws when a fit fails its diagnostics), got {value!r}")
+    return value
 EXTEND_MIN_DRAWS = 1000  # chains x draws below which a run is a quick look that is never extended
+
+
+def rerun_settings(settings: SamplerSettings, previous: SamplerSettings, k: int, *, diverged: bool) -> SamplerSettings:
+    """The k-th rerun's settings (k >= 1) of a fit that failed its verdict: the one extension policy.
+
+    ``draws = settings.draws * 2**k`` (tuning unchanged), ``random_seed = settings.random_seed + k``, and after a
+    ``previous`` run with divergences ``target_accept`` halves its distance to 1 (0.9 -> 0.95 -> 0.975).
+    :func:`sample_extending` (fits) and the calibration runner (``toolkit.calibration.runner``) both use it, so a
+    simulation-based calibration study measures the sampler the analysis runs.
+    """
+    from dataclasses import replace
+
+    target = 1.0 - (1.0 - previous.target_accept) / 2.0 if diverged else previous.target_accept
+    return replace(settings, draws=settings.draws * 2 ** k, random_seed=int(settings.random_seed) + k,
+                   target_accept=round(target, 6))
+
+
+def extension_stops(converged: bool, run: SamplerSettings) -> bool:
+    """Whether a run ends the extensions: it passed, or it was a quick look (fewer than ``EXTEND_MIN_DRAWS``
+    draws in all, whose ESS cannot reach 400 by design)."""
+    return converged or run.chains * run.draws < EXTEND_MIN_DRAWS
 
 
 def sample_extending(model, settings: SamplerSettings, extensions: int = 1):
@@ -552,14 +582,10 @@ def sample_extending(model, settings: SamplerSettings, extensions: int = 1):
         ``attempts``: one dict per run (chains, tune, draws, target_accept, seed, verdict, max R-hat, min
         bulk/tail ESS, divergences, sampling seconds), recorded in the run's provenance.
     """
-    from dataclasses import replace
-
     attempts, run = [], settings
     for k in range(extensions + 1):
         if k:
-            target = 1.0 - (1.0 - run.target_accept) / 2.0 if attempts[-1]["divergences"] else run.target_accept
-            run = replace(settings, draws=settings.draws * 2 ** k, random_seed=int(settings.random_seed) + k,
-                          target_accept=round(target, 6))
+            run = rerun_settings(settings, run, k, diverged=bool(attempts[-1]["divergences"]))
         posterior = sample(model, run)
         d = diagnose(posterior, var_names=list(posterior["posterior"].data_vars))
         attempts.append({"chains": run.chains, "tune": run.tune, "draws": run.draws,
@@ -567,7 +593,7 @@ def sample_extending(model, settings: SamplerSettings, extensions: int = 1):
                          "converged": d.converged, "max_rhat": d.as_dict()["max_rhat"],
                          "min_ess_bulk": d.as_dict()["min_ess_bulk"], "min_ess_tail": d.as_dict()["min_ess_tail"],
                          "divergences": d.divergences, "sampling_seconds": posterior.attrs.get("sampling_seconds")})
-        if d.converged or run.chains * run.draws < EXTEND_MIN_DRAWS:
+        if extension_stops(d.converged, run):
             break
     return posterior, run, attempts
 
@@ -606,14 +632,19 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
                        posterior=posterior, estimands=estimands, options=options, data=data, settings=settings,
                        spec=spec, priors=_jsonable_priors(asdict(priors)), started=started, loo_var=None,
                        estimand_warnings=estimand_warnings, estimand_record=estimand_record)
+    return record_extensions(result, attempts, settings, options.extend_sampling)
+
+
+def record_extensions(result: FitResult, attempts: list[dict], kept: SamplerSettings, extensions: int) -> FitResult:
+    """Record :func:`sample_extending`'s runs in the provenance, and a warning when the first run was rerun."""
     result.provenance["sampling_attempts"] = attempts
     if len(attempts) > 1:
         first = attempts[0]
         result.summary["warnings"].append(
             f"the first run ({first['chains']} chains x {first['draws']} draws) did not pass its diagnostics "
             f"(max R-hat {first['max_rhat']}, min bulk ESS {first['min_ess_bulk']}); sampling was rerun "
-            f"{len(attempts) - 1} time(s) with more draws, keeping the last run ({settings.draws} draws per chain, "
-            f"target_accept {settings.target_accept}; extend_sampling = {options.extend_sampling})")
+            f"{len(attempts) - 1} time(s) with more draws, keeping the last run ({kept.draws} draws per chain, "
+            f"target_accept {kept.target_accept}; extend_sampling = {extensions})")
     return result
 
 

@@ -102,15 +102,28 @@ def _kinetic_problem(model: str, spec: dict | None, cohort, variant: str | None)
                             associations=tuple(options.associations), tau_days=float(options.tau_days))
 
 
+def _extensions(spec: dict | None, given: int | None) -> int:
+    """Reruns allowed per simulation: ``given``, else the spec's ``extend_sampling``, else 0."""
+    from toolkit.fitting import check_extend_sampling
+    from toolkit.specs import merged_options
+
+    value = given if given is not None else merged_options(spec, {}).get("extend_sampling", 0)
+    try:
+        return check_extend_sampling(value)
+    except ValueError as err:
+        raise StudyError(f"{err} (the spec's [options] extend_sampling, or --extend-sampling)") from None
+
+
 def calibrate(model: str, *, simulations: int, out: str | Path, spec: str | Path | dict | None = None,
               design=None, variant: str | None = None, workers: int | None = None, scheduler: str | None = None,
               resume: bool = False, draws: int | None = None, tune: int | None = None, chains: int | None = None,
-              seed: int | None = None, target_accept: float | None = None, report: bool = True,
-              progress: bool = True) -> dict:
+              seed: int | None = None, target_accept: float | None = None, extend_sampling: int | None = None,
+              report: bool = True, progress: bool = True) -> dict:
     """Run (or resume) the SBC study of ``model`` and write its summary; returns the overview dict.
 
     Sampler settings are the spec's ``[sampler]`` (the settings the analysis is
-    run with), overridden by the keyword arguments.
+    run with), overridden by the keyword arguments; so are its reruns of a fit that
+    fails its verdict (the spec's ``[options] extend_sampling``, 0 where it has none).
     """
     from toolkit.calibration.runner import STUDY_FILE, done_simulations
     from toolkit.specs import load_spec
@@ -131,10 +144,11 @@ def calibrate(model: str, *, simulations: int, out: str | Path, spec: str | Path
     given = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "target_accept": target_accept}
     sampler.update({k: v for k, v in given.items() if v is not None})
     settings = study_settings(sampler)
+    extensions = _extensions(spec, extend_sampling)
     out = Path(out)
     problem = build_problem(model, spec=spec, design_cohort=design, variant=variant, work_dir=out)
     run_study(problem, simulations, out, settings=settings, workers=workers, scheduler=scheduler, resume=resume,
-              progress=progress)
+              progress=progress, extensions=extensions)
     if not report:
         from toolkit.calibration.metrics import summarize_study
         from toolkit.calibration.runner import load_results

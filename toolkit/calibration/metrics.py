@@ -162,6 +162,8 @@ def summarize_study(results, *, alpha: float = ALPHA, converged_only: bool = Fal
         "simulations": int(len(sims)), "succeeded": n_ok, "failed": int(len(sims) - n_ok),
         "not_converged": unconverged, "share_not_converged": unconverged / n_ok if n_ok else np.nan,
         "divergent_simulations": int((sims.get("divergences", pd.Series(dtype=float)) > 0).sum()),
+        # fits rerun with more draws after a failed first run (extend_sampling; 0 in studies without reruns)
+        "extended": int(((sims["status"] == "ok") & (sims.get("runs", pd.Series(1, index=sims.index)) > 1)).sum()),
         "alpha": alpha, "bonferroni_threshold": alpha / m,
         "failing": [q for q in quantities if table.loc[q, "verdict"] == "fails"] if rows else [],
         "suspect": [q for q in quantities if table.loc[q, "verdict"] == "suspect"] if rows else [],

@@ -60,6 +60,11 @@ def verdict_sentences(table, overview: dict, config: dict) -> list[str]:
         out.append(f"{overview['not_converged']} of {n} fits ({100 * share:.1f}%) failed the toolkit's "
                    f"convergence verdict at these sampler settings ({flag} the {100 * MAX_UNCONVERGED_SHARE:.0f}% "
                    "tolerated); they are kept in the ranks, not dropped.")
+        if overview.get("extended"):
+            reruns = config.get("settings", {}).get("extend_sampling", "?")
+            out.append(f"{overview['extended']} of {n} fits failed their first run and were rerun with doubled "
+                       f"draws (extend_sampling = {reruns}, as `toolkit fit` does); the verdict above is of the "
+                       "kept runs.")
     if overview["failed"]:
         out.append(f"{overview['failed']} simulation(s) failed with an error (listed below) and are not in the ranks.")
     if len(table):

@@ -5,7 +5,10 @@ One simulation (:func:`run_simulation`, run on a worker):
 1. simulate a data set from the problem's likelihood at the prior draw theta*;
 2. swap it into the fit model, compiled **once per worker** (nutpie's compiled
    model, ``with_data``), and sample;
-3. diagnose the fit with the toolkit's own verdict (``toolkit.inference.diagnose``);
+3. diagnose the fit with the toolkit's own verdict (``toolkit.inference.diagnose``)
+   and, where the spec allows reruns (``extend_sampling``), rerun it with doubled
+   draws while the verdict fails, exactly as a fit of real data would
+   (``toolkit.fitting.rerun_settings``); the last run is the one kept;
 4. thin each chain by ESS: keep every m-th draw, m = floor(S / min bulk ESS),
    so the L kept draws are close to independent (Talts et al. 2018, section 4.1);
 5. for every test quantity f (scalar parameters, decision estimands, joint
@@ -67,10 +70,13 @@ def study_settings(sampler: dict | None = None) -> SamplerSettings:
     return SamplerSettings(**{k: v for k, v in sampler.items() if k in known}, progressbar=False, cores=1)
 
 
-def settings_record(settings: SamplerSettings) -> dict:
-    """What ``study.json`` stores of the settings (the keys a resumed study must match; names as in a spec)."""
-    return {"chains": int(settings.chains), "tune": int(settings.tune), "draws": int(settings.draws),
-            "target_accept": float(settings.target_accept), "seed": int(settings.random_seed)}
+def settings_record(settings: SamplerSettings, extensions: int = 0) -> dict:
+    """What ``study.json`` stores of the settings (the keys a resumed study must match; names as in a spec).
+
+    ``extend_sampling`` is stored only when reruns are allowed, so studies stored before it existed resume."""
+    record = {"chains": int(settings.chains), "tune": int(settings.tune), "draws": int(settings.draws),
+              "target_accept": float(settings.target_accept), "seed": int(settings.random_seed)}
+    return {**record, "extend_sampling": int(extensions)} if extensions else record
 
 
 # --------------------------------------------------------------------------- one simulation
@@ -155,17 +161,48 @@ def _rank(post: np.ndarray, true: float, rng) -> tuple[int, int]:
     return less + int(rng.integers(0, ties + 1)), post.size
 
 
-def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings) -> dict:
-    """One SBC simulation; never raises: an error is returned as ``status = "error"`` with its message."""
+def _sample_with_extensions(compiled, sim: int, names: list[str], settings: SamplerSettings, extensions: int):
+    """Sample a simulation's fit as the analysis would: rerun with doubled draws while the verdict fails.
+
+    The policy is the fits' own (``toolkit.fitting.rerun_settings``, at most ``extensions`` reruns; the spec's
+    ``extend_sampling``); only the last run is kept, ranked and judged. Returns (posterior, diagnosis, kept
+    settings, number of runs, whether the first run passed, sampling seconds of all runs).
+    """
+    import nutpie
+
+    from toolkit.fitting import extension_stops, rerun_settings
+    from toolkit.inference import diagnose
+
+    run, runs, first_converged, seconds = settings, 0, False, 0.0
+    for k in range(extensions + 1):
+        if k:
+            run = rerun_settings(settings, run, k, diverged=bool(diag.divergences))
+        t1 = time.perf_counter()
+        dt = nutpie.sample(compiled, draws=run.draws, tune=run.tune, chains=run.chains, cores=1,
+                           seed=int((run.random_seed * 1_000_003 + sim) % 2**63), progress_bar=False,
+                           save_warmup=False, target_accept=run.target_accept)
+        seconds += time.perf_counter() - t1
+        diag = diagnose(dt, var_names=names)
+        runs += 1
+        first_converged = first_converged or (k == 0 and bool(diag.converged))
+        if extension_stops(bool(diag.converged), run):
+            break
+    return dt, diag, run, runs, first_converged, seconds
+
+
+def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings, extensions: int = 0) -> dict:
+    """One SBC simulation; never raises: an error is returned as ``status = "error"`` with its message.
+
+    ``extensions``: reruns with doubled draws allowed while the fit fails its verdict (the spec's
+    ``extend_sampling``; 0: one run at ``settings``). ``runs`` and ``first_converged`` record what they did.
+    """
     t0 = time.perf_counter()
     record = {"sim": int(sim), "status": "ok", "error": "", "worker_pid": os.getpid(), "converged": False,
+              "first_converged": False, "runs": 0, "draws_per_chain": 0,
               "max_rhat": np.nan, "min_ess_bulk": np.nan, "min_ess_tail": np.nan, "divergences": -1,
               "thin": 0, "n_kept": 0, "events": -1, "compile_seconds": 0.0, "sampling_seconds": np.nan,
               "seconds": np.nan, "quantities": {}}
     try:
-        import nutpie
-
-        from toolkit.inference import diagnose
 
         prep = _prepared(problem)
         if not prep["used"]:
@@ -178,18 +215,15 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings)
         compiled = prep["compiled"].with_data(**{k: v for k, v in problem.data_updates(data).items() if k in known})
         if hasattr(problem, "start_values"):  # data-informed starts (e.g. the CAR-T model's patient parameters)
             compiled = with_starts(compiled, prep, problem.start_values(data))
-        t1 = time.perf_counter()
-        dt = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=1,
-                           seed=int((settings.random_seed * 1_000_003 + sim) % 2**63), progress_bar=False,
-                           save_warmup=False, target_accept=settings.target_accept)
-        record["sampling_seconds"] = time.perf_counter() - t1
         names = prep["names"]
-        diag = diagnose(dt, var_names=names)
+        dt, diag, kept, runs, first_converged, seconds = _sample_with_extensions(compiled, sim, names, settings,
+                                                                                 extensions)
         record.update(converged=bool(diag.converged), max_rhat=float(diag.max_rhat),
                       min_ess_bulk=float(diag.min_ess_bulk), min_ess_tail=float(diag.min_ess_tail),
-                      divergences=int(diag.divergences))
+                      divergences=int(diag.divergences), sampling_seconds=seconds, runs=runs,
+                      first_converged=first_converged, draws_per_chain=int(kept.draws))
         post = dt["posterior"].to_dataset()
-        n_total = settings.chains * settings.draws
+        n_total = kept.chains * kept.draws
         ess = diag.min_ess_bulk if np.isfinite(diag.min_ess_bulk) and diag.min_ess_bulk > 0 else 1.0
         thin = max(1, int(n_total // min(ess, n_total)))
         draws = {n: post[n].transpose("chain", "draw", ...).values[:, ::thin].reshape(-1, *post[n].shape[2:])
@@ -400,7 +434,7 @@ class Progress:
 
 def run_study(problem, n_simulations: int, out: str | Path, *, settings: SamplerSettings | None = None,
               workers: int | None = None, scheduler: str | None = None, resume: bool = False,
-              progress: bool | object = True) -> Path:
+              progress: bool | object = True, extensions: int = 0) -> Path:
     """Run (or resume) an SBC study of ``problem`` and store every simulation under ``out``.
 
     Parameters
@@ -412,6 +446,7 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: Sampler
     scheduler : address of an existing Dask scheduler (``tcp://host:8786``); overrides ``workers``
     resume : continue a stored study (same problem and settings), running only missing simulations
     progress : print progress lines to stderr (or an object with ``update(record)``)
+    extensions : reruns with doubled draws while a fit fails its verdict (the spec's ``extend_sampling``)
 
     Returns
     -------
@@ -423,7 +458,8 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: Sampler
         raise StudyError(f"--workers must be 0 (in this process) or more, got {workers}")
     settings = settings or study_settings()
     out = Path(out)
-    config = {"problem": problem.describe(), "settings": settings_record(settings), "n_simulations": int(n_simulations),
+    config = {"problem": problem.describe(), "settings": settings_record(settings, extensions),
+              "n_simulations": int(n_simulations),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = out / STUDY_FILE
     previous = open_study(path, config, resume=resume, what="calibration", compare=("problem", "settings"),
@@ -441,7 +477,8 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: Sampler
             tracker.update(record)
 
     t0 = time.perf_counter()
-    info = map_tasks(run_simulation, [(problem, s, thetas[s]) for s in todo], kwargs={"settings": settings},
+    info = map_tasks(run_simulation, [(problem, s, thetas[s]) for s in todo],
+                     kwargs={"settings": settings, "extensions": int(extensions)},
                      on_result=store, on_error=lambda item, err: {
                          "sim": item[1], "status": "error", "error": err, "worker_pid": -1, "converged": False,
                          "quantities": {}},
