@@ -1,4 +1,4 @@
-"""fit_mrd's own sampling extension (``toolkit.fitting.sample_extending``): budget, verdict, record.
+"""The fits' own sampling extension (MRD, CAR-T, joint) (``toolkit.fitting.sample_extending``): budget, verdict, record.
 
 The sampler and the verdict are replaced by fakes, so these tests run in milliseconds and show what is
 rerun, with which settings, and when the loop stops.
@@ -7,7 +7,7 @@ rerun, with which settings, and when the loop stops.
 import pytest
 
 from toolkit import fitting
-from toolkit.fitting import MAX_EXTENSIONS, MrdOptions, sample_extending
+from toolkit.fitting import MAX_EXTENSIONS, CartOptions, JointOptions, MrdOptions, sample_extending
 from toolkit.inference import Diagnostics, SamplerSettings
 
 
@@ -80,10 +80,11 @@ def test_divergences_rerun_with_a_smaller_step_size(monkeypatch):
     assert [s.target_accept for s in calls] == [0.9, 0.95, 0.975] and not attempts[-1]["converged"]
 
 
+@pytest.mark.parametrize("options", [MrdOptions, CartOptions, JointOptions])
 @pytest.mark.parametrize("bad", [-1, MAX_EXTENSIONS + 1, 1.5, "2", True])
-def test_extend_sampling_must_be_a_small_whole_number(bad):
+def test_extend_sampling_must_be_a_small_whole_number(bad, options):
     with pytest.raises(ValueError, match=f"extend_sampling must be a whole number from 0 to {MAX_EXTENSIONS}"):
-        MrdOptions(extend_sampling=bad)
+        options(extend_sampling=bad)
 
 
 def test_a_bad_extend_sampling_in_a_spec_names_the_file(tmp_path):
@@ -101,3 +102,6 @@ def test_the_primary_spec_states_its_budget():
     from toolkit.specs import load_spec, shipped_spec
 
     assert resolve_options("mrd", load_spec(shipped_spec("models/mrd_primary.toml"), model="mrd")).extend_sampling == 3
+    for model in ("cart", "joint"):
+        spec = load_spec(shipped_spec(f"models/{model}_primary.toml"), model=model)
+        assert resolve_options(model, spec).extend_sampling == 2

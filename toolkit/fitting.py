@@ -563,7 +563,7 @@ def extension_stops(converged: bool, run: SamplerSettings) -> bool:
     return converged or run.chains * run.draws < EXTEND_MIN_DRAWS
 
 
-def sample_extending(model, settings: SamplerSettings, extensions: int = 1):
+def sample_extending(model, settings: SamplerSettings, extensions: int = 1, **sample_options):
     """Sample; while the verdict fails, rerun with twice the draws, at most ``extensions`` times.
 
     The k-th rerun has ``draws * 2**k`` draws per chain (tuning unchanged) and seed ``random_seed + k``; after a
@@ -586,7 +586,7 @@ def sample_extending(model, settings: SamplerSettings, extensions: int = 1):
     for k in range(extensions + 1):
         if k:
             run = rerun_settings(settings, run, k, diverged=bool(attempts[-1]["divergences"]))
-        posterior = sample(model, run)
+        posterior = sample(model, run, **sample_options)
         d = diagnose(posterior, var_names=list(posterior["posterior"].data_vars))
         attempts.append({"chains": run.chains, "tune": run.tune, "draws": run.draws,
                          "target_accept": run.target_accept, "seed": int(run.random_seed),
@@ -661,9 +661,14 @@ class JointOptions:
     hr_below: list[float] = field(default_factory=lambda: [1.0])
     # keep every observation's log-likelihood (for `toolkit compare`; tens of MB) instead of per-variable sums
     pointwise_log_likelihood: bool = False
+    # reruns allowed, each with twice the draws of the one before, while the verdict fails (sample_extending;
+    # the joint fit only: the two-stage alternative's two samplings are not extended)
+    extend_sampling: int = 0
 
     def __post_init__(self):
         from toolkit.models import joint
+
+        check_extend_sampling(self.extend_sampling)
 
         checks = {"variant": joint.VARIANTS, "kinetics": joint.KINETICS}
         for name, valid in checks.items():
@@ -738,8 +743,10 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
     if options.kinetics == "joint":
         model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations,
                                         cart_priors=cart_priors)
-        posterior = sample(model, settings, log_likelihood=False)
+        posterior, settings, attempts = sample_extending(model, settings, options.extend_sampling,
+                                                         log_likelihood=False)
     else:
+        attempts = []
         stage_one = sample(cart.build_cart_model(inputs.cart, cart_priors), settings, log_likelihood=False)
         model = joint.build_joint_model(inputs, priors, variant=options.variant, associations=options.associations,
                                         fixed_features=two_stage_features(stage_one["posterior"], inputs))
@@ -760,11 +767,12 @@ def fit_joint(cohort: Cohort, options: JointOptions | None = None, settings: Sam
             "samples_cut_after_events": inputs.cart.n_cut_samples,
             "assessments_cut_after_events": inputs.mrd.n_cut_assessments if inputs.mrd is not None else None,
             "tau_days": float(options.tau_days)}
-    return _assemble(model_module=joint, variant=f"{options.variant}/{options.kinetics}", cohort=cohort,
-                     inputs=inputs, model=model, posterior=posterior, estimands=estimands, options=options,
-                     data=data, settings=settings, spec=spec,
-                     priors=priors.as_dict() | {"cart": cart_priors.as_dict()}, started=started,
-                     loo_var=None, estimand_warnings=estimand_warnings, estimand_record=estimand_record)
+    result = _assemble(model_module=joint, variant=f"{options.variant}/{options.kinetics}", cohort=cohort,
+                       inputs=inputs, model=model, posterior=posterior, estimands=estimands, options=options,
+                       data=data, settings=settings, spec=spec,
+                       priors=priors.as_dict() | {"cart": cart_priors.as_dict()}, started=started,
+                       loo_var=None, estimand_warnings=estimand_warnings, estimand_record=estimand_record)
+    return record_extensions(result, attempts, settings, options.extend_sampling) if attempts else result
 
 
 FAST_SAMPLER = {"chains": 2, "tune": 150, "draws": 150}  # `--fast` (demo, analyze): a smoke run, not for decisions
