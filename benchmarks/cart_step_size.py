@@ -24,6 +24,15 @@ Run from the repository root (heavy: under ``nice``; outputs under /tmp only)::
 
     nice -n 15 .venv/bin/python benchmarks/cart_step_size.py --patients 60 --chains 4 --tune 500 --draws 500
     nice -n 15 .venv/bin/python benchmarks/cart_step_size.py --patients 60 --smooth-peak 0.5
+
+``--sbc-design DIR --sim N`` fits simulation N of a CAR-T calibration study instead (``toolkit calibrate cart
+--spec models/cart_primary.toml --out OUT``; DIR is ``OUT/default_design`` or the study's ``--design``): the
+same prior draw and simulated data as the study, swapped into the compiled model with the study's
+data-informed starts (``toolkit.calibration.runner``), so a simulation that failed its verdict can be examined
+with and without ``--smooth-peak``::
+
+    nice -n 15 .venv/bin/python benchmarks/cart_step_size.py --sbc-design /tmp/calib/cartx/default_design \
+        --sim 2 --tune 1000 --draws 1000 [--smooth-peak 2]
 """
 
 from __future__ import annotations
@@ -51,6 +60,24 @@ def _smooth_curve(h: float):
         return (1 - w) * expansion + w * contraction
 
     return curve
+
+
+def sbc_compiled(design: str, sim: int):
+    """Simulation ``sim`` of a CAR-T calibration study at ``design`` under the primary spec: (model, compiled
+    model with the simulation's data and starts, number of observations)."""
+    from toolkit.calibration import runner
+    from toolkit.calibration.api import build_problem
+    from toolkit.specs import load_spec, shipped_spec
+
+    spec = load_spec(shipped_spec("models/cart_primary.toml"), model="cart")
+    problem = build_problem("cart", spec=spec, design_cohort=design)
+    settings = runner.study_settings(spec["sampler"])
+    theta = runner.prior_draws(problem, [sim], seed=settings.random_seed)[sim]
+    prep = runner._prepared(problem)  # noqa: SLF001 - the study's own compiled model, as a worker holds it
+    data = problem.simulate(theta, random_seed=[settings.random_seed, sim, 0])
+    known = {v.name for v in prep["compiled"].shared_var_keys}
+    compiled = prep["compiled"].with_data(**{k: v for k, v in problem.data_updates(data).items() if k in known})
+    return problem.fit_model(), runner.with_starts(compiled, prep, problem.start_values(data)), data["log_value"].size
 
 
 def coordinate_labels(model) -> list[str]:
@@ -82,6 +109,8 @@ def main(argv=None) -> int:
     p.add_argument("--smooth-peak", type=float, default=None, metavar="H",
                    help="diagnostic only: blend the curve's two phases over about H days (not the model)")
     p.add_argument("--top", type=int, default=12, help="rows in each printed list")
+    p.add_argument("--sbc-design", metavar="DIR", help="fit a CAR-T calibration study's simulation at this design")
+    p.add_argument("--sim", type=int, default=0, help="with --sbc-design: which simulation")
     args = p.parse_args(argv)
 
     import nutpie
@@ -93,11 +122,14 @@ def main(argv=None) -> int:
 
     if args.smooth_peak:
         cart.log_cart_curve = _smooth_curve(args.smooth_peak)  # read by build_cart_model at build time
-    with tempfile.TemporaryDirectory(prefix="cart_step_size_") as tmp:
-        model, n_obs = bench_scaling._build("cart", args.patients, Path(tmp) / "cohort")
+    if args.sbc_design:
+        model, compiled, n_obs = sbc_compiled(args.sbc_design, args.sim)
+    else:
+        with tempfile.TemporaryDirectory(prefix="cart_step_size_") as tmp:
+            model, n_obs = bench_scaling._build("cart", args.patients, Path(tmp) / "cohort")
+        compiled = nutpie.compile_pymc_model(model)
     labels = coordinate_labels(model)
     settings = default_settings("cart")
-    compiled = nutpie.compile_pymc_model(model)
     t0 = time.perf_counter()
     dt = nutpie.sample(compiled, draws=args.draws, tune=args.tune, chains=args.chains, cores=2, seed=args.seed,
                        target_accept=settings.target_accept, adaptation=args.adaptation, progress_bar=False,
@@ -105,7 +137,8 @@ def main(argv=None) -> int:
     sampling = time.perf_counter() - t0
     stats = dt["sample_stats"]
     d = diagnose(dt)
-    print(f"patients {args.patients}, observations {n_obs}, {args.chains}x{args.tune}+{args.draws}, "
+    where = f"SBC simulation {args.sim} at {args.sbc_design}" if args.sbc_design else f"patients {args.patients}"
+    print(f"{where}, observations {n_obs}, {args.chains}x{args.tune}+{args.draws}, "
           f"adaptation {args.adaptation}, smooth peak {args.smooth_peak}, load {os.getloadavg()[0]:.1f}")
     print(f"steps/draw {stats['n_steps'].to_numpy().mean():.1f}  step size {stats['step_size'].to_numpy().mean():.4f}  "
           f"divergences {int(stats['diverging'].to_numpy().sum())}  sampling s {sampling:.1f}  "
