@@ -268,6 +268,7 @@ def test_cli_refuses_models_without_a_generator_and_an_existing_study(tmp_path, 
     (["--simulations", "2", "--workers", "-1"], "--workers must be 0"),
     (["--simulations", "2", "--design", "{tmp}/nope"], "is not a folder"),
     (["--simulations", "2", "--spec", "{models}/cart_primary.toml"], "is a spec for model 'cart'"),
+    (["--simulations", "2", "--extend-sampling", "5"], "extend_sampling must be a whole number from 0 to 3"),
 ])
 def test_cli_misuse_exits_2_before_any_work(tmp_path, capsys, argv, message):
     from toolkit.cli import main
