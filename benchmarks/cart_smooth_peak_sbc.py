@@ -26,17 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def smooth_curve_np(h: float):
     """numpy twin of ``cart_step_size._smooth_curve(h)`` on unconstrained patient parameters (..., 6)."""
-    from toolkit.calibration.kinetics import LN2
+    from toolkit.calibration.kinetics import cart_curve_phases_np
 
     def curve(theta, t):
-        th = np.asarray(theta, float)
-        beta = LN2 * np.exp(-th[..., 5])
-        alpha = beta + np.exp(th[..., 3])
-        tmax = np.exp(th[..., 1])
-        expansion = th[..., 0] - th[..., 2] * (1.0 - t / tmax)
-        d = t - tmax
-        log_fb, log_1m_fb = -np.logaddexp(0.0, -th[..., 4]), -np.logaddexp(0.0, th[..., 4])
-        contraction = th[..., 0] + np.logaddexp(log_1m_fb - alpha * d, log_fb - beta * d)
+        expansion, contraction, d = cart_curve_phases_np(theta, t)
         w = 1.0 / (1.0 + np.exp(-d / h))
         return (1 - w) * expansion + w * contraction
 
