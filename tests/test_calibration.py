@@ -168,9 +168,9 @@ def test_a_simulation_is_rerun_as_a_fit_would_be(weibull, monkeypatch):
     target_accept halfway to 1 after divergences) and the last run is the one ranked and recorded."""
     import nutpie
 
-    from toolkit import inference
+    from toolkit import fitting
 
-    calls, verdicts, real_sample, real_diagnose = [], [(False, 2), (True, 0)], nutpie.sample, inference.diagnose
+    calls, verdicts, real_sample, real_diagnose = [], [(False, 2), (True, 0)], nutpie.sample, fitting.diagnose
 
     def sample(compiled, **kw):
         calls.append(kw)
@@ -182,7 +182,7 @@ def test_a_simulation_is_rerun_as_a_fit_would_be(weibull, monkeypatch):
                                    divergences=divergences)
 
     monkeypatch.setattr(nutpie, "sample", sample)
-    monkeypatch.setattr(inference, "diagnose", diagnose)
+    monkeypatch.setattr(fitting, "diagnose", diagnose)
     theta = weibull.draw_prior(1, random_seed=9)[0]
     settings = study_settings(dict(chains=2, tune=150, draws=500, seed=5, target_accept=0.9))
     record = run_simulation(weibull, 3, theta, settings=settings, extensions=2)
@@ -191,7 +191,8 @@ def test_a_simulation_is_rerun_as_a_fit_would_be(weibull, monkeypatch):
     assert calls[1]["seed"] != calls[0]["seed"]
     assert record["runs"] == 2 and record["draws_per_chain"] == 1000 and record["converged"]
     assert not record["first_converged"]
-    assert record["n_kept"] * record["thin"] <= 2 * 1000 and record["quantities"]
+    # the kept run (2 x 1000 draws), not the first (2 x 500), is thinned and ranked
+    assert 2 * 1000 <= record["n_kept"] * record["thin"] < 2 * 1000 + 2 * record["thin"] and record["quantities"]
     # no reruns without extensions (the default), whatever the verdict
     calls.clear()
     verdicts[:] = [(False, 0)]

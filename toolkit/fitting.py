@@ -539,62 +539,61 @@ def check_extend_sampling(value) -> int:
         raise ValueError(f"extend_sampling must be a whole number from 0 to {MAX_EXTENSIONS} (reruns with "
                          f"doubled draws when a fit fails its diagnostics), got {value!r}")
     return value
+
+
 EXTEND_MIN_DRAWS = 1000  # chains x draws below which a run is a quick look that is never extended
 
 
-def rerun_settings(settings: SamplerSettings, previous: SamplerSettings, k: int, *, diverged: bool) -> SamplerSettings:
-    """The k-th rerun's settings (k >= 1) of a fit that failed its verdict: the one extension policy.
-
-    ``draws = settings.draws * 2**k`` (tuning unchanged), ``random_seed = settings.random_seed + k``, and after a
-    ``previous`` run with divergences ``target_accept`` halves its distance to 1 (0.9 -> 0.95 -> 0.975).
-    :func:`sample_extending` (fits) and the calibration runner (``toolkit.calibration.runner``) both use it, so a
-    simulation-based calibration study measures the sampler the analysis runs.
-    """
-    from dataclasses import replace
-
-    target = 1.0 - (1.0 - previous.target_accept) / 2.0 if diverged else previous.target_accept
-    return replace(settings, draws=settings.draws * 2 ** k, random_seed=int(settings.random_seed) + k,
-                   target_accept=round(target, 6))
-
-
-def extension_stops(converged: bool, run: SamplerSettings) -> bool:
-    """Whether a run ends the extensions: it passed, or it was a quick look (fewer than ``EXTEND_MIN_DRAWS``
-    draws in all, whose ESS cannot reach 400 by design)."""
-    return converged or run.chains * run.draws < EXTEND_MIN_DRAWS
-
-
-def sample_extending(model, settings: SamplerSettings, extensions: int = 1, **sample_options):
-    """Sample; while the verdict fails, rerun with twice the draws, at most ``extensions`` times.
+def run_extending(settings: SamplerSettings, extensions: int, draw, var_names: list[str] | None = None):
+    """Run ``draw(run_settings) -> posterior``; while the verdict fails, rerun with twice the draws, at most
+    ``extensions`` times: the one rerun policy of fits (:func:`sample_extending`) and of calibration studies
+    (``toolkit.calibration.runner``), so a study measures the sampler the analysis runs.
 
     The k-th rerun has ``draws * 2**k`` draws per chain (tuning unchanged) and seed ``random_seed + k``; after a
     run with divergences the rerun also halves the distance of ``target_accept`` to 1 (0.9 -> 0.95 -> 0.975: a
     smaller step size, the standard remedy for divergences, at the cost of more leapfrog steps per draw). Each
     rerun is a fresh run, and only the last run is kept and judged, with the same verdict
-    (:func:`toolkit.inference.diagnose` over every posterior variable). So the budget is stated in advance: at
-    most ``extensions`` reruns, in all ``(extensions + 1) * tune + (2**(extensions + 1) - 1) * draws``
-    iterations per chain (tuning is repeated; at 1000 + 1000: 2.5 times one run for one rerun, 5 times for
-    two, 9.5 for three). A quick look of fewer than ``EXTEND_MIN_DRAWS`` draws in all is not rerun (its ESS cannot reach 400
-    by design).
+    (:func:`toolkit.inference.diagnose` over ``var_names``, default every posterior variable). So the budget is
+    stated in advance: at most ``extensions`` reruns, in all ``(extensions + 1) * tune + (2**(extensions + 1) - 1)
+    * draws`` iterations per chain (tuning is repeated; at 1000 + 1000: 2.5 times one run for one rerun, 5 times
+    for two, 9.5 for three). A quick look of fewer than ``EXTEND_MIN_DRAWS`` draws in all is not rerun (its ESS
+    cannot reach 400 by design).
 
     Returns
     -------
-    posterior, settings of the kept run, attempts
+    posterior, diagnostics of the kept run, settings of the kept run, attempts
         ``attempts``: one dict per run (chains, tune, draws, target_accept, seed, verdict, max R-hat, min
-        bulk/tail ESS, divergences, sampling seconds), recorded in the run's provenance.
+        bulk/tail ESS, divergences, sampling seconds from ``posterior.attrs``), recorded in a run's provenance.
     """
+    from dataclasses import replace
+
     attempts, run = [], settings
     for k in range(extensions + 1):
         if k:
-            run = rerun_settings(settings, run, k, diverged=bool(attempts[-1]["divergences"]))
-        posterior = sample(model, run, **sample_options)
-        d = diagnose(posterior, var_names=list(posterior["posterior"].data_vars))
+            target = 1.0 - (1.0 - run.target_accept) / 2.0 if attempts[-1]["divergences"] else run.target_accept
+            run = replace(settings, draws=settings.draws * 2 ** k, random_seed=int(settings.random_seed) + k,
+                          target_accept=round(target, 6))
+        posterior = draw(run)
+        d = diagnose(posterior, var_names=var_names or list(posterior["posterior"].data_vars))
         attempts.append({"chains": run.chains, "tune": run.tune, "draws": run.draws,
                          "target_accept": run.target_accept, "seed": int(run.random_seed),
                          "converged": d.converged, "max_rhat": d.as_dict()["max_rhat"],
                          "min_ess_bulk": d.as_dict()["min_ess_bulk"], "min_ess_tail": d.as_dict()["min_ess_tail"],
                          "divergences": d.divergences, "sampling_seconds": posterior.attrs.get("sampling_seconds")})
-        if extension_stops(d.converged, run):
+        if d.converged or run.chains * run.draws < EXTEND_MIN_DRAWS:
             break
+    return posterior, d, run, attempts
+
+
+def sample_extending(model, settings: SamplerSettings, extensions: int = 1, **sample_options):
+    """:func:`run_extending` of ``toolkit.inference.sample(model, run, **sample_options)``.
+
+    Returns
+    -------
+    posterior, settings of the kept run, attempts (see :func:`run_extending`)
+    """
+    posterior, _, run, attempts = run_extending(settings, extensions,
+                                                lambda run: sample(model, run, **sample_options))
     return posterior, run, attempts
 
 

@@ -8,7 +8,7 @@ One simulation (:func:`run_simulation`, run on a worker):
 3. diagnose the fit with the toolkit's own verdict (``toolkit.inference.diagnose``)
    and, where the spec allows reruns (``extend_sampling``), rerun it with doubled
    draws while the verdict fails, exactly as a fit of real data would
-   (``toolkit.fitting.rerun_settings``); the last run is the one kept;
+   (``toolkit.fitting.run_extending``); the last run is the one kept;
 4. thin each chain by ESS: keep every m-th draw, m = floor(S / min bulk ESS),
    so the L kept draws are close to independent (Talts et al. 2018, section 4.1);
 5. for every test quantity f (scalar parameters, decision estimands, joint
@@ -162,32 +162,24 @@ def _rank(post: np.ndarray, true: float, rng) -> tuple[int, int]:
 
 
 def _sample_with_extensions(compiled, sim: int, names: list[str], settings: SamplerSettings, extensions: int):
-    """Sample a simulation's fit as the analysis would: rerun with doubled draws while the verdict fails.
+    """Sample a simulation's fit as the analysis would (``toolkit.fitting.run_extending``: rerun with doubled
+    draws while the verdict over ``names`` fails, at most ``extensions`` times; the last run is kept).
 
-    The policy is the fits' own (``toolkit.fitting.rerun_settings``, at most ``extensions`` reruns; the spec's
-    ``extend_sampling``); only the last run is kept, ranked and judged. Returns (posterior, diagnosis, kept
-    settings, number of runs, whether the first run passed, sampling seconds of all runs).
+    Returns (posterior, diagnosis and settings of the kept run, attempts).
     """
     import nutpie
 
-    from toolkit.fitting import extension_stops, rerun_settings
-    from toolkit.inference import diagnose
+    from toolkit.fitting import run_extending
 
-    run, runs, first_converged, seconds = settings, 0, False, 0.0
-    for k in range(extensions + 1):
-        if k:
-            run = rerun_settings(settings, run, k, diverged=bool(diag.divergences))
+    def draw(run: SamplerSettings):
         t1 = time.perf_counter()
         dt = nutpie.sample(compiled, draws=run.draws, tune=run.tune, chains=run.chains, cores=1,
                            seed=int((run.random_seed * 1_000_003 + sim) % 2**63), progress_bar=False,
                            save_warmup=False, target_accept=run.target_accept)
-        seconds += time.perf_counter() - t1
-        diag = diagnose(dt, var_names=names)
-        runs += 1
-        first_converged = first_converged or (k == 0 and bool(diag.converged))
-        if extension_stops(bool(diag.converged), run):
-            break
-    return dt, diag, run, runs, first_converged, seconds
+        dt.attrs["sampling_seconds"] = time.perf_counter() - t1
+        return dt
+
+    return run_extending(settings, extensions, draw, var_names=names)
 
 
 def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings, extensions: int = 0) -> dict:
@@ -203,7 +195,6 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
               "thin": 0, "n_kept": 0, "events": -1, "compile_seconds": 0.0, "sampling_seconds": np.nan,
               "seconds": np.nan, "quantities": {}}
     try:
-
         prep = _prepared(problem)
         if not prep["used"]:
             record["compile_seconds"] = prep["compile_seconds"]
@@ -216,12 +207,12 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
         if hasattr(problem, "start_values"):  # data-informed starts (e.g. the CAR-T model's patient parameters)
             compiled = with_starts(compiled, prep, problem.start_values(data))
         names = prep["names"]
-        dt, diag, kept, runs, first_converged, seconds = _sample_with_extensions(compiled, sim, names, settings,
-                                                                                 extensions)
+        dt, diag, kept, attempts = _sample_with_extensions(compiled, sim, names, settings, extensions)
         record.update(converged=bool(diag.converged), max_rhat=float(diag.max_rhat),
                       min_ess_bulk=float(diag.min_ess_bulk), min_ess_tail=float(diag.min_ess_tail),
-                      divergences=int(diag.divergences), sampling_seconds=seconds, runs=runs,
-                      first_converged=first_converged, draws_per_chain=int(kept.draws))
+                      divergences=int(diag.divergences), runs=len(attempts),
+                      sampling_seconds=sum(a["sampling_seconds"] for a in attempts),
+                      first_converged=bool(attempts[0]["converged"]), draws_per_chain=int(kept.draws))
         post = dt["posterior"].to_dataset()
         n_total = kept.chains * kept.draws
         ess = diag.min_ess_bulk if np.isfinite(diag.min_ess_bulk) and diag.min_ess_bulk > 0 else 1.0
