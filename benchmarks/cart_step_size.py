@@ -10,29 +10,24 @@ mass matrix, and prints:
 - the smallest eigenvalues of the posterior covariance in the sampler's scaled coordinates
   (x / sqrt(M^-1)) and the variables that make them up, and the strongest pairwise correlations.
 
-``--smooth-peak H`` is a diagnostic, **not the model**: it replaces the switch at Tmax of the Stein curve by
-a logistic blend of the expansion and contraction lines over about H days,
-
-    log C(t) = (1 - w) [log Cmax - log foldx (1 - t/Tmax)] + w [log Cmax + log((1-FB) e^{-alpha d} + FB e^{-beta d})],
-    w = 1 / (1 + exp(-d/H)),  d = t - Tmax,
-
-which makes the log density differentiable in Tmax. If the step size grows with it, the kink of the
-piecewise curve at Tmax (a gradient jump whenever a patient's Tmax crosses one of their sample days) is what
-limits the step size.
+``--peak-rounding H`` fits with the curve's peak rounded over H days instead of the model's
+``PEAK_ROUNDING_DAYS`` (``toolkit.models.kinetics``; a tiny H such as 1e-6 is Stein's kinked curve, the model
+before version 1.1.0). At H -> 0 the log density is not differentiable in Tmax (a gradient jump whenever a
+patient's Tmax crosses one of their sample days), and that kink set the step size (benchmarks/README.md).
 
 Run from the repository root (heavy: under ``nice``; outputs under /tmp only)::
 
     nice -n 15 .venv/bin/python benchmarks/cart_step_size.py --patients 60 --chains 4 --tune 500 --draws 500
-    nice -n 15 .venv/bin/python benchmarks/cart_step_size.py --patients 60 --smooth-peak 0.5
+    nice -n 15 .venv/bin/python benchmarks/cart_step_size.py --patients 60 --peak-rounding 1e-6
 
 ``--sbc-design DIR --sim N`` fits simulation N of a CAR-T calibration study instead (``toolkit calibrate cart
 --spec models/cart_primary.toml --out OUT``; DIR is ``OUT/default_design`` or the study's ``--design``): the
 same prior draw and simulated data as the study, swapped into the compiled model with the study's
 data-informed starts (``toolkit.calibration.runner``), so a simulation that failed its verdict can be examined
-with and without ``--smooth-peak``::
+at another peak rounding::
 
     nice -n 15 .venv/bin/python benchmarks/cart_step_size.py --sbc-design /tmp/calib/cartx/default_design \
-        --sim 2 --tune 1000 --draws 1000 [--smooth-peak 2]
+        --sim 2 --tune 1000 --draws 1000 [--peak-rounding 1e-6]
 """
 
 from __future__ import annotations
@@ -47,19 +42,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def _smooth_curve(h: float):
-    import pytensor.tensor as pt
-
-    def curve(t, log_cmax, tmax, log_foldx, alpha, beta, logit_fb):
-        expansion = log_cmax - log_foldx * (1.0 - t / tmax)
-        d = t - tmax
-        contraction = log_cmax + pt.logaddexp(-pt.softplus(logit_fb) - alpha * d, -pt.softplus(-logit_fb) - beta * d)
-        w = pt.sigmoid(d / h)
-        return (1 - w) * expansion + w * contraction
-
-    return curve
 
 
 def sbc_compiled(design: str, sim: int):
@@ -106,8 +88,8 @@ def main(argv=None) -> int:
     p.add_argument("--draws", type=int, default=500)
     p.add_argument("--seed", type=int, default=20261125)
     p.add_argument("--adaptation", default="diag", help="nutpie adaptation: diag, draw_diag, low_rank")
-    p.add_argument("--smooth-peak", type=float, default=None, metavar="H",
-                   help="diagnostic only: blend the curve's two phases over about H days (not the model)")
+    p.add_argument("--peak-rounding", type=float, default=None, metavar="H",
+                   help="round the curve's peak over H days instead of the model's (1e-6: Stein's kinked curve)")
     p.add_argument("--top", type=int, default=12, help="rows in each printed list")
     p.add_argument("--sbc-design", metavar="DIR", help="fit a CAR-T calibration study's simulation at this design")
     p.add_argument("--sim", type=int, default=0, help="with --sbc-design: which simulation")
@@ -118,10 +100,10 @@ def main(argv=None) -> int:
     import bench_scaling
     from toolkit.fitting import default_settings
     from toolkit.inference import diagnose
-    from toolkit.models import cart
+    from toolkit.models import kinetics
 
-    if args.smooth_peak:
-        cart.log_cart_curve = _smooth_curve(args.smooth_peak)  # read by build_cart_model at build time
+    if args.peak_rounding:
+        kinetics.PEAK_ROUNDING_DAYS = args.peak_rounding  # read when the graph is built (this process only)
     if args.sbc_design:
         model, compiled, n_obs = sbc_compiled(args.sbc_design, args.sim)
     else:
@@ -139,7 +121,7 @@ def main(argv=None) -> int:
     d = diagnose(dt)
     where = f"SBC simulation {args.sim} at {args.sbc_design}" if args.sbc_design else f"patients {args.patients}"
     print(f"{where}, observations {n_obs}, {args.chains}x{args.tune}+{args.draws}, "
-          f"adaptation {args.adaptation}, smooth peak {args.smooth_peak}, load {os.getloadavg()[0]:.1f}")
+          f"adaptation {args.adaptation}, peak rounding {kinetics.PEAK_ROUNDING_DAYS} days, load {os.getloadavg()[0]:.1f}")
     print(f"steps/draw {stats['n_steps'].to_numpy().mean():.1f}  step size {stats['step_size'].to_numpy().mean():.4f}  "
           f"divergences {int(stats['diverging'].to_numpy().sum())}  sampling s {sampling:.1f}  "
           f"min ESS {d.min_ess_bulk:.0f}  max R-hat {d.max_rhat:.3f}  converged {d.converged}")

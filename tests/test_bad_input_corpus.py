@@ -465,7 +465,7 @@ def _(folder):
 
 @case("extra-cell-in-a-row")
 def _(folder):
-    edit_text(folder, "outcomes.csv", lambda b: b.replace(b",658,658\n", b",658,658,\n", 1))
+    edit_text(folder, "outcomes.csv", lambda b: b.replace(b",659,659\n", b",659,659,\n", 1))
     return [("outcomes.csv", 3, None, "has 9 cells but the header row has 8")]
 
 

@@ -12,6 +12,7 @@ from scipy import integrate
 from toolkit.cli import main
 from toolkit.data import load_cohort
 from toolkit.data.joint_inputs import NO_CHANGE, to_joint_inputs
+from toolkit.models.kinetics import PEAK_ROUNDING_DAYS
 from toolkit.inference import load_run
 from toolkit.models import cart
 from toolkit.models.joint import (
@@ -69,9 +70,11 @@ def test_loss_delay_pytensor_equals_numpy():
 def test_hand_computed_loss_day():
     """Cmax 10,000, FB 0.01, alpha 0.2, beta 0.005, LLOQ 50: the persistence phase reaches 50 at
     u = ln(10000 * 0.01 / 50) / 0.005 = ln 2 / 0.005 = 138.63 days, corrected by the fast phase
-    (0.99 e^{-0.2 u} ~ 1e-12, negligible)."""
-    u = loss_delay(np.log(10_000.0), 0.2, 0.005, np.log(0.01 / 0.99), np.log(50.0), lib=np)
-    assert u == pytest.approx(math.log(2) / 0.005, abs=1e-6)
+    (0.99 e^{-0.2 u} ~ 1e-12, negligible). u is on the peak clock; the day after Tmax is
+    h acosh(e^{u/h}) = u + h log 2 (to e^{-2u/h}), 1.39 days later at h = 2."""
+    d = loss_delay(np.log(10_000.0), 0.2, 0.005, np.log(0.01 / 0.99), np.log(50.0), lib=np)
+    h = PEAK_ROUNDING_DAYS
+    assert d == pytest.approx(math.log(2) / 0.005 + h * math.log(2), abs=1e-6)
 
 
 @pytest.mark.parametrize("ramp_years", [0.0, STEP_RAMP_YEARS])

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from toolkit.data import load_cohort
+from toolkit.models.kinetics import PEAK_ROUNDING_DAYS, peak_clock, peak_clock_inverse
 from toolkit.simulate import (Effects, TrialParameters, _draw_population, cart_auc, cart_curve, compute_truth,
                               simulate_trial, time_below)
 from toolkit.testing import EXAMPLE
@@ -16,19 +17,34 @@ TYPICAL = dict(cmax=24000.0, tmax=9.3, foldx=3900.0, alpha=0.16, beta=0.0032, fb
 
 
 def test_typical_stein_curve_matches_domain_values():
-    """Stein 2019 Table 1 typical values, derived: R0 = Cmax/foldx = 6.15, rho = ln(3900)/9.3 = 0.889/day, AUC0-28 = 1.72e5,
-    C(28) = 1374, C(90) = 147, C(365) = 61 copies/ug."""
-    assert cart_curve(0.0, **TYPICAL) == pytest.approx(24000 / 3900)
+    """Stein 2019 Table 1 typical values, derived: R0 = Cmax/foldx = 6.15, rho = ln(3900)/9.3 = 0.889/day,
+    C(28) = 1374, C(90) = 147, C(365) = 61 copies/ug on Stein's kinked curve (peak rounding h -> 0)."""
+    stein = np.array([1374, 147, 61])
     assert math.log(3900) / 9.3 == pytest.approx(0.889, abs=5e-4)
+    np.testing.assert_allclose(cart_curve(np.array([28.0, 90.0, 365.0]), **TYPICAL, h=1e-9), stein, rtol=5e-3)
+    # the rounded peak keeps R0 and the peak, and runs the contraction h log 2 days behind Stein's curve
+    assert cart_curve(0.0, **TYPICAL) == pytest.approx(24000 / 3900)
     assert cart_curve(9.3, **TYPICAL) == pytest.approx(24000)
-    np.testing.assert_allclose(cart_curve(np.array([28.0, 90.0, 365.0]), **TYPICAL), [1374, 147, 61], rtol=5e-3)
-    assert cart_auc(28.0, **TYPICAL) == pytest.approx(1.72e5, rel=5e-3)
+    assert cart_curve(np.linspace(0.0, 60.0, 6001), **TYPICAL).max() == pytest.approx(24000)
+    h = PEAK_ROUNDING_DAYS
+    np.testing.assert_allclose(cart_curve(np.array([28.0, 90.0, 365.0]), **TYPICAL),
+                               cart_curve(np.array([28.0, 90.0, 365.0]) - h * math.log(2), **TYPICAL, h=1e-9), rtol=1e-7)
 
 
-def test_auc_closed_form_equals_numerical_integral():
-    t = np.linspace(0, 28, 200_001)
-    numeric = np.trapezoid(cart_curve(t, **TYPICAL), t)
-    assert cart_auc(28.0, **TYPICAL) == pytest.approx(numeric, rel=1e-6)
+@pytest.mark.parametrize("tmax", [0.5, 2.0, 9.3, 30.0, 40.0])
+def test_auc_quadrature_equals_numerical_integral(tmax):
+    t = np.linspace(0, 28, 400_001)
+    typical = {**TYPICAL, "tmax": tmax}
+    numeric = np.trapezoid(cart_curve(t, **typical), t)
+    assert cart_auc(28.0, **typical) == pytest.approx(numeric, rel=1e-8)
+
+
+def test_peak_clock_is_smooth_and_inverts():
+    d = np.linspace(-30.0, 30.0, 60001)
+    u = peak_clock(d)
+    slope = np.gradient(u, d)
+    assert u.min() == 0.0 and np.abs(slope).max() <= 1.0 + 1e-9 and np.abs(np.diff(slope)).max() < 1e-2  # C1: no jump
+    np.testing.assert_allclose(peak_clock_inverse(u), np.abs(d), atol=1e-9)
 
 
 def test_time_below_lloq_is_where_the_curve_crosses():

@@ -80,24 +80,19 @@ def _default(fn, name):
     return inspect.signature(fn).parameters[name].default
 
 
-def cart_curve_phases_np(theta: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The Stein curve's two phases on the log scale at days ``t``, each extended over all t, and d = t - Tmax:
-    (log Cmax - log foldx (1 - t/Tmax), log Cmax + log((1-FB) e^{-alpha d} + FB e^{-beta d}), d)."""
+def log_cart_curve_np(theta: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`toolkit.models.cart.log_cart_curve` on unconstrained patient parameters (..., 6)."""
+    from toolkit.models.kinetics import peak_clock
+
     th = np.asarray(theta, float)
     beta = LN2 * np.exp(-th[..., 5])
     alpha = beta + np.exp(th[..., 3])
     tmax = np.exp(th[..., 1])
-    expansion = th[..., 0] - th[..., 2] * (1.0 - t / tmax)
-    d = t - tmax
+    u = peak_clock(t - tmax)
+    expansion = th[..., 0] - th[..., 2] / peak_clock(tmax) * u
     log_fb, log_1m_fb = -np.logaddexp(0.0, -th[..., 4]), -np.logaddexp(0.0, th[..., 4])
-    contraction = th[..., 0] + np.logaddexp(log_1m_fb - alpha * d, log_fb - beta * d)
-    return expansion, contraction, d
-
-
-def log_cart_curve_np(theta: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """numpy twin of :func:`toolkit.models.cart.log_cart_curve` on unconstrained patient parameters (..., 6)."""
-    expansion, contraction, d = cart_curve_phases_np(theta, t)
-    return np.where(d < 0, expansion, contraction)
+    contraction = th[..., 0] + np.logaddexp(log_1m_fb - alpha * u, log_fb - beta * u)
+    return np.where(t < tmax, expansion, contraction)
 
 
 def _dataset(draws: dict[str, np.ndarray], dims: dict[str, tuple[str, ...]], coords: dict):

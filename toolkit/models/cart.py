@@ -4,15 +4,17 @@ Time t is days since CAR-T infusion; C is the transgene level (copies/ug
 genomic DNA, or the cohort's unit). Patient p has arm a_p (1 = experimental)
 and standardized covariates x_p.
 
-Curve (Stein et al. 2019 [1], Fig. 2; the same as ``toolkit.models.kinetics.cart_curve``)::
+Curve (Stein et al. 2019 [1], Fig. 2, with a rounded peak; the same as ``toolkit.models.kinetics.cart_curve``)::
 
-    C(t) = Cmax/foldx * exp(rho t),                                      t <  Tmax,  rho = ln(foldx)/Tmax
-    C(t) = Cmax [(1-FB) e^{-alpha (t-Tmax)} + FB e^{-beta (t-Tmax)}],      t >= Tmax
+    C(t) = Cmax e^{-rho u(d)},                                    t <  Tmax,  rho = ln(foldx)/u(Tmax)
+    C(t) = Cmax [(1-FB) e^{-alpha u(d)} + FB e^{-beta u(d)}],      t >= Tmax
+    u(d) = h log cosh(d/h),  d = t - Tmax,  h = PEAK_ROUNDING_DAYS = 2
 
-computed on the log scale: expansion log C = log Cmax - log foldx (1 - t/Tmax);
-contraction log C = log Cmax + logsumexp(log(1-FB) - alpha d, log FB - beta d),
-d = t - Tmax, chosen with ``pt.switch(t < Tmax, ...)``. The curve is
-continuous at Tmax. AUC0-T has the closed form of ``toolkit.models.kinetics.cart_auc``.
+computed on the log scale (contraction with ``logaddexp``), chosen with ``pt.switch(t < Tmax, ...)``.
+The peak clock u is d^2/(2h) near the peak and |d| - h log 2 beyond; h -> 0 is Stein's piecewise curve.
+(Tmax, Cmax) is the curve's maximum, C(0) = Cmax/foldx, and the slope is continuous (0 at Tmax), so the
+log density is differentiable in Tmax (model 1.1.0; why, and how it differs from Stein's curve:
+docs/priors.md#cart-rounded-peak). AUC0-T is Gauss-Legendre quadrature on each phase (``cart_auc``).
 
 Patient parameters (unconstrained scale; the ``kinetic`` coordinate)
 
@@ -151,32 +153,27 @@ Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
   example's P029/P044 whose level falls below the LLOQ soon after the peak.
   ``RECOMMENDED_TARGET_ACCEPT = 0.95`` removed them in every run made, at
   about twice the leapfrog steps (65 -> 127 per draw).
-- **What sets the step size: the kink at Tmax.** The log density is not
-  differentiable in Tmax: the curve's slope jumps from ln(foldx)/Tmax (about
-  0.9/day) to about -alpha as Tmax crosses one of the patient's sample days.
-  The leapfrog integrator's energy error at such a crossing, not the
-  posterior's scales or correlations, sets the step size (0.054 at 60
-  patients, 127 steps per draw). Evidence (``benchmarks/cart_step_size.py``;
-  ``benchmarks/README.md``): sampling the population medians at the
-  cohort-average location (removing mu/delta correlations of -0.6 to -0.7),
-  and each patient's log Cmax + logit FB (the plateau level; Cmax and FB
-  trade off at -0.75 in patients with a plateau), raised the smallest scaled
-  posterior variance 2.8-fold and left steps and step size unchanged; a
-  draw-based mass matrix did not help either; blending the two phases over
-  about half a day (a different model, measured as a diagnostic only)
-  doubled the step size and halved the steps (at 600 patients: 0.019 -> 0.069,
-  337 -> 113 steps, so the kink also drives most of the growth of the steps
-  with the number of patients). A reparameterisation cannot
-  remove a kink, so the model keeps Stein's piecewise curve; a smooth-peak
-  variant would be a model change to decide on its own merits.
+- **What set the step size before 1.1.0: the kink at Tmax.** On Stein's
+  piecewise curve the log density is not differentiable in Tmax: the slope
+  jumps from ln(foldx)/Tmax (about 0.9/day) to about -alpha as Tmax crosses
+  one of the patient's sample days. The leapfrog integrator's energy error at
+  such a crossing, not the posterior's scales or correlations, set the step
+  size (0.054 at 60 patients, 127 steps per draw). Evidence
+  (``benchmarks/cart_step_size.py``; ``benchmarks/README.md``): sampling the
+  population medians at the cohort-average location and each patient's
+  log Cmax + logit FB raised the smallest scaled posterior variance 2.8-fold
+  and left steps and step size unchanged; a draw-based mass matrix did not
+  help either; blending the two phases over about half a day doubled the step
+  size and halved the steps (at 600 patients: 0.019 -> 0.069, 337 -> 113
+  steps). A reparameterisation cannot remove a kink, so version 1.1.0 rounds
+  the peak (module docstring, "Curve"; docs/priors.md#cart-rounded-peak): on
+  the example cohort at target_accept 0.95, 64 steps per draw, step size 0.10.
 - **Convergence on prior-drawn cohorts** (the calibration study at the
   primary spec's settings, docs/calibration.md "CAR-T at the spec's
-  settings"): 6 of 32 fits fail the verdict even after two reruns
-  (``extend_sampling = 2``), all 3 whose between-patient SD of log Tmax was
-  drawn at or above 0.8 among them. On the same 32 prior draws a curve blended
-  over 2 days (``benchmarks/cart_smooth_peak_sbc.py``, a diagnostic, not this
-  model) left 2 of 32 unconverged against 6 of 32 here, at 40 s median
-  sampling against 136 s: the case for the smooth peak.
+  settings"): with the kinked curve 6 of 32 fits failed the verdict even after
+  two reruns (``extend_sampling = 2``), all 3 whose between-patient SD of log
+  Tmax was drawn at or above 0.8 among them; with the rounded peak, see that
+  section.
 - **Speed.** The curve is evaluated on a (patient, visit) grid and samples
   are picked by one gather, and the log-CDF only on censored rows: about half
   the cost per gradient of gathering six parameters per sample.
@@ -216,10 +213,10 @@ from pymc.logprob.transforms import Transform
 
 from toolkit.data.inputs import CartInputs
 from toolkit.models.kinetics import cart_auc as auc_np
-from toolkit.models.kinetics import cart_curve, time_below
+from toolkit.models.kinetics import cart_curve, gauss_legendre_nodes, peak_rounding, time_below
 
 MODEL_NAME = "cart"
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "1.1.0"  # 1.1.0: rounded peak (toolkit.models.kinetics.peak_clock)
 KINETIC_PARAMETERS = ("cmax", "tmax", "foldx", "alpha", "fb", "persistence")
 ARMS = ("control", "experimental")
 OMEGA_FAMILIES = ("lognormal", "halfnormal")
@@ -335,25 +332,34 @@ def natural_parameters(theta):
     }
 
 
-def log_cart_curve(t, log_cmax, tmax, log_foldx, alpha, beta, logit_fb):
-    """log C(t) of the Stein curve, stable on the log scale (pytensor; broadcasts)."""
-    expansion = log_cmax - log_foldx * (1.0 - t / tmax)
-    d = t - tmax
+def peak_clock(d, h: float | None = None):
+    """u(d) = h log cosh(d/h) = h [softplus(2d/h) - d/h - log 2] (pytensor; ``toolkit.models.kinetics.peak_clock``)."""
+    h = peak_rounding(h)
+    return h * (pt.softplus(2.0 * d / h) - d / h - math.log(2.0))
+
+
+def log_cart_curve(t, log_cmax, tmax, log_foldx, alpha, beta, logit_fb, *, h: float | None = None):
+    """log C(t) of the rounded-peak Stein curve, stable on the log scale (pytensor; broadcasts):
+    log Cmax - rho u before Tmax, log Cmax + log((1-FB) e^{-alpha u} + FB e^{-beta u}) after, u = peak_clock(t - Tmax),
+    rho = log foldx / peak_clock(Tmax); ``h`` -> 0 is Stein's kinked curve."""
+    u = peak_clock(t - tmax, h)
+    expansion = log_cmax - log_foldx / peak_clock(tmax, h) * u
     log_fb = -pt.softplus(-logit_fb)
     log_1m_fb = -pt.softplus(logit_fb)
-    contraction = log_cmax + pt.logaddexp(log_1m_fb - alpha * d, log_fb - beta * d)
+    contraction = log_cmax + pt.logaddexp(log_1m_fb - alpha * u, log_fb - beta * u)
     return pt.switch(pt.lt(t, tmax), expansion, contraction)
 
 
-def cart_auc(t_end, log_cmax, tmax, log_foldx, alpha, beta, logit_fb):
-    """AUC of the Stein curve from 0 to ``t_end`` in closed form (pytensor; see ``toolkit.models.kinetics.cart_auc``)."""
-    cmax = pt.exp(log_cmax)
-    rho = log_foldx / tmax
-    t1 = pt.minimum(t_end, tmax)
-    expansion = pt.exp(log_cmax - log_foldx) * pt.expm1(rho * t1) / rho
-    d = pt.maximum(t_end - tmax, 0.0)
-    fb = pt.sigmoid(logit_fb)
-    contraction = cmax * ((1 - fb) * -pt.expm1(-alpha * d) / alpha + fb * -pt.expm1(-beta * d) / beta)
+def cart_auc(t_end, log_cmax, tmax, log_foldx, alpha, beta, logit_fb, *, h: float | None = None):
+    """AUC of the curve from 0 to ``t_end`` by Gauss-Legendre quadrature on each phase (pytensor; the same rule
+    as ``toolkit.models.kinetics.cart_auc``)."""
+    x, w = (pt.as_tensor_variable(a) for a in gauss_legendre_nodes())
+    args = [pt.as_tensor_variable(a)[..., None] for a in (log_cmax, tmax, log_foldx, alpha, beta, logit_fb)]
+    tmax_ = args[1]
+    t1 = pt.minimum(t_end, tmax_)
+    expansion = (t1 * w * pt.exp(log_cart_curve(t1 * x, *args, h=h))).sum(axis=-1)
+    span = pt.maximum(t_end - tmax_, 0.0)
+    contraction = (span * w * pt.exp(log_cart_curve(tmax_ + span * x, *args, h=h))).sum(axis=-1)
     return expansion + contraction
 
 

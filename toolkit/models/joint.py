@@ -10,8 +10,8 @@ Submodels
    - T_loss,i, the day C_i(t) falls below the patient's LLOQ L_i after the
      peak (Tmax_i when the peak stays below L_i), as in
      ``toolkit.models.kinetics.time_below``. It solves
-     log Cmax + log[(1-FB) e^{-alpha u} + FB e^{-beta u}] = log L for u = t - Tmax
-     by Newton's method on this convex, decreasing function of u, started at
+     log Cmax + log[(1-FB) e^{-alpha u} + FB e^{-beta u}] = log L for the peak clock
+     u = peak_clock(t - Tmax) (then t = Tmax + peak_clock^{-1}(u)) by Newton's method on this convex, decreasing function of u, started at
      the larger root of its two linear pieces (a point left of the root, so the
      iterates rise monotonically to it); 8 steps reach machine precision in the
      cases tested, and gradients flow through the iterations.
@@ -147,6 +147,7 @@ import pytensor.tensor as pt
 from toolkit.data.inputs import DAYS_PER_YEAR
 from toolkit.data.joint_inputs import JointInputs
 from toolkit.models import cart
+from toolkit.models.kinetics import peak_clock_inverse
 from toolkit.models.priors import NormalPairPriors, normal
 
 MODEL_NAME = "joint"
@@ -159,6 +160,7 @@ LOG_CLEARANCE_REFERENCE = math.log(0.25)  # MRD kill rate (log10/day), MRD prior
 MRD_SUBMODEL = "mrd"  # name of the nested MRD submodel (variables "mrd::...", coords "mrd_...")
 NEWTON_STEPS = 8
 LOSS_HORIZON_DAYS = 20 * 365.0
+LOSS_CLOCK_FLOOR = 1e-6  # peak-clock days; see loss_delay
 STEP_RAMP_YEARS = 30.0 / 365.25  # width of the smoothed CAR-T-loss step (relapse_log_hazard, relapse_cumhaz)
 
 
@@ -182,10 +184,14 @@ class JointPriors(NormalPairPriors):
 
 
 def loss_delay(log_cmax, alpha, beta, logit_fb, log_lloq, *, lib=pt, steps: int = NEWTON_STEPS):
-    """u >= 0 with log Cmax + log[(1-FB) e^{-alpha u} + FB e^{-beta u}] = log L (0 if Cmax <= L).
+    """Days d >= 0 after Tmax at which the curve falls to L (0 if Cmax <= L): d = peak_clock^{-1}(u), where u
+    solves log Cmax + log[(1-FB) e^{-alpha u} + FB e^{-beta u}] = log L on the peak clock
+    (``toolkit.models.kinetics``).
 
     Newton on the convex decreasing f(u), from u0 = max of the roots of the two linear pieces
-    (f(u0) >= 0); ``lib`` is ``pytensor.tensor`` or ``numpy``. Capped at ``LOSS_HORIZON_DAYS``.
+    (f(u0) >= 0); ``lib`` is ``pytensor.tensor`` or ``numpy``. u is capped at ``LOSS_HORIZON_DAYS``.
+    The inverse h acosh(e^{u/h}) has an infinite slope at u = 0 (the peak is flat), so u is floored at
+    ``LOSS_CLOCK_FLOOR`` there (d >= 0.0014 day at h = 1): the gradient stays finite.
     """
     log_fb = -_softplus(-logit_fb, lib)
     log_1m_fb = -_softplus(logit_fb, lib)
@@ -199,7 +205,8 @@ def loss_delay(log_cmax, alpha, beta, logit_fb, log_lloq, *, lib=pt, steps: int 
         w = _sigmoid(a_term - b_term, lib)  # weight of the fast phase
         slope = -(alpha * w + beta * (1.0 - w))
         u = lib.minimum(lib.maximum(u - f / slope, 0.0), LOSS_HORIZON_DAYS)
-    return lib.where(head > 0, u, 0.0) if lib is np else pt.switch(pt.gt(head, 0), u, 0.0)
+    d = peak_clock_inverse(lib.maximum(u, LOSS_CLOCK_FLOOR), lib=lib)
+    return lib.where(head > 0, d, 0.0) if lib is np else pt.switch(pt.gt(head, 0), d, 0.0)
 
 
 def _sigmoid(x, lib):
