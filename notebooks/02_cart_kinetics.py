@@ -18,7 +18,7 @@
 #
 # **Question.** Does adding IFN-α change how far the CAR-T cells expand after infusion and how long they
 # persist? We fit the pre-specified primary analysis (`models/cart_primary.toml`: the hierarchical Stein
-# piecewise model, samples below the limit of quantification kept as censored observations), check it
+# model with a rounded peak, samples below the limit of quantification kept as censored observations), check it
 # against the data patient by patient and with a visual predictive check, and read the arm effects on the
 # peak level (Cmax), the exposure over days 0-28 (AUC) and the persistence half-life.
 

@@ -575,3 +575,17 @@ def test_reruns_come_from_the_spec_and_are_part_of_what_a_resume_must_match():
     settings = study_settings(dict(chains=2, tune=100, draws=100))
     assert "extend_sampling" not in settings_record(settings)  # studies stored before reruns still resume
     assert settings_record(settings, 2)["extend_sampling"] == 2
+
+
+def test_recovery_coverage_is_checked_in_both_directions():
+    """The slow recovery tests' check (toolkit.testing.coverage_problems) flags under-coverage, a coverage too
+    high for the interval's level, and intervals that are the prior's; a calibrated study passes."""
+    from toolkit.testing import coverage_problems
+
+    calibrated = [True] * 36 + [False] * 4  # 36 of 40 for a 90 % interval
+    assert coverage_problems(calibrated, sd_ratios=[0.6] * 40) == []
+    assert "below 0.8" in coverage_problems([True] * 30 + [False] * 10)[0]
+    assert "too high" in coverage_problems([True] * 60)[0]  # 60 of 60: P = 0.9^60 = 0.002
+    assert coverage_problems([True] * 40) == []  # 40 of 40: P = 0.015, not rare enough alone
+    inert = coverage_problems([True] * 40, sd_ratios=[0.99] * 40)  # likelihood dropped: the prior's intervals
+    assert len(inert) == 1 and "the prior's" in inert[0]

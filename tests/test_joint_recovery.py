@@ -24,6 +24,7 @@ from toolkit.fitting import JointOptions, fit_joint
 from toolkit.inference import SamplerSettings
 from toolkit.models.joint import JointPriors
 from toolkit.simulate import Effects, TrialParameters, compute_truth, simulate_trial
+from toolkit.testing import coverage_problems
 
 CHECKED = ("hazard_ratio_direct", "hazard_ratio_total", "log_hr_per_log_cmax", "log_hr_cart_loss")
 SCENARIOS = {
@@ -67,5 +68,12 @@ def test_joint_coverage_over_20_cohorts(tmp_path, scenario):
     coverage = {name: float(np.mean([r[name]["covered"] for r in records])) for name in checked}
     print(f"{scenario}: 90% interval coverage over {len(records)} cohorts:", coverage,
           "not converged:", sum(not r["converged"] for r in records))
-    for name, value in coverage.items():
-        assert 0.8 <= value <= 1.0, (name, value)
+    # too low or too high (toolkit.testing.coverage_problems). The kinetic associations are learned from the
+    # prior alone at this size (docs/calibration.md, joint study: contraction 0.97-1.03), so their
+    # posterior/prior SD ratios are printed, not bounded: their coverage says the prior is not wrong
+    for name in coverage:
+        if name.startswith("log_hr"):
+            ratio = np.median([r[name]["sd_ratio"] for r in records])
+            print(f"{name}: posterior/prior SD, median over cohorts {ratio:.2f}")
+        problems = coverage_problems([r[name]["covered"] for r in records])
+        assert not problems, (name, problems)

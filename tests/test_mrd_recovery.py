@@ -24,9 +24,10 @@ import pytest
 from toolkit.data import load_cohort
 from toolkit.data.mrd_inputs import to_mrd_inputs
 from toolkit.inference import SamplerSettings, diagnose, sample
-from toolkit.models.mrd import build_mrd_model
+from toolkit.models.mrd import MrdPriors, build_mrd_model
 from toolkit.mrd_estimands import mrd_estimands
 from toolkit.simulate import Effects, compute_truth, simulate_trial
+from toolkit.testing import coverage_problems
 
 EFFECTS = Effects(clearance_rate_ratio=1.3, cure_odds_ratio=2.0)
 FAST = SamplerSettings(chains=4, tune=500, draws=500, progressbar=False)
@@ -91,6 +92,11 @@ def test_mrd_coverage_over_20_cohorts(tmp_path):
                                                        f"{truth()[n]:.3f}: {r[n][3]}" for n in CHECKED[:2]), flush=True)
     for name in CHECKED:
         print(f"90% HDI coverage of {name} over {len(rows)} cohorts: {coverage(rows, name):.2f}")
-    assert 0.8 <= coverage(rows, "clearance_rate_ratio") <= 1.0
-    assert 0.8 <= coverage(rows, "mrd_recurrence_365d_difference") <= 1.0
+    # too low, too high (toolkit.testing.coverage_problems); the clearance ratio is learned mostly from the
+    # prior (module docstring), so its SD ratio is printed, not bounded: its coverage says the prior is not wrong
+    for name in ("clearance_rate_ratio", "mrd_recurrence_365d_difference"):
+        problems = coverage_problems([r[name][3] for r in rows if name in r])
+        assert not problems, (name, problems)
+    print("posterior/prior SD of the clearance log ratio, median over cohorts:",
+          np.median([r["clearance_log_ratio_sd"] / MrdPriors().clearance_log_ratio[1] for r in rows]))
     assert sum(r["divergences"] for r in rows) <= 20

@@ -6,6 +6,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from toolkit import resources
@@ -106,3 +107,37 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
     with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
         code = main([str(a) for a in argv])
     return code, buffer.getvalue()
+
+
+def coverage_problems(covered, *, level: float = 0.90, lower: float = 0.8, alpha: float = 0.01,
+                      sd_ratios=None, max_sd_ratio: float = 0.95) -> list[str]:
+    r"""What is wrong with a recovery study's interval coverage, in both directions (empty list: nothing).
+
+    ``covered``: per cohort, whether the ``level`` interval covered the truth (k of n).
+
+    - too low: k/n < ``lower``;
+    - too high: P(X >= k | X ~ Binomial(n, level)) < ``alpha`` (k so high that a calibrated interval would
+      rarely reach it; at n = 40 and level 0.9 only 40 of 40 comes near, at n = 20 nothing can);
+    - inert: median over cohorts of posterior SD / prior SD of the parameter the estimand is a function of
+      (``sd_ratios``) above ``max_sd_ratio``: intervals about as wide as the prior's cover the truth
+      whatever the data say, so a high coverage proves nothing (the calibration studies measure the same
+      ratio as "contraction", docs/calibration.md).
+    """
+    from scipy.stats import binom
+
+    covered = np.asarray(covered, dtype=bool)
+    n, k = covered.size, int(covered.sum())
+    problems = []
+    if n == 0:
+        return ["no cohorts"]
+    if k / n < lower:
+        problems.append(f"coverage {k}/{n} = {k / n:.2f} below {lower}")
+    p_high = float(binom.sf(k - 1, n, level))
+    if p_high < alpha:
+        problems.append(f"coverage {k}/{n} too high for a {level:.0%} interval (P = {p_high:.4f} < {alpha})")
+    if sd_ratios is not None:
+        ratio = float(np.median(np.asarray(sd_ratios, dtype=float)))
+        if ratio > max_sd_ratio:
+            problems.append(f"median posterior/prior SD {ratio:.2f} > {max_sd_ratio}: the intervals are the "
+                            "prior's, so covering the truth says nothing about the data")
+    return problems
