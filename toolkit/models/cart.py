@@ -14,7 +14,9 @@ computed on the log scale (contraction with ``logaddexp``), chosen with ``pt.swi
 The peak clock u is d^2/(2h) near the peak and |d| - h log 2 beyond; h -> 0 is Stein's piecewise curve.
 (Tmax, Cmax) is the curve's maximum, C(0) = Cmax/foldx, and the slope is continuous (0 at Tmax), so the
 log density is differentiable in Tmax (model 1.1.0; why, and how it differs from Stein's curve:
-docs/priors.md#cart-rounded-peak). AUC0-T is Gauss-Legendre quadrature on each phase (``cart_auc``).
+docs/priors.md#cart-rounded-peak). AUC0-T: Gauss-Legendre quadrature on each phase in the graph
+(``cart_auc``), an incomplete-beta closed form in numpy (``toolkit.models.kinetics.cart_auc``); they agree to 1e-10
+on typical patients (tests/test_cart.py), and the quadrature is the less accurate at extreme rates.
 
 Patient parameters (unconstrained scale; the ``kinetic`` coordinate)
 
