@@ -171,7 +171,7 @@ Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
   the peak (module docstring, "Curve"; docs/priors.md#cart-rounded-peak): on
   the example cohort at target_accept 0.95, 64 steps per draw, step size 0.10.
 - **Convergence on prior-drawn cohorts** (the calibration study at the
-  primary spec's settings, docs/calibration.md "CAR-T at the spec's
+  primary spec's settings, docs/calibration.md "CAR-T model 1.1.0 at the spec's
   settings"): with the kinked curve 6 of 32 fits failed the verdict even after
   two reruns (``extend_sampling = 2``), all 3 whose between-patient SD of log
   Tmax was drawn at or above 0.8 among them; with the rounded peak 3 of the
