@@ -22,14 +22,15 @@ from pathlib import Path
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--h", type=float, required=True, help="peak rounding in days (1e-6: Stein's kinked curve)")
+    p.add_argument("--h", type=float, default=1e-6, help="peak rounding in days (default 1e-6: Stein's kinked curve)")
     p.add_argument("--simulations", type=int, default=20)
     p.add_argument("--design", default=None, help="design cohort folder (default: the default simulated trial)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None, help="study folder (default calib/cart_peak_rounding_<h>)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--sims", metavar="FIRST-LAST", help="only these simulations, into an --out another process "
                    "started (a second process on the other core); no summary")
     args = p.parse_args(argv)
+    args.out = args.out or f"calib/cart_peak_rounding_{args.h:g}"
 
     from toolkit.calibration.api import _extensions, build_problem
     from toolkit.calibration.report import write_calibration_report

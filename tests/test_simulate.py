@@ -43,7 +43,7 @@ def test_auc_closed_form_over_wide_parameters():
     """The closed form (incomplete beta) against 400-node quadrature, over patients 1.5x as spread as the
     prior's typical ones, including peaks long after day 28 and far-tail (d > 15 h) pieces."""
     from toolkit.models.cart import CartPriors, natural_parameters_np
-    from toolkit.models.kinetics import _quadrature_auc
+    from toolkit.models.kinetics import quadrature_auc
 
     rng = np.random.default_rng(1)
     mu, omega = CartPriors().mu(), CartPriors().omega()
@@ -53,7 +53,8 @@ def test_auc_closed_form_over_wide_parameters():
     p = natural_parameters_np(theta)
     p = {k: np.append(v, extra) for (k, v), extra in zip(p.items(), (26563.0, 758.0, 2869.5, 0.0687, 0.0053, 0.037))}
     closed = cart_auc(28.0, **p)
-    quad = _quadrature_auc(28.0, **p, h=PEAK_ROUNDING_DAYS, nodes=400)
+    quad = quadrature_auc(28.0, np.log(p["cmax"]), p["tmax"], np.log(p["foldx"]), p["alpha"], p["beta"],
+                          np.log(p["fb"]) - np.log1p(-p["fb"]), nodes=400)
     sane = p["alpha"] < 50  # beyond that 400 nodes do not resolve the fall, and the closed form is the reference
     np.testing.assert_allclose(closed[sane], quad[sane], rtol=1e-9)
     late = {k: v[-1] for k, v in p.items()}  # peak on day 758: the far-tail branch of the expansion

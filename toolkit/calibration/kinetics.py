@@ -81,18 +81,12 @@ def _default(fn, name):
 
 
 def log_cart_curve_np(theta: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """numpy twin of :func:`toolkit.models.cart.log_cart_curve` on unconstrained patient parameters (..., 6)."""
-    from toolkit.models.kinetics import peak_clock
+    """``toolkit.models.kinetics.log_cart_curve`` on unconstrained patient parameters (..., 6), in numpy."""
+    from toolkit.models.kinetics import log_cart_curve
 
     th = np.asarray(theta, float)
     beta = LN2 * np.exp(-th[..., 5])
-    alpha = beta + np.exp(th[..., 3])
-    tmax = np.exp(th[..., 1])
-    u = peak_clock(t - tmax)
-    expansion = th[..., 0] - th[..., 2] / peak_clock(tmax) * u
-    log_fb, log_1m_fb = -np.logaddexp(0.0, -th[..., 4]), -np.logaddexp(0.0, th[..., 4])
-    contraction = th[..., 0] + np.logaddexp(log_1m_fb - alpha * u, log_fb - beta * u)
-    return np.where(t < tmax, expansion, contraction)
+    return log_cart_curve(t, th[..., 0], np.exp(th[..., 1]), th[..., 2], beta + np.exp(th[..., 3]), beta, th[..., 4])
 
 
 def _dataset(draws: dict[str, np.ndarray], dims: dict[str, tuple[str, ...]], coords: dict):

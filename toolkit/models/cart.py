@@ -15,7 +15,7 @@ The peak clock u is d^2/(2h) near the peak and |d| - h log 2 beyond; h -> 0 is S
 (Tmax, Cmax) is the curve's maximum, C(0) = Cmax/foldx, and the slope is continuous (0 at Tmax), so the
 log density is differentiable in Tmax (model 1.1.0; why, and how it differs from Stein's curve:
 docs/priors.md#cart-rounded-peak). AUC0-T: Gauss-Legendre quadrature on each phase in the graph
-(``cart_auc``), an incomplete-beta closed form in numpy (``toolkit.models.kinetics.cart_auc``); they agree to 1e-10
+(``cart_auc``, ``toolkit.models.kinetics.quadrature_auc``), an incomplete-beta closed form in numpy (``toolkit.models.kinetics.cart_auc``); they agree to 1e-10
 on typical patients (tests/test_cart.py), and the quadrature is the less accurate at extreme rates.
 
 Patient parameters (unconstrained scale; the ``kinetic`` coordinate)
@@ -215,7 +215,8 @@ from pymc.logprob.transforms import Transform
 
 from toolkit.data.inputs import CartInputs
 from toolkit.models.kinetics import cart_auc as auc_np
-from toolkit.models.kinetics import cart_curve, gauss_legendre_nodes, peak_rounding, time_below
+from toolkit.models import kinetics
+from toolkit.models.kinetics import cart_curve, time_below
 
 MODEL_NAME = "cart"
 MODEL_VERSION = "1.1.0"  # 1.1.0: rounded peak (toolkit.models.kinetics.peak_clock)
@@ -334,35 +335,14 @@ def natural_parameters(theta):
     }
 
 
-def peak_clock(d, h: float | None = None):
-    """u(d) = h log cosh(d/h) = h [softplus(2d/h) - d/h - log 2] (pytensor; ``toolkit.models.kinetics.peak_clock``)."""
-    h = peak_rounding(h)
-    return h * (pt.softplus(2.0 * d / h) - d / h - math.log(2.0))
-
-
 def log_cart_curve(t, log_cmax, tmax, log_foldx, alpha, beta, logit_fb, *, h: float | None = None):
-    """log C(t) of the rounded-peak Stein curve, stable on the log scale (pytensor; broadcasts):
-    log Cmax - rho u before Tmax, log Cmax + log((1-FB) e^{-alpha u} + FB e^{-beta u}) after, u = peak_clock(t - Tmax),
-    rho = log foldx / peak_clock(Tmax); ``h`` -> 0 is Stein's kinked curve."""
-    u = peak_clock(t - tmax, h)
-    expansion = log_cmax - log_foldx / peak_clock(tmax, h) * u
-    log_fb = -pt.softplus(-logit_fb)
-    log_1m_fb = -pt.softplus(logit_fb)
-    contraction = log_cmax + pt.logaddexp(log_1m_fb - alpha * u, log_fb - beta * u)
-    return pt.switch(pt.lt(t, tmax), expansion, contraction)
+    """log C(t) of the rounded-peak Stein curve in pytensor: ``toolkit.models.kinetics.log_cart_curve``."""
+    return kinetics.log_cart_curve(t, log_cmax, tmax, log_foldx, alpha, beta, logit_fb, h=h, lib=pt)
 
 
 def cart_auc(t_end, log_cmax, tmax, log_foldx, alpha, beta, logit_fb, *, h: float | None = None):
-    """AUC of the curve from 0 to ``t_end`` by Gauss-Legendre quadrature on each phase (pytensor; the same rule
-    as ``toolkit.models.kinetics.cart_auc``)."""
-    x, w = (pt.as_tensor_variable(a) for a in gauss_legendre_nodes())
-    args = [pt.as_tensor_variable(a)[..., None] for a in (log_cmax, tmax, log_foldx, alpha, beta, logit_fb)]
-    tmax_ = args[1]
-    t1 = pt.minimum(t_end, tmax_)
-    expansion = (t1 * w * pt.exp(log_cart_curve(t1 * x, *args, h=h))).sum(axis=-1)
-    span = pt.maximum(t_end - tmax_, 0.0)
-    contraction = (span * w * pt.exp(log_cart_curve(tmax_ + span * x, *args, h=h))).sum(axis=-1)
-    return expansion + contraction
+    """AUC of the curve from 0 to ``t_end`` in pytensor: ``toolkit.models.kinetics.quadrature_auc``."""
+    return kinetics.quadrature_auc(t_end, log_cmax, tmax, log_foldx, alpha, beta, logit_fb, h=h, lib=pt)
 
 
 def _censored_normal_logp(value, mu, sigma, censored_rows, log_lloq):

@@ -10,8 +10,9 @@ Submodels
    - T_loss,i, the day C_i(t) falls below the patient's LLOQ L_i after the
      peak (Tmax_i when the peak stays below L_i), as in
      ``toolkit.models.kinetics.time_below``. It solves
-     log Cmax + log[(1-FB) e^{-alpha u} + FB e^{-beta u}] = log L for the peak clock
-     u = peak_clock(t - Tmax) (then t = Tmax + peak_clock^{-1}(u)) by Newton's method on this convex, decreasing function of u, started at
+     log Cmax + log[(1-FB) e^{-alpha u} + FB e^{-beta u}] = log L for the peak
+     clock u = peak_clock(t - Tmax) (then t = Tmax + peak_clock^{-1}(u)) by
+     Newton's method on this convex, decreasing function of u, started at
      the larger root of its two linear pieces (a point left of the root, so the
      iterates rise monotonically to it); 8 steps reach machine precision in the
      cases tested, and gradients flow through the iterations.
@@ -191,7 +192,7 @@ def loss_delay(log_cmax, alpha, beta, logit_fb, log_lloq, *, lib=pt, steps: int 
     Newton on the convex decreasing f(u), from u0 = max of the roots of the two linear pieces
     (f(u0) >= 0); ``lib`` is ``pytensor.tensor`` or ``numpy``. u is capped at ``LOSS_HORIZON_DAYS``.
     The inverse h acosh(e^{u/h}) has an infinite slope at u = 0 (the peak is flat), so u is floored at
-    ``LOSS_CLOCK_FLOOR`` there (d >= 0.0014 day at h = 1): the gradient stays finite.
+    ``LOSS_CLOCK_FLOOR`` there (d >= sqrt(2 h 1e-6) = 0.002 day at h = 2): the gradient stays finite.
     """
     log_fb = -_softplus(-logit_fb, lib)
     log_1m_fb = -_softplus(logit_fb, lib)

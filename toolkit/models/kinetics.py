@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PEAK_ROUNDING_DAYS", "cart_auc", "cart_curve", "peak_clock", "peak_clock_inverse", "peak_rounding",
-           "clock_integral", "time_below"]
+__all__ = ["PEAK_ROUNDING_DAYS", "cart_auc", "cart_curve", "clock_integral", "log_cart_curve", "peak_clock",
+           "peak_clock_inverse", "peak_rounding", "quadrature_auc", "time_below"]
 
 # h of the peak clock u(d) = h log cosh(d/h): the peak is rounded over about +-2h days. 2 days: at h = 1 a fit
 # of the example cohort at target_accept 0.9 had 36 divergences (h = 2: 1); docs/priors.md#cart-rounded-peak
@@ -46,11 +46,17 @@ def peak_rounding(h: float | None) -> float:
     return PEAK_ROUNDING_DAYS if h is None else h
 
 
-def peak_clock(d, h: float | None = None):
-    """u(d) = h log cosh(d/h) = |d| + h log1p(e^{-2|d|/h}) - h log 2 (stable), even, u(0) = u'(0) = 0."""
+def _tensor(x, lib):
+    """``x`` as an array of ``lib`` (numpy or pytensor.tensor)."""
+    return np.asarray(x, dtype=float) if lib is np else lib.as_tensor_variable(x)
+
+
+def peak_clock(d, h: float | None = None, *, lib=np):
+    """u(d) = h log cosh(d/h) = h [log(1 + e^{2d/h}) - d/h - log 2] (stable), even, u(0) = u'(0) = 0
+    (``lib`` numpy or pytensor.tensor)."""
     h = peak_rounding(h)
-    a = np.abs(np.asarray(d, dtype=float))
-    return a + h * np.log1p(np.exp(-2.0 * a / h)) - h * np.log(2.0)
+    d = _tensor(d, lib)
+    return h * (lib.logaddexp(0.0, 2.0 * d / h) - d / h - np.log(2.0))
 
 
 def peak_clock_inverse(u, h: float | None = None, *, lib=np):
@@ -70,21 +76,39 @@ def cart_curve(t, cmax, tmax, foldx, alpha, beta, fb, *, h: float | None = None)
     return np.where(t < tmax, expansion, contraction)
 
 
+def log_cart_curve(t, log_cmax, tmax, log_foldx, alpha, beta, logit_fb, *, h: float | None = None, lib=np):
+    """log C(t), stable on the log scale, from log Cmax, Tmax, log foldx, alpha, beta and logit FB (broadcasts;
+    ``lib`` numpy or pytensor.tensor, so the model's graph and the numpy code evaluate one definition):
+    log Cmax - rho u before Tmax, log Cmax + log((1-FB) e^{-alpha u} + FB e^{-beta u}) after, u = peak_clock(t - Tmax),
+    rho = log foldx / peak_clock(Tmax); ``h`` -> 0 is Stein's kinked curve."""
+    t = _tensor(t, lib)
+    u = peak_clock(t - tmax, h, lib=lib)
+    expansion = log_cmax - log_foldx / peak_clock(tmax, h, lib=lib) * u
+    log_fb = -lib.logaddexp(0.0, -logit_fb)
+    log_1m_fb = -lib.logaddexp(0.0, logit_fb)
+    contraction = log_cmax + lib.logaddexp(log_1m_fb - alpha * u, log_fb - beta * u)
+    return lib.where(t < tmax, expansion, contraction)
+
+
 def gauss_legendre_nodes(n: int = AUC_NODES) -> tuple[np.ndarray, np.ndarray]:
     """Gauss-Legendre nodes and weights on [0, 1]."""
     x, w = np.polynomial.legendre.leggauss(n)
     return (x + 1.0) / 2.0, w / 2.0
 
 
-def _quadrature_auc(t_end, cmax, tmax, foldx, alpha, beta, fb, h, nodes: int = AUC_NODES):
-    """AUC by Gauss-Legendre on each phase (the rule the model's pytensor graph uses)."""
-    x, w = gauss_legendre_nodes(nodes)
-    args = [np.asarray(a, dtype=float)[..., None] for a in (cmax, tmax, foldx, alpha, beta, fb)]
-    t_end = np.asarray(t_end, dtype=float)[..., None]
-    t1 = np.minimum(t_end, args[1])
-    expansion = (t1 * w * cart_curve(t1 * x, *args, h=h)).sum(axis=-1)
-    span = np.maximum(t_end - args[1], 0.0)
-    contraction = (span * w * cart_curve(args[1] + span * x, *args, h=h)).sum(axis=-1)
+def quadrature_auc(t_end, log_cmax, tmax, log_foldx, alpha, beta, logit_fb, *, h: float | None = None, lib=np,
+                   nodes: int = AUC_NODES):
+    """AUC0-t_end of :func:`log_cart_curve` by Gauss-Legendre quadrature, ``nodes`` on each phase ([0, min(t_end,
+    Tmax)] and [Tmax, max(t_end, Tmax)]; the curve is analytic within each). The model's graph uses it
+    (``lib=pytensor.tensor``); in numpy :func:`cart_auc` is exact and uses it only for flat curves."""
+    x, w = (_tensor(a, lib) for a in gauss_legendre_nodes(nodes))
+    args = [_tensor(a, lib)[..., None] for a in (log_cmax, tmax, log_foldx, alpha, beta, logit_fb)]
+    tmax_ = args[1]
+    t_end = _tensor(t_end, lib)[..., None]
+    t1 = lib.minimum(t_end, tmax_)
+    expansion = (t1 * w * lib.exp(log_cart_curve(t1 * x, *args, h=h, lib=lib))).sum(axis=-1)
+    span = lib.maximum(t_end - tmax_, 0.0)
+    contraction = (span * w * lib.exp(log_cart_curve(tmax_ + span * x, *args, h=h, lib=lib))).sum(axis=-1)
     return expansion + contraction
 
 
@@ -129,9 +153,9 @@ def cart_auc(t_end, cmax, tmax, foldx, alpha, beta, fb, *, h: float | None = Non
                      + (1 - fb) * clock_integral(0.0, span, alpha, h) + fb * clock_integral(0.0, span, beta, h))
     flat = np.minimum(rho, beta) * h <= 1e-6
     if np.any(flat):
-        closed = np.where(flat, 0.0, closed)
-        closed[flat] = _quadrature_auc(t_end[flat], cmax[flat], tmax[flat], foldx[flat], alpha[flat], beta[flat],
-                                       fb[flat], h)
+        closed = np.array(closed)
+        closed[flat] = quadrature_auc(t_end[flat], np.log(cmax[flat]), tmax[flat], np.log(foldx[flat]), alpha[flat],
+                                      beta[flat], np.log(fb[flat]) - np.log1p(-fb[flat]), h=h)
     return closed
 
 
