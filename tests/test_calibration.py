@@ -296,22 +296,6 @@ def test_dask_local_cluster_runs_a_study_with_own_compile_dirs(weibull, tmp_path
     assert (sims["status"] == "ok").all(), sims["error"]
 
 
-# --------------------------------------------------------------------------- misspecification
-
-
-def test_misspecification_trial_compares_estimands_with_the_simulator_truth(tmp_path):
-    from toolkit.calibration.misspec import run_misspecification, summarize_misspecification
-
-    table = run_misspecification([{"hazard_ratio_direct": 1.0}], 1, tmp_path / "mis",
-                                 options={"variant": "weibull"},
-                                 sampler={"draws": 150, "tune": 150, "chains": 2}, workers=0)
-    assert (table["status"] == "ok").all(), table["error"].iloc[0]
-    summary = summarize_misspecification(table).set_index("estimand")
-    assert np.isfinite(summary.loc["hazard_ratio", "bias"]) and summary.loc["hazard_ratio", "width_90"] > 0
-    assert summary.loc["hazard_ratio", "coverage_90"] in (0.0, 1.0)
-    assert summary.loc["prob_hr_below_1", "p_decision"] in (0.0, 1.0)
-
-
 # --------------------------------------------------------------------------- CAR-T and joint generators
 
 CART_PARAMETERS = {f"{p}[{k}]" for p in ("mu_kinetic", "omega_kinetic", "arm_effect")

@@ -854,6 +854,68 @@ def cmd_design(args) -> int:
     return 0
 
 
+def cmd_misspecify(args) -> int:
+    """The primary analysis fitted to trials of the trial simulator over a design's scenarios
+    (toolkit.calibration.misspec): bias, RMSE, coverage and P(decision) per estimand."""
+    from toolkit.calibration.misspec import (KEY_ESTIMANDS, MisspecificationError, check_design,
+                                             load_misspecification, readable_table, run_misspecification, sentences,
+                                             study_reference, summarize_misspecification,
+                                             write_misspecification_report)
+
+    console = _console()
+    if args.trials < 1:
+        raise UsageError(f"--trials must be a positive number of trials per scenario, got {args.trials}")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be 0 (in this process) or more, got {args.workers}")
+    design = _design_or_none(args.spec, console)
+    if design is None:
+        return EXIT_INVALID
+    try:
+        check_design(design)  # before anything is written
+    except MisspecificationError as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    out = Path(args.out)
+    if not args.resume:
+        _new_folder(args.out)
+    elif out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out} is an existing file; give the study's folder")
+    overrides = _sampler_overrides(args)
+    done = [0]
+    started = time.perf_counter()
+
+    def progress(record):
+        done[0] += 1
+        rate = done[0] / max(time.perf_counter() - started, 1e-9) * 60
+        console.print(f"  trial {record['scenario']}/{record['trial']}: {done[0]} done this run, "
+                      f"{rate:.1f} trials/min", markup=False)
+
+    console.print(f"{design.title}: {args.trials} trial(s) x {len(design.scenarios)} scenario(s), each analysed "
+                  "at its final analysis" + (" (the spec's interim looks are not analysed)" if design.looks else ""),
+                  markup=False)
+    try:
+        run_misspecification(design, args.trials, out, workers=args.workers, scheduler=args.scheduler,
+                             resume=args.resume, overrides=overrides, progress=progress)
+    except (MisspecificationError, ValueError) as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
+        return EXIT_INVALID
+    results = load_misspecification(out)
+    reference = study_reference(design, out, overrides=overrides)
+    summary = summarize_misspecification(design, results, reference)
+    command = "toolkit misspecify " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["misspecify"] else ""
+    paths = write_misspecification_report(design, summary, out, command=command)
+    table = readable_table(design, summary, KEY_ESTIMANDS)
+    if len(table):  # the full table is in the .md file
+        _print_frame(console, "Misspecification study (± Monte Carlo SE)",
+                     table[[c for c in table.columns if c in ("scenario", "estimand", "truth", "bias", "90% coverage",
+                                                              "P(rule met)")]])
+    for line in sentences(design, summary):
+        console.print(line, markup=False)
+    console.print(f"table: {paths['csv']}, {paths['md']}; figure: {paths['png']}", markup=False)
+    _warn_failed_analyses(console, results.drop_duplicates(["scenario", "trial"]) if len(results) else results)
+    return 0
+
+
 def _warn_failed_analyses(console, results) -> None:
     """Say loudly when analyses of a design study failed (each is recorded, and the study goes on), with the
     most frequent error, so a study whose fits all failed is not read as a table of zeros."""
@@ -1196,6 +1258,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_options(p)
     _add_sampler_overrides(p, "the design spec")
     p.set_defaults(func=cmd_design)
+
+    p = sub.add_parser("misspecify", help="the primary analysis on trials of the trial simulator over a grid of "
+                                          "effects: bias, RMSE, coverage, P(decision) per estimand (Dask)")
+    p.add_argument("spec", help="design spec whose scenarios are the grid, e.g. models/design_misspecification.toml")
+    p.add_argument("--trials", type=int, required=True, help="simulated trials per scenario")
+    p.add_argument("--out", required=True, help="results folder (resumable with --resume)")
+    _add_study_options(p)
+    _add_sampler_overrides(p, "the analysis spec")
+    p.set_defaults(func=cmd_misspecify)
 
     p = sub.add_parser("interim", help="predictive probability of success of a trial in progress")
     p.add_argument("cohort", help="cohort folder at the data cut (last_followup_day = days on study at the cut)")

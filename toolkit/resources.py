@@ -14,7 +14,7 @@ from pathlib import Path
 
 #: Shipped folders and the files of each that go into the wheel (globs relative to the folder).
 RESOURCES: dict[str, tuple[str, ...]] = {
-    "models": ("*.toml",),
+    "models": ("*.toml", "sensitivity/*.toml"),
     "data_templates": ("*.csv", "*.toml", "*.md", "*.xlsx", "example/*.csv", "example/*.toml", "example/*.json",
                        "example/*.xlsx"),
     "notebooks": ("*.ipynb", "*.py"),

@@ -1,117 +1,456 @@
-r"""Misspecification studies: the durability analysis fitted to trials from the trial simulator.
+r"""Misspecification studies: the durability analysis fitted to whole trials from the trial simulator.
 
 SBC asks whether the fit is right *when the model is true*. Here the data come
 from ``toolkit.simulate.simulate_trial``, a richer story than any one model
-(relapse hazard moved by CAR-T kinetics and its loss, HSCT, death in remission,
-loss to follow-up), over a grid of IFN-alpha effects, and each trial is analysed
-exactly as the spec says (``toolkit.fitting.fit_durability``). Per grid point and
-estimand (names as in ``truth.json`` and ``summary.json``), over trials:
+(relapse hazard moved by each patient's CAR-T kinetics and its loss, a cure
+fraction, HSCT, death in remission, loss to follow-up), at the trial's design:
+a design spec (``toolkit.design.spec``) gives the accrual, the final analysis
+(``final_after_last_patient_days`` after the last infusion, which censors
+every patient in calendar time), the analysis spec and its sampler, the
+decision rule, and a grid of IFN-alpha effects as its ``[[scenarios]]``.
+Interim looks of the spec are not analysed: each trial is analysed once, at
+its final analysis, exactly as the analysis spec says (the design study's
+compiled padded model, ``toolkit.design.padded.fit_padded``: same inputs,
+estimands and convergence verdict as ``toolkit fit``).
 
-- bias = mean(posterior median - truth), RMSE = sqrt(mean((median - truth)^2));
-- coverage of the 90 % HDI, and its mean width;
-- P(decision): share of trials whose posterior probability (e.g. ``prob_hr_below_1``)
-  exceeds a threshold (default 0.9): the power at an effect, the type I error at no effect.
+Per scenario and estimand (names as in ``truth.json`` and ``summary.json``),
+over the C trials with a result, with :math:`\hat\theta_c` the posterior median
+and :math:`\theta^*` the truth (``toolkit.simulate.compute_truth``, the same
+definitions as the estimands):
 
-Trials run on the same Dask machinery as SBC (``runner.map_tasks``) and are
-stored one Parquet file per (grid point, trial) so a study resumes.
+.. math::
+
+    \text{bias} = \frac1C \sum_c (g(\hat\theta_c) - g(\theta^*)), \qquad
+    \text{RMSE} = \Big(\frac1C \sum_c (g(\hat\theta_c) - g(\theta^*))^2\Big)^{1/2},
+
+with :math:`g = \log` for ratios (``*hazard_ratio*``) and the identity
+otherwise; coverage of the 90 % HDI :math:`\frac1C \sum_c 1[\theta^* \in
+\mathrm{HDI}_{90,c}]` and its mean width; for each posterior probability
+(``prob_*``), P(decision) = the share of trials where it exceeds the rule's
+``success_probability`` (power at an effect, type I error at no effect).
+Monte Carlo SEs: :math:`\sqrt{p(1-p)/C}` for shares, sd/:math:`\sqrt C` for means.
+
+Where each truth sits in the prior: the analysis' prior on the design (a
+simulated trial's final cohort), by the same estimand functions on prior
+draws, gives each truth's prior percentile and its distance from the prior
+median in prior SDs (on the scale g). A truth inside the prior's own 90 %
+range is recovered by a posterior that ignores the data; the grid is chosen so
+that some truths are not (``models/design_misspecification.toml``).
+
+Trials run on the calibration runner's Dask machinery
+(``toolkit.calibration.runner.map_tasks``) and are stored one Parquet file per
+(scenario, trial), so ``--resume`` continues a study.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from toolkit.calibration.runner import _write_atomic, map_tasks
+__all__ = ["misspecification_trial", "run_misspecification", "load_misspecification", "study_reference",
+           "summarize_misspecification", "write_misspecification_report", "KEY_ESTIMANDS"]
 
-__all__ = ["misspecification_trial", "run_misspecification", "summarize_misspecification"]
+CONFIG_FILE = "misspecification.json"
+RESULTS_DIR = "trials"
+REFERENCE_FILE = "reference.json"
+#: prior draws behind each estimand's prior percentile and SD (Monte Carlo SE of a percentile <= 0.8 points)
+PRIOR_DRAWS = 4000
+#: the estimands the readable table, the figure and the sentences show (the CSV has every one with a truth)
+KEY_ESTIMANDS = ("hazard_ratio_uncured", "cure_fraction_difference", "rfs_365d_difference",
+                 "cir_365d_difference", "efs_365d_difference", "response_rate_difference")
+#: a coverage this unlikely for a calibrated 90 % interval (two-sided binomial tail) is flagged
+COVERAGE_ALPHA = 0.01
 
 
-def misspecification_trial(point: int, effects: dict, trial: int, *, options: dict, sampler: dict,
-                           n_patients: int, seed: int) -> list[dict]:
-    """Simulate one trial at ``effects``, fit it as the spec says, and compare estimands with the truth."""
+class MisspecificationError(ValueError):
+    """A misspecification study that cannot run or resume (the message names the fix)."""
+
+
+def log_scale(name: str) -> bool:
+    """Whether an estimand is a ratio, compared on the log scale (g = log in the module docstring)."""
+    return "hazard_ratio" in name
+
+
+def _g(name: str, x):
+    x = np.asarray(x, dtype=float)
+    if not log_scale(name):
+        return x
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), np.nan)
+
+
+# --------------------------------------------------------------------------- one trial
+
+
+def trial_fit_seed(design, scenario_index: int, trial: int) -> int:
+    """The sampler seed of one trial's fit (distinct from the simulator's seed of that trial)."""
+    from toolkit.design.trials import trial_seed
+
+    return int((trial_seed(design, scenario_index, trial) + 1) % 2**31)
+
+
+def final_cohort(design, scenario_index: int, trial: int, folder: Path):
+    """One simulated trial of the design, cut at its final analysis and written to ``folder``; returns
+    ``(cohort, counts)`` with the cohort read back through ``load_cohort`` (the same validation as
+    ``toolkit fit``)."""
     from toolkit.data import load_cohort
-    from toolkit.fitting import DurabilityOptions, default_settings, fit_durability
-    from toolkit.simulate import simulate_trial
+    from toolkit.design.trials import censor_at, final_day, simulate_calendar_trial, write_cut
 
-    base = {"point": point, "trial": trial, "effects": json.dumps(effects, sort_keys=True), "status": "ok",
-            "error": "", "converged": False}
+    sim, enrol = simulate_calendar_trial(design, design.scenarios[scenario_index], scenario_index, trial)
+    cut, counts = censor_at(sim, enrol, final_day(design, enrol))
+    write_cut(cut, folder, tables=("patients", "outcomes"))  # what the durability analysis reads
+    return load_cohort(folder), counts
+
+
+def misspecification_trial(design, scenario_index: int, trial: int, *, overrides: dict | None = None) -> dict:
+    """Simulate one trial at a scenario, fit its final analysis, one row per estimand; a failure is one
+    row with its error (the study goes on)."""
+    from toolkit.design.padded import fit_padded
+    from toolkit.design.spec import analysis_settings
+
+    scenario = design.scenarios[scenario_index].name
+    base = {"scenario": scenario, "trial": trial, "error": "", "converged": False, "max_rhat": math.nan,
+            "divergences": 0, "events": 0, "analysed": 0}
     t0 = time.perf_counter()
     try:
-        sim = simulate_trial(n_patients, seed=int(seed * 100_003 + point * 1009 + trial) % 2**32, effects=effects)
         with tempfile.TemporaryDirectory() as tmp:
-            cohort = load_cohort(sim.write(Path(tmp) / "cohort"))
-            settings = default_settings("durability", cores=1, progressbar=False, **sampler)
-            result = fit_durability(cohort, DurabilityOptions(**options), settings)
-        base["converged"] = result.converged
+            cohort, counts = final_cohort(design, scenario_index, trial, Path(tmp) / "cohort")
+            options, settings = analysis_settings(design, **(overrides or {}))
+            settings = replace(settings, random_seed=trial_fit_seed(design, scenario_index, trial), cores=1)
+            fit = fit_padded(cohort, options, settings, n_max=design.max_patients)
+        diag = fit.summary["diagnostics"]
+        base.update(converged=bool(diag["converged"]), max_rhat=float(diag.get("max_rhat") or math.nan),
+                    divergences=int(diag.get("divergences") or 0), analysed=counts["analysed"],
+                    events=int(sum(v["events"] for v in fit.summary["data"]["per_arm"].values())))
         rows = []
-        truth = sim.truth.get("estimands", {})
-        for name, value in result.summary["estimands"].items():
-            true = truth.get(name)
-            row = {**base, "estimand": name, "truth": float(true) if isinstance(true, (int, float)) else np.nan}
-            if isinstance(value, dict):
-                lo, hi = value["hdi_90"]
-                row.update(median=value["median"], lo=lo, hi=hi, probability=np.nan)
+        for name, value in fit.summary["estimands"].items():
+            row = {**base, "estimand": name, "median": math.nan, "lo": math.nan, "hi": math.nan,
+                   "probability": math.nan}
+            if isinstance(value, dict) and "hdi_90" in value:
+                row.update(median=float(value["median"]), lo=float(value["hdi_90"][0]), hi=float(value["hdi_90"][1]))
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                row["probability"] = float(value)
             else:
-                row.update(median=np.nan, lo=np.nan, hi=np.nan, probability=float(value))
+                continue
             rows.append(row)
     except Exception as exc:  # noqa: BLE001 - a failed trial is recorded, the study goes on
-        rows = [{**base, "status": "error", "error": f"{type(exc).__name__}: {exc}", "estimand": ""}]
+        rows = [{**base, "error": f"{type(exc).__name__}: {exc}"[:300], "estimand": "", "median": math.nan,
+                 "lo": math.nan, "hi": math.nan, "probability": math.nan}]
+    seconds = time.perf_counter() - t0
     for row in rows:
-        row["seconds"] = time.perf_counter() - t0
-    return rows
+        row["seconds"] = seconds
+    return {"scenario": scenario, "trial": trial, "rows": rows}
 
 
-def run_misspecification(grid: list[dict], trials: int, out: str | Path, *, options: dict | None = None,
-                         sampler: dict | None = None, n_patients: int = 60, seed: int = 20261125,
-                         workers: int | None = None, scheduler: str | None = None):
-    """Run ``trials`` simulated trials at each effect setting of ``grid``; returns the stored table."""
-    import pandas as pd
+# --------------------------------------------------------------------------- the study
 
+
+def _trial_path(out: Path, scenario: str, trial: int) -> Path:
+    return out / RESULTS_DIR / f"{scenario}__{trial:06d}.parquet"
+
+
+def _config(design) -> dict:
+    return {"design": design.path, "analysis": design.analysis, "rule": design.rule_text(), "seed": design.seed,
+            "scenarios": [s.name for s in design.scenarios], "sampler": design.sampler,
+            "effects": {s.name: s.effects for s in design.scenarios}}
+
+
+def check_design(design) -> None:
+    """A design a misspecification study can use: a model analysis (not the analytic rule)."""
+    if design.analysis_spec is None:
+        raise MisspecificationError(f"{design.path}: [analysis] spec is the analytic rule; a misspecification "
+                                    "study fits a model: name an analysis spec such as "
+                                    "\"models/durability_primary.toml\"")
+
+
+def run_misspecification(design, trials: int, out: str | Path, *, workers: int | None = None,
+                         scheduler: str | None = None, resume: bool = False, overrides: dict | None = None,
+                         progress=None) -> Path:
+    """``trials`` simulated trials per scenario of ``design`` (resumable), one task per trial, on
+    :func:`toolkit.calibration.runner.map_tasks` (in-process with ``workers=0``, a local Dask cluster,
+    or ``scheduler``)."""
+    from toolkit.calibration.runner import _write_atomic, map_tasks, open_study, record_study_run, write_study_file
+
+    check_design(design)
     out = Path(out)
-    store_dir = out / "trials"
-    store_dir.mkdir(parents=True, exist_ok=True)
-    (out / "misspecification.json").write_text(json.dumps(
-        {"grid": grid, "trials": trials, "options": options or {}, "sampler": sampler or {},
-         "n_patients": n_patients, "seed": seed}, indent=2) + "\n")
-    done = {p.stem for p in store_dir.glob("*.parquet")}
-    items = [(i, effects, t) for i, effects in enumerate(grid) for t in range(trials)
-             if f"p{i:03d}_t{t:04d}" not in done]
+    config = _config(design) | {"overrides": overrides or {}}
+    path = out / CONFIG_FILE
+    previous = open_study(path, config, resume=resume, what="misspecification", compare=tuple(config),
+                          error=MisspecificationError)
+    write_study_file(path, {**config, **previous})
+    (out / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
+    # trial-major order: a study stopped early holds about as many trials of every scenario
+    todo = [(design, i, t) for t in range(trials) for i, s in enumerate(design.scenarios)
+            if not _trial_path(out, s.name, t).exists()]
 
-    def store(rows):
-        frame = pd.DataFrame(rows)
-        _write_atomic(frame, store_dir / f"p{rows[0]['point']:03d}_t{rows[0]['trial']:04d}.parquet")
+    def store(record: dict) -> None:
+        _write_atomic(pd.DataFrame(record["rows"]), _trial_path(out, record["scenario"], record["trial"]))
+        if progress is not None:
+            progress(record)
 
-    map_tasks(misspecification_trial, items,
-              kwargs={"options": options or {}, "sampler": sampler or {}, "n_patients": n_patients, "seed": seed},
-              on_result=store, on_error=lambda item, err: [{"point": item[0], "trial": item[2], "status": "error",
-                                                            "error": err, "estimand": "",
-                                                            "effects": json.dumps(item[1])}],
-              workers=workers, scheduler=scheduler, cache_root=out / ".worker-caches")
-    return pd.concat([pd.read_parquet(p) for p in sorted(store_dir.glob("*.parquet"))], ignore_index=True)
+    def failed(item, message):
+        design_, i, t = item
+        name = design_.scenarios[i].name
+        return {"scenario": name, "trial": t, "rows": [{
+            "scenario": name, "trial": t, "error": message, "converged": False, "max_rhat": math.nan,
+            "divergences": 0, "events": 0, "analysed": 0, "estimand": "", "median": math.nan, "lo": math.nan,
+            "hi": math.nan, "probability": math.nan, "seconds": 0.0}]}
+
+    t0 = time.perf_counter()
+    info = map_tasks(misspecification_trial, todo, kwargs={"overrides": overrides or {}}, on_result=store,
+                     on_error=failed, workers=workers, scheduler=scheduler, cache_root=out / ".worker-caches",
+                     broadcast_first=True)
+    record_study_run(path, {**info, "tasks": len(todo), "wall_seconds": time.perf_counter() - t0})
+    return out
 
 
-def summarize_misspecification(table, *, decision_threshold: float = 0.9):
-    """Per (effects, estimand): bias, RMSE, 90 % coverage, width; for probabilities P(decision)."""
-    import pandas as pd
+def load_misspecification(out: str | Path) -> pd.DataFrame:
+    """Every stored row of a misspecification study (one per trial and estimand; one per failed trial)."""
+    files = sorted((Path(out) / RESULTS_DIR).glob("*__*.parquet"))  # not a temporary file a kill left
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
-    ok = table[(table["status"] == "ok") & (table["estimand"] != "")]
+
+# --------------------------------------------------------------------------- truth and prior
+
+
+def _prior_draws(design, overrides: dict | None = None) -> dict[str, np.ndarray]:
+    """Draws of every estimand under the analysis' prior on the design (the first scenario's trial 0 at its
+    final analysis), by the same estimand functions as the fits."""
+    import warnings
+
+    from toolkit.data.inputs import to_durability_inputs
+    from toolkit.design.schedules import prior_estimands
+    from toolkit.design.spec import analysis_settings
+    from toolkit.estimands import durability_estimands
+    from toolkit.models.durability import build_durability_model
+    from toolkit.review import recording_estimand_draws
+
+    options, _ = analysis_settings(design, **(overrides or {}))
+    with tempfile.TemporaryDirectory() as tmp:
+        cohort, _ = final_cohort(design, 0, 0, Path(tmp) / "cohort")
+    inputs = to_durability_inputs(cohort, endpoint=options.endpoint, hsct=options.hsct, covariates=options.covariates)
+    model = build_durability_model(inputs, options.prior_set(), variant=options.variant)
+    with warnings.catch_warnings(), recording_estimand_draws() as record:
+        warnings.simplefilter("ignore")
+        est = prior_estimands(model, inputs, lambda prior, inp: durability_estimands(
+            prior, inp, variant=options.variant, days=options.days, hr_below=options.hr_below,
+            rfs_difference_above=options.rfs_difference_above), draws=PRIOR_DRAWS, random_seed=design.seed)
+    # the recorder keys each summary's draws by the summary's id
+    return {name: record[id(value)][1] for name, value in est.items() if id(value) in record}
+
+
+def study_reference(design, out: str | Path, *, overrides: dict | None = None) -> dict:
+    """Truth per scenario (``compute_truth``) and where it sits in the prior, computed once per study and
+    kept in ``reference.json``: ``{"truth": {scenario: {name: value}}, "prior": {name: {median, sd, lo, hi,
+    scale}}, "prior_percentile": {scenario: {name: %}}, "prior_sds": {scenario: {name: z}}}`` (z on the scale
+    g; lo, hi: the prior's central 90 % range)."""
+    from toolkit.simulate import compute_truth
+
+    path = Path(out) / REFERENCE_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    truth = {}
+    for s in design.scenarios:
+        values = compute_truth(s.effects_obj(), s.parameters_obj(no_admin_censoring=False))
+        truth[s.name] = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    draws = _prior_draws(design, overrides)
+    prior, percentile, sds = {}, {s: {} for s in truth}, {s: {} for s in truth}
+    for name, x in draws.items():
+        gx = _g(name, x)
+        gx = gx[np.isfinite(gx)]
+        if gx.size < 100:
+            continue
+        lo, med, hi = np.quantile(x[np.isfinite(x)], [0.05, 0.5, 0.95])
+        prior[name] = {"median": float(med), "sd": float(np.std(gx)), "lo": float(lo), "hi": float(hi),
+                       "scale": "log" if log_scale(name) else "natural"}
+        for s, values in truth.items():
+            if name in values:
+                percentile[s][name] = float(100 * np.mean(x[np.isfinite(x)] <= values[name]))
+                sds[s][name] = float((_g(name, values[name]) - np.median(gx)) / np.std(gx)) if np.std(gx) > 0 \
+                    else math.nan
+    reference = {"truth": truth, "prior": prior, "prior_percentile": percentile, "prior_sds": sds,
+                 "prior_draws": PRIOR_DRAWS}
+    path.write_text(json.dumps(reference, indent=2) + "\n")
+    return reference
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _share(k: float, n: int) -> tuple[float, float]:
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    return p, math.sqrt(p * (1 - p) / n)
+
+
+def coverage_flag(k: int, n: int, level: float = 0.9, alpha: float = COVERAGE_ALPHA) -> str:
+    """``"low"`` / ``"high"`` when k of n covered trials is that unlikely for a calibrated ``level`` interval
+    (one binomial tail below ``alpha / 2``), else ``""``."""
+    from scipy.stats import binom
+
+    if n == 0:
+        return ""
+    if binom.cdf(k, n, level) < alpha / 2:
+        return "low"
+    if binom.sf(k - 1, n, level) < alpha / 2:
+        return "high"
+    return ""
+
+
+def summarize_misspecification(design, results: pd.DataFrame, reference: dict) -> pd.DataFrame:
+    """Per (scenario, estimand): trials, not converged, truth, its prior percentile and distance in prior
+    SDs, mean posterior median, bias and RMSE on the scale g (with SE), 90 % coverage (with SE and a flag),
+    mean 90 % width, the prior's 90 % width; for probabilities P(decision) = share of trials above the
+    rule's ``success_probability``. Non-converged fits are counted, and kept (a real analysis would report
+    them, labelled)."""
+    ok = results[(results["error"] == "") & (results["estimand"] != "")] if len(results) else results
     rows = []
-    for (effects, name), part in ok.groupby(["effects", "estimand"], sort=False):
-        row = {"effects": effects, "estimand": name, "trials": len(part),
+    order = {s.name: i for i, s in enumerate(design.scenarios)}
+    for (scenario, name), part in ok.groupby(["scenario", "estimand"], sort=False):
+        trials = int(part["trial"].nunique())
+        row = {"scenario": scenario, "estimand": name, "trials": trials,
                "not_converged": int((~part["converged"].astype(bool)).sum())}
         if part["probability"].notna().all():
-            row["p_decision"] = float((part["probability"] > decision_threshold).mean())
-        truth = part["truth"].to_numpy(float)
-        if np.isfinite(truth).all() and part["median"].notna().all():
-            err = part["median"].to_numpy(float) - truth
-            row.update(truth=float(truth.mean()), bias=float(err.mean()), rmse=float(np.sqrt(np.mean(err ** 2))),
-                       coverage_90=float(((part["lo"] <= truth) & (truth <= part["hi"])).mean()),
-                       width_90=float((part["hi"] - part["lo"]).mean()))
+            row["p_decision"], row["p_decision_se"] = _share(
+                float((part["probability"] > design.success_probability).sum()), len(part))
+        truth = reference["truth"].get(scenario, {}).get(name)
+        if truth is not None and part["median"].notna().all():
+            err = _g(name, part["median"]) - _g(name, truth)
+            covered = int(((part["lo"] <= truth) & (truth <= part["hi"])).sum())
+            cov, cov_se = _share(covered, len(part))
+            prior = reference["prior"].get(name, {})
+            row.update(truth=float(truth), scale="log" if log_scale(name) else "natural",
+                       prior_percentile=reference["prior_percentile"].get(scenario, {}).get(name, math.nan),
+                       prior_sds=reference["prior_sds"].get(scenario, {}).get(name, math.nan),
+                       mean_median=float(part["median"].mean()), bias=float(np.mean(err)),
+                       bias_se=float(np.std(err, ddof=1) / math.sqrt(len(err))) if len(err) > 1 else math.nan,
+                       rmse=float(np.sqrt(np.mean(err ** 2))), coverage_90=cov, coverage_90_se=cov_se,
+                       coverage_flag=coverage_flag(covered, len(part)),
+                       width_90=float((part["hi"] - part["lo"]).mean()),
+                       prior_width_90=float(prior["hi"] - prior["lo"]) if prior else math.nan)
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame = frame.sort_values(["scenario", "estimand"], key=lambda c: c.map(order) if c.name == "scenario"
+                                  else c).reset_index(drop=True)
+    return frame
 
 
+def readable_table(design, summary: pd.DataFrame, estimands=KEY_ESTIMANDS) -> pd.DataFrame:
+    """The key estimands per scenario, as a reader sees them (figures with their Monte Carlo SE); bias and RMSE
+    of an estimand marked (log) are on the log scale."""
+    rows = []
+    for _, r in summary[summary["estimand"].isin(estimands)].iterrows():
+        flag = {"low": " (too low)", "high": " (too high)"}.get(r.get("coverage_flag") or "", "")
+        scale = " (log)" if r.get("scale") == "log" else ""
+        rows.append({"scenario": r["scenario"], "estimand": r["estimand"] + scale, "truth": f"{r['truth']:.3g}",
+                     "prior pct / SDs": f"{r['prior_percentile']:.0f} / {r['prior_sds']:+.1f}",
+                     "mean median": f"{r['mean_median']:.3g}",
+                     "bias": f"{r['bias']:+.3f} ± {r['bias_se']:.3f}", "RMSE": f"{r['rmse']:.3f}",
+                     "90% coverage": f"{100 * r['coverage_90']:.0f}% ± {100 * r['coverage_90_se']:.0f}{flag}",
+                     "width (prior's)": f"{r['width_90']:.3g} ({r['prior_width_90']:.3g})",
+                     "not converged": f"{int(r['not_converged'])}/{int(r['trials'])}"})
+    decision = summary[summary["estimand"] == design.probability_key]
+    out = pd.DataFrame(rows)
+    if len(decision):
+        p = {r["scenario"]: f"{100 * r['p_decision']:.0f}% ± {100 * r['p_decision_se']:.0f}"
+             for _, r in decision.iterrows()}
+        out["P(rule met)"] = out["scenario"].map(p)
+    return out
+
+
+def sentences(design, summary: pd.DataFrame) -> list[str]:
+    """What the study found, in words: per scenario the rule's P(success), then every flagged coverage."""
+    out = []
+    decision = summary[summary["estimand"] == design.probability_key]
+    for _, r in decision.iterrows():
+        out.append(f"Scenario {r['scenario']}: the rule {design.rule_text()} is met in "
+                   f"{100 * r['p_decision']:.0f}% ± {100 * r['p_decision_se']:.0f} of {int(r['trials'])} trials.")
+    flagged = summary[summary.get("coverage_flag", pd.Series(dtype=str)).fillna("").astype(str) != ""] \
+        if "coverage_flag" in summary else summary.iloc[:0]
+    for _, r in flagged[flagged["estimand"].isin(KEY_ESTIMANDS)].iterrows():
+        out.append(f"{r['estimand']} under {r['scenario']}: 90% intervals cover the truth in "
+                   f"{100 * r['coverage_90']:.0f}% of trials, {r['coverage_flag']} for a calibrated interval "
+                   f"(bias {r['bias']:+.3f}{' on the log scale' if r['scale'] == 'log' else ''}).")
+    if not len(flagged[flagged["estimand"].isin(KEY_ESTIMANDS)]) and len(summary):
+        out.append("Every key estimand's 90% coverage is consistent with 90% in every scenario "
+                   f"(two-sided binomial test at {COVERAGE_ALPHA}).")
+    return out
+
+
+def plot_misspecification(design, summary: pd.DataFrame, estimands=KEY_ESTIMANDS):
+    """Top row: per key estimand and scenario, the truth (x) and the mean posterior median (o), and the share
+    of trials meeting the rule (± 2 SE); bottom row: 90% coverage ± 2 SE against 0.9. Returns the Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names = [e for e in estimands if e in set(summary["estimand"])]
+    scen = [s.name for s in design.scenarios if s.name in set(summary["scenario"])]
+    x = np.arange(len(scen))
+    fig, axes = plt.subplots(2, len(names) + 1, figsize=(3.1 * (len(names) + 1), 6.2), squeeze=False)
+    for j, name in enumerate(names):
+        part = summary[summary["estimand"] == name].set_index("scenario").reindex(scen)
+        top, bottom = axes[0, j], axes[1, j]
+        top.plot(x, part["truth"], "kx", ms=8, label="truth")
+        top.plot(x, part["mean_median"], "o", color="tab:blue", label="mean posterior median")
+        if log_scale(name):
+            top.set_yscale("log")
+        top.set_title(name, fontsize=9)
+        cov, se = part["coverage_90"].to_numpy(float), part["coverage_90_se"].to_numpy(float)
+        bottom.errorbar(x, cov, yerr=2 * se, fmt="o", color="tab:green")
+        bottom.axhline(0.9, color="k", lw=0.8, ls="--")
+        bottom.set_ylim(0.5, 1.02)
+        bottom.set_ylabel("90% coverage" if j == 0 else "")
+        for ax in (top, bottom):
+            ax.set_xticks(x, scen, rotation=45, ha="right", fontsize=7)
+    axes[0, 0].legend(fontsize=7)
+    decision = summary[summary["estimand"] == design.probability_key].set_index("scenario").reindex(scen)
+    ax = axes[0, -1]
+    if len(decision):
+        ax.bar(x, decision["p_decision"], yerr=2 * decision["p_decision_se"], color="tab:orange")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"P(rule met)\n{design.rule_text()}", fontsize=8)
+    ax.set_xticks(x, scen, rotation=45, ha="right", fontsize=7)
+    axes[1, -1].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def write_misspecification_report(design, summary: pd.DataFrame, out: str | Path, *, command: str = "") -> dict:
+    """Write ``misspecification.csv`` (every estimand), ``misspecification.md`` (key estimands, in words)
+    and ``misspecification.png`` into ``out``; returns their paths."""
+    import matplotlib.pyplot as plt
+
+    from toolkit.design.report import markdown_table
+
+    out = Path(out)
+    summary.to_csv(out / "misspecification.csv", index=False)
+    table = readable_table(design, summary)
+    effects = "\n".join(f"- `{s.name}`: {s.description or s.effects}" for s in design.scenarios)
+    (out / "misspecification.md").write_text(
+        f"# Misspecification study: {design.title}\n\nEach trial is simulated by the trial simulator (not the "
+        f"model), censored at its final analysis, and fitted as `{Path(design.analysis).name}` says.\n\n"
+        f"Scenarios:\n{effects}\n\nColumns: the truth; its percentile in the analysis' prior and its distance "
+        "from the prior median in prior SDs; the mean posterior median; bias and RMSE of the posterior median "
+        "(on the log scale for estimands marked (log)); the share of 90% HDIs covering the truth (flagged when "
+        "a calibrated interval would rarely give it); the mean HDI width and the prior's 90% width; fits that "
+        "failed the convergence verdict; the share of trials meeting the rule.\n\n"
+        f"{markdown_table(table) if len(table) else 'No results yet.'}\n"
+        + "\n".join(sentences(design, summary)) + "\n"
+        + (f"\nCommand: `{command}`\n" if command else ""))
+    fig = plot_misspecification(design, summary)
+    fig.savefig(out / "misspecification.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return {k: out / f"misspecification.{k}" for k in ("csv", "md", "png")}

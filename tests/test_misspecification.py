@@ -1,0 +1,127 @@
+"""Misspecification studies (toolkit.calibration.misspec, ``toolkit misspecify``): the summary's bias, RMSE,
+coverage and P(decision) by hand; checks that flag shifted truths and inert intervals; the CLI end to end on
+a two-scenario grid with short sampling; errors that exit 2."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from toolkit.calibration.misspec import coverage_flag, readable_table, summarize_misspecification
+from toolkit.design.spec import load_design
+from toolkit.testing import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+GRID = REPO / "models" / "design_misspecification.toml"
+
+
+def _table(truth: float, *, trials: int = 200, sd: float = 0.1, shift: float = 0.0, width: float = 1.645,
+           name: str = "rfs_365d_difference", seed: int = 0) -> pd.DataFrame:
+    """Synthetic fits: posterior medians truth + shift + N(0, sd), 90% intervals median ± width * sd."""
+    rng = np.random.default_rng(seed)
+    med = truth + shift + rng.normal(0, sd, trials)
+    rows = [{"scenario": "s", "trial": t, "estimand": name, "median": m, "lo": m - width * sd, "hi": m + width * sd,
+             "probability": math.nan, "error": "", "converged": True} for t, m in enumerate(med)]
+    rows += [{"scenario": "s", "trial": t, "estimand": "prob_rfs_365d_difference_above_0", "median": math.nan,
+              "lo": math.nan, "hi": math.nan, "probability": p, "error": "", "converged": t != 0}
+             for t, p in enumerate(np.linspace(0, 1, trials))]
+    return pd.DataFrame(rows)
+
+
+def _reference(truth: float, name: str = "rfs_365d_difference") -> dict:
+    return {"truth": {"s": {name: truth}}, "prior": {name: {"median": 0.0, "sd": 0.2, "lo": -0.3, "hi": 0.3}},
+            "prior_percentile": {"s": {name: 97.0}}, "prior_sds": {"s": {name: 2.0}}}
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return load_design(GRID)
+
+
+def test_summary_recovers_bias_coverage_and_decision_share(grid):
+    frame = summarize_misspecification(grid, _table(0.3, shift=0.02), _reference(0.3)).set_index("estimand")
+    row = frame.loc["rfs_365d_difference"]
+    assert row["trials"] == 200 and row["truth"] == 0.3
+    assert abs(row["bias"] - 0.02) < 3 * row["bias_se"] + 1e-9
+    assert abs(row["rmse"] - math.hypot(0.02, 0.1)) < 0.02
+    assert 0.8 < row["coverage_90"] < 0.97 and row["coverage_flag"] == ""
+    assert row["width_90"] == pytest.approx(2 * 1.645 * 0.1) and row["prior_width_90"] == pytest.approx(0.6)
+    prob = frame.loc["prob_rfs_365d_difference_above_0"]
+    # probabilities evenly spaced on [0, 1]: the share above the rule's 0.95 is about 5%
+    assert prob["p_decision"] == pytest.approx(np.mean(np.linspace(0, 1, 200) > grid.success_probability))
+    assert prob["not_converged"] == 1
+
+
+def test_summary_flags_a_shifted_truth_and_intervals_too_wide(grid):
+    low = summarize_misspecification(grid, _table(0.3, shift=0.25), _reference(0.3)).set_index("estimand")
+    assert low.loc["rfs_365d_difference", "coverage_flag"] == "low"
+    high = summarize_misspecification(grid, _table(0.3, width=4.0), _reference(0.3)).set_index("estimand")
+    assert high.loc["rfs_365d_difference", "coverage_flag"] == "high"
+    assert coverage_flag(90, 100) == "" and coverage_flag(78, 100) == "low" and coverage_flag(99, 100) == "high"
+
+
+def test_hazard_ratio_bias_is_on_the_log_scale(grid):
+    table = _table(math.log(0.5), sd=0.2, name="hazard_ratio_uncured")
+    for column in ("median", "lo", "hi"):
+        table.loc[table["estimand"] == "hazard_ratio_uncured", column] = np.exp(
+            table.loc[table["estimand"] == "hazard_ratio_uncured", column])
+    frame = summarize_misspecification(grid, table, _reference(0.5, "hazard_ratio_uncured")).set_index("estimand")
+    row = frame.loc["hazard_ratio_uncured"]
+    assert row["scale"] == "log" and abs(row["bias"]) < 3 * row["bias_se"]
+    shown = readable_table(grid, frame.reset_index(), estimands=("hazard_ratio_uncured",))
+    assert shown["estimand"].iloc[0] == "hazard_ratio_uncured (log)"
+
+
+def test_shipped_grid_reaches_beyond_the_prior(grid):
+    """The grid has a no-effect point, and its strong points move the effects far enough (the study's
+    reference.json measures the distance in prior SDs: docs/calibration.md)."""
+    effects = {s.name: s.effects for s in grid.scenarios}
+    assert all(v == 1.0 for v in effects["no_effect"].values())
+    assert effects["strong_benefit"]["hazard_ratio_direct"] <= 0.2 and effects["strong_benefit"]["cure_odds_ratio"] >= 4
+    assert effects["strong_harm"]["hazard_ratio_direct"] >= 5 and effects["strong_harm"]["cure_odds_ratio"] <= 0.25
+    assert not grid.looks and grid.analysis_spec is not None
+
+
+def test_cli_misspecify_runs_a_small_grid_and_resumes(tmp_path, monkeypatch):
+    import toolkit.simulate as simulate
+
+    real = simulate.compute_truth
+    monkeypatch.setattr(simulate, "compute_truth", lambda e, p: real(e, p, n=20_000))  # a faster, noisier truth
+    spec = tmp_path / "grid.toml"
+    text = GRID.read_text()
+    keep = [block for block in text.split("[[scenarios]]")]
+    spec.write_text(keep[0] + "[[scenarios]]" + keep[1] + "[[scenarios]]" + keep[5].split("[simulation]")[0]
+                    + "[simulation]\nseed = 5\n")
+    args = ["misspecify", spec, "--out", tmp_path / "m", "--workers", "0", "--chains", "2", "--draws", "150",
+            "--tune", "150"]
+    code, text = run_cli(args + ["--trials", "1"])
+    assert code == 0, text
+    out = tmp_path / "m"
+    for name in ("misspecification.csv", "misspecification.md", "misspecification.png", "reference.json"):
+        assert (out / name).exists(), name
+    summary = pd.read_csv(out / "misspecification.csv")
+    assert {"no_effect", "strong_benefit"} == set(summary["scenario"])
+    assert {"hazard_ratio_uncured", "cure_fraction_difference", "rfs_365d_difference"} <= set(summary["estimand"])
+    reference = json.loads((out / "reference.json").read_text())
+    assert reference["prior_percentile"]["strong_benefit"]["rfs_365d_difference"] > 90
+    assert "P(rfs_365d_difference > 0) > 0.95 is met in" in text and "Traceback" not in text
+    code, text = run_cli(args + ["--trials", "2", "--resume"])
+    assert code == 0, text
+    assert len(list((out / "trials").glob("*.parquet"))) == 4
+    code, text = run_cli(args + ["--trials", "2"])
+    assert code == 2 and "already exists and is not empty" in text
+
+
+def test_cli_misspecify_errors_exit_2(tmp_path):
+    code, text = run_cli(["misspecify", REPO / "models" / "design_check_exponential.toml", "--trials", "1",
+                          "--out", tmp_path / "a", "--workers", "0"])
+    assert code == 2 and "fits a model" in text and "Traceback" not in text
+    code, text = run_cli(["misspecify", GRID, "--trials", "0", "--out", tmp_path / "b"])
+    assert code == 2 and "--trials must be a positive number" in text
+    code, text = run_cli(["misspecify", tmp_path / "missing.toml", "--trials", "1", "--out", tmp_path / "c"])
+    assert code == 2 and "not found" in text and "Traceback" not in text
