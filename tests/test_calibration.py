@@ -573,3 +573,18 @@ def test_recovery_coverage_is_checked_in_both_directions():
     assert coverage_problems([True] * 40) == []  # 40 of 40: P = 0.015, not rare enough alone
     inert = coverage_problems([True] * 40, sd_ratios=[0.99] * 40)  # likelihood dropped: the prior's intervals
     assert len(inert) == 1 and "the prior's" in inert[0]
+
+
+def test_unconverged_by_prior_names_the_parameter_whose_tail_holds_the_failures():
+    import pandas as pd
+
+    from toolkit.calibration.metrics import unconverged_by_prior
+
+    rng = np.random.default_rng(3)
+    a, b = rng.lognormal(0, 0.5, 200), rng.normal(0, 1, 200)
+    failed = a > np.quantile(a, 0.9)  # every failure in a's upper tail, none related to b
+    rows = [{"sim": s, "status": "ok", "quantity": q, "kind": "parameter", "prior_value": v,
+             "converged": not failed[s]} for s in range(200) for q, v in (("a", a[s]), ("b", b[s]))]
+    table = unconverged_by_prior(pd.DataFrame(rows)).set_index("parameter")
+    assert table.index[0] == "a" and table.loc["a", "p_fisher"] < 1e-6
+    assert table.loc["a", "unconverged_upper"] == 20 and table.loc["b", "p_fisher"] > 0.01

@@ -172,3 +172,32 @@ def summarize_study(results, *, alpha: float = ALPHA, converged_only: bool = Fal
     # a study with failed simulations is inconclusive until they are understood (their ranks are missing)
     overview["passed"] = bool(rows) and not overview["failing"] and not overview["failed"]
     return table, overview
+
+
+def unconverged_by_prior(results, *, top: float = 0.15, parameters_only: bool = True):
+    r"""Where in the prior the fits that fail their verdict lie: per ranked parameter, the share of unconverged
+    simulations among the prior draws in its upper ``top`` tail against the rest, with Fisher's exact test.
+
+    A parameter whose upper tail holds most failures (small p) names the region of the prior where the
+    sampler struggles (e.g. a large between-patient SD), which a reparameterisation or a better-sourced prior
+    must address; failures spread evenly over the prior point elsewhere. Returns a DataFrame sorted by p.
+    """
+    import pandas as pd
+    from scipy.stats import fisher_exact
+
+    ok = results[(results["status"] == "ok") & (results["quantity"] != "")]
+    if parameters_only and "kind" in ok:
+        ok = ok[ok["kind"] == "parameter"]
+    values = ok.pivot_table(index="sim", columns="quantity", values="prior_value")
+    bad = ~ok.groupby("sim")["converged"].first().astype(bool).reindex(values.index)
+    rows = []
+    for name in values.columns:
+        x = values[name]
+        cut = float(x.quantile(1 - top))
+        upper = x > cut
+        table = [[int((bad & upper).sum()), int((~bad & upper).sum())],
+                 [int((bad & ~upper).sum()), int((~bad & ~upper).sum())]]
+        rows.append({"parameter": name, "upper_tail_above": cut, "unconverged_upper": table[0][0],
+                     "simulations_upper": int(upper.sum()), "unconverged_rest": table[1][0],
+                     "simulations_rest": int((~upper).sum()), "p_fisher": float(fisher_exact(table)[1])})
+    return pd.DataFrame(rows).sort_values("p_fisher").reset_index(drop=True)
