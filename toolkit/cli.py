@@ -801,28 +801,30 @@ def _design_or_none(path, console):
         return None
 
 
-def cmd_design(args) -> int:
-    """Operating characteristics of a design spec by simulated trials (toolkit.design)."""
-    from toolkit.design.operating import DesignStudyError, load_results, operating_characteristics, run_design, \
-        study_truth
-    from toolkit.design.report import write_design_report
-
-    console = _console()
+def _scenario_study_setup(args, console, check=None):
+    """The common start of a study over a design spec's scenarios (``design``, ``misspecify``): checked
+    ``--trials``/``--workers``, the loaded design (``check(design)`` may refuse it before anything is written),
+    the ``--out`` folder, the sampler overrides and a progress printer. Returns ``(design, out, overrides,
+    progress)``, or None after printing why the design cannot be used."""
     if args.trials < 1:
         raise UsageError(f"--trials must be a positive number of trials per scenario, got {args.trials}")
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers must be 0 (in this process) or more, got {args.workers}")
     design = _design_or_none(args.spec, console)
     if design is None:
-        return EXIT_INVALID
+        return None
+    if check is not None:
+        try:
+            check(design)
+        except ValueError as err:
+            console.print(f"[bold red]error:[/] {escape(str(err))}")
+            return None
     out = Path(args.out)
     if not args.resume:
         _new_folder(args.out)
     elif out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out} is an existing file; give the study's folder")
-    overrides = _sampler_overrides(args)
     done = [0]
-    total = args.trials * len(design.scenarios)
     started = time.perf_counter()
 
     def progress(record):
@@ -831,6 +833,21 @@ def cmd_design(args) -> int:
         console.print(f"  trial {record['scenario']}/{record['trial']}: {done[0]} done this run, "
                       f"{rate:.1f} trials/min", markup=False)
 
+    return design, out, _sampler_overrides(args), progress
+
+
+def cmd_design(args) -> int:
+    """Operating characteristics of a design spec by simulated trials (toolkit.design)."""
+    from toolkit.design.operating import DesignStudyError, load_results, operating_characteristics, run_design, \
+        study_truth
+    from toolkit.design.report import write_design_report
+
+    console = _console()
+    setup = _scenario_study_setup(args, console)
+    if setup is None:
+        return EXIT_INVALID
+    design, out, overrides, progress = setup
+    total = args.trials * len(design.scenarios)
     console.print(f"{design.title}: {args.trials} trial(s) x {len(design.scenarios)} scenario(s) = {total}; "
                   f"rule {design.rule_text()}", markup=False)
     try:
@@ -863,33 +880,10 @@ def cmd_misspecify(args) -> int:
                                              write_misspecification_report)
 
     console = _console()
-    if args.trials < 1:
-        raise UsageError(f"--trials must be a positive number of trials per scenario, got {args.trials}")
-    if args.workers is not None and args.workers < 0:
-        raise UsageError(f"--workers must be 0 (in this process) or more, got {args.workers}")
-    design = _design_or_none(args.spec, console)
-    if design is None:
+    setup = _scenario_study_setup(args, console, check=check_design)  # refused before anything is written
+    if setup is None:
         return EXIT_INVALID
-    try:
-        check_design(design)  # before anything is written
-    except MisspecificationError as err:
-        console.print(f"[bold red]error:[/] {escape(str(err))}")
-        return EXIT_INVALID
-    out = Path(args.out)
-    if not args.resume:
-        _new_folder(args.out)
-    elif out.exists() and not out.is_dir():
-        raise UsageError(f"--out {args.out} is an existing file; give the study's folder")
-    overrides = _sampler_overrides(args)
-    done = [0]
-    started = time.perf_counter()
-
-    def progress(record):
-        done[0] += 1
-        rate = done[0] / max(time.perf_counter() - started, 1e-9) * 60
-        console.print(f"  trial {record['scenario']}/{record['trial']}: {done[0]} done this run, "
-                      f"{rate:.1f} trials/min", markup=False)
-
+    design, out, overrides, progress = setup
     console.print(f"{design.title}: {args.trials} trial(s) x {len(design.scenarios)} scenario(s), each analysed "
                   "at its final analysis" + (" (the spec's interim looks are not analysed)" if design.looks else ""),
                   markup=False)
@@ -1113,6 +1107,15 @@ def _add_sampler_overrides(p, over: str) -> None:
     p.add_argument("--chains", type=int, help=f"chains per fit (overrides {over})")
 
 
+def _add_scenario_study_arguments(p, over: str) -> None:
+    """``--trials``, ``--out``, where the study runs and the sampler overrides of a study over a design spec's
+    scenarios (``design``, ``misspecify``)."""
+    p.add_argument("--trials", type=int, required=True, help="simulated trials per scenario")
+    p.add_argument("--out", required=True, help="results folder (resumable with --resume)")
+    _add_study_options(p)
+    _add_sampler_overrides(p, over)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="toolkit", description="Bayesian modeling of patient response to CAR-T.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -1253,19 +1256,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("design", help="operating characteristics of a trial design by simulated trials (Dask)")
     p.add_argument("spec", help="design spec, e.g. models/design_primary.toml")
-    p.add_argument("--trials", type=int, required=True, help="simulated trials per scenario")
-    p.add_argument("--out", required=True, help="results folder (resumable with --resume)")
-    _add_study_options(p)
-    _add_sampler_overrides(p, "the design spec")
+    _add_scenario_study_arguments(p, "the design spec")
     p.set_defaults(func=cmd_design)
 
     p = sub.add_parser("misspecify", help="the primary analysis on trials of the trial simulator over a grid of "
                                           "effects: bias, RMSE, coverage, P(decision) per estimand (Dask)")
     p.add_argument("spec", help="design spec whose scenarios are the grid, e.g. models/design_misspecification.toml")
-    p.add_argument("--trials", type=int, required=True, help="simulated trials per scenario")
-    p.add_argument("--out", required=True, help="results folder (resumable with --resume)")
-    _add_study_options(p)
-    _add_sampler_overrides(p, "the analysis spec")
+    _add_scenario_study_arguments(p, "the analysis spec")
     p.set_defaults(func=cmd_misspecify)
 
     p = sub.add_parser("interim", help="predictive probability of success of a trial in progress")

@@ -58,7 +58,6 @@ __all__ = ["misspecification_trial", "run_misspecification", "load_misspecificat
            "summarize_misspecification", "write_misspecification_report", "KEY_ESTIMANDS"]
 
 CONFIG_FILE = "misspecification.json"
-RESULTS_DIR = "trials"
 REFERENCE_FILE = "reference.json"
 #: prior draws behind each estimand's prior percentile and SD (Monte Carlo SE of a percentile <= 0.8 points)
 PRIOR_DRAWS = 4000
@@ -152,10 +151,6 @@ def misspecification_trial(design, scenario_index: int, trial: int, *, overrides
 # --------------------------------------------------------------------------- the study
 
 
-def _trial_path(out: Path, scenario: str, trial: int) -> Path:
-    return out / RESULTS_DIR / f"{scenario}__{trial:06d}.parquet"
-
-
 def _config(design) -> dict:
     return {"design": design.path, "analysis": design.analysis, "rule": design.rule_text(), "seed": design.seed,
             "scenarios": [s.name for s in design.scenarios], "sampler": design.sampler,
@@ -176,47 +171,26 @@ def run_misspecification(design, trials: int, out: str | Path, *, workers: int |
     """``trials`` simulated trials per scenario of ``design`` (resumable), one task per trial, on
     :func:`toolkit.calibration.runner.map_tasks` (in-process with ``workers=0``, a local Dask cluster,
     or ``scheduler``)."""
-    from toolkit.calibration.runner import _write_atomic, map_tasks, open_study, record_study_run, write_study_file
+    from toolkit.design.operating import run_scenario_study
 
     check_design(design)
-    out = Path(out)
-    config = _config(design) | {"overrides": overrides or {}}
-    path = out / CONFIG_FILE
-    previous = open_study(path, config, resume=resume, what="misspecification", compare=tuple(config),
-                          error=MisspecificationError)
-    write_study_file(path, {**config, **previous})
-    (out / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
-    # trial-major order: a study stopped early holds about as many trials of every scenario
-    todo = [(design, i, t) for t in range(trials) for i, s in enumerate(design.scenarios)
-            if not _trial_path(out, s.name, t).exists()]
 
-    def store(record: dict) -> None:
-        _write_atomic(pd.DataFrame(record["rows"]), _trial_path(out, record["scenario"], record["trial"]))
-        if progress is not None:
-            progress(record)
+    def failed_row(design_, i, t, message):
+        return {"scenario": design_.scenarios[i].name, "trial": t, "error": message, "converged": False,
+                "max_rhat": math.nan, "divergences": 0, "events": 0, "analysed": 0, "estimand": "",
+                "median": math.nan, "lo": math.nan, "hi": math.nan, "probability": math.nan, "seconds": 0.0}
 
-    def failed(item, message):
-        design_, i, t = item
-        name = design_.scenarios[i].name
-        return {"scenario": name, "trial": t, "rows": [{
-            "scenario": name, "trial": t, "error": message, "converged": False, "max_rhat": math.nan,
-            "divergences": 0, "events": 0, "analysed": 0, "estimand": "", "median": math.nan, "lo": math.nan,
-            "hi": math.nan, "probability": math.nan, "seconds": 0.0}]}
-
-    t0 = time.perf_counter()
-    info = map_tasks(misspecification_trial, todo, kwargs={"overrides": overrides or {}}, on_result=store,
-                     on_error=failed, workers=workers, scheduler=scheduler, cache_root=out / ".worker-caches",
-                     broadcast_first=True)
-    record_study_run(path, {**info, "tasks": len(todo), "wall_seconds": time.perf_counter() - t0})
-    return out
+    return run_scenario_study(misspecification_trial, design, trials, out, config_file=CONFIG_FILE,
+                              config=_config(design) | {"overrides": overrides or {}}, what="misspecification",
+                              error=MisspecificationError, failed_row=failed_row, workers=workers,
+                              scheduler=scheduler, resume=resume, overrides=overrides, progress=progress)
 
 
 def load_misspecification(out: str | Path) -> pd.DataFrame:
     """Every stored row of a misspecification study (one per trial and estimand; one per failed trial)."""
-    files = sorted((Path(out) / RESULTS_DIR).glob("*__*.parquet"))  # not a temporary file a kill left
-    if not files:
-        return pd.DataFrame()
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    from toolkit.design.operating import load_results
+
+    return load_results(out)
 
 
 # --------------------------------------------------------------------------- truth and prior

@@ -193,19 +193,22 @@ def _config(design: Design) -> dict:
             "looks": [lk.name for lk in design.looks], "sampler": design.sampler}
 
 
-def run_design(design: Design, trials: int, out: str | Path, *, workers: int | None = 0,
-               scheduler: str | None = None, resume: bool = False, overrides: dict | None = None,
-               progress=None) -> Path:
-    """Simulate ``trials`` trials per scenario (resumable), one task per trial, via the calibration
-    runner's :func:`toolkit.calibration.runner.map_tasks` (in-process, a local Dask cluster or
-    ``scheduler``)."""
+def run_scenario_study(task, design: Design, trials: int, out: str | Path, *, config_file: str, config: dict,
+                       what: str, error: type[Exception], failed_row, workers: int | None = 0,
+                       scheduler: str | None = None, resume: bool = False, overrides: dict | None = None,
+                       progress=None) -> Path:
+    """``trials`` simulated trials per scenario of ``design`` (resumable), one task ``task(design, scenario
+    index, trial, overrides=) -> {"scenario", "trial", "rows"}`` per trial, via the calibration runner's
+    :func:`toolkit.calibration.runner.map_tasks` (in-process, a local Dask cluster or ``scheduler``); each
+    trial's rows are stored as one Parquet file, so a resumed study skips the trials it holds. A task whose
+    worker died is stored as the single row ``failed_row(design, scenario index, trial, message)``.
+    Shared by design studies (:func:`run_design`) and misspecification studies
+    (``toolkit.calibration.misspec``)."""
     from toolkit.calibration.runner import _write_atomic, map_tasks, open_study, record_study_run, write_study_file
 
     out = Path(out)
-    config = _config(design) | {"overrides": overrides or {}}
-    path = out / CONFIG_FILE
-    previous = open_study(path, config, resume=resume, what="design", compare=tuple(config),
-                          error=DesignStudyError)
+    path = out / config_file
+    previous = open_study(path, config, resume=resume, what=what, compare=tuple(config), error=error)
     write_study_file(path, {**config, **previous})
     (out / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
     # trial-major order: a study stopped early holds about as many trials of every scenario
@@ -220,17 +223,31 @@ def run_design(design: Design, trials: int, out: str | Path, *, workers: int | N
 
     def failed(item, message):
         design_, i, t = item
-        return {"scenario": design_.scenarios[i].name, "trial": t, "rows": [{
-            "scenario": design_.scenarios[i].name, "trial": t, "look": len(design_.looks), "look_name": FINAL,
-            "day": math.nan, "enrolled": 0, "analysed": 0, "events": 0, "q": math.nan, "estimate": math.nan,
-            "converged": False, "max_rhat": math.nan, "divergences": 0, "error": message, "seconds": 0.0,
-            "pos": math.nan, "pos_mc_se": math.nan, "pos_imputations": 0}]}
+        return {"scenario": design_.scenarios[i].name, "trial": t, "rows": [failed_row(design_, i, t, message)]}
 
     t0 = time.perf_counter()
-    info = map_tasks(run_trial, todo, kwargs={"overrides": overrides or {}}, on_result=store, on_error=failed,
+    info = map_tasks(task, todo, kwargs={"overrides": overrides or {}}, on_result=store, on_error=failed,
                      workers=workers, scheduler=scheduler, cache_root=out / ".worker-caches", broadcast_first=True)
     record_study_run(path, {**info, "tasks": len(todo), "wall_seconds": time.perf_counter() - t0})
     return out
+
+
+def run_design(design: Design, trials: int, out: str | Path, *, workers: int | None = 0,
+               scheduler: str | None = None, resume: bool = False, overrides: dict | None = None,
+               progress=None) -> Path:
+    """Simulate ``trials`` trials per scenario and analyse every look (:func:`run_trial`), resumable
+    (:func:`run_scenario_study`)."""
+
+    def failed_row(design_, i, t, message):
+        return {"scenario": design_.scenarios[i].name, "trial": t, "look": len(design_.looks), "look_name": FINAL,
+                "day": math.nan, "enrolled": 0, "analysed": 0, "events": 0, "q": math.nan, "estimate": math.nan,
+                "converged": False, "max_rhat": math.nan, "divergences": 0, "error": message, "seconds": 0.0,
+                "pos": math.nan, "pos_mc_se": math.nan, "pos_imputations": 0}
+
+    return run_scenario_study(run_trial, design, trials, out, config_file=CONFIG_FILE,
+                              config=_config(design) | {"overrides": overrides or {}}, what="design",
+                              error=DesignStudyError, failed_row=failed_row, workers=workers, scheduler=scheduler,
+                              resume=resume, overrides=overrides, progress=progress)
 
 
 # --------------------------------------------------------------------------- operating characteristics
