@@ -77,9 +77,10 @@ def test_hazard_ratio_bias_is_on_the_log_scale(grid):
     assert shown["estimand"].iloc[0] == "hazard_ratio_uncured (log)"
 
 
-def test_shipped_grid_reaches_beyond_the_prior(grid):
-    """The grid has a no-effect point, and its strong points move the effects far enough (the study's
-    reference.json measures the distance in prior SDs: docs/calibration.md)."""
+def test_shipped_grid_has_no_effect_and_strong_points(grid):
+    """The grid has a no-effect point and strong points in both directions (how far out their truths lie in
+    prior SDs is measured in ``test_cli_misspecify_runs_a_small_grid_and_resumes`` for strong_benefit, and
+    for all in the study's reference.json: docs/calibration.md)."""
     effects = {s.name: s.effects for s in grid.scenarios}
     assert all(v == 1.0 for v in effects["no_effect"].values())
     assert effects["strong_benefit"]["hazard_ratio_direct"] <= 0.2 and effects["strong_benefit"]["cure_odds_ratio"] >= 4
@@ -109,6 +110,11 @@ def test_cli_misspecify_runs_a_small_grid_and_resumes(tmp_path, monkeypatch):
     assert {"hazard_ratio_uncured", "cure_fraction_difference", "rfs_365d_difference"} <= set(summary["estimand"])
     reference = json.loads((out / "reference.json").read_text())
     assert reference["prior_percentile"]["strong_benefit"]["rfs_365d_difference"] > 90
+    # the grid's strong point lies >= 1.5 prior SDs out on every key effect (log scale for the HR), no effect near 0
+    for name in ("hazard_ratio_uncured", "cure_fraction_difference", "rfs_365d_difference", "cir_365d_difference",
+                 "efs_365d_difference"):
+        assert abs(reference["prior_sds"]["strong_benefit"][name]) >= 1.5, name
+        assert abs(reference["prior_sds"]["no_effect"][name]) < 0.5, name
     assert "P(rfs_365d_difference > 0) > 0.95 is met in" in text and "Traceback" not in text
     code, text = run_cli(args + ["--trials", "2", "--resume"])
     assert code == 0, text

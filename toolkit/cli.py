@@ -874,10 +874,9 @@ def cmd_design(args) -> int:
 def cmd_misspecify(args) -> int:
     """The primary analysis fitted to trials of the trial simulator over a design's scenarios
     (toolkit.calibration.misspec): bias, RMSE, coverage and P(decision) per estimand."""
-    from toolkit.calibration.misspec import (KEY_ESTIMANDS, MisspecificationError, check_design,
-                                             load_misspecification, readable_table, run_misspecification, sentences,
-                                             study_reference, summarize_misspecification,
-                                             write_misspecification_report)
+    from toolkit.calibration.misspec import (KEY_ESTIMANDS, check_design, load_misspecification, readable_table,
+                                             run_misspecification, sentences, study_reference,
+                                             summarize_misspecification, write_misspecification_report)
 
     console = _console()
     setup = _scenario_study_setup(args, console, check=check_design)  # refused before anything is written
@@ -890,7 +889,7 @@ def cmd_misspecify(args) -> int:
     try:
         run_misspecification(design, args.trials, out, workers=args.workers, scheduler=args.scheduler,
                              resume=args.resume, overrides=overrides, progress=progress)
-    except (MisspecificationError, ValueError) as err:
+    except ValueError as err:  # MisspecificationError among them (a study folder that cannot be resumed)
         console.print(f"[bold red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
     results = load_misspecification(out)

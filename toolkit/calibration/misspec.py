@@ -227,15 +227,12 @@ def study_reference(design, out: str | Path, *, overrides: dict | None = None) -
     kept in ``reference.json``: ``{"truth": {scenario: {name: value}}, "prior": {name: {median, sd, lo, hi,
     scale}}, "prior_percentile": {scenario: {name: %}}, "prior_sds": {scenario: {name: z}}}`` (z on the scale
     g; lo, hi: the prior's central 90 % range)."""
-    from toolkit.simulate import compute_truth
+    from toolkit.design.operating import scenario_truths
 
     path = Path(out) / REFERENCE_FILE
     if path.exists():
         return json.loads(path.read_text())
-    truth = {}
-    for s in design.scenarios:
-        values = compute_truth(s.effects_obj(), s.parameters_obj(no_admin_censoring=False))
-        truth[s.name] = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    truth = scenario_truths(design)
     draws = _prior_draws(design, overrides)
     prior, percentile, sds = {}, {s: {} for s in truth}, {s: {} for s in truth}
     for name, x in draws.items():
@@ -260,13 +257,6 @@ def study_reference(design, out: str | Path, *, overrides: dict | None = None) -
 # --------------------------------------------------------------------------- summary
 
 
-def _share(k: float, n: int) -> tuple[float, float]:
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    return p, math.sqrt(p * (1 - p) / n)
-
-
 def coverage_flag(k: int, n: int, level: float = 0.9, alpha: float = COVERAGE_ALPHA) -> str:
     """``"low"`` / ``"high"`` when k of n covered trials is that unlikely for a calibrated ``level`` interval
     (one binomial tail below ``alpha / 2``), else ``""``."""
@@ -286,7 +276,10 @@ def summarize_misspecification(design, results: pd.DataFrame, reference: dict) -
     SDs, mean posterior median, bias and RMSE on the scale g (with SE), 90 % coverage (with SE and a flag),
     mean 90 % width, the prior's 90 % width; for probabilities P(decision) = share of trials above the
     rule's ``success_probability``. Non-converged fits are counted, and kept (a real analysis would report
-    them, labelled)."""
+    them, labelled). Monte Carlo SEs as a design study's (``toolkit.design.operating.proportion``,
+    ``mean_se``)."""
+    from toolkit.design.operating import mean_se, proportion
+
     ok = results[(results["error"] == "") & (results["estimand"] != "")] if len(results) else results
     rows = []
     order = {s.name: i for i, s in enumerate(design.scenarios)}
@@ -295,19 +288,19 @@ def summarize_misspecification(design, results: pd.DataFrame, reference: dict) -
         row = {"scenario": scenario, "estimand": name, "trials": trials,
                "not_converged": int((~part["converged"].astype(bool)).sum())}
         if part["probability"].notna().all():
-            row["p_decision"], row["p_decision_se"] = _share(
+            row["p_decision"], row["p_decision_se"] = proportion(
                 float((part["probability"] > design.success_probability).sum()), len(part))
         truth = reference["truth"].get(scenario, {}).get(name)
         if truth is not None and part["median"].notna().all():
             err = _g(name, part["median"]) - _g(name, truth)
             covered = int(((part["lo"] <= truth) & (truth <= part["hi"])).sum())
-            cov, cov_se = _share(covered, len(part))
+            cov, cov_se = proportion(covered, len(part))
+            bias, bias_se = mean_se(err)
             prior = reference["prior"].get(name, {})
             row.update(truth=float(truth), scale="log" if log_scale(name) else "natural",
                        prior_percentile=reference["prior_percentile"].get(scenario, {}).get(name, math.nan),
                        prior_sds=reference["prior_sds"].get(scenario, {}).get(name, math.nan),
-                       mean_median=float(part["median"].mean()), bias=float(np.mean(err)),
-                       bias_se=float(np.std(err, ddof=1) / math.sqrt(len(err))) if len(err) > 1 else math.nan,
+                       mean_median=float(part["median"].mean()), bias=bias, bias_se=bias_se,
                        rmse=float(np.sqrt(np.mean(err ** 2))), coverage_90=cov, coverage_90_se=cov_se,
                        coverage_flag=coverage_flag(covered, len(part)),
                        width_90=float((part["hi"] - part["lo"]).mean()),
@@ -350,13 +343,13 @@ def sentences(design, summary: pd.DataFrame) -> list[str]:
     for _, r in decision.iterrows():
         out.append(f"Scenario {r['scenario']}: the rule {design.rule_text()} is met in "
                    f"{100 * r['p_decision']:.0f}% ± {100 * r['p_decision_se']:.0f} of {int(r['trials'])} trials.")
-    flagged = summary[summary.get("coverage_flag", pd.Series(dtype=str)).fillna("").astype(str) != ""] \
-        if "coverage_flag" in summary else summary.iloc[:0]
-    for _, r in flagged[flagged["estimand"].isin(KEY_ESTIMANDS)].iterrows():
+    flags = summary["coverage_flag"].fillna("") if "coverage_flag" in summary else pd.Series("", summary.index)
+    flagged = summary[(flags != "") & summary["estimand"].isin(KEY_ESTIMANDS)]
+    for _, r in flagged.iterrows():
         out.append(f"{r['estimand']} under {r['scenario']}: 90% intervals cover the truth in "
                    f"{100 * r['coverage_90']:.0f}% of trials, {r['coverage_flag']} for a calibrated interval "
                    f"(bias {r['bias']:+.3f}{' on the log scale' if r['scale'] == 'log' else ''}).")
-    if not len(flagged[flagged["estimand"].isin(KEY_ESTIMANDS)]) and len(summary):
+    if flagged.empty and len(summary):
         out.append("Every key estimand's 90% coverage is consistent with 90% in every scenario "
                    f"(two-sided binomial test at {COVERAGE_ALPHA}).")
     return out

@@ -316,16 +316,22 @@ def trial_outcomes(design: Design, results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def scenario_truth(design: Design) -> dict[str, float]:
-    """The true value of the rule's estimand per scenario (``toolkit.simulate.compute_truth``)."""
+def scenario_truths(design: Design) -> dict[str, dict[str, float]]:
+    """Every finite true estimand per scenario, ``{scenario: {name: value}}`` (``toolkit.simulate.compute_truth``
+    on the scenario's effects and parameters; it simulates a large population, a few seconds a scenario)."""
     from toolkit.simulate import compute_truth
 
     out = {}
     for s in design.scenarios:
         truth = compute_truth(s.effects_obj(), s.parameters_obj(no_admin_censoring=False))
-        value = truth.get(design.estimand)
-        out[s.name] = float(value) if isinstance(value, (int, float)) else math.nan
+        out[s.name] = {k: float(v) for k, v in truth.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
     return out
+
+
+def scenario_truth(design: Design) -> dict[str, float]:
+    """The true value of the rule's estimand per scenario (:func:`scenario_truths`; NaN where it has none)."""
+    return {name: values.get(design.estimand, math.nan) for name, values in scenario_truths(design).items()}
 
 
 def study_truth(design: Design, out: str | Path) -> dict[str, float]:

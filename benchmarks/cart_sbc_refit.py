@@ -1,0 +1,78 @@
+"""Refit one simulation of a CAR-T calibration study and say where its divergences are.
+
+    python benchmarks/cart_sbc_refit.py STUDY SIM [--spec models/cart_primary.toml] [--target-accept 0.95]
+
+Regenerates simulation SIM of the `toolkit calibrate cart` study in STUDY (its prior draw and cohort, from the
+study's seed and its default_design folder), fits it once at the study's settings with nutpie's divergence
+record, prints the verdict, steps per draw and step size, and the posterior coordinates whose divergent draws
+differ most from the others (mean shift in posterior SDs). Without arguments it says so (so `make benchmarks`
+runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", nargs="?")
+    parser.add_argument("sim", nargs="?", type=int)
+    parser.add_argument("--spec", default="models/cart_primary.toml")
+    parser.add_argument("--target-accept", type=float)
+    parser.add_argument("--top", type=int, default=12)
+    args = parser.parse_args()
+    if args.study is None or args.sim is None:
+        print("no study and simulation given; usage: python benchmarks/cart_sbc_refit.py STUDY SIM")
+        return 0
+    import nutpie
+    import numpy as np
+
+    from toolkit.calibration.api import build_problem
+    from toolkit.calibration.runner import _prepared, prior_draws, with_starts
+    from toolkit.data import load_cohort
+    from toolkit.inference import diagnose
+    from toolkit.specs import load_spec
+
+    study = Path(args.study)
+    settings = json.loads((study / "study.json").read_text())["settings"]
+    seed, sim = int(settings["seed"]), args.sim
+    target = args.target_accept or float(settings["target_accept"])
+    problem = build_problem("cart", spec=load_spec(args.spec, model="cart"),
+                            design_cohort=load_cohort(study / "default_design"))
+    theta = prior_draws(problem, [sim], seed=seed)[sim]
+    data = problem.simulate(theta, random_seed=[seed, sim, 0])  # as toolkit.calibration.runner.run_simulation
+    prep = _prepared(problem)
+    known = {v.name for v in prep["compiled"].shared_var_keys}
+    compiled = prep["compiled"].with_data(**{k: v for k, v in problem.data_updates(data).items() if k in known})
+    compiled = with_starts(compiled, prep, problem.start_values(data))
+    t0 = time.perf_counter()
+    dt = nutpie.sample(compiled, draws=settings["draws"], tune=settings["tune"], chains=settings["chains"], cores=1,
+                       seed=int((seed * 1_000_003 + sim) % 2**63), progress_bar=False, save_warmup=False,
+                       target_accept=target, store_divergences=True)
+    stats = dt["sample_stats"]
+    div = stats["diverging"].values.reshape(-1)
+    print(f"simulation {sim}, target_accept {target}: {int(div.sum())} divergences, "
+          f"{time.perf_counter() - t0:.0f} s, {stats['n_steps'].values.mean():.0f} steps/draw, "
+          f"step size {stats['step_size'].values.mean():.3f}")
+    print(diagnose(dt, var_names=prep["names"]).as_dict())
+    print("prior draw:", {k: np.round(v, 2).tolist() for k, v in theta.items() if k.startswith(("mu", "omega"))})
+    if div.any():
+        shifts = []
+        for name, var in dt["posterior"].data_vars.items():
+            x = var.values.reshape(div.size, -1)
+            sd = x[~div].std(0) + 1e-12
+            z = (x[div].mean(0) - x[~div].mean(0)) / sd
+            shifts += [(abs(z[j]), f"{name}[{j}]" if x.shape[1] > 1 else name, z[j]) for j in range(x.shape[1])]
+        print("coordinates whose divergent draws differ most (mean shift in posterior SDs):")
+        for _, label, z in sorted(shifts, reverse=True)[:args.top]:
+            print(f"  {label:32s} {z:+.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
