@@ -125,7 +125,7 @@ def test_inputs_link_responders_to_their_cart_rows(example_cohort, example_input
 def test_structure_and_association_switches(example_inputs):
     model = build_joint_model(example_inputs)
     free = {v.name for v in model.free_RVs}
-    assert {"log_hr", "log_hr_per_log_cmax", "log_hr_cart_loss", "logit_cure", "cure_log_or", "z_kinetic"} <= free
+    assert {"log_hr", "log_hr_per_log_cmax", "log_hr_cart_loss", "logit_cure", "cure_log_or", "theta_raw"} <= free
     assert "log_hr_mrd_recurrence" not in free
     none = build_joint_model(example_inputs, associations=(), variant="weibull")
     free = {v.name for v in none.free_RVs}
@@ -264,7 +264,7 @@ def test_mrd_submodel_structure(mrd_inputs):
     model = build_joint_model(mrd_inputs, associations=("log_cmax", "cart_loss", "mrd_clearance"))
     free = {v.name for v in model.free_RVs}
     assert {"log_hr_per_log_clearance", "mrd::log_clearance_low", "mrd::clearance_log_ratio", "mrd::clearance_z",
-            "z_kinetic"} <= free
+            "theta_raw"} <= free
     assert {"log_clearance_responder", "mrd::log_clearance"} <= {v.name for v in model.deterministics}
     # every responder of the example has MRD assessments, in the MRD inputs' order
     assert (mrd_inputs.mrd_index >= 0).all()

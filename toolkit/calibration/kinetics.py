@@ -149,6 +149,9 @@ class CartCalibration:
     effects_on: tuple = ("cmax", "tmax", "foldx", "alpha", "fb", "persistence")
     model_name: str = "cart"
     variant: str = "hierarchical Stein"
+    #: the log-likelihood reads the patient parameters themselves, not the coordinates they are sampled in
+    #: (``theta_raw`` depends on the centring mask, which follows the data; ``model_loglik_function``)
+    loglik_reads = ("theta_patient",)
 
     def __post_init__(self):
         from toolkit.models.cart import CartPriors, check_effects_on
@@ -189,41 +192,34 @@ class CartCalibration:
     def fit_model(self):
         return self._build(self.fit_priors)
 
+    def simulated_inputs(self, data: dict) -> CartInputs:
+        """The design's inputs holding a simulated data set (levels and censoring)."""
+        return replace(self.inputs(), log_value=np.asarray(data["log_value"], float),
+                       censored=np.asarray(data["censored"], int))
+
     def data_updates(self, data: dict) -> dict:
+        """Observations, censoring and the centring mask the simulated data warrant
+        (``toolkit.models.cart.centering_mask``), as a model built from them would have."""
+        from toolkit.models.cart import centering_mask
+
         censored = np.asarray(data["censored"], int)
         return {"log_level_observed": data["log_value"], "censored": censored,
-                "censored_rows": np.flatnonzero(censored).astype(np.int64)}
+                "censored_rows": np.flatnonzero(censored).astype(np.int64),
+                "centered": centering_mask(self.simulated_inputs(data)).astype(float)}
 
     def kinetic_fit_priors(self):
         """The CAR-T priors of the fitted model."""
         return self.fit_priors
 
     def start_values(self, data: dict) -> dict[str, np.ndarray]:
-        """Starting values of the patient parameters for ``data``, as the builder derives them from a cohort.
-
-        ``build_cart_model`` starts each patient at data-informed values
-        (:func:`toolkit.models.cart.initial_patient_theta`), which the compiled model
-        holds for its placeholder data; these are the same starts for the simulated
-        data, on the sampler's scale (``z_kinetic`` x2, ``theta_centered`` x5; see
-        ``ScaledTransform``), with the placeholder's choice of centred entries.
-        Without them many fits had chains in different local modes (R-hat > 1.5).
+        """Starting values of the patient parameters for ``data``, as the builder derives them from a cohort
+        (``toolkit.models.cart.sampler_start``: data-informed starts on the sampler's scale, with the
+        centring mask of :meth:`data_updates`). The compiled model holds its placeholder data's starts;
+        without these many fits had chains in different local modes (R-hat > 1.5).
         """
-        from toolkit.models.cart import HALFNORMAL_MEDIAN, centering_mask, initial_patient_theta
+        from toolkit.models.cart import sampler_start
 
-        design = self.inputs()
-        priors = self.kinetic_fit_priors()
-        sim = replace(design, log_value=np.asarray(data["log_value"], float),
-                      censored=np.asarray(data["censored"], int))
-        theta0 = initial_patient_theta(sim, priors)
-        omega = priors.omega()
-        omega0 = (omega[:, 0] * np.exp(0.5 * omega[:, 1] ** 2) if priors.omega_family == "lognormal"
-                  else omega[:, 0] / HALFNORMAL_MEDIAN)
-        z0 = (theta0 - priors.mu()[:, 0]) / omega0
-        mask = centering_mask(design).ravel()
-        starts = {"z_kinetic_scaled__": 2.0 * z0.ravel()[~mask]}
-        if mask.any():
-            starts["theta_centered_scaled__"] = 5.0 * theta0.ravel()[mask]
-        return starts
+        return {"theta_raw": sampler_start(self.simulated_inputs(data), self.kinetic_fit_priors())}
 
     # ---- generator ------------------------------------------------------------------------
 
@@ -241,8 +237,7 @@ class CartCalibration:
     def unranked_parameters(self) -> tuple[str, ...]:
         from toolkit.estimands import CART_ARM_QUANTITIES
 
-        return (*CART_ARM_QUANTITIES, "theta_patient", "mu_kinetic_std", "arm_effect_std", "z_kinetic",
-                "theta_centered")
+        return (*CART_ARM_QUANTITIES, "theta_patient", "mu_kinetic_std", "arm_effect_std", "theta_raw")
 
     def vector_labels(self, name: str, size: int):
         from toolkit.models.cart import KINETIC_PARAMETERS

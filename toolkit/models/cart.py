@@ -132,6 +132,14 @@ Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
   parameters in non-centered form couple all z's to mu and omega (step size
   0.06, 130 leapfrog steps per draw); partial centering halves the steps.
   ``centering="noncentered"`` samples every patient parameter non-centered.
+  One free variable ``theta_raw`` (patient, kinetic) holds both kinds::
+
+      theta_raw ~ Normal(c k loc, k omega^c),   theta = theta_raw / k (c = 1) or loc + omega theta_raw / k (c = 0)
+
+  (k = 5 or 2 damps the samplers' start jitter; see "Starting values") with the mask c a data
+  container (``centered``), so a model compiled once and given another cohort's
+  data (``toolkit calibrate``) uses the mask that cohort's data warrant (model 1.1.1; before, a calibration
+  study kept its design cohort's mask for every simulated cohort).
 - **Starting values.** The likelihood of a patient's peak position is
   multimodal (e.g. a peak at day 21 vs an early peak, a contraction of hours
   and a plateau explaining the rise as noise); chains started at the typical
@@ -142,8 +150,8 @@ Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
   (U(-1, 1) on the unconstrained scale) is damped: mu and delta are sampled on
   the prior-standardized scale (``mu_kinetic_std``, ``arm_effect_std``), the
   positive scales with a log transform scaled by 5 (:class:`DampedLogTransform`),
-  centered patient parameters with a scaled identity (x5) and the z's x2
-  (:class:`ScaledTransform`). The model is unchanged; only the sampler's
+  centered patient parameters are sampled as 5 theta and the z's as 2 z
+  (``theta_raw``, ``RAW_SCALE_*``). The model is unchanged; only the sampler's
   coordinates are. In 20 simulated cohorts this still left 1-2 fits with a
   chain in a local mode before the foldx/Tmax start was added; see the
   report of ``tests/test_cart_recovery.py``. A patient whose profile is flat
@@ -219,7 +227,7 @@ from toolkit.models import kinetics
 from toolkit.models.kinetics import cart_curve, time_below
 
 MODEL_NAME = "cart"
-MODEL_VERSION = "1.1.0"  # 1.1.0: rounded peak (toolkit.models.kinetics.peak_clock)
+MODEL_VERSION = "1.1.1"  # 1.1.0: rounded peak (kinetics.peak_clock); 1.1.1: centring mask as data (theta_raw)
 KINETIC_PARAMETERS = ("cmax", "tmax", "foldx", "alpha", "fb", "persistence")
 ARMS = ("control", "experimental")
 OMEGA_FAMILIES = ("lognormal", "halfnormal")
@@ -231,6 +239,10 @@ AUC_HORIZON_DAYS = 28.0
 # divergences (all at patients whose level drops below the LLOQ soon after the peak, where a small FB and
 # a short persistence half-life trade off); at 0.95, none in the runs made (benchmarks/bench_cart.py)
 RECOMMENDED_TARGET_ACCEPT = 0.95
+# k of the sampled coordinate theta_raw = k theta (centred entries) or k z (non-centred ones): the samplers'
+# U(-1, 1) start jitter moves theta by +-1/5 or z by +-1/2
+RAW_SCALE_CENTERED = 5.0
+RAW_SCALE_NONCENTERED = 2.0
 
 def _logit(p: float) -> float:
     return float(math.log(p / (1 - p)))
@@ -386,26 +398,6 @@ class DampedLogTransform(Transform):
         return value / self.k - math.log(self.k)
 
 
-class ScaledTransform(Transform):
-    """u = k x for a real-valued variable: damps the sampler's U(-1, 1) start jitter to +-1/k
-    (k = 5 for centered patient parameters, 2 for the z's)."""
-
-    name = "scaled"
-    ndim_supp = 0
-
-    def __init__(self, k: float = 5.0):
-        self.k = float(k)
-
-    def forward(self, value, *inputs):
-        return self.k * value
-
-    def backward(self, value, *inputs):
-        return value / self.k
-
-    def log_jac_det(self, value, *inputs):
-        return pt.zeros_like(value) - math.log(self.k)
-
-
 def centering_mask(inputs: CartInputs) -> np.ndarray:
     """(patient, 6) True where a patient's parameter is sampled centered (data inform it well).
 
@@ -459,6 +451,25 @@ def initial_patient_theta(inputs: CartInputs, priors: CartPriors) -> np.ndarray:
     return theta0
 
 
+def initial_raw(inputs: CartInputs, priors: CartPriors, mask: np.ndarray) -> np.ndarray:
+    """Start of ``theta_raw`` (patient, 6): :func:`initial_patient_theta` where an entry is centred, its z
+    (theta0 - mu) / omega0 where not (omega0: the omega prior's mean; a HalfNormal's scale)."""
+    theta0 = initial_patient_theta(inputs, priors)
+    omega = priors.omega()
+    omega0 = (omega[:, 0] * np.exp(0.5 * omega[:, 1] ** 2) if priors.omega_family == "lognormal"
+              else omega[:, 0] / HALFNORMAL_MEDIAN)
+    return np.where(mask, theta0, (theta0 - priors.mu()[:, 0]) / omega0)
+
+
+def sampler_start(inputs: CartInputs, priors: CartPriors, mask: np.ndarray | None = None) -> np.ndarray:
+    """Start of the free variable ``theta_raw`` (patient, 6) for ``inputs`` and a centring ``mask`` (default:
+    :func:`centering_mask` of inputs): k :func:`initial_raw`, k = ``RAW_SCALE_CENTERED`` or
+    ``RAW_SCALE_NONCENTERED``. What :func:`build_cart_model` starts from, so a compiled model given other data
+    starts where a model built from them would."""
+    mask = centering_mask(inputs) if mask is None else np.asarray(mask, bool)
+    return np.where(mask, RAW_SCALE_CENTERED, RAW_SCALE_NONCENTERED) * initial_raw(inputs, priors, mask)
+
+
 def _normal_with_start(name, mu, sigma, start, **kwargs):
     """A Normal(mu, sigma) whose default starting value is ``start`` (not its mean).
 
@@ -510,7 +521,8 @@ def build_cart_model(inputs: CartInputs, priors: CartPriors | None = None, *,
     pm.Model
         Coords ``patient``, ``sample``, ``arm``, ``covariate``, ``kinetic``, ``effect``, ``visit``.
         Free variables: ``mu_kinetic_std`` (prior-standardized ``mu_kinetic``), ``omega_kinetic``,
-        ``z_kinetic`` (patient, kinetic), ``arm_effect_std`` (-> ``arm_effect``, dim ``effect``),
+        ``theta_raw`` (patient, kinetic: k theta where the ``centered`` data is 1, k z where it is 0),
+        ``arm_effect_std`` (-> ``arm_effect``, dim ``effect``),
         ``covariate_effect`` (covariate, kinetic; with covariates), ``sigma_log``. Observed:
         ``log_level`` (dim ``sample``), pointwise.
     """
@@ -524,11 +536,6 @@ def build_cart_model(inputs: CartInputs, priors: CartPriors | None = None, *,
               "visit": np.arange(grid.shape[1])}
     mu_prior = priors.mu()
     omega_prior = priors.omega()
-    # z start for the omega start (the LogNormal mean; HalfNormal's start is its scale)
-    omega0 = (omega_prior[:, 0] * np.exp(0.5 * omega_prior[:, 1] ** 2) if priors.omega_family == "lognormal"
-              else omega_prior[:, 0] / HALFNORMAL_MEDIAN)
-    theta0 = initial_patient_theta(inputs, priors)
-    z0 = (theta0 - mu_prior[:, 0]) / omega0
     with pm.Model(coords=coords) as model:
         pm.Data("day", inputs.day, dims="sample")
         pm.Data("patient_index", inputs.sample_patient, dims="sample")
@@ -565,22 +572,18 @@ def build_cart_model(inputs: CartInputs, priors: CartPriors | None = None, *,
                               dims=("covariate", "kinetic"))
             loc = loc + pt.dot(x, gamma)
         mask = centering_mask(inputs) if centering == "auto" else np.zeros((inputs.n_patients, 6), dtype=bool)
-        nc_idx, c_idx = np.flatnonzero(~mask.ravel()), np.flatnonzero(mask.ravel())
-        labels = np.array([f"{p}/{k}" for p in inputs.patient_ids for k in KINETIC_PARAMETERS])
-        model.add_coord("noncentered_entry", labels[nc_idx])
-        model.add_coord("centered_entry", labels[c_idx])
-        loc_flat = loc.ravel()
-        omega_flat = pt.tile(omega, inputs.n_patients)
-        z = _normal_with_start("z_kinetic", 0.0, 1.0, z0.ravel()[nc_idx], dims="noncentered_entry",
-                               default_transform=ScaledTransform(2.0))
-        flat = pt.zeros(inputs.n_patients * len(KINETIC_PARAMETERS))
-        flat = pt.set_subtensor(flat[nc_idx], loc_flat[nc_idx] + omega_flat[nc_idx] * z)
-        if c_idx.size:
-            thc = _normal_with_start("theta_centered", loc_flat[c_idx], omega_flat[c_idx], theta0.ravel()[c_idx],
-                                     dims="centered_entry", default_transform=ScaledTransform())
-            flat = pt.set_subtensor(flat[c_idx], thc)
-        theta = pm.Deterministic("theta_patient", flat.reshape((inputs.n_patients, len(KINETIC_PARAMETERS))),
+        # which entries are centred is data (pm.Data), so a compiled model swaps it with the observations
+        # (a calibration study fits each simulated cohort with the mask its own data warrant)
+        centered = pm.Data("centered", mask.astype(float), dims=("patient", "kinetic"))
+        is_centered = pt.gt(centered, 0.5)
+        omega_pk = pt.broadcast_to(omega, loc.shape)
+        # theta_raw = k theta (centred) or k z (non-centred), RAW_SCALE_*: damped start jitter
+        k = pt.where(is_centered, RAW_SCALE_CENTERED, RAW_SCALE_NONCENTERED)
+        raw = _normal_with_start("theta_raw", pt.where(is_centered, k * loc, 0.0),
+                                 pt.where(is_centered, k * omega_pk, k), sampler_start(inputs, priors, mask),
                                  dims=("patient", "kinetic"))
+        values = pt.where(is_centered, raw / k, loc + omega_pk * raw / k)
+        theta = pm.Deterministic("theta_patient", values, dims=("patient", "kinetic"))
 
         patient = natural_parameters(theta)
         on_grid = log_cart_curve(day_grid, *(patient[k][:, None] for k in _CURVE_ARGS))
