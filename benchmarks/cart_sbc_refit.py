@@ -5,8 +5,11 @@
 Regenerates simulation SIM of the `toolkit calibrate cart` study in STUDY (its prior draw and cohort, from the
 study's seed and its default_design folder), fits it once at the study's settings with nutpie's divergence
 record, prints the verdict, steps per draw and step size, and the posterior coordinates whose divergent draws
-differ most from the others (mean shift in posterior SDs). Without arguments it says so (so `make benchmarks`
-runs).
+differ most from the others (mean shift in posterior SDs), and for the patients whose parameters shift most: which
+of their parameters are sampled centred (the mask of the simulated data, model 1.1.1), their true curve (contraction
+half-life, Tmax, FB) and their simulated samples (quantified or below the LLOQ). Without arguments it says so (so
+`make benchmarks` runs). A study made before model 1.1.1 regenerates other prior draws (the free patient
+variable changed), so SIM names a simulation of a study made with the current model.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ def main() -> int:
     parser.add_argument("--spec", default="models/cart_primary.toml")
     parser.add_argument("--target-accept", type=float)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--patients", type=int, default=4)
     args = parser.parse_args()
     if args.study is None or args.sim is None:
         print("no study and simulation given; usage: python benchmarks/cart_sbc_refit.py STUDY SIM")
@@ -71,7 +75,32 @@ def main() -> int:
         print("coordinates whose divergent draws differ most (mean shift in posterior SDs):")
         for _, label, z in sorted(shifts, reverse=True)[:args.top]:
             print(f"  {label:32s} {z:+.2f}")
+        print_patients(problem, theta, data, dt, div, args.patients)
     return 0
+
+
+def print_patients(problem, theta, data, dt, div, top: int) -> None:
+    """The ``top`` patients whose kinetic parameters shift most in the divergent draws: centring, truth, data."""
+    import numpy as np
+
+    from toolkit.models.cart import KINETIC_PARAMETERS, centering_mask, natural_parameters_np
+
+    inputs = problem.simulated_inputs(data)
+    mask = centering_mask(inputs)
+    th = dt["posterior"]["theta_patient"].values.reshape(div.size, inputs.n_patients, -1)
+    shift = np.abs(th[div].mean(0) - th[~div].mean(0)) / (th[~div].std(0) + 1e-12)
+    truth = natural_parameters_np(np.asarray(theta["theta_patient"], float))
+    print(f"patients whose parameters shift most (of {inputs.n_patients}):")
+    for p in np.argsort(-shift.max(1))[:top]:
+        rows = np.flatnonzero(inputs.sample_patient == p)
+        quantified = inputs.censored[rows] == 0
+        centred = [k for k, c in zip(KINETIC_PARAMETERS, mask[p]) if c] or ["none"]
+        print(f"  patient {p}: largest shift {shift[p].max():.2f} SD ({KINETIC_PARAMETERS[int(shift[p].argmax())]}); "
+              f"centred: {', '.join(centred)}; truth: contraction half-life "
+              f"{24 * np.log(2) / truth['alpha'][p]:.3g} h, Tmax {truth['tmax'][p]:.1f} d, FB {truth['fb'][p]:.2g}")
+        print("    samples (day: log level, or BLQ): " + ", ".join(
+            f"{d:.0f}: {v:.1f}" if q else f"{d:.0f}: BLQ" for d, v, q in zip(inputs.day[rows],
+                                                                         inputs.log_value[rows], quantified)))
 
 
 if __name__ == "__main__":

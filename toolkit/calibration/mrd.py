@@ -43,10 +43,14 @@ fixed.
 The fit is ``build_mrd_model(..., swappable_censoring=True)``: the three
 censoring branches are evaluated on every row and the ``censoring`` container
 selects, so the compiled model takes each simulation's codes with ``with_data``.
-Which patients' kill rate, floor and latency are centred (``informed_patients``)
-is decided once, from the design cohort's own observations (the compiled
-model's placeholder data); it changes only the parameterisation the sampler
-sees, not the posterior.
+Which patients' kill rate, floor, latency and doubling time are centred
+(``informed_patients``) follows each simulated data set (``centred_*`` containers
+swapped with the observations), as a model built from those data would choose;
+it changes only the parameterisation the sampler sees, not the posterior. (Until
+December 2026 it was the design cohort's choice for every simulation: per
+simulated cohort of the default design, about 13 patients' latency was sampled
+centred with no data on it.) The log-likelihood reads the patient-level values
+(``loglik_reads``), not the sampling coordinates.
 
 Test quantities: the population parameters (each scalar, and each method's
 residual SD and bias, covariate effects), the MRD decision estimands of
@@ -156,6 +160,10 @@ class MrdCalibration:
     fit_priors: object = None  # differs from ``priors`` only in negative controls
     model_name: str = "mrd"
     variant: str = "recurrence-mixture"
+    #: the log-likelihood reads the patient-level values, not the coordinates they are sampled in (which of
+    #: ``clearance_z``, ``floor_raw``, ``relapse_raw``, ``doubling_raw`` are centred follows the data)
+    loglik_reads = ("patient_clearance_log10_per_day", "patient_baseline_log10", "patient_floor_log10",
+                    "patient_relapse_day", "patient_doubling_time_days")
 
     def __post_init__(self):
         from toolkit.models.mrd import MrdPriors
@@ -199,13 +207,20 @@ class MrdCalibration:
         return self._build(self.fit_priors)
 
     def data_updates(self, data: dict) -> dict:
-        """Shared-variable values of one simulated data set: the padded observed matrix, codes, responses."""
+        """Shared-variable values of one simulated data set: the padded observed matrix, codes, responses, and
+        which patients are centred (``informed_patients`` of the simulated data, as a model built from them
+        would choose)."""
+        from toolkit.models.mrd import informed_patients
+
         i = self.inputs()
         y = np.asarray(data["log10_value"], float)
         padded = np.zeros((i.n_patients, i.n_visits))
         padded[i.assessment_patient, i.assessment_visit] = y  # as the builder pads its observed value
-        return {"mrd_observed": padded, "censoring": np.asarray(data["censoring"], np.int64), "log10_value": y,
-                "response_observed": np.asarray(data["responded"], np.int64)}
+        code = np.asarray(data["censoring"], np.int64)
+        informed = informed_patients(replace(i, log10_value=y, censoring=code))
+        return {"mrd_observed": padded, "censoring": code, "log10_value": y,
+                "response_observed": np.asarray(data["responded"], np.int64),
+                **{f"centred_{k}": v.astype(float) for k, v in informed.items()}}
 
     # ---- generator ------------------------------------------------------------------------
 

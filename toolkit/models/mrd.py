@@ -603,13 +603,14 @@ def _varying_centred(name, mu, sd, centred, *, family: str = "normal", dims: str
     moves in lock-step with (mu, sd), and a centred value with no data forms a funnel with sd; each patient
     gets the form that avoids both. Returns the patient values (pytensor).
     """
-    c = centred.astype(float)
+    c = pt.as_tensor(centred).astype("float64")  # 1 centred, 0 not (a data container or an array)
+    is_centred = pt.gt(c, 0.5)
     if family == "normal":
         raw = pm.Normal(name, mu=c * mu, sigma=c * sd + (1.0 - c), dims=dims)
-        return pt.switch(centred, raw, mu + sd * raw)
+        return pt.switch(is_centred, raw, mu + sd * raw)
     if family == "log_weibull":  # -(mu + sd w) ~ Gumbel(-mu, sd); w = -G with G ~ Gumbel(0, 1)
         raw = pm.Gumbel(name, mu=-c * mu, beta=c * sd + (1.0 - c), dims=dims)
-        return pt.switch(centred, -raw, mu - sd * raw)
+        return pt.switch(is_centred, -raw, mu - sd * raw)
     raise ValueError(f"unknown family {family!r}; valid: normal, log_weibull")
 
 
@@ -677,6 +678,9 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         arm = pm.Data("patient_arm", inputs.arm.astype(float), dims=d("patient"))
         anchor_data = pm.Data("baseline_anchor_log10", anchor, dims=d("patient"))
         missing = pm.Data("baseline_missing", inputs.baseline_missing.astype(float), dims=d("patient"))
+        # which patients are centred, per parameter, is data: a compiled model swaps it with the observations
+        # (a calibration study fits each simulated cohort with the choice its own data warrant)
+        informed = {k: pm.Data(f"centred_{k}", np.asarray(v, float), dims=d("patient")) for k, v in informed.items()}
 
         # clearance (kill) rate. The data bound most kill rates only from below (MRD at the floor by day 28), so
         # they pin a low quantile of the log k distribution, mu_k - c omega_k, not mu_k and omega_k apart: the
@@ -694,7 +698,8 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         # baseline burden
         anchor_sd = pm.HalfNormal("baseline_anchor_sd", sigma=priors.baseline_anchor_sd)
         e_b = pm.Normal("baseline_z", 0.0, 1.0, dims=d("patient"))
-        baseline = pt.switch(pt.gt(missing, 0.5), mu_b_pop + sd_b_pop * e_b, anchor_data + anchor_sd * e_b)
+        baseline = pm.Deterministic("patient_baseline_log10", pt.switch(
+            pt.gt(missing, 0.5), mu_b_pop + sd_b_pop * e_b, anchor_data + anchor_sd * e_b), dims=d("patient"))
         # recurrence class
         c0 = _normal("logit_recurrence", priors.logit_recurrence)
         c_arm = _normal("recurrence_log_or", priors.recurrence_log_or)
@@ -705,28 +710,30 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
             g_r = _normal("covariate_recurrence", priors.covariate_effect, dims=d("covariate"))
             log_k = log_k + pt.dot(x, g_k)
             eta = eta + pt.dot(x, g_r)
-        clearance = pt.exp(log_k)
+        clearance = pm.Deterministic("patient_clearance_log10_per_day", pt.exp(log_k), dims=d("patient"))
         # floor and regrowth of the recurrence class
         # the floor is a depth below 5 % blasts: a CR patient's residual disease sits below the relapse
         # level by construction (softplus keeps "persisting at 1-5 %" from mimicking regrowth)
         d_mu = _normal("floor_depth_log10", priors.floor_depth_log10)
         d_sd = pm.LogNormal("floor_depth_sd_log10", mu=priors.floor_depth_sd_log10[0],
                             sigma=priors.floor_depth_sd_log10[1])
-        floor = RELAPSE_LOG10 - pt.softplus(_varying_centred("floor_raw", d_mu, d_sd, informed["floor"], dims=d("patient")))
+        floor = pm.Deterministic("patient_floor_log10", RELAPSE_LOG10 - pt.softplus(
+            _varying_centred("floor_raw", d_mu, d_sd, informed["floor"], dims=d("patient"))), dims=d("patient"))
         s_mu = _normal("log_relapse_latency", priors.log_relapse_latency)
         s_ratio = _normal("relapse_log_time_ratio", priors.relapse_log_time_ratio)
         s_sd = pm.HalfNormal("relapse_sd", sigma=priors.relapse_sd)
         # Weibull latency (log-Weibull = minimum-Gumbel on the log scale): early relapsers are not extreme
         log_latency = _varying_centred("relapse_raw", s_mu + s_ratio * arm, s_sd, informed["latency"],
                                        family="log_weibull", dims=d("patient"))
-        relapse_day = LATENCY_ORIGIN_DAY + pt.exp(log_latency)
+        relapse_day = pm.Deterministic("patient_relapse_day", LATENCY_ORIGIN_DAY + pt.exp(log_latency),
+                                       dims=d("patient"))
         # one doubling time for all patients: with per-patient doubling times a long flat flow-positive
         # series had two explanations (high floor + fast late regrowth, or low floor + 150-day doubling)
         # and chains split between them; few patients have two values on the regrowth to pin their own
         td_mu = _normal("log_doubling_days", priors.log_doubling_days)
         td_sd = pm.LogNormal("doubling_sd", mu=priors.doubling_sd[0], sigma=priors.doubling_sd[1])
         log_td = _varying_centred("doubling_raw", td_mu, td_sd, informed["doubling"], dims=d("patient"))
-        growth = LOG10_2 / pt.exp(log_td)
+        growth = LOG10_2 / pm.Deterministic("patient_doubling_time_days", pt.exp(log_td), dims=d("patient"))
         # measurement
         sigma = pm.LogNormal("mrd_residual_sd_log10", mu=priors.residual_sd_log10[0],
                              sigma=priors.residual_sd_log10[1], dims=d("method"))
@@ -776,9 +783,5 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         pm.Deterministic("mrd_floor_log10", RELAPSE_LOG10 - pt.softplus(d_mu))
         pm.Deterministic("mrd_method_offset_log10", offset, dims=d("method"))
         pm.Deterministic("response_rate", pt.sigmoid(r0 + r_or * arms), dims=d("arm"))
-        pm.Deterministic("patient_clearance_log10_per_day", clearance, dims=d("patient"))
-        pm.Deterministic("patient_baseline_log10", baseline, dims=d("patient"))
-        pm.Deterministic("patient_floor_log10", floor, dims=d("patient"))
-        pm.Deterministic("patient_relapse_day", relapse_day, dims=d("patient"))
-        pm.Deterministic("patient_doubling_time_days", pt.exp(log_td), dims=d("patient"))
+        # patient_* deterministics: defined where they are computed (the likelihood reads them)
     return model
