@@ -539,9 +539,10 @@ def test_swapped_data_fit_the_model_built_from_those_data(problem_name, request)
     for name, value in starts.items():
         assert np.allclose(value, point[name]), name
     rng = np.random.default_rng(3)
+    fit_logp, fresh_logp = fit.compile_logp(), fresh.compile_logp()
     for _ in range(3):
         moved = {k: v + 0.05 * rng.standard_normal(np.shape(v)) for k, v in point.items()}
-        assert np.isclose(fit.compile_logp()(moved), fresh.compile_logp()(moved), rtol=1e-10, atol=1e-8)
+        assert np.isclose(fit_logp(moved), fresh_logp(moved), rtol=1e-10, atol=1e-8)
 def test_open_study_guards_every_study_folder(tmp_path):
     """One check serves calibration, design and schedule studies: a held folder needs --resume, and a
     resume must match the stored entries it compares; the stored history is kept."""
