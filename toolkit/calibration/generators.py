@@ -164,14 +164,12 @@ def model_loglik_function(problem):
 
     model = problem.generator_model()
     graph = pt.add(*[pm.logp(rv, model.rvs_to_values[rv]).sum() for rv in model.observed_RVs])
-    read = [model[n] for n in getattr(problem, "loglik_reads", ())]
-    placeholders = {v: v.type(name=v.name) for v in read}
-    graph = graph_replace(graph, placeholders, strict=True) if placeholders else graph
-    upstream = set(ancestors([graph]))
-    for rv in model.free_RVs:
-        if rv in upstream:
-            placeholders[rv] = rv.type(name=rv.name)
-    graph = graph_replace(graph, {k: v for k, v in placeholders.items() if k in upstream})
+    read = {model[n]: model[n].type(name=n) for n in getattr(problem, "loglik_reads", ())}
+    graph = graph_replace(graph, read, strict=True) if read else graph
+    upstream = set(ancestors([graph]))  # the free variables the likelihood still reads once ``read`` is replaced
+    free = {rv: rv.type(name=rv.name) for rv in model.free_RVs if rv in upstream}
+    graph = graph_replace(graph, free) if free else graph
+    placeholders = {**read, **free}
     names = [v.name for v in placeholders.values()]
     batched = [pt.tensor(name=v.name, dtype=v.dtype, shape=(None, *v.type.shape)) for v in placeholders.values()]
     graph = vectorize_graph(graph, replace=dict(zip(placeholders.values(), batched)))
