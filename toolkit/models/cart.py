@@ -136,8 +136,8 @@ Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
 
       theta_raw ~ Normal(c k loc, k omega^c),   theta = theta_raw / k (c = 1) or loc + omega theta_raw / k (c = 0)
 
-  (k = 5 or 2 damps the samplers' start jitter; see "Starting values") with the mask c a data
-  container (``centered``), so a model compiled once and given another cohort's
+  (k = 5 or 2 damps the samplers' start jitter; see "Starting values"; :func:`toolkit.models.centring.mask_centred`,
+  shared with the MRD model) with the mask c a data container (``centered``), so a model compiled once and given another cohort's
   data (``toolkit calibrate``) uses the mask that cohort's data warrant (model 1.1.1; before, a calibration
   study kept its design cohort's mask for every simulated cohort).
 - **Starting values.** The likelihood of a patient's peak position is
@@ -222,6 +222,7 @@ from pymc.distributions.dist_math import normal_lcdf
 from pymc.logprob.transforms import Transform
 
 from toolkit.data.inputs import CartInputs
+from toolkit.models.centring import mask_centred
 from toolkit.models.kinetics import cart_auc as auc_np
 from toolkit.models import kinetics
 from toolkit.models.kinetics import cart_curve, time_below
@@ -470,23 +471,6 @@ def sampler_start(inputs: CartInputs, priors: CartPriors, mask: np.ndarray | Non
     return np.where(mask, RAW_SCALE_CENTERED, RAW_SCALE_NONCENTERED) * initial_raw(inputs, priors, mask)
 
 
-def _normal_with_start(name, mu, sigma, start, **kwargs):
-    """A Normal(mu, sigma) whose default starting value is ``start`` (not its mean).
-
-    Written as a CustomDist with a ``support_point`` because explicit ``initval``s
-    stop ``pm.compute_log_likelihood`` from cloning the model.
-    """
-
-    def dist(mu, sigma, start, size):
-        return pm.Normal.dist(mu, sigma, size=size)
-
-    def support_point(rv, size, mu, sigma, start):
-        return pt.broadcast_to(start, rv.shape)
-
-    return pm.CustomDist(name, mu, sigma, np.asarray(start, dtype=float), dist=dist, support_point=support_point,
-                         **kwargs)
-
-
 def _padded_layout(inputs: CartInputs) -> tuple[np.ndarray, np.ndarray]:
     """Days as a (patient, visit) grid (0 where a patient has fewer samples) and each sample's flat
     position in it. Evaluating the curve on the grid and picking samples with one gather is about twice
@@ -575,14 +559,10 @@ def build_cart_model(inputs: CartInputs, priors: CartPriors | None = None, *,
         # which entries are centred is data (pm.Data), so a compiled model swaps it with the observations
         # (a calibration study fits each simulated cohort with the mask its own data warrant)
         centered = pm.Data("centered", mask.astype(float), dims=("patient", "kinetic"))
-        is_centered = pt.gt(centered, 0.5)
-        omega_pk = pt.broadcast_to(omega, loc.shape)
         # theta_raw = k theta (centred) or k z (non-centred), RAW_SCALE_*: damped start jitter
-        k = pt.where(is_centered, RAW_SCALE_CENTERED, RAW_SCALE_NONCENTERED)
-        raw = _normal_with_start("theta_raw", pt.where(is_centered, k * loc, 0.0),
-                                 pt.where(is_centered, k * omega_pk, k), sampler_start(inputs, priors, mask),
-                                 dims=("patient", "kinetic"))
-        values = pt.where(is_centered, raw / k, loc + omega_pk * raw / k)
+        values = mask_centred("theta_raw", loc, omega, centered, scale_centred=RAW_SCALE_CENTERED,
+                              scale_noncentred=RAW_SCALE_NONCENTERED, start=sampler_start(inputs, priors, mask),
+                              dims=("patient", "kinetic"))
         theta = pm.Deterministic("theta_patient", values, dims=("patient", "kinetic"))
 
         patient = natural_parameters(theta)

@@ -54,7 +54,7 @@ Patient effects (z, e ~ Normal(0, 1); w ~ log Exponential(1), the standard minim
     log Td_i = mu_Td + omega_Td v_i                                (each patient's regrowth doubling time)
 
 B is non-centered (the data barely touch it). log k, u, log s and log Td use
-*varying centring* (``_varying_centred``): centred for patients whose data
+*varying centring* (:func:`toolkit.models.centring.mask_centred`): centred for patients whose data
 pin the value (a value quantified or PNQ at the first assessment followed by
 a negative whose limit lies below it -- 1 log10 below a quantified value, at
 or below a PNQ's LoD -- pins the kill rate; a positive NGS/PNQ value below
@@ -276,6 +276,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from toolkit.data.mrd_inputs import MrdInputs
+from toolkit.models.centring import mask_centred
 
 __all__ = [
     "ARMS", "MODEL_NAME", "MODEL_VERSION", "MrdPriors", "build_mrd_model", "censored_log10_logp",
@@ -593,27 +594,6 @@ def informed_patients(inputs: MrdInputs) -> dict[str, np.ndarray]:
             "clearance": kill}
 
 
-def _varying_centred(name, mu, sd, centred, *, family: str = "normal", dims: str = "patient"):
-    """A patient-level location-scale variable, centred where ``centred`` (data pin the value), non-centred elsewhere.
-
-    ``family`` "normal": Normal(mu, sd); "log_weibull": mu + sd w with w = log Exponential(1) (the log of a
-    Weibull variable with scale exp(mu) and shape 1/sd), stored as its negative, a Gumbel. The free
-    variable ``name`` holds the value itself for centred patients and the standard variable for the others
-    (Papaspiliopoulos, Roberts & Skold 2007): a non-centred standard variable whose value is pinned by data
-    moves in lock-step with (mu, sd), and a centred value with no data forms a funnel with sd; each patient
-    gets the form that avoids both. Returns the patient values (pytensor).
-    """
-    c = pt.as_tensor(centred).astype("float64")  # 1 centred, 0 not (a data container or an array)
-    is_centred = pt.gt(c, 0.5)
-    if family == "normal":
-        raw = pm.Normal(name, mu=c * mu, sigma=c * sd + (1.0 - c), dims=dims)
-        return pt.switch(is_centred, raw, mu + sd * raw)
-    if family == "log_weibull":  # -(mu + sd w) ~ Gumbel(-mu, sd); w = -G with G ~ Gumbel(0, 1)
-        raw = pm.Gumbel(name, mu=-c * mu, beta=c * sd + (1.0 - c), dims=dims)
-        return pt.switch(is_centred, -raw, mu - sd * raw)
-    raise ValueError(f"unknown family {family!r}; valid: normal, log_weibull")
-
-
 def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, parent: pm.Model | None = None,
                     name: str = "", dim_prefix: str = "", swappable_censoring: bool = False,
                     centred: dict[str, np.ndarray] | None = None) -> pm.Model:
@@ -693,8 +673,8 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         k_low = pm.Normal("log_clearance_low", mu=priors.log_clearance[0] - CLEARANCE_SHEAR * k_sd,
                           sigma=priors.log_clearance[1])
         log_k_mu = pm.Deterministic("log_clearance", k_low + CLEARANCE_SHEAR * k_sd)
-        log_k = _varying_centred("clearance_z", log_k_mu + k_ratio * arm, k_sd, informed["clearance"],
-                                 dims=d("patient"))
+        log_k = mask_centred("clearance_z", log_k_mu + k_ratio * arm, k_sd, informed["clearance"],
+                             dims=d("patient"))
         # baseline burden
         anchor_sd = pm.HalfNormal("baseline_anchor_sd", sigma=priors.baseline_anchor_sd)
         e_b = pm.Normal("baseline_z", 0.0, 1.0, dims=d("patient"))
@@ -718,13 +698,13 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         d_sd = pm.LogNormal("floor_depth_sd_log10", mu=priors.floor_depth_sd_log10[0],
                             sigma=priors.floor_depth_sd_log10[1])
         floor = pm.Deterministic("patient_floor_log10", RELAPSE_LOG10 - pt.softplus(
-            _varying_centred("floor_raw", d_mu, d_sd, informed["floor"], dims=d("patient"))), dims=d("patient"))
+            mask_centred("floor_raw", d_mu, d_sd, informed["floor"], dims=d("patient"))), dims=d("patient"))
         s_mu = _normal("log_relapse_latency", priors.log_relapse_latency)
         s_ratio = _normal("relapse_log_time_ratio", priors.relapse_log_time_ratio)
         s_sd = pm.HalfNormal("relapse_sd", sigma=priors.relapse_sd)
         # Weibull latency (log-Weibull = minimum-Gumbel on the log scale): early relapsers are not extreme
-        log_latency = _varying_centred("relapse_raw", s_mu + s_ratio * arm, s_sd, informed["latency"],
-                                       family="log_weibull", dims=d("patient"))
+        log_latency = mask_centred("relapse_raw", s_mu + s_ratio * arm, s_sd, informed["latency"],
+                                   family="log_weibull", dims=d("patient"))
         relapse_day = pm.Deterministic("patient_relapse_day", LATENCY_ORIGIN_DAY + pt.exp(log_latency),
                                        dims=d("patient"))
         # one doubling time for all patients: with per-patient doubling times a long flat flow-positive
@@ -732,7 +712,7 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         # and chains split between them; few patients have two values on the regrowth to pin their own
         td_mu = _normal("log_doubling_days", priors.log_doubling_days)
         td_sd = pm.LogNormal("doubling_sd", mu=priors.doubling_sd[0], sigma=priors.doubling_sd[1])
-        log_td = _varying_centred("doubling_raw", td_mu, td_sd, informed["doubling"], dims=d("patient"))
+        log_td = mask_centred("doubling_raw", td_mu, td_sd, informed["doubling"], dims=d("patient"))
         growth = LOG10_2 / pm.Deterministic("patient_doubling_time_days", pt.exp(log_td), dims=d("patient"))
         # measurement
         sigma = pm.LogNormal("mrd_residual_sd_log10", mu=priors.residual_sd_log10[0],
