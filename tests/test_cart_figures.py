@@ -13,15 +13,15 @@ from toolkit.data.inputs import to_cart_inputs
 from toolkit.inference import load_run
 from toolkit.plots.cart import VPC_EDGES, cart_inputs_from_run, cart_vpc, plot_individual_fits
 from toolkit.report_cart import cart_answer, cart_prior_rows
-from toolkit.testing import EXAMPLE, tiny_cli_fit
+from toolkit.testing import EXAMPLE
 
 FIGURES = ("individual_fits.png", "vpc.png", "typical_curves.png", "forest.png", "prior_typical_curves.png")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A tiny fit of the example through the CLI (figures written by the fit command)."""
-    return tiny_cli_fit("cart", EXAMPLE, tmp_path_factory.mktemp("cart") / "run")
+def run_dir(example_cli_run):
+    """A tiny fit of the example through the CLI (figures written by the fit command; shared, read only)."""
+    return example_cli_run("cart")
 
 
 @pytest.fixture(scope="module")

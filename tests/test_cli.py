@@ -63,13 +63,12 @@ def test_python_dash_m_entry_point():
     assert result.returncode == 0, result.stderr
 
 
-def test_fit_cart_and_mrd_write_runs(tmp_path, capsys):
-    """Smoke test of the kinetic fits through the CLI (few draws: labelled provisional if not converged)."""
+def test_fit_cart_and_mrd_write_runs(example_cli_run):
+    """Smoke test of the kinetic fits through the CLI (``toolkit fit``, few draws: labelled provisional if not
+    converged; the shared tiny runs, whose command asserted exit 0)."""
     for model, name in (("cart", "cmax_gmr"), ("mrd", "clearance_rate_ratio")):
-        out = tmp_path / model
-        assert main(["fit", model, "--data", str(EXAMPLE), "--out", str(out), "--draws", "200", "--tune", "200"]) == 0
+        out = example_cli_run(model)
         summary = json.loads((out / "summary.json").read_text())
         assert summary["model"] == model and name in summary["estimands"]
         if not summary["diagnostics"]["converged"]:
             assert "provisional" in summary["warnings"][0]
-    assert "Run written to" in capsys.readouterr().out

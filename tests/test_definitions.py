@@ -166,11 +166,9 @@ def test_compare_refuses_other_kinds_and_other_data(runs, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_compare_of_a_cart_and_a_durability_run_exits_2(runs, tmp_path, capsys):
+def test_compare_of_a_cart_and_a_durability_run_exits_2(runs, example_cli_run, capsys):
     """The case that raised ``KeyError: 'rfs'``: a real CAR-T run against a durability run."""
-    from toolkit.testing import tiny_cli_fit
-
-    cart = tiny_cli_fit("cart", EXAMPLE, tmp_path / "cart", draws=50, tune=50)
+    cart = example_cli_run("cart")
     capsys.readouterr()
     assert main(["compare", str(runs / "cure"), str(cart)]) == 2
     out = " ".join(capsys.readouterr().out.split())

@@ -14,15 +14,15 @@ from toolkit.mrd_estimands import mrd_inputs_from_run, replicated_negative
 from toolkit.plots.mrd import fraction_negative_table, plot_mrd_trajectories
 from toolkit.report import render_report
 from toolkit.report_mrd import mrd_answer, mrd_prior_rows
-from toolkit.testing import EXAMPLE, tiny_cli_fit
+from toolkit.testing import EXAMPLE
 
 FIGURES = ("trajectories.png", "fraction_negative.png", "forest.png")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A tiny fit of the example through the CLI (figures written by the fit command)."""
-    return tiny_cli_fit("mrd", EXAMPLE, tmp_path_factory.mktemp("mrd") / "run")
+def run_dir(example_cli_run):
+    """A tiny fit of the example through the CLI (figures written by the fit command; shared, read only)."""
+    return example_cli_run("mrd")
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import xarray as xr
 
 from toolkit import review
 from toolkit.data import load_cohort
-from toolkit.fitting import (CartOptions, DurabilityOptions, compare_runs, default_settings, fit_cart,
-                             fit_durability)
+from toolkit.fitting import DurabilityOptions, compare_runs, default_settings, fit_durability
 from toolkit.inference import _write_manifest, diagnose, load_run
 from toolkit.testing import EXAMPLE, run_cli
 
@@ -31,7 +30,7 @@ def _durability_run(cohort, folder, priors=None, seed=1):
 
 
 @pytest.fixture(scope="module")
-def runs(cohort, tmp_path_factory):
+def runs(cohort, tmp_path_factory, example_cli_run):
     base = tmp_path_factory.mktemp("review")
     out = {
         "default": _durability_run(cohort, base / "default"),
@@ -40,10 +39,7 @@ def runs(cohort, tmp_path_factory):
         # log HR prior sd 0.02 against a likelihood sd of about 0.35: the data cannot move it
         "dominated": _durability_run(cohort, base / "dominated", {"log_hr": [0.0, 0.02]}),
     }
-    fit = fit_cart(cohort, CartOptions(), default_settings("cart", chains=2, tune=100, draws=100, progressbar=False,
-                                                           random_seed=3))
-    fit.save(base / "cart")
-    out["cart"] = load_run(base / "cart")
+    out["cart"] = load_run(example_cli_run("cart"))  # the shared tiny CLI fit (2 x 100 draws), read only
     out["base"] = base
     return out
 
