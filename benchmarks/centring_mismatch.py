@@ -12,10 +12,10 @@ non-centred (locked to mu and sd).
 
 Usage (run from the repository root)::
 
-    python benchmarks/centring_mismatch.py mrd [--design COHORT] [--draws 30] [--seed 4]
-    python benchmarks/centring_mismatch.py cart --design OUT/default_design
+    python benchmarks/centring_mismatch.py [mrd|cart] [--design COHORT] [--draws 30] [--seed 4]
 
-Without ``--design`` the default simulated trial is written to a temporary folder.
+Without a model both are measured; without ``--design`` the default simulated trial (``toolkit simulate``
+defaults) is written to a temporary folder.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def design_centring(model: str, problem) -> dict[str, np.ndarray]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", choices=sorted(SPECS))
+    parser.add_argument("model", nargs="?", choices=sorted(SPECS), help="default: both")
     parser.add_argument("--design", help="design cohort folder (default: the default simulated trial)")
     parser.add_argument("--draws", type=int, default=30)
     parser.add_argument("--seed", type=int, default=4)
@@ -66,24 +66,25 @@ def main(argv=None) -> int:
     from toolkit.calibration.api import build_problem
     from toolkit.specs import load_spec
 
-    with tempfile.TemporaryDirectory() as tmp:
-        problem = build_problem(args.model, spec=load_spec(SPECS[args.model], model=args.model),
-                                design_cohort=args.design, work_dir=tmp)
-        design = design_centring(args.model, problem)
-        thetas = problem.draw_prior(args.draws, random_seed=args.seed)
-        extra = {k: [] for k in design}
-        missing = {k: [] for k in design}
-        for j, theta in enumerate(thetas):
-            own = centring_of(problem, problem.simulate(theta, random_seed=j))
-            for k in design:
-                extra[k].append(int((design[k] & ~own[k]).sum()))
-                missing[k].append(int((~design[k] & own[k]).sum()))
-    n = problem.inputs().n_patients
-    print(f"{args.model}: {n} patients, {args.draws} prior draws (seed {args.seed}); per simulated cohort, mean (max)")
-    print(f"{'parameter':<14}{'design centres':>16}{'centred, no data':>20}{'data, not centred':>20}")
-    for k in design:
-        print(f"{k:<14}{int(design[k].sum()):>16}{np.mean(extra[k]):>14.1f} ({max(extra[k]):>3})"
-              f"{np.mean(missing[k]):>14.1f} ({max(missing[k]):>3})")
+    for model in [args.model] if args.model else sorted(SPECS):
+        with tempfile.TemporaryDirectory() as tmp:
+            problem = build_problem(model, spec=load_spec(SPECS[model], model=model), design_cohort=args.design,
+                                    work_dir=tmp)
+            design = design_centring(model, problem)
+            thetas = problem.draw_prior(args.draws, random_seed=args.seed)
+            extra = {k: [] for k in design}
+            missing = {k: [] for k in design}
+            for j, theta in enumerate(thetas):
+                own = centring_of(problem, problem.simulate(theta, random_seed=j))
+                for k in design:
+                    extra[k].append(int((design[k] & ~own[k]).sum()))
+                    missing[k].append(int((~design[k] & own[k]).sum()))
+            n = problem.inputs().n_patients
+        print(f"{model}: {n} patients, {args.draws} prior draws (seed {args.seed}); per simulated cohort, mean (max)")
+        print(f"{'parameter':<14}{'design centres':>16}{'centred, no data':>20}{'data, not centred':>20}")
+        for k in design:
+            print(f"{k:<14}{int(design[k].sum()):>16}{np.mean(extra[k]):>14.1f} ({max(extra[k]):>3})"
+                  f"{np.mean(missing[k]):>14.1f} ({max(missing[k]):>3})")
     return 0
 
 
