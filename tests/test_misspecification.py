@@ -131,3 +131,51 @@ def test_cli_misspecify_errors_exit_2(tmp_path):
     assert code == 2 and "--trials must be a positive number" in text
     code, text = run_cli(["misspecify", tmp_path / "missing.toml", "--trials", "1", "--out", tmp_path / "c"])
     assert code == 2 and "not found" in text and "Traceback" not in text
+
+
+CART_GRID = REPO / "models" / "design_misspecification_cart.toml"
+
+
+def test_cart_grid_is_a_cart_analysis_with_ratios_on_the_log_scale():
+    from toolkit.calibration.misspec import CART_KEY_ESTIMANDS, key_estimands, log_scale
+
+    design = load_design(CART_GRID)
+    assert design.analysis_model == "cart" and design.probability_key == "prob_cmax_gmr_above_1"
+    assert key_estimands(design) == CART_KEY_ESTIMANDS
+    assert all(log_scale(n) for n in ("cmax_gmr", "auc28_gmr", "persistence_half_life_ratio", "hazard_ratio"))
+    assert not log_scale("tmax_difference_days") and not log_scale("cure_fraction_difference")
+    effects = {s.name: s.effects for s in design.scenarios}
+    assert all(v == 1.0 for v in effects["no_effect"].values())
+    assert effects["strong_benefit"]["cmax_gmr"] >= 3 and effects["harm"]["cmax_gmr"] <= 0.5
+
+
+def test_cli_misspecify_fits_the_cart_analysis(tmp_path, monkeypatch):
+    """Two trials (no effect, strong benefit) of the CAR-T grid through ``toolkit misspecify`` with short
+    sampling: the CAR-T estimands are summarised against the simulator's truths, whose strong point lies
+    >= 1.5 prior SDs out on the log scale (no effect: near the prior's centre)."""
+    import toolkit.simulate as simulate
+
+    real = simulate.compute_truth
+    monkeypatch.setattr(simulate, "compute_truth", lambda e, p: real(e, p, n=20_000))
+    blocks = CART_GRID.read_text().split("[[scenarios]]")
+    spec = tmp_path / "grid.toml"
+    spec.write_text(blocks[0] + "[[scenarios]]" + blocks[1] + "[[scenarios]]" + blocks[3].split("[simulation]")[0]
+                    + "[simulation]\nseed = 5\n")
+    code, text = run_cli(["misspecify", spec, "--out", tmp_path / "m", "--workers", "0", "--trials", "1",
+                          "--chains", "2", "--draws", "100", "--tune", "100"])
+    assert code == 0, text
+    summary = pd.read_csv(tmp_path / "m" / "misspecification.csv")
+    assert {"no_effect", "strong_benefit"} == set(summary["scenario"])
+    assert {"cmax_gmr", "auc28_gmr", "persistence_half_life_ratio", "prob_cmax_gmr_above_1"} <= set(summary["estimand"])
+    assert (summary.loc[summary["estimand"] == "cmax_gmr", "scale"] == "log").all()
+    reference = json.loads((tmp_path / "m" / "reference.json").read_text())
+    for name in ("cmax_gmr", "persistence_half_life_ratio"):
+        assert reference["prior_sds"]["strong_benefit"][name] >= 1.5, name
+        assert abs(reference["prior_sds"]["no_effect"][name]) < 0.5, name
+    assert "P(cmax_gmr > 1) > 0.95 is met in" in text and "Traceback" not in text
+
+
+def test_trial_design_commands_refuse_a_cart_analysis(tmp_path):
+    code, text = run_cli(["design", CART_GRID, "--trials", "1", "--out", tmp_path / "d", "--workers", "0"])
+    assert code == 2 and "toolkit misspecify" in text and "Traceback" not in text
+    assert not (tmp_path / "d").exists()  # refused before anything is written

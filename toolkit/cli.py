@@ -842,8 +842,10 @@ def cmd_design(args) -> int:
         study_truth
     from toolkit.design.report import write_design_report
 
+    from toolkit.design.spec import require_durability_analysis
+
     console = _console()
-    setup = _scenario_study_setup(args, console)
+    setup = _scenario_study_setup(args, console, check=lambda d: require_durability_analysis(d, "toolkit design"))
     if setup is None:
         return EXIT_INVALID
     design, out, overrides, progress = setup
@@ -874,7 +876,7 @@ def cmd_design(args) -> int:
 def cmd_misspecify(args) -> int:
     """The primary analysis fitted to trials of the trial simulator over a design's scenarios
     (toolkit.calibration.misspec): bias, RMSE, coverage and P(decision) per estimand."""
-    from toolkit.calibration.misspec import (KEY_ESTIMANDS, check_design, load_misspecification, readable_table,
+    from toolkit.calibration.misspec import (check_design, load_misspecification, readable_table,
                                              run_misspecification, sentences, study_reference,
                                              summarize_misspecification, write_misspecification_report)
 
@@ -897,7 +899,7 @@ def cmd_misspecify(args) -> int:
     summary = summarize_misspecification(design, results, reference)
     command = "toolkit misspecify " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["misspecify"] else ""
     paths = write_misspecification_report(design, summary, out, command=command)
-    table = readable_table(design, summary, KEY_ESTIMANDS)
+    table = readable_table(design, summary)
     if len(table):  # the full table is in the .md file
         _print_frame(console, "Misspecification study (± Monte Carlo SE)",
                      table[[c for c in table.columns if c in ("scenario", "estimand", "truth", "bias", "90% coverage",
@@ -934,6 +936,13 @@ def cmd_interim(args) -> int:
         raise UsageError(f"--imputations must be at least 10, got {args.imputations}")
     design = _design_or_none(args.design, console)
     if design is None:
+        return EXIT_INVALID
+    from toolkit.design.spec import require_durability_analysis
+
+    try:
+        require_durability_analysis(design, "toolkit interim")
+    except ValueError as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
         return EXIT_INVALID
     out = _new_folder(args.out)
     cohort = _load_or_report(args.cohort, console)

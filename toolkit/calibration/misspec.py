@@ -1,4 +1,4 @@
-r"""Misspecification studies: the durability analysis fitted to whole trials from the trial simulator.
+r"""Misspecification studies: an analysis (durability or CAR-T) fitted to whole trials from the trial simulator.
 
 SBC asks whether the fit is right *when the model is true*. Here the data come
 from ``toolkit.simulate.simulate_trial``, a richer story than any one model
@@ -11,7 +11,12 @@ decision rule, and a grid of IFN-alpha effects as its ``[[scenarios]]``.
 Interim looks of the spec are not analysed: each trial is analysed once, at
 its final analysis, exactly as the analysis spec says (the design study's
 compiled padded model, ``toolkit.design.padded.fit_padded``: same inputs,
-estimands and convergence verdict as ``toolkit fit``).
+estimands and convergence verdict as ``toolkit fit``). A design whose
+analysis spec is a CAR-T spec (``models/design_misspecification_cart.toml``)
+fits each trial's kinetics (every infused patient's transgene levels, the
+samples up to the final analysis) with ``toolkit.fitting.fit_cart``, the very
+path of ``toolkit fit cart`` (a build and a compile a trial); its rule is on
+``cmax_gmr`` or ``auc28_gmr``.
 
 Per scenario and estimand (names as in ``truth.json`` and ``summary.json``),
 over the C trials with a result, with :math:`\hat\theta_c` the posterior median
@@ -23,7 +28,7 @@ definitions as the estimands):
     \text{bias} = \frac1C \sum_c (g(\hat\theta_c) - g(\theta^*)), \qquad
     \text{RMSE} = \Big(\frac1C \sum_c (g(\hat\theta_c) - g(\theta^*))^2\Big)^{1/2},
 
-with :math:`g = \log` for ratios (``*hazard_ratio*``) and the identity
+with :math:`g = \log` for ratios (``*hazard_ratio*``, ``*_gmr``, ``persistence_half_life_ratio``) and the identity
 otherwise; coverage of the 90 % HDI :math:`\frac1C \sum_c 1[\theta^* \in
 \mathrm{HDI}_{90,c}]` and its mean width; for each posterior probability
 (``prob_*``), P(decision) = the share of trials where it exceeds the rule's
@@ -55,7 +60,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["misspecification_trial", "run_misspecification", "load_misspecification", "study_reference",
-           "summarize_misspecification", "write_misspecification_report", "KEY_ESTIMANDS"]
+           "summarize_misspecification", "write_misspecification_report", "KEY_ESTIMANDS", "CART_KEY_ESTIMANDS",
+           "key_estimands"]
 
 CONFIG_FILE = "misspecification.json"
 REFERENCE_FILE = "reference.json"
@@ -64,6 +70,12 @@ PRIOR_DRAWS = 4000
 #: the estimands the readable table, the figure and the sentences show (the CSV has every one with a truth)
 KEY_ESTIMANDS = ("hazard_ratio_uncured", "cure_fraction_difference", "rfs_365d_difference",
                  "cir_365d_difference", "efs_365d_difference", "response_rate_difference")
+#: the same for a CAR-T analysis (toolkit.estimands.cart_estimands, truths of toolkit.simulate.compute_truth)
+CART_KEY_ESTIMANDS = ("cmax_gmr", "auc28_gmr", "persistence_half_life_ratio", "tmax_difference_days")
+#: ratios compared on the log scale besides the hazard ratios
+LOG_SCALE_RATIOS = ("cmax_gmr", "auc28_gmr", "persistence_half_life_ratio")
+#: the cohort tables each analysis reads (validating the others is most of the time of a read)
+ANALYSIS_TABLES = {"durability": ("patients", "outcomes"), "cart": ("patients", "outcomes", "cart_kinetics")}
 #: a coverage this unlikely for a calibrated 90 % interval (two-sided binomial tail) is flagged
 COVERAGE_ALPHA = 0.01
 
@@ -72,9 +84,14 @@ class MisspecificationError(ValueError):
     """A misspecification study that cannot run or resume (the message names the fix)."""
 
 
+def key_estimands(design) -> tuple[str, ...]:
+    """The estimands the readable table, the figure and the sentences show for the design's analysis."""
+    return CART_KEY_ESTIMANDS if design.analysis_model == "cart" else KEY_ESTIMANDS
+
+
 def log_scale(name: str) -> bool:
     """Whether an estimand is a ratio, compared on the log scale (g = log in the module docstring)."""
-    return "hazard_ratio" in name
+    return "hazard_ratio" in name or name in LOG_SCALE_RATIOS
 
 
 def _g(name: str, x):
@@ -104,14 +121,27 @@ def final_cohort(design, scenario_index: int, trial: int, folder: Path):
 
     sim, enrol = simulate_calendar_trial(design, design.scenarios[scenario_index], scenario_index, trial)
     cut, counts = censor_at(sim, enrol, final_day(design, enrol))
-    write_cut(cut, folder, tables=("patients", "outcomes"))  # what the durability analysis reads
+    write_cut(cut, folder, tables=ANALYSIS_TABLES[design.analysis_model])  # what the analysis reads
     return load_cohort(folder), counts
+
+
+def _fit_final(design, cohort, options, settings):
+    """The analysis of one trial's final cohort: the durability design's compiled padded model, or
+    ``fit_cart`` (``toolkit fit cart``'s path) for a CAR-T analysis. Returns the fit and its event count."""
+    if design.analysis_model == "cart":
+        from toolkit.fitting import fit_cart
+
+        fit = fit_cart(cohort, options, settings, spec=design.analysis_spec)
+        return fit, 0
+    from toolkit.design.padded import fit_padded
+
+    fit = fit_padded(cohort, options, settings, n_max=design.max_patients)
+    return fit, int(sum(v["events"] for v in fit.summary["data"]["per_arm"].values()))
 
 
 def misspecification_trial(design, scenario_index: int, trial: int, *, overrides: dict | None = None) -> dict:
     """Simulate one trial at a scenario, fit its final analysis, one row per estimand; a failure is one
     row with its error (the study goes on)."""
-    from toolkit.design.padded import fit_padded
     from toolkit.design.spec import analysis_settings
 
     scenario = design.scenarios[scenario_index].name
@@ -123,11 +153,10 @@ def misspecification_trial(design, scenario_index: int, trial: int, *, overrides
             cohort, counts = final_cohort(design, scenario_index, trial, Path(tmp) / "cohort")
             options, settings = analysis_settings(design, **(overrides or {}))
             settings = replace(settings, random_seed=trial_fit_seed(design, scenario_index, trial), cores=1)
-            fit = fit_padded(cohort, options, settings, n_max=design.max_patients)
+            fit, events = _fit_final(design, cohort, options, settings)
         diag = fit.summary["diagnostics"]
         base.update(converged=bool(diag["converged"]), max_rhat=float(diag.get("max_rhat") or math.nan),
-                    divergences=int(diag.get("divergences") or 0), analysed=counts["analysed"],
-                    events=int(sum(v["events"] for v in fit.summary["data"]["per_arm"].values())))
+                    divergences=int(diag.get("divergences") or 0), analysed=counts["analysed"], events=events)
         rows = []
         for name, value in fit.summary["estimands"].items():
             row = {**base, "estimand": name, "median": math.nan, "lo": math.nan, "hi": math.nan,
@@ -198,26 +227,41 @@ def load_misspecification(out: str | Path) -> pd.DataFrame:
 
 def _prior_draws(design, overrides: dict | None = None) -> dict[str, np.ndarray]:
     """Draws of every estimand under the analysis' prior on the design (the first scenario's trial 0 at its
-    final analysis), by the same estimand functions as the fits."""
+    final analysis), by the same estimand functions as the fits (durability or CAR-T)."""
     import warnings
 
-    from toolkit.data.inputs import to_durability_inputs
     from toolkit.design.schedules import prior_estimands
     from toolkit.design.spec import analysis_settings
-    from toolkit.estimands import durability_estimands
-    from toolkit.models.durability import build_durability_model
     from toolkit.review import recording_estimand_draws
 
     options, _ = analysis_settings(design, **(overrides or {}))
     with tempfile.TemporaryDirectory() as tmp:
         cohort, _ = final_cohort(design, 0, 0, Path(tmp) / "cohort")
-    inputs = to_durability_inputs(cohort, endpoint=options.endpoint, hsct=options.hsct, covariates=options.covariates)
-    model = build_durability_model(inputs, options.prior_set(), variant=options.variant)
+    if design.analysis_model == "cart":
+        from toolkit.data.inputs import to_cart_inputs
+        from toolkit.estimands import cart_estimands
+        from toolkit.models.cart import build_cart_model
+
+        inputs = to_cart_inputs(cohort, covariates=options.covariates)
+        model = build_cart_model(inputs, options.prior_set(inputs.unit), effects_on=options.effects_on)
+
+        def estimands(prior, inp):
+            return cart_estimands(prior, inp)
+    else:
+        from toolkit.data.inputs import to_durability_inputs
+        from toolkit.estimands import durability_estimands
+        from toolkit.models.durability import build_durability_model
+
+        inputs = to_durability_inputs(cohort, endpoint=options.endpoint, hsct=options.hsct,
+                                      covariates=options.covariates)
+        model = build_durability_model(inputs, options.prior_set(), variant=options.variant)
+
+        def estimands(prior, inp):
+            return durability_estimands(prior, inp, variant=options.variant, days=options.days,
+                                        hr_below=options.hr_below, rfs_difference_above=options.rfs_difference_above)
     with warnings.catch_warnings(), recording_estimand_draws() as record:
         warnings.simplefilter("ignore")
-        est = prior_estimands(model, inputs, lambda prior, inp: durability_estimands(
-            prior, inp, variant=options.variant, days=options.days, hr_below=options.hr_below,
-            rfs_difference_above=options.rfs_difference_above), draws=PRIOR_DRAWS, random_seed=design.seed)
+        est = prior_estimands(model, inputs, estimands, draws=PRIOR_DRAWS, random_seed=design.seed)
     # the recorder keys each summary's draws by the summary's id
     return {name: record[id(value)][1] for name, value in est.items() if id(value) in record}
 
@@ -313,9 +357,10 @@ def summarize_misspecification(design, results: pd.DataFrame, reference: dict) -
     return frame
 
 
-def readable_table(design, summary: pd.DataFrame, estimands=KEY_ESTIMANDS) -> pd.DataFrame:
-    """The key estimands per scenario, as a reader sees them (figures with their Monte Carlo SE); bias and RMSE
-    of an estimand marked (log) are on the log scale."""
+def readable_table(design, summary: pd.DataFrame, estimands=None) -> pd.DataFrame:
+    """The key estimands per scenario (default :func:`key_estimands`), as a reader sees them (figures with their
+    Monte Carlo SE); bias and RMSE of an estimand marked (log) are on the log scale."""
+    estimands = key_estimands(design) if estimands is None else estimands
     rows = []
     for _, r in summary[summary["estimand"].isin(estimands)].iterrows():
         flag = {"low": " (too low)", "high": " (too high)"}.get(r.get("coverage_flag") or "", "")
@@ -344,7 +389,7 @@ def sentences(design, summary: pd.DataFrame) -> list[str]:
         out.append(f"Scenario {r['scenario']}: the rule {design.rule_text()} is met in "
                    f"{100 * r['p_decision']:.0f}% ± {100 * r['p_decision_se']:.0f} of {int(r['trials'])} trials.")
     flags = summary["coverage_flag"].fillna("") if "coverage_flag" in summary else pd.Series("", summary.index)
-    flagged = summary[(flags != "") & summary["estimand"].isin(KEY_ESTIMANDS)]
+    flagged = summary[(flags != "") & summary["estimand"].isin(key_estimands(design))]
     for _, r in flagged.iterrows():
         out.append(f"{r['estimand']} under {r['scenario']}: 90% intervals cover the truth in "
                    f"{100 * r['coverage_90']:.0f}% of trials, {r['coverage_flag']} for a calibrated interval "
@@ -355,9 +400,11 @@ def sentences(design, summary: pd.DataFrame) -> list[str]:
     return out
 
 
-def plot_misspecification(design, summary: pd.DataFrame, estimands=KEY_ESTIMANDS):
-    """Top row: per key estimand and scenario, the truth (x) and the mean posterior median (o), and the share
-    of trials meeting the rule (± 2 SE); bottom row: 90% coverage ± 2 SE against 0.9. Returns the Figure."""
+def plot_misspecification(design, summary: pd.DataFrame, estimands=None):
+    """Top row: per key estimand (default :func:`key_estimands`) and scenario, the truth (x) and the mean
+    posterior median (o), and the share of trials meeting the rule (± 2 SE); bottom row: 90% coverage ± 2 SE
+    against 0.9. Returns the Figure."""
+    estimands = key_estimands(design) if estimands is None else estimands
     import matplotlib
 
     matplotlib.use("Agg", force=False)

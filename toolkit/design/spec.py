@@ -2,7 +2,8 @@
 
 A design spec names the analysis it decides on (an analysis spec such as
 ``models/durability_primary.toml``, or ``"exponential_jeffreys"``, the conjugate exponential
-rule used for the independent check), the decision rule on one estimand of
+rule used for the independent check; a CAR-T spec such as ``models/cart_primary.toml`` for a
+misspecification study of the kinetic analysis, ``toolkit misspecify``), the decision rule on one estimand of
 that analysis, the accrual, the follow-up after the last patient, the interim
 looks and the scenarios to simulate. :func:`load_design` checks every key and
 raises :class:`DesignError` naming the file, the key and the fix.
@@ -46,6 +47,9 @@ SIMULATION_KEYS = ("seed", "chains", "tune", "draws", "pos_imputations")
 #: imputed completed trials behind the PoS at each interim look of a design study (MC SE <= 0.035)
 POS_IMPUTATIONS = 200
 ANALYTIC = "exponential_jeffreys"
+#: the models an analysis spec of a design may be for: trial design studies (``toolkit design``) fit the
+#: durability analysis; a misspecification study (``toolkit misspecify``) fits either
+ANALYSIS_MODELS = ("durability", "cart")
 DAYS_PER_MONTH = 365.25 / 12
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,6 +120,11 @@ class Design:
     pos_imputations: int = POS_IMPUTATIONS
 
     @property
+    def analysis_model(self) -> str:
+        """The model the analysis spec fits (``ANALYSIS_MODELS``; the analytic rule analyses durability)."""
+        return "durability" if self.analysis_spec is None else str(self.analysis_spec.get("model", "durability"))
+
+    @property
     def boundary_column(self) -> str:
         """The per-look result column the interim boundaries apply to: ``q`` or ``pos``."""
         return "pos" if self.boundary == PREDICTIVE else "q"
@@ -167,6 +176,8 @@ def produced_probabilities(analysis_spec: dict | None) -> list[str]:
     """The posterior probabilities an analysis produces (names as ``toolkit.estimands.durability_estimands``)."""
     if analysis_spec is None:  # the conjugate exponential rule (toolkit.design.operating.exponential_jeffreys)
         return [probability_key("hazard_ratio", "below", x) for x in (1.0, 0.7)]
+    if analysis_spec.get("model") == "cart":  # toolkit.estimands.cart_estimands
+        return [probability_key(name, "above", 1.0) for name in ("cmax_gmr", "auc28_gmr")]
     from toolkit.fitting import DurabilityOptions
     from toolkit.specs import merged_options
 
@@ -233,9 +244,13 @@ def load_design(path: str | Path) -> Design:
         if not candidate.is_absolute() and not candidate.exists():
             candidate = REPO / analysis  # relative to the repository, as the shipped specs are written
         try:
-            analysis_spec = load_spec(candidate, model="durability")
+            analysis_spec = load_spec(candidate)
         except SpecError as err:
             raise DesignError(f"{path}: [analysis] spec: {err}") from err
+        if analysis_spec.get("model") not in ANALYSIS_MODELS:
+            raise DesignError(f"{path}: [analysis] spec is a spec for model {analysis_spec.get('model')!r}; a design "
+                              f"analyses a spec for {' or '.join(ANALYSIS_MODELS)} (e.g. "
+                              "\"models/durability_primary.toml\")")
         analysis = str(candidate)
 
     rule = _table(path, spec, "rule")
@@ -364,13 +379,23 @@ def load_design(path: str | Path) -> Design:
 def analysis_settings(design: Design, **overrides):
     """Options and sampler settings of the design's analysis: the analysis spec's, then the design's
     ``[simulation]`` sampler keys, then ``overrides`` (None = not given). Same path as ``toolkit fit``."""
-    from toolkit.fitting import DurabilityOptions, default_settings
+    from toolkit.fitting import CartOptions, DurabilityOptions, default_settings
     from toolkit.specs import merged_options, merged_sampler
 
-    fields_ = DurabilityOptions.__dataclass_fields__
-    options = DurabilityOptions(**{k: v for k, v in merged_options(design.analysis_spec, {}).items()
-                                   if k in fields_})
+    model = design.analysis_model
+    kind = CartOptions if model == "cart" else DurabilityOptions
+    fields_ = kind.__dataclass_fields__
+    options = kind(**{k: v for k, v in merged_options(design.analysis_spec, {}).items() if k in fields_})
     sampler = merged_sampler(design.analysis_spec, {**design.sampler, **overrides})
-    settings = default_settings("durability", **sampler, progressbar=False)
+    settings = default_settings(model, **sampler, progressbar=False)
     return options, settings
+
+
+def require_durability_analysis(design: Design, command: str) -> None:
+    """Refuse a design whose analysis is not the durability analysis for ``command`` (a trial design study
+    simulates interim looks of the durability analysis; the CAR-T analysis is for ``toolkit misspecify``)."""
+    if design.analysis_model != "durability":
+        raise DesignError(f"{design.path}: [analysis] spec is a {design.analysis_model} analysis; `{command}` runs "
+                          "the durability analysis at each look: name a durability spec (e.g. "
+                          "\"models/durability_primary.toml\"), or use `toolkit misspecify` for this one")
 
