@@ -57,11 +57,14 @@ def mask_centred(name, mu, sd, centred, *, family: str = "normal", scale_centred
     against ``mu``). ``scale_*``: k_c and k_n; ``start``: the free variable's starting value (normal family
     only; default its mean). Returns theta (pytensor)."""
     c = pt.as_tensor(centred).astype("float64")
-    mu, sd = pt.as_tensor(mu), pt.as_tensor(sd)
     is_centred = pt.gt(c, 0.5)
     k_c, k_n = float(scale_centred), float(scale_noncentred)
-    if family == "normal":  # this graph's form fixes the order of a seed's prior draws: keep it
+    if family == "normal" and k_c == k_n == 1.0 and start is None:  # the MRD model's graph, kept bit for bit
+        raw = pm.Normal(name, mu=c * mu, sigma=c * sd + (1.0 - c), dims=dims)
+        return pt.switch(is_centred, raw, mu + sd * raw)
+    if family == "normal":  # the CAR-T model's graph: its form fixes a seed's prior draws and the sampler's path
         k = pt.where(is_centred, k_c, k_n)
+        mu, sd = pt.as_tensor(mu), pt.as_tensor(sd)
         sd = pt.broadcast_to(sd, pt.broadcast_shape(mu, c))
         mean, sigma = pt.where(is_centred, k * mu, 0.0), pt.where(is_centred, k * sd, k)
         raw = (pm.Normal(name, mu=mean, sigma=sigma, dims=dims) if start is None
@@ -69,7 +72,10 @@ def mask_centred(name, mu, sd, centred, *, family: str = "normal", scale_centred
         return pt.where(is_centred, raw / k, mu + sd * raw / k)
     if start is not None:
         raise ValueError("a start value is supported for the normal family only")
-    if family == "log_weibull":  # -(mu + sd w) ~ Gumbel(-mu, sd); w = -G with G ~ Gumbel(0, 1)
+    if family == "log_weibull" and k_c == k_n == 1.0:  # -(mu + sd w) ~ Gumbel(-mu, sd); w = -G, G ~ Gumbel(0, 1)
+        raw = pm.Gumbel(name, mu=-c * mu, beta=c * sd + (1.0 - c), dims=dims)  # the MRD model's graph
+        return pt.switch(is_centred, -raw, mu - sd * raw)
+    if family == "log_weibull":
         raw = pm.Gumbel(name, mu=-c * (k_c * mu), beta=c * (k_c * sd) + (1.0 - c) * k_n, dims=dims)
         return pt.switch(is_centred, -raw / k_c, mu - sd * raw / k_n)
     raise ValueError(f"unknown family {family!r}; valid: normal, log_weibull")
