@@ -55,7 +55,7 @@ def mask_centred(name, mu, sd, centred, *, family: str = "normal", scale_centred
     """The patient values theta ~ family(mu, sd), sampled through the free variable ``name`` as in the module
     docstring: centred where ``centred`` is 1, non-centred where 0 (an array or a data container, broadcast
     against ``mu``). ``scale_*``: k_c and k_n; ``start``: the free variable's starting value (normal family
-    only; default its mean). Returns theta (pytensor)."""
+    only; default its mean; the log_weibull family takes neither). Returns theta (pytensor)."""
     c = pt.as_tensor(centred).astype("float64")
     is_centred = pt.gt(c, 0.5)
     k_c, k_n = float(scale_centred), float(scale_noncentred)
@@ -70,12 +70,9 @@ def mask_centred(name, mu, sd, centred, *, family: str = "normal", scale_centred
         raw = (pm.Normal(name, mu=mean, sigma=sigma, dims=dims) if start is None
                else normal_with_start(name, mean, sigma, start, dims=dims))
         return pt.where(is_centred, raw / k, mu + sd * raw / k)
-    if start is not None:
-        raise ValueError("a start value is supported for the normal family only")
-    if family == "log_weibull" and k_c == k_n == 1.0:  # -(mu + sd w) ~ Gumbel(-mu, sd); w = -G, G ~ Gumbel(0, 1)
-        raw = pm.Gumbel(name, mu=-c * mu, beta=c * sd + (1.0 - c), dims=dims)  # the MRD model's graph
+    if family == "log_weibull":  # -(mu + sd w) ~ Gumbel(-mu, sd); w = -G, G ~ Gumbel(0, 1); the MRD model's graph
+        if start is not None or k_c != 1.0 or k_n != 1.0:
+            raise ValueError("the log_weibull family takes no start value or scales")
+        raw = pm.Gumbel(name, mu=-c * mu, beta=c * sd + (1.0 - c), dims=dims)
         return pt.switch(is_centred, -raw, mu - sd * raw)
-    if family == "log_weibull":
-        raw = pm.Gumbel(name, mu=-c * (k_c * mu), beta=c * (k_c * sd) + (1.0 - c) * k_n, dims=dims)
-        return pt.switch(is_centred, -raw / k_c, mu - sd * raw / k_n)
     raise ValueError(f"unknown family {family!r}; valid: normal, log_weibull")
