@@ -186,17 +186,13 @@ def test_landmark_eligibility_follows_the_outcomes(example_cohort):
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("joint")
-    cohort = simulate_trial(40, seed=11, with_truth=False).write(folder / "cohort")
-    code = main(["fit", "joint", "--data", str(cohort), "--out", str(folder / "run"), "--chains", "2",
-                 "--tune", "150", "--draws", "150", "--seed", "3"])
-    assert code == 0
-    return folder
+def small_run(joint_cli_run):
+    """(cohort, run) folders of the session's shared tiny joint fit (``conftest.joint_cli_run``); read only."""
+    return joint_cli_run
 
 
 def test_fit_joint_writes_the_estimands(small_run):
-    run = load_run(small_run / "run")
+    run = load_run(small_run[1])
     est = run.summary["estimands"]
     for name in ("hazard_ratio_total", "hazard_ratio_direct", "hazard_ratio_indirect", "proportion_mediated",
                  "log_hr_per_log_cmax", "log_hr_cart_loss", "cure_fraction_difference"):
@@ -209,13 +205,14 @@ def test_fit_joint_writes_the_estimands(small_run):
     assert 0.05 < total < 20 and 0.05 < indirect < 20 and 0.05 < direct < 20
 
 
-def test_predict_cli_writes_probabilities(small_run, capsys):
-    out = small_run / "preds.csv"
-    code = main(["predict", str(small_run / "run"), "--patient-data", str(small_run / "cohort"),
+def test_predict_cli_writes_probabilities(small_run, capsys, tmp_path):
+    cohort_dir, run_dir = small_run
+    out = tmp_path / "preds.csv"
+    code = main(["predict", str(run_dir), "--patient-data", str(cohort_dir),
                  "--landmark-day", "90", "--horizons", "365,730", "--out", str(out)])
     assert code == 0, capsys.readouterr().out
     table = pd.read_csv(out)
-    cohort = load_cohort(small_run / "cohort")
+    cohort = load_cohort(cohort_dir)
     assert table["patient_id"].tolist() == eligible_at_landmark(cohort, 90.0)["patient_id"].tolist()
     for h in ("365", "730"):
         p, lo, hi = (table[f"p_relapse_by_{h}d{s}"] for s in ("", "_lo", "_hi"))
@@ -224,7 +221,7 @@ def test_predict_cli_writes_probabilities(small_run, capsys):
 
 
 def test_predict_refuses_a_horizon_before_the_landmark(small_run, capsys):
-    code = main(["predict", str(small_run / "run"), "--patient-data", str(small_run / "cohort"),
+    code = main(["predict", str(small_run[1]), "--patient-data", str(small_run[0]),
                  "--landmark-day", "400", "--horizons", "365"])
     assert code == 2
     assert "every horizon must come after the landmark day 400; got [365.0]" in capsys.readouterr().out

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from toolkit.cli import SPEC_DIR, main
+from toolkit.cli import SPEC_DIR
 from toolkit.data import load_cohort
 from toolkit.fitting import JointOptions
 from toolkit.inference import load_run
@@ -16,7 +16,6 @@ from toolkit.plots.joint import known_outcomes, plot_calibration, write_joint_fi
 from toolkit.prediction import calibration_table, predict_relapse
 from toolkit.report import render_report
 from toolkit.report_joint import DEFINITIONS, joint_answer, joint_prior_rows
-from toolkit.simulate import simulate_trial
 from toolkit.specs import load_spec, merged_options
 
 FIGURES = ("mediation_forest.png", "associations.png", "mediation_curves.png")
@@ -24,23 +23,20 @@ LANDMARK, HORIZON = 90.0, 365.0
 
 
 @pytest.fixture(scope="module")
-def trial():
-    return simulate_trial(40, seed=11, with_truth=False)
+def trial(joint_trial):
+    """The simulated trial of the shared joint fit (``conftest.joint_cli_run``), with its latent truths."""
+    return joint_trial
 
 
 @pytest.fixture(scope="module")
-def cohort_dir(trial, tmp_path_factory):
-    return trial.write(tmp_path_factory.mktemp("joint") / "cohort")
+def cohort_dir(joint_cli_run):
+    return joint_cli_run[0]
 
 
 @pytest.fixture(scope="module")
-def run_dir(cohort_dir, tmp_path_factory):
+def run_dir(joint_cli_run):
     """One tiny joint fit through the CLI, with the MRD submodel (figures written by the fit command)."""
-    out = tmp_path_factory.mktemp("joint") / "run"
-    assert main(["fit", "joint", "--data", str(cohort_dir), "--out", str(out), "--chains", "2", "--tune", "150",
-                 "--draws", "150", "--seed", "7", "--target-accept", "0.8",
-                 "--associations", "log_cmax,cart_loss,mrd_clearance"]) == 0
-    return out
+    return joint_cli_run[1]
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ import math
 import os
 import platform
 import shutil
+import warnings
 import signal
 import stat
 import sys
@@ -623,9 +624,11 @@ def sample(
     if log_likelihood:
         t1 = time.perf_counter()
         PROGRESS.info("computing the pointwise log-likelihood (for PSIS-LOO)")
-        dt = pm.compute_log_likelihood(
-            dt, model=model, extend_inferencedata=True, progressbar=False
-        )
+        with warnings.catch_warnings():
+            # the CAR-T likelihood's dimension is ``sample`` (one qPCR sample, a name stored in run folders
+            # and read by users' scripts); ArviZ 1 warns because it names stacked draws so, which the toolkit never does
+            warnings.filterwarnings("ignore", message="Found dimension named 'sample'", category=UserWarning)
+            dt = pm.compute_log_likelihood(dt, model=model, extend_inferencedata=True, progressbar=False)
         t_ll = time.perf_counter() - t1
     # netCDF attributes cannot be bool or None: floats, ints and str only.
     dt.attrs.update(
