@@ -244,6 +244,8 @@ RECOMMENDED_TARGET_ACCEPT = 0.95
 # U(-1, 1) start jitter moves theta by +-1/5 or z by +-1/2
 RAW_SCALE_CENTERED = 5.0
 RAW_SCALE_NONCENTERED = 2.0
+# latest start of a patient's Tmax (initial_patient_theta): the data's peak, however late, within a year
+START_TMAX_MAX_DAYS = 365.0
 
 def _logit(p: float) -> float:
     return float(math.log(p / (1 - p)))
@@ -426,8 +428,10 @@ def initial_patient_theta(inputs: CartInputs, priors: CartPriors) -> np.ndarray:
     """Data-informed starting values (patient, 6).
 
     log Cmax: the patient's highest quantified level. Tmax: the first day whose level is within 1 (natural
-    log unit) of that maximum, clipped to 4-28 days (a slow rise to a late maximum starts at the beginning
-    of the plateau, not at its end). log foldx: the expansion line through the last quantified sample
+    log unit) of that maximum, clipped to 4-365 days (a slow rise to a late maximum starts at the beginning
+    of the plateau, not at its end; until December 2026 the clip was 28 days, and a late expander whose level
+    rose to day 118 started at day 28 left one chain of four in an early-peak mode, R-hat 1.53, in a
+    calibration study: docs/calibration.md, "A narrower prior on omega_alpha"). log foldx: the expansion line through the last quantified sample
     before Tmax (clipped to 10-10^6). Everything else, and every parameter of a patient with no quantified
     sample, at the prior medians. Starting each patient at the typical curve (or at a late Tmax with a
     typical foldx, which misfits the rise by several log units) made the first gradient steps throw some
@@ -441,7 +445,7 @@ def initial_patient_theta(inputs: CartInputs, priors: CartPriors) -> np.ndarray:
             continue
         values, days = inputs.log_value[rows], inputs.day[rows]
         log_cmax = float(values.max())
-        tmax = float(np.clip(days[np.flatnonzero(values >= log_cmax - 1.0)[0]], 4.0, 28.0))
+        tmax = float(np.clip(days[np.flatnonzero(values >= log_cmax - 1.0)[0]], 4.0, START_TMAX_MAX_DAYS))
         theta0[i, 0] = log_cmax
         theta0[i, 1] = math.log(tmax)
         before = np.flatnonzero((days < tmax) & (days > 0))
