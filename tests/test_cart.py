@@ -250,6 +250,21 @@ def test_value_equal_to_lloq_is_quantified_not_censored(cohort_dir):
 # --------------------------------------------------------------------------- prior predictive
 
 
+def test_a_late_expander_starts_at_its_own_peak():
+    """A patient's Tmax starts at the data's peak day, however late: a start clipped at 28 days left one chain of
+    a calibration fit in an early-peak mode (docs/calibration.md, "A narrower prior on ω_α")."""
+    day = np.array([1, 4, 7, 10, 14, 21, 28, 43, 57, 89, 118, 181.0])
+    log_value = np.array([0, 0, 0, 0, 0, 4.2, 4.1, 4.9, 6.1, 7.3, 9.2, 6.8])
+    inputs = dataclasses.replace(
+        to_cart_inputs(load_cohort(EXAMPLE)), patient_ids=["P1"], arm=np.zeros(1), x_std=np.zeros((1, 0)),
+        sample_patient=np.zeros(day.size, dtype=int), day=day, log_value=log_value,
+        censored=(day < 20).astype(int), log_lloq=np.full(day.size, math.log(50.0)), patient_lloq=np.array([50.0]))
+    theta0 = cart.initial_patient_theta(inputs, CartPriors())
+    assert theta0[0, 0] == pytest.approx(9.2)
+    assert math.exp(theta0[0, 1]) == pytest.approx(118.0)  # the first day within 1 log unit of the highest level
+    assert theta0[0, 2] == pytest.approx((9.2 - 7.3) / (1 - 89 / 118))  # the rise through day 89
+
+
 def test_prior_typical_curves_stay_physiological():
     out = prior_predictive_typical_curves(CartPriors(), n=2000, seed=7)
     curve, day = out["curve"], out["day"]
