@@ -431,7 +431,7 @@ def initial_patient_theta(inputs: CartInputs, priors: CartPriors) -> np.ndarray:
     log unit) of that maximum, clipped to 4-365 days (a slow rise to a late maximum starts at the beginning
     of the plateau, not at its end; until December 2026 the clip was 28 days, and a late expander whose level
     rose to day 118 started at day 28 left one chain of four in an early-peak mode, R-hat 1.53, in a
-    calibration study: docs/calibration.md, "A narrower prior on omega_alpha"). log foldx: the expansion line through the last quantified sample
+    calibration study: docs/calibration.md, "A narrower prior on ω_α, on the same prior draws"). log foldx: the expansion line through the last quantified sample
     before Tmax (clipped to 10-10^6). Everything else, and every parameter of a patient with no quantified
     sample, at the prior medians. Starting each patient at the typical curve (or at a late Tmax with a
     typical foldx, which misfits the rise by several log units) made the first gradient steps throw some
