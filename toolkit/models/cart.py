@@ -93,7 +93,10 @@ mu[alpha]  (log(alpha - beta))       Normal(log 0.1568, 0.5)           Stein alp
 mu[fb]     (logit FB)                Normal(logit 0.0079, 0.5)         Stein 0.0079 (RSE 15 %)
 mu[persistence] (log half-life)      Normal(log 216.6, 0.5)            Stein beta 0.0032/d (RSE 23 %); ~220 d,
                                                                        an extrapolation beyond 1 y of data
-omega[cmax, tmax, alpha]             LogNormal(log omega_Stein, 0.5)   Stein omega (as SD) 0.65, 0.38, 0.91
+omega[cmax, tmax]                    LogNormal(log omega_Stein, 0.5)   Stein omega (as SD) 0.65, 0.38
+omega[alpha]                         LogNormal(log 0.91, 0.25)         Stein 0.91 (SE of log omega ~0.09); 0.5
+                                                                       put 16 % on omega > 1.49, where fits
+                                                                       failed (model 1.2.0)
 omega[foldx]                         LogNormal(log 1.0, 0.5)           no source; Stein 2.4 at the 96th pct
 omega[fb, persistence]               LogNormal(log omega_Stein, 0.25)  Stein 0.8, 0.86; shrinkage 0.53, 0.82:
                                                                        the data cannot estimate these spreads
@@ -228,7 +231,8 @@ from toolkit.models import kinetics
 from toolkit.models.kinetics import cart_curve, time_below
 
 MODEL_NAME = "cart"
-MODEL_VERSION = "1.1.1"  # 1.1.0: rounded peak (kinetics.peak_clock); 1.1.1: centring mask as data (theta_raw)
+MODEL_VERSION = "1.2.0"  # 1.1.0: rounded peak (kinetics.peak_clock); 1.1.1: centring mask as data (theta_raw);
+# 1.2.0: omega_alpha prior log-SD 0.5 -> 0.25 (docs/priors.md#cart-omega-alpha)
 KINETIC_PARAMETERS = ("cmax", "tmax", "foldx", "alpha", "fb", "persistence")
 ARMS = ("control", "experimental")
 OMEGA_FAMILIES = ("lognormal", "halfnormal")
@@ -270,7 +274,7 @@ class CartPriors:
     omega_cmax: tuple[float, float] = (0.65, 0.5)  # Stein omega 0.65; docs/priors.md#cart-omega-cmax
     omega_tmax: tuple[float, float] = (0.38, 0.5)  # Stein omega 0.38; docs/priors.md#cart-omega-tmax
     omega_foldx: tuple[float, float] = (1.0, 0.5)  # no source (Stein 2.4); docs/priors.md#cart-omega-foldx
-    omega_alpha: tuple[float, float] = (0.91, 0.5)  # Stein omega 0.91; docs/priors.md#cart-omega-alpha
+    omega_alpha: tuple[float, float] = (0.91, 0.25)  # Stein omega 0.91 (SE ~0.09 on log); docs/priors.md#cart-omega-alpha
     omega_fb: tuple[float, float] = (0.8, 0.25)  # Stein omega 0.8, shrinkage 0.53; docs/priors.md#cart-omega-fb
     omega_persistence: tuple[float, float] = (0.86, 0.25)  # Stein 0.86 on beta; docs/priors.md#cart-omega-persistence
     omega_family: str = "lognormal"  # or "halfnormal" (same medians); docs/priors.md#cart-omega-family
