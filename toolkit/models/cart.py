@@ -277,7 +277,7 @@ class CartPriors:
     omega_cmax: tuple[float, float] = (0.65, 0.5)  # Stein omega 0.65; docs/priors.md#cart-omega-cmax
     omega_tmax: tuple[float, float] = (0.38, 0.5)  # Stein omega 0.38; docs/priors.md#cart-omega-tmax
     omega_foldx: tuple[float, float] = (1.0, 0.5)  # no source (Stein 2.4); docs/priors.md#cart-omega-foldx
-    omega_alpha: tuple[float, float] = (0.91, 0.25)  # Stein omega 0.91 (SE ~0.09 on log); docs/priors.md#cart-omega-alpha
+    omega_alpha: tuple[float, float] = (0.91, 0.25)  # Stein 0.91 (SE ~0.09 on log); docs/priors.md#cart-omega-alpha
     omega_fb: tuple[float, float] = (0.8, 0.25)  # Stein omega 0.8, shrinkage 0.53; docs/priors.md#cart-omega-fb
     omega_persistence: tuple[float, float] = (0.86, 0.25)  # Stein 0.86 on beta; docs/priors.md#cart-omega-persistence
     omega_family: str = "lognormal"  # or "halfnormal" (same medians); docs/priors.md#cart-omega-family
@@ -438,9 +438,9 @@ def initial_patient_theta(inputs: CartInputs, priors: CartPriors) -> np.ndarray:
     log unit) of that maximum, clipped to 4-365 days (a slow rise to a late maximum starts at the beginning
     of the plateau, not at its end; until December 2026 the clip was 28 days, and a late expander whose level
     rose to day 118 started at day 28 left one chain of four in an early-peak mode, R-hat 1.53, in a
-    calibration study: docs/calibration.md, "A narrower prior on ω_α, on the same prior draws"). log foldx: the expansion line through the last quantified sample
-    before Tmax (clipped to 10-10^6). Everything else, and every parameter of a patient with no quantified
-    sample, at the prior medians. Starting each patient at the typical curve (or at a late Tmax with a
+    calibration study: docs/calibration.md, "A narrower prior on ω_α, on the same prior draws"). log foldx: the
+    expansion line through the last quantified sample before Tmax (clipped to 10-10^6). Everything else, and
+    every parameter of a patient with no quantified sample, at the prior medians. Starting each patient at the typical curve (or at a late Tmax with a
     typical foldx, which misfits the rise by several log units) made the first gradient steps throw some
     patients into an early-peak local mode: a peak before the first positive sample, a contraction of
     hours and a plateau explaining the rise as noise, which a chain never left.
