@@ -1,6 +1,6 @@
 """Rerun one simulation of a calibration study as its Dask worker ran it, and print its record beside the stored one.
 
-    python benchmarks/sbc_rerun.py STUDY SIM [--spec SPEC]
+    python benchmarks/sbc_rerun.py STUDY SIM [SIM ...] [--spec SPEC] [--extend-sampling K] [--detail]
 
 Regenerates simulation SIM of the `toolkit calibrate` study in STUDY (its prior draw and cohort, from the study's
 seed and default_design folder) and runs it through the study's own code, ``toolkit.calibration.runner.
@@ -9,6 +9,12 @@ rebuilt problem must match the one stored in ``study.json``, as ``--resume`` req
 workers' thread settings (``THREAD_ENV``: one thread each; the script restarts itself with them). Prints the
 verdict, runs, R-hat, ESS and divergences beside the stored record's. Without arguments it says so (so `make
 benchmarks` runs).
+
+``--detail`` also prints where the kept run is hard: the verdict's worst elements (R-hat, bulk and tail ESS, by
+variable and index), the sampler's leapfrog steps per draw and step size, the population parameters' true
+values beside their posterior, and, after divergences, how the divergent draws of each scalar sit in its
+posterior (their mean as a z-score). ``--extend-sampling K`` overrides the study's reruns (0: the first run
+alone, to look at what the verdict first sees).
 
 How far it reproduces: simulation 10 of the CAR-T 1.2.0 study (3 runs, 2 divergences in the last) gave the stored
 record to the last digit in 4 of 5 tries through ``run_simulation`` with the workers' thread settings; the fifth,
@@ -34,10 +40,12 @@ SHOWN = ("status", "converged", "first_converged", "runs", "max_rhat", "min_ess_
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", nargs="?")
-    parser.add_argument("sim", nargs="?", type=int)
+    parser.add_argument("sim", nargs="*", type=int)
     parser.add_argument("--spec", help="the spec the study was made with (default: none, as toolkit calibrate)")
+    parser.add_argument("--extend-sampling", type=int, help="reruns allowed (default: the study's)")
+    parser.add_argument("--detail", action="store_true", help="also print where the kept run is hard")
     args = parser.parse_args()
-    if args.study is None or args.sim is None:
+    if args.study is None or not args.sim:
         print("no study and simulation given; usage: python benchmarks/sbc_rerun.py STUDY SIM")
         return 0
     from toolkit.calibration.runner import THREAD_ENV
@@ -60,14 +68,60 @@ def main() -> int:
         print(f"{study}: the study was made with another spec or variant than --spec {args.spec}; give its own")
         return 2
     settings = study_settings(stored)
-    theta = prior_draws(problem, [args.sim], seed=int(settings.random_seed))[args.sim]
-    record = run_simulation(problem, args.sim, theta, settings=settings,
-                            extensions=int(stored.get("extend_sampling", 0)))
-    print("rerun: ", {k: record[k] for k in SHOWN}, record["error"] or "")
-    path = _sim_path(study, args.sim)
-    if path.exists():
-        print("stored:", pd.read_parquet(path).iloc[0][list(SHOWN)].to_dict())
+    extensions = int(stored.get("extend_sampling", 0)) if args.extend_sampling is None else args.extend_sampling
+    thetas = prior_draws(problem, args.sim, seed=int(settings.random_seed))
+    for sim in args.sim:
+        keep = {} if args.detail else None
+        record = run_simulation(problem, sim, thetas[sim], settings=settings, extensions=extensions, keep=keep)
+        print(f"simulation {sim}")
+        print("rerun: ", {k: record[k] for k in SHOWN}, record["error"] or "")
+        path = _sim_path(study, sim)
+        if path.exists():
+            print("stored:", pd.read_parquet(path).iloc[0][list(SHOWN)].to_dict())
+        if keep:
+            print_detail(keep, thetas[sim])
+        sys.stdout.flush()
     return 0
+
+
+def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
+    """Where the kept run is hard: worst elements, sampler statistics, population truths, divergent draws."""
+    import numpy as np
+    from arviz_stats.base import array_stats
+
+    post, stats = keep["posterior"]["posterior"].to_dataset(), keep["posterior"]["sample_stats"].to_dataset()
+    axes = {"chain_axis": 0, "draw_axis": 1}
+    rows = []
+    for name in keep["names"]:
+        values = post[name].transpose("chain", "draw", ...).values
+        flat = values.reshape(values.shape[0], values.shape[1], -1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rhat = np.ravel(array_stats.rhat(flat, method="rank", **axes))
+            bulk = np.ravel(array_stats.ess(flat, method="bulk", **axes))
+            tail = np.ravel(array_stats.ess(flat, method="tail", prob=0.94, **axes))
+        rows += [(name, j, rhat[j], bulk[j], tail[j]) for j in range(flat.shape[-1]) if np.ptp(flat[..., j]) > 0]
+    for label, key in (("min(bulk, tail) ESS", lambda r: min(r[3], r[4])), ("R-hat", lambda r: -r[2])):
+        print(f"  worst {top} elements by {label} (variable[index]: R-hat, bulk ESS, tail ESS):")
+        for name, j, rhat, bulk, tail in sorted(rows, key=key)[:top]:
+            print(f"    {name}[{j}]: {rhat:.3f}, {bulk:.0f}, {tail:.0f}")
+    steps = np.asarray(stats["n_steps"]) if "n_steps" in stats else None
+    if steps is not None:
+        print(f"  leapfrog steps per draw: median {np.median(steps):.0f}, 90th pct {np.percentile(steps, 90):.0f}, "
+              f"max {steps.max():.0f}; step size per chain: "
+              + ", ".join(f"{v:.3g}" for v in np.asarray(stats["step_size"]).mean(axis=1)))
+    diverging = np.asarray(stats["diverging"]).astype(bool) if "diverging" in stats else np.zeros(1, bool)
+    print("  population parameters (true value: posterior mean, SD; divergent draws' mean as z):")
+    for name in keep["names"]:
+        values = post[name].transpose("chain", "draw", ...).values
+        if values.ndim != 2:
+            continue
+        mean, sd = values.mean(), values.std()
+        line = f"    {name}: true {float(np.ravel(theta[name])[0]):.3g}: {mean:.3g}, {sd:.3g}"
+        if diverging.any() and sd > 0:
+            line += f"; divergent z {(values[diverging].mean() - mean) / sd:+.2f}"
+        print(line)
+    if diverging.any():
+        print(f"  {int(diverging.sum())} divergent draws in chains {sorted(set(np.nonzero(diverging)[0].tolist()))}")
 
 
 if __name__ == "__main__":

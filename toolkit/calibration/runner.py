@@ -182,11 +182,15 @@ def _sample_with_extensions(compiled, sim: int, names: list[str], settings: Samp
     return run_extending(settings, extensions, draw, var_names=names)
 
 
-def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings, extensions: int = 0) -> dict:
+def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings, extensions: int = 0,
+                   keep: dict | None = None) -> dict:
     """One SBC simulation; never raises: an error is returned as ``status = "error"`` with its message.
 
     ``extensions``: reruns with doubled draws allowed while the fit fails its verdict (the spec's
     ``extend_sampling``; 0: one run at ``settings``). ``runs`` and ``first_converged`` record what they did.
+    ``keep``: a dict that receives the kept run's ``posterior`` (with its sampler statistics), the simulated
+    ``data``, the verdict's variable ``names`` and the ``attempts``, for a closer look at one simulation
+    (``benchmarks/sbc_rerun.py --detail``); a study passes none.
     """
     t0 = time.perf_counter()
     record = {"sim": int(sim), "status": "ok", "error": "", "worker_pid": os.getpid(), "converged": False,
@@ -208,6 +212,8 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
             compiled = with_starts(compiled, prep, problem.start_values(data))
         names = prep["names"]
         dt, diag, kept, attempts = _sample_with_extensions(compiled, sim, names, settings, extensions)
+        if keep is not None:
+            keep.update(posterior=dt, data=data, names=names, attempts=attempts)
         record.update(converged=bool(diag.converged), max_rhat=float(diag.max_rhat),
                       min_ess_bulk=float(diag.min_ess_bulk), min_ess_tail=float(diag.min_ess_tail),
                       divergences=int(diag.divergences), runs=len(attempts),

@@ -281,7 +281,7 @@ from toolkit.models.centring import mask_centred
 __all__ = [
     "ARMS", "MODEL_NAME", "MODEL_VERSION", "MrdPriors", "build_mrd_model", "censored_log10_logp",
     "class_logliks_numpy", "informed_patients", "log_normal_interval", "log_normal_interval_numpy",
-    "mrd_log10_numpy", "std_normal_lcdf", "TERM_CAP_LOG10",
+    "log_phi_difference", "mrd_log10_numpy", "std_normal_lcdf", "TERM_CAP_LOG10",
 ]
 
 MODEL_NAME = "mrd"
@@ -388,21 +388,20 @@ def std_normal_lcdf(z):
                      pt.log1p(-pt.erfc(z * _INV_SQRT2) / 2.0))
 
 
+def log_phi_difference(a, b):
+    """log[Phi(a) - Phi(b)] for b < a (pytensor) = log Phi(a) + log1mexp(log Phi(b) - log Phi(a)): two log Phi."""
+    log_a = std_normal_lcdf(a)
+    return log_a + pt.log1mexp(std_normal_lcdf(b) - log_a)
+
+
 def log_normal_interval(lower_z, upper_z):
     """log[Phi(upper_z) - Phi(lower_z)] for lower_z < upper_z, accurate in both tails (pytensor).
 
-    Below 0 it is log Phi(u) + log1mexp(log Phi(l) - log Phi(u)); above 0 the
-    mirror image log Phi(-l) + log1mexp(log Phi(-u) - log Phi(-l)), so neither
-    Phi underflows to 0 or rounds to 1. Each branch gets safe inputs where it
-    is not used (no NaN in the gradient of the unused branch).
+    Below 0 it is :func:`log_phi_difference` (upper_z, lower_z); above 0 its mirror image
+    (-lower_z, -upper_z), so neither Phi underflows to 0 or rounds to 1.
     """
     upper_tail = pt.gt(lower_z, 0.0)
-    lo_a, lo_b = pt.switch(upper_tail, -1.0, lower_z), pt.switch(upper_tail, 0.0, upper_z)
-    up_a, up_b = pt.switch(upper_tail, lower_z, 0.0), pt.switch(upper_tail, upper_z, 1.0)
-    lcdf = std_normal_lcdf
-    low = lcdf(lo_b) + pt.log1mexp(lcdf(lo_a) - lcdf(lo_b))
-    high = lcdf(-up_a) + pt.log1mexp(lcdf(-up_b) - lcdf(-up_a))
-    return pt.switch(upper_tail, high, low)
+    return log_phi_difference(pt.switch(upper_tail, -lower_z, upper_z), pt.switch(upper_tail, -upper_z, lower_z))
 
 
 def censored_log10_logp(y, code, log10_lod, log10_loq, mu, sigma):
@@ -411,14 +410,22 @@ def censored_log10_logp(y, code, log10_lod, log10_loq, mu, sigma):
     ``code`` 0: Normal log-density of the quantified value ``y``; 1: below the
     detection limit, log Phi((log10 LoD - mu)/sigma); 2: positive not
     quantifiable, log of the probability between LoD and LoQ. Every branch
-    must get finite inputs (fill ``y``/limits of unused rows with finite values).
+    must get finite inputs (fill ``y``/limits of unused rows with finite values, LoQ > LoD).
+
+    Both censored codes are one interval, :func:`log_phi_difference` (a, b), taken in the tail where neither
+    Phi rounds (as :func:`log_normal_interval`): below the LoD a = z_LoD and b = min(z_LoD, 0) - 40, whose Phi is
+    below 1e-348 of Phi(a), so the term is log Phi(z_LoD) to double precision. A row costs two log Phi, not the
+    five of evaluating both censored branches, which matters because the swappable mode evaluates every branch on
+    every row.
     """
     z = (y - mu) / sigma
     density = -0.5 * pt.sqr(z) - pt.log(sigma) - 0.5 * math.log(2 * math.pi)
-    z_lod = (log10_lod - mu) / sigma
-    below = std_normal_lcdf(z_lod)
-    pnq = log_normal_interval(z_lod, (log10_loq - mu) / sigma)
-    return pt.switch(pt.eq(code, 0), density, pt.switch(pt.eq(code, 1), below, pnq))
+    z_lod, z_loq = (log10_lod - mu) / sigma, (log10_loq - mu) / sigma
+    below = pt.eq(code, 1)
+    upper_tail = pt.and_(pt.bitwise_not(below), pt.gt(z_lod, 0.0))  # a PNQ whose band lies above mu
+    a = pt.switch(upper_tail, -z_lod, pt.switch(below, z_lod, z_loq))
+    b = pt.switch(upper_tail, -z_loq, pt.switch(below, pt.minimum(z_lod, 0.0) - 40.0, z_lod))
+    return pt.switch(pt.eq(code, 0), density, log_phi_difference(a, b))
 
 
 @dataclass(frozen=True)
