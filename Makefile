@@ -26,7 +26,7 @@ demo: install
 
 # Notebooks run under nbval in fast mode; --dist loadfile keeps each notebook's cells on one worker.
 test: install-test
-	TOOLKIT_NOTEBOOK_FAST=1 $(VENV)/bin/pytest -n 2 --dist loadfile -q tests notebooks --nbval-lax --nbval-current-env
+	TOOLKIT_NOTEBOOK_FAST=1 $(VENV)/bin/pytest -n 2 --dist loadfile -q --durations=20 tests notebooks --nbval-lax --nbval-current-env
 
 test-slow: install-test
 	$(VENV)/bin/pytest -q -m slow

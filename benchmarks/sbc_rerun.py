@@ -17,7 +17,7 @@ posterior (their mean as a z-score). ``--extend-sampling K`` overrides the study
 alone, to look at what the verdict first sees).
 
 How far it reproduces: simulation 10 of the CAR-T 1.2.0 study (3 runs, 2 divergences in the last) gave the stored
-record to the last digit in 4 of 5 tries through ``run_simulation`` with the workers' thread settings; the fifth,
+record to the last digit in 4 of 6 tries through ``run_simulation`` with the workers' thread settings; the others,
 and one try with default threads, converged at the second run (bulk ESS 703). What decides between the two is not
 found (not PYTHONHASHSEED: 0 and 1 both reproduced). So compare the printed record with the stored one before
 reading a rerun as the study's (docs/calibration.md, "CAR-T model 1.2.0").
