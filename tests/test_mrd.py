@@ -125,6 +125,16 @@ def test_censored_pieces_match_scipy():
     np.testing.assert_allclose(got, expected, rtol=1e-10)
 
 
+@pytest.mark.parametrize("mu", [-9.0, -5.5, -1.0, 2.0])
+def test_censored_rows_match_scipy_in_both_tails(mu):
+    """The one-interval form of both censored codes: a PNQ band above or below mu, an LoD far above or below it."""
+    sd = 0.3
+    lod, loq = np.array([-6.0, -6.0]), np.array([-5.0, -5.0])
+    got = censored_log10_logp(lod, np.array([1, 2]), lod, loq, mu, sd).eval()
+    expected = [stats.norm.logcdf(-6.0, mu, sd), _log_interval_quad((-6.0 - mu) / sd, (-5.0 - mu) / sd)]
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
 def test_model_log_likelihood_matches_numpy_scipy_twin(inputs):
     """The model's per-patient mixture term equals logaddexp(log(1-pi) + sum_S, log pi + sum_R) computed
     with scipy (log_ndtr) at a random point, i.e. the pytensor graph is the documented likelihood."""

@@ -188,8 +188,8 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
 
     ``extensions``: reruns with doubled draws allowed while the fit fails its verdict (the spec's
     ``extend_sampling``; 0: one run at ``settings``). ``runs`` and ``first_converged`` record what they did.
-    ``keep``: a dict that receives the kept run's ``posterior`` (with its sampler statistics), the simulated
-    ``data``, the verdict's variable ``names`` and the ``attempts``, for a closer look at one simulation
+    ``keep``: a dict that receives the kept run's ``posterior`` (with its sampler statistics) and the verdict's
+    variable ``names``, for a closer look at one simulation
     (``benchmarks/sbc_rerun.py --detail``); a study passes none.
     """
     t0 = time.perf_counter()
@@ -213,7 +213,7 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
         names = prep["names"]
         dt, diag, kept, attempts = _sample_with_extensions(compiled, sim, names, settings, extensions)
         if keep is not None:
-            keep.update(posterior=dt, data=data, names=names, attempts=attempts)
+            keep.update(posterior=dt, names=names)
         record.update(converged=bool(diag.converged), max_rhat=float(diag.max_rhat),
                       min_ess_bulk=float(diag.min_ess_bulk), min_ess_tail=float(diag.min_ess_tail),
                       divergences=int(diag.divergences), runs=len(attempts),

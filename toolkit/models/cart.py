@@ -440,10 +440,11 @@ def initial_patient_theta(inputs: CartInputs, priors: CartPriors) -> np.ndarray:
     rose to day 118 started at day 28 left one chain of four in an early-peak mode, R-hat 1.53, in a
     calibration study: docs/calibration.md, "A narrower prior on ω_α, on the same prior draws"). log foldx: the
     expansion line through the last quantified sample before Tmax (clipped to 10-10^6). Everything else, and
-    every parameter of a patient with no quantified sample, at the prior medians. Starting each patient at the typical curve (or at a late Tmax with a
-    typical foldx, which misfits the rise by several log units) made the first gradient steps throw some
-    patients into an early-peak local mode: a peak before the first positive sample, a contraction of
-    hours and a plateau explaining the rise as noise, which a chain never left.
+    every parameter of a patient with no quantified sample, at the prior medians. Starting each patient at the
+    typical curve (or at a late Tmax with a typical foldx, which misfits the rise by several log units) made
+    the first gradient steps throw some patients into an early-peak local mode: a peak before the first
+    positive sample, a contraction of hours and a plateau explaining the rise as noise, which a chain never
+    left.
     """
     theta0 = np.tile(priors.mu()[:, 0], (inputs.n_patients, 1))
     for i in range(inputs.n_patients):
