@@ -18,9 +18,10 @@
 #      bash benchmarks/device_scaling.sh
 #
 # Settings (environment): OUT (default /tmp/device_scaling), PYTHON (default python3: on the device image
-# the one with JAX on CUDA), MODELS (durability,cart,mrd,joint), PATIENTS (60,600), CHAINS/TUNE/DRAWS
-# (4/1000/1000), FIT_TIMEOUT seconds per fit (150), BUDGET seconds for all fits (480, inside a 10-minute
-# device command), WHEELHOUSE (.device_wheels).
+# the one with JAX on CUDA), MODELS (durability,cart,mrd,joint), PATIENTS (60,600), RUNS (the fits in the
+# order to run them, as MODEL:PATIENTS or MODEL:PATIENTS:CHAINS, e.g. "durability:60,cart:600,cart:60:64";
+# default every model at every size, smallest cohorts first), CHAINS/TUNE/DRAWS (4/1000/1000), FIT_TIMEOUT seconds per fit (150), BUDGET
+# seconds for all fits (480, inside a 10-minute device command), WHEELHOUSE (.device_wheels).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -94,22 +95,26 @@ if ! $PY -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/n
     echo "WARNING: no GPU visible to JAX; the rows below are CPU numbers"
 fi
 
-# 3. one fit per process, smallest cohorts first, until the budget is spent
-for n in ${PATIENTS//,/ }; do
-    for m in ${MODELS//,/ }; do
-        elapsed=$(( $(date +%s) - start ))
-        if (( elapsed + 30 > BUDGET )); then
-            echo "budget of ${BUDGET}s spent after ${elapsed}s: not starting $m at $n patients"
-            echo "{\"model\": \"$m\", \"patients\": $n, \"error\": \"not run: budget of ${BUDGET}s spent\"}" >> "$OUT/rows.jsonl"
-            continue
-        fi
-        left=$(( BUDGET - elapsed ))
-        limit=$(( FIT_TIMEOUT < left ? FIT_TIMEOUT : left ))
-        echo "== $m, $n patients, numpyro, limit ${limit}s"
-        $PY benchmarks/bench_scaling.py --models "$m" --patients "$n" --backend numpyro --chains "$CHAINS" \
-            --tune "$TUNE" --draws "$DRAWS" --timeout "$limit" --out "$OUT/parts" | grep "^| $m "
-        cat "$OUT/parts/rows.jsonl" >> "$OUT/rows.jsonl" && rm -f "$OUT/parts/rows.jsonl"
-    done
+# 3. one fit per process, in RUNS' order, until the budget is spent
+if [[ -z "${RUNS:-}" ]]; then
+    RUNS=$(for n in ${PATIENTS//,/ }; do for m in ${MODELS//,/ }; do printf '%s:%s,' "$m" "$n"; done; done)
+fi
+for run in ${RUNS//,/ }; do
+    IFS=: read -r m n c <<< "$run"
+    c=${c:-$CHAINS}
+    elapsed=$(( $(date +%s) - start ))
+    if (( elapsed + 30 > BUDGET )); then
+        echo "budget of ${BUDGET}s spent after ${elapsed}s: not starting $m at $n patients"
+        echo "{\"model\": \"$m\", \"patients\": $n, \"error\": \"not run: budget of ${BUDGET}s spent\"}" >> "$OUT/rows.jsonl"
+        continue
+    fi
+    left=$(( BUDGET - elapsed ))
+    limit=$(( FIT_TIMEOUT < left ? FIT_TIMEOUT : left ))
+    echo "== $m, $n patients, $c chains, numpyro, limit ${limit}s"
+    $PY benchmarks/bench_scaling.py --models "$m" --patients "$n" --backend numpyro --chains "$c" \
+        --tune "$TUNE" --draws "$DRAWS" --timeout "$limit" --out "$OUT/parts" \
+        | awk -v row="| $m " 'index($0, row) == 1 && !seen++'
+    cat "$OUT/parts/rows.jsonl" >> "$OUT/rows.jsonl" && rm -f "$OUT/parts/rows.jsonl"
 done
 rm -rf "$OUT/parts"
 $PY - "$OUT" <<'EOF'
