@@ -7,6 +7,7 @@ mass matrix, and prints:
 - steps per draw, step size, divergences, sampling seconds, min bulk ESS and max R-hat
   (:func:`toolkit.inference.diagnose`);
 - per free coordinate, posterior SD / sqrt(adapted inverse mass): 1 where the diagonal mass matrix fits;
+- the coordinates with the smallest bulk ESS (and their R-hat);
 - the smallest eigenvalues of the posterior covariance in the sampler's scaled coordinates
   (x / sqrt(M^-1)) and the variables that make them up, and the strongest pairwise correlations.
 
@@ -127,6 +128,14 @@ def main(argv=None) -> int:
           f"min ESS {d.min_ess_bulk:.0f}  max R-hat {d.max_rhat:.3f}  converged {d.converged}")
 
     u = stats["unconstrained_draw"].to_numpy()  # (chain, draw, coordinate)
+    from arviz_stats.base import array_stats
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ess = np.ravel(array_stats.ess(u, method="bulk", chain_axis=0, draw_axis=1))
+        rhat = np.ravel(array_stats.rhat(u, chain_axis=0, draw_axis=1))
+    print("\nslowest coordinates (bulk ESS, R-hat on the unconstrained scale):")
+    for i in np.argsort(ess)[:args.top]:
+        print(f"  ESS {ess[i]:6.0f}  R-hat {rhat[i]:.3f}  {labels[i]}")
     # nutpie stores the mass matrix when it changes (warm-up); the last stored one is the one sampled with
     warm = dt["warmup_sample_stats"]["mass_matrix_inv"].to_numpy()
     minv = np.stack([w[np.flatnonzero(~np.isnan(w).all(axis=-1))[-1]] for w in warm])
