@@ -100,7 +100,7 @@ def main(argv=None) -> int:
 
     import bench_scaling
     from toolkit.fitting import default_settings
-    from toolkit.inference import diagnose
+    from toolkit.inference import diagnose, element_diagnostics
     from toolkit.models import kinetics
 
     if args.peak_rounding:
@@ -128,11 +128,8 @@ def main(argv=None) -> int:
           f"min ESS {d.min_ess_bulk:.0f}  max R-hat {d.max_rhat:.3f}  converged {d.converged}")
 
     u = stats["unconstrained_draw"].to_numpy()  # (chain, draw, coordinate)
-    from arviz_stats.base import array_stats
-
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ess = np.ravel(array_stats.ess(u, method="bulk", chain_axis=0, draw_axis=1))
-        rhat = np.ravel(array_stats.rhat(u, chain_axis=0, draw_axis=1))
+    ess, _, rhat = element_diagnostics(u)
+    rhat = np.full(ess.shape, np.nan) if rhat is None else rhat  # one chain
     print("\nslowest coordinates (bulk ESS, R-hat on the unconstrained scale):")
     for i in np.argsort(ess)[:args.top]:
         print(f"  ESS {ess[i]:6.0f}  R-hat {rhat[i]:.3f}  {labels[i]}")

@@ -20,8 +20,9 @@
 # Settings (environment): OUT (default /tmp/device_scaling), PYTHON (default python3: on the device image
 # the one with JAX on CUDA), MODELS (durability,cart,mrd,joint), PATIENTS (60,600), RUNS (the fits in the
 # order to run them, as MODEL:PATIENTS or MODEL:PATIENTS:CHAINS, e.g. "durability:60,cart:600,cart:60:64";
-# default every model at every size, smallest cohorts first), CHAINS/TUNE/DRAWS (4/1000/1000), FIT_TIMEOUT seconds per fit (150), BUDGET
-# seconds for all fits (480, inside a 10-minute device command), WHEELHOUSE (.device_wheels).
+# default every model at every size, smallest cohorts first), CHAINS/TUNE/DRAWS (4/1000/1000), FIT_TIMEOUT
+# seconds per fit (150), BUDGET seconds for all fits (480, inside a 10-minute device command), WHEELHOUSE
+# (.device_wheels).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

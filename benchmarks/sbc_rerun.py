@@ -87,19 +87,16 @@ def main() -> int:
 def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
     """Where the kept run is hard: worst elements, sampler statistics, population truths, divergent draws."""
     import numpy as np
-    from arviz_stats.base import array_stats
-    from arviz_stats.validate import validate_ci_prob
+
+    from toolkit.inference import element_diagnostics
 
     post, stats = keep["posterior"]["posterior"].to_dataset(), keep["posterior"]["sample_stats"].to_dataset()
-    axes = {"chain_axis": 0, "draw_axis": 1}
     rows = []
     for name in keep["names"]:
         values = post[name].transpose("chain", "draw", ...).values
         flat = values.reshape(values.shape[0], values.shape[1], -1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rhat = np.ravel(array_stats.rhat(flat, method="rank", **axes))
-            bulk = np.ravel(array_stats.ess(flat, method="bulk", **axes))
-            tail = np.ravel(array_stats.ess(flat, method="tail", prob=validate_ci_prob(None), **axes))  # as diagnose
+        bulk, tail, rhat = element_diagnostics(flat)  # as diagnose judges them
+        rhat = np.full(bulk.shape, np.nan) if rhat is None else rhat
         rows += [(name, j, rhat[j], bulk[j], tail[j]) for j in range(flat.shape[-1]) if np.ptp(flat[..., j]) > 0]
     for label, key in (("min(bulk, tail) ESS", lambda r: min(r[3], r[4])), ("R-hat", lambda r: -r[2])):
         print(f"  worst {top} elements by {label} (variable[index]: R-hat, bulk ESS, tail ESS):")

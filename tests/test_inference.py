@@ -422,6 +422,23 @@ def test_diagnose_statistics_are_arviz_per_variable_ones():
     assert diag.max_rhat > 1.01 and not diag.converged  # the random walk's chains disagree
 
 
+def test_element_diagnostics_are_arviz_ones_per_element():
+    """The per-element statistics the diagnostic scripts print are ArviZ's, element by element, and R-hat
+    is None with one chain (never a one-chain number)."""
+    import arviz_stats as azs
+
+    from toolkit.inference import element_diagnostics
+
+    rng = np.random.default_rng(11)
+    draws = np.cumsum(rng.normal(size=(4, 400, 3)), axis=1) * 0.1 + rng.normal(size=(4, 400, 3))
+    ds = xr.Dataset({"x": (("chain", "draw", "e"), draws)})
+    bulk, tail, rhat = element_diagnostics(draws)
+    np.testing.assert_array_equal(bulk, azs.ess(ds, method="bulk")["x"].values)
+    np.testing.assert_array_equal(tail, azs.ess(ds, method="tail")["x"].values)
+    np.testing.assert_array_equal(rhat, azs.rhat(ds, method="rank")["x"].values)
+    assert element_diagnostics(draws[:1])[2] is None
+
+
 def test_diagnostics_as_dict_is_plain_json():
     d = diagnose(_good_tree()).as_dict()
     for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged",

@@ -750,6 +750,22 @@ def sampler_stat_problems(stats: xr.Dataset | None, *, bfmi_min: float = 0.3,
     return divergences, min_bfmi, problems
 
 
+def element_diagnostics(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Bulk ESS, tail ESS and rank R-hat of each element of a (chain, draw, element) array, as :func:`diagnose`
+    judges them (ArviZ's per-element statistics; the tail quantiles are ``azs.ess(..., method="tail")``'s, from
+    rcParams' ``stats.ci_prob``). R-hat is None with one chain; a chain stuck at one value gives NaN, not a warning.
+    """
+    from arviz_stats.base import array_stats
+    from arviz_stats.validate import validate_ci_prob
+
+    axes = {"chain_axis": 0, "draw_axis": 1}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ess_bulk = np.ravel(array_stats.ess(draws, method="bulk", **axes))
+        ess_tail = np.ravel(array_stats.ess(draws, method="tail", prob=validate_ci_prob(None), **axes))
+        rhat = np.ravel(array_stats.rhat(draws, method="rank", **axes)) if draws.shape[0] >= 2 else None
+    return ess_bulk, ess_tail, rhat
+
+
 def diagnose(
     dt: xr.DataTree,
     var_names: list[str] | None = None,
@@ -805,15 +821,7 @@ def diagnose(
     stacked = np.concatenate(parts, axis=-1) if parts else np.zeros((n_chains, 0, 0))
     ess_bulk = ess_tail = rhat = np.array([])
     if stacked.shape[-1]:
-        from arviz_stats.base import array_stats
-        from arviz_stats.validate import validate_ci_prob
-
-        axes = {"chain_axis": 0, "draw_axis": 1}
-        with np.errstate(invalid="ignore", divide="ignore"):  # e.g. a chain stuck at one value
-            ess_bulk = np.ravel(array_stats.ess(stacked, method="bulk", **axes))
-            # the tail quantiles as ``azs.ess(..., method="tail")`` takes them (rcParams' stats.ci_prob)
-            ess_tail = np.ravel(array_stats.ess(stacked, method="tail", prob=validate_ci_prob(None), **axes))
-            rhat = np.ravel(array_stats.rhat(stacked, method="rank", **axes)) if n_chains >= 2 else None
+        ess_bulk, ess_tail, rhat = element_diagnostics(stacked)
     min_ess_bulk = float(np.min(ess_bulk)) if ess_bulk.size else math.nan
     min_ess_tail = float(np.min(ess_tail)) if ess_tail.size else math.nan
 
