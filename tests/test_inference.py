@@ -439,6 +439,24 @@ def test_element_diagnostics_are_arviz_ones_per_element():
     assert element_diagnostics(draws[:1])[2] is None
 
 
+def test_adapted_scales_are_posterior_sds():
+    """nutpie's stored mass-matrix diagonal is a standard deviation: Normal(0, 0.01), (0, 100) and (0, 1)
+    coordinates get about 0.01, 100 and 1 (a variance would be 1e-4 and 1e4), so the diagnosis scripts divide
+    draws by it, not by its square root. Fails if a nutpie release changes what it stores."""
+    import nutpie
+
+    from toolkit.inference import adapted_scales
+
+    with pm.Model() as model:
+        pm.Normal("x", 0, 0.01, shape=3)
+        pm.Normal("y", 0, 100)
+    dt = nutpie.sample(nutpie.compile_pymc_model(model), draws=200, tune=600, chains=2, cores=1, seed=3,
+                       progress_bar=False, store_mass_matrix=True)
+    scale = adapted_scales(dt)
+    assert scale.shape == (2, 4)
+    np.testing.assert_allclose(scale, np.broadcast_to([0.01, 0.01, 0.01, 100.0], (2, 4)), rtol=0.35)
+
+
 def test_diagnostics_as_dict_is_plain_json():
     d = diagnose(_good_tree()).as_dict()
     for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged",

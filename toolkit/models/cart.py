@@ -172,10 +172,11 @@ Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
   one of the patient's sample days. The leapfrog integrator's energy error at
   such a crossing, not the posterior's scales or correlations, set the step
   size (0.054 at 60 patients, 127 steps per draw). Evidence
-  (``benchmarks/cart_step_size.py``; ``benchmarks/README.md``): sampling the
+  (``benchmarks/step_size.py``; ``benchmarks/README.md``): sampling the
   population medians at the cohort-average location and each patient's
-  log Cmax + logit FB raised the smallest scaled posterior variance 2.8-fold
-  and left steps and step size unchanged; a draw-based mass matrix did not
+  log Cmax + logit FB raised the smallest scaled posterior variance (2.8-fold
+  on the script's wrong scale of then, benchmarks/README.md "Scales") and left
+  steps and step size unchanged; a draw-based mass matrix did not
   help either; blending the two phases over about half a day doubled the step
   size and halved the steps (at 600 patients: 0.019 -> 0.069, 337 -> 113
   steps). A reparameterisation cannot remove a kink, so version 1.1.0 rounds

@@ -1,25 +1,32 @@
-r"""What sets the CAR-T model's leapfrog step size: a diagnosis fit on bench_scaling's simulated cohort.
+r"""What sets a model's leapfrog step size: a diagnosis fit on bench_scaling's simulated cohort.
 
-Fits ``toolkit.models.cart`` (default options and priors, nutpie, the model's default target acceptance)
-to ``bench_scaling``'s cohort of ``--patients`` patients, storing nutpie's unconstrained draws and adapted
-mass matrix, and prints:
+Fits ``--model`` (``cart``, the default, ``mrd`` or ``joint``; default options and priors, nutpie, the model's
+default target acceptance) to ``bench_scaling``'s cohort of ``--patients`` patients, storing nutpie's
+unconstrained draws and adapted mass matrix, and prints:
 
 - steps per draw, step size, divergences, sampling seconds, min bulk ESS and max R-hat
   (:func:`toolkit.inference.diagnose`);
-- per free coordinate, posterior SD / sqrt(adapted inverse mass): 1 where the diagonal mass matrix fits;
+- per free coordinate, posterior SD / the sampler's adapted scale (:func:`toolkit.inference.adapted_scales`):
+  1 where the diagonal mass matrix fits;
 - the coordinates with the smallest bulk ESS (and their R-hat);
 - the smallest eigenvalues of the posterior covariance in the sampler's scaled coordinates
-  (x / sqrt(M^-1)) and the variables that make them up, and the strongest pairwise correlations.
+  (x / scale), the smallest and the largest, with the variables that make them up, and the strongest pairwise
+  correlations.
 
-``--peak-rounding H`` fits with the curve's peak rounded over H days instead of the model's
+Up to 4 December 2026 this script divided by the square root of nutpie's stored ``mass_matrix_inv``, which is
+already a standard deviation: the ratios and eigenvalues it printed then, quoted in benchmarks/README.md before
+that date's correction, were wrong.
+
+``--peak-rounding H`` (CAR-T and joint) fits with the curve's peak rounded over H days instead of the model's
 ``PEAK_ROUNDING_DAYS`` (``toolkit.models.kinetics``; a tiny H such as 1e-6 is Stein's kinked curve, the model
 before version 1.1.0). At H -> 0 the log density is not differentiable in Tmax (a gradient jump whenever a
 patient's Tmax crosses one of their sample days), and that kink set the step size (benchmarks/README.md).
 
 Run from the repository root (heavy: under ``nice``; outputs under /tmp only)::
 
-    nice -n 15 .venv/bin/python benchmarks/cart_step_size.py --patients 60 --chains 4 --tune 500 --draws 500
-    nice -n 15 .venv/bin/python benchmarks/cart_step_size.py --patients 60 --peak-rounding 1e-6
+    nice -n 15 .venv/bin/python benchmarks/step_size.py --patients 60 --chains 4 --tune 500 --draws 500
+    nice -n 15 .venv/bin/python benchmarks/step_size.py --patients 60 --peak-rounding 1e-6
+    nice -n 15 .venv/bin/python benchmarks/step_size.py --model mrd --patients 600 --tune 1000 --draws 1000
 
 ``--sbc-design DIR --sim N`` fits simulation N of a CAR-T calibration study instead (``toolkit calibrate cart
 --spec models/cart_primary.toml --out OUT``; DIR is ``OUT/default_design`` or the study's ``--design``): the
@@ -27,7 +34,7 @@ same prior draw and simulated data as the study, swapped into the compiled model
 data-informed starts (``toolkit.calibration.runner``), so a simulation that failed its verdict can be examined
 at another peak rounding::
 
-    nice -n 15 .venv/bin/python benchmarks/cart_step_size.py --sbc-design /tmp/calib/cartx/default_design \
+    nice -n 15 .venv/bin/python benchmarks/step_size.py --sbc-design /tmp/calib/cartx/default_design \
         --sim 2 --tune 1000 --draws 1000 [--peak-rounding 1e-6]
 """
 
@@ -83,6 +90,7 @@ def coordinate_labels(model) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=("cart", "mrd", "joint"), default="cart")
     p.add_argument("--patients", type=int, default=60)
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--tune", type=int, default=500)
@@ -100,19 +108,21 @@ def main(argv=None) -> int:
 
     import bench_scaling
     from toolkit.fitting import default_settings
-    from toolkit.inference import diagnose, element_diagnostics
+    from toolkit.inference import adapted_scales, diagnose, element_diagnostics
     from toolkit.models import kinetics
 
     if args.peak_rounding:
         kinetics.PEAK_ROUNDING_DAYS = args.peak_rounding  # read when the graph is built (this process only)
+    if args.sbc_design and args.model != "cart":
+        p.error("--sbc-design takes a CAR-T study only")
     if args.sbc_design:
         model, compiled, n_obs = sbc_compiled(args.sbc_design, args.sim)
     else:
-        with tempfile.TemporaryDirectory(prefix="cart_step_size_") as tmp:
-            model, n_obs = bench_scaling._build("cart", args.patients, Path(tmp) / "cohort")
+        with tempfile.TemporaryDirectory(prefix="step_size_") as tmp:
+            model, n_obs = bench_scaling._build(args.model, args.patients, Path(tmp) / "cohort")
         compiled = nutpie.compile_pymc_model(model)
     labels = coordinate_labels(model)
-    settings = default_settings("cart")
+    settings = default_settings(args.model)
     t0 = time.perf_counter()
     dt = nutpie.sample(compiled, draws=args.draws, tune=args.tune, chains=args.chains, cores=2, seed=args.seed,
                        target_accept=settings.target_accept, adaptation=args.adaptation, progress_bar=False,
@@ -120,7 +130,8 @@ def main(argv=None) -> int:
     sampling = time.perf_counter() - t0
     stats = dt["sample_stats"]
     d = diagnose(dt)
-    where = f"SBC simulation {args.sim} at {args.sbc_design}" if args.sbc_design else f"patients {args.patients}"
+    where = (f"SBC simulation {args.sim} at {args.sbc_design}" if args.sbc_design
+             else f"{args.model}, patients {args.patients}")
     print(f"{where}, observations {n_obs}, {args.chains}x{args.tune}+{args.draws}, "
           f"adaptation {args.adaptation}, peak rounding {kinetics.PEAK_ROUNDING_DAYS} days, load {os.getloadavg()[0]:.1f}")
     print(f"steps/draw {stats['n_steps'].to_numpy().mean():.1f}  step size {stats['step_size'].to_numpy().mean():.4f}  "
@@ -133,18 +144,16 @@ def main(argv=None) -> int:
     print("\nslowest coordinates (bulk ESS, R-hat on the unconstrained scale):")
     for i in np.argsort(ess)[:args.top]:
         print(f"  ESS {ess[i]:6.0f}  R-hat {rhat[i]:.3f}  {labels[i]}")
-    # nutpie stores the mass matrix when it changes (warm-up); the last stored one is the one sampled with
-    warm = dt["warmup_sample_stats"]["mass_matrix_inv"].to_numpy()
-    minv = np.stack([w[np.flatnonzero(~np.isnan(w).all(axis=-1))[-1]] for w in warm])
-    ratio = (u.std(axis=1) / np.sqrt(minv)).mean(axis=0)
+    scale = adapted_scales(dt)  # (chain, coordinate): nutpie's adapted SD per coordinate
+    ratio = (u.std(axis=1) / scale).mean(axis=0)
     order = np.argsort(ratio)
-    print("\nposterior SD / sqrt(inverse mass): smallest (mass matrix too wide: steps too large there)")
+    print("\nposterior SD / adapted scale: smallest (mass matrix too wide: steps too large there)")
     for i in order[:args.top]:
         print(f"  {ratio[i]:.2f}  {labels[i]}")
     print("largest (mass matrix too narrow: trajectories too short there)")
     for i in order[::-1][:args.top]:
         print(f"  {ratio[i]:.2f}  {labels[i]}")
-    y = ((u - u.mean(axis=1, keepdims=True)) / np.sqrt(minv)[:, None, :]).reshape(-1, u.shape[-1])
+    y = ((u - u.mean(axis=1, keepdims=True)) / scale[:, None, :]).reshape(-1, u.shape[-1])
     if y.shape[0] < 2 * y.shape[1]:
         # fewer draws than twice the coordinates: the sample covariance is (near) singular and its extreme
         # eigenvalues are noise
@@ -156,6 +165,10 @@ def main(argv=None) -> int:
     for k in range(min(args.top // 2, len(w))):
         main_vars = np.argsort(-np.abs(v[:, k]))[:4]
         print(f"  {w[k]:.4f}: " + ", ".join(f"{labels[i]} ({v[i, k]:+.2f})" for i in main_vars))
+    print("largest (the directions a trajectory must cross: steps a draw ~ sqrt(largest) / step size):")
+    for k in range(len(w) - 1, max(len(w) - 1 - args.top // 2, -1), -1):
+        main_vars = np.argsort(-np.abs(v[:, k]))[:4]
+        print(f"  {w[k]:.2f}: " + ", ".join(f"{labels[i]} ({v[i, k]:+.2f})" for i in main_vars))
     r = np.corrcoef(y, rowvar=False)
     iu = np.triu_indices_from(r, 1)
     print("\nstrongest correlations:")
