@@ -9,6 +9,8 @@ unconstrained draws and adapted mass matrix, and prints:
 - per free coordinate, posterior SD / the sampler's adapted scale (:func:`toolkit.inference.adapted_scales`):
   1 where the diagonal mass matrix fits;
 - the coordinates with the smallest bulk ESS (and their R-hat);
+- with ``--stiffness N``: the largest curvature of the log density at N posterior draws and the coordinates
+  that make up its direction (:func:`stiffness`), those that set the step size;
 - the smallest eigenvalues of the posterior covariance in the sampler's scaled coordinates
   (x / scale), the smallest and the largest, with the variables that make them up, and the strongest pairwise
   correlations.
@@ -88,6 +90,38 @@ def coordinate_labels(model) -> list[str]:
     return labels
 
 
+def stiffness(model, u: np.ndarray, scale: np.ndarray, points: int, seed: int, iterations: int = 30):
+    r"""The stiffest direction of the log density at ``points`` posterior draws, in the sampler's coordinates.
+
+    At a draw x (spread over chains), in scaled coordinates y = x / s (s: the chain's adapted scale), power
+    iteration on the Hessian of -log p, each product H v = -(g(y + h v) - g(y - h v)) / 2h from two gradients
+    (g = s * d log p / dx, h = 1e-4), gives its largest-magnitude eigenvalue lambda and eigenvector v. A
+    Gaussian the diagonal fits has lambda = 1 in every direction; the leapfrog is unstable at
+    step * sqrt(lambda) > 2 and its energy error grows as (step^2 lambda)^2 well before, so the draws with the
+    largest lambda, and the coordinates that make up their v, are where the step size is set.
+    Returns (lambda per point, v per point as rows).
+    """
+    fn = model.logp_dlogp_function(ravel_inputs=True)
+    rng = np.random.default_rng(seed)
+    n_chains, n_draws, n = u.shape
+    h = 1e-4
+    lams, vecs = [], []
+    for t in range(points):
+        chain = t % n_chains
+        s = scale[chain]
+        x = u[chain, rng.integers(n_draws)]
+        v = rng.normal(size=n)
+        v /= np.linalg.norm(v)
+        lam = 0.0
+        for _ in range(iterations):
+            hv = -(fn(x + h * v * s)[1] - fn(x - h * v * s)[1]) * s / (2 * h)
+            lam = float(v @ hv)
+            v = hv / np.linalg.norm(hv)
+        lams.append(lam)
+        vecs.append(v)
+    return np.array(lams), np.array(vecs)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=("cart", "mrd", "joint"), default="cart")
@@ -102,6 +136,8 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=12, help="rows in each printed list")
     p.add_argument("--sbc-design", metavar="DIR", help="fit a CAR-T calibration study's simulation at this design")
     p.add_argument("--sim", type=int, default=0, help="with --sbc-design: which simulation")
+    p.add_argument("--stiffness", type=int, default=0, metavar="N",
+                   help="also find the stiffest direction of the log density at N posterior draws")
     args = p.parse_args(argv)
 
     import nutpie
@@ -153,6 +189,23 @@ def main(argv=None) -> int:
     print("largest (mass matrix too narrow: trajectories too short there)")
     for i in order[::-1][:args.top]:
         print(f"  {ratio[i]:.2f}  {labels[i]}")
+    if args.stiffness:
+        step = float(stats["step_size"].to_numpy().mean())
+        t1 = time.perf_counter()
+        lam, vec = stiffness(model, u, scale, args.stiffness, args.seed)
+        print(f"\nstiffest direction at {args.stiffness} draws (power iteration on the scaled Hessian, "
+              f"{time.perf_counter() - t1:.0f} s; 1 = Gaussian the diagonal fits): largest eigenvalue median "
+              f"{np.median(lam):.0f}, 90th percentile {np.quantile(lam, 0.9):.0f}, max {lam.max():.0f}; "
+              f"step {step:.4f} x sqrt(max) = {step * np.sqrt(max(lam.max(), 0.0)):.2f}")
+        weight = np.zeros(len(labels))
+        for k in np.argsort(-lam)[:max(1, len(lam) // 4)]:  # the stiffest quarter of the draws
+            weight += vec[k] ** 2
+        print("  coordinates making up the stiffest directions (share of the stiffest quarter's eigenvectors):")
+        for i in np.argsort(-weight)[:args.top]:
+            print(f"    {weight[i] / weight.sum():.2f}  {labels[i]}")
+        for k in np.argsort(-lam)[:3]:
+            main_vars = np.argsort(-np.abs(vec[k]))[:4]
+            print(f"  lambda {lam[k]:.0f}: " + ", ".join(f"{labels[i]} ({vec[k, i]:+.2f})" for i in main_vars))
     y = ((u - u.mean(axis=1, keepdims=True)) / scale[:, None, :]).reshape(-1, u.shape[-1])
     if y.shape[0] < 2 * y.shape[1]:
         # fewer draws than twice the coordinates: the sample covariance is (near) singular and its extreme
