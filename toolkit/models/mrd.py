@@ -280,8 +280,9 @@ from toolkit.models.centring import mask_centred
 
 __all__ = [
     "ARMS", "MODEL_NAME", "MODEL_VERSION", "MrdPriors", "build_mrd_model", "censored_log10_logp",
-    "class_logliks_numpy", "informed_patients", "log_normal_interval", "log_normal_interval_numpy",
-    "log_phi_difference", "mrd_log10_numpy", "std_normal_lcdf", "TERM_CAP_LOG10",
+    "censoring_walls", "class_logliks_numpy", "informed_patients", "log_normal_interval", "log_normal_interval_numpy",
+    "log_phi_difference", "mrd_log10_numpy", "std_normal_lcdf", "TERM_CAP_LOG10", "wall_stretch",
+    "wall_stretch_inverse_numpy",
 ]
 
 MODEL_NAME = "mrd"
@@ -548,6 +549,43 @@ def _normal(name, prior, **kwargs):
     return pm.Normal(name, mu=prior[0], sigma=prior[1], **kwargs)
 
 
+def _wall_stretched(name, mu, sd, centred, z_wall, width, *, family="normal", dims=None):
+    r"""Patient values theta_i ~ family(mu_i, sd) through the free variable ``name``: where ``centred`` is 1 the value
+    itself (``log_weibull``: its negative, Gumbel(-mu, sd), as :func:`toolkit.models.centring.mask_centred`);
+    elsewhere eta, with the standard value z = T(eta) (:func:`wall_stretch`; T is the identity where there is no
+    wall: z_wall 0, width 1) and theta = mu + sd z. The standard value is Normal(0, 1) (``normal``) or
+    log Exponential(1), density exp(z - e^z) (``log_weibull``). Prior draws invert T
+    (:func:`wall_stretch_inverse_numpy`), so they are exact."""
+    c = pt.as_tensor(centred).astype("float64")
+    weibull = family == "log_weibull"
+
+    def logp(value, mu, sd, c, z_wall, width):
+        z, log_jacobian = wall_stretch(value, z_wall, width)
+        if weibull:
+            x = (value + mu) / sd  # centred: value = -theta ~ Gumbel(-mu, sd)
+            direct = -pt.log(sd) - x - pt.exp(-x)
+            stretched = z - pt.exp(z) + log_jacobian
+        else:
+            direct = -0.5 * pt.sqr((value - mu) / sd) - pt.log(sd) - 0.5 * math.log(2 * math.pi)
+            stretched = -0.5 * pt.sqr(z) - 0.5 * math.log(2 * math.pi) + log_jacobian
+        return pt.switch(pt.gt(c, 0.5), direct, stretched)
+
+    def random(mu, sd, c, z_wall, width, rng=None, size=None):
+        shape = size if size is not None else np.broadcast_shapes(*(np.shape(v) for v in (mu, sd, c, z_wall, width)))
+        z = np.log(rng.standard_exponential(shape)) if weibull else rng.standard_normal(shape)
+        direct = -(mu + sd * z) if weibull else mu + sd * z
+        return np.where(np.asarray(c) > 0.5, direct, wall_stretch_inverse_numpy(z, z_wall, width))
+
+    def support_point(rv, size, mu, sd, c, z_wall, width):
+        # centred: the mean (log_weibull: the median's negative); non-centred: 0, or 1 inside the wall
+        direct = -(mu + sd * LOG_LN2) if weibull else mu
+        start = pt.switch(pt.lt(width, 1.0), pt.maximum(z_wall + 1.0, 0.0), 0.0)
+        return pt.broadcast_to(pt.switch(pt.gt(c, 0.5), direct, start), rv.shape)
+
+    raw = pm.CustomDist(name, mu, sd, c, z_wall, width, logp=logp, random=random, support_point=support_point,
+                        dims=dims)
+    return pt.switch(pt.gt(c, 0.5), -raw if weibull else raw, mu + sd * wall_stretch(raw, z_wall, width)[0])
+
 def _padded(inputs: MrdInputs, flat: np.ndarray, fill: float) -> np.ndarray:
     out = np.full((inputs.n_patients, inputs.n_visits), fill, dtype=float)
     out[inputs.assessment_patient, inputs.assessment_visit] = flat
@@ -601,6 +639,64 @@ def informed_patients(inputs: MrdInputs) -> dict[str, np.ndarray]:
             "clearance": kill}
 
 
+def censoring_walls(inputs: MrdInputs) -> dict[str, dict[str, np.ndarray]]:
+    """Each patient's tightest bounds from negative assessments on the kill rate and on the regrowth latency.
+
+    A row below its LoD L_j at day t_j bounds the decline, B_i - k_i t_j < L_j, so k_i > (B_i - L_j) / t_j
+    (``clearance``), and the regrowth, log10 0.05 + g_i (t_j - R_i) < L_j, so R_i > t_j + (log10 0.05 - L_j) / g_i
+    (``latency``, class R). Per bound, the row with the largest bound at the patient's anchor burden (measured
+    blasts, else the cohort's mean) and the typical doubling time is the wall: ``present`` (0/1), its ``day``,
+    ``log10_lod`` and ``method`` (index). Used only to choose the parameterisation (:func:`wall_stretch`), so, like
+    :func:`informed_patients`, it is data a compiled model swaps with the observations.
+    """
+    n = inputs.n_patients
+    anchor = np.where(inputs.baseline_missing, inputs.baseline_log10_mean, np.nan_to_num(inputs.baseline_log10))
+    anchor = np.where(np.isfinite(anchor), anchor, math.log10(0.2))
+    p = inputs.assessment_patient
+    below = (inputs.censoring == 1) & np.isfinite(inputs.log10_lod) & (inputs.day > 0)
+    lod = np.where(below, inputs.log10_lod, 0.0)
+    growth = LOG10_2 / math.exp(MrdPriors().log_doubling_days[0])
+    bounds = {"clearance": (anchor[p] - lod) / np.maximum(inputs.day, 1e-9),
+              "latency": inputs.day + (RELAPSE_LOG10 - lod) / growth}
+    out = {}
+    for kind, bound in bounds.items():
+        bound = np.where(below, bound, -np.inf)
+        wall = {"present": np.zeros(n), "day": np.full(n, 365.0), "log10_lod": np.full(n, -4.0),
+                "method": np.zeros(n, dtype=np.int64)}
+        for i in np.unique(p[below]):
+            rows = np.flatnonzero(p == i)
+            j = rows[np.argmax(bound[rows])]
+            wall["present"][i], wall["day"][i], wall["log10_lod"][i] = 1.0, inputs.day[j], inputs.log10_lod[j]
+            wall["method"][i] = inputs.method[j]
+        out[kind] = wall
+    return out
+
+def wall_stretch(eta, z_wall, width):
+    r"""z = T(eta) = z_w + w e + (1 - w) softplus(e), e = eta - z_w, and log T'(eta) = log(w + (1 - w) sigmoid(e)).
+
+    T maps the sampler's coordinate eta to a standard-normal patient value z whose likelihood rises from 0 to 1
+    across a wall at z_w of width w << 1 (:func:`censoring_walls`): below the wall z - z_w ~ w e, so the
+    likelihood's Phi((z - z_w)/w) is Phi(e), unit scale, and above it z ~ eta, the plain non-centred value (so a
+    patient far from their wall is not coupled to the population values that place it).
+    Without it the wall's curvature ~1/w^2 (w = sigma / ((B - L) omega_k), about 0.1) set the leapfrog step.
+    """
+    e = eta - z_wall
+    z = z_wall + width * e + (1.0 - width) * pt.softplus(e)
+    return z, pt.log(width + (1.0 - width) * pt.sigmoid(e))
+
+
+def wall_stretch_inverse_numpy(z, z_wall, width, iterations: int = 60):
+    """eta with T(eta) = z (numpy; :func:`wall_stretch`): Newton in e = eta - z_w from a point above the root,
+    where T is convex and increasing, so every step stays above it and converges."""
+    z, z_wall, width = np.broadcast_arrays(*(np.asarray(v, float) for v in (z, z_wall, width)))
+    d = z - z_wall
+    e = np.where(d > 0, d / width, d)
+    for _ in range(iterations):
+        f = width * e + (1.0 - width) * np.logaddexp(0.0, e) - d
+        e = e - f / (width + (1.0 - width) / (1.0 + np.exp(-e)))
+    return e + z_wall
+
+
 def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, parent: pm.Model | None = None,
                     name: str = "", dim_prefix: str = "", swappable_censoring: bool = False,
                     centred: dict[str, np.ndarray] | None = None) -> pm.Model:
@@ -646,6 +742,7 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
                  below=np.flatnonzero(code == 1), pnq=np.flatnonzero(code == 2), n_patients=inputs.n_patients)
     sustained = float(priors.sustained_floor_log10)
     informed = informed_patients(inputs) if centred is None else centred
+    walls = censoring_walls(inputs)
     mu_b_pop, sd_b_pop = inputs.baseline_log10_mean, inputs.baseline_log10_sd
     if not (np.isfinite(mu_b_pop) and np.isfinite(sd_b_pop) and sd_b_pop > 0):
         mu_b_pop, sd_b_pop = priors.baseline_log10_fallback
@@ -668,6 +765,8 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         # which patients are centred, per parameter, is data: a compiled model swaps it with the observations
         # (a calibration study fits each simulated cohort with the choice its own data warrant)
         informed = {k: pm.Data(f"centred_{k}", np.asarray(v, float), dims=d("patient")) for k, v in informed.items()}
+        walls = {kind: {k: pm.Data(f"{kind}_wall_{k}", v, dims=d("patient")) for k, v in wall.items()}
+                 for kind, wall in walls.items()}
 
         # clearance (kill) rate. The data bound most kill rates only from below (MRD at the floor by day 28), so
         # they pin a low quantile of the log k distribution, mu_k - c omega_k, not mu_k and omega_k apart: the
@@ -680,22 +779,35 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         k_low = pm.Normal("log_clearance_low", mu=priors.log_clearance[0] - CLEARANCE_SHEAR * k_sd,
                           sigma=priors.log_clearance[1])
         log_k_mu = pm.Deterministic("log_clearance", k_low + CLEARANCE_SHEAR * k_sd)
-        log_k = mask_centred("clearance_z", log_k_mu + k_ratio * arm, k_sd, informed["clearance"],
-                             dims=d("patient"))
         # baseline burden
         anchor_sd = pm.HalfNormal("baseline_anchor_sd", sigma=priors.baseline_anchor_sd)
         e_b = pm.Normal("baseline_z", 0.0, 1.0, dims=d("patient"))
         baseline = pm.Deterministic("patient_baseline_log10", pt.switch(
             pt.gt(missing, 0.5), mu_b_pop + sd_b_pop * e_b, anchor_data + anchor_sd * e_b), dims=d("patient"))
+        # residual SD per method (here: the kill-rate walls below read it)
+        sigma = pm.LogNormal("mrd_residual_sd_log10", mu=priors.residual_sd_log10[0],
+                             sigma=priors.residual_sd_log10[1], dims=d("method"))
+        k_cov = 0.0
+        if inputs.covariates:
+            x = pm.Data("x_std", inputs.x_std, dims=(d("patient"), d("covariate")))
+            g_k = _normal("covariate_clearance", priors.covariate_effect, dims=d("covariate"))
+            k_cov = pt.dot(x, g_k)
+        # each non-centred kill rate is sampled through wall_stretch: a negative assessment bounds it below
+        # (clearance_walls) with a wall of width w = sigma / ((B - L) omega_k) in z, whose curvature ~1/w^2 set the
+        # step size (benchmarks/README.md, "MRD: what sets the step size")
+        wall = walls["clearance"]
+        gap = pt.maximum(baseline - wall["log10_lod"], 0.1)
+        has_wall = pt.gt(wall["present"], 0.5)
+        z_wall = pt.switch(has_wall, (pt.log(gap / wall["day"]) - (log_k_mu + k_ratio * arm + k_cov)) / k_sd, 0.0)
+        width = pt.switch(has_wall, pt.clip(sigma[wall["method"]] / (gap * k_sd), 1e-3, 1.0), 1.0)
+        log_k = _wall_stretched("clearance_z", log_k_mu + k_ratio * arm, k_sd, informed["clearance"], z_wall,
+                                width, dims=d("patient")) + k_cov
         # recurrence class
         c0 = _normal("logit_recurrence", priors.logit_recurrence)
         c_arm = _normal("recurrence_log_or", priors.recurrence_log_or)
         eta = c0 + c_arm * arm
         if inputs.covariates:
-            x = pm.Data("x_std", inputs.x_std, dims=(d("patient"), d("covariate")))
-            g_k = _normal("covariate_clearance", priors.covariate_effect, dims=d("covariate"))
             g_r = _normal("covariate_recurrence", priors.covariate_effect, dims=d("covariate"))
-            log_k = log_k + pt.dot(x, g_k)
             eta = eta + pt.dot(x, g_r)
         clearance = pm.Deterministic("patient_clearance_log10_per_day", pt.exp(log_k), dims=d("patient"))
         # floor and regrowth of the recurrence class
@@ -709,11 +821,6 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         s_mu = _normal("log_relapse_latency", priors.log_relapse_latency)
         s_ratio = _normal("relapse_log_time_ratio", priors.relapse_log_time_ratio)
         s_sd = pm.HalfNormal("relapse_sd", sigma=priors.relapse_sd)
-        # Weibull latency (log-Weibull = minimum-Gumbel on the log scale): early relapsers are not extreme
-        log_latency = mask_centred("relapse_raw", s_mu + s_ratio * arm, s_sd, informed["latency"],
-                                   family="log_weibull", dims=d("patient"))
-        relapse_day = pm.Deterministic("patient_relapse_day", LATENCY_ORIGIN_DAY + pt.exp(log_latency),
-                                       dims=d("patient"))
         # one doubling time for all patients: with per-patient doubling times a long flat flow-positive
         # series had two explanations (high floor + fast late regrowth, or low floor + 150-day doubling)
         # and chains split between them; few patients have two values on the regrowth to pin their own
@@ -721,9 +828,19 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         td_sd = pm.LogNormal("doubling_sd", mu=priors.doubling_sd[0], sigma=priors.doubling_sd[1])
         log_td = mask_centred("doubling_raw", td_mu, td_sd, informed["doubling"], dims=d("patient"))
         growth = LOG10_2 / pm.Deterministic("patient_doubling_time_days", pt.exp(log_td), dims=d("patient"))
+        # Weibull latency (log-Weibull = minimum-Gumbel on the log scale): early relapsers are not extreme. A
+        # negative assessment bounds it below (class R: the regrowth stayed under the LoD), a wall of width
+        # sigma / (g s_w omega_s) in the standard value, sampled through wall_stretch as the kill rate is
+        wall = walls["latency"]
+        has_wall = pt.gt(wall["present"], 0.5)
+        s_wall = pt.maximum(wall["day"] - LATENCY_ORIGIN_DAY + (RELAPSE_LOG10 - wall["log10_lod"]) / growth, 1.0)
+        v_wall = pt.switch(has_wall, (pt.log(s_wall) - (s_mu + s_ratio * arm)) / s_sd, 0.0)
+        v_width = pt.switch(has_wall, pt.clip(sigma[wall["method"]] / (growth * s_wall * s_sd), 1e-3, 1.0), 1.0)
+        log_latency = _wall_stretched("relapse_raw", s_mu + s_ratio * arm, s_sd, informed["latency"], v_wall,
+                                      v_width, family="log_weibull", dims=d("patient"))
+        relapse_day = pm.Deterministic("patient_relapse_day", LATENCY_ORIGIN_DAY + pt.exp(log_latency),
+                                       dims=d("patient"))
         # measurement
-        sigma = pm.LogNormal("mrd_residual_sd_log10", mu=priors.residual_sd_log10[0],
-                             sigma=priors.residual_sd_log10[1], dims=d("method"))
         offset = pt.zeros(len(methods))
         if biased:
             bias = _normal("method_bias_log10", priors.method_bias_log10, dims=d("biased_method"))
