@@ -209,8 +209,8 @@ class MrdCalibration:
     def data_updates(self, data: dict) -> dict:
         """Shared-variable values of one simulated data set: the padded observed matrix, codes, responses,
         which patients are centred (``informed_patients`` of the simulated data, as a model built from them
-        would choose) and their censoring walls (``censoring_walls``, likewise)."""
-        from toolkit.models.mrd import censoring_walls, informed_patients
+        would choose) and their latency walls (``latency_walls``, likewise)."""
+        from toolkit.models.mrd import informed_patients, latency_walls
 
         i = self.inputs()
         y = np.asarray(data["log10_value"], float)
@@ -218,7 +218,7 @@ class MrdCalibration:
         padded[i.assessment_patient, i.assessment_visit] = y  # as the builder pads its observed value
         code = np.asarray(data["censoring"], np.int64)
         simulated = replace(i, log10_value=y, censoring=code)
-        walls = {f"{kind}_wall_{k}": v for kind, wall in censoring_walls(simulated).items() for k, v in wall.items()}
+        walls = {f"latency_wall_{k}": v for k, v in latency_walls(simulated).items()}
         return {"mrd_observed": padded, "censoring": code, "log10_value": y,
                 "response_observed": np.asarray(data["responded"], np.int64),
                 **{f"centred_{k}": v.astype(float) for k, v in informed_patients(simulated).items()}, **walls}

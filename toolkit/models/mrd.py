@@ -65,7 +65,28 @@ slows the sampler (Papaspiliopoulos, Roberts & Skold 2007). The free
 variables ``clearance_z``, ``floor_raw`` and ``relapse_raw`` therefore mix
 the two meanings (as does ``doubling_raw``); read the ``patient_*``
 deterministics instead. The centred latency is ``-relapse_raw`` ~
-Gumbel(-(mu_s + b_s a_i), omega_s), the non-centred one ``-relapse_raw`` = w_i.
+Gumbel(-(mu_s + b_s a_i), omega_s).
+
+Walls (model 1.2.0). In class R a negative assessment bounds a non-centred latency from
+below: the regrowth stayed under L_j at t_j, so R_i > t_j + (log10 0.05 - L_j) / g_i. In the
+standard value w_i the class-R likelihood steps across a wall at z_w of width
+w = sigma / (g_i s_w omega_s) (s_w the latency at the wall), about 0.02-0.05 for a patient
+negative to day 730: a curvature ~1/w^2 that set the leapfrog step, more so the more such
+patients (benchmarks/README.md, "MRD: what sets the step size"). Those latencies are sampled
+as ``relapse_raw`` = eta with w_i = T(eta)::
+
+    T(eta) = eta - a tanh(u),   u = (1 - w')(eta - z_w) / a,   a = WALL_ZONE = 3,  w' = max(w, 0.3)
+    log T'(eta) = log(w' + (1 - w') tanh^2(u))   (added to the log density)
+
+so the step is spread over a few units of eta and T is the identity up to a constant shift
+(+-a) away from it (:func:`wall_stretch`; :func:`latency_walls` picks each patient's tightest
+negative). The stretch is floored at w' = LATENCY_WIDTH_MIN = 0.3 because the wall bounds only
+the class-R component, so the likelihood beyond it falls to (1 - pi) L_S, not 0: the stretched
+zone has density w' relative to its sides, and at w' = w the chains crossed that valley rarely
+(R-hat 1.07 at 60 patients). The same stretch of the kill-rate walls (B_i - k_i t_j < L_j, width
+sigma / ((B_i - L_j) omega_k)) took them out of the stiffest directions but made ``clearance_sd``
+mix far worse on the example cohort (R-hat 1.16-1.25), so kill rates are not stretched. Only the
+parameterisation changes, not the model; prior draws invert T exactly.
 
 The latency is Weibull, not log-normal: relapse times after CAR-T follow a
 Weibull-type hazard (the durability model's; docs/priors.md#mrd-relapse-sd), whose log has
@@ -237,8 +258,8 @@ wall of width about sigma / (k t omega_k) into its non-centred variable, which n
 omega_k grows. Tried and rejected on those seeds (first run, 4 x 1000): measuring each such
 patient's variable from its wall (log k_i = c_i + omega_k y_i, c_i = log((B_i - LoD_i) / t_i);
 1015 R-hat 1.13), centring every kill rate (1015 R-hat 1.14, E-BFMI 0.14), nutpie's low-rank
-mass matrix (1009 R-hat 1.07). Still to try: integrating k_i out (one-dimensional quadrature in
-the decline level at the first assessment, where the likelihood is smooth on the scale of sigma).
+mass matrix (1009 R-hat 1.07). Stretching the kill-rate walls (as model 1.2.0 stretches the latency's,
+"Walls" above) was tried and rejected too.
 Known misfit of model 1.0 (``toolkit.plots.mrd.plot_fraction_negative``): with one shared
 doubling time it replicated slightly too few day-28 flow negatives among early
 relapsers whose regrowth is steeper than the shared rate; model 1.1.0 lets that rate vary.
@@ -280,13 +301,13 @@ from toolkit.models.centring import mask_centred
 
 __all__ = [
     "ARMS", "MODEL_NAME", "MODEL_VERSION", "MrdPriors", "build_mrd_model", "censored_log10_logp",
-    "censoring_walls", "class_logliks_numpy", "informed_patients", "log_normal_interval", "log_normal_interval_numpy",
+    "class_logliks_numpy", "informed_patients", "latency_walls", "log_normal_interval", "log_normal_interval_numpy",
     "log_phi_difference", "mrd_log10_numpy", "std_normal_lcdf", "TERM_CAP_LOG10", "wall_stretch",
     "wall_stretch_inverse_numpy",
 ]
 
 MODEL_NAME = "mrd"
-MODEL_VERSION = "1.1.0"  # 1.1.0: each patient's own regrowth doubling time
+MODEL_VERSION = "1.2.0"  # 1.1.0: each patient's own regrowth doubling time; 1.2.0: walls stretched (wall_stretch)
 ARMS = ("control", "experimental")
 PRIOR_SETS = ("default", "skeptical", "optimistic")
 LN10 = math.log(10.0)
@@ -295,6 +316,8 @@ LATENCY_ORIGIN_DAY = 28.0  # response assessment; the regrowth latency s_i count
 LOG10_2 = math.log10(2.0)
 CLEARANCE_SHEAR = 1.5  # log_clearance_low = mu_k - 1.5 omega_k: the ~7th percentile of log k (see build_mrd_model)
 LOG_LN2 = math.log(math.log(2.0))  # median of w = log Exponential(1): the Weibull median is scale x (ln 2)^(1/shape)
+LATENCY_WIDTH_MIN = 0.3  # the latency wall's stretch is floored here (module docstring, "Walls")
+WALL_ZONE = 3.0  # half-width, in the sampler's coordinate, of the zone wall_stretch spreads a wall over
 TERM_CAP_LOG10 = 50.0  # each clone's log10 term is capped here in the likelihood (log10_sum); see there
 
 
@@ -549,42 +572,32 @@ def _normal(name, prior, **kwargs):
     return pm.Normal(name, mu=prior[0], sigma=prior[1], **kwargs)
 
 
-def _wall_stretched(name, mu, sd, centred, z_wall, width, *, family="normal", dims=None):
-    r"""Patient values theta_i ~ family(mu_i, sd) through the free variable ``name``: where ``centred`` is 1 the value
-    itself (``log_weibull``: its negative, Gumbel(-mu, sd), as :func:`toolkit.models.centring.mask_centred`);
-    elsewhere eta, with the standard value z = T(eta) (:func:`wall_stretch`; T is the identity where there is no
-    wall: z_wall 0, width 1) and theta = mu + sd z. The standard value is Normal(0, 1) (``normal``) or
-    log Exponential(1), density exp(z - e^z) (``log_weibull``). Prior draws invert T
+def _wall_stretched_latency(name, mu, sd, centred, z_wall, width, dims=None):
+    r"""Log latencies theta_i = log s_i, log-Weibull(mu_i, sd), through the free variable ``name``: where ``centred``
+    is 1 its negative, Gumbel(-mu, sd) (as :func:`toolkit.models.centring.mask_centred`); elsewhere eta, with the
+    standard value z = T(eta) ~ log Exponential(1), density exp(z - e^z) (:func:`wall_stretch`; T is the
+    identity where there is no wall: width 1), and theta = mu + sd z. Prior draws invert T
     (:func:`wall_stretch_inverse_numpy`), so they are exact."""
     c = pt.as_tensor(centred).astype("float64")
-    weibull = family == "log_weibull"
 
     def logp(value, mu, sd, c, z_wall, width):
         z, log_jacobian = wall_stretch(value, z_wall, width)
-        if weibull:
-            x = (value + mu) / sd  # centred: value = -theta ~ Gumbel(-mu, sd)
-            direct = -pt.log(sd) - x - pt.exp(-x)
-            stretched = z - pt.exp(z) + log_jacobian
-        else:
-            direct = -0.5 * pt.sqr((value - mu) / sd) - pt.log(sd) - 0.5 * math.log(2 * math.pi)
-            stretched = -0.5 * pt.sqr(z) - 0.5 * math.log(2 * math.pi) + log_jacobian
-        return pt.switch(pt.gt(c, 0.5), direct, stretched)
+        x = (value + mu) / sd  # centred: value = -theta ~ Gumbel(-mu, sd)
+        return pt.switch(pt.gt(c, 0.5), -pt.log(sd) - x - pt.exp(-x), z - pt.exp(z) + log_jacobian)
 
     def random(mu, sd, c, z_wall, width, rng=None, size=None):
         shape = size if size is not None else np.broadcast_shapes(*(np.shape(v) for v in (mu, sd, c, z_wall, width)))
-        z = np.log(rng.standard_exponential(shape)) if weibull else rng.standard_normal(shape)
-        direct = -(mu + sd * z) if weibull else mu + sd * z
-        return np.where(np.asarray(c) > 0.5, direct, wall_stretch_inverse_numpy(z, z_wall, width))
+        z = np.log(rng.standard_exponential(shape))
+        return np.where(np.asarray(c) > 0.5, -(mu + sd * z), wall_stretch_inverse_numpy(z, z_wall, width))
 
     def support_point(rv, size, mu, sd, c, z_wall, width):
-        # centred: the mean (log_weibull: the median's negative); non-centred: 0, or 1 inside the wall
-        direct = -(mu + sd * LOG_LN2) if weibull else mu
-        start = pt.switch(pt.lt(width, 1.0), pt.maximum(z_wall + 1.0, 0.0), 0.0)
-        return pt.broadcast_to(pt.switch(pt.gt(c, 0.5), direct, start), rv.shape)
+        # centred: minus the median; non-centred: 0, or just inside the wall
+        start = pt.switch(pt.lt(width, 1.0), pt.maximum(z_wall + WALL_ZONE, 0.0), 0.0)
+        return pt.broadcast_to(pt.switch(pt.gt(c, 0.5), -(mu + sd * LOG_LN2), start), rv.shape)
 
     raw = pm.CustomDist(name, mu, sd, c, z_wall, width, logp=logp, random=random, support_point=support_point,
                         dims=dims)
-    return pt.switch(pt.gt(c, 0.5), -raw if weibull else raw, mu + sd * wall_stretch(raw, z_wall, width)[0])
+    return pt.switch(pt.gt(c, 0.5), -raw, mu + sd * wall_stretch(raw, z_wall, width)[0])
 
 def _padded(inputs: MrdInputs, flat: np.ndarray, fill: float) -> np.ndarray:
     out = np.full((inputs.n_patients, inputs.n_visits), fill, dtype=float)
@@ -639,62 +652,54 @@ def informed_patients(inputs: MrdInputs) -> dict[str, np.ndarray]:
             "clearance": kill}
 
 
-def censoring_walls(inputs: MrdInputs) -> dict[str, dict[str, np.ndarray]]:
-    """Each patient's tightest bounds from negative assessments on the kill rate and on the regrowth latency.
+def latency_walls(inputs: MrdInputs) -> dict[str, np.ndarray]:
+    """Each patient's tightest lower bound on the regrowth latency from a negative assessment (per patient).
 
-    A row below its LoD L_j at day t_j bounds the decline, B_i - k_i t_j < L_j, so k_i > (B_i - L_j) / t_j
-    (``clearance``), and the regrowth, log10 0.05 + g_i (t_j - R_i) < L_j, so R_i > t_j + (log10 0.05 - L_j) / g_i
-    (``latency``, class R). Per bound, the row with the largest bound at the patient's anchor burden (measured
-    blasts, else the cohort's mean) and the typical doubling time is the wall: ``present`` (0/1), its ``day``,
-    ``log10_lod`` and ``method`` (index). Used only to choose the parameterisation (:func:`wall_stretch`), so, like
-    :func:`informed_patients`, it is data a compiled model swaps with the observations.
+    In class R a row below its LoD L_j at day t_j bounds the regrowth, log10 0.05 + g_i (t_j - R_i) < L_j, so
+    R_i > t_j + (log10 0.05 - L_j) / g_i. The row with the largest bound at the typical doubling time is the
+    wall: ``present`` (0/1), its ``day``, ``log10_lod`` and ``method`` (index). Used only to choose the
+    parameterisation (:func:`wall_stretch`), so, like :func:`informed_patients`, it is data a compiled model swaps
+    with the observations.
     """
     n = inputs.n_patients
-    anchor = np.where(inputs.baseline_missing, inputs.baseline_log10_mean, np.nan_to_num(inputs.baseline_log10))
-    anchor = np.where(np.isfinite(anchor), anchor, math.log10(0.2))
     p = inputs.assessment_patient
-    below = (inputs.censoring == 1) & np.isfinite(inputs.log10_lod) & (inputs.day > 0)
-    lod = np.where(below, inputs.log10_lod, 0.0)
+    below = (inputs.censoring == 1) & np.isfinite(inputs.log10_lod)
     growth = LOG10_2 / math.exp(MrdPriors().log_doubling_days[0])
-    bounds = {"clearance": (anchor[p] - lod) / np.maximum(inputs.day, 1e-9),
-              "latency": inputs.day + (RELAPSE_LOG10 - lod) / growth}
-    out = {}
-    for kind, bound in bounds.items():
-        bound = np.where(below, bound, -np.inf)
-        wall = {"present": np.zeros(n), "day": np.full(n, 365.0), "log10_lod": np.full(n, -4.0),
-                "method": np.zeros(n, dtype=np.int64)}
-        for i in np.unique(p[below]):
-            rows = np.flatnonzero(p == i)
-            j = rows[np.argmax(bound[rows])]
-            wall["present"][i], wall["day"][i], wall["log10_lod"][i] = 1.0, inputs.day[j], inputs.log10_lod[j]
-            wall["method"][i] = inputs.method[j]
-        out[kind] = wall
-    return out
+    bound = np.where(below, inputs.day + (RELAPSE_LOG10 - np.where(below, inputs.log10_lod, 0.0)) / growth, -np.inf)
+    wall = {"present": np.zeros(n), "day": np.full(n, 365.0), "log10_lod": np.full(n, -4.0),
+            "method": np.zeros(n, dtype=np.int64)}
+    for i in np.unique(p[below]):
+        rows = np.flatnonzero(p == i)
+        j = rows[np.argmax(bound[rows])]
+        wall["present"][i], wall["day"][i], wall["log10_lod"][i] = 1.0, inputs.day[j], inputs.log10_lod[j]
+        wall["method"][i] = inputs.method[j]
+    return wall
 
 def wall_stretch(eta, z_wall, width):
-    r"""z = T(eta) = z_w + w e + (1 - w) softplus(e), e = eta - z_w, and log T'(eta) = log(w + (1 - w) sigmoid(e)).
+    r"""z = T(eta) = eta - a tanh(u), u = (1 - w)(eta - z_w) / a, a = WALL_ZONE; log T' = log(w + (1 - w) tanh^2 u).
 
-    T maps the sampler's coordinate eta to a standard-normal patient value z whose likelihood rises from 0 to 1
-    across a wall at z_w of width w << 1 (:func:`censoring_walls`): below the wall z - z_w ~ w e, so the
-    likelihood's Phi((z - z_w)/w) is Phi(e), unit scale, and above it z ~ eta, the plain non-centred value (so a
-    patient far from their wall is not coupled to the population values that place it).
-    Without it the wall's curvature ~1/w^2 (w = sigma / ((B - L) omega_k), about 0.1) set the leapfrog step.
+    T maps the sampler's coordinate eta to a patient's standard value z whose likelihood steps across a wall at
+    z_w of width w << 1 (:func:`latency_walls`): near the wall T' ~ w, so the step, whose curvature ~1/w^2 set
+    the leapfrog step size, is spread over a few units of eta; away from it T' ~ 1 and z = eta -+ a, the plain
+    non-centred value shifted by a constant (so neither w nor z_w, which move with the population values,
+    couple a patient far from the wall to them). w = 1 (no wall) makes T the identity. The stretch is local,
+    not one-sided, because a wall need not take the likelihood to 0 beyond it (the latency's bounds only the
+    class-R component of the mixture).
     """
-    e = eta - z_wall
-    z = z_wall + width * e + (1.0 - width) * pt.softplus(e)
-    return z, pt.log(width + (1.0 - width) * pt.sigmoid(e))
+    t = pt.tanh((1.0 - width) * (eta - z_wall) / WALL_ZONE)
+    return eta - WALL_ZONE * t, pt.log(width + (1.0 - width) * pt.sqr(t))
 
 
-def wall_stretch_inverse_numpy(z, z_wall, width, iterations: int = 60):
-    """eta with T(eta) = z (numpy; :func:`wall_stretch`): Newton in e = eta - z_w from a point above the root,
-    where T is convex and increasing, so every step stays above it and converges."""
+def wall_stretch_inverse_numpy(z, z_wall, width, iterations: int = 64):
+    """eta with T(eta) = z (numpy; :func:`wall_stretch`): bisection on [z - a, z + a], where T is increasing and
+    |T(eta) - eta| <= a."""
     z, z_wall, width = np.broadcast_arrays(*(np.asarray(v, float) for v in (z, z_wall, width)))
-    d = z - z_wall
-    e = np.where(d > 0, d / width, d)
+    lo, hi = z - WALL_ZONE, z + WALL_ZONE
     for _ in range(iterations):
-        f = width * e + (1.0 - width) * np.logaddexp(0.0, e) - d
-        e = e - f / (width + (1.0 - width) / (1.0 + np.exp(-e)))
-    return e + z_wall
+        mid = 0.5 * (lo + hi)
+        above = mid - WALL_ZONE * np.tanh((1.0 - width) * (mid - z_wall) / WALL_ZONE) > z
+        lo, hi = np.where(above, lo, mid), np.where(above, mid, hi)
+    return 0.5 * (lo + hi)
 
 
 def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, parent: pm.Model | None = None,
@@ -742,7 +747,7 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
                  below=np.flatnonzero(code == 1), pnq=np.flatnonzero(code == 2), n_patients=inputs.n_patients)
     sustained = float(priors.sustained_floor_log10)
     informed = informed_patients(inputs) if centred is None else centred
-    walls = censoring_walls(inputs)
+    walls = latency_walls(inputs)
     mu_b_pop, sd_b_pop = inputs.baseline_log10_mean, inputs.baseline_log10_sd
     if not (np.isfinite(mu_b_pop) and np.isfinite(sd_b_pop) and sd_b_pop > 0):
         mu_b_pop, sd_b_pop = priors.baseline_log10_fallback
@@ -765,8 +770,7 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         # which patients are centred, per parameter, is data: a compiled model swaps it with the observations
         # (a calibration study fits each simulated cohort with the choice its own data warrant)
         informed = {k: pm.Data(f"centred_{k}", np.asarray(v, float), dims=d("patient")) for k, v in informed.items()}
-        walls = {kind: {k: pm.Data(f"{kind}_wall_{k}", v, dims=d("patient")) for k, v in wall.items()}
-                 for kind, wall in walls.items()}
+        walls = {k: pm.Data(f"latency_wall_{k}", v, dims=d("patient")) for k, v in walls.items()}
 
         # clearance (kill) rate. The data bound most kill rates only from below (MRD at the floor by day 28), so
         # they pin a low quantile of the log k distribution, mu_k - c omega_k, not mu_k and omega_k apart: the
@@ -784,7 +788,7 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         e_b = pm.Normal("baseline_z", 0.0, 1.0, dims=d("patient"))
         baseline = pm.Deterministic("patient_baseline_log10", pt.switch(
             pt.gt(missing, 0.5), mu_b_pop + sd_b_pop * e_b, anchor_data + anchor_sd * e_b), dims=d("patient"))
-        # residual SD per method (here: the kill-rate walls below read it)
+        # residual SD per method (the latency walls below read it)
         sigma = pm.LogNormal("mrd_residual_sd_log10", mu=priors.residual_sd_log10[0],
                              sigma=priors.residual_sd_log10[1], dims=d("method"))
         k_cov = 0.0
@@ -792,16 +796,8 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
             x = pm.Data("x_std", inputs.x_std, dims=(d("patient"), d("covariate")))
             g_k = _normal("covariate_clearance", priors.covariate_effect, dims=d("covariate"))
             k_cov = pt.dot(x, g_k)
-        # each non-centred kill rate is sampled through wall_stretch: a negative assessment bounds it below
-        # (clearance_walls) with a wall of width w = sigma / ((B - L) omega_k) in z, whose curvature ~1/w^2 set the
-        # step size (benchmarks/README.md, "MRD: what sets the step size")
-        wall = walls["clearance"]
-        gap = pt.maximum(baseline - wall["log10_lod"], 0.1)
-        has_wall = pt.gt(wall["present"], 0.5)
-        z_wall = pt.switch(has_wall, (pt.log(gap / wall["day"]) - (log_k_mu + k_ratio * arm + k_cov)) / k_sd, 0.0)
-        width = pt.switch(has_wall, pt.clip(sigma[wall["method"]] / (gap * k_sd), 1e-3, 1.0), 1.0)
-        log_k = _wall_stretched("clearance_z", log_k_mu + k_ratio * arm, k_sd, informed["clearance"], z_wall,
-                                width, dims=d("patient")) + k_cov
+        log_k = mask_centred("clearance_z", log_k_mu + k_ratio * arm, k_sd, informed["clearance"],
+                             dims=d("patient")) + k_cov
         # recurrence class
         c0 = _normal("logit_recurrence", priors.logit_recurrence)
         c_arm = _normal("recurrence_log_or", priors.recurrence_log_or)
@@ -830,14 +826,14 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         growth = LOG10_2 / pm.Deterministic("patient_doubling_time_days", pt.exp(log_td), dims=d("patient"))
         # Weibull latency (log-Weibull = minimum-Gumbel on the log scale): early relapsers are not extreme. A
         # negative assessment bounds it below (class R: the regrowth stayed under the LoD), a wall of width
-        # sigma / (g s_w omega_s) in the standard value, sampled through wall_stretch as the kill rate is
-        wall = walls["latency"]
-        has_wall = pt.gt(wall["present"], 0.5)
-        s_wall = pt.maximum(wall["day"] - LATENCY_ORIGIN_DAY + (RELAPSE_LOG10 - wall["log10_lod"]) / growth, 1.0)
+        # sigma / (g s_w omega_s) in the standard value, sampled through wall_stretch (module docstring, "Walls")
+        has_wall = pt.gt(walls["present"], 0.5)
+        s_wall = pt.maximum(walls["day"] - LATENCY_ORIGIN_DAY + (RELAPSE_LOG10 - walls["log10_lod"]) / growth, 1.0)
         v_wall = pt.switch(has_wall, (pt.log(s_wall) - (s_mu + s_ratio * arm)) / s_sd, 0.0)
-        v_width = pt.switch(has_wall, pt.clip(sigma[wall["method"]] / (growth * s_wall * s_sd), 1e-3, 1.0), 1.0)
-        log_latency = _wall_stretched("relapse_raw", s_mu + s_ratio * arm, s_sd, informed["latency"], v_wall,
-                                      v_width, family="log_weibull", dims=d("patient"))
+        v_width = pt.switch(has_wall, pt.clip(sigma[walls["method"]] / (growth * s_wall * s_sd), LATENCY_WIDTH_MIN,
+                                              1.0), 1.0)
+        log_latency = _wall_stretched_latency("relapse_raw", s_mu + s_ratio * arm, s_sd, informed["latency"], v_wall,
+                                              v_width, dims=d("patient"))
         relapse_day = pm.Deterministic("patient_relapse_day", LATENCY_ORIGIN_DAY + pt.exp(log_latency),
                                        dims=d("patient"))
         # measurement
