@@ -14,8 +14,8 @@ from toolkit.data.inputs import ModelDataError
 from toolkit.data.mrd_inputs import CENSORING_CODES, to_mrd_inputs
 from toolkit.inference import SamplerSettings, diagnose, sample
 from toolkit.models.mrd import (MODEL_NAME, MODEL_VERSION, MrdPriors, build_mrd_model, censored_log10_logp,
-                                class_logliks_numpy, informed_patients, latency_walls, log_normal_interval,
-                                log_normal_interval_numpy, mrd_log10_numpy, wall_stretch_inverse_numpy)
+                                class_logliks_numpy, informed_patients, log_normal_interval,
+                                log_normal_interval_numpy, mrd_log10_numpy)
 from toolkit.mrd_estimands import mrd_estimands, patient_recurrence, patient_trajectories
 from toolkit.testing import EXAMPLE
 
@@ -55,7 +55,7 @@ def _with_mrd(cohort, mrd):
 
 def test_structure_names_dims_and_finite_start(inputs):
     model = build_mrd_model(inputs)
-    assert (MODEL_NAME, MODEL_VERSION) == ("mrd", "1.2.0")
+    assert (MODEL_NAME, MODEL_VERSION) == ("mrd", "1.1.0")
     assert set(POPULATION + NAMED + ["mrd", "response"]) <= set(model.named_vars)
     assert {"patient", "assessment", "arm", "method", "infused"} <= set(model.coords)
     assert list(model.coords["arm"]) == ["control", "experimental"]
@@ -249,54 +249,6 @@ def test_kill_rate_centred_only_where_the_decline_passed_a_value(inputs):
     assert not informed_patients(dataclasses.replace(seen, log10_lod=lod_high))["clearance"][i]
 
 
-def test_latency_walls_are_each_patients_tightest_negative(inputs):
-    """The latency wall is the negative with the largest day + (log10 0.05 - LoD) / g (g at the typical doubling
-    time): the last negative at the flow limit beats an earlier one at the NGS limit only if late enough; a
-    patient with no negative has none."""
-    import math
-
-    walls = latency_walls(inputs)
-    p, code = inputs.assessment_patient, inputs.censoring
-    negative = np.bincount(p[code == 1], minlength=inputs.n_patients) > 0
-    np.testing.assert_array_equal(walls["present"] > 0.5, negative)
-    g = math.log10(2) / math.exp(MrdPriors().log_doubling_days[0])
-    for i in np.flatnonzero(negative)[:10]:
-        rows = np.flatnonzero((p == i) & (code == 1))
-        bound = inputs.day[rows] + (math.log10(0.05) - inputs.log10_lod[rows]) / g
-        j = rows[np.argmax(bound)]
-        assert (walls["day"][i], walls["log10_lod"][i], walls["method"][i]) == (
-            inputs.day[j], inputs.log10_lod[j], inputs.method[j])
-
-
-def test_wall_stretched_latencies_keep_their_prior():
-    """log s = mu + sd T(eta) is log-Weibull whatever the wall: prior draws (which invert T) have its mean and SD,
-    and the density of eta (with log T') pushed through T integrates to 1 with the standard density of z.
-    Without the Jacobian term it would not (1.05-2.0 below), which the quadrature check flags."""
-    import pymc as pm
-    import pytensor.tensor as pt
-
-    from toolkit.models.mrd import _wall_stretched_latency, wall_stretch
-
-    n, mu, sd = 20_000, 1.5, 0.7
-    z_wall = np.r_[np.full(n, 1.0), np.full(n, -2.0), np.zeros(n), np.zeros(n)]
-    width = np.r_[np.full(n, 0.3), np.full(n, 0.5), np.ones(n), np.ones(n)]
-    centred = np.r_[np.zeros(3 * n), np.ones(n)]
-    with pm.Model() as model:
-        pm.Deterministic("theta", _wall_stretched_latency("raw", mu, sd, centred, z_wall, width))
-    draws = pm.draw(model["theta"], random_seed=1)
-    mean, scale = mu - sd * np.euler_gamma, sd * np.pi / np.sqrt(6)
-    for k in range(4):
-        part = draws[k * n:(k + 1) * n]
-        assert abs(part.mean() - mean) < 4 * scale / np.sqrt(n) and abs(part.std() / scale - 1) < 0.03
-    eta = np.linspace(-60, 60, 400_001)
-    for zw, w in ((1.0, 0.3), (-2.0, 0.5), (3.5, 0.3)):
-        z, log_jac = (v.eval() for v in wall_stretch(pt.as_tensor(eta), zw, w))
-        base = z - np.exp(np.minimum(z, 700))
-        assert abs(np.trapezoid(np.exp(base + log_jac), eta) - 1) < 1e-4
-        assert abs(np.trapezoid(np.exp(base), eta) - 1) > 0.04  # without log T' it would not integrate to 1
-        np.testing.assert_allclose(wall_stretch_inverse_numpy(z[::1000], zw, w), eta[::1000], atol=1e-9)
-
-
 def test_clearance_shear_keeps_the_prior_of_log_clearance(inputs):
     """log_clearance = log_clearance_low + 1.5 clearance_sd is a deterministic whose prior is still
     Normal(log 0.25, 0.5) whatever clearance_sd is (a shear, Jacobian 1); clearance_sd ~ Gamma(2, 2/0.5)."""
@@ -451,6 +403,6 @@ def test_a_run_of_another_model_version_is_not_rebuilt():
     from toolkit.fitting import _same_model_version, rebuild_model
 
     old = SimpleNamespace(summary={"model": "mrd", "options": {}}, provenance={"model_version": "1.0.0"})
-    with pytest.raises(ValueError, match="fitted with mrd model 1.0.0; this toolkit builds 1.2.0"):
+    with pytest.raises(ValueError, match="fitted with mrd model 1.0.0; this toolkit builds 1.1.0"):
         rebuild_model(old)
     _same_model_version(SimpleNamespace(provenance={"model_version": MODEL_VERSION}), "mrd")

@@ -207,21 +207,20 @@ class MrdCalibration:
         return self._build(self.fit_priors)
 
     def data_updates(self, data: dict) -> dict:
-        """Shared-variable values of one simulated data set: the padded observed matrix, codes, responses,
+        """Shared-variable values of one simulated data set: the padded observed matrix, codes, responses, and
         which patients are centred (``informed_patients`` of the simulated data, as a model built from them
-        would choose) and their latency walls (``latency_walls``, likewise)."""
-        from toolkit.models.mrd import informed_patients, latency_walls
+        would choose)."""
+        from toolkit.models.mrd import informed_patients
 
         i = self.inputs()
         y = np.asarray(data["log10_value"], float)
         padded = np.zeros((i.n_patients, i.n_visits))
         padded[i.assessment_patient, i.assessment_visit] = y  # as the builder pads its observed value
         code = np.asarray(data["censoring"], np.int64)
-        simulated = replace(i, log10_value=y, censoring=code)
-        walls = {f"latency_wall_{k}": v for k, v in latency_walls(simulated).items()}
+        informed = informed_patients(replace(i, log10_value=y, censoring=code))
         return {"mrd_observed": padded, "censoring": code, "log10_value": y,
                 "response_observed": np.asarray(data["responded"], np.int64),
-                **{f"centred_{k}": v.astype(float) for k, v in informed_patients(simulated).items()}, **walls}
+                **{f"centred_{k}": v.astype(float) for k, v in informed.items()}}
 
     # ---- generator ------------------------------------------------------------------------
 

@@ -65,28 +65,7 @@ slows the sampler (Papaspiliopoulos, Roberts & Skold 2007). The free
 variables ``clearance_z``, ``floor_raw`` and ``relapse_raw`` therefore mix
 the two meanings (as does ``doubling_raw``); read the ``patient_*``
 deterministics instead. The centred latency is ``-relapse_raw`` ~
-Gumbel(-(mu_s + b_s a_i), omega_s).
-
-Walls (model 1.2.0). In class R a negative assessment bounds a non-centred latency from
-below: the regrowth stayed under L_j at t_j, so R_i > t_j + (log10 0.05 - L_j) / g_i. In the
-standard value w_i the class-R likelihood steps across a wall at z_w of width
-w = sigma / (g_i s_w omega_s) (s_w the latency at the wall), about 0.02-0.05 for a patient
-negative to day 730: a curvature ~1/w^2 that set the leapfrog step, more so the more such
-patients (benchmarks/README.md, "MRD: what sets the step size"). Those latencies are sampled
-as ``relapse_raw`` = eta with w_i = T(eta)::
-
-    T(eta) = eta - a tanh(u),   u = (1 - w')(eta - z_w) / a,   a = WALL_ZONE = 3,  w' = max(w, 0.3)
-    log T'(eta) = log(w' + (1 - w') tanh^2(u))   (added to the log density)
-
-so the step is spread over a few units of eta and T is the identity up to a constant shift
-(+-a) away from it (:func:`wall_stretch`; :func:`latency_walls` picks each patient's tightest
-negative). The stretch is floored at w' = LATENCY_WIDTH_MIN = 0.3 because the wall bounds only
-the class-R component, so the likelihood beyond it falls to (1 - pi) L_S, not 0: the stretched
-zone has density w' relative to its sides, and at w' = w the chains crossed that valley rarely
-(R-hat 1.07 at 60 patients). The same stretch of the kill-rate walls (B_i - k_i t_j < L_j, width
-sigma / ((B_i - L_j) omega_k)) took them out of the stiffest directions but made ``clearance_sd``
-mix far worse on the example cohort (R-hat 1.16-1.25), so kill rates are not stretched. Only the
-parameterisation changes, not the model; prior draws invert T exactly.
+Gumbel(-(mu_s + b_s a_i), omega_s), the non-centred one ``-relapse_raw`` = w_i.
 
 The latency is Weibull, not log-normal: relapse times after CAR-T follow a
 Weibull-type hazard (the durability model's; docs/priors.md#mrd-relapse-sd), whose log has
@@ -258,8 +237,15 @@ wall of width about sigma / (k t omega_k) into its non-centred variable, which n
 omega_k grows. Tried and rejected on those seeds (first run, 4 x 1000): measuring each such
 patient's variable from its wall (log k_i = c_i + omega_k y_i, c_i = log((B_i - LoD_i) / t_i);
 1015 R-hat 1.13), centring every kill rate (1015 R-hat 1.14, E-BFMI 0.14), nutpie's low-rank
-mass matrix (1009 R-hat 1.07). Stretching the kill-rate walls (as model 1.2.0 stretches the latency's,
-"Walls" above) was tried and rejected too.
+mass matrix (1009 R-hat 1.07). Still to try: integrating k_i out (one-dimensional quadrature in
+the decline level at the first assessment, where the likelihood is smooth on the scale of sigma).
+What sets the step size (``benchmarks/step_size.py --model mrd --stiffness 100``; benchmarks/README.md,
+"MRD: what sets the step size"): the stiffest directions of the log density are single patients' walls,
+kill rates bounded by a negative at 60 patients and, at 600, the latencies of patients negative to day 730
+(in class R the regrowth must stay under the limit: a wall of width sigma / (g s omega_s), about 0.03 in
+the standard value). Stretching those walls in the sampler's coordinate (commits f0e2c27 and b27a10a,
+reverted) halved the steps at 600 but made the kill-rate hierarchy mix far worse on the example
+cohort, or, latency only, added divergences at 60 patients.
 Known misfit of model 1.0 (``toolkit.plots.mrd.plot_fraction_negative``): with one shared
 doubling time it replicated slightly too few day-28 flow negatives among early
 relapsers whose regrowth is steeper than the shared rate; model 1.1.0 lets that rate vary.
@@ -301,13 +287,12 @@ from toolkit.models.centring import mask_centred
 
 __all__ = [
     "ARMS", "MODEL_NAME", "MODEL_VERSION", "MrdPriors", "build_mrd_model", "censored_log10_logp",
-    "class_logliks_numpy", "informed_patients", "latency_walls", "log_normal_interval", "log_normal_interval_numpy",
-    "log_phi_difference", "mrd_log10_numpy", "std_normal_lcdf", "TERM_CAP_LOG10", "wall_stretch",
-    "wall_stretch_inverse_numpy",
+    "class_logliks_numpy", "informed_patients", "log_normal_interval", "log_normal_interval_numpy",
+    "log_phi_difference", "mrd_log10_numpy", "std_normal_lcdf", "TERM_CAP_LOG10",
 ]
 
 MODEL_NAME = "mrd"
-MODEL_VERSION = "1.2.0"  # 1.1.0: each patient's own regrowth doubling time; 1.2.0: walls stretched (wall_stretch)
+MODEL_VERSION = "1.1.0"  # 1.1.0: each patient's own regrowth doubling time
 ARMS = ("control", "experimental")
 PRIOR_SETS = ("default", "skeptical", "optimistic")
 LN10 = math.log(10.0)
@@ -316,8 +301,6 @@ LATENCY_ORIGIN_DAY = 28.0  # response assessment; the regrowth latency s_i count
 LOG10_2 = math.log10(2.0)
 CLEARANCE_SHEAR = 1.5  # log_clearance_low = mu_k - 1.5 omega_k: the ~7th percentile of log k (see build_mrd_model)
 LOG_LN2 = math.log(math.log(2.0))  # median of w = log Exponential(1): the Weibull median is scale x (ln 2)^(1/shape)
-LATENCY_WIDTH_MIN = 0.3  # the latency wall's stretch is floored here (module docstring, "Walls")
-WALL_ZONE = 3.0  # half-width, in the sampler's coordinate, of the zone wall_stretch spreads a wall over
 TERM_CAP_LOG10 = 50.0  # each clone's log10 term is capped here in the likelihood (log10_sum); see there
 
 
@@ -572,33 +555,6 @@ def _normal(name, prior, **kwargs):
     return pm.Normal(name, mu=prior[0], sigma=prior[1], **kwargs)
 
 
-def _wall_stretched_latency(name, mu, sd, centred, z_wall, width, dims=None):
-    r"""Log latencies theta_i = log s_i, log-Weibull(mu_i, sd), through the free variable ``name``: where ``centred``
-    is 1 its negative, Gumbel(-mu, sd) (as :func:`toolkit.models.centring.mask_centred`); elsewhere eta, with the
-    standard value z = T(eta) ~ log Exponential(1), density exp(z - e^z) (:func:`wall_stretch`; T is the
-    identity where there is no wall: width 1), and theta = mu + sd z. Prior draws invert T
-    (:func:`wall_stretch_inverse_numpy`), so they are exact."""
-    c = pt.as_tensor(centred).astype("float64")
-
-    def logp(value, mu, sd, c, z_wall, width):
-        z, log_jacobian = wall_stretch(value, z_wall, width)
-        x = (value + mu) / sd  # centred: value = -theta ~ Gumbel(-mu, sd)
-        return pt.switch(pt.gt(c, 0.5), -pt.log(sd) - x - pt.exp(-x), z - pt.exp(z) + log_jacobian)
-
-    def random(mu, sd, c, z_wall, width, rng=None, size=None):
-        shape = size if size is not None else np.broadcast_shapes(*(np.shape(v) for v in (mu, sd, c, z_wall, width)))
-        z = np.log(rng.standard_exponential(shape))
-        return np.where(np.asarray(c) > 0.5, -(mu + sd * z), wall_stretch_inverse_numpy(z, z_wall, width))
-
-    def support_point(rv, size, mu, sd, c, z_wall, width):
-        # centred: minus the median; non-centred: 0, or just inside the wall
-        start = pt.switch(pt.lt(width, 1.0), pt.maximum(z_wall + WALL_ZONE, 0.0), 0.0)
-        return pt.broadcast_to(pt.switch(pt.gt(c, 0.5), -(mu + sd * LOG_LN2), start), rv.shape)
-
-    raw = pm.CustomDist(name, mu, sd, c, z_wall, width, logp=logp, random=random, support_point=support_point,
-                        dims=dims)
-    return pt.switch(pt.gt(c, 0.5), -raw, mu + sd * wall_stretch(raw, z_wall, width)[0])
-
 def _padded(inputs: MrdInputs, flat: np.ndarray, fill: float) -> np.ndarray:
     out = np.full((inputs.n_patients, inputs.n_visits), fill, dtype=float)
     out[inputs.assessment_patient, inputs.assessment_visit] = flat
@@ -652,56 +608,6 @@ def informed_patients(inputs: MrdInputs) -> dict[str, np.ndarray]:
             "clearance": kill}
 
 
-def latency_walls(inputs: MrdInputs) -> dict[str, np.ndarray]:
-    """Each patient's tightest lower bound on the regrowth latency from a negative assessment (per patient).
-
-    In class R a row below its LoD L_j at day t_j bounds the regrowth, log10 0.05 + g_i (t_j - R_i) < L_j, so
-    R_i > t_j + (log10 0.05 - L_j) / g_i. The row with the largest bound at the typical doubling time is the
-    wall: ``present`` (0/1), its ``day``, ``log10_lod`` and ``method`` (index). Used only to choose the
-    parameterisation (:func:`wall_stretch`), so, like :func:`informed_patients`, it is data a compiled model swaps
-    with the observations.
-    """
-    n = inputs.n_patients
-    p = inputs.assessment_patient
-    below = (inputs.censoring == 1) & np.isfinite(inputs.log10_lod)
-    growth = LOG10_2 / math.exp(MrdPriors().log_doubling_days[0])
-    bound = np.where(below, inputs.day + (RELAPSE_LOG10 - np.where(below, inputs.log10_lod, 0.0)) / growth, -np.inf)
-    wall = {"present": np.zeros(n), "day": np.full(n, 365.0), "log10_lod": np.full(n, -4.0),
-            "method": np.zeros(n, dtype=np.int64)}
-    for i in np.unique(p[below]):
-        rows = np.flatnonzero(p == i)
-        j = rows[np.argmax(bound[rows])]
-        wall["present"][i], wall["day"][i], wall["log10_lod"][i] = 1.0, inputs.day[j], inputs.log10_lod[j]
-        wall["method"][i] = inputs.method[j]
-    return wall
-
-def wall_stretch(eta, z_wall, width):
-    r"""z = T(eta) = eta - a tanh(u), u = (1 - w)(eta - z_w) / a, a = WALL_ZONE; log T' = log(w + (1 - w) tanh^2 u).
-
-    T maps the sampler's coordinate eta to a patient's standard value z whose likelihood steps across a wall at
-    z_w of width w << 1 (:func:`latency_walls`): near the wall T' ~ w, so the step, whose curvature ~1/w^2 set
-    the leapfrog step size, is spread over a few units of eta; away from it T' ~ 1 and z = eta -+ a, the plain
-    non-centred value shifted by a constant (so neither w nor z_w, which move with the population values,
-    couple a patient far from the wall to them). w = 1 (no wall) makes T the identity. The stretch is local,
-    not one-sided, because a wall need not take the likelihood to 0 beyond it (the latency's bounds only the
-    class-R component of the mixture).
-    """
-    t = pt.tanh((1.0 - width) * (eta - z_wall) / WALL_ZONE)
-    return eta - WALL_ZONE * t, pt.log(width + (1.0 - width) * pt.sqr(t))
-
-
-def wall_stretch_inverse_numpy(z, z_wall, width, iterations: int = 64):
-    """eta with T(eta) = z (numpy; :func:`wall_stretch`): bisection on [z - a, z + a], where T is increasing and
-    |T(eta) - eta| <= a."""
-    z, z_wall, width = np.broadcast_arrays(*(np.asarray(v, float) for v in (z, z_wall, width)))
-    lo, hi = z - WALL_ZONE, z + WALL_ZONE
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        above = mid - WALL_ZONE * np.tanh((1.0 - width) * (mid - z_wall) / WALL_ZONE) > z
-        lo, hi = np.where(above, lo, mid), np.where(above, mid, hi)
-    return 0.5 * (lo + hi)
-
-
 def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, parent: pm.Model | None = None,
                     name: str = "", dim_prefix: str = "", swappable_censoring: bool = False,
                     centred: dict[str, np.ndarray] | None = None) -> pm.Model:
@@ -747,7 +653,6 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
                  below=np.flatnonzero(code == 1), pnq=np.flatnonzero(code == 2), n_patients=inputs.n_patients)
     sustained = float(priors.sustained_floor_log10)
     informed = informed_patients(inputs) if centred is None else centred
-    walls = latency_walls(inputs)
     mu_b_pop, sd_b_pop = inputs.baseline_log10_mean, inputs.baseline_log10_sd
     if not (np.isfinite(mu_b_pop) and np.isfinite(sd_b_pop) and sd_b_pop > 0):
         mu_b_pop, sd_b_pop = priors.baseline_log10_fallback
@@ -770,7 +675,6 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         # which patients are centred, per parameter, is data: a compiled model swaps it with the observations
         # (a calibration study fits each simulated cohort with the choice its own data warrant)
         informed = {k: pm.Data(f"centred_{k}", np.asarray(v, float), dims=d("patient")) for k, v in informed.items()}
-        walls = {k: pm.Data(f"latency_wall_{k}", v, dims=d("patient")) for k, v in walls.items()}
 
         # clearance (kill) rate. The data bound most kill rates only from below (MRD at the floor by day 28), so
         # they pin a low quantile of the log k distribution, mu_k - c omega_k, not mu_k and omega_k apart: the
@@ -783,27 +687,22 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         k_low = pm.Normal("log_clearance_low", mu=priors.log_clearance[0] - CLEARANCE_SHEAR * k_sd,
                           sigma=priors.log_clearance[1])
         log_k_mu = pm.Deterministic("log_clearance", k_low + CLEARANCE_SHEAR * k_sd)
+        log_k = mask_centred("clearance_z", log_k_mu + k_ratio * arm, k_sd, informed["clearance"],
+                             dims=d("patient"))
         # baseline burden
         anchor_sd = pm.HalfNormal("baseline_anchor_sd", sigma=priors.baseline_anchor_sd)
         e_b = pm.Normal("baseline_z", 0.0, 1.0, dims=d("patient"))
         baseline = pm.Deterministic("patient_baseline_log10", pt.switch(
             pt.gt(missing, 0.5), mu_b_pop + sd_b_pop * e_b, anchor_data + anchor_sd * e_b), dims=d("patient"))
-        # residual SD per method (the latency walls below read it)
-        sigma = pm.LogNormal("mrd_residual_sd_log10", mu=priors.residual_sd_log10[0],
-                             sigma=priors.residual_sd_log10[1], dims=d("method"))
-        k_cov = 0.0
-        if inputs.covariates:
-            x = pm.Data("x_std", inputs.x_std, dims=(d("patient"), d("covariate")))
-            g_k = _normal("covariate_clearance", priors.covariate_effect, dims=d("covariate"))
-            k_cov = pt.dot(x, g_k)
-        log_k = mask_centred("clearance_z", log_k_mu + k_ratio * arm, k_sd, informed["clearance"],
-                             dims=d("patient")) + k_cov
         # recurrence class
         c0 = _normal("logit_recurrence", priors.logit_recurrence)
         c_arm = _normal("recurrence_log_or", priors.recurrence_log_or)
         eta = c0 + c_arm * arm
         if inputs.covariates:
+            x = pm.Data("x_std", inputs.x_std, dims=(d("patient"), d("covariate")))
+            g_k = _normal("covariate_clearance", priors.covariate_effect, dims=d("covariate"))
             g_r = _normal("covariate_recurrence", priors.covariate_effect, dims=d("covariate"))
+            log_k = log_k + pt.dot(x, g_k)
             eta = eta + pt.dot(x, g_r)
         clearance = pm.Deterministic("patient_clearance_log10_per_day", pt.exp(log_k), dims=d("patient"))
         # floor and regrowth of the recurrence class
@@ -817,6 +716,11 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         s_mu = _normal("log_relapse_latency", priors.log_relapse_latency)
         s_ratio = _normal("relapse_log_time_ratio", priors.relapse_log_time_ratio)
         s_sd = pm.HalfNormal("relapse_sd", sigma=priors.relapse_sd)
+        # Weibull latency (log-Weibull = minimum-Gumbel on the log scale): early relapsers are not extreme
+        log_latency = mask_centred("relapse_raw", s_mu + s_ratio * arm, s_sd, informed["latency"],
+                                   family="log_weibull", dims=d("patient"))
+        relapse_day = pm.Deterministic("patient_relapse_day", LATENCY_ORIGIN_DAY + pt.exp(log_latency),
+                                       dims=d("patient"))
         # one doubling time for all patients: with per-patient doubling times a long flat flow-positive
         # series had two explanations (high floor + fast late regrowth, or low floor + 150-day doubling)
         # and chains split between them; few patients have two values on the regrowth to pin their own
@@ -824,19 +728,9 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         td_sd = pm.LogNormal("doubling_sd", mu=priors.doubling_sd[0], sigma=priors.doubling_sd[1])
         log_td = mask_centred("doubling_raw", td_mu, td_sd, informed["doubling"], dims=d("patient"))
         growth = LOG10_2 / pm.Deterministic("patient_doubling_time_days", pt.exp(log_td), dims=d("patient"))
-        # Weibull latency (log-Weibull = minimum-Gumbel on the log scale): early relapsers are not extreme. A
-        # negative assessment bounds it below (class R: the regrowth stayed under the LoD), a wall of width
-        # sigma / (g s_w omega_s) in the standard value, sampled through wall_stretch (module docstring, "Walls")
-        has_wall = pt.gt(walls["present"], 0.5)
-        s_wall = pt.maximum(walls["day"] - LATENCY_ORIGIN_DAY + (RELAPSE_LOG10 - walls["log10_lod"]) / growth, 1.0)
-        v_wall = pt.switch(has_wall, (pt.log(s_wall) - (s_mu + s_ratio * arm)) / s_sd, 0.0)
-        v_width = pt.switch(has_wall, pt.clip(sigma[walls["method"]] / (growth * s_wall * s_sd), LATENCY_WIDTH_MIN,
-                                              1.0), 1.0)
-        log_latency = _wall_stretched_latency("relapse_raw", s_mu + s_ratio * arm, s_sd, informed["latency"], v_wall,
-                                              v_width, dims=d("patient"))
-        relapse_day = pm.Deterministic("patient_relapse_day", LATENCY_ORIGIN_DAY + pt.exp(log_latency),
-                                       dims=d("patient"))
         # measurement
+        sigma = pm.LogNormal("mrd_residual_sd_log10", mu=priors.residual_sd_log10[0],
+                             sigma=priors.residual_sd_log10[1], dims=d("method"))
         offset = pt.zeros(len(methods))
         if biased:
             bias = _normal("method_bias_log10", priors.method_bias_log10, dims=d("biased_method"))
