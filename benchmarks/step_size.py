@@ -10,7 +10,7 @@ unconstrained draws and adapted mass matrix, and prints:
   1 where the diagonal mass matrix fits;
 - the coordinates with the smallest bulk ESS (and their R-hat);
 - with ``--stiffness N``: the largest curvature of the log density at N posterior draws and the coordinates
-  that make up its direction (:func:`stiffness`), those that set the step size;
+  that make up its direction (:func:`toolkit.inference.stiffness`), those that set the step size;
 - the smallest eigenvalues of the posterior covariance in the sampler's scaled coordinates
   (x / scale), the smallest and the largest, with the variables that make them up, and the strongest pairwise
   correlations.
@@ -90,38 +90,6 @@ def coordinate_labels(model) -> list[str]:
     return labels
 
 
-def stiffness(model, u: np.ndarray, scale: np.ndarray, points: int, seed: int, iterations: int = 30):
-    r"""The stiffest direction of the log density at ``points`` posterior draws, in the sampler's coordinates.
-
-    At a draw x (spread over chains), in scaled coordinates y = x / s (s: the chain's adapted scale), power
-    iteration on the Hessian of -log p, each product H v = -(g(y + h v) - g(y - h v)) / 2h from two gradients
-    (g = s * d log p / dx, h = 1e-4), gives its largest-magnitude eigenvalue lambda and eigenvector v. A
-    Gaussian the diagonal fits has lambda = 1 in every direction; the leapfrog is unstable at
-    step * sqrt(lambda) > 2 and its energy error grows as (step^2 lambda)^2 well before, so the draws with the
-    largest lambda, and the coordinates that make up their v, are where the step size is set.
-    Returns (lambda per point, v per point as rows).
-    """
-    fn = model.logp_dlogp_function(ravel_inputs=True)
-    rng = np.random.default_rng(seed)
-    n_chains, n_draws, n = u.shape
-    h = 1e-4
-    lams, vecs = [], []
-    for t in range(points):
-        chain = t % n_chains
-        s = scale[chain]
-        x = u[chain, rng.integers(n_draws)]
-        v = rng.normal(size=n)
-        v /= np.linalg.norm(v)
-        lam = 0.0
-        for _ in range(iterations):
-            hv = -(fn(x + h * v * s)[1] - fn(x - h * v * s)[1]) * s / (2 * h)
-            lam = float(v @ hv)
-            v = hv / np.linalg.norm(hv)
-        lams.append(lam)
-        vecs.append(v)
-    return np.array(lams), np.array(vecs)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=("cart", "mrd", "joint"), default="cart")
@@ -144,7 +112,7 @@ def main(argv=None) -> int:
 
     import bench_scaling
     from toolkit.fitting import default_settings
-    from toolkit.inference import adapted_scales, diagnose, element_diagnostics
+    from toolkit.inference import adapted_scales, diagnose, element_diagnostics, stiffness
     from toolkit.models import kinetics
 
     if args.peak_rounding:

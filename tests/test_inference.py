@@ -457,6 +457,22 @@ def test_adapted_scales_are_posterior_sds():
     np.testing.assert_allclose(scale, np.broadcast_to([0.01, 0.01, 0.01, 100.0], (2, 4)), rtol=0.35)
 
 
+def test_stiffness_is_the_hessian_in_the_samplers_coordinates():
+    """For a Gaussian with SDs (1, 0.1), scales that fit give lambda = 1; leaving the second coordinate at scale 1
+    gives lambda = 100 along it (the direction a step size must answer)."""
+    from toolkit.inference import stiffness
+
+    with pm.Model() as model:
+        pm.Normal("a", 0.0, 1.0)
+        pm.Normal("b", 0.0, 0.1)
+    u = np.random.default_rng(1).normal(size=(2, 50, 2)) * [1.0, 0.1]
+    lam, _ = stiffness(model, u, np.tile([1.0, 0.1], (2, 1)), 4, seed=2)
+    np.testing.assert_allclose(lam, 1.0, rtol=1e-4)
+    lam, vec = stiffness(model, u, np.ones((2, 2)), 4, seed=2)
+    np.testing.assert_allclose(lam, 100.0, rtol=1e-4)
+    np.testing.assert_allclose(np.abs(vec[:, 1]), 1.0, rtol=1e-6)
+
+
 def test_diagnostics_as_dict_is_plain_json():
     d = diagnose(_good_tree()).as_dict()
     for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "converged",

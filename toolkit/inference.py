@@ -779,6 +779,39 @@ def adapted_scales(dt: xr.DataTree) -> np.ndarray:
     return np.stack([w[np.flatnonzero(~np.isnan(w).all(axis=-1))[-1]] for w in warm])
 
 
+def stiffness(model, u: np.ndarray, scale: np.ndarray, points: int, seed: int, iterations: int = 30):
+    r"""The stiffest direction of the log density at ``points`` posterior draws, in the sampler's coordinates.
+
+    At a draw x (spread over chains), in scaled coordinates y = x / s (s: the chain's adapted scale), power
+    iteration on the Hessian of -log p, each product H v = -(g(y + h v) - g(y - h v)) / 2h from two gradients
+    (g = s * d log p / dx, h = 1e-4), gives its largest-magnitude eigenvalue lambda and eigenvector v. A
+    Gaussian the diagonal fits has lambda = 1 in every direction; the leapfrog is unstable at
+    step * sqrt(lambda) > 2 and its energy error grows as (step^2 lambda)^2 well before, so the draws with the
+    largest lambda, and the coordinates that make up their v, are where the step size is set. ``u``: nutpie's
+    unconstrained draws (chain, draw, coordinate; ``store_unconstrained=True``), in ``model.value_vars`` order;
+    ``scale``: :func:`adapted_scales`. Returns (lambda per point, v per point as rows).
+    """
+    fn = model.logp_dlogp_function(ravel_inputs=True)
+    rng = np.random.default_rng(seed)
+    n_chains, n_draws, n = u.shape
+    h = 1e-4
+    lams, vecs = [], []
+    for t in range(points):
+        chain = t % n_chains
+        s = scale[chain]
+        x = u[chain, rng.integers(n_draws)]
+        v = rng.normal(size=n)
+        v /= np.linalg.norm(v)
+        lam = 0.0
+        for _ in range(iterations):
+            hv = -(fn(x + h * v * s)[1] - fn(x - h * v * s)[1]) * s / (2 * h)
+            lam = float(v @ hv)
+            v = hv / np.linalg.norm(hv)
+        lams.append(lam)
+        vecs.append(v)
+    return np.array(lams), np.array(vecs)
+
+
 def diagnose(
     dt: xr.DataTree,
     var_names: list[str] | None = None,
