@@ -11,9 +11,8 @@ unconstrained draws and adapted mass matrix, and prints:
 - the coordinates with the smallest bulk ESS (and their R-hat);
 - with ``--stiffness N``: the largest curvature of the log density at N posterior draws and the coordinates
   that make up its direction (:func:`toolkit.inference.stiffness`), those that set the step size;
-- the smallest eigenvalues of the posterior covariance in the sampler's scaled coordinates
-  (x / scale), the smallest and the largest, with the variables that make them up, and the strongest pairwise
-  correlations.
+- the smallest and the largest eigenvalues of the posterior covariance in the sampler's scaled coordinates
+  (x / scale), with the variables that make them up, and the strongest pairwise correlations.
 
 Up to 4 December 2026 this script divided by the square root of nutpie's stored ``mass_matrix_inv``, which is
 already a standard deviation: the ratios and eigenvalues it printed then, quoted in benchmarks/README.md before
@@ -88,6 +87,11 @@ def coordinate_labels(model) -> list[str]:
             names = [str(i) for i in range(v.size)] if v.ndim else [""]
         labels += [f"{rv.name}[{n}]" for n in names]
     return labels
+
+
+def direction(vector: np.ndarray, labels: list[str], n: int = 4) -> str:
+    """The ``n`` coordinates with the largest weight in a direction, with their signed weights."""
+    return ", ".join(f"{labels[i]} ({vector[i]:+.2f})" for i in np.argsort(-np.abs(vector))[:n])
 
 
 def main(argv=None) -> int:
@@ -172,8 +176,7 @@ def main(argv=None) -> int:
         for i in np.argsort(-weight)[:args.top]:
             print(f"    {weight[i] / weight.sum():.2f}  {labels[i]}")
         for k in np.argsort(-lam)[:3]:
-            main_vars = np.argsort(-np.abs(vec[k]))[:4]
-            print(f"  lambda {lam[k]:.0f}: " + ", ".join(f"{labels[i]} ({vec[k, i]:+.2f})" for i in main_vars))
+            print(f"  lambda {lam[k]:.0f}: {direction(vec[k], labels)}")
     y = ((u - u.mean(axis=1, keepdims=True)) / scale[:, None, :]).reshape(-1, u.shape[-1])
     if y.shape[0] < 2 * y.shape[1]:
         # fewer draws than twice the coordinates: the sample covariance is (near) singular and its extreme
@@ -184,12 +187,10 @@ def main(argv=None) -> int:
     print(f"\nscaled covariance: eigenvalues {w[0]:.4f} ... {w[-1]:.2f} (sqrt ratio {np.sqrt(w[-1] / w[0]):.1f});"
           " smallest and their main variables:")
     for k in range(min(args.top // 2, len(w))):
-        main_vars = np.argsort(-np.abs(v[:, k]))[:4]
-        print(f"  {w[k]:.4f}: " + ", ".join(f"{labels[i]} ({v[i, k]:+.2f})" for i in main_vars))
+        print(f"  {w[k]:.4f}: {direction(v[:, k], labels)}")
     print("largest (the directions a trajectory must cross: steps a draw ~ sqrt(largest) / step size):")
     for k in range(len(w) - 1, max(len(w) - 1 - args.top // 2, -1), -1):
-        main_vars = np.argsort(-np.abs(v[:, k]))[:4]
-        print(f"  {w[k]:.2f}: " + ", ".join(f"{labels[i]} ({v[i, k]:+.2f})" for i in main_vars))
+        print(f"  {w[k]:.2f}: {direction(v[:, k], labels)}")
     r = np.corrcoef(y, rowvar=False)
     iu = np.triu_indices_from(r, 1)
     print("\nstrongest correlations:")

@@ -440,8 +440,8 @@ def test_element_diagnostics_are_arviz_ones_per_element():
 
 
 def test_adapted_scales_are_posterior_sds():
-    """nutpie's stored mass-matrix diagonal is a standard deviation: Normal(0, 0.01), (0, 100) and (0, 1)
-    coordinates get about 0.01, 100 and 1 (a variance would be 1e-4 and 1e4), so the diagnosis scripts divide
+    """nutpie's stored mass-matrix diagonal is a standard deviation: Normal(0, 0.01) and Normal(0, 100)
+    coordinates get about 0.01 and 100 (a variance would be 1e-4 and 1e4), so the diagnosis scripts divide
     draws by it, not by its square root. Fails if a nutpie release changes what it stores."""
     import nutpie
 

@@ -772,8 +772,8 @@ def adapted_scales(dt: xr.DataTree) -> np.ndarray:
     Needs ``store_mass_matrix=True``. nutpie's ``mass_matrix_inv`` entry is a **standard deviation** on the
     unconstrained scale (a coordinate with posterior SD s gets s, not s^2;
     ``tests/test_inference.py::test_adapted_scales_are_posterior_sds`` holds it), so posterior SD / scale is 1
-    where the diagonal fits, and x / scale are the sampler's coordinates. The mass matrix is not changed after
-    the last warm-up entry it was stored in.
+    where the diagonal fits, and x / scale are the sampler's coordinates. nutpie stores it during warm-up only
+    (the sampling rows are NaN), so the last stored entry is the one it sampled with.
     """
     warm = dt["warmup_sample_stats"]["mass_matrix_inv"].to_numpy()
     return np.stack([w[np.flatnonzero(~np.isnan(w).all(axis=-1))[-1]] for w in warm])

@@ -242,8 +242,8 @@ the decline level at the first assessment, where the likelihood is smooth on the
 What sets the step size (``benchmarks/step_size.py --model mrd --stiffness 100``; benchmarks/README.md,
 "MRD: what sets the step size"): the stiffest directions of the log density are single patients' walls,
 kill rates bounded by a negative at 60 patients and, at 600, the latencies of patients negative to day 730
-(in class R the regrowth must stay under the limit: a wall of width sigma / (g s omega_s), about 0.03 in
-the standard value). Stretching those walls in the sampler's coordinate (commits f0e2c27 and b27a10a,
+(in class R the regrowth must stay under the limit: a wall of width sigma / (g s omega_s) in the standard
+value, of order 0.03 at typical values). Stretching those walls in the sampler's coordinate (commits f0e2c27 and b27a10a,
 reverted) halved the steps at 600 but made the kill-rate hierarchy mix far worse on the example
 cohort, or, latency only, added divergences at 60 patients.
 Known misfit of model 1.0 (``toolkit.plots.mrd.plot_fraction_negative``): with one shared
