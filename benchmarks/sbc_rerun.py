@@ -71,14 +71,14 @@ def main() -> int:
     extensions = int(stored.get("extend_sampling", 0)) if args.extend_sampling is None else args.extend_sampling
     thetas = prior_draws(problem, args.sim, seed=int(settings.random_seed))
     for sim in args.sim:
-        keep = {} if args.detail else None
+        keep = {"problem": problem} if args.detail else None
         record = run_simulation(problem, sim, thetas[sim], settings=settings, extensions=extensions, keep=keep)
         print(f"simulation {sim}")
         print("rerun: ", {k: record[k] for k in SHOWN}, record["error"] or "")
         path = _sim_path(study, sim)
         if path.exists():
             print("stored:", pd.read_parquet(path).iloc[0][list(SHOWN)].to_dict())
-        if keep:
+        if keep and "posterior" in keep:
             print_detail(keep, thetas[sim])
         sys.stdout.flush()
     return 0
@@ -88,6 +88,7 @@ def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
     """Where the kept run is hard: worst elements, sampler statistics, population truths, divergent draws."""
     import numpy as np
 
+    from toolkit.calibration.runner import divergent_z
     from toolkit.inference import element_diagnostics
 
     post, stats = keep["posterior"]["posterior"].to_dataset(), keep["posterior"]["sample_stats"].to_dataset()
@@ -107,16 +108,17 @@ def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
         print(f"  leapfrog steps per draw: median {np.median(steps):.0f}, 90th pct {np.percentile(steps, 90):.0f}, "
               f"max {steps.max():.0f}; step size per chain: "
               + ", ".join(f"{v:.3g}" for v in np.asarray(stats["step_size"]).mean(axis=1)))
-    diverging = np.asarray(stats["diverging"]).astype(bool) if "diverging" in stats else np.zeros(1, bool)
+    diverging = (np.asarray(stats["diverging"].transpose("chain", "draw")).astype(bool) if "diverging" in stats
+                 else np.zeros(1, bool))
+    where = divergent_z(keep["problem"], post, diverging, keep["names"]) if diverging.any() else {}
     print("  population parameters (true value: posterior mean, SD; divergent draws' mean as z):")
     for name in keep["names"]:
         values = post[name].transpose("chain", "draw", ...).values
         if values.ndim != 2:
             continue
-        mean, sd = values.mean(), values.std()
-        line = f"    {name}: true {float(np.ravel(theta[name])[0]):.3g}: {mean:.3g}, {sd:.3g}"
-        if diverging.any() and sd > 0:
-            line += f"; divergent z {(values[diverging].mean() - mean) / sd:+.2f}"
+        line = f"    {name}: true {float(np.ravel(theta[name])[0]):.3g}: {values.mean():.3g}, {values.std():.3g}"
+        if name in where:
+            line += f"; divergent z {where[name]:+.2f}"
         print(line)
     if diverging.any():
         print(f"  {int(diverging.sum())} divergent draws in chains {sorted(set(np.nonzero(diverging)[0].tolist()))}")

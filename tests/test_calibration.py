@@ -151,6 +151,12 @@ def test_sbc_of_the_weibull_model_passes(weibull, tmp_path):
     assert (table["coverage_90"] > 0.75).all()
     # non-converged simulations are counted and visible, not dropped (few draws here: ESS < 400)
     assert overview["not_converged"] > 0 and (table["n"] == SBC_SIMS).all()
+    # ... and listed one by one in the study's summary (calibration.json and the HTML page)
+    from toolkit.calibration.report import write_calibration_report
+
+    page = write_calibration_report(tmp_path / "good").read_text()
+    listed = json.loads((tmp_path / "good" / "calibration.json").read_text())["unconverged_fits"]
+    assert len(listed) == overview["not_converged"] and "Fits failing the convergence verdict" in page
 
 
 def test_one_simulation_reports_diagnostics_and_ranks(weibull):
@@ -161,6 +167,7 @@ def test_one_simulation_reports_diagnostics_and_ranks(weibull):
     assert np.isfinite(record["max_rhat"]) and record["divergences"] >= 0
     for q in record["quantities"].values():
         assert 0 <= q["rank"] <= q["n_kept"] and 0 < q["pit"] < 1
+        assert np.isnan(q["divergent_z"]) if record["divergences"] == 0 else True
 
 
 def test_a_simulation_is_rerun_as_a_fit_would_be(weibull, monkeypatch):
@@ -630,3 +637,34 @@ def test_unconverged_by_prior_names_the_parameter_whose_tail_holds_the_failures(
     table = unconverged_by_prior(pd.DataFrame(rows)).set_index("parameter")
     assert table.index[0] == "a" and table.loc["a", "p_fisher"] < 1e-6
     assert table.loc["a", "unconverged_upper"] == 20 and table.loc["b", "p_fisher"] > 0.01
+
+
+def test_divergent_draws_are_located_and_listed_with_the_failed_fits():
+    """Where a failed fit's divergent draws sit is stored per parameter (z against its posterior) and listed."""
+    import types
+
+    import pandas as pd
+    import xarray as xr
+
+    from toolkit.calibration.metrics import unconverged_fits
+    from toolkit.calibration.runner import divergent_z
+
+    rng = np.random.default_rng(4)
+    sd_draws, vector = rng.normal(1.0, 0.2, (2, 500)), rng.normal(0.0, 1.0, (2, 500, 2))
+    diverging = np.zeros((2, 500), bool)
+    diverging[0, :5] = True
+    sd_draws[diverging] = 1.0 + 2 * 0.2  # divergences two posterior SDs up the between-patient SD: a funnel's mouth
+    post = xr.Dataset({"omega": (("chain", "draw"), sd_draws), "beta": (("chain", "draw", "k"), vector)})
+    problem = types.SimpleNamespace(design=types.SimpleNamespace(covariates=()))
+    where = divergent_z(problem, post, diverging, ["omega", "beta"])
+    assert set(where) == {"omega", "beta[0]", "beta[1]"}
+    assert 1.8 < where["omega"] < 2.2 and abs(where["beta[0]"]) < 1.5
+    assert divergent_z(problem, post, np.zeros((2, 500), bool), ["omega"]) == {}  # no divergence, nothing stored
+    rows = [{"sim": s, "status": "ok", "quantity": q, "converged": s != 1, "runs": 3, "divergences": 2 * (s == 1),
+             "max_rhat": 1.004, "min_ess_bulk": 900.0, "min_ess_tail": 700.0,
+             "divergent_z": where[q] if s == 1 else np.nan} for s in range(3) for q in where]
+    table = unconverged_fits(pd.DataFrame(rows))
+    assert table["sim"].tolist() == [1] and table.loc[0, "divergent_at"].startswith("omega +")
+    # a study stored before divergent draws were located still lists its failed fits
+    old = unconverged_fits(pd.DataFrame(rows).drop(columns="divergent_z"))
+    assert old["sim"].tolist() == [1] and old.loc[0, "divergent_at"] == ""

@@ -201,3 +201,25 @@ def unconverged_by_prior(results, *, top: float = 0.15, parameters_only: bool = 
                      "simulations_upper": int(upper.sum()), "unconverged_rest": table[1][0],
                      "simulations_rest": int((~upper).sum()), "p_fisher": float(fisher_exact(table)[1])})
     return pd.DataFrame(rows).sort_values("p_fisher").reset_index(drop=True)
+
+
+def unconverged_fits(results, *, top: int = 3):
+    r"""The fits that failed their verdict, one row each: runs, divergences, R-hat, ESS, and where the kept run's
+    divergent draws sit (the ``top`` parameters by \|divergent z\|, ``toolkit.calibration.runner.divergent_z``;
+    empty for a run without divergences or for a study stored before it was recorded). Sorted by simulation.
+    """
+    import pandas as pd
+
+    ok = results[results["status"] == "ok"]
+    bad = ok[~ok["converged"].astype(bool)]
+    rows = []
+    for sim, part in bad.groupby("sim"):
+        first = part.iloc[0]
+        z = part.set_index("quantity")["divergent_z"].dropna() if "divergent_z" in part else pd.Series(dtype=float)
+        z = z.reindex(z.abs().sort_values(ascending=False).index)[:top]
+        rows.append({"sim": int(sim), "runs": int(first.get("runs", 1)), "divergences": int(first["divergences"]),
+                     "max_rhat": float(first["max_rhat"]), "min_ess_bulk": float(first["min_ess_bulk"]),
+                     "min_ess_tail": float(first["min_ess_tail"]),
+                     "divergent_at": ", ".join(f"{q} {v:+.2f}" for q, v in z.items())})
+    return pd.DataFrame(rows, columns=["sim", "runs", "divergences", "max_rhat", "min_ess_bulk", "min_ess_tail",
+                                       "divergent_at"])

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 
-from toolkit.calibration.metrics import COVERAGE_LEVELS, summarize_study
+from toolkit.calibration.metrics import COVERAGE_LEVELS, summarize_study, unconverged_fits
 from toolkit.calibration.runner import STUDY_FILE, load_results
 from toolkit.plots.style import save_figure
 
@@ -90,8 +90,10 @@ def write_calibration_report(out: str | Path) -> Path:
     table, overview = summarize_study(results)
     table.to_csv(out / "calibration_table.csv")
     sentences = verdict_sentences(table, overview, config)
+    unconverged = unconverged_fits(results)
     payload = {"config": config, "overview": overview, "summary": sentences,
-               "quantities": json.loads(table.to_json(orient="index"))}
+               "quantities": json.loads(table.to_json(orient="index")),
+               "unconverged_fits": json.loads(unconverged.to_json(orient="records"))}
     (out / "calibration.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     figures = out / "figures"
     figures.mkdir(exist_ok=True)
@@ -112,6 +114,16 @@ def write_calibration_report(out: str | Path) -> Path:
                     f"<td>{_fmt(r['p_ecdf'])}</td><td>{_fmt(r['p_chi2'])}</td><td><b>{r['verdict']}</b></td>{cov}"
                     f"<td>{_fmt(r['contraction'], 2)}</td><td>{r['learned_from']}</td></tr>")
     errors = "".join(f"<li>{html.escape(str(k))}: {v}</li>" for k, v in overview["errors"].items())
+    failing_fits = "".join(
+        f"<tr><td>{r.sim}</td><td>{r.runs}</td><td>{r.divergences}</td><td>{_fmt(r.max_rhat, 4)}</td>"
+        f"<td>{_fmt(r.min_ess_bulk, 4)}</td><td>{_fmt(r.min_ess_tail, 4)}</td><td>{html.escape(r.divergent_at)}</td></tr>"
+        for r in unconverged.itertuples())
+    failing_fits = (
+        "<h3>Fits failing the convergence verdict (kept run)</h3><p>Divergent draws: the parameters whose "
+        "divergent draws sit furthest from their posterior mean, as z = (mean of divergent draws - posterior mean) "
+        "/ posterior SD.</p><table><tr><th>simulation</th><th>runs</th><th>divergences</th><th>max R-hat</th>"
+        f"<th>min bulk ESS</th><th>min tail ESS</th><th>divergent draws at</th></tr>{failing_fits}</table>"
+        if failing_fits else "")
     problem = config.get("problem", {})
     settings = config.get("settings", {})
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>Calibration: {html.escape(str(problem.get('model')))}</title>
@@ -121,6 +133,7 @@ table{{border-collapse:collapse}}tr{{border-bottom:1px solid #ddd}}.bad{{color:#
 <p>Design: {html.escape(json.dumps(problem.get('design', {})))}<br>Sampler: {html.escape(json.dumps(settings))}</p>
 <h2>Summary</h2><ul>{''.join(f'<li>{html.escape(s)}</li>' for s in sentences)}</ul>
 {f'<h3 class="bad">Failed simulations</h3><ul>{errors}</ul>' if errors else ''}
+{failing_fits}
 <h2>Per quantity</h2>
 <p>p: ECDF test (Säilynoja et al. 2022) and chi-square on rank bins; coverage of central intervals with Monte
 Carlo SE; contraction = mean posterior SD / prior SD.</p>

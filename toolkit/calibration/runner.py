@@ -112,6 +112,30 @@ def _vector_labels(problem, name: str, size: int) -> list[str]:
     return covariates if len(covariates) == size and name in ("beta_std", "gamma_std") else [str(j) for j in range(size)]
 
 
+def divergent_z(problem, posterior, diverging: np.ndarray, names: list[str]) -> dict[str, float]:
+    r"""Where a run's divergent draws sit: per parameter element, z = (mean of its divergent draws - posterior
+    mean) / posterior SD over all the run's draws, keyed as :func:`quantity_draws` names parameters.
+
+    A divergence marks a region the sampler could not explore; \|z\| of 1-2 in a population SD (say) points at
+    the funnel or wall that caused it. Empty when the run has no divergence. ``posterior``: the run's posterior
+    Dataset; ``diverging``: (chain, draw) booleans.
+    """
+    diverging = np.asarray(diverging, bool)
+    if not diverging.any():
+        return {}
+    out = {}
+    for name in names:
+        values = np.asarray(posterior[name].transpose("chain", "draw", ...).values, float)
+        flat = values.reshape(values.shape[0], values.shape[1], -1)
+        labels = [name] if values.ndim == 2 else [f"{name}[{label}]" for label in
+                                                  _vector_labels(problem, name, flat.shape[-1])]
+        for j, label in enumerate(labels):
+            sd = float(flat[..., j].std())
+            if sd > 0:
+                out[label] = float((flat[..., j][diverging].mean() - flat[..., j].mean()) / sd)
+    return out
+
+
 def quantity_draws(problem, draws: dict[str, np.ndarray], data: dict, loglik) -> dict[str, tuple[str, np.ndarray]]:
     """Every test quantity per draw: ``{name: (kind, values)}``, kind parameter, estimand or loglik."""
     out = {}
@@ -229,6 +253,9 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
         q_post = quantity_draws(problem, draws, data, prep["loglik"])
         q_true = quantity_draws(problem, truth, data, prep["loglik"])
         rng = np.random.default_rng([settings.random_seed, sim, 1])
+        where_divergent = divergent_z(problem, post, dt["sample_stats"]["diverging"].transpose("chain", "draw").values,
+                                       names) \
+            if diag.divergences else {}
         for name, (kind, values) in q_post.items():
             true = float(q_true[name][1][0])
             rank, n_kept = _rank(values, true, rng)
@@ -238,7 +265,8 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
                 "pit": (rank + float(rng.uniform())) / (n_kept + 1),
                 "post_mean": float(finite.mean()) if finite.size else np.nan,
                 "post_sd": float(finite.std(ddof=1)) if finite.size > 1 else np.nan,
-                "share_finite": float(finite.size / values.size)}
+                "share_finite": float(finite.size / values.size),
+                "divergent_z": where_divergent.get(name, np.nan)}
         record.update(thin=thin, n_kept=int(next(iter(draws.values())).shape[0]))
     except Exception as exc:  # noqa: BLE001 - one failed simulation is recorded and must not stop the study
         where = traceback.extract_tb(exc.__traceback__)[-1]
@@ -256,7 +284,8 @@ def record_frame(record: dict):
     rows = [{**base, "quantity": name, **q} for name, q in record["quantities"].items()]
     if not rows:
         rows = [{**base, "quantity": "", "kind": "", "prior_value": np.nan, "rank": -1, "n_kept": 0,
-                 "pit": np.nan, "post_mean": np.nan, "post_sd": np.nan, "share_finite": np.nan}]
+                 "pit": np.nan, "post_mean": np.nan, "post_sd": np.nan, "share_finite": np.nan,
+                 "divergent_z": np.nan}]
     return pd.DataFrame(rows)
 
 
