@@ -414,15 +414,74 @@ def test_joint_problem_swaps_the_containers_its_likelihood_reads(joint_problem):
     assert {"log_level_observed", "censored_rows", "relapse_observed", "event"} <= set(updates)
 
 
+@pytest.fixture(scope="module")
+def joint_mrd_problem():
+    from toolkit.calibration.kinetics import JointCalibration, joint_design
+
+    return JointCalibration(design=joint_design(load_cohort(EXAMPLE), mrd_submodel=True),
+                            associations=("log_cmax", "cart_loss", "mrd_clearance"))
+
+
+def test_joint_generator_with_the_mrd_submodel_is_the_models_likelihood(joint_mrd_problem, joint_problem):
+    """With ``mrd_clearance`` the generator adds the MRD submodel's data (its own generator) and each responder's
+    kill rate to the relapse hazard. Checked against the fitted model's log density: on data with every
+    relapse censored, log p = CAR-T part + MRD part + sum_i log(pi_i + (1 - pi_i) exp(-H_i(c_i))), with the CAR-T
+    part from the problem without MRD and the MRD part from the MRD model's own problem; so the hazard the
+    generator draws from (``relapse_cumhaz``, clearance term included) is the one the model fits."""
+    from toolkit.calibration.kinetics import MRD_PREFIX
+    from toolkit.models.joint import MRD_SUBMODEL
+
+    assert MRD_PREFIX == f"{MRD_SUBMODEL}::"
+    p, design = joint_mrd_problem, joint_mrd_problem.design
+    theta = p.draw_prior(1, random_seed=5)[0]
+    theta["log_hr_per_log_clearance"] = np.asarray(1.5)  # a strong association, so a dropped term shows
+    data = p.simulate(theta, random_seed=3)
+    assert {"mrd::log10_value", "mrd::censoring", "mrd::responded"} <= set(data)
+    assert set(np.unique(data["mrd::censoring"])) >= {0, 1}  # quantified and negative assessments
+    assert "P0" not in json.dumps(p.describe()) and design.mrd.inputs.patient_ids[0] == "sim0000"
+    c = design.censor_years
+    censored_all = {**data, "time_years": c.copy(), "event": np.zeros(c.size, int)}
+    draws = {k: np.asarray(v)[None] for k, v in theta.items()}
+
+    def relapse_part(problem):
+        eta = float(theta["logit_cure"]) + float(theta["cure_log_or"]) * design.relapse.arm
+        cure = 1 / (1 + np.exp(-eta))
+        return float(np.sum(np.log(cure + (1 - cure) * np.exp(-problem.relapse_cumhaz(theta, c)))))
+
+    whole = float(p.loglik_function()(draws, censored_all)[0])
+    cart_part = float(joint_problem.loglik_function()(draws, censored_all)[0]) - relapse_part(joint_problem)
+    mrd = p.mrd_problem()
+    mrd_draws = {k[len(MRD_PREFIX):]: v for k, v in draws.items() if k.startswith(MRD_PREFIX)}
+    mrd_data = {k[len(MRD_PREFIX):]: v for k, v in data.items() if k.startswith(MRD_PREFIX)}
+    mrd_part = float(mrd.loglik_function()(mrd_draws, mrd_data)[0])
+    np.testing.assert_allclose(whole, cart_part + mrd_part + relapse_part(p), rtol=1e-9)
+    # the clearance term matters: without it the relapse part differs
+    assert abs(relapse_part(p) - relapse_part(joint_problem)) > 0.1
+    # the kill rate in the hazard is the MRD submodel's (assessed responders) or a population draw
+    k = np.asarray(theta["log_clearance_responder"], float)
+    assessed = design.mrd_index >= 0
+    np.testing.assert_allclose(k[assessed], np.log(theta["mrd::patient_clearance_log10_per_day"])[
+        design.mrd_index[assessed]])
+    # every container the compiled fit reads is swapped, the MRD submodel's included
+    from toolkit.calibration.generators import _shared_variables
+
+    updates = p.data_updates(data)
+    read = set(_shared_variables(p.fit_model().logp()))
+    assert {"mrd::mrd_observed", "mrd::censoring", "mrd::response_observed", "mrd::centred_clearance"} <= read
+    assert {"mrd::mrd_observed", "mrd::censoring", "mrd::response_observed", "relapse_observed"} <= set(updates)
+
+
 def test_cli_calibrate_refuses_joint_specs_the_generator_does_not_cover(tmp_path, capsys):
     from toolkit.cli import main
 
-    models = Path(__file__).resolve().parent.parent / "models"
+    # MRD recurrence ('mrd') is an observed marker of the hazard, which the generator does not make
+    lines = ['model = "joint"', "[options]", 'associations = ["log_cmax", "mrd"]']
+    (tmp_path / "marker.toml").write_text("\n".join(lines) + "\n")
     out = tmp_path / "j"
-    code = main(["calibrate", "joint", "--spec", str(models / "joint_mrd.toml"), "--simulations", "2",
+    code = main(["calibrate", "joint", "--spec", str(tmp_path / "marker.toml"), "--simulations", "2",
                  "--out", str(out), "--design", str(EXAMPLE), "--workers", "0"])
     text = capsys.readouterr().out
-    assert code == 2 and "MRD submodel has no generator" in text and "Traceback" not in text
+    assert code == 2 and "observed marker" in text and "Traceback" not in text
     assert main(["calibrate", "cart", "--variant", "cure", "--simulations", "2", "--out", str(out),
                  "--design", str(EXAMPLE), "--workers", "0"]) == 2
     assert "the CAR-T model has none" in capsys.readouterr().out
@@ -439,6 +498,18 @@ def test_joint_simulation_records_every_quantity(joint_problem):
                 "proportion_mediated", "cure_fraction_difference", "cmax_gmr", "persistence_half_life_ratio",
                 "log_likelihood"} | CART_PARAMETERS
     assert expected <= set(record["quantities"])
+
+
+@pytest.mark.slow
+def test_joint_simulation_with_the_mrd_pathway_records_its_quantities(joint_mrd_problem):
+    theta = joint_mrd_problem.draw_prior(1, random_seed=8)[0]
+    record = run_simulation(joint_mrd_problem, 0, theta,
+                            settings=study_settings(dict(chains=2, tune=100, draws=100)))
+    assert record["status"] == "ok", record["error"]
+    assert {"log_hr_per_log_clearance", "hazard_ratio_indirect_cart", "hazard_ratio_indirect_mrd",
+            "clearance_rate_ratio", "mrd::clearance_log_ratio", "mrd::mrd_residual_sd_log10[ngs]",
+            "log_likelihood"} <= set(record["quantities"])
+    assert not any(q.startswith("mrd::patient_") for q in record["quantities"])  # patient values not ranked
 
 
 @pytest.mark.slow

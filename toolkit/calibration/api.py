@@ -92,11 +92,14 @@ def _kinetic_problem(model: str, spec: dict | None, cohort, variant: str | None)
         return CartCalibration(design, priors=options.prior_set(design.inputs.unit),
                                effects_on=tuple(options.effects_on))
     options = _spec_options(spec, JointOptions, {"variant": variant})
-    if options.kinetics != "joint" or set(options.associations) - {"log_cmax", "cart_loss"}:
-        raise StudyError(f"the joint generator covers kinetics 'joint' with the CAR-T associations (log_cmax, "
-                         f"cart_loss); this spec asks for kinetics {options.kinetics!r}, associations "
-                         f"{', '.join(options.associations)} (the MRD submodel has no generator yet)")
-    design = _design(joint_design, cohort, options.covariates, "joint")
+    if options.kinetics != "joint" or "mrd" in options.associations:
+        raise StudyError(f"the joint generator covers kinetics 'joint' with the associations log_cmax, cart_loss "
+                         f"and mrd_clearance; this spec asks for kinetics {options.kinetics!r}, associations "
+                         f"{', '.join(options.associations)} (MRD recurrence, 'mrd', is an observed marker the "
+                         "model does not generate)")
+    with_mrd = "mrd_clearance" in options.associations
+    design = _design(lambda c, covariates: joint_design(c, covariates=covariates, mrd_submodel=with_mrd), cohort,
+                     options.covariates, "joint")
     return JointCalibration(design=design, priors=options.prior_set(),
                             cart_priors=options.cart_prior_set(design.cart.inputs.unit), variant=options.variant,
                             associations=tuple(options.associations), tau_days=float(options.tau_days))

@@ -46,9 +46,22 @@ H_i(T_i) = E_i, E_i ~ Exp(1), by bisection; the observation is min(T_i, c_i).
 Test quantities: the relapse parameters, the CAR-T population parameters, the
 mediation estimands of :func:`toolkit.joint_estimands.mediation_draws`, the cure
 fractions, ``cmax_gmr``, ``persistence_half_life_ratio`` and the joint
-log-likelihood. The MRD association (``mrd_clearance``) is not covered yet: this
-generator does not simulate the MRD submodel (the MRD model's own generator,
-:mod:`toolkit.calibration.mrd`, is the piece it would reuse; see docs/calibration.md).
+log-likelihood.
+
+With the MRD pathway (association ``mrd_clearance``, ``models/joint_mrd.toml``)
+the design also holds the MRD submodel's (``joint_design(..., mrd_submodel=True)``:
+the responders with an assessment, as :mod:`toolkit.calibration.mrd` builds it),
+and a prior draw also holds the MRD submodel's values (``mrd::...``). Its
+assessments and responses come from the MRD model's own generator
+(:meth:`toolkit.calibration.mrd.MrdCalibration.simulate`), and the relapse
+hazard of the uncured adds g_k (log k_i - log 0.25), k_i the responder's kill
+rate (``log_clearance_responder``: the MRD submodel's patient value, or a draw
+from its population for a responder without assessments), exactly as the model's
+linear predictor. The fit is the joint model with the submodel's censoring as
+data (``mrd_swappable``). Added test quantities: ``log_hr_per_log_clearance``,
+the MRD population parameters (``mrd::...``), ``hazard_ratio_indirect_cart``,
+``hazard_ratio_indirect_mrd`` and ``clearance_rate_ratio``. The ``mrd``
+association (MRD recurrence as an observed marker) is not generated.
 """
 
 from __future__ import annotations
@@ -71,8 +84,9 @@ LN2 = math.log(2.0)
 CART_RANKED = ("mu_kinetic", "omega_kinetic", "arm_effect", "sigma_log", "covariate_effect")
 #: relapse-part parameters of the joint model that are ranked (when the model has them)
 JOINT_RANKED = ("log_hr", "log_shape", "log_scale_years", "logit_cure", "cure_log_or", "log_hr_per_log_cmax",
-                "log_hr_cart_loss", "beta_std")
+                "log_hr_cart_loss", "log_hr_per_log_clearance", "beta_std")
 MIN_TIME_YEARS = 0.5 / DAYS_PER_YEAR
+MRD_PREFIX = "mrd::"  # variables and data containers of the joint model's MRD submodel (toolkit.models.joint)
 
 
 def _default(fn, name):
@@ -323,6 +337,9 @@ class JointDesign:
     response_day: np.ndarray
     log_lloq: np.ndarray
     censor_years: np.ndarray
+    #: with the MRD submodel: its design (responders with assessments) and each responder's row in it (-1: none)
+    mrd: object = None
+    mrd_index: np.ndarray | None = None
 
     @property
     def n_patients(self) -> int:
@@ -330,23 +347,33 @@ class JointDesign:
 
     def summary(self) -> dict:
         c = self.censor_years * DAYS_PER_YEAR
-        return {**self.cart.summary(), "responders": int(self.cart_index.size),
-                "responders_per_arm": {"control": int((self.relapse.arm == 0).sum()),
-                                       "experimental": int((self.relapse.arm == 1).sum())},
-                "relapse_covariates": list(self.relapse.covariates),
-                "follow_up_days": {"min": float(c.min()), "median": float(np.median(c)), "max": float(c.max())}}
+        out = {**self.cart.summary(), "responders": int(self.cart_index.size),
+               "responders_per_arm": {"control": int((self.relapse.arm == 0).sum()),
+                                      "experimental": int((self.relapse.arm == 1).sum())},
+               "relapse_covariates": list(self.relapse.covariates),
+               "follow_up_days": {"min": float(c.min()), "median": float(np.median(c)), "max": float(c.max())}}
+        if self.mrd is not None:
+            out["mrd"] = self.mrd.summary()
+        return out
 
 
-def joint_design(cohort, *, covariates=()) -> JointDesign:
+def joint_design(cohort, *, covariates=(), mrd_submodel: bool = False) -> JointDesign:
     """The joint model's design of a cohort (``to_joint_inputs``) with each responder's end of follow-up.
 
     c_i is the last follow-up day, or a consolidative HSCT in remission, or a death
     in remission if either came first (both censor relapse in the joint model),
-    from the response day.
+    from the response day. ``mrd_submodel``: also the MRD submodel's design
+    (:func:`toolkit.calibration.mrd.mrd_design_of`: the responders with an assessment, anonymised, every
+    row's detection limit filled), for the ``mrd_clearance`` association.
     """
     from toolkit.data.joint_inputs import to_joint_inputs
 
-    inputs = to_joint_inputs(cohort, covariates=list(covariates))
+    inputs = to_joint_inputs(cohort, covariates=list(covariates), mrd_submodel=mrd_submodel)
+    mrd = None
+    if mrd_submodel:
+        from toolkit.calibration.mrd import mrd_design_of
+
+        mrd = mrd_design_of(inputs.mrd, cohort.path.name)
     merged = cohort.merged()
     merged = merged.set_index(merged["patient_id"].astype(str))
     rows = merged.loc[inputs.relapse.patient_ids]
@@ -361,7 +388,7 @@ def joint_design(cohort, *, covariates=()) -> JointDesign:
                                      warnings=()), source=cohort.path.name)
     relapse = replace(inputs.relapse, patient_ids=[f"sim{j:04d}" for j in inputs.cart_index], warnings=())
     return JointDesign(cart=cart, relapse=relapse, cart_index=inputs.cart_index, response_day=inputs.response_day,
-                       log_lloq=inputs.log_lloq, censor_years=censor)
+                       log_lloq=inputs.log_lloq, censor_years=censor, mrd=mrd, mrd_index=inputs.mrd_index)
 
 
 @dataclass(frozen=True)
@@ -376,6 +403,7 @@ class JointCalibration(CartCalibration):
     associations: tuple = ("log_cmax", "cart_loss")
     tau_days: float = 365.0
     model_name: str = "joint"
+    mrd_priors: object = None  # MrdPriors of the MRD submodel (association mrd_clearance)
 
     def __post_init__(self):
         from toolkit.models import joint
@@ -384,10 +412,18 @@ class JointCalibration(CartCalibration):
         if self.variant not in joint.VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; valid: {', '.join(joint.VARIANTS)}")
         associations = tuple(joint.check_associations(self.associations))
-        if set(associations) - {"log_cmax", "cart_loss"}:
-            raise ValueError("the joint generator covers the CAR-T associations (log_cmax, cart_loss); the MRD "
-                             "ones need a generator of the MRD submodel (see docs/calibration.md)")
+        if "mrd" in associations:
+            raise ValueError("the joint generator does not cover the 'mrd' association (MRD recurrence as an "
+                             "observed marker of the hazard, not a modelled quantity); it covers log_cmax, "
+                             "cart_loss and mrd_clearance")
+        if "mrd_clearance" in associations and self.design.mrd is None:
+            raise ValueError("the mrd_clearance association needs the MRD submodel's design: "
+                             "joint_design(cohort, mrd_submodel=True)")
         object.__setattr__(self, "associations", associations)
+        if self.with_mrd and self.mrd_priors is None:
+            from toolkit.models.mrd import MrdPriors
+
+            object.__setattr__(self, "mrd_priors", MrdPriors())
         if self.priors is None:
             object.__setattr__(self, "priors", joint.JointPriors())
         if self.fit_priors is None:
@@ -395,17 +431,41 @@ class JointCalibration(CartCalibration):
         if self.cart_priors is None:
             object.__setattr__(self, "cart_priors", CartPriors.for_unit(self.design.cart.inputs.unit))
 
+    @property
+    def with_mrd(self) -> bool:
+        """Whether the fitted model holds the MRD submodel (association ``mrd_clearance``)."""
+        return "mrd_clearance" in self.associations
+
+    def mrd_problem(self):
+        """The MRD submodel's own calibration problem (its generator, data containers and labels)."""
+        from toolkit.calibration.mrd import MrdCalibration
+
+        return MrdCalibration(self.design.mrd, priors=self.mrd_priors)
+
     def describe(self) -> dict:
-        return {"model": self.model_name, "variant": self.variant, "class": type(self).__qualname__,
-                "associations": list(self.associations), "tau_days": float(self.tau_days),
-                "priors": self.priors.as_dict(), "fit_priors": self.fit_priors.as_dict(),
-                "cart_priors": self.cart_priors.as_dict(), "design": self.design.summary()}
+        out = {"model": self.model_name, "variant": self.variant, "class": type(self).__qualname__,
+               "associations": list(self.associations), "tau_days": float(self.tau_days),
+               "priors": self.priors.as_dict(), "fit_priors": self.fit_priors.as_dict(),
+               "cart_priors": self.cart_priors.as_dict(), "design": self.design.summary()}
+        if self.with_mrd:
+            out["mrd_priors"] = self.mrd_priors.as_dict()
+        return out
 
     def _design_arrays(self):
         d = self.design
         i = d.cart.inputs
-        return (i.arm, i.sample_patient, i.day, i.log_lloq, i.log_value, i.censored, d.cart_index,
-                d.response_day, d.censor_years, d.relapse.x_std)
+        arrays = (i.arm, i.sample_patient, i.day, i.log_lloq, i.log_value, i.censored, d.cart_index,
+                  d.response_day, d.censor_years, d.relapse.x_std)
+        return (*arrays, *self.mrd_problem()._design_arrays(), d.mrd_index) if self.with_mrd else arrays
+
+    @property
+    def loglik_reads(self) -> tuple[str, ...]:
+        """The CAR-T patient parameters and, with the MRD submodel, its patient-level values (not the
+        coordinates they are sampled in)."""
+        from toolkit.calibration.mrd import MrdCalibration
+
+        mrd = tuple(f"{MRD_PREFIX}{n}" for n in MrdCalibration.loglik_reads) if self.with_mrd else ()
+        return (*CartCalibration.loglik_reads, *mrd)
 
     def inputs(self):
         return self.design.cart.inputs
@@ -420,24 +480,54 @@ class JointCalibration(CartCalibration):
         n = d.cart_index.size
         relapse = replace(d.relapse, time_years=d.censor_years.copy(), event=np.zeros(n, int))
         return JointInputs(cart=d.cart.inputs, relapse=relapse, cart_index=d.cart_index, response_day=d.response_day,
-                           log_lloq=d.log_lloq, mrd_positive_years=np.full(n, NO_CHANGE), has_mrd=False)
+                           log_lloq=d.log_lloq, mrd_positive_years=np.full(n, NO_CHANGE), has_mrd=False,
+                           mrd=d.mrd.inputs if self.with_mrd else None,
+                           mrd_index=d.mrd_index if self.with_mrd else None)
 
     def _build(self, priors):
         from toolkit.models.joint import build_joint_model
 
         return swappable_observations(build_joint_model(self.joint_inputs(), priors, variant=self.variant,
                                                         associations=self.associations,
-                                                        cart_priors=self.cart_priors))
+                                                        cart_priors=self.cart_priors, mrd_priors=self.mrd_priors,
+                                                        mrd_swappable=self.with_mrd))
 
     def data_updates(self, data: dict) -> dict:
-        return {**super().data_updates(data), "relapse_observed": data["time_years"], "event": data["event"]}
+        out = {**super().data_updates(data), "relapse_observed": data["time_years"], "event": data["event"]}
+        if self.with_mrd:  # the MRD submodel's containers are its own, named "mrd::<name>"
+            mrd = {k[len(MRD_PREFIX):]: v for k, v in data.items() if k.startswith(MRD_PREFIX)}
+            out.update({f"{MRD_PREFIX}{k}": v for k, v in self.mrd_problem().data_updates(mrd).items()})
+        return out
 
     def ranked(self) -> tuple[str, ...]:
-        return (*JOINT_RANKED, *CART_RANKED)
+        from toolkit.calibration.mrd import MRD_RANKED
+
+        mrd = (*(f"{MRD_PREFIX}{n}" for n in MRD_RANKED),) if self.with_mrd else ()
+        return (*JOINT_RANKED, *CART_RANKED, *mrd)
+
+    def parameter_names(self, model) -> list[str]:
+        """As the CAR-T problem's, plus the MRD submodel's patient values and each responder's kill rate."""
+        from toolkit.calibration.mrd import MRD_PATIENT
+
+        names = super().parameter_names(model)
+        if not self.with_mrd:
+            return names
+        extra = [n for n in (*(f"{MRD_PREFIX}{v}" for v in MRD_PATIENT), "log_clearance_responder")
+                 if n in model.named_vars and n not in names]
+        return names + extra
+
+    def unranked_parameters(self) -> tuple[str, ...]:
+        from toolkit.calibration.mrd import MRD_UNRANKED
+
+        mrd = (*(f"{MRD_PREFIX}{n}" for n in MRD_UNRANKED), "log_clearance_responder",
+               "mrd_clearance_z_unassessed") if self.with_mrd else ()
+        return (*super().unranked_parameters(), *mrd)
 
     def vector_labels(self, name: str, size: int):
         if name == "beta_std":
             return list(self.design.relapse.covariates)
+        if self.with_mrd and name.startswith(MRD_PREFIX):
+            return self.mrd_problem().vector_labels(name[len(MRD_PREFIX):], size)
         return super().vector_labels(name, size)
 
     def relapse_cumhaz(self, theta: dict, s: np.ndarray) -> np.ndarray:
@@ -452,6 +542,11 @@ class JointCalibration(CartCalibration):
         lp = float(theta["log_hr"]) * d.relapse.arm
         if "log_cmax" in self.associations:
             lp = lp + float(theta["log_hr_per_log_cmax"]) * (th[:, 0] - LOG_CMAX_REFERENCE)
+        if self.with_mrd:  # each responder's MRD kill rate (log10/day), as the model's log_clearance_responder
+            from toolkit.models.joint import LOG_CLEARANCE_REFERENCE
+
+            lp = lp + float(theta["log_hr_per_log_clearance"]) * (
+                np.asarray(theta["log_clearance_responder"], float) - LOG_CLEARANCE_REFERENCE)
         if d.relapse.covariates:
             lp = lp + d.relapse.x_std @ np.asarray(theta["beta_std"], float)
         changes, log_hrs = [], []
@@ -463,9 +558,15 @@ class JointCalibration(CartCalibration):
                               lib=np, ramp_years=STEP_RAMP_YEARS)
 
     def simulate(self, theta: dict, *, random_seed) -> dict[str, np.ndarray]:
-        """CAR-T levels as :class:`CartCalibration`, then relapse times from the model's hazard, censored at c_i."""
+        """CAR-T levels as :class:`CartCalibration`; with the MRD submodel its assessments and responses by its own
+        generator (:meth:`MrdCalibration.simulate`, keys ``mrd::...``); then relapse times from the model's
+        hazard, censored at c_i."""
         rng = np.random.default_rng(random_seed)
         out = self.simulate_levels(theta, rng)
+        if self.with_mrd:
+            mrd_theta = {k[len(MRD_PREFIX):]: v for k, v in theta.items() if k.startswith(MRD_PREFIX)}
+            mrd = self.mrd_problem().simulate(mrd_theta, random_seed=rng.integers(2**63))
+            out.update({f"{MRD_PREFIX}{k}": v for k, v in mrd.items()})
         d = self.design
         c = d.censor_years
         e = rng.exponential(size=c.size)
@@ -497,6 +598,8 @@ class JointCalibration(CartCalibration):
         cart_q = self.cart_estimand_draws(draws, post)
         out["cmax_gmr"] = cart_q["cmax_gmr"]
         out["persistence_half_life_ratio"] = cart_q["persistence_half_life_ratio"]
+        if self.with_mrd:  # as joint_estimands reports it
+            out["clearance_rate_ratio"] = np.exp(np.asarray(draws[f"{MRD_PREFIX}clearance_log_ratio"], float))
         return out
 
     def with_fit_priors(self, fit_priors):

@@ -77,7 +77,7 @@ from toolkit.calibration.generators import (InputsDesign, design_cache_key, mode
                                            swappable_observations)
 from toolkit.data.mrd_inputs import MrdInputs
 
-__all__ = ["MRD_RANKED", "MrdCalibration", "MrdDesign", "SubstitutedNegativesMrd", "mrd_design"]
+__all__ = ["MRD_RANKED", "MrdCalibration", "MrdDesign", "SubstitutedNegativesMrd", "mrd_design", "mrd_design_of"]
 
 #: population parameters of the MRD model that are ranked (when the model has them)
 MRD_RANKED = ("log_clearance", "log_clearance_low", "clearance_log_ratio", "clearance_sd", "baseline_anchor_sd",
@@ -134,13 +134,18 @@ def mrd_design(cohort, *, covariates=()) -> MrdDesign:
     (the generator censors every row at its own limit).
     """
     from toolkit.data.mrd_inputs import to_mrd_inputs
+
+    return mrd_design_of(to_mrd_inputs(cohort, covariates=list(covariates)), cohort.path.name)
+
+
+def mrd_design_of(inputs: MrdInputs, source: str) -> MrdDesign:
+    """:func:`mrd_design` of MRD inputs already built from cohort ``source`` (e.g. the joint model's submodel)."""
     from toolkit.estimands.mrd import filled_detection_limits
 
-    inputs = to_mrd_inputs(cohort, covariates=list(covariates))
     lod = filled_detection_limits(inputs)
     if not np.isfinite(lod).all():
         missing = sorted({inputs.methods[m] for m in inputs.method[~np.isfinite(lod)]})
-        raise ValueError(f"the design cohort {cohort.path.name} records no detection limit for method(s) "
+        raise ValueError(f"the design cohort {source} records no detection limit for method(s) "
                          f"{', '.join(missing)}; the generator censors each assessment at its own limit, so fill "
                          "lod_pct in mrd.csv for those rows")
     with np.errstate(invalid="ignore"):
@@ -148,7 +153,7 @@ def mrd_design(cohort, *, covariates=()) -> MrdDesign:
     inputs = replace(inputs, log10_lod=lod, log10_loq=loq,
                      patient_ids=[f"sim{j:04d}" for j in range(inputs.n_patients)],
                      infused_ids=[f"inf{j:04d}" for j in range(len(inputs.infused_ids))], warnings=())
-    return MrdDesign(inputs=inputs, source=cohort.path.name)
+    return MrdDesign(inputs=inputs, source=source)
 
 
 @dataclass(frozen=True)

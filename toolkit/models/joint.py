@@ -317,7 +317,7 @@ def population_log_clearance(log_clearance, clearance_log_ratio, clearance_sd, a
     return log_clearance + clearance_log_ratio * arm + clearance_sd * z
 
 
-def _responder_log_clearance(model: pm.Model, inputs: JointInputs, arm, mrd_priors):
+def _responder_log_clearance(model: pm.Model, inputs: JointInputs, arm, mrd_priors, swappable: bool = False):
     """log k_i (MRD kill rate, log10/day) of each responder from the MRD submodel built into ``model``.
 
     Responders with MRD assessments take their patient's k_i; a responder without any gets a draw
@@ -325,7 +325,8 @@ def _responder_log_clearance(model: pm.Model, inputs: JointInputs, arm, mrd_prio
     """
     from toolkit.models import mrd
 
-    mrd.build_mrd_model(inputs.mrd, mrd_priors, parent=model, name=MRD_SUBMODEL, dim_prefix=MRD_SUBMODEL + "_")
+    mrd.build_mrd_model(inputs.mrd, mrd_priors, parent=model, name=MRD_SUBMODEL, dim_prefix=MRD_SUBMODEL + "_",
+                        swappable_censoring=swappable)
     sub = lambda name: model[f"{MRD_SUBMODEL}::{name}"]  # noqa: E731
     assessed = pt.log(sub("patient_clearance_log10_per_day"))
     index = inputs.mrd_index
@@ -352,7 +353,7 @@ def check_associations(associations) -> tuple[str, ...]:
 
 def build_joint_model(inputs: JointInputs, priors: JointPriors | None = None, *, variant: str = "cure",
                       associations=("log_cmax", "cart_loss"), cart_priors: cart.CartPriors | None = None,
-                      fixed_features: dict | None = None, mrd_priors=None) -> pm.Model:
+                      fixed_features: dict | None = None, mrd_priors=None, mrd_swappable: bool = False) -> pm.Model:
     """The joint PyMC model (module docstring). With ``fixed_features`` = {"log_cmax": (responder,),
     "loss_day": (responder,)} the kinetics are not modelled and those values are used (two-stage).
 
@@ -363,7 +364,8 @@ def build_joint_model(inputs: JointInputs, priors: JointPriors | None = None, *,
     ``hazard_ratio_direct``, ``loss_years`` (responder). With ``mrd_clearance``: the MRD model of
     :func:`toolkit.models.mrd.build_mrd_model` as the sub-model ``mrd::`` (coords ``mrd_*``),
     ``log_hr_per_log_clearance``, ``mrd_clearance_z_unassessed`` (responders without MRD data) and the
-    deterministic ``log_clearance_responder``.
+    deterministic ``log_clearance_responder``. ``mrd_swappable``: the MRD submodel's censoring is data
+    (``build_mrd_model(swappable_censoring=True)``), as simulation-based calibration needs.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
@@ -406,7 +408,7 @@ def build_joint_model(inputs: JointInputs, priors: JointPriors | None = None, *,
         if "log_cmax" in associations:
             lp = lp + normal("log_hr_per_log_cmax", priors.log_hr_per_log_cmax) * (log_cmax - LOG_CMAX_REFERENCE)
         if "mrd_clearance" in associations:
-            log_k = _responder_log_clearance(model, inputs, arm, mrd_priors)
+            log_k = _responder_log_clearance(model, inputs, arm, mrd_priors, mrd_swappable)
             lp = lp + normal("log_hr_per_log_clearance", priors.log_hr_per_log_clearance) * (
                 log_k - LOG_CLEARANCE_REFERENCE)
         if rel.covariates:
