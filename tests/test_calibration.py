@@ -231,7 +231,7 @@ class _FailingDurability(DurabilityCalibration):
         return super().simulate(theta, random_seed=random_seed)
 
 
-def test_failed_simulation_is_recorded_and_study_resumes(weibull, tmp_path):
+def test_failed_simulation_is_recorded_and_study_resumes(weibull, tmp_path, monkeypatch):
     problem = _FailingDurability(weibull.design, variant="weibull")
     out = tmp_path / "study"
     settings = study_settings(dict(chains=2, tune=100, draws=100, seed=5))
@@ -241,6 +241,13 @@ def test_failed_simulation_is_recorded_and_study_resumes(weibull, tmp_path):
     with pytest.raises(StudyError, match="differ"):
         run_study(problem, 5, out, settings=study_settings(dict(chains=2, tune=100, draws=100, seed=6)), workers=0,
                   resume=True, progress=False)
+    from toolkit.models import durability
+
+    with monkeypatch.context() as patch:  # the model changed since the study was stored: its ranks are another's
+        patch.setattr(durability, "MODEL_VERSION", "99.0.0")
+        with pytest.raises(StudyError, match="model_versions differ"):
+            run_study(problem, 5, out, settings=settings, workers=0, resume=True, progress=False)
+    assert json.loads((out / "study.json").read_text())["model_versions"] == {"durability": durability.MODEL_VERSION}
     run_study(problem, 5, out, settings=settings, workers=0, resume=True, progress=False)
     results = load_results(out)
     sims = results.groupby("sim").first()

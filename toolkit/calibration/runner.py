@@ -355,6 +355,17 @@ def open_study(path: Path, config: dict, *, resume: bool, what: str, compare: tu
     return {k: stored[k] for k in ("runs", "started") if k in stored}
 
 
+def model_versions(problem) -> dict[str, str]:
+    """``MODEL_VERSION`` of every model module a problem fits (the joint model: its submodels too), so a study
+    is not resumed by a changed model: its stored ranks belong to the model that made them."""
+    import importlib
+
+    modules = {"durability": ("durability",), "cart": ("cart",), "mrd": ("mrd",),
+               "joint": ("joint", "cart", *(("mrd",) if getattr(problem, "with_mrd", False) else ()))}
+    return {m: importlib.import_module(f"toolkit.models.{m}").MODEL_VERSION
+            for m in modules.get(problem.model_name, ())}
+
+
 def record_study_run(path: Path, run: dict) -> None:
     """Append one run's facts (workers, wall time, ...) to the study file's ``runs``."""
     config = json.loads(path.read_text())
@@ -485,11 +496,14 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: Sampler
     settings = settings or study_settings()
     out = Path(out)
     config = {"problem": problem.describe(), "settings": settings_record(settings, extensions),
-              "n_simulations": int(n_simulations),
+              "model_versions": model_versions(problem), "n_simulations": int(n_simulations),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = out / STUDY_FILE
-    previous = open_study(path, config, resume=resume, what="calibration", compare=("problem", "settings"),
-                          held=path.exists() or bool(done_simulations(out)))
+    held = path.exists() or bool(done_simulations(out))
+    # a study stored before model versions were recorded cannot be checked for them (they are written now)
+    versioned = held and path.exists() and "model_versions" in json.loads(path.read_text())
+    previous = open_study(path, config, resume=resume, what="calibration",
+                          compare=("problem", "settings", *(("model_versions",) if versioned else ())), held=held)
     write_study_file(path, {**config, **previous})
     todo = [s for s in range(n_simulations) if s not in done_simulations(out)]
     tracker = progress if hasattr(progress, "update") else (Progress(len(todo)) if progress else None)
