@@ -746,3 +746,26 @@ def test_divergent_draws_are_located_and_listed_with_the_failed_fits():
     # a study stored before divergent draws were located still lists its failed fits
     old = unconverged_fits(pd.DataFrame(rows).drop(columns="divergent_z"))
     assert old["sim"].tolist() == [1] and old.loc[0, "divergent_at"] == ""
+
+
+def test_studies_kept_in_the_repository_load_and_belong_to_the_current_models():
+    """The studies under docs/studies/ (continued across sessions with --resume) load, summarise, and were made
+    by the model versions the code has now; a model change needs a new study folder, not a resume."""
+    import importlib
+
+    from toolkit.calibration.metrics import unconverged_fits
+
+    root = Path(__file__).resolve().parent.parent / "docs" / "studies"
+    studies = sorted(p.parent for p in root.glob("*/study.json"))
+    assert studies, "docs/studies/ holds no study"
+    for study in studies:
+        config = json.loads((study / "study.json").read_text())
+        assert (study / "default_design").is_dir() or config["problem"]["design"]["source"] != "default trial"
+        results = load_results(study)
+        table, overview = summarize_study(results)
+        assert overview["succeeded"] + overview["failed"] == results["sim"].nunique() and len(table)
+        assert len(unconverged_fits(results)) == overview["not_converged"]
+        versions = config.get("model_versions")
+        if versions is not None:  # a store made before versions were recorded gets them at its next run
+            current = {m: importlib.import_module(f"toolkit.models.{m}").MODEL_VERSION for m in versions}
+            assert versions == current, f"{study.name}: made by {versions}, the code is at {current}: a new folder"
