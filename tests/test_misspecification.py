@@ -116,9 +116,16 @@ def test_cli_misspecify_runs_a_small_grid_and_resumes(tmp_path, monkeypatch):
         assert abs(reference["prior_sds"]["strong_benefit"][name]) >= 1.5, name
         assert abs(reference["prior_sds"]["no_effect"][name]) < 0.5, name
     assert "P(rfs_365d_difference > 0) > 0.95 is met in" in text and "Traceback" not in text
+    from toolkit.calibration.misspec import CONFIG_FILE
+    from toolkit.models import durability
+
+    assert json.loads((out / CONFIG_FILE).read_text())["model_versions"] == {"durability": durability.MODEL_VERSION}
     code, text = run_cli(args + ["--trials", "2", "--resume"])
     assert code == 0, text
     assert len(list((out / "trials").glob("*.parquet"))) == 4
+    monkeypatch.setattr(durability, "MODEL_VERSION", "99.0.0")  # a changed model does not extend the study
+    code, text = run_cli(args + ["--trials", "3", "--resume"])
+    assert code == 2 and "model_versions" in text and "Traceback" not in text
     code, text = run_cli(args + ["--trials", "2"])
     assert code == 2 and "already exists and is not empty" in text
 

@@ -181,9 +181,12 @@ def misspecification_trial(design, scenario_index: int, trial: int, *, overrides
 
 
 def _config(design) -> dict:
+    from toolkit.calibration.runner import model_versions
+
     return {"design": design.path, "analysis": design.analysis, "rule": design.rule_text(), "seed": design.seed,
             "scenarios": [s.name for s in design.scenarios], "sampler": design.sampler,
-            "effects": {s.name: s.effects for s in design.scenarios}}
+            "effects": {s.name: s.effects for s in design.scenarios},
+            "model_versions": model_versions(design.analysis_model)}
 
 
 def check_design(design) -> None:

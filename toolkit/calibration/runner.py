@@ -338,6 +338,7 @@ def open_study(path: Path, config: dict, *, resume: bool, what: str, compare: tu
     ``path`` is the study's JSON file; ``held`` (default: that file exists) says the folder holds a
     study, which only ``resume`` may continue, and only with the same ``compare`` entries of
     ``config``. Returns the stored history (``runs``, ``started``) a resumed study keeps.
+    ``model_versions`` (:func:`model_versions`) is compared only when the stored study has it.
     """
     held = path.exists() if held is None else held
     if not held:
@@ -348,22 +349,24 @@ def open_study(path: Path, config: dict, *, resume: bool, what: str, compare: tu
     if not path.exists():
         return {}
     stored = json.loads(path.read_text())
-    differing = [key for key in compare if stored.get(key) != config.get(key)]
+    # a study stored before model versions were recorded cannot be checked for them (they are written now)
+    differing = [key for key in compare if stored.get(key) != config.get(key)
+                 and not (key == "model_versions" and key not in stored)]
     if differing:
         raise error(f"{path.parent}: the stored study's {', '.join(differing)} differ from this one's, so "
                     "--resume would mix two studies; use the same spec and settings, or a new --out folder")
     return {k: stored[k] for k in ("runs", "started") if k in stored}
 
 
-def model_versions(problem) -> dict[str, str]:
-    """``MODEL_VERSION`` of every model module a problem fits (the joint model: its submodels too), so a study
-    is not resumed by a changed model: its stored ranks belong to the model that made them."""
+def model_versions(model: str, *, with_mrd: bool = False) -> dict[str, str]:
+    """``MODEL_VERSION`` of every model module a study of ``model`` fits (the joint model: its submodels too;
+    ``with_mrd``: its MRD submodel), so a study is not resumed by a changed model: its stored results belong to
+    the model that made them."""
     import importlib
 
     modules = {"durability": ("durability",), "cart": ("cart",), "mrd": ("mrd",),
-               "joint": ("joint", "cart", *(("mrd",) if getattr(problem, "with_mrd", False) else ()))}
-    return {m: importlib.import_module(f"toolkit.models.{m}").MODEL_VERSION
-            for m in modules.get(problem.model_name, ())}
+               "joint": ("joint", "cart", *(("mrd",) if with_mrd else ()))}
+    return {m: importlib.import_module(f"toolkit.models.{m}").MODEL_VERSION for m in modules.get(model, ())}
 
 
 def record_study_run(path: Path, run: dict) -> None:
@@ -496,14 +499,13 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: Sampler
     settings = settings or study_settings()
     out = Path(out)
     config = {"problem": problem.describe(), "settings": settings_record(settings, extensions),
-              "model_versions": model_versions(problem), "n_simulations": int(n_simulations),
+              "model_versions": model_versions(problem.model_name, with_mrd=getattr(problem, "with_mrd", False)),
+              "n_simulations": int(n_simulations),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = out / STUDY_FILE
-    held = path.exists() or bool(done_simulations(out))
-    # a study stored before model versions were recorded cannot be checked for them (they are written now)
-    versioned = held and path.exists() and "model_versions" in json.loads(path.read_text())
     previous = open_study(path, config, resume=resume, what="calibration",
-                          compare=("problem", "settings", *(("model_versions",) if versioned else ())), held=held)
+                          compare=("problem", "settings", "model_versions"),
+                          held=path.exists() or bool(done_simulations(out)))
     write_study_file(path, {**config, **previous})
     todo = [s for s in range(n_simulations) if s not in done_simulations(out)]
     tracker = progress if hasattr(progress, "update") else (Progress(len(todo)) if progress else None)

@@ -187,10 +187,14 @@ def load_results(out: str | Path) -> pd.DataFrame:
 
 
 def _config(design: Design) -> dict:
+    from toolkit.calibration.runner import model_versions
+
     return {"design": design.path, "analysis": design.analysis, "rule": design.rule_text(),
             "pos_imputations": design.pos_imputations,
             "seed": design.seed, "scenarios": [s.name for s in design.scenarios],
-            "looks": [lk.name for lk in design.looks], "sampler": design.sampler}
+            "looks": [lk.name for lk in design.looks], "sampler": design.sampler,
+            # the analytic rule fits no model
+            "model_versions": {} if design.analysis_spec is None else model_versions(design.analysis_model)}
 
 
 def run_scenario_study(task, design: Design, trials: int, out: str | Path, *, config_file: str, config: dict,
