@@ -89,6 +89,11 @@ MIN_TIME_YEARS = 0.5 / DAYS_PER_YEAR
 MRD_PREFIX = "mrd::"  # variables and data containers of the joint model's MRD submodel (toolkit.models.joint)
 
 
+def _submodel_part(values: dict) -> dict:
+    """The MRD submodel's entries of ``values`` (keys ``mrd::name``) under their own names."""
+    return {k[len(MRD_PREFIX):]: v for k, v in values.items() if k.startswith(MRD_PREFIX)}
+
+
 def _default(fn, name):
     """A keyword default of ``fn`` (so a Monte-Carlo setting of an estimand is defined once, where it is used)."""
     return inspect.signature(fn).parameters[name].default
@@ -495,8 +500,8 @@ class JointCalibration(CartCalibration):
     def data_updates(self, data: dict) -> dict:
         out = {**super().data_updates(data), "relapse_observed": data["time_years"], "event": data["event"]}
         if self.with_mrd:  # the MRD submodel's containers are its own, named "mrd::<name>"
-            mrd = {k[len(MRD_PREFIX):]: v for k, v in data.items() if k.startswith(MRD_PREFIX)}
-            out.update({f"{MRD_PREFIX}{k}": v for k, v in self.mrd_problem().data_updates(mrd).items()})
+            mrd = self.mrd_problem().data_updates(_submodel_part(data))
+            out.update({f"{MRD_PREFIX}{k}": v for k, v in mrd.items()})
         return out
 
     def ranked(self) -> tuple[str, ...]:
@@ -564,8 +569,7 @@ class JointCalibration(CartCalibration):
         rng = np.random.default_rng(random_seed)
         out = self.simulate_levels(theta, rng)
         if self.with_mrd:
-            mrd_theta = {k[len(MRD_PREFIX):]: v for k, v in theta.items() if k.startswith(MRD_PREFIX)}
-            mrd = self.mrd_problem().simulate(mrd_theta, random_seed=rng.integers(2**63))
+            mrd = self.mrd_problem().simulate(_submodel_part(theta), random_seed=rng.integers(2**63))
             out.update({f"{MRD_PREFIX}{k}": v for k, v in mrd.items()})
         d = self.design
         c = d.censor_years

@@ -124,7 +124,8 @@ def divergent_z(problem, posterior, diverging: np.ndarray, names: list[str]) -> 
     if not diverging.any():
         return {}
     out = {}
-    for name in names:
+    unranked = set(getattr(problem, "unranked_parameters", lambda: ())())  # not stored: skip their elements
+    for name in (n for n in names if n not in unranked):
         values = np.asarray(posterior[name].transpose("chain", "draw", ...).values, float)
         flat = values.reshape(values.shape[0], values.shape[1], -1)
         labels = [name] if values.ndim == 2 else [f"{name}[{label}]" for label in
