@@ -5,9 +5,9 @@
 Regenerates simulation SIM of the `toolkit calibrate` study in STUDY (its prior draw and cohort, from the study's
 seed and default_design folder) and runs it through the study's own code, ``toolkit.calibration.runner.
 run_simulation``, with the study's settings and reruns (``extend_sampling``; give the study's ``--spec``: the
-rebuilt problem must match the one stored in ``study.json``, as ``--resume`` requires), in a process with the
-workers' thread settings (``THREAD_ENV``: one thread each; the script restarts itself with them). Prints the
-verdict, runs, R-hat, ESS and divergences beside the stored record's. Without arguments it says so (so `make
+rebuilt problem must match the one stored in ``study.json``, as ``--resume`` requires), in a process set up as a
+worker is (``worker_environment``: one thread each, empty compile caches; the script restarts itself so). Prints
+the verdict, runs, R-hat, ESS and divergences beside the stored record's. Without arguments it says so (so `make
 benchmarks` runs).
 
 ``--detail`` also prints where the kept run is hard: the verdict's worst elements (R-hat, bulk and tail ESS, by
@@ -16,13 +16,13 @@ values beside their posterior, and, after divergences, how the divergent draws o
 posterior (their mean as a z-score). ``--extend-sampling K`` overrides the study's reruns (0: the first run
 alone, to look at what the verdict first sees).
 
-How far it reproduces: simulation 10 of the CAR-T 1.2.0 study (3 runs, 2 divergences in the last) gave the stored
-record to the last digit in 4 of 6 tries through ``run_simulation`` with the workers' thread settings; the others,
-and one try with default threads, converged at the second run (bulk ESS 703). What decides between the two is not
-found (not PYTHONHASHSEED: 0 and 1 both reproduced). So compare the printed record with the stored one before
-reading a rerun as the study's (docs/calibration.md, "CAR-T model 1.2.0").
-``benchmarks/cart_sbc_refit.py`` refits with the divergence record; its chains reproduced the study's in none of 4
-tries.
+How far it reproduces: to the last digit, when the model is compiled cold, as each study worker compiles it
+(``start_local_cluster`` empties the workers' caches): the script restarts itself with empty PyTensor and numba
+cache directories of its own (``worker_environment``) and the workers' thread settings. Compiled against a warm
+cache the same seed samples other chains (CAR-T 1.2.1 study, simulation 6: min bulk ESS 1,507 warm, 1,237 cold
+and stored); that is why, until December 2026, reruns matched the stored record only sometimes (simulation 10
+of the 1.2.0 study in 4 of 6 tries). The cold compile adds a minute or two to the first simulation.
+``benchmarks/cart_sbc_refit.py`` refits with the divergence record (its own sampler calls, not the study's).
 """
 
 from __future__ import annotations
@@ -48,10 +48,14 @@ def main() -> int:
     if args.study is None or not args.sim:
         print("no study and simulation given; usage: python benchmarks/sbc_rerun.py STUDY SIM")
         return 0
-    from toolkit.calibration.runner import THREAD_ENV
+    from toolkit.calibration.runner import worker_environment
 
-    if any(os.environ.get(k) != v for k, v in THREAD_ENV.items()):  # before numpy and numba load: restart
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **THREAD_ENV})
+    if "TOOLKIT_RERUN_CACHES" not in os.environ:  # before numpy and numba load: restart as a cold worker
+        import tempfile
+
+        caches = tempfile.mkdtemp(prefix="sbc-rerun-")
+        env = {**os.environ, **worker_environment(caches, "rerun"), "TOOLKIT_RERUN_CACHES": caches}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     import pandas as pd
 
     from toolkit.calibration.api import build_problem
@@ -122,6 +126,13 @@ def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
         print(line)
     if diverging.any():
         print(f"  {int(diverging.sum())} divergent draws in chains {sorted(set(np.nonzero(diverging)[0].tolist()))}")
+        print("  patient values whose divergent draws sit furthest out (variable[index]: z):")
+        for name in ("theta_patient", "theta_raw"):
+            if name in post:
+                values = post[name].transpose("chain", "draw", ...).values
+                flat = values.reshape(values.shape[0] * values.shape[1], -1)
+                z = (flat[diverging.ravel()].mean(axis=0) - flat.mean(axis=0)) / np.maximum(flat.std(axis=0), 1e-12)
+                print("    " + ", ".join(f"{name}[{j}] {z[j]:+.2f}" for j in np.argsort(-np.abs(z))[:6]))
 
 
 if __name__ == "__main__":

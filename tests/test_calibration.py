@@ -311,6 +311,23 @@ def test_dask_local_cluster_runs_a_study_with_own_compile_dirs(weibull, tmp_path
     assert (sims["status"] == "ok").all(), sims["error"]
 
 
+def test_local_workers_compile_cold(tmp_path):
+    """start_local_cluster empties the workers' cache directories first: a model compiled against a warm cache
+    samples other chains than one compiled cold, so a resumed study (whose out/.worker-caches survive) would
+    not reproduce a simulation to the digit."""
+    from toolkit.calibration.runner import start_local_cluster
+
+    stale = tmp_path / "caches" / "w0" / "numba" / "stale.nbi"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("compiled by an earlier run")
+    cluster, client = start_local_cluster(1, cache_root=tmp_path / "caches")
+    try:
+        assert not stale.exists()
+    finally:
+        client.close()
+        cluster.close()
+
+
 # --------------------------------------------------------------------------- CAR-T and joint generators
 
 CART_PARAMETERS = {f"{p}[{k}]" for p in ("mu_kinetic", "omega_kinetic", "arm_effect")
