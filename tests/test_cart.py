@@ -403,32 +403,3 @@ def test_small_fit_on_example_converges(example_fit, example_inputs):
     sigma = example_fit["posterior"]["sigma_log"].to_numpy()
     assert 0.45 < np.median(sigma) < 0.7  # simulated with 0.56
 
-
-def test_persistence_is_centred_where_late_samples_pin_it():
-    """centering_mask centres log t1/2 (model 1.2.1) only when a patient's quantified samples from
-    PERSISTENCE_PHASE_DAYS after the peak spread over PERSISTENCE_SPREAD_DAYS: the trial's schedule quantified
-    to day 365 does (spread 263 d); the same patient quantified only to day 90 does not (two late samples
-    34 d apart), nor one whose samples are all BLQ."""
-    from toolkit.data.inputs import CartInputs
-    from toolkit.models.cart import KINETIC_PARAMETERS, PERSISTENCE_SPREAD_DAYS, centering_mask
-
-    days = np.array([1, 4, 7, 10, 14, 21, 28, 42, 56, 90, 120, 180, 270, 365], float)
-    level = np.log(np.r_[50, 500, 3000, 15000, 24000, 5000, 1000, 300, 250, 230, 210, 190, 160, 130.0])
-    censored = np.zeros((3, days.size), int)
-    censored[1, days > 90] = 1
-    censored[2] = 1
-    censored[:, 0] = 1
-    n = censored.size
-    inputs = CartInputs(
-        patient_ids=["a", "b", "c"], arm=np.array([0, 1, 0]), sample_patient=np.repeat(np.arange(3), days.size),
-        day=np.tile(days, 3), log_value=np.where(censored.ravel() == 1, 0.0, np.tile(level, 3)),
-        censored=censored.ravel(), log_lloq=np.full(n, np.log(10.0)), patient_lloq=np.full(3, 10.0), covariates=[],
-        x_std=np.zeros((3, 0)), x_mean=np.zeros(0), x_sd=np.zeros(0), arm_labels=("control", "experimental"))
-    late = days[(days >= 14 + 42)]
-    assert np.sqrt(((late - late.mean()) ** 2).sum()) >= PERSISTENCE_SPREAD_DAYS
-    persistence = KINETIC_PARAMETERS.index("persistence")
-    assert centering_mask(inputs)[:, persistence].tolist() == [True, False, False]
-    assert centering_mask(inputs)[:, KINETIC_PARAMETERS.index("cmax")].tolist() == [True, True, False]
-    # the patient quantified to day 90 gains persistence once the days after it are quantified too
-    quantified = dataclasses.replace(inputs, censored=np.where(np.arange(n) < 2 * days.size, 0, inputs.censored))
-    assert centering_mask(quantified)[1, persistence]

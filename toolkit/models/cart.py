@@ -131,10 +131,7 @@ Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
 - **Partial centering** (``centering="auto"``): a patient's log Cmax and log
   Tmax are sampled centered when the peak is bracketed by samples and there
   are >= 3 quantified values, and log(alpha - beta) when >= 2 quantified
-  values follow the peak, and the log persistence half-life when the patient's
-  quantified samples from 42 days after the highest one spread enough to pin
-  its slope more tightly than the population does (``PERSISTENCE_SPREAD_DAYS``,
-  model 1.2.1); everything else is non-centered (z). Well-informed
+  values follow the peak; everything else is non-centered (z). Well-informed
   parameters in non-centered form couple all z's to mu and omega (step size
   0.06, 130 leapfrog steps per draw); partial centering halves the steps.
   ``centering="noncentered"`` samples every patient parameter non-centered.
@@ -193,9 +190,9 @@ Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
   same 32, and 21 of 200 (12 on divergences alone), all 36 quantities calibrated.
   Those failures sat at large omega_alpha; with its prior's log-SD 0.25 (model
   1.2.0, "CAR-T model 1.2.0") 8 of 127 fail (6.3%), each on 1-3 divergences
-  in a third run, 5 of them at the top of omega[persistence]'s posterior, and
-  all 36 quantities are calibrated. Model 1.2.1 centres persistence where late
-  samples pin it (``centering_mask``; study ``docs/studies/cart-1.2.1``).
+  in a third run or on one patient's slow mixing, and all 36 quantities are
+  calibrated. Centring persistence where late samples spread widely (tried as
+  1.2.1, withdrawn) did not reduce them.
 - **Speed.** The curve is evaluated on a (patient, visit) grid and samples
   are picked by one gather, and the log-CDF only on censored rows: about half
   the cost per gradient of gathering six parameters per sample.
@@ -240,9 +237,10 @@ from toolkit.models import kinetics
 from toolkit.models.kinetics import cart_curve, time_below
 
 MODEL_NAME = "cart"
-MODEL_VERSION = "1.2.1"  # 1.1.0: rounded peak (kinetics.peak_clock); 1.1.1: centring mask as data (theta_raw);
-# 1.2.0: omega_alpha prior log-SD 0.5 -> 0.25 (docs/priors.md#cart-omega-alpha); 1.2.1: persistence centred
-# where late samples pin it (centering_mask; the same model, other sampler coordinates)
+MODEL_VERSION = "1.2.0"  # 1.1.0: rounded peak (kinetics.peak_clock); 1.1.1: centring mask as data (theta_raw);
+# 1.2.0: omega_alpha prior log-SD 0.5 -> 0.25 (docs/priors.md#cart-omega-alpha). A 1.2.1 that centred persistence
+# where late samples spread over 204 days was tried and withdrawn: no fewer unconverged fits on the same cohorts,
+# and it centred slow contractors whose late samples are still contraction (docs/calibration.md, "CAR-T model 1.2.1")
 KINETIC_PARAMETERS = ("cmax", "tmax", "foldx", "alpha", "fb", "persistence")
 ARMS = ("control", "experimental")
 OMEGA_FAMILIES = ("lognormal", "halfnormal")
@@ -260,15 +258,6 @@ RAW_SCALE_CENTERED = 5.0
 RAW_SCALE_NONCENTERED = 2.0
 # latest start of a patient's Tmax (initial_patient_theta): the data's peak, however late, within a year
 START_TMAX_MAX_DAYS = 365.0
-# days after a patient's highest sample from which a sample is read as in the persistence phase
-# (centering_mask): at the typical contraction rate (alpha - beta = 0.157/d) the contraction term has
-# fallen to exp(-0.157 x 42) = 0.14 % of the peak by then, under the typical persistent fraction (0.79 %)
-PERSISTENCE_PHASE_DAYS = 42.0
-# spread sqrt(sum (t - mean t)^2) of a patient's quantified persistence-phase days from which the data pin
-# log t1/2 more tightly than the population does: a least-squares slope through them has SE sigma / spread,
-# so SD(log t1/2) = SE / beta < omega needs spread > sigma / (beta omega) = 0.56 / (0.0032 x 0.86) = 204 d at
-# the prior medians (days 56-365 of the trial's schedule, all quantified: 263 d; two samples 90 d apart: 64 d)
-PERSISTENCE_SPREAD_DAYS = 204.0
 
 def _logit(p: float) -> float:
     return float(math.log(p / (1 - p)))
@@ -428,15 +417,8 @@ def centering_mask(inputs: CartInputs) -> np.ndarray:
     """(patient, 6) True where a patient's parameter is sampled centered (data inform it well).
 
     cmax, tmax: at least 3 quantified samples and the highest one has a sample on each side (the peak is
-    bracketed); alpha: at least 2 quantified samples after the highest one; persistence: the quantified
-    samples from ``PERSISTENCE_PHASE_DAYS`` after the highest one have a spread sqrt(sum (t - mean t)^2) of at
-    least ``PERSISTENCE_SPREAD_DAYS`` (their slope pins log t1/2 to within the population's omega). Everything
-    else (foldx, fb, and the parameters of sparsely sampled patients) is non-centered.
-
-    Why persistence (model 1.2.1): non-centred, a patient whose late samples pin log t1/2 to within s has a
-    standardised value z confined to a band of width s / omega, which narrows as omega grows; in the CAR-T
-    1.2.0 calibration study 5 of 8 unconverged fits diverged at the top of omega[persistence]'s posterior
-    (docs/calibration.md).
+    bracketed); alpha: at least 2 quantified samples after the highest one. Everything else (foldx, fb,
+    persistence, and the parameters of sparsely sampled patients) is non-centered.
     """
     mask = np.zeros((inputs.n_patients, len(KINETIC_PARAMETERS)), dtype=bool)
     for i in range(inputs.n_patients):
@@ -451,9 +433,6 @@ def centering_mask(inputs: CartInputs) -> np.ndarray:
             mask[i, 0] = mask[i, 1] = True
         if (inputs.day[q] > peak_day).sum() >= 2:
             mask[i, 3] = True
-        late = inputs.day[q][inputs.day[q] >= peak_day + PERSISTENCE_PHASE_DAYS]
-        if late.size >= 2 and np.sqrt(((late - late.mean()) ** 2).sum()) >= PERSISTENCE_SPREAD_DAYS:
-            mask[i, 5] = True
     return mask
 
 
