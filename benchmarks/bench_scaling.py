@@ -13,7 +13,9 @@ target acceptance from ``toolkit.fitting.default_settings``), and sampled in a f
   **step size** (mean over chains): the step size falls when the hardest region of the posterior is harder;
 - **sampling s**, **min ESS** (bulk, over every sampled quantity), **max R-hat**, **divergences**,
   **ESS/s** = min bulk ESS / sampling seconds, and the toolkit's own **converged** verdict
-  (:func:`toolkit.inference.diagnose`: R-hat <= 1.01, bulk/tail ESS >= 400, no divergences, E-BFMI).
+  (:func:`toolkit.inference.diagnose`: R-hat <= 1.01, bulk/tail ESS >= 400, no divergences, E-BFMI);
+- in ``rows.jsonl`` only, **worst**: the three elements with the highest R-hat and the lowest ESS, so a fit
+  that fails says where (the GPU session of 4 December 2026 could not tell which element had R-hat 1.014).
 
 The system load (``os.getloadavg``) is recorded before and after each fit: on a shared machine the times are
 pessimistic by roughly the load in excess of the free cores.
@@ -164,9 +166,31 @@ def worker(job: dict) -> dict:
             "min_ess_bulk": d.min_ess_bulk,
             "max_rhat": d.max_rhat, "divergences": int(d.divergences), "ess_per_s": d.min_ess_bulk / sampling,
             "converged": bool(d.converged), "load_before": load_before, "load_after": os.getloadavg()[0],
+            "worst": worst_elements(dt),
             "settings": settings.as_dict(),
             # how the sampler ran: the JAX backend's chain method, start jitter, platform, devices, gradient
             "sampler_attrs": sampler_metadata(dt)}
+
+
+def worst_elements(dt, top: int = 3) -> dict[str, list[str]]:
+    """The posterior elements that decide the verdict: the ``top`` by R-hat and by min(bulk, tail) ESS, as
+    ``"name[index]: R-hat, bulk ESS, tail ESS"`` (:func:`toolkit.inference.element_diagnostics`, as the verdict
+    judges them), so a row that fails says where."""
+    import numpy as np
+
+    from toolkit.inference import element_diagnostics
+
+    rows = []
+    for name, var in dt["posterior"].to_dataset().data_vars.items():
+        values = var.transpose("chain", "draw", ...).to_numpy()
+        flat = values.reshape(values.shape[0], values.shape[1], -1)
+        bulk, tail, rhat = element_diagnostics(flat)
+        rhat = np.full(bulk.shape, np.nan) if rhat is None else rhat
+        rows += [(f"{name}[{j}]", rhat[j], bulk[j], tail[j]) for j in range(flat.shape[-1])
+                 if np.ptp(flat[..., j]) > 0]
+    label = lambda r: f"{r[0]}: {r[1]:.3f}, {r[2]:.0f}, {r[3]:.0f}"  # noqa: E731
+    return {"by_rhat": [label(r) for r in sorted(rows, key=lambda r: -np.nan_to_num(r[1]))[:top]],
+            "by_ess": [label(r) for r in sorted(rows, key=lambda r: min(r[2], r[3]))[:top]]}
 
 
 def run_job(job: dict, timeout: float) -> dict:
