@@ -92,7 +92,7 @@ def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
     """Where the kept run is hard: worst elements, sampler statistics, population truths, divergent draws."""
     import numpy as np
 
-    from toolkit.calibration.runner import divergent_z
+    from toolkit.calibration.runner import divergent_z, divergent_z_of
     from toolkit.inference import element_diagnostics
 
     post, stats = keep["posterior"]["posterior"].to_dataset(), keep["posterior"]["sample_stats"].to_dataset()
@@ -129,9 +129,7 @@ def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
         print("  patient values whose divergent draws sit furthest out (variable[index]: z):")
         for name in ("theta_patient", "theta_raw"):
             if name in post:
-                values = post[name].transpose("chain", "draw", ...).values
-                flat = values.reshape(values.shape[0] * values.shape[1], -1)
-                z = (flat[diverging.ravel()].mean(axis=0) - flat.mean(axis=0)) / np.maximum(flat.std(axis=0), 1e-12)
+                z = np.nan_to_num(divergent_z_of(post[name].transpose("chain", "draw", ...).values, diverging))
                 print("    " + ", ".join(f"{name}[{j}] {z[j]:+.2f}" for j in np.argsort(-np.abs(z))[:6]))
 
 

@@ -402,4 +402,3 @@ def test_small_fit_on_example_converges(example_fit, example_inputs):
     assert 6 < est["tmax_days_control"]["median"] < 15
     sigma = example_fit["posterior"]["sigma_log"].to_numpy()
     assert 0.45 < np.median(sigma) < 0.7  # simulated with 0.56
-

@@ -126,15 +126,23 @@ def divergent_z(problem, posterior, diverging: np.ndarray, names: list[str]) -> 
     out = {}
     unranked = set(getattr(problem, "unranked_parameters", lambda: ())())  # not stored: skip their elements
     for name in (n for n in names if n not in unranked):
-        values = np.asarray(posterior[name].transpose("chain", "draw", ...).values, float)
-        flat = values.reshape(values.shape[0], values.shape[1], -1)
+        values = posterior[name].transpose("chain", "draw", ...).values
         labels = [name] if values.ndim == 2 else [f"{name}[{label}]" for label in
-                                                  _vector_labels(problem, name, flat.shape[-1])]
-        for j, label in enumerate(labels):
-            sd = float(flat[..., j].std())
-            if sd > 0:
-                out[label] = float((flat[..., j][diverging].mean() - flat[..., j].mean()) / sd)
+                                                  _vector_labels(problem, name, int(np.prod(values.shape[2:])))]
+        for label, z in zip(labels, divergent_z_of(values, diverging)):
+            if np.isfinite(z):
+                out[label] = float(z)
     return out
+
+
+def divergent_z_of(values: np.ndarray, diverging: np.ndarray) -> np.ndarray:
+    """z = (mean of the divergent draws - mean) / SD of each element of a (chain, draw, ...) array, flattened;
+    NaN where an element does not vary. ``diverging``: (chain, draw) booleans, at least one True."""
+    flat = np.asarray(values, float).reshape(values.shape[0] * values.shape[1], -1)
+    sd = flat.std(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sd > 0, (flat[np.asarray(diverging, bool).ravel()].mean(axis=0) - flat.mean(axis=0)) / sd,
+                        np.nan)
 
 
 def quantity_draws(problem, draws: dict[str, np.ndarray], data: dict, loglik) -> dict[str, tuple[str, np.ndarray]]:
