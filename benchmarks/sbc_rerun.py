@@ -14,7 +14,9 @@ benchmarks` runs).
 variable and index), the sampler's leapfrog steps per draw and step size, the population parameters' true
 values beside their posterior, and, after divergences, how the divergent draws of each scalar sit in its
 posterior (their mean as a z-score). ``--extend-sampling K`` overrides the study's reruns (0: the first run
-alone, to look at what the verdict first sees).
+alone, to look at what the verdict first sees); ``--set FIELD=VALUE`` a sampler setting (``--extend-sampling 0
+--set draws=4000 --set target_accept=0.975 --run 3`` runs alone the fourth run of a study whose runs 2 and 3
+failed, the third on divergences alone, under the rerun policy of ``toolkit.fitting.run_extending``).
 
 How far it reproduces: to the last digit, when the model is compiled cold, as each study worker compiles it
 (``start_local_cluster`` empties the workers' caches): the script restarts itself with empty PyTensor and numba
@@ -44,6 +46,12 @@ def main() -> int:
     parser.add_argument("--spec", help="the spec the study was made with (default: none, as toolkit calibrate)")
     parser.add_argument("--extend-sampling", type=int, help="reruns allowed (default: the study's)")
     parser.add_argument("--detail", action="store_true", help="also print where the kept run is hard")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a sampler setting of the study (draws, tune, chains, target_accept; not the "
+                             "seed, which also draws the cohort), e.g. to run one rerun alone: --extend-sampling 0 --set draws=4000")
+    parser.add_argument("--run", type=int, default=0, metavar="K",
+                        help="sample from the K-th rerun's seed (the study's seed + K; the cohort stays the "
+                             "study's): with --extend-sampling 0 and --set, one rerun of the study alone")
     args = parser.parse_args()
     if args.study is None or not args.sim:
         print("no study and simulation given; usage: python benchmarks/sbc_rerun.py STUDY SIM")
@@ -59,7 +67,7 @@ def main() -> int:
     import pandas as pd
 
     from toolkit.calibration.api import build_problem
-    from toolkit.calibration.runner import _sim_path, prior_draws, run_simulation, study_settings
+    from toolkit.calibration.runner import _sim_path, prior_draws, rerun_policy_of, run_simulation, study_settings
     from toolkit.data import load_cohort
     from toolkit.specs import load_spec
 
@@ -72,11 +80,27 @@ def main() -> int:
         print(f"{study}: the study was made with another spec or variant than --spec {args.spec}; give its own")
         return 2
     settings = study_settings(stored)
+    if args.set:
+        from dataclasses import replace
+
+        fields = dict(item.split("=", 1) for item in args.set)
+        if not set(fields) <= {"draws", "tune", "chains", "target_accept"}:
+            parser.error("--set takes draws, tune, chains or target_accept")
+        settings = replace(settings, **{k: (float(v) if k == "target_accept" else int(v)) for k, v in fields.items()})
+        print("settings:", settings)
     extensions = int(stored.get("extend_sampling", 0)) if args.extend_sampling is None else args.extend_sampling
     thetas = prior_draws(problem, args.sim, seed=int(settings.random_seed))
+    if args.run:  # the sampler's seed moves to the K-th rerun's; the cohort is drawn from the study's seed
+        from dataclasses import replace
+
+        study_seed, simulate = int(settings.random_seed), problem.simulate
+        object.__setattr__(problem, "simulate",  # problems are frozen dataclasses; this instance alone changes
+                           lambda theta, random_seed: simulate(theta, random_seed=[study_seed, *random_seed[1:]]))
+        settings = replace(settings, random_seed=study_seed + args.run)
     for sim in args.sim:
         keep = {"problem": problem} if args.detail else None
-        record = run_simulation(problem, sim, thetas[sim], settings=settings, extensions=extensions, keep=keep)
+        record = run_simulation(problem, sim, thetas[sim], settings=settings, extensions=extensions,
+                                policy=rerun_policy_of(stored), keep=keep)
         print(f"simulation {sim}")
         print("rerun: ", {k: record[k] for k in SHOWN}, record["error"] or "")
         path = _sim_path(study, sim)
@@ -96,6 +120,9 @@ def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
     from toolkit.inference import element_diagnostics
 
     post, stats = keep["posterior"]["posterior"].to_dataset(), keep["posterior"]["sample_stats"].to_dataset()
+    for attempt in keep.get("attempts", []):
+        print("  run:", {k: attempt[k] for k in ("draws", "target_accept", "converged", "max_rhat", "min_ess_bulk",
+                                                  "divergences")})
     rows = []
     for name in keep["names"]:
         values = post[name].transpose("chain", "draw", ...).values
@@ -107,6 +134,9 @@ def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
         print(f"  worst {top} elements by {label} (variable[index]: R-hat, bulk ESS, tail ESS):")
         for name, j, rhat, bulk, tail in sorted(rows, key=key)[:top]:
             print(f"    {name}[{j}]: {rhat:.3f}, {bulk:.0f}, {tail:.0f}")
+    worst = min((r for r in rows if r[0] == "theta_patient"), key=lambda r: -r[2], default=None)
+    if worst is not None and hasattr(keep["problem"], "simulated_inputs"):
+        print_patient(keep, post, theta, int(worst[1]))
     steps = np.asarray(stats["n_steps"]) if "n_steps" in stats else None
     if steps is not None:
         print(f"  leapfrog steps per draw: median {np.median(steps):.0f}, 90th pct {np.percentile(steps, 90):.0f}, "
@@ -131,6 +161,24 @@ def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
             if name in post:
                 z = np.nan_to_num(divergent_z_of(post[name].transpose("chain", "draw", ...).values, diverging))
                 print("    " + ", ".join(f"{name}[{j}] {z[j]:+.2f}" for j in np.argsort(-np.abs(z))[:6]))
+
+
+def print_patient(keep: dict, post, theta: dict, element: int) -> None:
+    """The patient of ``theta_patient``'s flat ``element``: their samples, and their values per chain beside the truth."""
+    import numpy as np
+
+    values = post["theta_patient"].transpose("chain", "draw", "patient", "kinetic")
+    patient = element // values.shape[-1]
+    inputs = keep["problem"].simulated_inputs(keep["data"])
+    rows = np.flatnonzero(inputs.sample_patient == patient)
+    print(f"  patient {patient} (of the worst R-hat), samples (day: log level, * below the LLOQ):")
+    print("    " + ", ".join(f"{inputs.day[r]:g}: {inputs.log_value[r]:.2f}{'*' if inputs.censored[r] else ''}"
+                             for r in rows))
+    print("    kinetic value: true; mean per chain")
+    for k, name in enumerate(values.coords["kinetic"].values):
+        chains = values.values[:, :, patient, k].mean(axis=1)
+        print(f"    {name}: {np.asarray(theta['theta_patient'])[patient, k]:.3g}; "
+              + ", ".join(f"{c:.3g}" for c in chains))
 
 
 if __name__ == "__main__":

@@ -704,6 +704,28 @@ def test_reruns_come_from_the_spec_and_are_part_of_what_a_resume_must_match():
     assert settings_record(settings, 2)["extend_sampling"] == 2
 
 
+def test_a_resumed_study_keeps_the_rerun_policy_it_was_stored_with(tmp_path):
+    """A study with reruns records its rerun policy; one stored before the policy was recorded doubled the draws
+    at every rerun, and resuming it keeps doing so (its stored simulations and the new ones are one study)."""
+    from toolkit.calibration.runner import open_study, rerun_policy_of, settings_record
+    from toolkit.inference import RERUN_POLICY
+
+    settings = study_settings(dict(chains=2, tune=100, draws=100))
+    assert settings_record(settings, 2)["rerun_policy"] == RERUN_POLICY == "what-failed"
+    assert "rerun_policy" not in settings_record(settings, 2, "doubling")  # as a store made before it
+    assert rerun_policy_of(settings_record(settings, 2, "doubling")) == "doubling"
+    assert rerun_policy_of(settings_record(settings, 2)) == "what-failed"
+    assert rerun_policy_of(settings_record(settings)) == RERUN_POLICY  # no reruns: nothing to keep
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps({"settings": settings_record(settings, 2, "doubling")}))
+    policy = rerun_policy_of(json.loads(path.read_text())["settings"])
+    open_study(path, {"settings": settings_record(settings, 2, policy)}, resume=True, what="calibration",
+               compare=("settings",))  # resumes
+    with pytest.raises(StudyError, match="settings differ"):
+        open_study(path, {"settings": settings_record(settings, 2)}, resume=True, what="calibration",
+                   compare=("settings",))
+
+
 def test_recovery_coverage_is_checked_in_both_directions():
     """The slow recovery tests' check (toolkit.testing.coverage_problems) flags under-coverage, a coverage too
     high for the interval's level, and intervals that are the prior's; a calibrated study passes."""

@@ -31,9 +31,14 @@ def _fake(monkeypatch, verdicts):
         return _Posterior(settings.draws)
 
     def diagnose(posterior, var_names=None):
-        converged, divergences = queue.pop(0)
-        return Diagnostics(max_rhat=1.0 if converged else 1.03, min_ess_bulk=800 if converged else 200,
-                           min_ess_tail=700, divergences=divergences, min_bfmi=0.9, converged=converged)
+        converged, divergences, *mixed = queue.pop(0)  # mixed: R-hat and ESS passed (a third element, True)
+        mixed = bool(mixed and mixed[0])
+        problems = ([] if mixed else ["max R-hat 1.030 > 1.01"]) + ([f"{divergences} divergent"] if divergences
+                                                                     else [])
+        return Diagnostics(max_rhat=1.0 if converged or mixed else 1.03,
+                           min_ess_bulk=800 if converged or mixed else 200, min_ess_tail=700,
+                           divergences=divergences, min_bfmi=0.9, converged=converged,
+                           problems=[] if converged else problems)
 
     monkeypatch.setattr(fitting, "sample", sample)
     monkeypatch.setattr(fitting, "diagnose", diagnose)
@@ -78,6 +83,16 @@ def test_divergences_rerun_with_a_smaller_step_size(monkeypatch):
     calls = _fake(monkeypatch, [(False, 1), (False, 2), (False, 1)])  # the budget stays a hard limit
     _, kept, attempts = sample_extending(None, SETTINGS, extensions=2)
     assert [s.target_accept for s in calls] == [0.9, 0.95, 0.975] and not attempts[-1]["converged"]
+
+
+def test_a_run_that_failed_on_divergences_alone_keeps_its_draws(monkeypatch):
+    """More draws would only add chances of a divergence: the rerun keeps the draws and lowers the step size;
+    draws double again after a run whose R-hat or ESS failed."""
+    calls = _fake(monkeypatch, [(False, 0), (False, 2, True), (False, 1), (True, 0)])
+    _, kept, attempts = sample_extending(None, SETTINGS, extensions=3)
+    assert [s.draws for s in calls] == [1000, 2000, 2000, 4000]
+    assert [s.target_accept for s in calls] == [0.9, 0.9, 0.95, 0.975]
+    assert [s.random_seed for s in calls] == [7, 8, 9, 10] and kept.draws == 4000
 
 
 @pytest.mark.parametrize("options", [MrdOptions, CartOptions, JointOptions])

@@ -20,7 +20,7 @@ from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
 from toolkit.data.from_run import durability_inputs_from_run  # also public here, where it lived before
 from toolkit.data.inputs import DurabilityInputs, ModelDataError, to_durability_inputs
 from toolkit.estimands import durability_definitions, durability_estimands
-from toolkit.inference import (ResultMethods, SamplerSettings, build_provenance, diagnose, hash_folder, sample,
+from toolkit.inference import (RERUN_POLICIES, RERUN_POLICY, ResultMethods, SamplerSettings, build_provenance, diagnose, hash_folder, sample,
                                sampler_metadata)
 from toolkit.models import cart, durability
 from toolkit.predictive import add_posterior_predictive, durability_predictive, mrd_predictive
@@ -544,20 +544,24 @@ def check_extend_sampling(value) -> int:
 EXTEND_MIN_DRAWS = 1000  # chains x draws below which a run is a quick look that is never extended
 
 
-def run_extending(settings: SamplerSettings, extensions: int, draw, var_names: list[str] | None = None):
-    """Run ``draw(run_settings) -> posterior``; while the verdict fails, rerun with twice the draws, at most
-    ``extensions`` times: the one rerun policy of fits (:func:`sample_extending`) and of calibration studies
+def run_extending(settings: SamplerSettings, extensions: int, draw, var_names: list[str] | None = None,
+                  policy: str = RERUN_POLICY):
+    """Run ``draw(run_settings) -> posterior``; while the verdict fails, rerun what failed, at most ``extensions``
+    times: the one rerun policy of fits (:func:`sample_extending`) and of calibration studies
     (``toolkit.calibration.runner``), so a study measures the sampler the analysis runs.
 
-    The k-th rerun has ``draws * 2**k`` draws per chain (tuning unchanged) and seed ``random_seed + k``; after a
-    run with divergences the rerun also halves the distance of ``target_accept`` to 1 (0.9 -> 0.95 -> 0.975: a
-    smaller step size, the standard remedy for divergences, at the cost of more leapfrog steps per draw). Each
-    rerun is a fresh run, and only the last run is kept and judged, with the same verdict
-    (:func:`toolkit.inference.diagnose` over ``var_names``, default every posterior variable). So the budget is
-    stated in advance: at most ``extensions`` reruns, in all ``(extensions + 1) * tune + (2**(extensions + 1) - 1)
-    * draws`` iterations per chain (tuning is repeated; at 1000 + 1000: 2.5 times one run for one rerun, 5 times
-    for two, 9.5 for three). A quick look of fewer than ``EXTEND_MIN_DRAWS`` draws in all is not rerun (its ESS
-    cannot reach 400 by design).
+    Rerun k has seed ``random_seed + k``. After a run whose R-hat, ESS, E-BFMI or tree depth failed, the rerun
+    has twice its draws per chain (tuning unchanged); after a run with divergences it halves the distance of
+    ``target_accept`` to 1 (0.95 -> 0.975 -> 0.9875: a smaller step size, the standard remedy, at the cost of
+    more leapfrog steps per draw). A run that failed on divergences alone is rerun with the same draws at the
+    higher target_accept: more draws would only add chances of a divergence, not remove its cause (``policy``
+    "what-failed", since December 2026; "doubling", before, doubled the draws at every rerun: a calibration
+    study stored under it is resumed under it, see ``RERUN_POLICIES``). Each rerun is a fresh run, and only the last run is
+    kept and judged, with the same verdict (:func:`toolkit.inference.diagnose` over ``var_names``, default every
+    posterior variable). So the budget is stated in advance: at most ``extensions`` reruns, in all at most
+    ``(extensions + 1) * tune + (2**(extensions + 1) - 1) * draws`` iterations per chain (tuning is repeated; at
+    1000 + 1000: 2.5 times one run for one rerun, 5 times for two, 9.5 for three). A quick look of fewer than
+    ``EXTEND_MIN_DRAWS`` draws in all is not rerun (its ESS cannot reach 400 by design).
 
     Returns
     -------
@@ -567,12 +571,15 @@ def run_extending(settings: SamplerSettings, extensions: int, draw, var_names: l
     """
     from dataclasses import replace
 
-    attempts, run = [], settings
+    if policy not in RERUN_POLICIES:
+        raise ValueError(f"unknown rerun policy {policy!r}; one of {', '.join(RERUN_POLICIES)}")
+    attempts, run, d = [], settings, None
     for k in range(extensions + 1):
         if k:
-            target = 1.0 - (1.0 - run.target_accept) / 2.0 if attempts[-1]["divergences"] else run.target_accept
-            run = replace(settings, draws=settings.draws * 2 ** k, random_seed=int(settings.random_seed) + k,
-                          target_accept=round(target, 6))
+            target = 1.0 - (1.0 - run.target_accept) / 2.0 if d.divergences else run.target_accept
+            keep_draws = d.divergences_only and policy == "what-failed"
+            run = replace(settings, draws=run.draws if keep_draws else run.draws * 2,
+                          random_seed=int(settings.random_seed) + k, target_accept=round(target, 6))
         posterior = draw(run)
         d = diagnose(posterior, var_names=var_names or list(posterior["posterior"].data_vars))
         attempts.append({"chains": run.chains, "tune": run.tune, "draws": run.draws,

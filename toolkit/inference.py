@@ -662,6 +662,11 @@ class Diagnostics:
     # share of kept draws whose trajectory stopped at the sampler's maximum tree depth (NaN: not recorded)
     max_treedepth_share: float = math.nan
 
+    @property
+    def divergences_only(self) -> bool:
+        """The fit failed on divergences alone: R-hat, ESS, E-BFMI and tree depth passed."""
+        return self.divergences > 0 and len(self.problems) == 1
+
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (NaN/inf become ``None``)."""
         return {
@@ -680,6 +685,12 @@ def _finite_or_none(x: Any) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
 
+
+# How a fit that failed its verdict is rerun (``toolkit.fitting.run_extending``): "what-failed" (since December
+# 2026) doubles the draws only after R-hat, ESS, E-BFMI or tree depth failed; "doubling" (before) doubled them at
+# every rerun. A calibration study records its policy, so a resumed study keeps the one it started with.
+RERUN_POLICIES = ("what-failed", "doubling")
+RERUN_POLICY = "what-failed"
 
 # Names of the per-draw "trajectory stopped at the maximum tree depth" flag: nutpie, then PyMC/numpyro.
 TREEDEPTH_FLAGS = ("maxdepth_reached", "reached_max_treedepth")

@@ -6,8 +6,8 @@ One simulation (:func:`run_simulation`, run on a worker):
 2. swap it into the fit model, compiled **once per worker** (nutpie's compiled
    model, ``with_data``), and sample;
 3. diagnose the fit with the toolkit's own verdict (``toolkit.inference.diagnose``)
-   and, where the spec allows reruns (``extend_sampling``), rerun it with doubled
-   draws while the verdict fails, exactly as a fit of real data would
+   and, where the spec allows reruns (``extend_sampling``), rerun what failed (doubled
+   draws, or a higher target_accept after divergences) while the verdict fails, exactly as a fit of real data would
    (``toolkit.fitting.run_extending``); the last run is the one kept;
 4. thin each chain by ESS: keep every m-th draw, m = floor(S / min bulk ESS),
    so the L kept draws are close to independent (Talts et al. 2018, section 4.1);
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.inference import SamplerSettings
+from toolkit.inference import RERUN_POLICY, SamplerSettings
 
 __all__ = ["StudyError", "study_settings", "load_results", "run_simulation", "run_study", "start_local_cluster"]
 
@@ -70,13 +70,25 @@ def study_settings(sampler: dict | None = None) -> SamplerSettings:
     return SamplerSettings(**{k: v for k, v in sampler.items() if k in known}, progressbar=False, cores=1)
 
 
-def settings_record(settings: SamplerSettings, extensions: int = 0) -> dict:
+def settings_record(settings: SamplerSettings, extensions: int = 0, policy: str = RERUN_POLICY) -> dict:
     """What ``study.json`` stores of the settings (the keys a resumed study must match; names as in a spec).
 
-    ``extend_sampling`` is stored only when reruns are allowed, so studies stored before it existed resume."""
+    ``extend_sampling`` and ``rerun_policy`` (``toolkit.fitting.RERUN_POLICIES``) are stored only when reruns are
+    allowed, so studies stored before they existed resume (:func:`rerun_policy_of`)."""
     record = {"chains": int(settings.chains), "tune": int(settings.tune), "draws": int(settings.draws),
               "target_accept": float(settings.target_accept), "seed": int(settings.random_seed)}
-    return {**record, "extend_sampling": int(extensions)} if extensions else record
+    if not extensions:
+        return record
+    return {**record, "extend_sampling": int(extensions)} | ({} if policy == "doubling" else {"rerun_policy": policy})
+
+
+def rerun_policy_of(stored_settings: dict | None) -> str:
+    """The rerun policy of a study from its stored settings: a study with reruns stored before the policy was
+    recorded (December 2026) doubled the draws at every rerun ("doubling")."""
+    stored_settings = stored_settings or {}
+    if "rerun_policy" in stored_settings:
+        return stored_settings["rerun_policy"]
+    return "doubling" if stored_settings.get("extend_sampling") else RERUN_POLICY
 
 
 # --------------------------------------------------------------------------- one simulation
@@ -194,7 +206,8 @@ def _rank(post: np.ndarray, true: float, rng) -> tuple[int, int]:
     return less + int(rng.integers(0, ties + 1)), post.size
 
 
-def _sample_with_extensions(compiled, sim: int, names: list[str], settings: SamplerSettings, extensions: int):
+def _sample_with_extensions(compiled, sim: int, names: list[str], settings: SamplerSettings, extensions: int,
+                            policy: str):
     """Sample a simulation's fit as the analysis would (``toolkit.fitting.run_extending``: rerun with doubled
     draws while the verdict over ``names`` fails, at most ``extensions`` times; the last run is kept).
 
@@ -212,17 +225,19 @@ def _sample_with_extensions(compiled, sim: int, names: list[str], settings: Samp
         dt.attrs["sampling_seconds"] = time.perf_counter() - t1
         return dt
 
-    return run_extending(settings, extensions, draw, var_names=names)
+    return run_extending(settings, extensions, draw, var_names=names, policy=policy)
 
 
 def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings, extensions: int = 0,
-                   keep: dict | None = None) -> dict:
+                   policy: str = RERUN_POLICY, keep: dict | None = None) -> dict:
     """One SBC simulation; never raises: an error is returned as ``status = "error"`` with its message.
 
     ``extensions``: reruns with doubled draws allowed while the fit fails its verdict (the spec's
-    ``extend_sampling``; 0: one run at ``settings``). ``runs`` and ``first_converged`` record what they did.
-    ``keep``: a dict that receives the kept run's ``posterior`` (with its sampler statistics) and the verdict's
-    variable ``names``, for a closer look at one simulation
+    ``extend_sampling``; 0: one run at ``settings``) under the rerun ``policy`` (``toolkit.fitting.run_extending``).
+    ``runs``, ``first_converged`` and ``run_history`` (each
+    run's draws, target_accept, R-hat, ESS and divergences, as JSON) record what they did.
+    ``keep``: a dict that receives the kept run's ``posterior`` (with its sampler statistics), the verdict's
+    variable ``names``, the simulated ``data`` and the runs' ``attempts``, for a closer look at one simulation
     (``benchmarks/sbc_rerun.py --detail``); a study passes none.
     """
     t0 = time.perf_counter()
@@ -230,7 +245,7 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
               "first_converged": False, "runs": 0, "draws_per_chain": 0,
               "max_rhat": np.nan, "min_ess_bulk": np.nan, "min_ess_tail": np.nan, "divergences": -1,
               "thin": 0, "n_kept": 0, "events": -1, "compile_seconds": 0.0, "sampling_seconds": np.nan,
-              "seconds": np.nan, "quantities": {}}
+              "seconds": np.nan, "run_history": "", "quantities": {}}
     try:
         prep = _prepared(problem)
         if not prep["used"]:
@@ -244,14 +259,15 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
         if hasattr(problem, "start_values"):  # data-informed starts (e.g. the CAR-T model's patient parameters)
             compiled = with_starts(compiled, prep, problem.start_values(data))
         names = prep["names"]
-        dt, diag, kept, attempts = _sample_with_extensions(compiled, sim, names, settings, extensions)
+        dt, diag, kept, attempts = _sample_with_extensions(compiled, sim, names, settings, extensions, policy)
         if keep is not None:
-            keep.update(posterior=dt, names=names)
+            keep.update(posterior=dt, names=names, data=data, attempts=attempts)
         record.update(converged=bool(diag.converged), max_rhat=float(diag.max_rhat),
                       min_ess_bulk=float(diag.min_ess_bulk), min_ess_tail=float(diag.min_ess_tail),
                       divergences=int(diag.divergences), runs=len(attempts),
                       sampling_seconds=sum(a["sampling_seconds"] for a in attempts),
-                      first_converged=bool(attempts[0]["converged"]), draws_per_chain=int(kept.draws))
+                      first_converged=bool(attempts[0]["converged"]), draws_per_chain=int(kept.draws),
+                      run_history=json.dumps([{k: a[k] for k in RUN_HISTORY} for a in attempts]))
         post = dt["posterior"].to_dataset()
         n_total = kept.chains * kept.draws
         ess = diag.min_ess_bulk if np.isfinite(diag.min_ess_bulk) and diag.min_ess_bulk > 0 else 1.0
@@ -283,6 +299,10 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
                                             f"{where.lineno})")
     record["seconds"] = time.perf_counter() - t0
     return record
+
+
+# what the record keeps of each run of a simulation (``toolkit.fitting.run_extending``'s attempts), as JSON
+RUN_HISTORY = ("draws", "target_accept", "max_rhat", "min_ess_bulk", "min_ess_tail", "divergences")
 
 
 def record_frame(record: dict):
@@ -501,7 +521,8 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: Sampler
     scheduler : address of an existing Dask scheduler (``tcp://host:8786``); overrides ``workers``
     resume : continue a stored study (same problem and settings), running only missing simulations
     progress : print progress lines to stderr (or an object with ``update(record)``)
-    extensions : reruns with doubled draws while a fit fails its verdict (the spec's ``extend_sampling``)
+    extensions : reruns while a fit fails its verdict (the spec's ``extend_sampling``; the rerun policy is
+        ``toolkit.inference.RERUN_POLICY``, or the stored one of a resumed study)
 
     Returns
     -------
@@ -513,11 +534,14 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: Sampler
         raise StudyError(f"--workers must be 0 (in this process) or more, got {workers}")
     settings = settings or study_settings()
     out = Path(out)
-    config = {"problem": problem.describe(), "settings": settings_record(settings, extensions),
+    path = out / STUDY_FILE
+    # a resumed study keeps the rerun policy it was stored with (one made before December 2026: "doubling")
+    policy = (rerun_policy_of(json.loads(path.read_text()).get("settings")) if resume and path.exists()
+              else RERUN_POLICY)
+    config = {"problem": problem.describe(), "settings": settings_record(settings, extensions, policy),
               "model_versions": model_versions(problem.model_name, with_mrd=getattr(problem, "with_mrd", False)),
               "n_simulations": int(n_simulations),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    path = out / STUDY_FILE
     previous = open_study(path, config, resume=resume, what="calibration",
                           compare=("problem", "settings", "model_versions"),
                           held=path.exists() or bool(done_simulations(out)))
@@ -535,7 +559,7 @@ def run_study(problem, n_simulations: int, out: str | Path, *, settings: Sampler
 
     t0 = time.perf_counter()
     info = map_tasks(run_simulation, [(problem, s, thetas[s]) for s in todo],
-                     kwargs={"settings": settings, "extensions": int(extensions)},
+                     kwargs={"settings": settings, "extensions": int(extensions), "policy": policy},
                      on_result=store, on_error=lambda item, err: {
                          "sim": item[1], "status": "error", "error": err, "worker_pid": -1, "converged": False,
                          "quantities": {}},

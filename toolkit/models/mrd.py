@@ -216,7 +216,8 @@ floor and latency (and the arm's typical kill rate) is 1.02-1.13 after 4 x
 therefore extends its own sampling (``toolkit.fitting.sample_extending``,
 option ``extend_sampling``, 3 in the primary spec): a run that fails the
 verdict is rerun with twice the draws (then four, then eight times), after a run with
-divergences also at a target_accept halfway to 1 (0.9 -> 0.95 -> 0.975 -> 0.9875); the
+divergences also at a target_accept halfway to 1 (0.9 -> 0.95 -> 0.975 -> 0.9875; a run that
+failed on divergences alone keeps its draws, ``toolkit.fitting.run_extending``); the
 last run is kept and judged by the same verdict, and every run's settings and
 diagnostics are in the provenance (``sampling_attempts``) and a warning.
 (iii) early relapsers whose MRD at day 28 (about 1e-2) rose more slowly than
