@@ -1243,10 +1243,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draws", type=int)
     p.add_argument("--tune", type=int)
     p.add_argument("--chains", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="study seed: prior draws, cohorts and samplers (default: the spec's)")
     p.add_argument("--extend-sampling", type=int, metavar="N",
-                   help="reruns with doubled draws while a fit fails its diagnostics, as `toolkit fit` does "
-                        "(default: the spec's extend_sampling, else 0)")
+                   help="reruns while a fit fails its diagnostics, as `toolkit fit` does (more draws after R-hat "
+                        "or ESS failed, a higher target_accept after divergences; default: the spec's "
+                        "extend_sampling, else 0)")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("analyze", help="the whole analysis plan on a cohort: validate, fit every spec, compare, "
