@@ -189,10 +189,13 @@ Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
   Tmax was drawn at or above 0.8 among them; with the rounded peak 3 of the
   same 32, and 21 of 200 (12 on divergences alone), all 36 quantities calibrated.
   Those failures sat at large omega_alpha; with its prior's log-SD 0.25 (model
-  1.2.0, "CAR-T model 1.2.0") 12 of the first 166 fail (7.2%): 11 on 1-16
-  divergences in a third run, one on chains in different modes; no quantity
-  fails calibration. Centring persistence where late samples spread widely (tried as
-  1.2.1, withdrawn) did not reduce them.
+  1.2.0, "CAR-T model 1.2.0") 14 of 200 fail (7.0%): 13 with 1-16 divergences
+  in a third run, one on chains in different modes (a late expander whose
+  samples end before the peak); ``tmax_days_experimental`` fails calibration
+  at 200 (too wide; not explained yet). Centring persistence where late samples
+  spread widely (tried as 1.2.1, withdrawn) did not reduce them; a fourth run
+  at a higher target_accept (the spec's ``extend_sampling = 3``, rerun policy
+  "what-failed") converged 5 of the 9 divergence-only failures.
 - **Speed.** The curve is evaluated on a (patient, visit) grid and samples
   are picked by one gather, and the log-CDF only on censored rows: about half
   the cost per gradient of gathering six parameters per sample.
