@@ -13,8 +13,10 @@ benchmarks` runs).
 ``--detail`` also prints where the kept run is hard: the verdict's worst elements (R-hat, bulk and tail ESS, by
 variable and index), the sampler's leapfrog steps per draw and step size, the population parameters' true
 values beside their posterior, and, after divergences, how the divergent draws of each scalar sit in its
-posterior (their mean as a z-score). ``--extend-sampling K`` overrides the study's reruns (0: the first run
-alone, to look at what the verdict first sees); ``--set FIELD=VALUE`` a sampler setting (``--extend-sampling 0
+posterior (their mean as a z-score); for the CAR-T model also the samples, true values and chain means of the
+patient with the worst R-hat and of the one whose values the divergent draws push furthest out.
+``--extend-sampling K`` overrides the study's reruns (0: the first run alone, to look at what the verdict first
+sees); ``--set FIELD=VALUE`` a sampler setting (``--extend-sampling 0
 --set draws=4000 --set target_accept=0.975 --run 3`` runs alone the fourth run of a study whose runs 2 and 3
 failed, the third on divergences alone, under the rerun policy of ``toolkit.fitting.run_extending``).
 
@@ -161,9 +163,11 @@ def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
             if name in post:
                 z = np.nan_to_num(divergent_z_of(post[name].transpose("chain", "draw", ...).values, diverging))
                 print("    " + ", ".join(f"{name}[{j}] {z[j]:+.2f}" for j in np.argsort(-np.abs(z))[:6]))
+                if name == "theta_patient" and hasattr(keep["problem"], "simulated_inputs"):
+                    print_patient(keep, post, theta, int(np.argmax(np.abs(z))), "where the divergences sit")
 
 
-def print_patient(keep: dict, post, theta: dict, element: int) -> None:
+def print_patient(keep: dict, post, theta: dict, element: int, why: str = "of the worst R-hat") -> None:
     """The patient of ``theta_patient``'s flat ``element``: their samples, and their values per chain beside the truth."""
     import numpy as np
 
@@ -171,7 +175,7 @@ def print_patient(keep: dict, post, theta: dict, element: int) -> None:
     patient = element // values.shape[-1]
     inputs = keep["problem"].simulated_inputs(keep["data"])
     rows = np.flatnonzero(inputs.sample_patient == patient)
-    print(f"  patient {patient} (of the worst R-hat), samples (day: log level, * below the LLOQ):")
+    print(f"  patient {patient} ({why}), samples (day: log level, * below the LLOQ):")
     print("    " + ", ".join(f"{inputs.day[r]:g}: {inputs.log_value[r]:.2f}{'*' if inputs.censored[r] else ''}"
                              for r in rows))
     print("    kinetic value: true; mean per chain")
