@@ -174,23 +174,16 @@ def worker(job: dict) -> dict:
 
 def worst_elements(dt, top: int = 3) -> dict[str, list[str]]:
     """The posterior elements that decide the verdict: the ``top`` by R-hat and by min(bulk, tail) ESS, as
-    ``"name[index]: R-hat, bulk ESS, tail ESS"`` (:func:`toolkit.inference.element_diagnostics`, as the verdict
-    judges them), so a row that fails says where."""
+    ``"name[index]: R-hat, bulk ESS, tail ESS"`` (:func:`toolkit.inference.element_rows`), so a row that fails
+    says where."""
     import numpy as np
 
-    from toolkit.inference import element_diagnostics
+    from toolkit.inference import element_rows
 
-    rows = []
-    for name, var in dt["posterior"].to_dataset().data_vars.items():
-        values = var.transpose("chain", "draw", ...).to_numpy()
-        flat = values.reshape(values.shape[0], values.shape[1], -1)
-        bulk, tail, rhat = element_diagnostics(flat)
-        rhat = np.full(bulk.shape, np.nan) if rhat is None else rhat
-        rows += [(f"{name}[{j}]", rhat[j], bulk[j], tail[j]) for j in range(flat.shape[-1])
-                 if np.ptp(flat[..., j]) > 0]
-    label = lambda r: f"{r[0]}: {r[1]:.3f}, {r[2]:.0f}, {r[3]:.0f}"  # noqa: E731
-    return {"by_rhat": [label(r) for r in sorted(rows, key=lambda r: -np.nan_to_num(r[1]))[:top]],
-            "by_ess": [label(r) for r in sorted(rows, key=lambda r: min(r[2], r[3]))[:top]]}
+    rows = element_rows(dt["posterior"].to_dataset())
+    label = lambda r: f"{r[0]}[{r[1]}]: {r[2]:.3f}, {r[3]:.0f}, {r[4]:.0f}"  # noqa: E731
+    return {"by_rhat": [label(r) for r in sorted(rows, key=lambda r: -np.nan_to_num(r[2]))[:top]],
+            "by_ess": [label(r) for r in sorted(rows, key=lambda r: min(r[3], r[4]))[:top]]}
 
 
 def run_job(job: dict, timeout: float) -> dict:

@@ -50,7 +50,8 @@ def main() -> int:
     parser.add_argument("--detail", action="store_true", help="also print where the kept run is hard")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a sampler setting of the study (draws, tune, chains, target_accept; not the "
-                             "seed, which also draws the cohort), e.g. to run one rerun alone: --extend-sampling 0 --set draws=4000")
+                             "seed, which also draws the cohort: see --run), e.g. --extend-sampling 0 "
+                             "--set draws=4000")
     parser.add_argument("--run", type=int, default=0, metavar="K",
                         help="sample from the K-th rerun's seed (the study's seed + K; the cohort stays the "
                              "study's): with --extend-sampling 0 and --set, one rerun of the study alone")
@@ -66,6 +67,8 @@ def main() -> int:
         caches = tempfile.mkdtemp(prefix="sbc-rerun-")
         env = {**os.environ, **worker_environment(caches, "rerun"), "TOOLKIT_RERUN_CACHES": caches}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    from dataclasses import replace
+
     import pandas as pd
 
     from toolkit.calibration.api import build_problem
@@ -83,26 +86,19 @@ def main() -> int:
         return 2
     settings = study_settings(stored)
     if args.set:
-        from dataclasses import replace
-
         fields = dict(item.split("=", 1) for item in args.set)
         if not set(fields) <= {"draws", "tune", "chains", "target_accept"}:
             parser.error("--set takes draws, tune, chains or target_accept")
         settings = replace(settings, **{k: (float(v) if k == "target_accept" else int(v)) for k, v in fields.items()})
         print("settings:", settings)
     extensions = int(stored.get("extend_sampling", 0)) if args.extend_sampling is None else args.extend_sampling
-    thetas = prior_draws(problem, args.sim, seed=int(settings.random_seed))
-    if args.run:  # the sampler's seed moves to the K-th rerun's; the cohort is drawn from the study's seed
-        from dataclasses import replace
-
-        study_seed, simulate = int(settings.random_seed), problem.simulate
-        object.__setattr__(problem, "simulate",  # problems are frozen dataclasses; this instance alone changes
-                           lambda theta, random_seed: simulate(theta, random_seed=[study_seed, *random_seed[1:]]))
-        settings = replace(settings, random_seed=study_seed + args.run)
+    study_seed = int(settings.random_seed)  # draws the prior values and the cohorts
+    thetas = prior_draws(problem, args.sim, seed=study_seed)
+    settings = replace(settings, random_seed=study_seed + args.run)  # --run K: the K-th rerun's sampler seed
     for sim in args.sim:
         keep = {"problem": problem} if args.detail else None
         record = run_simulation(problem, sim, thetas[sim], settings=settings, extensions=extensions,
-                                policy=rerun_policy_of(stored), keep=keep)
+                                policy=rerun_policy_of(stored), keep=keep, cohort_seed=study_seed)
         print(f"simulation {sim}")
         print("rerun: ", {k: record[k] for k in SHOWN}, record["error"] or "")
         path = _sim_path(study, sim)
@@ -119,19 +115,13 @@ def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
     import numpy as np
 
     from toolkit.calibration.runner import divergent_z, divergent_z_of
-    from toolkit.inference import element_diagnostics
+    from toolkit.inference import element_rows
 
     post, stats = keep["posterior"]["posterior"].to_dataset(), keep["posterior"]["sample_stats"].to_dataset()
     for attempt in keep.get("attempts", []):
         print("  run:", {k: attempt[k] for k in ("draws", "target_accept", "converged", "max_rhat", "min_ess_bulk",
                                                   "divergences")})
-    rows = []
-    for name in keep["names"]:
-        values = post[name].transpose("chain", "draw", ...).values
-        flat = values.reshape(values.shape[0], values.shape[1], -1)
-        bulk, tail, rhat = element_diagnostics(flat)  # as diagnose judges them
-        rhat = np.full(bulk.shape, np.nan) if rhat is None else rhat
-        rows += [(name, j, rhat[j], bulk[j], tail[j]) for j in range(flat.shape[-1]) if np.ptp(flat[..., j]) > 0]
+    rows = element_rows(post, keep["names"])  # as diagnose judges them
     for label, key in (("min(bulk, tail) ESS", lambda r: min(r[3], r[4])), ("R-hat", lambda r: -r[2])):
         print(f"  worst {top} elements by {label} (variable[index]: R-hat, bulk ESS, tail ESS):")
         for name, j, rhat, bulk, tail in sorted(rows, key=key)[:top]:
@@ -168,7 +158,8 @@ def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
 
 
 def print_patient(keep: dict, post, theta: dict, element: int, why: str = "of the worst R-hat") -> None:
-    """The patient of ``theta_patient``'s flat ``element``: their samples, and their values per chain beside the truth."""
+    """The patient of ``theta_patient``'s flat ``element``: their samples, and their values per chain beside the
+    truth."""
     import numpy as np
 
     values = post["theta_patient"].transpose("chain", "draw", "patient", "kinetic")

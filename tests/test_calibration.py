@@ -704,26 +704,32 @@ def test_reruns_come_from_the_spec_and_are_part_of_what_a_resume_must_match():
     assert settings_record(settings, 2)["extend_sampling"] == 2
 
 
-def test_a_resumed_study_keeps_the_rerun_policy_it_was_stored_with(tmp_path):
-    """A study with reruns records its rerun policy; one stored before the policy was recorded doubled the draws
-    at every rerun, and resuming it keeps doing so (its stored simulations and the new ones are one study)."""
-    from toolkit.calibration.runner import open_study, rerun_policy_of, settings_record
+def test_a_resumed_study_keeps_the_rerun_policy_it_was_stored_with(weibull, tmp_path, monkeypatch):
+    """A study with reruns records its rerun policy, and each simulation its runs; a study stored before the
+    policy was recorded doubled the draws at every rerun, and resuming it keeps doing so (its stored simulations
+    and the new ones are one study)."""
+    from toolkit.calibration import runner
+    from toolkit.calibration.runner import rerun_policy_of, settings_record
     from toolkit.inference import RERUN_POLICY
 
-    settings = study_settings(dict(chains=2, tune=100, draws=100))
+    settings = study_settings(dict(chains=2, tune=100, draws=100, seed=5))
     assert settings_record(settings, 2)["rerun_policy"] == RERUN_POLICY == "what-failed"
     assert "rerun_policy" not in settings_record(settings, 2, "doubling")  # as a store made before it
     assert rerun_policy_of(settings_record(settings, 2, "doubling")) == "doubling"
-    assert rerun_policy_of(settings_record(settings, 2)) == "what-failed"
     assert rerun_policy_of(settings_record(settings)) == RERUN_POLICY  # no reruns: nothing to keep
-    path = tmp_path / "study.json"
-    path.write_text(json.dumps({"settings": settings_record(settings, 2, "doubling")}))
-    policy = rerun_policy_of(json.loads(path.read_text())["settings"])
-    open_study(path, {"settings": settings_record(settings, 2, policy)}, resume=True, what="calibration",
-               compare=("settings",))  # resumes
-    with pytest.raises(StudyError, match="settings differ"):
-        open_study(path, {"settings": settings_record(settings, 2)}, resume=True, what="calibration",
-                   compare=("settings",))
+    policies, simulate = [], runner.run_simulation
+    monkeypatch.setattr(runner, "run_simulation", lambda *a, **k: policies.append(k["policy"]) or simulate(*a, **k))
+    out = tmp_path / "study"
+    run_study(weibull, 1, out, settings=settings, workers=0, progress=False, extensions=2)
+    stored = json.loads((out / "study.json").read_text())
+    assert stored["settings"]["rerun_policy"] == "what-failed" and policies == ["what-failed"]
+    history = json.loads(load_results(out)["run_history"].iloc[0])
+    assert history[0]["draws"] == 100 and set(history[0]) == set(runner.RUN_HISTORY)
+    del stored["settings"]["rerun_policy"]  # as a study stored before December 2026
+    (out / "study.json").write_text(json.dumps(stored))
+    run_study(weibull, 2, out, settings=settings, workers=0, progress=False, extensions=2, resume=True)
+    assert policies[1:] == ["doubling"] and "rerun_policy" not in json.loads((out / "study.json").read_text())[
+        "settings"]
 
 
 def test_recovery_coverage_is_checked_in_both_directions():

@@ -360,6 +360,13 @@ def test_diagnose_counts_divergences():
     assert diag.divergences == 7
     assert not diag.converged
     assert any("7 divergent" in p for p in diag.problems)
+    # what the rerun policy reads (toolkit.fitting.run_extending): these draws mix, only divergences failed
+    assert diag.divergences_only and not diagnose(_good_tree()).divergences_only
+    rng = np.random.default_rng(1)  # the same divergences in a fit whose chains also disagree
+    dt["posterior"] = xr.DataTree(dt["posterior"].to_dataset().assign(
+        a=(("chain", "draw"), rng.normal(size=(4, 1000)) + np.array([[0.0], [3.0], [0.0], [0.0]]))))
+    both = diagnose(dt)
+    assert both.divergences == 7 and not both.divergences_only
 
 
 def test_diagnose_flags_low_bfmi():

@@ -20,8 +20,8 @@ from toolkit.data.endpoints import ENDPOINTS, HSCT_POLICIES
 from toolkit.data.from_run import durability_inputs_from_run  # also public here, where it lived before
 from toolkit.data.inputs import DurabilityInputs, ModelDataError, to_durability_inputs
 from toolkit.estimands import durability_definitions, durability_estimands
-from toolkit.inference import (RERUN_POLICIES, RERUN_POLICY, ResultMethods, SamplerSettings, build_provenance, diagnose, hash_folder, sample,
-                               sampler_metadata)
+from toolkit.inference import (RERUN_POLICIES, RERUN_POLICY, ResultMethods, SamplerSettings, build_provenance,
+                               diagnose, hash_folder, sample, sampler_metadata)
 from toolkit.models import cart, durability
 from toolkit.predictive import add_posterior_predictive, durability_predictive, mrd_predictive
 from toolkit.review import (ESTIMAND_DRAWS, add_log_likelihood, add_log_prior, estimand_draws_dataset,
@@ -556,9 +556,9 @@ def run_extending(settings: SamplerSettings, extensions: int, draw, var_names: l
     more leapfrog steps per draw). A run that failed on divergences alone is rerun with the same draws at the
     higher target_accept: more draws would only add chances of a divergence, not remove its cause (``policy``
     "what-failed", since December 2026; "doubling", before, doubled the draws at every rerun: a calibration
-    study stored under it is resumed under it, see ``RERUN_POLICIES``). Each rerun is a fresh run, and only the last run is
-    kept and judged, with the same verdict (:func:`toolkit.inference.diagnose` over ``var_names``, default every
-    posterior variable). So the budget is stated in advance: at most ``extensions`` reruns, in all at most
+    study stored under it is resumed under it, see ``RERUN_POLICIES``). Each rerun is a fresh run, and only the
+    last run is kept and judged, with the same verdict (:func:`toolkit.inference.diagnose` over ``var_names``,
+    default every posterior variable). So the budget is stated in advance: at most ``extensions`` reruns, in all at most
     ``(extensions + 1) * tune + (2**(extensions + 1) - 1) * draws`` iterations per chain (tuning is repeated; at
     1000 + 1000: 2.5 times one run for one rerun, 5 times for two, 9.5 for three). A quick look of fewer than
     ``EXTEND_MIN_DRAWS`` draws in all is not rerun (its ESS cannot reach 400 by design).

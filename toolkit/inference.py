@@ -777,6 +777,21 @@ def element_diagnostics(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return ess_bulk, ess_tail, rhat
 
 
+def element_rows(posterior: xr.Dataset, names: list[str] | None = None) -> list[tuple[str, int, float, float, float]]:
+    """``(variable, flat index, R-hat, bulk ESS, tail ESS)`` of every varying element of ``names`` (default every
+    variable) of a posterior group, from :func:`element_diagnostics` (as the verdict judges them; R-hat NaN with
+    one chain): where a fit that fails its verdict fails (``benchmarks/bench_scaling.py``, ``sbc_rerun.py``)."""
+    rows = []
+    for name in names or list(posterior.data_vars):
+        values = posterior[name].transpose("chain", "draw", ...).to_numpy()
+        flat = values.reshape(values.shape[0], values.shape[1], -1)
+        bulk, tail, rhat = element_diagnostics(flat)
+        rhat = np.full(bulk.shape, np.nan) if rhat is None else rhat
+        rows += [(name, j, float(rhat[j]), float(bulk[j]), float(tail[j])) for j in range(flat.shape[-1])
+                 if np.ptp(flat[..., j]) > 0]
+    return rows
+
+
 def adapted_scales(dt: xr.DataTree) -> np.ndarray:
     """The per-coordinate scale nutpie sampled with, (chain, coordinate): the last diagonal stored in warm-up.
 

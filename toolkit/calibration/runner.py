@@ -73,7 +73,7 @@ def study_settings(sampler: dict | None = None) -> SamplerSettings:
 def settings_record(settings: SamplerSettings, extensions: int = 0, policy: str = RERUN_POLICY) -> dict:
     """What ``study.json`` stores of the settings (the keys a resumed study must match; names as in a spec).
 
-    ``extend_sampling`` and ``rerun_policy`` (``toolkit.fitting.RERUN_POLICIES``) are stored only when reruns are
+    ``extend_sampling`` and ``rerun_policy`` (``toolkit.inference.RERUN_POLICIES``) are stored only when reruns are
     allowed, so studies stored before they existed resume (:func:`rerun_policy_of`)."""
     record = {"chains": int(settings.chains), "tune": int(settings.tune), "draws": int(settings.draws),
               "target_accept": float(settings.target_accept), "seed": int(settings.random_seed)}
@@ -229,7 +229,7 @@ def _sample_with_extensions(compiled, sim: int, names: list[str], settings: Samp
 
 
 def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings, extensions: int = 0,
-                   policy: str = RERUN_POLICY, keep: dict | None = None) -> dict:
+                   policy: str = RERUN_POLICY, keep: dict | None = None, cohort_seed: int | None = None) -> dict:
     """One SBC simulation; never raises: an error is returned as ``status = "error"`` with its message.
 
     ``extensions``: reruns with doubled draws allowed while the fit fails its verdict (the spec's
@@ -238,7 +238,9 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
     run's draws, target_accept, R-hat, ESS and divergences, as JSON) record what they did.
     ``keep``: a dict that receives the kept run's ``posterior`` (with its sampler statistics), the verdict's
     variable ``names``, the simulated ``data`` and the runs' ``attempts``, for a closer look at one simulation
-    (``benchmarks/sbc_rerun.py --detail``); a study passes none.
+    (``benchmarks/sbc_rerun.py --detail``); a study passes none. ``cohort_seed`` (default ``settings.random_seed``)
+    draws the simulated data, so a rerun alone (``sbc_rerun.py --run``) samples from another seed on the study's
+    cohort.
     """
     t0 = time.perf_counter()
     record = {"sim": int(sim), "status": "ok", "error": "", "worker_pid": os.getpid(), "converged": False,
@@ -251,7 +253,8 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
         if not prep["used"]:
             record["compile_seconds"] = prep["compile_seconds"]
             prep["used"] = True
-        data = problem.simulate(theta, random_seed=[settings.random_seed, sim, 0])
+        seed = settings.random_seed if cohort_seed is None else cohort_seed
+        data = problem.simulate(theta, random_seed=[seed, sim, 0])
         record["events"] = int(np.sum(data.get("event", -1)))
         # only containers the compiled likelihood reads; the rest (e.g. ``event`` beside a separate NRM) are unused
         known = {var.name for var in prep["compiled"].shared_var_keys}
@@ -277,7 +280,7 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
         truth = {n: np.asarray(theta[n], float)[None] for n in names}
         q_post = quantity_draws(problem, draws, data, prep["loglik"])
         q_true = quantity_draws(problem, truth, data, prep["loglik"])
-        rng = np.random.default_rng([settings.random_seed, sim, 1])
+        rng = np.random.default_rng([seed, sim, 1])
         where_divergent = divergent_z(problem, post, dt["sample_stats"]["diverging"].transpose("chain", "draw").values,
                                        names) \
             if diag.divergences else {}
