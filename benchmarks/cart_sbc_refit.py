@@ -19,10 +19,8 @@ the study's own code and gave the stored record in 4 of 5 tries (without the div
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 
 def main() -> int:
@@ -40,24 +38,17 @@ def main() -> int:
     import nutpie
     import numpy as np
 
-    from toolkit.calibration.api import build_problem
-    from toolkit.calibration.runner import _prepared, prior_draws, with_starts
-    from toolkit.data import load_cohort
+    from toolkit.calibration.api import reopen_study
+    from toolkit.calibration.runner import _prepared, compiled_with_data
     from toolkit.inference import diagnose
-    from toolkit.specs import load_spec
 
-    study = Path(args.study)
-    settings = json.loads((study / "study.json").read_text())["settings"]
-    seed, sim = int(settings["seed"]), args.sim
+    study = reopen_study(args.study, args.spec)
+    problem, settings, seed, sim = study.problem, study.config["settings"], study.seed, args.sim
     target = args.target_accept or float(settings["target_accept"])
-    problem = build_problem("cart", spec=load_spec(args.spec, model="cart"),
-                            design_cohort=load_cohort(study / "default_design"))
-    theta = prior_draws(problem, [sim], seed=seed)[sim]
-    data = problem.simulate(theta, random_seed=[seed, sim, 0])  # as toolkit.calibration.runner.run_simulation
+    theta = study.prior_draws([sim])[sim]
+    data = study.data(sim, theta)
     prep = _prepared(problem)
-    known = {v.name for v in prep["compiled"].shared_var_keys}
-    compiled = prep["compiled"].with_data(**{k: v for k, v in problem.data_updates(data).items() if k in known})
-    compiled = with_starts(compiled, prep, problem.start_values(data))
+    compiled = compiled_with_data(problem, prep, data)
     t0 = time.perf_counter()
     dt = nutpie.sample(compiled, draws=settings["draws"], tune=settings["tune"], chains=settings["chains"], cores=1,
                        seed=int((seed * 1_000_003 + sim) % 2**63), progress_bar=False, save_warmup=False,

@@ -16,9 +16,7 @@ Without arguments it says so (so `make benchmarks` runs).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 
 def main() -> int:
@@ -33,23 +31,16 @@ def main() -> int:
     import pandas as pd
     from scipy.stats import kstest
 
-    from toolkit.calibration.api import build_problem
-    from toolkit.calibration.runner import load_results, prior_draws, study_settings
-    from toolkit.data import load_cohort
-    from toolkit.specs import load_spec
+    from toolkit.calibration.api import reopen_study
 
-    study = Path(args.study)
-    config = json.loads((study / "study.json").read_text())
-    problem = build_problem("cart", spec=load_spec(args.spec, model="cart"),
-                            design_cohort=load_cohort(study / "default_design"))
-    settings = study_settings(config["settings"])
-    results = load_results(study)
+    study = reopen_study(args.study, args.spec)
+    problem, results = study.problem, study.results()
     sims = sorted(results["sim"].unique().tolist())
-    thetas = prior_draws(problem, sims, seed=int(settings.random_seed))
+    thetas = study.prior_draws(sims)
     inputs = problem.inputs()
     late = {}
     for sim in sims:
-        data = problem.simulate(thetas[sim], random_seed=[settings.random_seed, sim, 0])
+        data = study.data(sim, thetas[sim])
         quantified = ~np.asarray(data["censored"]).astype(bool)
         tmax = np.exp(np.asarray(thetas[sim]["theta_patient"], float)[:, 1])
         counts = [0, 0]

@@ -32,10 +32,8 @@ of the 1.2.0 study in 4 of 6 tries). The cold compile adds a minute or two to th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
 
 SHOWN = ("status", "converged", "first_converged", "runs", "max_rhat", "min_ess_bulk", "min_ess_tail",
          "divergences", "seconds")
@@ -71,20 +69,15 @@ def main() -> int:
 
     import pandas as pd
 
-    from toolkit.calibration.api import build_problem
-    from toolkit.calibration.runner import _sim_path, prior_draws, rerun_policy_of, run_simulation, study_settings
-    from toolkit.data import load_cohort
-    from toolkit.specs import load_spec
+    from toolkit.calibration.api import reopen_study
+    from toolkit.calibration.runner import StudyError, _sim_path, rerun_policy_of, run_simulation
 
-    study = Path(args.study)
-    config = json.loads((study / "study.json").read_text())
-    model, stored = config["problem"]["model"], config["settings"]
-    spec = load_spec(args.spec, model=model) if args.spec else None
-    problem = build_problem(model, spec=spec, design_cohort=load_cohort(study / "default_design"))
-    if json.loads(json.dumps(problem.describe(), default=str)) != config["problem"]:  # as write_study_file stores it
-        print(f"{study}: the study was made with another spec or variant than --spec {args.spec}; give its own")
+    try:
+        study = reopen_study(args.study, args.spec)
+    except StudyError as exc:
+        print(exc)
         return 2
-    settings = study_settings(stored)
+    problem, stored, settings = study.problem, study.config["settings"], study.settings
     if args.set:
         fields = dict(item.split("=", 1) for item in args.set)
         if not set(fields) <= {"draws", "tune", "chains", "target_accept"}:
@@ -92,8 +85,8 @@ def main() -> int:
         settings = replace(settings, **{k: (float(v) if k == "target_accept" else int(v)) for k, v in fields.items()})
         print("settings:", settings)
     extensions = int(stored.get("extend_sampling", 0)) if args.extend_sampling is None else args.extend_sampling
-    study_seed = int(settings.random_seed)  # draws the prior values and the cohorts
-    thetas = prior_draws(problem, args.sim, seed=study_seed)
+    study_seed = study.seed  # draws the prior values and the cohorts
+    thetas = study.prior_draws(args.sim)
     settings = replace(settings, random_seed=study_seed + args.run)  # --run K: the K-th rerun's sampler seed
     for sim in args.sim:
         keep = {"problem": problem} if args.detail else None
@@ -101,7 +94,7 @@ def main() -> int:
                                 policy=rerun_policy_of(stored), keep=keep, cohort_seed=study_seed)
         print(f"simulation {sim}")
         print("rerun: ", {k: record[k] for k in SHOWN}, record["error"] or "")
-        path = _sim_path(study, sim)
+        path = _sim_path(study.path, sim)
         if path.exists():
             print("stored:", pd.read_parquet(path).iloc[0][list(SHOWN)].to_dict())
         if keep and "posterior" in keep:

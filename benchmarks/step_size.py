@@ -65,10 +65,8 @@ def sbc_compiled(design: str, sim: int):
     settings = runner.study_settings(spec["sampler"])
     theta = runner.prior_draws(problem, [sim], seed=settings.random_seed)[sim]
     prep = runner._prepared(problem)  # noqa: SLF001 - the study's own compiled model, as a worker holds it
-    data = problem.simulate(theta, random_seed=[settings.random_seed, sim, 0])
-    known = {v.name for v in prep["compiled"].shared_var_keys}
-    compiled = prep["compiled"].with_data(**{k: v for k, v in problem.data_updates(data).items() if k in known})
-    return problem.fit_model(), runner.with_starts(compiled, prep, problem.start_values(data)), data["log_value"].size
+    data = runner.simulated_data(problem, sim, theta, seed=settings.random_seed)
+    return problem.fit_model(), runner.compiled_with_data(problem, prep, data), data["log_value"].size
 
 
 def coordinate_labels(model) -> list[str]:

@@ -732,6 +732,32 @@ def test_a_resumed_study_keeps_the_rerun_policy_it_was_stored_with(weibull, tmp_
         "settings"]
 
 
+def test_a_reopened_study_regenerates_its_prior_draws_and_cohorts(tmp_path):
+    """``reopen_study`` (the benchmarks that look again at a stored study without refitting it) rebuilds the
+    stored problem, its prior draws (the stored truths) and each simulation's data as the study made them, and
+    refuses a problem that is not the stored one."""
+    from toolkit.calibration.api import build_problem, reopen_study
+    from toolkit.calibration.runner import simulated_data
+
+    weibull = build_problem("durability", design_cohort=EXAMPLE, variant="weibull")  # as `toolkit calibrate`
+    out = tmp_path / "study"
+    run_study(weibull, 2, out, settings=study_settings(dict(chains=2, tune=100, draws=100, seed=5)), workers=0,
+              progress=False)
+    study = reopen_study(out, design=EXAMPLE)
+    assert study.problem.describe() == weibull.describe() and study.seed == 5
+    stored = load_results(out).set_index(["sim", "quantity"])["prior_value"]
+    thetas = study.prior_draws([0, 1])
+    for sim in (0, 1):
+        scalars = [q for q in stored[sim].index if np.ndim(thetas[sim].get(q, [])) == 0]
+        assert scalars and all(np.isclose(thetas[sim][q], stored[(sim, q)]) for q in scalars)
+        data = study.data(sim, thetas[sim])
+        assert all(np.array_equal(v, simulated_data(weibull, sim, thetas[sim], seed=5)[k]) for k, v in data.items())
+    with pytest.raises(StudyError, match="another spec, variant or design"):
+        reopen_study(out, "models/durability_primary.toml", design=EXAMPLE)
+    with pytest.raises(StudyError, match="no design cohort"):
+        reopen_study(out)
+
+
 def test_recovery_coverage_is_checked_in_both_directions():
     """The slow recovery tests' check (toolkit.testing.coverage_problems) flags under-coverage, a coverage too
     high for the interval's level, and intervals that are the prior's; a calibrated study passes."""

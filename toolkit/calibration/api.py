@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.calibration.runner import StudyError, run_study, study_settings
+import numpy as np
 
-__all__ = ["CALIBRATED_MODELS", "build_problem", "calibrate"]
+from toolkit.calibration.runner import (STUDY_FILE, StudyError, load_results, prior_draws, run_study,
+                                        simulated_data, study_settings)
+from toolkit.inference import SamplerSettings
+
+__all__ = ["CALIBRATED_MODELS", "build_problem", "calibrate", "reopen_study"]
 
 #: models with an own generator; the others are named with what is missing
 CALIBRATED_MODELS = ("durability", "cart", "joint", "mrd")
@@ -128,7 +134,7 @@ def calibrate(model: str, *, simulations: int, out: str | Path, spec: str | Path
     run with), overridden by the keyword arguments; so are its reruns of a fit that
     fails its verdict (the spec's ``[options] extend_sampling``, 0 where it has none).
     """
-    from toolkit.calibration.runner import STUDY_FILE, done_simulations
+    from toolkit.calibration.runner import done_simulations
     from toolkit.specs import load_spec
 
     # what can be refused before any work is refused first
@@ -154,12 +160,60 @@ def calibrate(model: str, *, simulations: int, out: str | Path, spec: str | Path
               progress=progress, extensions=extensions)
     if not report:
         from toolkit.calibration.metrics import summarize_study
-        from toolkit.calibration.runner import load_results
 
         return summarize_study(load_results(out))[1]
-    import json
-
     from toolkit.calibration.report import write_calibration_report
 
     write_calibration_report(out)
     return json.loads((out / "calibration.json").read_text())["overview"]
+
+
+@dataclass(frozen=True)
+class StoredStudy:
+    """A `toolkit calibrate` study reopened from its folder, to look again at its simulations without refitting
+    them (``benchmarks/sbc_*.py``): its problem rebuilt at the stored design, its settings, its results."""
+
+    path: Path
+    config: dict
+    problem: object
+    settings: SamplerSettings
+
+    @property
+    def seed(self) -> int:
+        """The study seed: it draws the prior values and the cohorts."""
+        return int(self.settings.random_seed)
+
+    def results(self):
+        return load_results(self.path)
+
+    def prior_draws(self, sims) -> dict[int, dict]:
+        return prior_draws(self.problem, list(sims), seed=self.seed)
+
+    def data(self, sim: int, theta: dict) -> dict[str, np.ndarray]:
+        return simulated_data(self.problem, sim, theta, seed=self.seed)
+
+
+def reopen_study(path: str | Path, spec: str | Path | None = None, design: str | Path | None = None) -> StoredStudy:
+    """The study in ``path``, its problem rebuilt under the spec file ``spec`` (None: no spec, as `toolkit
+    calibrate` without ``--spec``) at the design cohort ``design`` (default: the study's ``default_design``
+    folder; give the ``--design`` of a study made with one). Raises :class:`StudyError` when the rebuilt problem
+    is not the stored one (another spec, variant or design), as ``--resume`` would."""
+    from toolkit.data import load_cohort
+    from toolkit.specs import SpecError, load_spec
+
+    path = Path(path)
+    config = json.loads((path / STUDY_FILE).read_text())
+    model = config["problem"]["model"]
+    design = path / "default_design" if design is None else Path(design)
+    if not design.is_dir():
+        raise StudyError(f"{path}: no design cohort at {design}; give the --design the study was made with")
+    variant = config["problem"].get("variant") if model in ("durability", "joint") else None
+    try:
+        loaded = load_spec(spec, model=model) if spec else None
+    except SpecError as err:
+        raise StudyError(f"{path}: a study of model {model!r}; {err}") from err
+    problem = build_problem(model, spec=loaded, variant=variant, design_cohort=load_cohort(design))
+    if json.loads(json.dumps(problem.describe(), default=str)) != config["problem"]:  # as write_study_file stores it
+        raise StudyError(f"{path}: the study was made with another spec, variant or design than {spec or 'no spec'}"
+                         f" at {design}; give its own")
+    return StoredStudy(path=path, config=config, problem=problem, settings=study_settings(config["settings"]))

@@ -178,6 +178,24 @@ def quantity_draws(problem, draws: dict[str, np.ndarray], data: dict, loglik) ->
     return out
 
 
+def simulated_data(problem, sim: int, theta: dict, *, seed: int) -> dict[str, np.ndarray]:
+    """Simulation ``sim``'s data set: the problem's likelihood at its prior draw ``theta``, with the random seed
+    (study seed, sim, 0). The one place that seed is made, so a study, its reruns and the benchmarks that
+    regenerate a simulation (``benchmarks/sbc_*.py``) see the same cohort."""
+    return problem.simulate(theta, random_seed=[seed, sim, 0])
+
+
+def compiled_with_data(problem, prep: dict, data: dict):
+    """The worker's compiled fit model (``prep``: :func:`_prepared`) holding ``data``, with the data-informed
+    starts of problems that derive them (``problem.start_values``, e.g. the CAR-T patient parameters)."""
+    # only containers the compiled likelihood reads; the rest (e.g. ``event`` beside a separate NRM) are unused
+    known = {var.name for var in prep["compiled"].shared_var_keys}
+    compiled = prep["compiled"].with_data(**{k: v for k, v in problem.data_updates(data).items() if k in known})
+    if hasattr(problem, "start_values"):
+        compiled = with_starts(compiled, prep, problem.start_values(data))
+    return compiled
+
+
 def with_starts(compiled, prep: dict, starts: dict):
     """``compiled`` starting its chains at ``starts`` (unconstrained values by value-variable name).
 
@@ -254,13 +272,9 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
             record["compile_seconds"] = prep["compile_seconds"]
             prep["used"] = True
         seed = settings.random_seed if cohort_seed is None else cohort_seed
-        data = problem.simulate(theta, random_seed=[seed, sim, 0])
+        data = simulated_data(problem, sim, theta, seed=seed)
         record["events"] = int(np.sum(data.get("event", -1)))
-        # only containers the compiled likelihood reads; the rest (e.g. ``event`` beside a separate NRM) are unused
-        known = {var.name for var in prep["compiled"].shared_var_keys}
-        compiled = prep["compiled"].with_data(**{k: v for k, v in problem.data_updates(data).items() if k in known})
-        if hasattr(problem, "start_values"):  # data-informed starts (e.g. the CAR-T model's patient parameters)
-            compiled = with_starts(compiled, prep, problem.start_values(data))
+        compiled = compiled_with_data(problem, prep, data)
         names = prep["names"]
         dt, diag, kept, attempts = _sample_with_extensions(compiled, sim, names, settings, extensions, policy)
         if keep is not None:

@@ -192,7 +192,8 @@ Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
   1.2.0, "CAR-T model 1.2.0") 14 of 200 fail (7.0%): 13 with 1-16 divergences
   in a third run, one on chains in different modes (a late expander whose
   samples end before the peak); ``tmax_days_experimental`` fails calibration
-  at 200 (too wide; not explained yet). Centring persistence where late samples
+  at 200, by a chance arrangement of the prior draws that an oracle without any fit
+  shows too (docs/calibration.md "Why tmax_days_experimental failed"). Centring persistence where late samples
   spread widely (tried as 1.2.1, withdrawn) did not reduce them; a fourth run
   at a higher target_accept (the spec's ``extend_sampling = 3``, rerun policy
   "what-failed") converged 5 of the 9 divergence-only failures.
