@@ -2,6 +2,7 @@
 
     python benchmarks/sbc_oracle.py STUDY [--spec SPEC]
     python benchmarks/sbc_oracle.py STUDY --draws N [--seed SEED]   # the oracle alone, N fresh prior draws
+    python benchmarks/sbc_oracle.py STUDY --store    # write oracle_pit into a study stored before it was recorded
 
 The typical patient's value of a kinetic parameter in an arm, L = mu + delta (arm) on the log scale (Cmax, Tmax,
 persistence half-life: ``cmax_copies_per_ug_*``, ``tmax_days_*``, ``half_life_persistence_days_*``, each exp of
@@ -18,7 +19,9 @@ posterior variance the oracle accounts for, omega^2 / (n s^2) (s: posterior SD o
 SD by a log-normal match); and the ratio of the fitted to the oracle z's SD with a bootstrap 95% interval (over
 simulations): what the fits add to the draws' own spread (about 1 where the fits are right). With ``--draws N``
 it prints only the oracle z's SD, for every kinetic parameter and arm, over the first N prior draws of ``--seed``
-(default the study's) at the study's design: how far the draws alone stray from 1 by chance.
+(default the study's) at the study's design: how far the draws alone stray from 1 by chance. ``--store`` adds
+the oracle's PIT to each stored simulation that lacks it (``StoredStudy.add_oracle_pits``), so the study's
+summary (``toolkit calibrate ... --resume``, or ``write_calibration_report``) shows ``p_oracle``.
 docs/calibration.md, "Why tmax_days_experimental failed", reads the CAR-T 1.2.0 study with it.
 Without arguments it says so (so `make benchmarks` runs).
 """
@@ -39,6 +42,7 @@ def main() -> int:
     parser.add_argument("--spec", default="models/cart_primary.toml", help="the spec the study was made with")
     parser.add_argument("--draws", type=int, help="the oracle alone, over this many prior draws (no stored fits)")
     parser.add_argument("--seed", type=int, help="with --draws: the seed of the prior draws (default the study's)")
+    parser.add_argument("--store", action="store_true", help="write oracle_pit into stored simulations lacking it")
     args = parser.parse_args()
     if args.study is None:
         print("no study given; usage: python benchmarks/sbc_oracle.py STUDY [--spec SPEC]")
@@ -62,6 +66,9 @@ def main() -> int:
         latent_sd = float(th["omega_kinetic"][k]) / np.sqrt(members.sum())
         return (typical - float(np.mean(np.asarray(th["theta_patient"])[members, k]))) / latent_sd, typical, latent_sd
 
+    if args.store:
+        print(f"{args.study}: oracle_pit written into {study.add_oracle_pits()} stored simulations")
+        return 0
     if args.draws:
         seed = study.seed if args.seed is None else args.seed
         thetas = prior_draws(study.problem, list(range(args.draws)), seed=seed)

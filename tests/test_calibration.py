@@ -408,6 +408,78 @@ def test_cart_simulation_records_every_quantity(cart_problem):
     assert set(record["quantities"]) == CART_PARAMETERS | estimands | {"log_likelihood"}
     for q in record["quantities"].values():
         assert 0 <= q["rank"] <= q["n_kept"]
+    oracle = cart_problem.oracle_pits(theta)  # fit-free PITs, stored beside the fit's
+    assert record["quantities"]["tmax_days_experimental"]["oracle_pit"] == oracle["tmax_days_experimental"]
+    assert np.isnan(record["quantities"]["log_likelihood"]["oracle_pit"])
+
+
+def test_cart_oracle_ranks_are_uniform_over_the_prior_and_flag_unusual_draws(cart_problem):
+    """The oracle that knows every patient's true values (``oracle_pits``, no fit) ranks each arm's typical value
+    uniformly over prior draws; draws whose patients sit too close to their arm's typical value (the accident
+    of docs/calibration.md "Why tmax_days_experimental failed", exaggerated) are flagged."""
+    from toolkit.calibration.metrics import ecdf_pvalue
+
+    thetas = cart_problem.draw_prior(400, random_seed=8)
+    pits = [cart_problem.oracle_pits(t) for t in thetas]
+    assert {"mu_kinetic[tmax]", "arm_effect[tmax]", "tmax_days_experimental", "cmax_gmr",
+            "persistence_fraction_control"} <= set(pits[0])
+    assert pits[0]["tmax_days_control"] == pits[0]["mu_kinetic[tmax]"]  # an increasing function of it
+    watched = ("tmax_days_experimental", "mu_kinetic[cmax]", "arm_effect[persistence]")
+    assert min(ecdf_pvalue([p[q] for p in pits]) for q in watched) > 0.001
+    arm = cart_problem.inputs().arm[:, None]
+    squeezed = []
+    for t in thetas:  # every patient at 70% of their draw's distance from the typical value
+        loc = t["mu_kinetic"] + arm * t["arm_effect"]
+        squeezed.append(cart_problem.oracle_pits({**t, "theta_patient": loc + 0.7 * (t["theta_patient"] - loc)}))
+    assert max(ecdf_pvalue([p[q] for p in squeezed]) for q in watched) < 0.001
+
+
+def test_a_study_stored_before_the_oracle_gets_its_oracle_pits(cart_problem, tmp_path):
+    """``StoredStudy.add_oracle_pits`` writes the oracle's PITs of the regenerated prior draws into stored
+    simulations that lack them, leaving the fits' records as they were."""
+    import pandas as pd
+
+    from toolkit.calibration.api import StoredStudy
+    from toolkit.calibration.runner import prior_draws, record_frame
+
+    settings = study_settings(dict(chains=2, tune=100, draws=100, seed=9))
+    theta = prior_draws(cart_problem, [3], seed=9)[3]
+    quantities = {q: {"kind": "parameter", "prior_value": 0.0, "rank": 1, "n_kept": 9, "pit": 0.2, "post_mean": 0.0,
+                      "post_sd": 1.0, "share_finite": 1.0, "divergent_z": np.nan}
+                  for q in ("mu_kinetic[tmax]", "tmax_days_experimental", "log_likelihood")}
+    record = {"sim": 3, "status": "ok", "error": "", "converged": True, "quantities": quantities}
+    (tmp_path / "simulations").mkdir()
+    record_frame(record).to_parquet(tmp_path / "simulations" / "sim_00003.parquet")  # as stored before
+    study = StoredStudy(path=tmp_path, config={}, problem=cart_problem, settings=settings)
+    assert study.add_oracle_pits() == 1 and study.add_oracle_pits() == 0  # once
+    stored = pd.read_parquet(tmp_path / "simulations" / "sim_00003.parquet").set_index("quantity")
+    oracle = cart_problem.oracle_pits(theta)
+    assert stored.loc["tmax_days_experimental", "oracle_pit"] == oracle["tmax_days_experimental"]
+    assert np.isnan(stored.loc["log_likelihood", "oracle_pit"]) and (stored["pit"] == 0.2).all()
+
+
+def test_the_summary_says_when_the_prior_draws_alone_fail():
+    """A quantity whose fitted ranks fail while the oracle's (no fit) fail too is named in the summary as the
+    draws' possible failure; one whose oracle passes, or that has none, is not."""
+    import pandas as pd
+
+    from toolkit.calibration.report import verdict_sentences
+
+    rng = np.random.default_rng(4)
+    middle = 0.5 + 0.25 * (rng.uniform(size=300) - 0.5)  # ranks piled in the middle: too wide
+    rows = []
+    for sim in range(300):
+        base = {"sim": sim, "status": "ok", "error": "", "converged": True, "kind": "parameter", "prior_value": 0.0,
+                "post_sd": 1.0}
+        rows += [{**base, "quantity": "drawn", "pit": middle[sim], "oracle_pit": middle[sim]},
+                 {**base, "quantity": "fitted", "pit": middle[sim], "oracle_pit": rng.uniform()},
+                 {**base, "quantity": "plain", "pit": rng.uniform(), "oracle_pit": np.nan}]
+    table, overview = summarize_study(pd.DataFrame(rows))
+    assert set(overview["failing"]) == {"drawn", "fitted"}
+    assert table.loc["drawn", "p_oracle"] < 0.001 < table.loc["fitted", "p_oracle"]
+    assert np.isnan(table.loc["plain", "p_oracle"])
+    said = [s for s in verdict_sentences(table, overview, {}) if "prior draws themselves" in s]
+    assert len(said) == 1 and "drawn" in said[0] and "fitted" not in said[0]
 
 
 def test_joint_relapse_times_follow_the_models_hazard(joint_problem):

@@ -192,6 +192,30 @@ class StoredStudy:
     def data(self, sim: int, theta: dict) -> dict[str, np.ndarray]:
         return simulated_data(self.problem, sim, theta, seed=self.seed)
 
+    def add_oracle_pits(self) -> int:
+        """Write the fit-free oracle's PIT (``oracle_pit``, ``problem.oracle_pits``) into each stored simulation
+        that lacks it (a study stored before it was recorded), from the regenerated prior draws; the fits'
+        records are left as they are. Each file is rewritten whole under a temporary name, then renamed.
+        Returns how many files were written (0 for a problem without an oracle)."""
+        import pandas as pd
+
+        from toolkit.calibration.runner import _sim_path, _write_atomic, done_simulations
+
+        if not hasattr(self.problem, "oracle_pits"):
+            return 0
+        todo = []
+        for sim in sorted(done_simulations(self.path)):
+            frame = pd.read_parquet(_sim_path(self.path, sim))
+            if "oracle_pit" not in frame or not np.isfinite(frame["oracle_pit"].to_numpy(float)).any():
+                todo.append((sim, frame))
+        thetas = self.prior_draws([sim for sim, _ in todo])
+        for sim, frame in todo:
+            oracle = self.problem.oracle_pits(thetas[sim])
+            frame["oracle_pit"] = [oracle.get(q, np.nan) if status == "ok" else np.nan
+                                   for q, status in zip(frame["quantity"], frame["status"])]
+            _write_atomic(frame, _sim_path(self.path, sim))
+        return len(todo)
+
 
 def reopen_study(path: str | Path, spec: str | Path | None = None, design: str | Path | None = None) -> StoredStudy:
     """The study in ``path``, its problem rebuilt under the spec file ``spec`` (None: no spec, as `toolkit

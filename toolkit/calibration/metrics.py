@@ -107,7 +107,9 @@ def learned_from(contraction: float) -> str:
 
 
 def summarize_study(results, *, alpha: float = ALPHA, converged_only: bool = False):
-    """One row per quantity: tests, verdict, coverage with MC error, contraction.
+    """One row per quantity: tests, verdict, coverage with MC error, contraction, and ``p_oracle``: the ECDF
+    test of the fit-free oracle's PITs where the problem has one (``oracle_pits``; NaN otherwise), small when
+    the study's prior draws alone depart from uniformity.
 
     Parameters
     ----------
@@ -141,6 +143,11 @@ def summarize_study(results, *, alpha: float = ALPHA, converged_only: bool = Fal
         else:
             p_ecdf = p_chi2 = np.nan
         p = min(1.0, 2 * min(p_ecdf, p_chi2)) if n >= 2 else np.nan
+        # the same test of the fit-free oracle's PITs (problems with ``oracle_pits``; studies since December
+        # 2026): small when the prior draws themselves fell unusually, whatever the fits did
+        oracle = part["oracle_pit"].to_numpy(float) if "oracle_pit" in part else np.array([])
+        oracle = oracle[np.isfinite(oracle)]
+        p_oracle = ecdf_pvalue(oracle) if oracle.size >= 2 else np.nan
         row.update(p_ecdf=p_ecdf, p_chi2=p_chi2, p_value=p,
                    verdict="too few" if n < 2 else "fails" if p < alpha / m else "suspect" if p < alpha
                    else "calibrated")
@@ -156,6 +163,7 @@ def summarize_study(results, *, alpha: float = ALPHA, converged_only: bool = Fal
         row["mean_posterior_sd"] = post_sd
         row["contraction"] = post_sd / prior_sd if prior_sd and np.isfinite(prior_sd) and prior_sd > 0 else np.nan
         row["learned_from"] = learned_from(row["contraction"])
+        row["p_oracle"] = p_oracle
         rows.append(row)
     table = pd.DataFrame(rows).set_index("quantity") if rows else pd.DataFrame()
     overview = {

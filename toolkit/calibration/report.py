@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 
 
-from toolkit.calibration.metrics import COVERAGE_LEVELS, summarize_study, unconverged_fits
-from toolkit.calibration.runner import STUDY_FILE, load_results
+from toolkit.calibration.metrics import ALPHA, COVERAGE_LEVELS, summarize_study, unconverged_fits
+from toolkit.calibration.runner import STUDY_FILE, load_results, rerun_policy_of
 from toolkit.plots.style import save_figure
 
 __all__ = ["calibration_fragment", "write_calibration_report"]
@@ -51,6 +51,13 @@ def verdict_sentences(table, overview: dict, config: dict) -> list[str]:
                    f"{', '.join(overview['failing'])} depart from uniformity (p below "
                    f"{overview['bonferroni_threshold']:.2g}); its intervals for these quantities do not have "
                    "their stated coverage.")
+    unusual = [q for q in (*overview["failing"], *overview["suspect"])
+               if "p_oracle" in table and math.isfinite(table.loc[q, "p_oracle"]) and table.loc[q, "p_oracle"] < ALPHA]
+    if unusual:
+        out.append(f"For {', '.join(unusual)} the prior draws themselves fell unusually: an oracle that knows every "
+                   "patient's true values, with no fit, departs from uniformity too (p oracle < "
+                   f"{ALPHA:g}). Where the patients' data pin their own values, a fit's ranks follow that oracle's, "
+                   "so the failure may be the draws' rather than the fits'; a study with another seed settles it.")
     if overview["suspect"]:
         out.append(f"Suspect (p < {overview['alpha']:g}, not below the study-wide threshold): "
                    f"{', '.join(overview['suspect'])}; more simulations would settle it.")
@@ -62,9 +69,11 @@ def verdict_sentences(table, overview: dict, config: dict) -> list[str]:
                    "tolerated); they are kept in the ranks, not dropped.")
         if overview.get("extended"):
             reruns = config.get("settings", {}).get("extend_sampling", "?")
-            out.append(f"{overview['extended']} of {n} fits failed their first run and were rerun with doubled "
-                       f"draws (extend_sampling = {reruns}, as `toolkit fit` does); the verdict above is of the "
-                       "kept runs.")
+            how = ("twice the draws after R-hat or ESS failed, a higher target_accept after divergences alone"
+                   if rerun_policy_of(config.get("settings")) == "what-failed"
+                   else "doubled draws, and a higher target_accept after divergences")
+            out.append(f"{overview['extended']} of {n} fits failed their first run and were rerun ({how}; "
+                       f"extend_sampling = {reruns}, as `toolkit fit` does); the verdict above is of the kept runs.")
     if overview["failed"]:
         out.append(f"{overview['failed']} simulation(s) failed with an error (listed below) and are not in the ranks.")
     if len(table):
@@ -112,7 +121,8 @@ def write_calibration_report(out: str | Path) -> Path:
         colour = {"fails": "#fdd", "suspect": "#ffe9b3"}.get(r["verdict"], "")
         rows.append(f"<tr style='background:{colour}'><td>{html.escape(q)}</td><td>{r['kind']}</td><td>{r['n']}</td>"
                     f"<td>{_fmt(r['p_ecdf'])}</td><td>{_fmt(r['p_chi2'])}</td><td><b>{r['verdict']}</b></td>{cov}"
-                    f"<td>{_fmt(r['contraction'], 2)}</td><td>{r['learned_from']}</td></tr>")
+                    f"<td>{_fmt(r['contraction'], 2)}</td><td>{r['learned_from']}</td>"
+                    f"<td>{_fmt(r.get('p_oracle', float('nan')))}</td></tr>")
     errors = "".join(f"<li>{html.escape(str(k))}: {v}</li>" for k, v in overview["errors"].items())
     failing_fits = "".join(
         f"<tr><td>{r.sim}</td><td>{r.runs}</td><td>{r.divergences}</td><td>{_fmt(r.max_rhat, 4)}</td>"
@@ -136,9 +146,10 @@ table{{border-collapse:collapse}}tr{{border-bottom:1px solid #ddd}}.bad{{color:#
 {failing_fits}
 <h2>Per quantity</h2>
 <p>p: ECDF test (Säilynoja et al. 2022) and chi-square on rank bins; coverage of central intervals with Monte
-Carlo SE; contraction = mean posterior SD / prior SD.</p>
+Carlo SE; contraction = mean posterior SD / prior SD; p oracle: the ECDF test of an oracle that knows every
+patient's true values (no fit), where the model has one: small when the prior draws themselves fell unusually.</p>
 <table><tr><th>quantity</th><th>kind</th><th>n</th><th>p ECDF</th><th>p χ²</th><th>verdict</th>{cov_head}
-<th>contraction</th><th>learned from</th></tr>{''.join(rows)}</table>
+<th>contraction</th><th>learned from</th><th>p oracle</th></tr>{''.join(rows)}</table>
 <h2>ECDF difference with simultaneous 95% bands</h2><img src="data:image/png;base64,{images['ecdf']}" style="max-width:100%">
 <h2>Rank histograms</h2><img src="data:image/png;base64,{images['ranks']}" style="max-width:100%">
 <p>References: Talts et al. (2018) arXiv:1804.06788; Modrák et al. (2023) Bayesian Analysis
@@ -179,6 +190,8 @@ def calibration_fragment(study: str | Path) -> str:
     by = lambda key, value: [q for q, r in quantities.items() if r.get(key) == value]  # noqa: E731
     calibrated, failing = by("verdict", "calibrated"), by("verdict", "fails")
     suspect, prior = by("verdict", "suspect"), by("learned_from", "mostly the prior")
+    drawn = [q for q in (*failing, *suspect)
+             if isinstance(quantities[q].get("p_oracle"), (int, float)) and quantities[q]["p_oracle"] < ALPHA]
     n, share = overview.get("succeeded", 0), overview.get("share_not_converged", float("nan"))
     names = lambda qs: ", ".join(f"<code>{html.escape(q)}</code>" for q in qs) or "none"  # noqa: E731
     flag = "" if not math.isfinite(share) or share <= MAX_UNCONVERGED_SHARE else " class='bad'"
@@ -190,6 +203,7 @@ def calibration_fragment(study: str | Path) -> str:
 error.{small}</p>
 <ul><li>Calibrated (ranks uniform): {names(calibrated)}.</li>
 <li>Not calibrated: {names(failing)}; suspect: {names(suspect)}.</li>
+{f"<li>Of these, the study's prior draws alone depart from uniformity too (an oracle that knows every patient's true values, no fit: p &lt; {ALPHA:g}): {names(drawn)}; another seed settles whether the fits are at fault.</li>" if drawn else ""}
 <li>Learned mostly from the prior at this design (posterior SD &gt; 80% of prior SD): {names(prior)}.</li>
 <li{flag}>Fits failing the convergence verdict: {overview.get('not_converged', 0)} of {n}
 ({_fmt(100 * share, 2)}%); kept in the ranks.</li></ul></section>"""

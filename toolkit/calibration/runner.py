@@ -298,6 +298,8 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
         where_divergent = divergent_z(problem, post, dt["sample_stats"]["diverging"].transpose("chain", "draw").values,
                                        names) \
             if diag.divergences else {}
+        # fit-free PITs of the quantities a problem has an oracle for (``oracle_pits``; NaN elsewhere)
+        oracle = problem.oracle_pits(theta) if hasattr(problem, "oracle_pits") else {}
         for name, (kind, values) in q_post.items():
             true = float(q_true[name][1][0])
             rank, n_kept = _rank(values, true, rng)
@@ -308,7 +310,7 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
                 "post_mean": float(finite.mean()) if finite.size else np.nan,
                 "post_sd": float(finite.std(ddof=1)) if finite.size > 1 else np.nan,
                 "share_finite": float(finite.size / values.size),
-                "divergent_z": where_divergent.get(name, np.nan)}
+                "divergent_z": where_divergent.get(name, np.nan), "oracle_pit": oracle.get(name, np.nan)}
         record.update(thin=thin, n_kept=int(next(iter(draws.values())).shape[0]))
     except Exception as exc:  # noqa: BLE001 - one failed simulation is recorded and must not stop the study
         where = traceback.extract_tb(exc.__traceback__)[-1]
@@ -331,7 +333,7 @@ def record_frame(record: dict):
     if not rows:
         rows = [{**base, "quantity": "", "kind": "", "prior_value": np.nan, "rank": -1, "n_kept": 0,
                  "pit": np.nan, "post_mean": np.nan, "post_sd": np.nan, "share_finite": np.nan,
-                 "divergent_z": np.nan}]
+                 "divergent_z": np.nan, "oracle_pit": np.nan}]
     return pd.DataFrame(rows)
 
 
