@@ -331,7 +331,8 @@ class CartCalibration:
             (L_ak - m_ak) / (omega_k / sqrt n_a) ~ Normal(0, 1),
             (delta_k - (m_1k - m_0k)) / (omega_k sqrt(1/n_0 + 1/n_1)) ~ Normal(0, 1)
 
-        exactly, whatever the draw. Where patients' data pin their values, a fit's rank of L follows this
+        exactly, whatever the draw (a parameter without an arm effect: one L = mu_k, from every patient). Where
+        patients' data pin their values, a fit's rank of L follows this
         oracle's, so a study's ranks of such a quantity repeat how its prior draws happened to fall; the
         summary's ``p_oracle`` says when those draws alone depart from uniformity (docs/calibration.md, "Why
         tmax_days_experimental failed"). Keys are the stored quantities that are increasing functions of
@@ -354,6 +355,8 @@ class CartCalibration:
         means = np.stack([values[i.arm == a].mean(axis=0) for a in (0, 1)])  # (arm, kinetic)
         typical = np.stack([mu, mu + np.array([delta.get(k, 0.0) for k in KINETIC_PARAMETERS])])
         pit = norm.cdf((typical - means) / (omega / np.sqrt(n[:, None])))
+        shared = [k for k, name in enumerate(KINETIC_PARAMETERS) if name not in delta]  # one L for both arms
+        pit[0, shared] = norm.cdf((mu[shared] - values[:, shared].mean(axis=0)) / (omega[shared] / np.sqrt(n.sum())))
         out = {}
         for k, name in enumerate(KINETIC_PARAMETERS):
             out[f"mu_kinetic[{name}]"] = float(pit[0, k])
