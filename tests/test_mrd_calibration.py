@@ -170,6 +170,26 @@ def _study(problem, tmp_path, name):
     return summarize_study(load_results(out))
 
 
+def test_oracle_ranks_are_uniform_over_the_prior_and_flag_unusual_draws(problem):
+    """The oracle that knows every patient's true kill rate, floor and doubling time (``oracle_pits``, no fit)
+    ranks the typical values uniformly over prior draws; kill rates drawn too close to their arm's typical value
+    are flagged (docs/calibration.md, "The draws' own test")."""
+    from toolkit.calibration.metrics import ecdf_pvalue
+
+    thetas = problem.draw_prior(300, random_seed=12)
+    pits = [problem.oracle_pits(t) for t in thetas]
+    assert set(pits[0]) == {"log_clearance", "clearance_log_ratio", "clearance_rate_ratio", "floor_depth_log10",
+                            "log_doubling_days"}
+    assert min(ecdf_pvalue([p[q] for p in pits]) for q in pits[0]) > 0.001
+    arm = problem.inputs().arm
+    squeezed = []
+    for t in thetas:  # every kill rate at 70% of its distance from the arm's typical value
+        typical = t["log_clearance"] + t["clearance_log_ratio"] * arm
+        log_k = typical + 0.7 * (np.log(t["patient_clearance_log10_per_day"]) - typical)
+        squeezed.append(problem.oracle_pits({**t, "patient_clearance_log10_per_day": np.exp(log_k)}))
+    assert max(ecdf_pvalue([p[q] for p in squeezed]) for q in ("log_clearance", "clearance_log_ratio")) < 0.001
+
+
 # Measured on 2 shared cores (December 2026): 153 s and 206 s at these settings (101 s and 102 s at 16
 # simulations x 2 chains x 100 tune x 50 draws, which also passed): MRD fits at prior draws take 5-10 s even
 # on 8 patients, so the pair is slow, not part of the fast suite.

@@ -242,6 +242,34 @@ def _shared_variables(graph) -> dict:
     return {v.name: v for v in ancestors([graph]) if isinstance(v, SharedVariable) and v.name}
 
 
+def arm_oracle_pits(values: np.ndarray, arm: np.ndarray, mu: float, sd: float,
+                    delta: float | None = None) -> dict[str, float]:
+    r"""PITs of a hierarchical parameter's typical values under an oracle that knows every patient's true value
+    (no fit; a function of the prior draw alone). With values_i ~ Normal(L_a, sd^2) around their arm's typical
+    value (covariate terms already removed), L_0 = mu, L_1 = mu + delta, n_a patients in arm a and
+    m_a = mean_{i in a} values_i:
+
+        (L_a - m_a) / (sd / sqrt n_a) ~ Normal(0, 1),
+        (delta - (m_1 - m_0)) / (sd sqrt(1/n_0 + 1/n_1)) ~ Normal(0, 1)
+
+    exactly, whatever the draw; without an arm effect (``delta`` None) one L = mu from every patient. Returns
+    ``{"control": ..., "experimental": ..., "effect": ...}`` (the last two only with ``delta``; {} when an arm
+    has no patient). Where patients' data pin their own values, a fit's rank of L follows this oracle's, so a
+    study's ranks of L repeat how its prior draws fell (docs/calibration.md, "The draws' own test")."""
+    from scipy.stats import norm
+
+    values, arm = np.asarray(values, float), np.asarray(arm)
+    if delta is None:
+        return {"control": float(norm.cdf((mu - values.mean()) / (sd / np.sqrt(values.size))))}
+    n = np.array([np.sum(arm == a) for a in (0, 1)])
+    if n.min() == 0:
+        return {}
+    m = np.array([values[arm == a].mean() for a in (0, 1)])
+    return {"control": float(norm.cdf((mu - m[0]) / (sd / np.sqrt(n[0])))),
+            "experimental": float(norm.cdf((mu + delta - m[1]) / (sd / np.sqrt(n[1])))),
+            "effect": float(norm.cdf((delta - (m[1] - m[0])) / (sd * np.sqrt(1 / n[0] + 1 / n[1]))))}
+
+
 def design_cache_key(description: dict, arrays) -> str:
     """A short hash of a problem's description and its design arrays: the key of a worker's compiled fit model."""
     h = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode())

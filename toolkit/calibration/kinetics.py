@@ -72,8 +72,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from toolkit.calibration.generators import (InputsDesign, design_cache_key, model_loglik_function, prior_draws,
-                                           swappable_observations)
+from toolkit.calibration.generators import (InputsDesign, arm_oracle_pits, design_cache_key, model_loglik_function,
+                                           prior_draws, swappable_observations)
 from toolkit.data.inputs import DAYS_PER_YEAR, CartInputs, DurabilityInputs
 
 __all__ = ["CartCalibration", "CartDesign", "JointCalibration", "JointDesign", "cart_design", "joint_design",
@@ -323,56 +323,37 @@ class CartCalibration:
         return self.cart_estimand_draws(draws)
 
     def oracle_pits(self, theta: dict) -> dict[str, float]:
-        r"""PITs of the arms' typical kinetic values under an oracle that knows every patient's true parameters
-        (no fit; a function of the prior draw alone). Patient i of arm a has theta_ik - x_i gamma_k ~
-        Normal(L_ak, omega_k^2) around the arm's typical value L_ak (mu_k, + delta_k in the experimental arm), so
-        with a flat prior on L, m_ak = mean_{i in a}(theta_ik - x_i gamma_k) and n_a patients
-
-            (L_ak - m_ak) / (omega_k / sqrt n_a) ~ Normal(0, 1),
-            (delta_k - (m_1k - m_0k)) / (omega_k sqrt(1/n_0 + 1/n_1)) ~ Normal(0, 1)
-
-        exactly, whatever the draw (a parameter without an arm effect: one L = mu_k, from every patient). Where
-        patients' data pin their values, a fit's rank of L follows this
-        oracle's, so a study's ranks of such a quantity repeat how its prior draws happened to fall; the
-        summary's ``p_oracle`` says when those draws alone depart from uniformity (docs/calibration.md, "Why
-        tmax_days_experimental failed"). Keys are the stored quantities that are increasing functions of
-        one L or delta (their PIT is L's): ``mu_kinetic[k]``, ``arm_effect[k]``, ``cmax_copies_per_ug_*``,
-        ``tmax_days_*``, ``half_life_persistence_days_*``, ``persistence_fraction_*``, ``cmax_gmr``,
+        """PITs of the arms' typical kinetic values (log scale: mu_k, + delta_k in the experimental arm) under
+        the oracle of :func:`~toolkit.calibration.generators.arm_oracle_pits`, which knows every patient's true
+        parameters (covariate terms x_i gamma removed); a function of the prior draw alone. Keys are the stored
+        quantities that are increasing functions of one typical value or arm effect (their PIT is its):
+        ``mu_kinetic[k]``, ``arm_effect[k]``, ``cmax_copies_per_ug_*``, ``tmax_days_*``,
+        ``half_life_persistence_days_*`` (e^theta), ``persistence_fraction_*`` (sigmoid), ``cmax_gmr``,
         ``persistence_half_life_ratio``."""
-        from scipy.stats import norm
-
         from toolkit.models.cart import ARMS, KINETIC_PARAMETERS
 
         i = self.inputs()
         values = np.asarray(theta["theta_patient"], float)
         if i.covariates:
             values = values - np.asarray(i.x_std, float) @ np.asarray(theta["covariate_effect"], float)
-        mu, omega = np.asarray(theta["mu_kinetic"], float), np.asarray(theta["omega_kinetic"], float)
         delta = dict(zip(self.effects_on, np.atleast_1d(np.asarray(theta.get("arm_effect", []), float))))
-        n = np.array([np.sum(i.arm == a) for a in (0, 1)])
-        if n.min() == 0:
-            return {}
-        means = np.stack([values[i.arm == a].mean(axis=0) for a in (0, 1)])  # (arm, kinetic)
-        typical = np.stack([mu, mu + np.array([delta.get(k, 0.0) for k in KINETIC_PARAMETERS])])
-        pit = norm.cdf((typical - means) / (omega / np.sqrt(n[:, None])))
-        shared = [k for k, name in enumerate(KINETIC_PARAMETERS) if name not in delta]  # one L for both arms
-        pit[0, shared] = norm.cdf((mu[shared] - values[:, shared].mean(axis=0)) / (omega[shared] / np.sqrt(n.sum())))
-        out = {}
-        for k, name in enumerate(KINETIC_PARAMETERS):
-            out[f"mu_kinetic[{name}]"] = float(pit[0, k])
-            if name in delta:
-                out[f"arm_effect[{name}]"] = float(norm.cdf((delta[name] - (means[1, k] - means[0, k]))
-                                                            / (omega[k] * np.sqrt(1 / n[0] + 1 / n[1]))))
         arm_quantity = {"cmax": "cmax_copies_per_ug", "tmax": "tmax_days", "persistence": "half_life_persistence_days",
                         "fb": "persistence_fraction"}
-        for name, quantity in arm_quantity.items():
-            k = KINETIC_PARAMETERS.index(name)
-            for a, arm in enumerate(ARMS):
-                if a == 0 or name in delta:
-                    out[f"{quantity}_{arm}"] = float(pit[a, k])
-        for name, ratio in (("cmax", "cmax_gmr"), ("persistence", "persistence_half_life_ratio")):
-            if name in delta:
-                out[ratio] = out[f"arm_effect[{name}]"]
+        ratio = {"cmax": "cmax_gmr", "persistence": "persistence_half_life_ratio"}
+        out = {}
+        for k, name in enumerate(KINETIC_PARAMETERS):
+            pits = arm_oracle_pits(values[:, k], i.arm, float(theta["mu_kinetic"][k]),
+                                   float(theta["omega_kinetic"][k]), delta.get(name))
+            if not pits:
+                continue
+            out[f"mu_kinetic[{name}]"] = pits["control"]
+            if "effect" in pits:
+                out[f"arm_effect[{name}]"] = pits["effect"]
+                if name in ratio:
+                    out[ratio[name]] = pits["effect"]
+            if name in arm_quantity:
+                for arm in ARMS[: 2 if "effect" in pits else 1]:
+                    out[f"{arm_quantity[name]}_{arm}"] = pits[arm]
         return out
 
     def loglik_function(self):

@@ -73,8 +73,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from toolkit.calibration.generators import (InputsDesign, design_cache_key, model_loglik_function, prior_draws,
-                                           swappable_observations)
+from toolkit.calibration.generators import (InputsDesign, arm_oracle_pits, design_cache_key, model_loglik_function,
+                                           prior_draws, swappable_observations)
 from toolkit.data.mrd_inputs import MrdInputs
 
 __all__ = ["MRD_RANKED", "MrdCalibration", "MrdDesign", "SubstitutedNegativesMrd", "mrd_design", "mrd_design_of"]
@@ -320,6 +320,33 @@ class MrdCalibration:
         for name in ARM_NAMES:
             t = pop[f"time_to_mrd_negativity_days_{name}"]
             out[f"time_to_mrd_negativity_days_{name}"] = np.where(np.isnan(t), np.inf, t)
+        return out
+
+    def oracle_pits(self, theta: dict) -> dict[str, float]:
+        """PITs of the typical kill rate per arm (``log_clearance``, ``clearance_log_ratio`` and
+        ``clearance_rate_ratio`` = exp of it), floor depth (``floor_depth_log10``) and doubling time
+        (``log_doubling_days``) under the oracle of :func:`~toolkit.calibration.generators.arm_oracle_pits`,
+        which knows every patient's true value (log k_i less its covariate term; the floor's softplus argument;
+        log doubling time); a function of the prior draw alone. (Relapse latency is log-Weibull, not normal:
+        no oracle here.)"""
+        from toolkit.models.mrd import RELAPSE_LOG10
+
+        i = self.inputs()
+        log_k = np.log(np.asarray(theta["patient_clearance_log10_per_day"], float))
+        if i.covariates:
+            log_k = log_k - np.asarray(i.x_std, float) @ np.asarray(theta["covariate_clearance"], float)
+        clearance = arm_oracle_pits(log_k, i.arm, float(theta["log_clearance"]), float(theta["clearance_sd"]),
+                                    float(theta["clearance_log_ratio"]))
+        out = {}
+        if clearance:
+            out = {"log_clearance": clearance["control"], "clearance_log_ratio": clearance["effect"],
+                   "clearance_rate_ratio": clearance["effect"]}
+        depth = np.log(np.expm1(RELAPSE_LOG10 - np.asarray(theta["patient_floor_log10"], float)))  # softplus^-1
+        out["floor_depth_log10"] = arm_oracle_pits(depth, i.arm, float(theta["floor_depth_log10"]),
+                                                   float(theta["floor_depth_sd_log10"]))["control"]
+        out["log_doubling_days"] = arm_oracle_pits(
+            np.log(np.asarray(theta["patient_doubling_time_days"], float)), i.arm, float(theta["log_doubling_days"]),
+            float(theta["doubling_sd"]))["control"]
         return out
 
     def loglik_function(self):
