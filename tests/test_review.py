@@ -63,6 +63,40 @@ def test_summary_table_columns_and_population_first(runs):
                              for v in post.data_vars.values())
 
 
+def test_an_unconverged_fit_says_when_only_patient_level_parameters_fail(tmp_path):
+    """The appendix of a fit that failed its verdict says when every population-level quantity passes and the
+    failure sits in patient-level vectors only; nothing is said when a population-level quantity fails too."""
+    import pandas as pd
+
+    rows = [("mu", "population", 1.004, 900, 800), ("arm_effect", "population", 1.008, 450, 420),
+            ("theta_patient", "patient", 1.179, 16, 41), ("theta_patient", "patient", 1.002, 2000, 1500),
+            ("patient_cmax", "patient", 1.001, 1800, 1600)]
+    table = pd.DataFrame(rows, columns=["variable", "level", "r_hat", "ess_bulk", "ess_tail"])
+    said = review.failure_level_sentence(table)
+    assert "patient-level parameters only: theta_patient (R-hat up to 1.179, bulk/tail ESS down to 16/41)" in said
+    assert "patient_cmax" not in said and "R-hat at most 1.008, bulk/tail ESS at least 450/420" in said
+    table.loc[1, "ess_bulk"] = 390  # a population-level quantity fails too
+    assert review.failure_level_sentence(table) == ""
+    table.loc[1, "ess_bulk"], table.loc[2, ["r_hat", "ess_bulk", "ess_tail"]] = 450, (1.0, 900, 900)
+    assert review.failure_level_sentence(table) == ""  # nothing in the table fails: divergences, stated elsewhere
+
+    # and `toolkit fit` prints it under the verdict, from the run's parameter_summary.csv
+    from rich.console import Console
+
+    from toolkit.cli import print_fit_summary
+
+    table.loc[2, ["r_hat", "ess_bulk", "ess_tail"]] = (1.179, 16, 41)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    table.to_csv(run_dir / review.SUMMARY_CSV)
+    summary = {"model": "cart", "arms": {"experimental": "IFN", "control": "ctl"}, "estimands": {},
+               "diagnostics": {"converged": False, "max_rhat": 1.179, "min_ess_bulk": 16, "min_ess_tail": 41,
+                               "divergences": 0, "problems": ["R-hat 1.179 > 1.01"]}}
+    console = Console(record=True, width=200)
+    print_fit_summary(console, summary, run_dir)
+    assert "patient-level parameters only" in console.export_text()
+
+
 def test_summary_csv_written_with_the_run(runs):
     path = runs["default"].path / review.SUMMARY_CSV
     assert path.is_file()

@@ -838,12 +838,18 @@ def stiffness(model, u: np.ndarray, scale: np.ndarray, points: int, seed: int, i
     return np.array(lams), np.array(vecs)
 
 
+#: the verdict's thresholds (:func:`diagnose`): rank-normalised split R-hat at most RHAT_MAX, bulk and tail ESS
+#: at least ESS_MIN on every element
+RHAT_MAX = 1.01
+ESS_MIN = 400
+
+
 def diagnose(
     dt: xr.DataTree,
     var_names: list[str] | None = None,
     *,
-    rhat_max: float = 1.01,
-    ess_min: float = 400,
+    rhat_max: float = RHAT_MAX,
+    ess_min: float = ESS_MIN,
     bfmi_min: float = 0.3,
 ) -> Diagnostics:
     """Check convergence of a posterior.

@@ -142,6 +142,30 @@ def patient_level_digest(table: pd.DataFrame) -> pd.DataFrame:
                          "min_ess_tail": grouped["ess_tail"].min()}).reset_index()
 
 
+def failure_level_sentence(table: pd.DataFrame) -> str:
+    """For a fit that failed its verdict: whether the failure sits in patient-level parameters only, from
+    :func:`summary_table` (R-hat and ESS against the verdict's thresholds). Empty when a population-level
+    quantity fails too, or when nothing in the table fails (the failure is divergences or the sampler's
+    statistics, stated beside it)."""
+    from toolkit.inference import ESS_MIN, RHAT_MAX
+
+    def failing(rows: pd.DataFrame) -> pd.DataFrame:
+        return rows[(rows["r_hat"] > RHAT_MAX) | (rows["ess_bulk"] < ESS_MIN) | (rows["ess_tail"] < ESS_MIN)]
+
+    population, patient = table[table["level"] == "population"], table[table["level"] == "patient"]
+    if not failing(population).empty or failing(patient).empty:
+        return ""
+    digest = patient_level_digest(failing(patient))
+    worst = ", ".join(f"{r.variable} (R-hat up to {r.max_r_hat:.3f}, bulk/tail ESS down to "
+                      f"{r.min_ess_bulk:.0f}/{r.min_ess_tail:.0f})" for r in digest.itertuples())
+    return (f"Where it fails: patient-level parameters only: {worst}. Every population-level quantity, the arm "
+            f"comparisons included, passes (R-hat at most {population['r_hat'].max():.3f}, bulk/tail ESS at least "
+            f"{population['ess_bulk'].min():.0f}/{population['ess_tail'].min():.0f}). The chains disagree about "
+            "some patients' own values (for example a patient whose data two different curves explain about "
+            "equally); the population numbers are less affected than the verdict alone suggests, but stay "
+            "provisional until the fit converges.")
+
+
 # --------------------------------------------------------------------------- trace and rank plots
 
 # Non-centred auxiliaries (standard-normal draws that the model rescales): their natural-scale
@@ -224,6 +248,9 @@ def diagnostics_appendix(run, *, figures: bool = True) -> str:
     if d.get("problems"):
         parts.append("<ul>" + "".join(f"<li>{html.escape(str(p))}</li>" for p in d["problems"]) + "</ul>")
     table = summary_table(run.posterior)
+    where = failure_level_sentence(table) if not d.get("converged") else ""
+    if where:
+        parts.append(f"<p>{html.escape(where)}</p>")
     population = table[table["level"] == "population"].drop(columns=["level"])
     parts.append("<h4>Population-level parameters</h4>" + _table_html(population))
     digest = patient_level_digest(table)
