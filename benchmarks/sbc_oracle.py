@@ -13,7 +13,7 @@ oracle's, and its rank test tests how the prior draws happened to fall as much a
 
 For each quantity with an oracle this prints, from the stored study and its regenerated prior draws (no fit):
 the SD of the oracle's z and the KS p of its PIT; the SD of the fit's z = Phi^-1(stored PIT) and the KS p of
-that PIT; their correlation; the ratio of the two SDs with a bootstrap 95% interval over simulations (what the
+that PIT; their correlation and the least-squares slope of the fit's z on the oracle's; the ratio of the two SDs with a bootstrap 95% interval over simulations (what the
 fits add to the draws' own spread: about 1 where the fits are right); and, for the CAR-T arm quantities that
 are exp(L) (``cmax_copies_per_ug_*``, ``tmax_days_*``, ``half_life_persistence_days_*``), the median share of
 the posterior variance of L the oracle accounts for, omega^2 / (n s^2) (s: posterior SD of L, from the stored
@@ -83,7 +83,7 @@ def main() -> int:
         ratio = fz[resample].std(axis=1, ddof=1) / oz[resample].std(axis=1, ddof=1)
         line = (f"{q}: oracle z SD {oz.std(ddof=1):.3f}, KS p {kstest(norm.cdf(oz), 'uniform').pvalue:.4f} | fitted z "
                 f"SD {fz.std(ddof=1):.3f}, KS p {kstest(pit, 'uniform').pvalue:.4f} | correlation "
-                f"{np.corrcoef(oz, fz)[0, 1]:.2f} | SD ratio fitted / oracle {fz.std(ddof=1) / oz.std(ddof=1):.3f} "
+                f"{np.corrcoef(oz, fz)[0, 1]:.2f}, slope {np.polyfit(oz, fz, 1)[0]:.2f} | SD ratio fitted / oracle {fz.std(ddof=1) / oz.std(ddof=1):.3f} "
                 f"({np.quantile(ratio, 0.025):.3f}-{np.quantile(ratio, 0.975):.3f})")
         share = _oracle_share(problem, thetas, wide, sims, q)
         print(line + (f" | oracle share of posterior variance (median) {share:.2f}" if share is not None else ""))
