@@ -56,6 +56,18 @@ def test_failed_fit_is_labelled_provisional(runs, tmp_path):
     assert '<div class="banner" role="alert">PROVISIONAL' in text
     assert "<title>Simulated IFN-a + CAR-T trial (seed 20261125): posterior report (provisional)</title>" in text
     assert "max R-hat 1.200 &gt; 1.01" in text and '<span class="bad">FAILED</span>' in text
+    assert "patient-level parameters only" not in text  # nothing in its table says where
+    # a run whose patient-level vectors alone fail: the Diagnostics section says where
+    import pandas as pd
+
+    table = pd.read_csv(bad / "parameter_summary.csv", index_col=0)
+    table.loc["patient_x[0]"] = table.iloc[0]
+    table.loc["patient_x[0]", ["variable", "level", "r_hat", "ess_bulk", "ess_tail"]] = ["patient_x", "patient", 1.2,
+                                                                                        30, 40]
+    edit_run_file(bad, "parameter_summary.csv", table.to_csv())
+    text = render_report([load_run(bad)])
+    section = text[text.index("<h2>Diagnostics</h2>"):]
+    assert "Where it fails: patient-level parameters only: patient_x (R-hat up to 1.200" in section
 
 
 def test_small_cells_are_suppressed_unless_asked(runs, tmp_path):

@@ -213,7 +213,19 @@ def _diagnostics(run: Run) -> dict:
     elif "error" in loo:
         rows.append(["PSIS-LOO", f"failed: {loo['error']}"])
     return {"model": run.summary["model"], "variant": run.summary.get("variant", ""),
-            "converged": bool(d["converged"]), "rows": rows, "problems": list(d.get("problems", []))}
+            "converged": bool(d["converged"]), "rows": rows, "problems": list(d.get("problems", [])),
+            "where": "" if d["converged"] else _failure_level(run)}
+
+
+def _failure_level(run: Run) -> str:
+    """:func:`toolkit.review.failure_level_sentence` of a failed run, from its ``parameter_summary.csv`` (written
+    with the run) or, for a run written before it, its posterior."""
+    import pandas as pd
+
+    from toolkit.review import SUMMARY_CSV, failure_level_sentence, summary_table
+
+    saved = Path(run.path) / SUMMARY_CSV
+    return failure_level_sentence(pd.read_csv(saved) if saved.is_file() else summary_table(run.posterior))
 
 
 ANSWERS = {"durability": durability_answer, "cart": cart_answer, "mrd": mrd_answer, "joint": joint_answer}
