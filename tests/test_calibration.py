@@ -408,6 +408,7 @@ def test_cart_simulation_records_every_quantity(cart_problem):
     assert set(record["quantities"]) == CART_PARAMETERS | estimands | {"log_likelihood"}
     for q in record["quantities"].values():
         assert 0 <= q["rank"] <= q["n_kept"]
+    assert isinstance(record["population_converged"], bool)
     oracle = cart_problem.oracle_pits(theta)  # fit-free PITs, stored beside the fit's
     assert record["quantities"]["tmax_days_experimental"]["oracle_pit"] == oracle["tmax_days_experimental"]
     assert np.isnan(record["quantities"]["log_likelihood"]["oracle_pit"])
@@ -456,6 +457,36 @@ def test_a_study_stored_before_the_oracle_gets_its_oracle_pits(cart_problem, tmp
     oracle = cart_problem.oracle_pits(theta)
     assert stored.loc["tmax_days_experimental", "oracle_pit"] == oracle["tmax_days_experimental"]
     assert np.isnan(stored.loc["log_likelihood", "oracle_pit"]) and (stored["pit"] == 0.2).all()
+
+
+def test_population_converged_judges_population_level_variables_only():
+    """``population_converged``: R-hat and ESS of the variables not indexed by patient; a patient-level vector
+    whose chains disagree does not make it False, a population-level one does. The summary counts it among the
+    unconverged fits that record it."""
+    import pandas as pd
+    import xarray as xr
+
+    from toolkit.calibration.runner import population_converged
+    from toolkit.calibration.report import verdict_sentences
+
+    rng = np.random.default_rng(5)
+    mixed = rng.normal(size=(4, 500))
+    split = mixed + np.array([0.0, 0.0, 3.0, 3.0])[:, None]  # two chains elsewhere: R-hat far above 1.01
+    def tree(mu, theta):
+        return xr.DataTree.from_dict({"posterior": xr.Dataset(
+            {"mu": (("chain", "draw"), mu), "theta_patient": (("chain", "draw", "patient"), theta[..., None])})})
+    names = ["mu", "theta_patient"]
+    assert population_converged(tree(mixed, split), names)
+    assert not population_converged(tree(split, mixed), names)
+    rows = [{"sim": s, "status": "ok", "error": "", "converged": s >= 3, "population_converged": s != 1,
+             "quantity": "mu", "kind": "parameter", "pit": rng.uniform(), "prior_value": 0.0, "post_sd": 1.0}
+            for s in range(40)]
+    rows[0]["population_converged"] = None  # stored before it was recorded
+    table, overview = summarize_study(pd.DataFrame(rows))
+    assert (overview["not_converged"], overview["unconverged_population_recorded"],
+            overview["unconverged_population_passed"]) == (3, 2, 1)
+    assert any(s.startswith("In 1 of those that record it (2) every population-level quantity")
+               for s in verdict_sentences(table, overview, {}))
 
 
 def test_the_summary_says_when_the_prior_draws_alone_fail():

@@ -51,6 +51,7 @@ import pytensor
 import xarray as xr
 
 from toolkit.summary import Summary
+from toolkit.verdict import BFMI_MIN, ESS_MIN, RHAT_MAX  # noqa: F401 - the verdict's thresholds, also read from here
 
 # Stage messages of a fit ("compiling", "sampling"); silent unless a caller (e.g. `toolkit analyze`)
 # attaches a handler.
@@ -713,7 +714,7 @@ def max_treedepth_share(stats: xr.Dataset | None) -> float:
     return math.nan
 
 
-def sampler_stat_problems(stats: xr.Dataset | None, *, bfmi_min: float = 0.3,
+def sampler_stat_problems(stats: xr.Dataset | None, *, bfmi_min: float = BFMI_MIN,
                           require_energy: bool = True,
                           treedepth_max_share: float = TREEDEPTH_MAX_SHARE) -> tuple[int, float, list[str]]:
     """Divergences, E-BFMI and tree-depth saturation of one fit's ``sample_stats``.
@@ -838,19 +839,13 @@ def stiffness(model, u: np.ndarray, scale: np.ndarray, points: int, seed: int, i
     return np.array(lams), np.array(vecs)
 
 
-#: the verdict's thresholds (:func:`diagnose`): rank-normalised split R-hat at most RHAT_MAX, bulk and tail ESS
-#: at least ESS_MIN on every element
-RHAT_MAX = 1.01
-ESS_MIN = 400
-
-
 def diagnose(
     dt: xr.DataTree,
     var_names: list[str] | None = None,
     *,
     rhat_max: float = RHAT_MAX,
     ess_min: float = ESS_MIN,
-    bfmi_min: float = 0.3,
+    bfmi_min: float = BFMI_MIN,
 ) -> Diagnostics:
     """Check convergence of a posterior.
 

@@ -147,7 +147,7 @@ def failure_level_sentence(table: pd.DataFrame) -> str:
     :func:`summary_table` (R-hat and ESS against the verdict's thresholds). Empty when a population-level
     quantity fails too, or when nothing in the table fails (the failure is divergences or the sampler's
     statistics, stated beside it)."""
-    from toolkit.inference import ESS_MIN, RHAT_MAX
+    from toolkit.verdict import ESS_MIN, RHAT_MAX
 
     def failing(rows: pd.DataFrame) -> pd.DataFrame:
         return rows[(rows["r_hat"] > RHAT_MAX) | (rows["ess_bulk"] < ESS_MIN) | (rows["ess_tail"] < ESS_MIN)]

@@ -129,7 +129,10 @@ def summarize_study(results, *, alpha: float = ALPHA, converged_only: bool = Fal
     if converged_only:
         ok = ok[ok["converged"].astype(bool)]
     n_ok = int((sims["status"] == "ok").sum())
-    unconverged = int(((sims["status"] == "ok") & ~sims["converged"].astype(bool)).sum())
+    unconverged_rows = (sims["status"] == "ok") & ~sims["converged"].astype(bool)
+    unconverged = int(unconverged_rows.sum())
+    recorded = sims["population_converged"] if "population_converged" in sims else pd.Series(None, index=sims.index,
+                                                                                               dtype=object)
     quantities = list(dict.fromkeys(ok["quantity"]))
     m = max(len(quantities), 1)
     rows = []
@@ -172,6 +175,10 @@ def summarize_study(results, *, alpha: float = ALPHA, converged_only: bool = Fal
         "divergent_simulations": int((sims.get("divergences", pd.Series(dtype=float)) > 0).sum()),
         # fits rerun with more draws after a failed first run (extend_sampling; 0 in studies without reruns)
         "extended": int(((sims["status"] == "ok") & (sims.get("runs", pd.Series(1, index=sims.index)) > 1)).sum()),
+        # unconverged fits whose population-level quantities all passed R-hat and ESS, of those that record it
+        # (``population_converged``, simulations run since December 2026)
+        "unconverged_population_passed": int((unconverged_rows & recorded.eq(True)).sum()),
+        "unconverged_population_recorded": int((unconverged_rows & recorded.notna()).sum()),
         "alpha": alpha, "bonferroni_threshold": alpha / m,
         "failing": [q for q in quantities if table.loc[q, "verdict"] == "fails"] if rows else [],
         "suspect": [q for q in quantities if table.loc[q, "verdict"] == "suspect"] if rows else [],

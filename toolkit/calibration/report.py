@@ -67,6 +67,13 @@ def verdict_sentences(table, overview: dict, config: dict) -> list[str]:
         out.append(f"{overview['not_converged']} of {n} fits ({100 * share:.1f}%) failed the toolkit's "
                    f"convergence verdict at these sampler settings ({flag} the {100 * MAX_UNCONVERGED_SHARE:.0f}% "
                    "tolerated); they are kept in the ranks, not dropped.")
+        if overview.get("unconverged_population_recorded"):
+            recorded = overview["unconverged_population_recorded"]
+            of = "these" if recorded == overview["not_converged"] else "those that record it"
+            out.append(f"In {overview['unconverged_population_passed']} of {of} ({recorded}) every population-level "
+                       "quantity (the ranked parameters and the arm-level quantities behind the estimands) passed "
+                       "R-hat and ESS: what failed was patient-level vectors, divergences or the sampler's "
+                       "statistics.")
         if overview.get("extended"):
             reruns = config.get("settings", {}).get("extend_sampling", "?")
             how = ("twice the draws after R-hat or ESS failed, a higher target_accept after divergences alone"

@@ -178,6 +178,22 @@ def quantity_draws(problem, draws: dict[str, np.ndarray], data: dict, loglik) ->
     return out
 
 
+def population_converged(dt, names: list[str]) -> bool:
+    """Whether every population-level variable among ``names`` (``toolkit.review.parameter_level``: not indexed
+    by patient; the ranked parameters and the arm-level quantities behind the estimands) passes the verdict's
+    R-hat and ESS thresholds (``toolkit.inference.RHAT_MAX``, ``ESS_MIN``). Divergences and sampler statistics
+    belong to the whole run and are not judged here, so for a fit that failed its verdict True means that
+    patient-level vectors, divergences or sampler statistics failed, not a population-level quantity."""
+    from toolkit.inference import element_rows
+    from toolkit.verdict import ESS_MIN, RHAT_MAX
+    from toolkit.review import parameter_level
+
+    post = dt["posterior"].to_dataset()
+    population = [n for n in names if n in post and parameter_level(post[n]) == "population"]
+    return all(not (rhat > RHAT_MAX) and not (bulk < ESS_MIN) and not (tail < ESS_MIN)  # NaN (one chain) passes
+               for _, _, rhat, bulk, tail in element_rows(post, population))
+
+
 def simulated_data(problem, sim: int, theta: dict, *, seed: int) -> dict[str, np.ndarray]:
     """Simulation ``sim``'s data set: the problem's likelihood at its prior draw ``theta``, with the random seed
     (study seed, sim, 0). The one place that seed is made, so a study, its reruns and the benchmarks that
@@ -265,7 +281,7 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
               "first_converged": False, "runs": 0, "draws_per_chain": 0,
               "max_rhat": np.nan, "min_ess_bulk": np.nan, "min_ess_tail": np.nan, "divergences": -1,
               "thin": 0, "n_kept": 0, "events": -1, "compile_seconds": 0.0, "sampling_seconds": np.nan,
-              "seconds": np.nan, "run_history": "", "quantities": {}}
+              "seconds": np.nan, "run_history": "", "population_converged": False, "quantities": {}}
     try:
         prep = _prepared(problem)
         if not prep["used"]:
@@ -279,6 +295,7 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
         dt, diag, kept, attempts = _sample_with_extensions(compiled, sim, names, settings, extensions, policy)
         if keep is not None:
             keep.update(posterior=dt, names=names, data=data, attempts=attempts)
+        record["population_converged"] = population_converged(dt, names)
         record.update(converged=bool(diag.converged), max_rhat=float(diag.max_rhat),
                       min_ess_bulk=float(diag.min_ess_bulk), min_ess_tail=float(diag.min_ess_tail),
                       divergences=int(diag.divergences), runs=len(attempts),
