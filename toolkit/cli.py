@@ -788,8 +788,12 @@ def cmd_calibrate(args) -> int:
     console.print(f"{args.model}: {verdict}; {overview['succeeded']} simulations, {overview['failed']} failed, "
                   f"{overview['not_converged']} not converged; failing: {', '.join(overview['failing']) or 'none'}")
     if overview.get("extended"):
-        console.print(f"{overview['extended']} fit(s) failed their first run and were rerun with more draws "
+        console.print(f"{overview['extended']} fit(s) failed their first run and were rerun "
                       f"(extend_sampling); {overview['not_converged']} still failed")
+    if overview.get("unconverged_population_recorded"):
+        console.print(f"of the unconverged fits that record it, {overview['unconverged_population_passed']} of "
+                      f"{overview['unconverged_population_recorded']} had every population-level quantity passing "
+                      "R-hat and ESS")
     console.print(f"summary: {Path(args.out) / 'calibration.html'}")
     return 0
 
