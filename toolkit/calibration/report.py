@@ -68,12 +68,12 @@ def verdict_sentences(table, overview: dict, config: dict) -> list[str]:
                    f"convergence verdict at these sampler settings ({flag} the {100 * MAX_UNCONVERGED_SHARE:.0f}% "
                    "tolerated); they are kept in the ranks, not dropped.")
         if overview.get("unconverged_population_recorded"):
-            recorded = overview["unconverged_population_recorded"]
-            of = "these" if recorded == overview["not_converged"] else "those that record it"
-            out.append(f"In {overview['unconverged_population_passed']} of {of} ({recorded}) every population-level "
-                       "quantity (the ranked parameters and the arm-level quantities behind the estimands) passed "
-                       "R-hat and ESS: what failed was patient-level vectors, divergences or the sampler's "
-                       "statistics.")
+            recorded, passed = overview["unconverged_population_recorded"], overview["unconverged_population_passed"]
+            of = "these" if recorded == overview["not_converged"] else "those that record it,"
+            out.append(f"Every population-level quantity (the ranked parameters and the arm-level quantities behind "
+                       f"the estimands) passed R-hat and ESS in {passed} of {of} {recorded}"
+                       + ("; in those, what failed was patient-level vectors, divergences or the sampler's "
+                          "statistics." if passed else "."))
         if overview.get("extended"):
             reruns = config.get("settings", {}).get("extend_sampling", "?")
             how = ("twice the draws after R-hat or ESS failed, a higher target_accept after divergences alone"
