@@ -197,7 +197,7 @@ Sampling (what was needed for a clean fit; see ``benchmarks/bench_cart.py``)
   spread widely (tried as 1.2.1, withdrawn) did not reduce them; a fourth run
   at a higher target_accept (the spec's ``extend_sampling = 3``, rerun policy
   "what-failed") converged 5 of the 9 divergence-only failures, but a study
-  with it fails as often (6 of 97): single patients whose data two curves
+  with it fails as often (10 of 167): single patients whose data two curves
   explain about equally (a slow single decline, or a fast contraction to a
   plateau), which NUTS crosses between rarely, and single divergences.
 - **Speed.** The curve is evaluated on a (patient, visit) grid and samples
