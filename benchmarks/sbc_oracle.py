@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-#: CAR-T arm quantities that are exp of their arm's typical value L: kinetic parameter -> stored name
-EXP_OF_TYPICAL = {"cmax": "cmax_copies_per_ug", "tmax": "tmax_days", "persistence": "half_life_persistence_days"}
 BOOTSTRAP = 2000
 
 
@@ -94,9 +92,12 @@ def _oracle_share(problem, thetas, wide, sims, q):
     """Median omega^2 / (n s^2) for a CAR-T quantity exp(L) of one arm (None for other quantities)."""
     import numpy as np
 
+    from toolkit.calibration.kinetics import TYPICAL_ARM_QUANTITIES
     from toolkit.models.cart import ARMS, KINETIC_PARAMETERS
 
-    for name, stored in EXP_OF_TYPICAL.items():
+    for name, stored in TYPICAL_ARM_QUANTITIES.items():
+        if name == "fb":  # a sigmoid, not exp(L): no log-normal match
+            continue
         for code, arm in enumerate(ARMS):
             if q == f"{stored}_{arm}":
                 k, n = KINETIC_PARAMETERS.index(name), int(np.sum(problem.inputs().arm == code))

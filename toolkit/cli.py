@@ -363,13 +363,10 @@ def print_fit_summary(console: Console, summary: dict, run_dir: Path | None = No
                   f"divergences {d['divergences']})")
     for problem in d.get("problems", []):
         console.print(f"  - {problem}", markup=False)
-    table = Path(run_dir) / "parameter_summary.csv" if run_dir is not None else None  # review.SUMMARY_CSV
-    if not d["converged"] and table is not None and table.is_file():
-        import pandas as pd
+    if not d["converged"] and run_dir is not None:
+        from toolkit.review import failure_level_of_run
 
-        from toolkit.review import failure_level_sentence
-
-        where = failure_level_sentence(pd.read_csv(table))
+        where = failure_level_of_run(run_dir)
         if where:
             console.print(f"  {where}", markup=False)
     loo = summary.get("model_checks", {}).get("loo", {})

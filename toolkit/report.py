@@ -199,6 +199,8 @@ def _methods(run: Run, show_small_cells: bool) -> dict:
 
 def _diagnostics(run: Run) -> dict:
     """What ``diagnostics.html.j2`` says of one run: the verdict, the checks and their values, the problems."""
+    from toolkit.review import failure_level_of_run
+
     d = run.summary["diagnostics"]
     rows = [["max R-hat (≤ 1.01)", f"{d['max_rhat']:.3f}" if d["max_rhat"] is not None else "n/a"],
             ["min bulk ESS (≥ 400)", f"{d['min_ess_bulk']:.0f}" if d["min_ess_bulk"] is not None else "n/a"],
@@ -214,18 +216,7 @@ def _diagnostics(run: Run) -> dict:
         rows.append(["PSIS-LOO", f"failed: {loo['error']}"])
     return {"model": run.summary["model"], "variant": run.summary.get("variant", ""),
             "converged": bool(d["converged"]), "rows": rows, "problems": list(d.get("problems", [])),
-            "where": "" if d["converged"] else _failure_level(run)}
-
-
-def _failure_level(run: Run) -> str:
-    """:func:`toolkit.review.failure_level_sentence` of a failed run, from its ``parameter_summary.csv`` (written
-    with the run) or, for a run written before it, its posterior."""
-    import pandas as pd
-
-    from toolkit.review import SUMMARY_CSV, failure_level_sentence, summary_table
-
-    saved = Path(run.path) / SUMMARY_CSV
-    return failure_level_sentence(pd.read_csv(saved) if saved.is_file() else summary_table(run.posterior))
+            "where": "" if d["converged"] else failure_level_of_run(run.path, run.posterior)}
 
 
 ANSWERS = {"durability": durability_answer, "cart": cart_answer, "mrd": mrd_answer, "joint": joint_answer}

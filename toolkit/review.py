@@ -166,6 +166,15 @@ def failure_level_sentence(table: pd.DataFrame) -> str:
             "provisional until the fit converges.")
 
 
+def failure_level_of_run(run_dir, posterior=None) -> str:
+    """:func:`failure_level_sentence` of a run: from its ``parameter_summary.csv`` (written with the run), else
+    from ``posterior`` (a run written before the table was), else empty."""
+    saved = Path(run_dir) / SUMMARY_CSV
+    if saved.is_file():
+        return failure_level_sentence(pd.read_csv(saved))
+    return failure_level_sentence(summary_table(posterior)) if posterior is not None else ""
+
+
 # --------------------------------------------------------------------------- trace and rank plots
 
 # Non-centred auxiliaries (standard-normal draws that the model rescales): their natural-scale

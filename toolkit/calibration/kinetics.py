@@ -86,6 +86,10 @@ CART_RANKED = ("mu_kinetic", "omega_kinetic", "arm_effect", "sigma_log", "covari
 JOINT_RANKED = ("log_hr", "log_shape", "log_scale_years", "logit_cure", "cure_log_or", "log_hr_per_log_cmax",
                 "log_hr_cart_loss", "log_hr_per_log_clearance", "beta_std")
 MIN_TIME_YEARS = 0.5 / DAYS_PER_YEAR
+#: the arm quantities of the CAR-T model that are increasing functions of one typical value (e^theta; FB's
+#: sigmoid), so their ranks are that value's (``CartCalibration.oracle_pits``)
+TYPICAL_ARM_QUANTITIES = {"cmax": "cmax_copies_per_ug", "tmax": "tmax_days",
+                          "persistence": "half_life_persistence_days", "fb": "persistence_fraction"}
 MRD_PREFIX = "mrd::"  # variables and data containers of the joint model's MRD submodel (toolkit.models.joint)
 
 
@@ -337,8 +341,6 @@ class CartCalibration:
         if i.covariates:
             values = values - np.asarray(i.x_std, float) @ np.asarray(theta["covariate_effect"], float)
         delta = dict(zip(self.effects_on, np.atleast_1d(np.asarray(theta.get("arm_effect", []), float))))
-        arm_quantity = {"cmax": "cmax_copies_per_ug", "tmax": "tmax_days", "persistence": "half_life_persistence_days",
-                        "fb": "persistence_fraction"}
         ratio = {"cmax": "cmax_gmr", "persistence": "persistence_half_life_ratio"}
         out = {}
         for k, name in enumerate(KINETIC_PARAMETERS):
@@ -351,9 +353,9 @@ class CartCalibration:
                 out[f"arm_effect[{name}]"] = pits["effect"]
                 if name in ratio:
                     out[ratio[name]] = pits["effect"]
-            if name in arm_quantity:
+            if name in TYPICAL_ARM_QUANTITIES:
                 for arm in ARMS[: 2 if "effect" in pits else 1]:
-                    out[f"{arm_quantity[name]}_{arm}"] = pits[arm]
+                    out[f"{TYPICAL_ARM_QUANTITIES[name]}_{arm}"] = pits[arm]
         return out
 
     def loglik_function(self):
