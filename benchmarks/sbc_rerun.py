@@ -1,14 +1,16 @@
 """Rerun one simulation of a calibration study as its Dask worker ran it, and print its record beside the stored one.
 
-    python benchmarks/sbc_rerun.py STUDY SIM [SIM ...] [--spec SPEC] [--extend-sampling K] [--detail]
+    python benchmarks/sbc_rerun.py STUDY SIM [SIM ...] [--spec SPEC] [--extend-sampling K] [--policy P] [--detail]
 
 Regenerates simulation SIM of the `toolkit calibrate` study in STUDY (its prior draw and cohort, from the study's
 seed and default_design folder) and runs it through the study's own code, ``toolkit.calibration.runner.
 run_simulation``, with the study's settings and reruns (``extend_sampling``; give the study's ``--spec``: the
 rebuilt problem must match the one stored in ``study.json``, as ``--resume`` requires), in a process set up as a
 worker is (``worker_environment``: one thread each, empty compile caches; the script restarts itself so). Prints
-the verdict, runs, R-hat, ESS and divergences beside the stored record's. Without arguments it says so (so `make
-benchmarks` runs).
+the verdict, runs, R-hat, ESS, divergences and iterations a chain (tuning included) beside the stored record's.
+``--policy`` reruns it under another rerun policy (``continue`` on a study stored under ``what-failed``: the
+first run's draws are the stored first run's, the cost of what follows is the difference). Without arguments it
+says so (so `make benchmarks` runs).
 
 ``--detail`` also prints where the kept run is hard: the verdict's worst elements (R-hat, bulk and tail ESS, by
 variable and index), the sampler's leapfrog steps per draw and step size, the population parameters' true
@@ -50,6 +52,9 @@ def main() -> int:
                         help="override a sampler setting of the study (draws, tune, chains, target_accept; not the "
                              "seed, which also draws the cohort: see --run), e.g. --extend-sampling 0 "
                              "--set draws=4000")
+    parser.add_argument("--policy", choices=("continue", "what-failed", "doubling"),
+                        help="rerun policy (default: the study's; toolkit.inference.RERUN_POLICIES), e.g. "
+                             "--policy continue on a study stored under what-failed to compare their cost")
     parser.add_argument("--run", type=int, default=0, metavar="K",
                         help="sample from the K-th rerun's seed (the study's seed + K; the cohort stays the "
                              "study's): with --extend-sampling 0 and --set, one rerun of the study alone")
@@ -91,16 +96,34 @@ def main() -> int:
     for sim in args.sim:
         keep = {"problem": problem} if args.detail else None
         record = run_simulation(problem, sim, thetas[sim], settings=settings, extensions=extensions,
-                                policy=rerun_policy_of(stored), keep=keep, cohort_seed=study_seed)
+                                policy=args.policy or rerun_policy_of(stored), keep=keep, cohort_seed=study_seed)
         print(f"simulation {sim}")
-        print("rerun: ", {k: record[k] for k in SHOWN}, record["error"] or "")
+        print("rerun: ", {k: record[k] for k in SHOWN}, record["error"] or "",
+              "iterations a chain:", iterations_per_chain(record["run_history"], settings.tune))
         path = _sim_path(study.path, sim)
         if path.exists():
-            print("stored:", pd.read_parquet(path).iloc[0][list(SHOWN)].to_dict())
+            row = pd.read_parquet(path).iloc[0]
+            print("stored:", row[list(SHOWN)].to_dict(), "iterations a chain:",
+                  iterations_per_chain(row.get("run_history"), settings.tune))
         if keep and "posterior" in keep:
             print_detail(keep, thetas[sim])
         sys.stdout.flush()
     return 0
+
+
+def iterations_per_chain(run_history: str | None, tune: int) -> int | None:
+    """Iterations a chain sampled, tuning included, from a record's ``run_history``: a new run costs its tuning
+    and draws, a continued one (policy "continue") only the draws it added (draws beyond the last checkpoint,
+    made by the chains that were ahead, are not counted). None for a record without its history."""
+    import json
+
+    if not isinstance(run_history, str) or not run_history:
+        return None
+    total, before = 0, 0
+    for run in json.loads(run_history):
+        total += run["draws"] - before if run.get("continued") else tune + run["draws"]
+        before = run["draws"]
+    return total
 
 
 def print_detail(keep: dict, theta: dict, top: int = 8) -> None:

@@ -816,7 +816,7 @@ def test_a_resumed_study_keeps_the_rerun_policy_it_was_stored_with(weibull, tmp_
     from toolkit.inference import RERUN_POLICY
 
     settings = study_settings(dict(chains=2, tune=100, draws=100, seed=5))
-    assert settings_record(settings, 2)["rerun_policy"] == RERUN_POLICY == "what-failed"
+    assert settings_record(settings, 2)["rerun_policy"] == RERUN_POLICY == "continue"
     assert "rerun_policy" not in settings_record(settings, 2, "doubling")  # as a store made before it
     assert rerun_policy_of(settings_record(settings, 2, "doubling")) == "doubling"
     assert rerun_policy_of(settings_record(settings)) == RERUN_POLICY  # no reruns: nothing to keep
@@ -825,7 +825,7 @@ def test_a_resumed_study_keeps_the_rerun_policy_it_was_stored_with(weibull, tmp_
     out = tmp_path / "study"
     run_study(weibull, 1, out, settings=settings, workers=0, progress=False, extensions=2)
     stored = json.loads((out / "study.json").read_text())
-    assert stored["settings"]["rerun_policy"] == "what-failed" and policies == ["what-failed"]
+    assert stored["settings"]["rerun_policy"] == "continue" and policies == ["continue"]
     history = json.loads(load_results(out)["run_history"].iloc[0])
     assert history[0]["draws"] == 100 and set(history[0]) == set(runner.RUN_HISTORY)
     del stored["settings"]["rerun_policy"]  # as a study stored before December 2026
@@ -833,6 +833,31 @@ def test_a_resumed_study_keeps_the_rerun_policy_it_was_stored_with(weibull, tmp_
     run_study(weibull, 2, out, settings=settings, workers=0, progress=False, extensions=2, resume=True)
     assert policies[1:] == ["doubling"] and "rerun_policy" not in json.loads((out / "study.json").read_text())[
         "settings"]
+
+
+def test_a_study_fit_that_fails_its_first_verdict_continues_its_chains(weibull, tmp_path, monkeypatch):
+    """Policy "continue" on the study's own path (a compiled model with the simulation's data swapped in): the
+    run judged at 250 draws is continued to 500, not restarted, and the kept 500 draws are ranked. The first
+    verdict is made to fail; the second is the toolkit's own."""
+    from toolkit import fitting
+
+    verdicts, real = [], fitting.diagnose
+
+    def fail_first(posterior, var_names=None):
+        d = real(posterior, var_names=var_names)
+        verdicts.append(posterior["posterior"].sizes["draw"])
+        return dataclasses.replace(d, converged=False, problems=["made to fail"]) if len(verdicts) == 1 else d
+
+    monkeypatch.setattr(fitting, "diagnose", fail_first)
+    out = tmp_path / "study"
+    run_study(weibull, 1, out, settings=study_settings(dict(chains=4, tune=200, draws=250, seed=5)), workers=0,
+              progress=False, extensions=2)
+    results = load_results(out)
+    history = json.loads(results["run_history"].iloc[0])
+    assert verdicts[:2] == [250, 500] and [h["continued"] for h in history[:2]] == [False, True]
+    assert [h["draws"] for h in history[:2]] == [250, 500] and results["runs"].iloc[0] == len(history)
+    assert results["draws_per_chain"].iloc[0] == history[-1]["draws"] >= 500  # the kept run is the continued one
+    assert (results["n_kept"] <= 4 * history[-1]["draws"]).all() and results["pit"].between(0, 1).all()
 
 
 def test_a_reopened_study_regenerates_its_prior_draws_and_cohorts(tmp_path):

@@ -209,6 +209,40 @@ def test_nutpie_cache_reuses_compiled_model(monkeypatch):
     assert float(shifted.constant_data["offset"]) == 1.0
 
 
+def _hierarchical_model() -> pm.Model:
+    """200 group means: slow enough (about a second for 4 x 600 draws) that a run is paused mid-way."""
+    rng = np.random.default_rng(1)
+    with pm.Model() as model:
+        mu, tau = pm.Normal("mu", 0, 1), pm.HalfNormal("tau", 1)
+        z = pm.Normal("z", 0, 1, shape=200)
+        pm.Normal("y", mu + tau * z[np.repeat(np.arange(200), 20)], 1, observed=rng.normal(size=4000))
+    return model
+
+
+def test_a_continued_nutpie_run_is_a_fresh_run_of_that_many_draws():
+    """What the rerun policy "continue" rests on (``toolkit.fitting.run_extending``): a run judged at 300 draws
+    and continued to 600 gives exactly the draws and sampler statistics of a fresh run of 600 with that seed,
+    whether it is paused mid-way (room for 20,000) or has drawn everything (the last checkpoint at its end)."""
+    model = _hierarchical_model()
+    settings = SamplerSettings(chains=4, tune=300, draws=600, random_seed=3, progressbar=False)
+    fresh = sample(model, settings, log_likelihood=False)
+    for max_draws in (20_000, 600):
+        run = inference.open_nutpie_run(model, settings, max_draws, log_likelihood=False)
+        first = run.first(300)
+        run.resume()
+        second = run.first(600)
+        run.stop()
+        assert first.posterior.sizes["draw"] == 300 and second.posterior.sizes["draw"] == 600
+        np.testing.assert_array_equal(first.posterior["z"].values, fresh.posterior["z"].values[:, :300])
+        np.testing.assert_array_equal(second.posterior["z"].values, fresh.posterior["z"].values)
+        for stat in ("diverging", "n_steps", "step_size"):
+            np.testing.assert_array_equal(second.sample_stats[stat].values, fresh.sample_stats[stat].values)
+        assert "observed_data" in second.children and second.attrs["backend"] == "nutpie"
+        assert 0 < first.attrs["sampling_seconds"] <= second.attrs["sampling_seconds"]
+    with pytest.raises(ValueError, match="a checkpoint must lie in 1..600 draws"):
+        inference.open_nutpie_run(model, settings, 600, log_likelihood=False).first(601)
+
+
 def test_python_logp_callback_fits_and_swaps_data_without_recompiling(monkeypatch):
     """The disk-cacheable callback (PyTensor's numba function called from Python) gives the exact
     posterior, never goes through nutpie's C-callback compiler, and swaps pm.Data on a cache hit."""

@@ -1,7 +1,7 @@
 """The fits' own sampling extension (MRD, CAR-T, joint) (``toolkit.fitting.sample_extending``): budget, verdict, record.
 
 The sampler and the verdict are replaced by fakes, so these tests run in milliseconds and show what is
-rerun, with which settings, and when the loop stops.
+rerun or continued, with which settings, and when the loop stops.
 """
 
 import pytest
@@ -24,7 +24,7 @@ class _Group:
 
 def _fake(monkeypatch, verdicts):
     """``sample`` records its settings; ``diagnose`` returns the next verdict: (converged, divergences)."""
-    calls, queue = [], list(verdicts)
+    calls, queue = _Calls(), list(verdicts)
 
     def sample(model, settings):
         calls.append(settings)
@@ -40,12 +40,40 @@ def _fake(monkeypatch, verdicts):
                            divergences=divergences, min_bfmi=0.9, converged=converged,
                            problems=[] if converged else problems)
 
+    class Run:
+        """A continuing nutpie run (``toolkit.inference.NutpieRun``): records its settings, checkpoints, resumes."""
+
+        def __init__(self, settings, max_draws):
+            self.settings, self.max_draws, self.checkpoints, self.resumed, self.stopped = (
+                settings, max_draws, [], 0, False)
+            runs.append(self)
+
+        def first(self, n):
+            assert n <= self.max_draws and not self.stopped
+            self.checkpoints.append(n)
+            return _Posterior(n)
+
+        def resume(self):
+            self.resumed += 1
+
+        def stop(self):
+            self.stopped = True
+
+    runs = []
     monkeypatch.setattr(fitting, "sample", sample)
     monkeypatch.setattr(fitting, "diagnose", diagnose)
+    monkeypatch.setattr(fitting, "open_nutpie_run", lambda model, settings, max_draws, **_: Run(settings, max_draws))
+    calls.runs = runs
     return calls
 
 
-SETTINGS = SamplerSettings(chains=4, tune=1000, draws=1000, random_seed=7, progressbar=False)
+class _Calls(list):
+    runs: list
+
+
+# a backend that cannot continue a run (PyMC's NUTS): every rerun is a fresh run ("what-failed")
+SETTINGS = SamplerSettings(backend="pymc", chains=4, tune=1000, draws=1000, random_seed=7, progressbar=False)
+NUTPIE = SamplerSettings(chains=4, tune=1000, draws=1000, random_seed=7, progressbar=False)
 
 
 def test_a_failed_verdict_is_rerun_with_doubled_draws_until_it_passes(monkeypatch):
@@ -69,7 +97,8 @@ def test_a_passing_first_run_and_quick_looks_are_not_rerun(monkeypatch):
     sample_extending(None, SETTINGS, extensions=2)
     assert len(calls) == 1
     calls = _fake(monkeypatch, [(False, 0)])  # 2 x 200 draws: a quick look whose ESS cannot reach 400
-    sample_extending(None, SamplerSettings(chains=2, tune=200, draws=200, progressbar=False), extensions=2)
+    sample_extending(None, SamplerSettings(backend="pymc", chains=2, tune=200, draws=200, progressbar=False),
+                     extensions=2)
     assert len(calls) == 1
 
 
@@ -93,6 +122,38 @@ def test_a_run_that_failed_on_divergences_alone_keeps_its_draws(monkeypatch):
     assert [s.draws for s in calls] == [1000, 2000, 2000, 4000]
     assert [s.target_accept for s in calls] == [0.9, 0.9, 0.95, 0.975]
     assert [s.random_seed for s in calls] == [7, 8, 9, 10] and kept.draws == 4000
+
+
+def test_nutpie_continues_the_same_chains_and_restarts_only_after_divergences(monkeypatch):
+    """Policy "continue": R-hat/ESS failures continue one run (same seed, tuning once) to twice the draws; a run
+    with divergences starts a new run at the higher target_accept, with room for the doublings still allowed."""
+    calls = _fake(monkeypatch, [(False, 0), (False, 0), (True, 0)])
+    posterior, kept, attempts = sample_extending(None, NUTPIE, extensions=3)
+    assert calls == [] and len(calls.runs) == 1  # no fresh run: one run, judged at three checkpoints
+    (run,) = calls.runs
+    assert run.max_draws == 8000 and run.checkpoints == [1000, 2000, 4000] and run.resumed == 2 and run.stopped
+    assert kept.draws == 4000 and kept.random_seed == 7 and posterior.draws == 4000
+    assert [a["continued"] for a in attempts] == [False, True, True] and attempts[-1]["converged"]
+    assert [a["sampling_seconds"] for a in attempts] == [1.0, 0.0, 0.0]  # each attempt's own time
+
+    calls = _fake(monkeypatch, [(False, 0), (False, 2), (False, 1, True), (True, 0)])
+    _, kept, attempts = sample_extending(None, NUTPIE, extensions=3)
+    first, second, third = calls.runs
+    assert [r.checkpoints for r in calls.runs] == [[1000, 2000], [4000], [4000]]
+    assert [r.max_draws for r in calls.runs] == [8000, 8000, 4000] and all(r.stopped for r in calls.runs)
+    assert [r.settings.target_accept for r in calls.runs] == [0.9, 0.95, 0.975]
+    assert [r.settings.random_seed for r in calls.runs] == [7, 9, 10]
+    assert [a["continued"] for a in attempts] == [False, True, False, False]
+    assert kept.draws == 4000 and kept.target_accept == 0.975
+
+
+def test_nutpie_without_reruns_or_for_a_quick_look_samples_once(monkeypatch):
+    calls = _fake(monkeypatch, [(False, 0)])
+    sample_extending(None, NUTPIE, extensions=0)
+    assert len(calls) == 1 and calls.runs == []
+    calls = _fake(monkeypatch, [(False, 0)])
+    sample_extending(None, SamplerSettings(chains=2, tune=200, draws=200, progressbar=False), extensions=2)
+    assert len(calls) == 1 and calls.runs == []
 
 
 @pytest.mark.parametrize("options", [MrdOptions, CartOptions, JointOptions])

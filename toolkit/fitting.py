@@ -21,7 +21,7 @@ from toolkit.data.from_run import durability_inputs_from_run  # also public here
 from toolkit.data.inputs import DurabilityInputs, ModelDataError, to_durability_inputs
 from toolkit.estimands import durability_definitions, durability_estimands
 from toolkit.inference import (RERUN_POLICIES, RERUN_POLICY, ResultMethods, SamplerSettings, build_provenance,
-                               diagnose, hash_folder, sample, sampler_metadata)
+                               diagnose, hash_folder, open_nutpie_run, sample, sampler_metadata)
 from toolkit.models import cart, durability
 from toolkit.predictive import add_posterior_predictive, durability_predictive, mrd_predictive
 from toolkit.review import (ESTIMAND_DRAWS, add_log_likelihood, add_log_prior, estimand_draws_dataset,
@@ -545,62 +545,107 @@ EXTEND_MIN_DRAWS = 1000  # chains x draws below which a run is a quick look that
 
 
 def run_extending(settings: SamplerSettings, extensions: int, draw, var_names: list[str] | None = None,
-                  policy: str = RERUN_POLICY):
-    """Run ``draw(run_settings) -> posterior``; while the verdict fails, rerun what failed, at most ``extensions``
-    times: the one rerun policy of fits (:func:`sample_extending`) and of calibration studies
+                  policy: str = RERUN_POLICY, open_run=None):
+    """Run ``draw(run_settings) -> posterior``; while the verdict fails, rerun or continue what failed, at most
+    ``extensions`` times: the one rerun policy of fits (:func:`sample_extending`) and of calibration studies
     (``toolkit.calibration.runner``), so a study measures the sampler the analysis runs.
 
-    Rerun k has seed ``random_seed + k``. After a run whose R-hat, ESS, E-BFMI or tree depth failed, the rerun
-    has twice its draws per chain (tuning unchanged); after a run with divergences it halves the distance of
-    ``target_accept`` to 1 (0.95 -> 0.975 -> 0.9875: a smaller step size, the standard remedy, at the cost of
-    more leapfrog steps per draw). A run that failed on divergences alone is rerun with the same draws at the
-    higher target_accept: more draws would only add chances of a divergence, not remove its cause (``policy``
-    "what-failed", since December 2026; "doubling", before, doubled the draws at every rerun: a calibration
-    study stored under it is resumed under it, see ``RERUN_POLICIES``). Each rerun is a fresh run, and only the
-    last run is kept and judged, with the same verdict (:func:`toolkit.inference.diagnose` over ``var_names``,
-    default every posterior variable). So the budget is stated in advance: at most ``extensions`` reruns, in all at most
-    ``(extensions + 1) * tune + (2**(extensions + 1) - 1) * draws`` iterations per chain (tuning is repeated; at
-    1000 + 1000: 2.5 times one run for one rerun, 5 times for two, 9.5 for three). A quick look of fewer than
-    ``EXTEND_MIN_DRAWS`` draws in all is not rerun (its ESS cannot reach 400 by design).
+    After a run whose R-hat, ESS, E-BFMI or tree depth failed, the next has twice its draws per chain; after a
+    run with divergences, target_accept moves halfway to 1 (0.9 -> 0.95 -> 0.975: a smaller step size, the
+    standard remedy, at the cost of more leapfrog steps per draw), and a run that failed on divergences alone
+    keeps its draws (more draws would only add chances of a divergence, not remove its cause). The kept run is
+    the last, judged by the same verdict (:func:`toolkit.inference.diagnose` over ``var_names``, default every
+    posterior variable). A quick look of fewer than ``EXTEND_MIN_DRAWS`` draws in all is not rerun (its ESS
+    cannot reach 400 by design). The policies (``toolkit.inference.RERUN_POLICIES``; a calibration study
+    records its own and is resumed under it):
+
+    - ``"continue"`` (the default since 5 December 2026; needs ``open_run(run_settings, max_draws)`` -> a
+      :class:`toolkit.inference.NutpieRun`, else it is ``"what-failed"``): doubling the draws continues the
+      same chains from where they are, with their tuning, so the run judged at 2n draws is the first run's n
+      draws and n more (the same draws as a fresh run of 2n draws with that seed). Only divergences start a
+      new run (its seed ``random_seed + k``, at the higher target_accept). Tuning is paid once, not at every
+      rerun: at 1000 + 1000 a fit judged at 8000 draws has sampled 9000 iterations a chain, against 19000.
+    - ``"what-failed"`` (December 2026): each rerun k is a fresh run with seed ``random_seed + k``.
+    - ``"doubling"`` (before): like "what-failed", but the draws doubled at every rerun, divergences or not.
+
+    Under the restarting policies the budget is at most ``(extensions + 1) * tune + (2**(extensions + 1) - 1) *
+    draws`` iterations per chain (tuning is repeated; at 1000 + 1000: 2.5 times one run for one rerun, 5 times
+    for two, 9.5 for three); continuing, ``tune + 2**extensions * draws`` when no divergence restarts it.
 
     Returns
     -------
     posterior, diagnostics of the kept run, settings of the kept run, attempts
-        ``attempts``: one dict per run (chains, tune, draws, target_accept, seed, verdict, max R-hat, min
-        bulk/tail ESS, divergences, sampling seconds from ``posterior.attrs``), recorded in a run's provenance.
+        ``attempts``: one dict per run or checkpoint (chains, tune, draws, target_accept, seed, verdict, max
+        R-hat, min bulk/tail ESS, divergences, sampling seconds from ``posterior.attrs``, and ``continued``:
+        whether it continued the run before), recorded in a run's provenance.
     """
     from dataclasses import replace
 
     if policy not in RERUN_POLICIES:
         raise ValueError(f"unknown rerun policy {policy!r}; one of {', '.join(RERUN_POLICIES)}")
-    attempts, run, d = [], settings, None
-    for k in range(extensions + 1):
-        if k:
-            target = 1.0 - (1.0 - run.target_accept) / 2.0 if d.divergences else run.target_accept
-            keep_draws = d.divergences_only and policy == "what-failed"
-            run = replace(settings, draws=run.draws if keep_draws else run.draws * 2,
-                          random_seed=int(settings.random_seed) + k, target_accept=round(target, 6))
-        posterior = draw(run)
-        d = diagnose(posterior, var_names=var_names or list(posterior["posterior"].data_vars))
-        attempts.append({"chains": run.chains, "tune": run.tune, "draws": run.draws,
-                         "target_accept": run.target_accept, "seed": int(run.random_seed),
-                         "converged": d.converged, "max_rhat": d.as_dict()["max_rhat"],
-                         "min_ess_bulk": d.as_dict()["min_ess_bulk"], "min_ess_tail": d.as_dict()["min_ess_tail"],
-                         "divergences": d.divergences, "sampling_seconds": posterior.attrs.get("sampling_seconds")})
-        if d.converged or run.chains * run.draws < EXTEND_MIN_DRAWS:
-            break
+    continuing = (policy == "continue" and open_run is not None and extensions > 0
+                  and settings.chains * settings.draws >= EXTEND_MIN_DRAWS)
+    if policy == "continue" and not continuing:
+        policy = "what-failed"  # a backend that cannot continue a run (or no reruns) restarts it
+    attempts, run, d, handle, continued, seconds_before = [], settings, None, None, False, 0.0
+    try:
+        for k in range(extensions + 1):
+            if k:
+                target = 1.0 - (1.0 - run.target_accept) / 2.0 if d.divergences else run.target_accept
+                keep_draws = d.divergences_only and policy in ("what-failed", "continue")
+                continued = continuing and not d.divergences
+                run = replace(settings, draws=run.draws if keep_draws else run.draws * 2,
+                              random_seed=run.random_seed if continued else int(settings.random_seed) + k,
+                              target_accept=round(target, 6))
+            if continuing:
+                if not continued:
+                    if handle is not None:
+                        handle.stop()
+                    handle, seconds_before = open_run(run, run.draws * 2 ** (extensions - k)), 0.0
+                else:
+                    handle.resume()
+                posterior = handle.first(run.draws)
+            else:
+                posterior = draw(run)
+            d = diagnose(posterior, var_names=var_names or list(posterior["posterior"].data_vars))
+            attempts.append({"chains": run.chains, "tune": run.tune, "draws": run.draws,
+                             "target_accept": run.target_accept, "seed": int(run.random_seed),
+                             "converged": d.converged, "max_rhat": d.as_dict()["max_rhat"],
+                             "min_ess_bulk": d.as_dict()["min_ess_bulk"],
+                             "min_ess_tail": d.as_dict()["min_ess_tail"], "divergences": d.divergences,
+                             # this attempt's own time: a continued run's posterior counts from the run's start
+                             "sampling_seconds": _seconds(posterior, since=seconds_before)}
+                            | ({"continued": continued} if continuing else {}))
+            seconds_before = _seconds(posterior, since=0.0) or 0.0
+            if d.converged or run.chains * run.draws < EXTEND_MIN_DRAWS:
+                break
+    finally:
+        if handle is not None:
+            handle.stop()
     return posterior, d, run, attempts
 
 
+def _seconds(posterior, since: float) -> float | None:
+    """The posterior's sampling seconds after ``since`` (None when the backend did not time it)."""
+    seconds = posterior.attrs.get("sampling_seconds")
+    return None if seconds is None else float(seconds) - since
+
+
 def sample_extending(model, settings: SamplerSettings, extensions: int = 1, **sample_options):
-    """:func:`run_extending` of ``toolkit.inference.sample(model, run, **sample_options)``.
+    """:func:`run_extending` of ``toolkit.inference.sample(model, run, **sample_options)``; with the nutpie
+    backend a failed verdict continues the run (``toolkit.inference.open_nutpie_run``).
 
     Returns
     -------
     posterior, settings of the kept run, attempts (see :func:`run_extending`)
     """
+    open_run = None
+    if settings.backend == "nutpie":
+        def open_run(run: SamplerSettings, max_draws: int):
+            return open_nutpie_run(model, run, max_draws, **sample_options)
     posterior, _, run, attempts = run_extending(settings, extensions,
-                                                lambda run: sample(model, run, **sample_options))
+                                                lambda run: sample(model, run, **sample_options),
+                                                open_run=open_run)
     return posterior, run, attempts
 
 
@@ -641,6 +686,16 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
     return record_extensions(result, attempts, settings, options.extend_sampling)
 
 
+def _extended_how(attempts: list[dict]) -> str:
+    """'sampling was continued 2 time(s) ...' for :func:`record_extensions`."""
+    continued = sum(bool(a.get("continued")) for a in attempts[1:])
+    rerun = len(attempts) - 1 - continued
+    parts = ([f"its chains were continued {continued} time(s) to twice the draws"] if continued else []) + (
+        [f"sampling was rerun {rerun} time(s) (more draws, or a smaller step size after divergences)"] if rerun
+        else [])
+    return " and ".join(parts)
+
+
 def record_extensions(result: FitResult, attempts: list[dict], kept: SamplerSettings, extensions: int) -> FitResult:
     """Record :func:`sample_extending`'s runs in the provenance, and a warning when the first run was rerun."""
     result.provenance["sampling_attempts"] = attempts
@@ -648,8 +703,8 @@ def record_extensions(result: FitResult, attempts: list[dict], kept: SamplerSett
         first = attempts[0]
         result.summary["warnings"].append(
             f"the first run ({first['chains']} chains x {first['draws']} draws) did not pass its diagnostics "
-            f"(max R-hat {first['max_rhat']}, min bulk ESS {first['min_ess_bulk']}); sampling was rerun "
-            f"{len(attempts) - 1} time(s) with more draws, keeping the last run ({kept.draws} draws per chain, "
+            f"(max R-hat {first['max_rhat']}, min bulk ESS {first['min_ess_bulk']}); {_extended_how(attempts)}, "
+            f"keeping the last run ({kept.draws} draws per chain, "
             f"target_accept {kept.target_accept}; extend_sampling = {extensions})")
     return result
 

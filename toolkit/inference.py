@@ -345,6 +345,90 @@ def _sample_nutpie(model: pm.Model, settings: SamplerSettings) -> tuple[xr.DataT
     }
 
 
+class NutpieRun:
+    """One nutpie run of up to ``max_draws`` draws a chain, read at checkpoints and continued.
+
+    ``first(n)`` waits until every chain has ``n`` draws after tuning, pauses the run and returns the first ``n``
+    draws of every chain: the same draws as a run of ``n`` draws with this seed (a nutpie chain's draws do not
+    depend on how many were asked for; ``tests/test_inference.py``). ``resume()`` continues it, ``stop()``
+    ends it. The chains run side by side, one thread each (nutpie runs chains in their order when it has fewer
+    threads than chains, so the first would finish all ``max_draws`` before the last started); a checkpoint
+    waits for the slowest chain, and the draws the others made beyond it are kept for the next checkpoint.
+    ``finish(dt, sampling_seconds)`` makes what the caller returns (the run's own draws, sliced).
+    """
+
+    def __init__(self, compiled, *, chains: int, tune: int, max_draws: int, seed: int, target_accept: float,
+                 adaptation: str = "diag", finish: Callable | None = None):
+        import threading
+
+        import nutpie
+
+        self.tune, self.max_draws = max(int(tune), 1), int(max_draws)  # nuts-rs panics on tune == 0
+        self._finish = finish or _with_sampling_seconds
+        self._progress = threading.Condition()
+        self._final = None
+        self._least = 0  # draws after tuning that every chain has made
+        self._seconds, self._since = 0.0, time.perf_counter()
+        self._sampler = nutpie.sample(compiled, draws=self.max_draws, tune=self.tune, chains=int(chains),
+                                      cores=int(chains), seed=int(seed), save_warmup=False, progress_bar=False,
+                                      target_accept=float(target_accept), adaptation=adaptation, blocking=False,
+                                      progress_callback=self._on_progress, progress_rate=50)
+
+    def _on_progress(self, chains) -> None:
+        with self._progress:
+            self._least = min(int(c.finished_draws) for c in chains) - self.tune
+            self._progress.notify_all()
+
+    def first(self, n: int):
+        """The first ``n`` draws of every chain (waits for them; the run is paused until ``resume``)."""
+        if not 0 < n <= self.max_draws:
+            raise ValueError(f"a checkpoint must lie in 1..{self.max_draws} draws, got {n}")
+        # nutpie calls ``_on_progress`` holding its own lock, so its state is asked outside ours
+        while not self._reached(n) and not self._finished():
+            pass
+        if self._final is not None or self._finished():
+            if self._final is None:  # every draw is made: take them once (raises the sampler's error, if any)
+                self._seconds += time.perf_counter() - self._since
+                self._final = self._sampler.wait()
+            dt = self._final
+        else:
+            self._sampler.pause()
+            self._seconds += time.perf_counter() - self._since
+            dt = self._sampler.inspect()
+        dt = dt.isel(draw=slice(0, n), missing_dims="ignore")
+        if int(dt["posterior"].sizes["draw"]) < n or any(
+                bool(np.isnan(v.values).any()) for v in dt["posterior"].data_vars.values() if v.dtype.kind == "f"):
+            raise RuntimeError(f"nutpie returned fewer than {n} draws in a chain")  # a broken promise, not bad data
+        return self._finish(dt, self._seconds)
+
+    def _reached(self, n: int) -> bool:
+        with self._progress:
+            if self._least < n:
+                self._progress.wait(timeout=0.5)
+            return self._least >= n
+
+    def _finished(self) -> bool:
+        try:
+            return bool(self._sampler.is_finished)
+        except TimeoutError:  # nutpie's lock was busy: it is still sampling
+            return False
+
+    def resume(self) -> None:
+        """Continue the paused run."""
+        self._since = time.perf_counter()
+        self._sampler.resume()
+
+    def stop(self) -> None:
+        """End the run and free its threads (what was drawn beyond the last checkpoint is dropped)."""
+        if self._final is None and not self._finished():
+            self._sampler.cancel()
+
+
+def _with_sampling_seconds(dt, seconds: float):
+    dt.attrs["sampling_seconds"] = float(seconds)
+    return dt
+
+
 def _split_pymc_time(dt: xr.DataTree, total: float) -> dict:
     sampling = float(dt.posterior.attrs.get("sampling_time", total))
     sampling = min(sampling, total)
@@ -618,6 +702,36 @@ def sample(
         raise TypeError("settings must be a SamplerSettings")
     t0 = time.perf_counter()
     dt, timings = _SAMPLERS[settings.backend](model, settings)
+    return _finish_posterior(model, dt, settings, timings, log_likelihood=log_likelihood, started=t0)
+
+
+def open_nutpie_run(model: pm.Model, settings: SamplerSettings, max_draws: int, *,
+                    log_likelihood: bool = True) -> NutpieRun:
+    """A :class:`NutpieRun` of ``model`` at ``settings`` (its seed, tuning, target_accept, adaptation) with up to
+    ``max_draws`` draws a chain, whose checkpoints come back as :func:`sample` returns a posterior."""
+    from pymc.backends.arviz import patch_nutpie_idata
+
+    t0 = time.perf_counter()
+    compiled, hit = _nutpie_compiled(model, settings.logp_callback)
+    compile_seconds = time.perf_counter() - t0
+    PROGRESS.info(f"sampling: {settings.chains} chains x ({settings.tune} tuning + up to {max_draws} draws, "
+                  "judged at checkpoints)")
+
+    def finish(dt: xr.DataTree, seconds: float) -> xr.DataTree:
+        patch_nutpie_idata(dt, model, sampling_time=seconds)
+        timings = {"compile_seconds": compile_seconds, "sampling_seconds": seconds, "compile_cache_hit": int(hit)}
+        return _finish_posterior(model, dt, settings, timings, log_likelihood=log_likelihood,
+                                 started=time.perf_counter() - seconds - compile_seconds)
+
+    return NutpieRun(compiled, chains=settings.chains, tune=settings.tune, max_draws=max_draws,
+                     seed=int(settings.random_seed), target_accept=settings.target_accept,
+                     adaptation=settings.adaptation, finish=finish)
+
+
+def _finish_posterior(model: pm.Model, dt: xr.DataTree, settings: SamplerSettings, timings: dict, *,
+                      log_likelihood: bool, started: float) -> xr.DataTree:
+    """What :func:`sample` adds to a backend's draws: the pointwise log-likelihood and the wall-time attrs."""
+    t0 = started
     # nutpie/numpyro paths always add constant_data; keep it only when it has pm.Data.
     if "constant_data" in dt.children and not dt["constant_data"].to_dataset().data_vars:
         del dt["constant_data"]
@@ -687,11 +801,13 @@ def _finite_or_none(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-# How a fit that failed its verdict is rerun (``toolkit.fitting.run_extending``): "what-failed" (since December
-# 2026) doubles the draws only after R-hat, ESS, E-BFMI or tree depth failed; "doubling" (before) doubled them at
-# every rerun. A calibration study records its policy, so a resumed study keeps the one it started with.
-RERUN_POLICIES = ("what-failed", "doubling")
-RERUN_POLICY = "what-failed"
+# How a fit that failed its verdict is rerun (``toolkit.fitting.run_extending``): "continue" (since 5 December
+# 2026) continues the same chains to twice the draws after R-hat, ESS, E-BFMI or tree depth failed, and starts a
+# new run only after divergences; "what-failed" (December 2026) started a new run each time; "doubling" (before)
+# also doubled the draws after divergences. A calibration study records its policy, so a resumed study keeps
+# the one it started with.
+RERUN_POLICIES = ("continue", "what-failed", "doubling")
+RERUN_POLICY = "continue"
 
 # Names of the per-draw "trajectory stopped at the maximum tree depth" flag: nutpie, then PyMC/numpyro.
 TREEDEPTH_FLAGS = ("maxdepth_reached", "reached_max_treedepth")

@@ -76,9 +76,11 @@ def verdict_sentences(table, overview: dict, config: dict) -> list[str]:
                           "statistics." if passed else "."))
         if overview.get("extended"):
             reruns = config.get("settings", {}).get("extend_sampling", "?")
-            how = ("twice the draws after R-hat or ESS failed, a higher target_accept after divergences alone"
-                   if rerun_policy_of(config.get("settings")) == "what-failed"
-                   else "doubled draws, and a higher target_accept after divergences")
+            how = {"continue": "the same chains continued to twice the draws after R-hat or ESS failed, a new run "
+                               "at a higher target_accept after divergences",
+                   "what-failed": "twice the draws after R-hat or ESS failed, a higher target_accept after "
+                                  "divergences alone"}.get(rerun_policy_of(config.get("settings")),
+                                                           "doubled draws, and a higher target_accept after divergences")
             out.append(f"{overview['extended']} of {n} fits failed their first run and were rerun ({how}; "
                        f"extend_sampling = {reruns}, as `toolkit fit` does); the verdict above is of the kept runs.")
     if overview["failed"]:

@@ -6,9 +6,9 @@ One simulation (:func:`run_simulation`, run on a worker):
 2. swap it into the fit model, compiled **once per worker** (nutpie's compiled
    model, ``with_data``), and sample;
 3. diagnose the fit with the toolkit's own verdict (``toolkit.inference.diagnose``)
-   and, where the spec allows reruns (``extend_sampling``), rerun what failed (doubled
-   draws, or a higher target_accept after divergences) while the verdict fails, exactly as a fit of real data would
-   (``toolkit.fitting.run_extending``); the last run is the one kept;
+   and, where the spec allows reruns (``extend_sampling``), continue or rerun what failed (the same chains to
+   twice the draws, or a new run at a higher target_accept after divergences) while the verdict fails, exactly as
+   a fit of real data would (``toolkit.fitting.run_extending``); the last run is the one kept;
 4. thin each chain by ESS: keep every m-th draw, m = floor(S / min bulk ESS),
    so the L kept draws are close to independent (Talts et al. 2018, section 4.1);
 5. for every test quantity f (scalar parameters, decision estimands, joint
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.inference import RERUN_POLICY, SamplerSettings
+from toolkit.inference import RERUN_POLICY, NutpieRun, SamplerSettings
 
 __all__ = ["StudyError", "study_settings", "load_results", "run_simulation", "run_study", "start_local_cluster"]
 
@@ -60,7 +60,8 @@ def study_settings(sampler: dict | None = None) -> SamplerSettings:
     """The toolkit's :class:`~toolkit.inference.SamplerSettings` of a study, from a spec's ``[sampler]`` table.
 
     A study uses one settings type with every fit: ``seed`` (the spec's name) is
-    ``random_seed``; fits always run on nutpie, one core a worker, without a
+    ``random_seed``; fits always run on nutpie, one core a worker (a run that may be
+    continued runs its chains side by side on it, ``toolkit.inference.NutpieRun``), without a
     progress bar. Keys a study does not use (e.g. ``backend``) are ignored.
     """
     sampler = dict(sampler or {})
@@ -251,15 +252,21 @@ def _sample_with_extensions(compiled, sim: int, names: list[str], settings: Samp
 
     from toolkit.fitting import run_extending
 
+    def seed(run: SamplerSettings) -> int:
+        return int((run.random_seed * 1_000_003 + sim) % 2**63)
+
     def draw(run: SamplerSettings):
         t1 = time.perf_counter()
-        dt = nutpie.sample(compiled, draws=run.draws, tune=run.tune, chains=run.chains, cores=1,
-                           seed=int((run.random_seed * 1_000_003 + sim) % 2**63), progress_bar=False,
-                           save_warmup=False, target_accept=run.target_accept)
+        dt = nutpie.sample(compiled, draws=run.draws, tune=run.tune, chains=run.chains, cores=1, seed=seed(run),
+                           progress_bar=False, save_warmup=False, target_accept=run.target_accept)
         dt.attrs["sampling_seconds"] = time.perf_counter() - t1
         return dt
 
-    return run_extending(settings, extensions, draw, var_names=names, policy=policy)
+    def open_run(run: SamplerSettings, max_draws: int) -> NutpieRun:
+        return NutpieRun(compiled, chains=run.chains, tune=run.tune, max_draws=max_draws, seed=seed(run),
+                         target_accept=run.target_accept)
+
+    return run_extending(settings, extensions, draw, var_names=names, policy=policy, open_run=open_run)
 
 
 def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings, extensions: int = 0,
@@ -301,7 +308,8 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
                       divergences=int(diag.divergences), runs=len(attempts),
                       sampling_seconds=sum(a["sampling_seconds"] for a in attempts),
                       first_converged=bool(attempts[0]["converged"]), draws_per_chain=int(kept.draws),
-                      run_history=json.dumps([{k: a[k] for k in RUN_HISTORY} for a in attempts]))
+                      run_history=json.dumps([{k: a[k] for k in RUN_HISTORY + ("continued",) if k in a}
+                                              for a in attempts]))
         post = dt["posterior"].to_dataset()
         n_total = kept.chains * kept.draws
         ess = diag.min_ess_bulk if np.isfinite(diag.min_ess_bulk) and diag.min_ess_bulk > 0 else 1.0
@@ -339,6 +347,7 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
 
 # what the record keeps of each run of a simulation (``toolkit.fitting.run_extending``'s attempts), as JSON
 RUN_HISTORY = ("draws", "target_accept", "max_rhat", "min_ess_bulk", "min_ess_tail", "divergences")
+# and "continued" (policy "continue": the run continued the one before to twice its draws)
 
 
 def record_frame(record: dict):

@@ -215,8 +215,8 @@ floor and latency (and the arm's typical kill rate) is 1.02-1.13 after 4 x
 1000 draws; the changes above do not remove it, more draws often do. The fit
 therefore extends its own sampling (``toolkit.fitting.sample_extending``,
 option ``extend_sampling``, 3 in the primary spec): a run that fails the
-verdict is rerun with twice the draws (then four, then eight times), after a run with
-divergences also at a target_accept halfway to 1 (0.9 -> 0.95 -> 0.975 -> 0.9875; a run that
+verdict is continued to twice the draws (then four, then eight times), after a run with
+divergences a new run at a target_accept halfway to 1 (0.9 -> 0.95 -> 0.975 -> 0.9875; a run that
 failed on divergences alone keeps its draws, ``toolkit.fitting.run_extending``); the
 last run is kept and judged by the same verdict, and every run's settings and
 diagnostics are in the provenance (``sampling_attempts``) and a warning.
