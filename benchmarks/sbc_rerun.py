@@ -111,18 +111,22 @@ def main() -> int:
     return 0
 
 
-def iterations_per_chain(run_history: str | None, tune: int) -> int | None:
-    """Iterations a chain sampled, tuning included, from a record's ``run_history``: a new run costs its tuning
-    and draws, a continued one (policy "continue") only the draws it added (draws beyond the last checkpoint,
-    made by the chains that were ahead, are not counted). None for a record without its history."""
+def iterations_per_chain(run_history: str | None, tune: int, chains: int = 4) -> float | None:
+    """Iterations a chain sampled, tuning included, from a record's ``run_history``: each run its tuning and
+    its draws; a continued run (policy "continue") the draws its chains had made when last judged
+    (``draws_made``, those past the checkpoint included) over ``chains``. None without the history."""
     import json
 
     if not isinstance(run_history, str) or not run_history:
         return None
-    total, before = 0, 0
-    for run in json.loads(run_history):
-        total += run["draws"] - before if run.get("continued") else tune + run["draws"]
-        before = run["draws"]
+    runs = json.loads(run_history)
+    total = 0.0
+    for k, run in enumerate(runs):
+        last_of_its_run = k + 1 == len(runs) or not runs[k + 1].get("continued")
+        if not run.get("continued"):
+            total += tune
+        if last_of_its_run:
+            total += run["draws_made"] / chains if run.get("draws_made") else run["draws"]
     return total
 
 

@@ -239,6 +239,7 @@ def test_a_continued_nutpie_run_is_a_fresh_run_of_that_many_draws():
             np.testing.assert_array_equal(second.sample_stats[stat].values, fresh.sample_stats[stat].values)
         assert "observed_data" in second.children and second.attrs["backend"] == "nutpie"
         assert 0 < first.attrs["sampling_seconds"] <= second.attrs["sampling_seconds"]
+        assert 4 * 300 <= first.attrs["draws_made"] <= 4 * max_draws and second.attrs["draws_made"] >= 4 * 600
     with pytest.raises(ValueError, match="a checkpoint must lie in 1..600 draws"):
         inference.open_nutpie_run(model, settings, 600, log_likelihood=False).first(601)
 

@@ -576,8 +576,9 @@ def run_extending(settings: SamplerSettings, extensions: int, draw, var_names: l
     -------
     posterior, diagnostics of the kept run, settings of the kept run, attempts
         ``attempts``: one dict per run or checkpoint (chains, tune, draws, target_accept, seed, verdict, max
-        R-hat, min bulk/tail ESS, divergences, sampling seconds from ``posterior.attrs``, and ``continued``:
-        whether it continued the run before), recorded in a run's provenance.
+        R-hat, min bulk/tail ESS, divergences, sampling seconds from ``posterior.attrs``; continuing, also
+        ``continued``, whether it continued the run before, and ``draws_made``, the draws all chains had made
+        when it was judged, those of chains ahead of the checkpoint included), recorded in a run's provenance.
     """
     from dataclasses import replace
 
@@ -615,7 +616,8 @@ def run_extending(settings: SamplerSettings, extensions: int, draw, var_names: l
                              "min_ess_tail": d.as_dict()["min_ess_tail"], "divergences": d.divergences,
                              # this attempt's own time: a continued run's posterior counts from the run's start
                              "sampling_seconds": _seconds(posterior, since=seconds_before)}
-                            | ({"continued": continued} if continuing else {}))
+                            | ({"continued": continued, "draws_made": posterior.attrs.get("draws_made")}
+                               if continuing else {}))
             seconds_before = _seconds(posterior, since=0.0) or 0.0
             if d.converged or run.chains * run.draws < EXTEND_MIN_DRAWS:
                 break

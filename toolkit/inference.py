@@ -395,11 +395,24 @@ class NutpieRun:
             self._sampler.pause()
             self._seconds += time.perf_counter() - self._since
             dt = self._sampler.inspect()
+        made = self._draws_made(dt)
         dt = dt.isel(draw=slice(0, n), missing_dims="ignore")
         if int(dt["posterior"].sizes["draw"]) < n or any(
                 bool(np.isnan(v.values).any()) for v in dt["posterior"].data_vars.values() if v.dtype.kind == "f"):
             raise RuntimeError(f"nutpie returned fewer than {n} draws in a chain")  # a broken promise, not bad data
-        return self._finish(dt, self._seconds)
+        dt = self._finish(dt, self._seconds)
+        dt.attrs["draws_made"] = made  # by all chains so far: the checkpoint's and those the faster chains made past it
+        return dt
+
+    @staticmethod
+    def _draws_made(dt) -> int:
+        """Draws after tuning the chains have made (nutpie pads a chain's draws still to come with NaN)."""
+        values = next((v for v in dt["posterior"].data_vars.values() if v.dtype.kind == "f"), None)
+        if values is None:
+            return int(dt["posterior"].sizes["chain"] * dt["posterior"].sizes["draw"])
+        drawn = ~np.isnan(values.transpose("chain", "draw", ...).values.reshape(
+            values.sizes["chain"], values.sizes["draw"], -1)).all(axis=2)
+        return int(drawn.sum())
 
     def _reached(self, n: int) -> bool:
         with self._progress:

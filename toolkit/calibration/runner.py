@@ -308,7 +308,7 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
                       divergences=int(diag.divergences), runs=len(attempts),
                       sampling_seconds=sum(a["sampling_seconds"] for a in attempts),
                       first_converged=bool(attempts[0]["converged"]), draws_per_chain=int(kept.draws),
-                      run_history=json.dumps([{k: a[k] for k in RUN_HISTORY + ("continued",) if k in a}
+                      run_history=json.dumps([{k: a[k] for k in RUN_HISTORY + ("continued", "draws_made") if k in a}
                                               for a in attempts]))
         post = dt["posterior"].to_dataset()
         n_total = kept.chains * kept.draws
@@ -347,7 +347,8 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
 
 # what the record keeps of each run of a simulation (``toolkit.fitting.run_extending``'s attempts), as JSON
 RUN_HISTORY = ("draws", "target_accept", "max_rhat", "min_ess_bulk", "min_ess_tail", "divergences")
-# and "continued" (policy "continue": the run continued the one before to twice its draws)
+# and, under policy "continue", "continued" (the run continued the one before to twice its draws) and
+# "draws_made" (by all chains when it was judged, those past the checkpoint included)
 
 
 def record_frame(record: dict):
