@@ -180,3 +180,22 @@ def test_the_primary_spec_states_its_budget():
     for model, reruns in (("mrd", 3), ("cart", 3), ("joint", 2)):
         spec = load_spec(shipped_spec(f"models/{model}_primary.toml"), model=model)
         assert resolve_options(model, spec).extend_sampling == reruns
+
+
+def test_the_fits_warning_says_how_it_was_extended():
+    """`toolkit fit`'s warning names continued chains and new runs apart (``record_extensions``)."""
+    from types import SimpleNamespace
+
+    from toolkit.fitting import record_extensions
+
+    first = {"chains": 4, "draws": 1000, "max_rhat": 1.03, "min_ess_bulk": 210}
+    result = SimpleNamespace(provenance={}, summary={"warnings": []})
+    attempts = [first | {"continued": False}, {"continued": True}, {"continued": False}, {"continued": True}]
+    record_extensions(result, attempts, NUTPIE, 3)
+    (warning,) = result.summary["warnings"]
+    assert "its chains were continued 2 time(s) to twice the draws and sampling was rerun 1 time(s)" in warning
+    assert result.provenance["sampling_attempts"] is attempts
+    result = SimpleNamespace(provenance={}, summary={"warnings": []})
+    record_extensions(result, [first, {}], SETTINGS, 1)
+    assert "sampling was rerun 1 time(s)" in result.summary["warnings"][0]
+    assert "continued" not in result.summary["warnings"][0]
