@@ -7,7 +7,8 @@ seed and default_design folder) and runs it through the study's own code, ``tool
 run_simulation``, with the study's settings and reruns (``extend_sampling``; give the study's ``--spec``: the
 rebuilt problem must match the one stored in ``study.json``, as ``--resume`` requires), in a process set up as a
 worker is (``worker_environment``: one thread each, empty compile caches; the script restarts itself so). Prints
-the verdict, runs, R-hat, ESS, divergences and iterations a chain (tuning included) beside the stored record's.
+the verdict, runs, R-hat, ESS, divergences and iterations a chain (tuning included) beside the stored record's, and
+the CPU seconds the rerun took (all threads: machine load does not inflate them, as it does wall time).
 ``--policy`` reruns it under another rerun policy (``continue`` on a study stored under ``what-failed``: the
 first run's draws are the stored first run's, the cost of what follows is the difference). Without arguments it
 says so (so `make benchmarks` runs).
@@ -70,6 +71,7 @@ def main() -> int:
         caches = tempfile.mkdtemp(prefix="sbc-rerun-")
         env = {**os.environ, **worker_environment(caches, "rerun"), "TOOLKIT_RERUN_CACHES": caches}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    import resource
     from dataclasses import replace
 
     import pandas as pd
@@ -95,11 +97,14 @@ def main() -> int:
     settings = replace(settings, random_seed=study_seed + args.run)  # --run K: the K-th rerun's sampler seed
     for sim in args.sim:
         keep = {"problem": problem} if args.detail else None
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
         record = run_simulation(problem, sim, thetas[sim], settings=settings, extensions=extensions,
                                 policy=args.policy or rerun_policy_of(stored), keep=keep, cohort_seed=study_seed)
+        used = resource.getrusage(resource.RUSAGE_SELF)
         print(f"simulation {sim}")
         print("rerun: ", {k: record[k] for k in SHOWN}, record["error"] or "",
-              "iterations a chain:", iterations_per_chain(record["run_history"], settings.tune))
+              "iterations a chain:", iterations_per_chain(record["run_history"], settings.tune),
+              f"CPU seconds (all threads): {used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime:.0f}")
         path = _sim_path(study.path, sim)
         if path.exists():
             row = pd.read_parquet(path).iloc[0]
