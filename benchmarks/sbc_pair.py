@@ -5,7 +5,9 @@
 At the same seed, simulation k of two studies draws the same prior values (and, for the same model, the same
 cohort), so two model versions or rerun policies compare paired. For the simulations stored in both, prints
 how many fits diverged in their first run and in any run, converged at the first run, and stayed unconverged
-(with the simulations that differ), the divergent draws over all runs, and the runs and worker seconds spent.
+(with the simulations that differ), the divergent draws over all runs, and the runs, worker seconds and
+iterations a chain spent (``toolkit.calibration.runner.iterations_per_chain``; also what the same verdicts
+would have cost under the rerun policy "continue", for a study stored under a restarting one).
 Reads each simulation's ``run_history`` (studies since December 2026; older ones lack per-run divergences).
 Without arguments it says so (so `make benchmarks` runs).
 """
@@ -15,19 +17,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def fits(study: str) -> dict[int, dict]:
     """Per stored simulation: verdicts, runs, seconds, and each run's divergences."""
-    from toolkit.calibration.runner import load_results
+    from toolkit.calibration.runner import STUDY_FILE, iterations_per_chain, load_results
 
+    settings = json.loads((Path(study) / STUDY_FILE).read_text())["settings"]
+    tune, chains = int(settings["tune"]), int(settings["chains"])
     out = {}
     for sim, row in load_results(study).groupby("sim").first().iterrows():
         history = json.loads(row["run_history"]) if isinstance(row.get("run_history"), str) and row["run_history"] \
             else []
         out[int(sim)] = {"converged": bool(row["converged"]), "first": bool(row["first_converged"]),
                          "runs": int(row["runs"]), "seconds": float(row["seconds"]),
-                         "divergences": [int(r["divergences"]) for r in history]}
+                         "divergences": [int(r["divergences"]) for r in history],
+                         "iterations": iterations_per_chain(row.get("run_history"), tune, chains),
+                         "as_if_continued": iterations_per_chain(row.get("run_history"), tune, chains,
+                                                                 as_if_continued=True)}
     return out
 
 
@@ -51,7 +59,10 @@ def main() -> int:
         print(f"  {name}: {sum(check(a[s]) for s in common)} vs {sum(check(b[s]) for s in common)} "
               f"(only the first: {only_a}; only the second: {only_b})")
     for label, sums in (("divergent draws in all runs", lambda f: sum(f["divergences"])),
-                        ("runs", lambda f: f["runs"]), ("worker seconds", lambda f: round(f["seconds"]))):
+                        ("runs", lambda f: f["runs"]), ("worker seconds", lambda f: round(f["seconds"])),
+                        ("iterations a chain, tuning included", lambda f: round(f["iterations"] or 0)),
+                        ("the same verdicts had each run continued the one before unless it diverged "
+                         "(policy \"continue\")", lambda f: round(f["as_if_continued"] or 0))):
         print(f"  {label}: {sum(sums(a[s]) for s in common)} vs {sum(sums(b[s]) for s in common)}")
     return 0
 

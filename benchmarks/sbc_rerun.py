@@ -77,7 +77,8 @@ def main() -> int:
     import pandas as pd
 
     from toolkit.calibration.api import reopen_study
-    from toolkit.calibration.runner import StudyError, _sim_path, rerun_policy_of, run_simulation
+    from toolkit.calibration.runner import (StudyError, _sim_path, iterations_per_chain, rerun_policy_of,
+                                            run_simulation)
 
     try:
         study = reopen_study(args.study, args.spec)
@@ -114,25 +115,6 @@ def main() -> int:
             print_detail(keep, thetas[sim])
         sys.stdout.flush()
     return 0
-
-
-def iterations_per_chain(run_history: str | None, tune: int, chains: int = 4) -> float | None:
-    """Iterations a chain sampled, tuning included, from a record's ``run_history``: each run its tuning and
-    its draws; a continued run (policy "continue") the draws its chains had made when last judged
-    (``draws_made``, those past the checkpoint included) over ``chains``. None without the history."""
-    import json
-
-    if not isinstance(run_history, str) or not run_history:
-        return None
-    runs = json.loads(run_history)
-    total = 0.0
-    for k, run in enumerate(runs):
-        last_of_its_run = k + 1 == len(runs) or not runs[k + 1].get("continued")
-        if not run.get("continued"):
-            total += tune
-        if last_of_its_run:
-            total += run["draws_made"] / chains if run.get("draws_made") else run["draws"]
-    return total
 
 
 def print_detail(keep: dict, theta: dict, top: int = 8) -> None:

@@ -172,8 +172,8 @@ def test_one_simulation_reports_diagnostics_and_ranks(weibull):
 
 
 def test_a_simulation_is_rerun_as_a_fit_would_be(weibull, monkeypatch):
-    """With ``extensions``, a fit failing its verdict is rerun by the fits' own policy (doubled draws, next seed,
-    target_accept halfway to 1 after divergences) and the last run is the one ranked and recorded."""
+    """With ``extensions``, a fit failing its verdict is rerun by the fits' own policy (after divergences a new
+    run: doubled draws, next seed, target_accept halfway to 1) and the last run is the one ranked and recorded."""
     import nutpie
 
     from toolkit import fitting
@@ -195,8 +195,10 @@ def test_a_simulation_is_rerun_as_a_fit_would_be(weibull, monkeypatch):
     settings = study_settings(dict(chains=2, tune=150, draws=500, seed=5, target_accept=0.9))
     record = run_simulation(weibull, 3, theta, settings=settings, extensions=2)
     assert record["status"] == "ok", record["error"]
-    assert [c["draws"] for c in calls] == [500, 1000] and [c["target_accept"] for c in calls] == [0.9, 0.95]
-    assert calls[1]["seed"] != calls[0]["seed"]
+    # policy "continue": each run has room for the doublings still allowed (500 x 4, then 1000 x 2) and is judged
+    # at its checkpoints; the divergences start a new run with a new seed at the higher target_accept
+    assert [c["draws"] for c in calls] == [2000, 2000] and [c["target_accept"] for c in calls] == [0.9, 0.95]
+    assert calls[1]["seed"] != calls[0]["seed"] and all(c["blocking"] is False for c in calls)
     assert record["runs"] == 2 and record["draws_per_chain"] == 1000 and record["converged"]
     assert not record["first_converged"]
     # the kept run (2 x 1000 draws), not the first (2 x 500), is thinned and ranked
