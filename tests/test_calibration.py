@@ -862,6 +862,21 @@ def test_a_study_fit_that_fails_its_first_verdict_continues_its_chains(weibull, 
     assert (results["n_kept"] <= 4 * history[-1]["draws"]).all() and results["pit"].between(0, 1).all()
 
 
+def test_iterations_per_chain_counts_tuning_once_a_run():
+    """A new run costs its tuning and draws, a continued one the draws its chains had made when last judged."""
+    from toolkit.calibration.runner import iterations_per_chain
+
+    restarted = json.dumps([{"draws": 1000, "divergences": 0}, {"draws": 2000, "divergences": 3},
+                            {"draws": 4000, "divergences": 0}])
+    assert iterations_per_chain(restarted, 1000, 4) == 3000 + 7000
+    # the same verdicts continued: the second run continues the first; the third is new (the second diverged)
+    assert iterations_per_chain(restarted, 1000, 4, as_if_continued=True) == 1000 + 2000 + 1000 + 4000
+    continued = json.dumps([{"draws": 1000, "divergences": 0, "continued": False, "draws_made": 4200},
+                            {"draws": 2000, "divergences": 0, "continued": True, "draws_made": 8400}])
+    assert iterations_per_chain(continued, 1000, 4) == 1000 + 8400 / 4
+    assert iterations_per_chain("", 1000, 4) is None and iterations_per_chain(None, 1000, 4) is None
+
+
 def test_a_reopened_study_regenerates_its_prior_draws_and_cohorts(tmp_path):
     """``reopen_study`` (the benchmarks that look again at a stored study without refitting it) rebuilds the
     stored problem, its prior draws (the stored truths) and each simulation's data as the study made them, and

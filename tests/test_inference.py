@@ -242,6 +242,11 @@ def test_a_continued_nutpie_run_is_a_fresh_run_of_that_many_draws():
         assert 4 * 300 <= first.attrs["draws_made"] <= 4 * max_draws and second.attrs["draws_made"] >= 4 * 600
     with pytest.raises(ValueError, match="a checkpoint must lie in 1..600 draws"):
         inference.open_nutpie_run(model, settings, 600, log_likelihood=False).first(601)
+    # as sample() returns it: the pointwise log-likelihood of the checkpoint's draws
+    run = inference.open_nutpie_run(_normal_model(_observations()), SamplerSettings(**FAST), 4000)
+    judged = run.first(200)
+    run.stop()
+    assert judged["log_likelihood"]["y"].shape[:2] == (2, 200) and judged.attrs["log_likelihood_seconds"] >= 0
 
 
 def test_python_logp_callback_fits_and_swaps_data_without_recompiling(monkeypatch):
