@@ -354,11 +354,12 @@ class NutpieRun:
     ends it. The chains run side by side, one thread each (nutpie runs chains in their order when it has fewer
     threads than chains, so the first would finish all ``max_draws`` before the last started); a checkpoint
     waits for the slowest chain, and the draws the others made beyond it are kept for the next checkpoint.
-    ``finish(dt, sampling_seconds)`` makes what the caller returns (the run's own draws, sliced).
+    ``finish(dt, sampling_seconds)`` makes what the caller returns (the run's own draws, sliced). nutpie's
+    progress bar, when asked for, counts to ``max_draws``; the run stops at the checkpoint that passes.
     """
 
     def __init__(self, compiled, *, chains: int, tune: int, max_draws: int, seed: int, target_accept: float,
-                 adaptation: str = "diag", finish: Callable | None = None):
+                 adaptation: str = "diag", finish: Callable | None = None, progress_bar: bool = False):
         import threading
 
         import nutpie
@@ -370,7 +371,8 @@ class NutpieRun:
         self._least = 0  # draws after tuning that every chain has made
         self._seconds, self._since = 0.0, time.perf_counter()
         self._sampler = nutpie.sample(compiled, draws=self.max_draws, tune=self.tune, chains=int(chains),
-                                      cores=int(chains), seed=int(seed), save_warmup=False, progress_bar=False,
+                                      cores=int(chains), seed=int(seed), save_warmup=False,
+                                      progress_bar=bool(progress_bar),
                                       target_accept=float(target_accept), adaptation=adaptation, blocking=False,
                                       progress_callback=self._on_progress, progress_rate=50)
 
@@ -738,7 +740,7 @@ def open_nutpie_run(model: pm.Model, settings: SamplerSettings, max_draws: int, 
 
     return NutpieRun(compiled, chains=settings.chains, tune=settings.tune, max_draws=max_draws,
                      seed=int(settings.random_seed), target_accept=settings.target_accept,
-                     adaptation=settings.adaptation, finish=finish)
+                     adaptation=settings.adaptation, finish=finish, progress_bar=settings.progressbar)
 
 
 def _finish_posterior(model: pm.Model, dt: xr.DataTree, settings: SamplerSettings, timings: dict, *,
