@@ -785,7 +785,7 @@ def cmd_calibrate(args) -> int:
     console.print(f"{args.model}: {verdict}; {overview['succeeded']} simulations, {overview['failed']} failed, "
                   f"{overview['not_converged']} not converged; failing: {', '.join(overview['failing']) or 'none'}")
     if overview.get("extended"):
-        console.print(f"{overview['extended']} fit(s) failed their first run and were rerun "
+        console.print(f"{overview['extended']} fit(s) failed their first run and were extended "
                       f"(extend_sampling); {overview['not_converged']} still failed")
     if overview.get("unconverged_population_recorded"):
         console.print(f"of the unconverged fits that record it, {overview['unconverged_population_passed']} of "
@@ -1255,9 +1255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chains", type=int)
     p.add_argument("--seed", type=int, help="study seed: prior draws, cohorts and samplers (default: the spec's)")
     p.add_argument("--extend-sampling", type=int, metavar="N",
-                   help="reruns while a fit fails its diagnostics, as `toolkit fit` does (more draws after R-hat "
-                        "or ESS failed, a higher target_accept after divergences; default: the spec's "
-                        "extend_sampling, else 0)")
+                   help="extensions while a fit fails its diagnostics, as `toolkit fit` does (its chains continued "
+                        "to twice the draws after R-hat or ESS failed, a new run at a higher target_accept after "
+                        "divergences; default: the spec's extend_sampling, else 0)")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("analyze", help="the whole analysis plan on a cohort: validate, fit every spec, compare, "

@@ -231,7 +231,8 @@ class CartOptions:
     covariates: list[str] = field(default_factory=list)
     effects_on: list[str] = field(default_factory=lambda: ["cmax", "tmax", "foldx", "alpha", "fb", "persistence"])
     priors: dict[str, list[float]] = field(default_factory=dict)
-    # reruns allowed, each with twice the draws of the one before, while the verdict fails (sample_extending)
+    # extensions allowed while the verdict fails, each to twice the draws (sample_extending: the same chains
+    # continued, or a new run after divergences)
     extend_sampling: int = 0
 
     def __post_init__(self):
@@ -500,7 +501,8 @@ class MrdOptions:
     covariates: list[str] = field(default_factory=list)
     prior: str = "default"
     priors: dict[str, list[float]] = field(default_factory=dict)
-    # reruns allowed, each with twice the draws of the one before, while the verdict fails (sample_extending)
+    # extensions allowed while the verdict fails, each to twice the draws (sample_extending: the same chains
+    # continued, or a new run after divergences)
     extend_sampling: int = 1
 
     def __post_init__(self):
@@ -724,7 +726,7 @@ class JointOptions:
     hr_below: list[float] = field(default_factory=lambda: [1.0])
     # keep every observation's log-likelihood (for `toolkit compare`; tens of MB) instead of per-variable sums
     pointwise_log_likelihood: bool = False
-    # reruns allowed, each with twice the draws of the one before, while the verdict fails (sample_extending;
+    # extensions allowed while the verdict fails, each to twice the draws (sample_extending;
     # the joint fit only: the two-stage alternative's two samplings are not extended)
     extend_sampling: int = 0
 

@@ -81,7 +81,7 @@ def verdict_sentences(table, overview: dict, config: dict) -> list[str]:
                    "what-failed": "twice the draws after R-hat or ESS failed, a higher target_accept after "
                                   "divergences alone"}.get(rerun_policy_of(config.get("settings")),
                                                            "doubled draws, and a higher target_accept after divergences")
-            out.append(f"{overview['extended']} of {n} fits failed their first run and were rerun ({how}; "
+            out.append(f"{overview['extended']} of {n} fits failed their first run and were extended ({how}; "
                        f"extend_sampling = {reruns}, as `toolkit fit` does); the verdict above is of the kept runs.")
     if overview["failed"]:
         out.append(f"{overview['failed']} simulation(s) failed with an error (listed below) and are not in the ranks.")
