@@ -870,10 +870,11 @@ def test_iterations_per_chain_counts_tuning_once_a_run():
                             {"draws": 4000, "divergences": 0}])
     assert iterations_per_chain(restarted, 1000, 4) == 3000 + 7000
     # the same verdicts continued: the second run continues the first; the third is new (the second diverged)
-    assert iterations_per_chain(restarted, 1000, 4, as_if_continued=True) == 1000 + 2000 + 1000 + 4000
+    assert iterations_per_chain(restarted, 1000, 4, as_if="continue") == 1000 + 2000 + 1000 + 4000
     continued = json.dumps([{"draws": 1000, "divergences": 0, "continued": False, "draws_made": 4200},
                             {"draws": 2000, "divergences": 0, "continued": True, "draws_made": 8400}])
     assert iterations_per_chain(continued, 1000, 4) == 1000 + 8400 / 4
+    assert iterations_per_chain(continued, 1000, 4, as_if="what-failed") == 2000 + 3000  # each run tuned again
     assert iterations_per_chain("", 1000, 4) is None and iterations_per_chain(None, 1000, 4) is None
 
 

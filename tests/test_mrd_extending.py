@@ -193,7 +193,8 @@ def test_the_fits_warning_says_how_it_was_extended():
     attempts = [first | {"continued": False}, {"continued": True}, {"continued": False}, {"continued": True}]
     record_extensions(result, attempts, NUTPIE, 3)
     (warning,) = result.summary["warnings"]
-    assert "its chains were continued 2 time(s) to twice the draws and sampling was rerun 1 time(s)" in warning
+    assert ("sampling was rerun 1 time(s) (more draws, or a smaller step size after divergences) and its chains "
+            "were continued 2 time(s) to twice the draws") in warning
     assert result.provenance["sampling_attempts"] is attempts
     result = SimpleNamespace(provenance={}, summary={"warnings": []})
     record_extensions(result, [first, {}], SETTINGS, 1)

@@ -694,9 +694,9 @@ def _extended_how(attempts: list[dict]) -> str:
     """'sampling was continued 2 time(s) ...' for :func:`record_extensions`."""
     continued = sum(bool(a.get("continued")) for a in attempts[1:])
     rerun = len(attempts) - 1 - continued
-    parts = ([f"its chains were continued {continued} time(s) to twice the draws"] if continued else []) + (
-        [f"sampling was rerun {rerun} time(s) (more draws, or a smaller step size after divergences)"] if rerun
-        else [])
+    parts = ([f"sampling was rerun {rerun} time(s) (more draws, or a smaller step size after divergences)"]
+             if rerun else []) + ([f"its chains were continued {continued} time(s) to twice the draws"]
+                                  if continued else [])
     return " and ".join(parts)
 
 

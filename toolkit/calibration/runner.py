@@ -351,27 +351,32 @@ RUN_HISTORY = ("draws", "target_accept", "max_rhat", "min_ess_bulk", "min_ess_ta
 # "draws_made" (by all chains when it was judged, those past the checkpoint included)
 
 
-def iterations_per_chain(run_history: str | None, tune: int, chains: int, *, as_if_continued: bool = False
+def iterations_per_chain(run_history: str | None, tune: int, chains: int, *, as_if: str | None = None
                          ) -> float | None:
     """Iterations a chain sampled, tuning included, from a simulation's ``run_history`` (None without one).
 
     Each run costs its tuning and draws; a run continued from the one before (policy "continue") only the
     draws it added, and the last checkpoint of a continued run the draws its chains had made by then
     (``draws_made`` / ``chains``, those the faster chains made past the checkpoint included).
-    ``as_if_continued``: what the same sequence of verdicts would have cost under "continue" (every run after
-    one without divergences continues it; the draws past the checkpoints are not counted).
+    ``as_if``: what the same sequence of verdicts would have cost under another policy: "continue" (every run
+    after one without divergences continues it; the draws past the checkpoints are not counted) or
+    "what-failed" (every run a new run, tuned again).
     """
     if not isinstance(run_history, str) or not run_history:
         return None
+    if as_if not in (None, "continue", "what-failed"):
+        raise ValueError(f"as_if must be 'continue' or 'what-failed', got {as_if!r}")
     runs = json.loads(run_history)
-    continued = [bool(run.get("continued")) or (as_if_continued and k > 0 and not runs[k - 1]["divergences"])
+    if as_if == "what-failed":
+        return float(sum(tune + run["draws"] for run in runs))
+    continued = [bool(run.get("continued")) or (as_if == "continue" and k > 0 and not runs[k - 1]["divergences"])
                  for k, run in enumerate(runs)]
     total = 0.0
     for k, run in enumerate(runs):
         if not continued[k]:
             total += tune
         if k + 1 == len(runs) or not continued[k + 1]:  # the last checkpoint of its run
-            total += run["draws_made"] / chains if run.get("draws_made") else run["draws"]
+            total += run["draws_made"] / chains if run.get("draws_made") and as_if is None else run["draws"]
     return total
 
 
