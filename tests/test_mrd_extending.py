@@ -193,6 +193,7 @@ def test_the_fits_warning_says_how_it_was_extended():
     attempts = [first | {"continued": False}, {"continued": True}, {"continued": False}, {"continued": True}]
     record_extensions(result, attempts, NUTPIE, 3)
     (warning,) = result.summary["warnings"]
+    assert "(max R-hat 1.030, min bulk ESS 210, divergences 0)" in warning
     assert ("sampling was rerun 1 time(s) (more draws, or a smaller step size after divergences) and its chains "
             "were continued 2 time(s) to twice the draws") in warning
     assert result.provenance["sampling_attempts"] is attempts

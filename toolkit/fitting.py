@@ -690,6 +690,11 @@ def fit_mrd(cohort: Cohort, options: MrdOptions | None = None, settings: Sampler
     return record_extensions(result, attempts, settings, options.extend_sampling)
 
 
+def _shown(value, digits: int) -> str:
+    """A diagnostic in a sentence: rounded, or 'n/a' where it could not be computed (None)."""
+    return "n/a" if value is None else f"{float(value):.{digits}f}"
+
+
 def _extended_how(attempts: list[dict]) -> str:
     """'sampling was continued 2 time(s) ...' for :func:`record_extensions`."""
     continued = sum(bool(a.get("continued")) for a in attempts[1:])
@@ -707,7 +712,8 @@ def record_extensions(result: FitResult, attempts: list[dict], kept: SamplerSett
         first = attempts[0]
         result.summary["warnings"].append(
             f"the first run ({first['chains']} chains x {first['draws']} draws) did not pass its diagnostics "
-            f"(max R-hat {first['max_rhat']}, min bulk ESS {first['min_ess_bulk']}); {_extended_how(attempts)}, "
+            f"(max R-hat {_shown(first['max_rhat'], 3)}, min bulk ESS {_shown(first['min_ess_bulk'], 0)}, "
+            f"divergences {first.get('divergences', 0)}); {_extended_how(attempts)}, "
             f"keeping the last run ({kept.draws} draws per chain, "
             f"target_accept {kept.target_accept}; extend_sampling = {extensions})")
     return result
