@@ -49,6 +49,8 @@ def main() -> int:
     parser.add_argument("--spec", help="the spec the study was made with (default: none, as toolkit calibrate)")
     parser.add_argument("--extend-sampling", type=int, help="reruns allowed (default: the study's)")
     parser.add_argument("--detail", action="store_true", help="also print where the kept run is hard")
+    parser.add_argument("--save", metavar="DIR", help="with --detail: write the kept run (posterior and sampler "
+                        "statistics) to DIR/sim_<SIM>.nc for a closer look")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a sampler setting of the study (draws, tune, chains, target_accept; not the "
                              "seed, which also draws the cohort: see --run), e.g. --extend-sampling 0 "
@@ -104,15 +106,18 @@ def main() -> int:
         used = resource.getrusage(resource.RUSAGE_SELF)
         print(f"simulation {sim}")
         print("rerun: ", {k: record[k] for k in SHOWN}, record["error"] or "",
-              "iterations a chain:", iterations_per_chain(record["run_history"], settings.tune),
+              "iterations a chain:", iterations_per_chain(record["run_history"], settings.tune, settings.chains),
               f"CPU seconds (all threads): {used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime:.0f}")
         path = _sim_path(study.path, sim)
         if path.exists():
             row = pd.read_parquet(path).iloc[0]
             print("stored:", row[list(SHOWN)].to_dict(), "iterations a chain:",
-                  iterations_per_chain(row.get("run_history"), settings.tune))
+                  iterations_per_chain(row.get("run_history"), settings.tune, settings.chains))
         if keep and "posterior" in keep:
             print_detail(keep, thetas[sim])
+            if args.save:
+                os.makedirs(args.save, exist_ok=True)
+                keep["posterior"].to_netcdf(os.path.join(args.save, f"sim_{sim}.nc"))
         sys.stdout.flush()
     return 0
 
@@ -162,6 +167,46 @@ def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
                 print("    " + ", ".join(f"{name}[{j}] {z[j]:+.2f}" for j in np.argsort(-np.abs(z))[:6]))
                 if name == "theta_patient" and hasattr(keep["problem"], "simulated_inputs"):
                     print_patient(keep, post, theta, int(np.argmax(np.abs(z))), "where the divergences sit")
+        if "patient_clearance_log10_per_day" in post:
+            print_mrd_patients(keep, post, theta, diverging)
+
+
+MRD_PATIENT_VALUES = {"clearance": "patient_clearance_log10_per_day", "floor": "patient_floor_log10",
+                      "latency": "patient_relapse_day", "doubling": "patient_doubling_time_days",
+                      "baseline": "patient_baseline_log10"}
+MRD_LOG_SCALE = ("clearance", "latency", "doubling")  # positive values, compared on the log scale
+
+
+def print_mrd_patients(keep: dict, post, theta: dict, diverging, top: int = 6) -> None:
+    """MRD model: the patient values (log scale) whose divergent draws sit furthest out, whether each is sampled
+    centred, and the data and true class of the patient furthest out."""
+    import numpy as np
+
+    from toolkit.calibration.runner import divergent_z_of
+
+    updates = keep["problem"].data_updates(keep["data"])
+    found = []
+    for kind, name in MRD_PATIENT_VALUES.items():
+        values = post[name].transpose("chain", "draw", ...).values
+        z = np.nan_to_num(divergent_z_of(np.log(values) if kind in MRD_LOG_SCALE else values, diverging))
+        found += [(abs(z[j]), kind, j, z[j]) for j in range(z.size)]
+    print("  MRD patient values whose divergent draws sit furthest out (value[patient]: z, centred?, true):")
+    for _, kind, j, z in sorted(found, reverse=True)[:top]:
+        name = MRD_PATIENT_VALUES[kind]
+        centred = bool(updates[f"centred_{kind}"][j]) if f"centred_{kind}" in updates else "never"
+        print(f"    {kind}[{j}]: {z:+.2f}, centred {centred}, "
+              f"true {float(np.asarray(theta[name])[j]):.3g}, posterior mean "
+              f"{float(post[name].values[..., j].mean()):.3g}")
+    patient = sorted(found, reverse=True)[0][2]
+    inputs = keep["problem"].inputs()
+    rows = np.flatnonzero(inputs.assessment_patient == patient)
+    code = np.asarray(keep["data"]["censoring"])
+    y = np.asarray(keep["data"]["log10_value"])
+    marks = {0: "", 1: " <LoD", 2: " PNQ"}
+    print(f"  patient {patient} (recurrence class {int(np.asarray(keep['data']['recurrence'])[patient])}, arm "
+          f"{int(inputs.arm[patient])}), assessments (day: log10 value, method):")
+    print("    " + ", ".join(f"{inputs.day[r]:g}: {y[r]:.2f}{marks[int(code[r])]} {inputs.methods[inputs.method[r]]}"
+                             for r in rows))
 
 
 def print_patient(keep: dict, post, theta: dict, element: int, why: str = "of the worst R-hat") -> None:

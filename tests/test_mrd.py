@@ -55,7 +55,7 @@ def _with_mrd(cohort, mrd):
 
 def test_structure_names_dims_and_finite_start(inputs):
     model = build_mrd_model(inputs)
-    assert (MODEL_NAME, MODEL_VERSION) == ("mrd", "1.1.0")
+    assert (MODEL_NAME, MODEL_VERSION) == ("mrd", "1.2.0")
     assert set(POPULATION + NAMED + ["mrd", "response"]) <= set(model.named_vars)
     assert {"patient", "assessment", "arm", "method", "infused"} <= set(model.coords)
     assert list(model.coords["arm"]) == ["control", "experimental"]
@@ -232,6 +232,35 @@ def test_informed_patients_choose_the_parameterisation(inputs):
     assert inf["latency"][j] and inf["doubling"][j]
 
 
+def _with_series(inputs, patient, values, lod=-4.0):
+    """``inputs`` with one patient's assessments replaced in day order: a float is quantified, None negative at
+    ``lod`` (flow, the example's method)."""
+    i = inputs.patient_ids.index(patient)
+    rows = np.flatnonzero(inputs.assessment_patient == i)
+    rows = rows[np.argsort(inputs.day[rows])]
+    assert rows.size >= len(values)
+    censoring, value, log10_lod = inputs.censoring.copy(), inputs.log10_value.copy(), inputs.log10_lod.copy()
+    for r, v in zip(rows, list(values) + [None] * (rows.size - len(values))):
+        censoring[r], value[r], log10_lod[r] = (1, np.nan, lod) if v is None else (0, v, lod)
+    return i, dataclasses.replace(inputs, censoring=censoring, log10_value=value, log10_lod=log10_lod)
+
+
+@pytest.mark.parametrize("series, floor, latency, doubling", [
+    ([None, None, None, None, -2.2, -1.6], False, True, True),  # negatives, then regrowth seen twice
+    ([None, None, None, None, None, -1.6], False, True, False),  # one value of the regrowth: its day, not its rate
+    ([-3.3, -3.4, -3.1, -3.2, -3.3, -3.1], True, False, False),  # level at 1e-3.3 for a year: a high floor
+    ([-2.5, -3.4, None, None, None, None], False, False, False),  # falling after day 28: the kill, not regrowth
+    ([-3.3, -3.2, -3.3, -2.0, -1.5, -1.4], False, True, True),  # a floor at 1e-3.3, then regrowth from it
+])
+def test_regrowth_is_centred_only_where_values_rise(inputs, series, floor, latency, doubling):
+    """A value at or above 1e-4 counts as regrowth (latency, doubling time centred) only when it lies >= 1 log10
+    above an earlier assessment's upper edge; level values above 1e-4 are a floor (model 1.2.0; before, every
+    value above 1e-4 centred the latency and two of them the doubling time, a funnel where nothing pinned them)."""
+    i, seen = _with_series(inputs, "P001", series)
+    informed = informed_patients(seen)
+    assert (informed["floor"][i], informed["latency"][i], informed["doubling"][i]) == (floor, latency, doubling)
+
+
 def test_kill_rate_centred_only_where_the_decline_passed_a_value(inputs):
     """A positive first value with a later negative whose limit lies below it pins the kill rate (centred);
     the same value followed only by negatives at a higher limit (a floor could explain it) does not."""
@@ -403,6 +432,6 @@ def test_a_run_of_another_model_version_is_not_rebuilt():
     from toolkit.fitting import _same_model_version, rebuild_model
 
     old = SimpleNamespace(summary={"model": "mrd", "options": {}}, provenance={"model_version": "1.0.0"})
-    with pytest.raises(ValueError, match="fitted with mrd model 1.0.0; this toolkit builds 1.1.0"):
+    with pytest.raises(ValueError, match="fitted with mrd model 1.0.0; this toolkit builds 1.2.0"):
         rebuild_model(old)
     _same_model_version(SimpleNamespace(provenance={"model_version": MODEL_VERSION}), "mrd")

@@ -58,8 +58,9 @@ B is non-centered (the data barely touch it). log k, u, log s and log Td use
 pin the value (a value quantified or PNQ at the first assessment followed by
 a negative whose limit lies below it -- 1 log10 below a quantified value, at
 or below a PNQ's LoD -- pins the kill rate; a positive NGS/PNQ value below
-1e-4 pins the floor; a value >= 1e-4 pins the latency, two of them the
-doubling time), non-centered for the
+1e-4, or values >= 1e-4 that stay level, pin the floor; a value >= 1e-4 that
+rises 1 log10 above an earlier assessment pins the latency, two such days the
+doubling time; :func:`informed_patients`), non-centered for the
 rest, so neither a pinned z locked to (mu, omega) nor an unpinned funnel
 slows the sampler (Papaspiliopoulos, Roberts & Skold 2007). The free
 variables ``clearance_z``, ``floor_raw`` and ``relapse_raw`` therefore mix
@@ -86,8 +87,13 @@ informative SD prior (``doubling_sd``, docs/priors.md#mrd-doubling-sd) keeps
 the one ambiguity that led to the shared rate -- a long, flat, flow-positive
 series read as a low floor with a 150-day doubling time -- far in the prior's
 tail (log(150/17)/0.4 = 5 SD). v_i is varying-centred like the others:
-centred for patients with two or more quantified values >= 1e-4 (their
-regrowth is seen), non-centred for the rest.
+centred for patients whose values rise on two or more days (their
+regrowth is seen), non-centred for the rest. Model 1.2.0 counts a value as
+regrowth only when it rises (1.1.0 took every value >= 1e-4): a cohort with
+floors near 1e-3.3 had 40 latencies and 24 doubling times centred for 15
+patients of the recurrence class, among them 10 of the sustained class, whose
+doubling time the likelihood does not read -- a funnel with ``doubling_sd``
+(27 divergences at 4 x 1000, all at high ``doubling_sd``; docs/calibration.md).
 
 Measurement (Beal M3 at each row's own limits): y_ij = log10(reported value),
 mu_ij = m_i(t_ij) + delta_method + delta_PB [specimen PB],
@@ -293,7 +299,7 @@ __all__ = [
 ]
 
 MODEL_NAME = "mrd"
-MODEL_VERSION = "1.1.0"  # 1.1.0: each patient's own regrowth doubling time
+MODEL_VERSION = "1.2.0"  # 1.1.0: each patient's own regrowth doubling time; 1.2.0: regrowth centred only where values rise
 ARMS = ("control", "experimental")
 PRIOR_SETS = ("default", "skeptical", "optimistic")
 LN10 = math.log(10.0)
@@ -579,34 +585,55 @@ def _safe_rows(inputs: MrdInputs, *, swappable: bool = False) -> tuple[np.ndarra
     return y, lod, loq
 
 
-def informed_patients(inputs: MrdInputs) -> dict[str, np.ndarray]:
-    """Which patients' data pin their floor, regrowth latency and kill rate (boolean per patient).
+RISE_LOG10 = 1.0  # a value this far above an earlier assessment's upper edge is regrowth, not a floor's noise
+PLATEAU_LOG10 = 0.5  # two values this close on different days, neither of them rising, sit on a floor
 
-    floor: a positive value (quantified or PNQ) below the flow limit 1e-4; latency: a quantified value
-    at or above 1e-4 (``doubling``: two or more of those); clearance: a value quantified
-    or PNQ at the first assessment with a later negative whose LoD is >= 1 log10 below the value (PNQ: at or
-    below its LoD), so the decline, not a floor, passed through it. Used only to choose the parameterisation.
+
+def informed_patients(inputs: MrdInputs) -> dict[str, np.ndarray]:
+    """Which patients' data pin their floor, regrowth latency, doubling time and kill rate (boolean per patient).
+
+    A quantified value at or above 1e-4 is *rising* when it lies at least ``RISE_LOG10`` above the upper edge
+    of an earlier assessment (a quantified value; a PNQ's LoQ; a negative's LoD): regrowth seen, not a floor.
+    latency: a rising value; doubling: rising values on two or more days (two points of the regrowth line);
+    floor: a positive value (quantified or PNQ) below the flow limit 1e-4, or, where no value rises, two values
+    at or above it on different days after the first, within ``PLATEAU_LOG10`` of each other (a high floor; before model 1.2.0
+    every value at or above 1e-4 counted as regrowth, so a plateau at 1e-3.3 had its doubling time centred
+    with nothing to pin it: a funnel with ``doubling_sd``, 27 divergences in a simulated cohort);
+    clearance: a value quantified or PNQ at the first assessment with a later negative whose LoD is >= 1
+    log10 below the value (PNQ: at or below its LoD), so the decline, not a floor, passed through it.
+    Used only to choose the parameterisation.
     """
     positive = inputs.censoring != 1
-    value = np.where(inputs.censoring == 0, inputs.log10_value, -5.0)  # PNQ rows sit below 1e-4 (NGS, qPCR)
+    quantified = inputs.censoring == 0
+    value = np.where(quantified, inputs.log10_value, -5.0)  # PNQ rows sit below 1e-4 (NGS, qPCR)
     low = positive & (value < -4.0)
-    high = positive & (value >= -4.0)
-    count = lambda m: np.bincount(inputs.assessment_patient[m], minlength=inputs.n_patients)  # noqa: E731
+    p, day = inputs.assessment_patient, inputs.day
+    upper = np.where(quantified, inputs.log10_value, np.where(inputs.censoring == 2, inputs.log10_loq,
+                                                               inputs.log10_lod))
+    n = inputs.n_patients
+    floor, latency, doubling = np.bincount(p[low], minlength=n) >= 1, np.zeros(n, bool), np.zeros(n, bool)
+    for i in np.flatnonzero(np.bincount(p[quantified & (value >= -4.0)], minlength=n)):
+        rows = np.flatnonzero(p == i)
+        high = rows[quantified[rows] & (value[rows] >= -4.0)]
+        rising = np.array([np.any(upper[rows][day[rows] < day[r]] <= value[r] - RISE_LOG10) for r in high])
+        latency[i] = rising.any()
+        doubling[i] = np.unique(day[high[rising]]).size >= 2
+        if not latency[i]:  # no regrowth seen: values at or above 1e-4 that stay level after day one sit on a floor
+            flat = high[day[high] > day[rows].min()]
+            floor[i] |= any(day[a] < day[b] and abs(value[a] - value[b]) <= PLATEAU_LOG10 for a in flat for b in flat)
     # kill seen: a positive value at the patient's first assessment and a later negative whose limit sits
     # below the value's lower edge (quantified: the value - 1 log10; PNQ: its LoD), so a floor at that level
     # would have been detected and the decline, not a floor, passed through the value
-    first_day = np.full(inputs.n_patients, np.inf)
-    np.minimum.at(first_day, inputs.assessment_patient, inputs.day)
-    p = inputs.assessment_patient
-    edge = np.where(inputs.censoring == 0, inputs.log10_value - 1.0, inputs.log10_lod)
-    first = positive & (inputs.day == first_day[p])
-    kill = np.zeros(inputs.n_patients, dtype=bool)
-    for i in np.flatnonzero(np.bincount(p[first], minlength=inputs.n_patients)):
-        later_lod = inputs.log10_lod[(p == i) & (inputs.censoring == 1) & (inputs.day > first_day[i])]
+    first_day = np.full(n, np.inf)
+    np.minimum.at(first_day, p, day)
+    edge = np.where(quantified, inputs.log10_value - 1.0, inputs.log10_lod)
+    first = positive & (day == first_day[p])
+    kill = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(np.bincount(p[first], minlength=n)):
+        later_lod = inputs.log10_lod[(p == i) & (inputs.censoring == 1) & (day > first_day[i])]
         if later_lod.size and later_lod.min() <= edge[(p == i) & first].max():
             kill[i] = True
-    return {"floor": count(low) >= 1, "latency": count(high) >= 1, "doubling": count(high) >= 2,
-            "clearance": kill}
+    return {"floor": floor, "latency": latency, "doubling": doubling, "clearance": kill}
 
 
 def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, parent: pm.Model | None = None,
