@@ -80,7 +80,7 @@ def main() -> int:
 
     from toolkit.calibration.api import reopen_study
     from toolkit.calibration.runner import (StudyError, _sim_path, iterations_per_chain, rerun_policy_of,
-                                            run_simulation)
+                                            run_simulation, versions_line)
 
     try:
         study = reopen_study(args.study, args.spec)
@@ -88,6 +88,7 @@ def main() -> int:
         print(exc)
         return 2
     problem, stored, settings = study.problem, study.config["settings"], study.settings
+    print(versions_line(study))
     if args.set:
         fields = dict(item.split("=", 1) for item in args.set)
         if not set(fields) <= {"draws", "tune", "chains", "target_accept"}:

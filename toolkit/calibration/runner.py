@@ -462,6 +462,14 @@ def open_study(path: Path, config: dict, *, resume: bool, what: str, compare: tu
     return {k: stored[k] for k in ("runs", "started") if k in stored}
 
 
+def versions_line(study) -> str:
+    """"model versions: study {...}, this toolkit {...}": a rerun of a stored simulation (``benchmarks/sbc_rerun.py``)
+    samples the model this toolkit builds, which may be newer than the study's."""
+    problem = study.problem
+    now = model_versions(problem.model_name, with_mrd=getattr(problem, "with_mrd", False))
+    return f"model versions: study {study.config.get('model_versions', 'not recorded')}, this toolkit {now}"
+
+
 def model_versions(model: str, *, with_mrd: bool = False) -> dict[str, str]:
     """``MODEL_VERSION`` of every model module a study of ``model`` fits (the joint model: its submodels too;
     ``with_mrd``: its MRD submodel), so a study is not resumed by a changed model: its stored results belong to

@@ -93,7 +93,10 @@ regrowth only when it rises (1.1.0 took every value >= 1e-4): a cohort with
 floors near 1e-3.3 had 40 latencies and 24 doubling times centred for 15
 patients of the recurrence class, among them 10 of the sustained class, whose
 doubling time the likelihood does not read -- a funnel with ``doubling_sd``
-(27 divergences at 4 x 1000, all at high ``doubling_sd``; docs/calibration.md).
+(27 divergences at 4 x 1000, all at high ``doubling_sd``; docs/calibration.md). What 1.2.0
+leaves there: a recurrence-class patient with a high floor and no regrowth seen has a latency
+bounded below by their level values, a wall about sigma / growth (12 days) wide in the relapse
+day, and that cohort's remaining divergences cross it.
 
 Measurement (Beal M3 at each row's own limits): y_ij = log10(reported value),
 mu_ij = m_i(t_ij) + delta_method + delta_PB [specimen PB],
