@@ -55,7 +55,7 @@ def _with_mrd(cohort, mrd):
 
 def test_structure_names_dims_and_finite_start(inputs):
     model = build_mrd_model(inputs)
-    assert (MODEL_NAME, MODEL_VERSION) == ("mrd", "1.2.0")
+    assert (MODEL_NAME, MODEL_VERSION) == ("mrd", "1.3.0")
     assert set(POPULATION + NAMED + ["mrd", "response"]) <= set(model.named_vars)
     assert {"patient", "assessment", "arm", "method", "infused"} <= set(model.coords)
     assert list(model.coords["arm"]) == ["control", "experimental"]
@@ -280,7 +280,7 @@ def test_kill_rate_centred_only_where_the_decline_passed_a_value(inputs):
 
 def test_clearance_shear_keeps_the_prior_of_log_clearance(inputs):
     """log_clearance = log_clearance_low + 1.5 clearance_sd is a deterministic whose prior is still
-    Normal(log 0.25, 0.5) whatever clearance_sd is (a shear, Jacobian 1); clearance_sd ~ Gamma(2, 2/0.5)."""
+    Normal(log 0.25, 0.5) whatever clearance_sd is (a shear, Jacobian 1); clearance_sd ~ LogNormal(log 0.5, 0.5)."""
     import pymc as pm
 
     model = build_mrd_model(inputs)
@@ -289,10 +289,12 @@ def test_clearance_shear_keeps_the_prior_of_log_clearance(inputs):
     log_k, k_sd = pm.draw([model["log_clearance"], model["clearance_sd"]], draws=20000, random_seed=3)
     assert abs(log_k.mean() - mu) < 0.02 and abs(log_k.std() - sd) < 0.02
     assert abs(np.corrcoef(log_k, k_sd)[0, 1]) < 0.03  # independent of the SD, as before the shear
-    assert abs(k_sd.mean() - MrdPriors().clearance_sd) < 0.02 and k_sd.min() > 0
+    sd_mu, sd_sd = MrdPriors().clearance_sd
+    assert abs(np.log(k_sd).mean() - sd_mu) < 0.02 and abs(np.log(k_sd).std() - sd_sd) < 0.02
+    sd_mean = math.exp(sd_mu + sd_sd**2 / 2)
     # the free quantile's prior is centred 1.5 SDs below; left at Normal(mu, sd) (the broken shear), log_clearance
     # would be centred 0.75 above mu, which the first check flags
-    assert abs((log_k - 1.5 * k_sd).mean() - (mu - 1.5 * MrdPriors().clearance_sd)) < 0.03
+    assert abs((log_k - 1.5 * k_sd).mean() - (mu - 1.5 * sd_mean)) < 0.03
 
 
 # --------------------------------------------------------------------------- bad input
@@ -364,8 +366,8 @@ def test_priors_named_sets_and_overrides():
     assert MrdPriors.named("skeptical").recurrence_log_or == (0.0, 0.5)
     with pytest.raises(ValueError, match="unknown prior set 'bold'; valid: default, skeptical, optimistic"):
         MrdPriors.named("bold")
-    priors = MrdPriors().with_overrides({"clearance_sd": 0.2, "floor_depth_log10": [3, 1]})
-    assert priors.floor_depth_log10 == (3.0, 1.0) and priors.clearance_sd == 0.2
+    priors = MrdPriors().with_overrides({"relapse_sd": 0.5, "floor_depth_log10": [3, 1]})
+    assert priors.floor_depth_log10 == (3.0, 1.0) and priors.relapse_sd == 0.5
     with pytest.raises(ValueError, match="unknown prior"):
         MrdPriors().with_overrides({"nope": 1})
 
@@ -432,6 +434,6 @@ def test_a_run_of_another_model_version_is_not_rebuilt():
     from toolkit.fitting import _same_model_version, rebuild_model
 
     old = SimpleNamespace(summary={"model": "mrd", "options": {}}, provenance={"model_version": "1.0.0"})
-    with pytest.raises(ValueError, match="fitted with mrd model 1.0.0; this toolkit builds 1.2.0"):
+    with pytest.raises(ValueError, match="fitted with mrd model 1.0.0; this toolkit builds 1.3.0"):
         rebuild_model(old)
     _same_model_version(SimpleNamespace(provenance={"model_version": MODEL_VERSION}), "mrd")

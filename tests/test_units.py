@@ -114,9 +114,9 @@ def test_spec_priors_for_cart_mrd_and_joint(tmp_path, capsys):
     assert "bad.toml: unknown prior(s) mu_peak; valid:" in out and "Traceback" not in out
 
     assert MrdOptions(priors={"log_clearance": [-1.0, 0.3]}).prior_set().log_clearance == (-1.0, 0.3)
-    with pytest.raises(ValueError, match=r"^unknown or not overridable MRD prior\(s\) clearance_sd; a \[priors\] "
+    with pytest.raises(ValueError, match=r"^unknown or not overridable MRD prior\(s\) relapse_sd; a \[priors\] "
                                          r"entry is \[mu, sigma\] of one of: baseline_log10_fallback"):
-        MrdOptions(priors={"clearance_sd": [0.3, 0.1]})
+        MrdOptions(priors={"relapse_sd": [0.3, 0.1]})
 
     joint = JointOptions(priors={"log_hr": [0.0, 0.3], "mu_cmax": [10.0, 0.5]})
     assert joint.prior_set().log_hr == (0.0, 0.3) and joint.cart_prior_set().mu_cmax == (10.0, 0.5)

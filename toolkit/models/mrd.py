@@ -146,8 +146,10 @@ mu_k ``log_clearance``            Normal(log 0.25, 0.5)        log10/day; >= 0.1
                                                                (0.29/day, Sworder 2023); 90 % prior 0.11-0.57
 b_k ``clearance_log_ratio``       Normal(0, 0.4)               log ratio; no source, the scale of the CAR-T
                                                                Cmax arm effect (Mueller 2018 responder gap)
-omega_k ``clearance_sd``          Gamma(2, 2/0.5) (mean 0.5)   log scale; no source, weakly informative;
-                                                               zero-avoiding (Chung 2013), see Sampling
+omega_k ``clearance_sd``          LogNormal(log 0.5, 0.5)      log scale; 90 % 0.22-1.14: CAR-T Cmax spread
+                                                               between responders (CV 155 %, log SD 1.1;
+                                                               Mueller 2018) times a kill-rate elasticity
+                                                               0.2-1; zero-avoiding, see Sampling
 sigma_B ``baseline_anchor_sd``    HalfNormal(0.3)              log10; marrow blasts vs MRD fraction at day 0
                                                                (sampling, bridging); not identifiable from data
 mu_B, omega_B (blank blasts)      cohort mean/SD of known      empirical; fallback Normal(log10 0.2, 0.5)
@@ -215,7 +217,7 @@ hierarchy -- kill rates bounded only from below pin a low quantile of log k,
 mu_k - 1.5 omega_k, so (mu_k, omega_k) formed a ridge with a wedge towards
 omega_k = 0; the free variable is now that quantile (``log_clearance_low``, a
 shear with Jacobian 1, so the prior of ``log_clearance``, now a
-deterministic, is unchanged) and omega_k has a zero-avoiding Gamma(2) prior;
+deterministic, is unchanged) and omega_k has a zero-avoiding prior (Gamma(2) until 1.3.0, now LogNormal);
 (ii) single patients whose values have two explanations, e.g. one NGS PNQ at
 day 28 and NGS negatives after it (a kill still in progress at day 28, with
 k_i in a narrow band, or a fast kill and a floor just at the NGS limit): a
@@ -302,7 +304,8 @@ __all__ = [
 ]
 
 MODEL_NAME = "mrd"
-MODEL_VERSION = "1.2.0"  # 1.1.0: each patient's own regrowth doubling time; 1.2.0: regrowth centred only where values rise
+MODEL_VERSION = "1.3.0"  # 1.1.0: each patient's own regrowth doubling time; 1.2.0: regrowth centred only where
+# values rise; 1.3.0: clearance_sd LogNormal(log 0.5, 0.5) (sourced; Gamma(2) before)
 ARMS = ("control", "experimental")
 PRIOR_SETS = ("default", "skeptical", "optimistic")
 LN10 = math.log(10.0)
@@ -323,13 +326,13 @@ class MrdPriors:
     """Priors of the MRD model in one place; see the module docstring table for sources.
 
     Pairs are Normal (mu, sd) on the stated scale; single floats are HalfNormal
-    scales; ``residual_sd_log10`` and ``floor_depth_sd_log10`` are LogNormal (mu, sd); ``sustained_floor_log10``
-    is a fixed constant.
+    scales; ``residual_sd_log10``, ``floor_depth_sd_log10``, ``clearance_sd`` and ``doubling_sd`` are
+    LogNormal (mu, sd); ``sustained_floor_log10`` is a fixed constant.
     """
 
     log_clearance: tuple[float, float] = (math.log(0.25), 0.5)  # ELIANA bound, ctDNA; docs/priors.md#mrd-log-clearance
     clearance_log_ratio: tuple[float, float] = (0.0, 0.4)  # no source; docs/priors.md#mrd-clearance-log-ratio
-    clearance_sd: float = 0.5  # mean of a Gamma(2) (zero-avoiding); no source; docs/priors.md#mrd-clearance-sd
+    clearance_sd: tuple[float, float] = (math.log(0.5), 0.5)  # Mueller 2018; docs/priors.md#mrd-clearance-sd
     baseline_anchor_sd: float = 0.3  # no source; docs/priors.md#mrd-baseline-anchor-sd
     baseline_log10_fallback: tuple[float, float] = (math.log10(0.2), 0.5)  # docs/priors.md#mrd-baseline-log10-fallback
     logit_recurrence: tuple[float, float] = (0.0, 1.0)  # ELIANA plateau; docs/priors.md#mrd-logit-recurrence
@@ -712,9 +715,10 @@ def build_mrd_model(inputs: MrdInputs, priors: MrdPriors | None = None, *, paren
         # free variable is that quantile (c = CLEARANCE_SHEAR; a shear, Jacobian 1, so the prior on
         # (mu_k, omega_k) is unchanged), which keeps the posterior from being a narrow ridge along mu_k = q + c omega_k
         k_ratio = _normal("clearance_log_ratio", priors.clearance_log_ratio)
-        # zero-avoiding Gamma(2) with the default's mean: kill rates that are all alike are implausible, and an SD
-        # near 0 formed a funnel with the patients whose kill rate the data pin
-        k_sd = pm.Gamma("clearance_sd", alpha=2.0, beta=2.0 / priors.clearance_sd)
+        # LogNormal from the spread of CAR-T expansion between responders (model 1.3.0; Gamma(2) before): kill rates
+        # that are all alike are implausible, and an SD near 0 formed a funnel with the patients whose kill rate
+        # the data pin (divergences at clearance_sd ~ 0.02 in a simulated cohort)
+        k_sd = pm.LogNormal("clearance_sd", mu=priors.clearance_sd[0], sigma=priors.clearance_sd[1])
         k_low = pm.Normal("log_clearance_low", mu=priors.log_clearance[0] - CLEARANCE_SHEAR * k_sd,
                           sigma=priors.log_clearance[1])
         log_k_mu = pm.Deterministic("log_clearance", k_low + CLEARANCE_SHEAR * k_sd)
