@@ -118,9 +118,12 @@ def test_report_includes_the_mrd_section(run):
     assert "Speed of MRD clearance" in html and "Responders MRD-negative at day 28" in html
     assert "MRD recurrence by day 365" in html
     assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,', html)) == 4  # no per-patient figure
-    assert "HalfNormal(0.5)" in html and "LogNormal(" in html and "fixed at -8" in html
-    rows = dict((name, text) for name, text in mrd_prior_rows({"log_doubling_days": [2.85, 0.63]}))
+    assert "HalfNormal(1)" in html and "LogNormal(" in html and "fixed at -8" in html
+    assert "LogNormal(-0.693, 0.5) (median 0.5 on the log scale)" in html  # clearance_sd since model 1.3.0
+    rows = dict((name, text) for name, text in mrd_prior_rows({"log_doubling_days": [2.85, 0.63],
+                                                               "clearance_sd": 0.5}))
     assert rows["log_doubling_days"] == "Normal(2.85, 0.63) (median 17 days)"
+    assert rows["clearance_sd"] == "Gamma(2, rate 4) (mean 0.5 on the log scale)"  # a run before 1.3.0
 
 
 def test_the_doubling_sd_prior_row_names_its_lognormal():

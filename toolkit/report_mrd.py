@@ -110,8 +110,9 @@ _NATURAL = {"log_clearance": lambda m: f"median {math.exp(m):.2g} log10/day",
 def mrd_prior_rows(priors: dict) -> list[list[str]]:
     """The prior record of an MRD run as (parameter, prior) table rows, each with its family (HTML-safe).
 
-    Pairs are Normal(mean, SD) except the LogNormal ``residual_sd_log10``, ``floor_depth_sd_log10`` and ``doubling_sd``; single numbers
-    are HalfNormal scales except ``sustained_floor_log10`` (a fixed constant).
+    Pairs are Normal(mean, SD) except the LogNormal ``residual_sd_log10``, ``floor_depth_sd_log10``,
+    ``doubling_sd`` and ``clearance_sd`` (since model 1.3.0); single numbers are HalfNormal scales except
+    ``sustained_floor_log10`` (a fixed constant) and a run before 1.3.0's ``clearance_sd`` (the mean of a Gamma(2)).
     """
     rows = []
     for name, value in priors.items():
@@ -120,7 +121,9 @@ def mrd_prior_rows(priors: dict) -> list[list[str]]:
             text = f"fixed at {value:g} (log10 fraction)"
         elif pair and name in ("residual_sd_log10", "floor_depth_sd_log10"):
             text = f"LogNormal({value[0]:.3g}, {value[1]:.3g}) (median {math.exp(value[0]):.2g} log10)"
-        elif pair and name == "doubling_sd":
+        elif name == "clearance_sd" and not pair:  # models before 1.3.0
+            text = f"Gamma(2, rate {2.0 / value:.3g}) (mean {value:.3g} on the log scale)"
+        elif pair and name in ("doubling_sd", "clearance_sd"):
             text = f"LogNormal({value[0]:.3g}, {value[1]:.3g}) (median {math.exp(value[0]):.2g} on the log scale)"
         elif pair:
             natural = f" ({_NATURAL[name](value[0])})" if name in _NATURAL else ""
