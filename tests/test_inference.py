@@ -240,8 +240,10 @@ def test_a_continued_nutpie_run_is_a_fresh_run_of_that_many_draws():
         assert "observed_data" in second.children and second.attrs["backend"] == "nutpie"
         assert 0 < first.attrs["sampling_seconds"] <= second.attrs["sampling_seconds"]
         assert 4 * 300 <= first.attrs["draws_made"] <= 4 * max_draws and second.attrs["draws_made"] >= 4 * 600
-    with pytest.raises(ValueError, match="a checkpoint must lie in 1..600 draws"):
-        inference.open_nutpie_run(model, settings, 600, log_likelihood=False).first(601)
+    run = inference.open_nutpie_run(model, settings, 20_000, log_likelihood=False)
+    with pytest.raises(ValueError, match="a checkpoint must lie in 1..20000 draws"):
+        run.first(20_001)
+    assert run._finished()  # the mistake stopped the run: it does not go on to 20,000 draws behind the error
     # as sample() returns it: the pointwise log-likelihood of the checkpoint's draws
     run = inference.open_nutpie_run(_normal_model(_observations()), SamplerSettings(**FAST), 4000)
     judged = run.first(200)

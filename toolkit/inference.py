@@ -384,6 +384,7 @@ class NutpieRun:
     def first(self, n: int):
         """The first ``n`` draws of every chain (waits for them; the run is paused until ``resume``)."""
         if not 0 < n <= self.max_draws:
+            self.stop()  # a caller's mistake: the run is not left sampling behind the error
             raise ValueError(f"a checkpoint must lie in 1..{self.max_draws} draws, got {n}")
         # nutpie calls ``_on_progress`` holding its own lock, so its state is asked outside ours
         while not self._reached(n) and not self._finished():
