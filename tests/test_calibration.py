@@ -881,15 +881,21 @@ def test_iterations_per_chain_counts_tuning_once_a_run():
 def test_a_reopened_study_regenerates_its_prior_draws_and_cohorts(tmp_path):
     """``reopen_study`` (the benchmarks that look again at a stored study without refitting it) rebuilds the
     stored problem, its prior draws (the stored truths) and each simulation's data as the study made them, and
-    refuses a problem that is not the stored one."""
+    refuses a problem that is not the stored one; the scripts that rerun a stored simulation run on it."""
+    import shutil
+    import subprocess
+    import sys
+
     from toolkit.calibration.api import build_problem, reopen_study
     from toolkit.calibration.runner import simulated_data
 
-    weibull = build_problem("durability", design_cohort=EXAMPLE, variant="weibull")  # as `toolkit calibrate`
+    design = tmp_path / "default_design"  # as `toolkit calibrate` keeps its design (the folder's name is recorded)
+    shutil.copytree(EXAMPLE, design)
+    weibull = build_problem("durability", design_cohort=design, variant="weibull")
     out = tmp_path / "study"
     run_study(weibull, 2, out, settings=study_settings(dict(chains=2, tune=100, draws=100, seed=5)), workers=0,
               progress=False)
-    study = reopen_study(out, design=EXAMPLE)
+    study = reopen_study(out, design=design)
     assert study.problem.describe() == weibull.describe() and study.seed == 5
     stored = load_results(out).set_index(["sim", "quantity"])["prior_value"]
     thetas = study.prior_draws([0, 1])
@@ -899,9 +905,19 @@ def test_a_reopened_study_regenerates_its_prior_draws_and_cohorts(tmp_path):
         data = study.data(sim, thetas[sim])
         assert all(np.array_equal(v, simulated_data(weibull, sim, thetas[sim], seed=5)[k]) for k, v in data.items())
     with pytest.raises(StudyError, match="another spec, variant or design"):
-        reopen_study(out, "models/durability_primary.toml", design=EXAMPLE)
+        reopen_study(out, "models/durability_primary.toml", design=design)
     with pytest.raises(StudyError, match="no design cohort"):
         reopen_study(out)
+    # sbc_rerun.py once crashed after every rerun: no test ran it on a study
+    shutil.copytree(design, out / "default_design")
+    root = Path(__file__).resolve().parent.parent
+    for argv, expected in ((["sbc_rerun.py", "--detail"], ("simulation 1", "rerun: ", "stored: ",
+                                                           "iterations a chain", "population parameters")),
+                           (["sbc_divergences.py"], ("simulation 1: ", "divergent transitions in 2 chains"))):
+        done = subprocess.run([sys.executable, str(root / "benchmarks" / argv[0]), str(out), "1", *argv[1:]],
+                              capture_output=True, text=True, timeout=600, cwd=root)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr[-2000:]
+        assert all(text in done.stdout for text in expected), done.stdout
 
 
 def test_recovery_coverage_is_checked_in_both_directions():
