@@ -332,7 +332,7 @@ class MrdPriors:
 
     log_clearance: tuple[float, float] = (math.log(0.25), 0.5)  # ELIANA bound, ctDNA; docs/priors.md#mrd-log-clearance
     clearance_log_ratio: tuple[float, float] = (0.0, 0.4)  # no source; docs/priors.md#mrd-clearance-log-ratio
-    clearance_sd: tuple[float, float] = (math.log(0.5), 0.5)  # Mueller 2018; docs/priors.md#mrd-clearance-sd
+    clearance_sd: tuple[float, float] = (math.log(0.5), 0.5)  # Kymriah label Cmax CV; docs/priors.md#mrd-clearance-sd
     baseline_anchor_sd: float = 0.3  # no source; docs/priors.md#mrd-baseline-anchor-sd
     baseline_log10_fallback: tuple[float, float] = (math.log10(0.2), 0.5)  # docs/priors.md#mrd-baseline-log10-fallback
     logit_recurrence: tuple[float, float] = (0.0, 1.0)  # ELIANA plateau; docs/priors.md#mrd-logit-recurrence
