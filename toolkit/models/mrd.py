@@ -397,15 +397,26 @@ def log10_sum(*terms):
 _INV_SQRT2 = np.float64(1.0 / math.sqrt(2.0))  # numpy float64: a Python float would be cast to float32
 
 
-def std_normal_lcdf(z):
-    """log Phi(z), accurate in both tails (pytensor): erfcx below -1, log1p(-erfc/2) above.
+RESIDUAL_DF = 4  # EXPERIMENT (branch mrd-student-t): Student-t residual with 4 degrees of freedom
 
-    The same formula as ``pymc.distributions.dist_math.normal_lcdf`` but with float64 constants
-    (PyMC's ``pt.sqrt(2.0)`` is cast to float32, a 1e-7 relative error).
+
+def std_normal_lcdf(z):
+    """EXPERIMENT: log F_4(z), the standard Student-t (4 d.f.) log CDF, in closed form (pytensor).
+
+    With r = sqrt(4 + z^2) and s = z / r, F_4(z) = 1/2 + 3 s / 4 - s^3 / 4 = (1 + s)^2 (2 - s) / 4, and
+    1 + s = q / r with q = r + z, computed as 4 / (r - z) for z < 0 (no cancellation in either tail).
     """
-    return pt.switch(pt.lt(z, -1.0),
-                     pt.log(pt.erfcx(-z * _INV_SQRT2) / 2.0) - pt.sqr(z) / 2.0,
-                     pt.log1p(-pt.erfc(z * _INV_SQRT2) / 2.0))
+    r = pt.sqrt(4.0 + pt.sqr(z))
+    q = pt.switch(pt.lt(z, 0.0), 4.0 / (r - z), r + z)
+    return -math.log(4.0) + 2.0 * pt.log(q / r) + pt.log(2.0 - z / r)
+
+
+T4_LOG_NORMALISER = math.lgamma(2.5) - math.lgamma(2.0) - 0.5 * math.log(4.0 * math.pi)
+
+
+def std_logpdf(z):
+    """EXPERIMENT: log density of the standard Student-t with 4 d.f. (pytensor)."""
+    return T4_LOG_NORMALISER - 2.5 * pt.log1p(pt.sqr(z) / 4.0)
 
 
 def log_phi_difference(a, b):
@@ -439,12 +450,12 @@ def censored_log10_logp(y, code, log10_lod, log10_loq, mu, sigma):
     every row.
     """
     z = (y - mu) / sigma
-    density = -0.5 * pt.sqr(z) - pt.log(sigma) - 0.5 * math.log(2 * math.pi)
+    density = std_logpdf(z) - pt.log(sigma)
     z_lod, z_loq = (log10_lod - mu) / sigma, (log10_loq - mu) / sigma
     below = pt.eq(code, 1)
     upper_tail = pt.and_(pt.bitwise_not(below), pt.gt(z_lod, 0.0))  # a PNQ whose band lies above mu
     a = pt.switch(upper_tail, -z_lod, pt.switch(below, z_lod, z_loq))
-    b = pt.switch(upper_tail, -z_loq, pt.switch(below, pt.minimum(z_lod, 0.0) - 40.0, z_lod))
+    b = pt.switch(upper_tail, -z_loq, pt.switch(below, pt.minimum(z_lod, 0.0) * 1e4 - 1e4, z_lod))
     return pt.switch(pt.eq(code, 0), density, log_phi_difference(a, b))
 
 
@@ -483,7 +494,7 @@ def _class_logliks(rows: _Rows, y, day, lod, loq, shift, sd, baseline, clearance
         if rows.quantified.size:
             q = rows.quantified
             z = (y[q] - mu[q]) / sd[q]
-            dens = -0.5 * pt.sqr(z) - pt.log(sd[q]) - 0.5 * math.log(2 * math.pi)
+            dens = std_logpdf(z) - pt.log(sd[q])
             total = pt.inc_subtensor(total[p[q]], dens)
         if rows.below.size:
             b = rows.below
@@ -517,7 +528,10 @@ def mrd_log10_numpy(t, baseline, clearance, floor, relapse_day, growth, recurren
 
 def log_normal_interval_numpy(lower_z, upper_z):
     """log[Phi(upper_z) - Phi(lower_z)] (numpy/scipy), the same tail choice as :func:`log_normal_interval`."""
-    from scipy.special import log_ndtr
+    from scipy.stats import t as student_t
+
+    def log_ndtr(z):
+        return student_t.logcdf(z, RESIDUAL_DF)
 
     lower_z, upper_z = np.broadcast_arrays(np.asarray(lower_z, float), np.asarray(upper_z, float))
     upper_tail = lower_z > 0
@@ -535,7 +549,10 @@ def class_logliks_numpy(inputs: MrdInputs, baseline, clearance, floor, relapse_d
     (draws,) or None. Used for per-patient class probabilities after sampling and to cross-check the
     pytensor likelihood in the tests.
     """
-    from scipy.special import log_ndtr
+    from scipy.stats import t as student_t
+
+    def log_ndtr(z):
+        return student_t.logcdf(z, RESIDUAL_DF)
 
     baseline, clearance, floor, relapse_day, growth = np.broadcast_arrays(
         *(np.atleast_2d(np.asarray(v, dtype=float)) for v in (baseline, clearance, floor, relapse_day, growth)))
@@ -551,7 +568,7 @@ def class_logliks_numpy(inputs: MrdInputs, baseline, clearance, floor, relapse_d
     mu_r = np.logaddexp(np.logaddexp(decline * LN10, floor[:, p] * LN10), regrowth * LN10) / LN10 + shift
     out = []
     for mu in (mu_s, mu_r):
-        dens = -0.5 * ((y - mu) / sd) ** 2 - np.log(sd) - 0.5 * math.log(2 * math.pi)
+        dens = student_t.logpdf((y - mu) / sd, RESIDUAL_DF) - np.log(sd)
         below = log_ndtr((lod - mu) / sd)
         pnq = log_normal_interval_numpy((lod - mu) / sd, (loq - mu) / sd)
         ll = np.where(code == 0, dens, np.where(code == 1, below, pnq))
