@@ -14,8 +14,8 @@ from toolkit.data.inputs import ModelDataError
 from toolkit.data.mrd_inputs import CENSORING_CODES, to_mrd_inputs
 from toolkit.inference import SamplerSettings, diagnose, sample
 from toolkit.models.mrd import (MODEL_NAME, MODEL_VERSION, MrdPriors, build_mrd_model, censored_log10_logp,
-                                class_logliks_numpy, informed_patients, log_normal_interval,
-                                log_normal_interval_numpy, mrd_log10_numpy)
+                                class_logliks_numpy, informed_patients, log_residual_interval,
+                                log_residual_interval_numpy, mrd_log10_numpy, residual_family)
 from toolkit.mrd_estimands import mrd_estimands, patient_recurrence, patient_trajectories
 from toolkit.testing import EXAMPLE
 
@@ -55,7 +55,7 @@ def _with_mrd(cohort, mrd):
 
 def test_structure_names_dims_and_finite_start(inputs):
     model = build_mrd_model(inputs)
-    assert (MODEL_NAME, MODEL_VERSION) == ("mrd", "1.3.0")
+    assert (MODEL_NAME, MODEL_VERSION) == ("mrd", "1.4.0")
     assert set(POPULATION + NAMED + ["mrd", "response"]) <= set(model.named_vars)
     assert {"patient", "assessment", "arm", "method", "infused"} <= set(model.coords)
     assert list(model.coords["arm"]) == ["control", "experimental"]
@@ -94,45 +94,55 @@ def test_inputs_arrays(inputs, example):
 # --------------------------------------------------------------------------- likelihood pieces
 
 
+def _t4_pdf(u):
+    return math.exp(math.lgamma(2.5) - math.lgamma(2.0) - 0.5 * math.log(4 * math.pi)) * (1 + u * u / 4) ** -2.5
+
+
 def _log_interval_quad(lo, hi):
-    """log[Phi(hi) - Phi(lo)] by quadrature, independent of the implementation (mirrored into the upper tail)."""
-    if lo < 0 and abs(lo) > abs(hi):
-        lo, hi = -hi, -lo
-    a = lo
-    val, _ = integrate.quad(lambda u: math.exp(-a * u - u * u / 2), 0.0, hi - lo, epsabs=0, epsrel=1e-13)
-    return -a * a / 2 - 0.5 * math.log(2 * math.pi) + math.log(val)
+    """log[F(hi) - F(lo)] of the Student-t (4 d.f.) by quadrature, independent of the implementation."""
+    val, _ = integrate.quad(_t4_pdf, lo, hi, epsabs=0, epsrel=1e-13)
+    return math.log(val)
 
 
 @pytest.mark.parametrize("lo, hi", [(-1.0, 1.0), (-0.2, 0.3), (2.0, 2.5), (8.0, 9.0), (37.0, 38.5),
-                                    (-39.0, -38.0), (-6.0, -5.9), (0.5, 0.5000001)])
-def test_log_normal_interval_matches_quadrature(lo, hi):
+                                    (-39.0, -38.0), (-6.0, -5.9), (0.5, 0.5000001), (1e3, 1.1e3)])
+def test_log_residual_interval_matches_quadrature(lo, hi):
     expected = _log_interval_quad(lo, hi)
-    got = float(log_normal_interval(np.float64(lo), np.float64(hi)).eval())
+    got = float(log_residual_interval(np.float64(lo), np.float64(hi)).eval())
     assert got == pytest.approx(expected, rel=1e-7, abs=1e-9)
-    assert float(log_normal_interval_numpy(lo, hi)) == pytest.approx(expected, rel=1e-7, abs=1e-9)
+    assert float(log_residual_interval_numpy(lo, hi)) == pytest.approx(expected, rel=1e-7, abs=1e-9)
 
 
 def test_censored_pieces_match_scipy():
-    """quantified: norm.logpdf; below LoD: norm.logcdf at the limit; PNQ: log(cdf(LoQ) - cdf(LoD))."""
+    """quantified: t_4 logpdf; below LoD: t_4 logcdf at the limit; PNQ: log(cdf(LoQ) - cdf(LoD)) (scale sd)."""
     mu, sd = -4.7, 0.3
     y = np.array([-3.2, -4.0, -6.0])  # quantified value / (LoD filler) / (LoD filler)
     code = np.array([0, 1, 2])
     lod = np.array([-4.2, -4.0, -6.0])
     loq = np.array([-3.2, -3.0, -5.0])
     got = censored_log10_logp(y, code, lod, loq, mu, sd).eval()
-    expected = [stats.norm.logpdf(-3.2, mu, sd), stats.norm.logcdf(-4.0, mu, sd),
-                np.log(stats.norm.cdf(-5.0, mu, sd) - stats.norm.cdf(-6.0, mu, sd))]
+    t4 = stats.t(4, mu, sd)
+    expected = [t4.logpdf(-3.2), t4.logcdf(-4.0), np.log(t4.cdf(-5.0) - t4.cdf(-6.0))]
     np.testing.assert_allclose(got, expected, rtol=1e-10)
 
 
-@pytest.mark.parametrize("mu", [-9.0, -5.5, -1.0, 2.0])
+@pytest.mark.parametrize("mu", [-9.0, -5.5, -1.0, 2.0, 300.0])
 def test_censored_rows_match_scipy_in_both_tails(mu):
-    """The one-interval form of both censored codes: a PNQ band above or below mu, an LoD far above or below it."""
+    """The one-interval form of both censored codes: a PNQ band above or below mu, an LoD far above or below it
+    (t_4 falls like |z|^-4: a row 1,000 scales past its limit costs about 4 log 1000, not 1000^2 / 2)."""
     sd = 0.3
     lod, loq = np.array([-6.0, -6.0]), np.array([-5.0, -5.0])
     got = censored_log10_logp(lod, np.array([1, 2]), lod, loq, mu, sd).eval()
-    expected = [stats.norm.logcdf(-6.0, mu, sd), _log_interval_quad((-6.0 - mu) / sd, (-5.0 - mu) / sd)]
+    expected = [stats.t.logcdf((-6.0 - mu) / sd, 4), _log_interval_quad((-6.0 - mu) / sd, (-5.0 - mu) / sd)]
     np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+def test_runs_before_1_4_keep_their_normal_measurement_error():
+    """The numpy twin (class probabilities of a stored run) takes the error of the model version that made it."""
+    assert residual_family("1.3.0") is None and residual_family("1.0.0") is None
+    assert residual_family(MODEL_VERSION) == 4 and residual_family(None) == 4
+    assert float(log_residual_interval_numpy(-1.0, 1.0, None)) == pytest.approx(
+        math.log(stats.norm.cdf(1) - stats.norm.cdf(-1)), rel=1e-12)
 
 
 def test_model_log_likelihood_matches_numpy_scipy_twin(inputs):
@@ -434,6 +444,6 @@ def test_a_run_of_another_model_version_is_not_rebuilt():
     from toolkit.fitting import _same_model_version, rebuild_model
 
     old = SimpleNamespace(summary={"model": "mrd", "options": {}}, provenance={"model_version": "1.0.0"})
-    with pytest.raises(ValueError, match="fitted with mrd model 1.0.0; this toolkit builds 1.3.0"):
+    with pytest.raises(ValueError, match="fitted with mrd model 1.0.0; this toolkit builds 1.4.0"):
         rebuild_model(old)
     _same_model_version(SimpleNamespace(provenance={"model_version": MODEL_VERSION}), "mrd")

@@ -133,7 +133,7 @@ def test_generator_draws_classes_and_values_from_the_likelihood(problem):
     shift = problem.measurement_shift(theta)
     sigma = np.asarray(theta["mrd_residual_sd_log10"])[inputs.method]
     n = inputs.n_patients
-    below = [stats.norm.cdf((inputs.log10_lod - problem.true_log10_mrd(theta, np.full(n, r)) - shift) / sigma)
+    below = [stats.t.cdf((inputs.log10_lod - problem.true_log10_mrd(theta, np.full(n, r)) - shift) / sigma, 4)
              for r in (False, True)]
     expected = (1 - pi) * below[0] + pi * below[1]  # P(negative) of each row, class marginalised
     share = np.mean([r["censoring"] == 1 for r in reps], axis=0)

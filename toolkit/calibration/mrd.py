@@ -26,7 +26,7 @@ model the toolkit fits. Then, for responder i and assessment j:
     R_i \sim \text{Bernoulli}(\pi_i),\quad \text{logit}\,\pi_i = c_0 + c_{arm} a_i + x_i\gamma_{rec}
 
     y_{ij} = m_i(t_{ij}) + \delta_{method} + \delta_{PB}[\text{PB}] + \sigma_{method}\,\varepsilon_{ij},
-    \quad \varepsilon_{ij} \sim N(0, 1)
+    \quad \varepsilon_{ij} \sim t_4 \text{ (Student-t, 4 d.f.; model 1.4.0, Normal before)}
 
 with m_i the model's own trajectory (:func:`toolkit.models.mrd.mrd_log10_numpy`,
 the same softened sum of clones, each capped as the likelihood caps it) in class
@@ -283,6 +283,8 @@ class MrdCalibration:
     def simulate(self, theta: dict, *, random_seed) -> dict[str, np.ndarray]:
         """Classes, every assessment's log10 value censored at its own LoD / LoQ, every infused patient's response."""
         rng = np.random.default_rng(random_seed)
+        from toolkit.models.mrd import RESIDUAL_DF
+
         i = self.inputs()
         eta = float(theta["logit_recurrence"]) + float(theta["recurrence_log_or"]) * i.arm
         if i.covariates:
@@ -290,7 +292,7 @@ class MrdCalibration:
         recurrence = rng.uniform(size=i.n_patients) < _expit(eta)
         mu = self.true_log10_mrd(theta, recurrence) + self.measurement_shift(theta)
         sigma = np.asarray(theta["mrd_residual_sd_log10"], float).ravel()[i.method]
-        y = mu + sigma * rng.standard_normal(i.n_assessments)
+        y = mu + sigma * rng.standard_t(RESIDUAL_DF, i.n_assessments)  # the model's Student-t error (1.4.0)
         code = np.where(y < i.log10_lod, 1, np.where(y < i.log10_loq, 2, 0))
         eta_r = float(theta["logit_response"]) + float(theta["response_log_or"]) * i.infused_arm
         responded = rng.uniform(size=i.infused_arm.size) < _expit(eta_r)

@@ -31,6 +31,7 @@ from toolkit.models.mrd import (
     LATENCY_ORIGIN_DAY,
     LOG10_2,
     RELAPSE_LOG10,
+    RESIDUAL_DF,
     MrdPriors,
     class_logliks_numpy,
     mrd_log10_numpy,
@@ -239,8 +240,11 @@ def mrd_estimands(posterior, inputs: MrdInputs, *, ci_prob: float = 0.9, n_simul
 
 
 def patient_recurrence_draws(posterior, inputs: MrdInputs, *, priors: MrdPriors | None = None,
-                             chunk: int = 500) -> np.ndarray:
-    """P(class R | data, draw) per draw and patient, (draws, patients): pi L_R / (pi L_R + (1 - pi) L_S)."""
+                             chunk: int = 500, residual_df: int | None = RESIDUAL_DF) -> np.ndarray:
+    """P(class R | data, draw) per draw and patient, (draws, patients): pi L_R / (pi L_R + (1 - pi) L_S).
+
+    ``residual_df``: the measurement error of the model that made the draws (``toolkit.models.mrd.
+    residual_family`` of its version; a run before 1.4.0: None, Normal)."""
     post = _posterior(posterior)
     floor_s = (priors or MrdPriors()).sustained_floor_log10
     n_draws = _draws(post, "log_clearance").shape[0]
@@ -255,7 +259,7 @@ def patient_recurrence_draws(posterior, inputs: MrdInputs, *, priors: MrdPriors 
             inputs, g("patient_baseline_log10"), g("patient_clearance_log10_per_day"), g("patient_floor_log10"),
             g("patient_relapse_day"), _patient_growth(post, sl), g("mrd_method_offset_log10"),
             g("mrd_residual_sd_log10"), g("pb_offset_log10") if _has(post, "pb_offset_log10") else None,
-            sustained_floor=floor_s)
+            sustained_floor=floor_s, residual_df=residual_df)
         res.append(expit(eta + ll_r - ll_s))
     return np.concatenate(res)
 
@@ -345,12 +349,13 @@ def replicated_negative(posterior, inputs: MrdInputs, *, priors: MrdPriors | Non
 
 
 def replicated_mrd_log10(posterior, inputs: MrdInputs, *, priors: MrdPriors | None = None,
-                         random_seed: int = DEFAULT_SEED) -> tuple[np.ndarray, np.ndarray]:
+                         random_seed: int = DEFAULT_SEED, residual_df: int | None = RESIDUAL_DF
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """Posterior predictive log10 MRD per draw and assessment, (draws, assessments), and each row's limit.
 
     For each draw every analysed assessment is measured again: the patient's class is drawn with its
-    per-draw posterior class probability, the value from Normal(m(t) + method and specimen offsets,
-    sigma_method) on the log10 scale, and it is negative when below **that assessment's own** detection
+    per-draw posterior class probability, the value from m(t) + method and specimen offsets + sigma_method
+    times a standard Student-t (``residual_df`` d.f.; None: Normal, the models before 1.4.0) on the log10 scale, and it is negative when below **that assessment's own** detection
     limit (a PNQ or quantified value is positive). A quantified row without a recorded limit uses the
     smallest limit of its method in the cohort (never negative if the method has none); the limits
     used are returned beside the replicates.
@@ -367,7 +372,8 @@ def replicated_mrd_log10(posterior, inputs: MrdInputs, *, priors: MrdPriors | No
     if _has(post, "pb_offset_log10"):
         mu = mu + g("pb_offset_log10")[:, None] * inputs.peripheral_blood
     rng = np.random.default_rng(random_seed + 1)
-    y_rep = mu + g("mrd_residual_sd_log10")[:, method] * rng.standard_normal(mu.shape)
+    noise = rng.standard_normal(mu.shape) if residual_df is None else rng.standard_t(residual_df, mu.shape)
+    y_rep = mu + g("mrd_residual_sd_log10")[:, method] * noise
     return y_rep, filled_detection_limits(inputs)
 
 

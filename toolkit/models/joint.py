@@ -152,7 +152,8 @@ from toolkit.models.kinetics import peak_clock_inverse
 from toolkit.models.priors import NormalPairPriors, normal
 
 MODEL_NAME = "joint"
-MODEL_VERSION = "1.1.0"  # 1.1.0: the kinetic submodel of CAR-T 1.2.0 (omega_alpha prior log-SD 0.25)
+MODEL_VERSION = "1.2.0"  # 1.1.0: the kinetic submodel of CAR-T 1.2.0 (omega_alpha prior log-SD 0.25); 1.2.0: the
+# MRD pathway's submodel is MRD 1.4.0 (Student-t measurement error)
 VARIANTS = ("cure", "weibull")
 KINETICS = ("joint", "two-stage")
 ASSOCIATIONS = ("log_cmax", "cart_loss", "mrd", "mrd_clearance")

@@ -298,14 +298,16 @@ from toolkit.data.mrd_inputs import MrdInputs
 from toolkit.models.centring import mask_centred
 
 __all__ = [
-    "ARMS", "MODEL_NAME", "MODEL_VERSION", "MrdPriors", "build_mrd_model", "censored_log10_logp",
-    "class_logliks_numpy", "informed_patients", "log_normal_interval", "log_normal_interval_numpy",
-    "log_phi_difference", "mrd_log10_numpy", "std_normal_lcdf", "TERM_CAP_LOG10",
+    "ARMS", "MODEL_NAME", "MODEL_VERSION", "MrdPriors", "RESIDUAL_DF", "build_mrd_model", "censored_log10_logp",
+    "class_logliks_numpy", "informed_patients", "log_cdf_difference", "log_residual_interval",
+    "log_residual_interval_numpy", "mrd_log10_numpy", "residual_family", "std_residual_lcdf",
+    "std_residual_logpdf", "TERM_CAP_LOG10",
 ]
 
 MODEL_NAME = "mrd"
-MODEL_VERSION = "1.3.0"  # 1.1.0: each patient's own regrowth doubling time; 1.2.0: regrowth centred only where
-# values rise; 1.3.0: clearance_sd LogNormal(log 0.5, 0.5) (sourced; Gamma(2) before)
+MODEL_VERSION = "1.4.0"  # 1.1.0: each patient's own regrowth doubling time; 1.2.0: regrowth centred only where
+# values rise; 1.3.0: clearance_sd LogNormal(log 0.5, 0.5) (sourced; Gamma(2) before); 1.4.0: Student-t (4 d.f.)
+# measurement error (Normal before)
 ARMS = ("control", "experimental")
 PRIOR_SETS = ("default", "skeptical", "optimistic")
 LN10 = math.log(10.0)
@@ -394,69 +396,65 @@ def log10_sum(*terms):
     return pt.log(total) / LN10
 
 
-_INV_SQRT2 = np.float64(1.0 / math.sqrt(2.0))  # numpy float64: a Python float would be cast to float32
+RESIDUAL_DF = 4  # the measurement error is Student-t with 4 degrees of freedom (model 1.4.0; Normal before)
+_T4_LOG_NORMALISER = math.lgamma(2.5) - math.lgamma(2.0) - 0.5 * math.log(4.0 * math.pi)
 
 
-RESIDUAL_DF = 4  # EXPERIMENT (branch mrd-student-t): Student-t residual with 4 degrees of freedom
+def std_residual_logpdf(z):
+    """log density of the standard Student-t with 4 d.f. (pytensor): log c - 5/2 log(1 + z^2 / 4)."""
+    return _T4_LOG_NORMALISER - 2.5 * pt.log1p(pt.sqr(z) / 4.0)
 
 
-def std_normal_lcdf(z):
-    """EXPERIMENT: log F_4(z), the standard Student-t (4 d.f.) log CDF, in closed form (pytensor).
+def std_residual_lcdf(z):
+    """log F(z), the standard Student-t (4 d.f.) log CDF, in closed form (pytensor), accurate in both tails.
 
-    With r = sqrt(4 + z^2) and s = z / r, F_4(z) = 1/2 + 3 s / 4 - s^3 / 4 = (1 + s)^2 (2 - s) / 4, and
-    1 + s = q / r with q = r + z, computed as 4 / (r - z) for z < 0 (no cancellation in either tail).
+    With r = sqrt(4 + z^2) and s = z / r: F(z) = 1/2 + 3 s / 4 - s^3 / 4 = (1 + s)^2 (2 - s) / 4, and
+    1 + s = q / r with q = r + z, computed as 4 / (r - z) for z < 0 (no cancellation in either tail;
+    F(z) ~ 3 / z^4 far below 0, so a censored row's penalty grows like 4 log|z|, not z^2 / 2).
     """
     r = pt.sqrt(4.0 + pt.sqr(z))
     q = pt.switch(pt.lt(z, 0.0), 4.0 / (r - z), r + z)
     return -math.log(4.0) + 2.0 * pt.log(q / r) + pt.log(2.0 - z / r)
 
 
-T4_LOG_NORMALISER = math.lgamma(2.5) - math.lgamma(2.0) - 0.5 * math.log(4.0 * math.pi)
+def log_cdf_difference(a, b):
+    """log[F(a) - F(b)] for b < a (pytensor) = log F(a) + log1mexp(log F(b) - log F(a)): two log F."""
+    log_a = std_residual_lcdf(a)
+    return log_a + pt.log1mexp(std_residual_lcdf(b) - log_a)
 
 
-def std_logpdf(z):
-    """EXPERIMENT: log density of the standard Student-t with 4 d.f. (pytensor)."""
-    return T4_LOG_NORMALISER - 2.5 * pt.log1p(pt.sqr(z) / 4.0)
+def log_residual_interval(lower_z, upper_z):
+    """log[F(upper_z) - F(lower_z)] for lower_z < upper_z, accurate in both tails (pytensor).
 
-
-def log_phi_difference(a, b):
-    """log[Phi(a) - Phi(b)] for b < a (pytensor) = log Phi(a) + log1mexp(log Phi(b) - log Phi(a)): two log Phi."""
-    log_a = std_normal_lcdf(a)
-    return log_a + pt.log1mexp(std_normal_lcdf(b) - log_a)
-
-
-def log_normal_interval(lower_z, upper_z):
-    """log[Phi(upper_z) - Phi(lower_z)] for lower_z < upper_z, accurate in both tails (pytensor).
-
-    Below 0 it is :func:`log_phi_difference` (upper_z, lower_z); above 0 its mirror image
-    (-lower_z, -upper_z), so neither Phi underflows to 0 or rounds to 1.
+    Below 0 it is :func:`log_cdf_difference` (upper_z, lower_z); above 0 its mirror image
+    (-lower_z, -upper_z; F(-z) = 1 - F(z)), so neither F underflows to 0 or rounds to 1.
     """
     upper_tail = pt.gt(lower_z, 0.0)
-    return log_phi_difference(pt.switch(upper_tail, -lower_z, upper_z), pt.switch(upper_tail, -upper_z, lower_z))
+    return log_cdf_difference(pt.switch(upper_tail, -lower_z, upper_z), pt.switch(upper_tail, -upper_z, lower_z))
 
 
 def censored_log10_logp(y, code, log10_lod, log10_loq, mu, sigma):
     """Pointwise log-likelihood of one assessment on the log10 scale (pytensor; broadcasts).
 
-    ``code`` 0: Normal log-density of the quantified value ``y``; 1: below the
-    detection limit, log Phi((log10 LoD - mu)/sigma); 2: positive not
-    quantifiable, log of the probability between LoD and LoQ. Every branch
-    must get finite inputs (fill ``y``/limits of unused rows with finite values, LoQ > LoD).
+    ``code`` 0: Student-t (4 d.f., scale ``sigma``) log density of the quantified value ``y``; 1: below the
+    detection limit, log F((log10 LoD - mu)/sigma); 2: positive not quantifiable, log of the probability
+    between LoD and LoQ. Every branch must get finite inputs (fill ``y``/limits of unused rows with finite
+    values, LoQ > LoD).
 
-    Both censored codes are one interval, :func:`log_phi_difference` (a, b), taken in the tail where neither
-    Phi rounds (as :func:`log_normal_interval`): below the LoD a = z_LoD and b = min(z_LoD, 0) - 40, whose Phi is
-    below 1e-348 of Phi(a), so the term is log Phi(z_LoD) to double precision. A row costs two log Phi, not the
-    five of evaluating both censored branches, which matters because the swappable mode evaluates every branch on
-    every row.
+    Both censored codes are one interval, :func:`log_cdf_difference` (a, b), taken in the tail where neither
+    F rounds (as :func:`log_residual_interval`): below the LoD a = z_LoD and b = 1e4 (min(z_LoD, 0) - 1), whose
+    F is below 1e-15 of F(a) (F falls like |z|^-4), so the term is log F(z_LoD) to double precision. A row
+    costs two log F, not the five of evaluating both censored branches, which matters because the swappable
+    mode evaluates every branch on every row.
     """
     z = (y - mu) / sigma
-    density = std_logpdf(z) - pt.log(sigma)
+    density = std_residual_logpdf(z) - pt.log(sigma)
     z_lod, z_loq = (log10_lod - mu) / sigma, (log10_loq - mu) / sigma
     below = pt.eq(code, 1)
     upper_tail = pt.and_(pt.bitwise_not(below), pt.gt(z_lod, 0.0))  # a PNQ whose band lies above mu
     a = pt.switch(upper_tail, -z_lod, pt.switch(below, z_lod, z_loq))
-    b = pt.switch(upper_tail, -z_loq, pt.switch(below, pt.minimum(z_lod, 0.0) * 1e4 - 1e4, z_lod))
-    return pt.switch(pt.eq(code, 0), density, log_phi_difference(a, b))
+    b = pt.switch(upper_tail, -z_loq, pt.switch(below, 1e4 * (pt.minimum(z_lod, 0.0) - 1.0), z_lod))
+    return pt.switch(pt.eq(code, 0), density, log_cdf_difference(a, b))
 
 
 @dataclass(frozen=True)
@@ -494,14 +492,14 @@ def _class_logliks(rows: _Rows, y, day, lod, loq, shift, sd, baseline, clearance
         if rows.quantified.size:
             q = rows.quantified
             z = (y[q] - mu[q]) / sd[q]
-            dens = std_logpdf(z) - pt.log(sd[q])
+            dens = std_residual_logpdf(z) - pt.log(sd[q])
             total = pt.inc_subtensor(total[p[q]], dens)
         if rows.below.size:
             b = rows.below
-            total = pt.inc_subtensor(total[p[b]], std_normal_lcdf((lod[b] - mu[b]) / sd[b]))
+            total = pt.inc_subtensor(total[p[b]], std_residual_lcdf((lod[b] - mu[b]) / sd[b]))
         if rows.pnq.size:
             c = rows.pnq
-            interval = log_normal_interval((lod[c] - mu[c]) / sd[c], (loq[c] - mu[c]) / sd[c])
+            interval = log_residual_interval((lod[c] - mu[c]) / sd[c], (loq[c] - mu[c]) / sd[c])
             total = pt.inc_subtensor(total[p[c]], interval)
         out.append(total)
     return out[0], out[1]
@@ -526,34 +524,44 @@ def mrd_log10_numpy(t, baseline, clearance, floor, relapse_day, growth, recurren
     return np.where(recurrence, r, s) / LN10
 
 
-def log_normal_interval_numpy(lower_z, upper_z):
-    """log[Phi(upper_z) - Phi(lower_z)] (numpy/scipy), the same tail choice as :func:`log_normal_interval`."""
-    from scipy.stats import t as student_t
+def residual_family(model_version: str | None) -> int | None:
+    """The measurement error of an MRD run fitted by ``model_version``: degrees of freedom of its Student-t
+    (:data:`RESIDUAL_DF`), or None for the Normal of the models before 1.4.0 (their runs keep their likelihood)."""
+    if model_version is None:
+        return RESIDUAL_DF
+    major, minor = (int(v) for v in str(model_version).split(".")[:2])
+    return None if (major, minor) < (1, 4) else RESIDUAL_DF
 
-    def log_ndtr(z):
-        return student_t.logcdf(z, RESIDUAL_DF)
 
+def _std_logpdf_lcdf_numpy(df: int | None):
+    from scipy import stats
+
+    dist = stats.norm() if df is None else stats.t(df)
+    return dist.logpdf, dist.logcdf
+
+
+def log_residual_interval_numpy(lower_z, upper_z, df: int | None = RESIDUAL_DF):
+    """log[F(upper_z) - F(lower_z)] (numpy/scipy; F Student-t with ``df`` d.f., None: Normal), the same tail
+    choice as :func:`log_residual_interval`."""
+    lcdf = _std_logpdf_lcdf_numpy(df)[1]
     lower_z, upper_z = np.broadcast_arrays(np.asarray(lower_z, float), np.asarray(upper_z, float))
     upper_tail = lower_z > 0
     with np.errstate(divide="ignore"):
-        low = log_ndtr(upper_z) + np.log(-np.expm1(log_ndtr(lower_z) - log_ndtr(upper_z)))
-        high = log_ndtr(-lower_z) + np.log(-np.expm1(log_ndtr(-upper_z) - log_ndtr(-lower_z)))
+        low = lcdf(upper_z) + np.log(-np.expm1(lcdf(lower_z) - lcdf(upper_z)))
+        high = lcdf(-lower_z) + np.log(-np.expm1(lcdf(-upper_z) - lcdf(-lower_z)))
     return np.where(upper_tail, high, low)
 
 
 def class_logliks_numpy(inputs: MrdInputs, baseline, clearance, floor, relapse_day, growth, offset, sigma,
-                        pb_offset=None, *, sustained_floor: float = -8.0):
+                        pb_offset=None, *, sustained_floor: float = -8.0, residual_df: int | None = RESIDUAL_DF):
     """Per-patient log-likelihood under each class, (draws, patients) each; numpy twin of the model's term.
 
     Patient arguments broadcast to (draws, patients); ``offset``/``sigma`` are (draws, methods); ``pb_offset``
-    (draws,) or None. Used for per-patient class probabilities after sampling and to cross-check the
-    pytensor likelihood in the tests.
+    (draws,) or None; ``residual_df`` the measurement error's family (:func:`residual_family` of the run's model
+    version). Used for per-patient class probabilities after sampling and to cross-check the pytensor
+    likelihood in the tests.
     """
-    from scipy.stats import t as student_t
-
-    def log_ndtr(z):
-        return student_t.logcdf(z, RESIDUAL_DF)
-
+    logpdf, lcdf = _std_logpdf_lcdf_numpy(residual_df)
     baseline, clearance, floor, relapse_day, growth = np.broadcast_arrays(
         *(np.atleast_2d(np.asarray(v, dtype=float)) for v in (baseline, clearance, floor, relapse_day, growth)))
     y, lod, loq = _safe_rows(inputs)
@@ -568,9 +576,9 @@ def class_logliks_numpy(inputs: MrdInputs, baseline, clearance, floor, relapse_d
     mu_r = np.logaddexp(np.logaddexp(decline * LN10, floor[:, p] * LN10), regrowth * LN10) / LN10 + shift
     out = []
     for mu in (mu_s, mu_r):
-        dens = student_t.logpdf((y - mu) / sd, RESIDUAL_DF) - np.log(sd)
-        below = log_ndtr((lod - mu) / sd)
-        pnq = log_normal_interval_numpy((lod - mu) / sd, (loq - mu) / sd)
+        dens = logpdf((y - mu) / sd) - np.log(sd)
+        below = lcdf((lod - mu) / sd)
+        pnq = log_residual_interval_numpy((lod - mu) / sd, (loq - mu) / sd, residual_df)
         ll = np.where(code == 0, dens, np.where(code == 1, below, pnq))
         total = np.zeros((ll.shape[0], inputs.n_patients))
         np.add.at(total, (slice(None), p), ll)
