@@ -102,10 +102,17 @@ Measurement (Beal M3 at each row's own limits): y_ij = log10(reported value),
 mu_ij = m_i(t_ij) + delta_method + delta_PB [specimen PB],
 sigma_ij = sigma_method::
 
-    quantified       log Normal(y | mu, sigma)
-    below the LoD    log Phi((log10 LoD - mu) / sigma)
-    PNQ              log[Phi((log10 LoQ - mu)/sigma) - Phi((log10 LoD - mu)/sigma)]  (computed in the tail
+    quantified       log t_4(y | mu, sigma) = log t_4((y - mu) / sigma) - log sigma
+    below the LoD    log F_4((log10 LoD - mu) / sigma)
+    PNQ              log[F_4((log10 LoQ - mu)/sigma) - F_4((log10 LoD - mu)/sigma)]  (computed in the tail
                                                                                        where it is accurate)
+
+t_4 and F_4 are the standard Student-t density and CDF with 4 degrees of freedom (model 1.4.0; Normal
+before), F_4 in closed form (:func:`std_residual_lcdf`). Heavier tails than the Normal's: a discordant
+value (a hemodiluted aspirate) no longer moves a patient's kinetics to explain it, and a value far past a
+detection limit costs about 4 log|z|, not z^2 / 2 -- under the Normal, single patients' kill rates and
+latencies bounded by their negatives were walls whose crossing was a divergent transition (energy errors
+above 1,000; docs/calibration.md, "A heavier-tailed measurement error").
 
 delta is 0 for the reference method; the others have a free bias (flow vs NGS).
 Response (every infused patient, dim ``infused``): Bernoulli with
@@ -180,7 +187,8 @@ omega_Td ``doubling_sd``          LogNormal(log 0.4, 0.5)      log scale; below 
                                                                medians (0.55); zero-avoiding
 delta ``method_bias_log10``       Normal(0, 0.3)               log10; flow vs qPCR within 0.5 log in 69 %
                                                                (Garand 2013)
-sigma ``mrd_residual_sd_log10``   LogNormal(log 0.3, 0.5)      log10; between-assay scale 0.3-0.5 (Garand 2013)
+sigma ``mrd_residual_sd_log10``   LogNormal(log 0.3, 0.5)      log10 scale of the t_4 error; between-assay
+                                                               scale 0.3-0.5 (Garand 2013)
 delta_PB ``pb_offset_log10``      Normal(-1, 0.7)              log10; only with PB rows. B-ALL MRD is mostly
                                                                >= 1 log lower in blood than in marrow (van der
                                                                Velden 2002); check against local paired samples
