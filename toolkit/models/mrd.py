@@ -155,7 +155,7 @@ b_k ``clearance_log_ratio``       Normal(0, 0.4)               log ratio; no sou
                                                                Cmax arm effect (Mueller 2018 responder gap)
 omega_k ``clearance_sd``          LogNormal(log 0.5, 0.5)      log scale; 90 % 0.22-1.14: CAR-T Cmax spread
                                                                between responders (CV 155 %, log SD 1.1;
-                                                               Mueller 2018) times a kill-rate elasticity
+                                                               Kymriah label) times a kill-rate elasticity
                                                                0.2-1; zero-avoiding, see Sampling
 sigma_B ``baseline_anchor_sd``    HalfNormal(0.3)              log10; marrow blasts vs MRD fraction at day 0
                                                                (sampling, bridging); not identifiable from data
