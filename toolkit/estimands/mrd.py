@@ -355,7 +355,8 @@ def replicated_mrd_log10(posterior, inputs: MrdInputs, *, priors: MrdPriors | No
 
     For each draw every analysed assessment is measured again: the patient's class is drawn with its
     per-draw posterior class probability, the value from m(t) + method and specimen offsets + sigma_method
-    times a standard Student-t (``residual_df`` d.f.; None: Normal, the models before 1.4.0) on the log10 scale, and it is negative when below **that assessment's own** detection
+    times a standard Student-t (``residual_df`` d.f.; None: Normal, the models before 1.4.0) on the log10
+    scale, and it is negative when below **that assessment's own** detection
     limit (a PNQ or quantified value is positive). A quantified row without a recorded limit uses the
     smallest limit of its method in the cohort (never negative if the method has none); the limits
     used are returned beside the replicates.
