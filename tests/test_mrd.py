@@ -147,7 +147,7 @@ def test_runs_before_1_4_keep_their_normal_measurement_error():
 
 def test_model_log_likelihood_matches_numpy_scipy_twin(inputs):
     """The model's per-patient mixture term equals logaddexp(log(1-pi) + sum_S, log pi + sum_R) computed
-    with scipy (log_ndtr) at a random point, i.e. the pytensor graph is the documented likelihood."""
+    with scipy (the t_4 log density and CDF) at a random point, i.e. the pytensor graph is the documented likelihood."""
     model = build_mrd_model(inputs)
     rng = np.random.default_rng(3)
     point = {k: v + 0.3 * rng.standard_normal(np.shape(v)) for k, v in model.initial_point().items()}

@@ -264,8 +264,8 @@ def patient_recurrence_draws(posterior, inputs: MrdInputs, *, priors: MrdPriors 
     return np.concatenate(res)
 
 
-def _patient_classes(posterior, inputs, priors, random_seed):
-    r = patient_recurrence_draws(posterior, inputs, priors=priors)
+def _patient_classes(posterior, inputs, priors, random_seed, residual_df=RESIDUAL_DF):
+    r = patient_recurrence_draws(posterior, inputs, priors=priors, residual_df=residual_df)
     rng = np.random.default_rng(random_seed)
     return r, rng.random(r.shape) < r
 
@@ -363,7 +363,7 @@ def replicated_mrd_log10(posterior, inputs: MrdInputs, *, priors: MrdPriors | No
     """
     post = _posterior(posterior)
     floor_s = (priors or MrdPriors()).sustained_floor_log10
-    _, cls = _patient_classes(post, inputs, priors, random_seed)
+    _, cls = _patient_classes(post, inputs, priors, random_seed, residual_df)
     g = lambda name: _draws(post, name)  # noqa: E731
     p, t, method = inputs.assessment_patient, inputs.day, inputs.method
     mu = mrd_log10_numpy(t, g("patient_baseline_log10")[:, p], g("patient_clearance_log10_per_day")[:, p],
