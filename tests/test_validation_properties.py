@@ -47,7 +47,11 @@ def test_junk_in_any_cell_is_named_or_read_faithfully(tmp_path_factory, data, va
         linked = column in ("patient_id", "last_followup_day", "arm") and any(
             "patients.csv" in p.message or "last_followup_day" in p.message or p.column in ("patient_id", "arm")
             for p in err.problems)
-        assert same_row or linked, str(err)
+        # a day changed to another sample's day is named at the later of the two rows (it repeats the earlier)
+        repeated_day = column == "day" and any(
+            p.file == f"{name}.csv" and p.column == "day" and "repeats an earlier sample" in p.message
+            for p in err.problems)
+        assert same_row or linked or repeated_day, str(err)
     else:
         # accepted: the parsed value is exactly what the cell says
         table = {"cart_kinetics": cohort.cart, "mrd": cohort.mrd, "patients": cohort.patients,
