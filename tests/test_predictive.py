@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -78,16 +79,26 @@ def test_stored_mrd_draws_give_the_predictive_check(runs):
     assert np.mean(np.abs(negative.mean(axis=0) - share_recomputed)) < 0.05
 
 
-@pytest.mark.parametrize("model", ["durability", "mrd"])
-def test_a_run_saved_without_the_draws_still_loads_and_reports(runs, model, tmp_path):
-    old = tmp_path / f"old_{model}"
-    shutil.copytree(runs[model].path, old)
+def _without_stored_draws(run_path, old, *, model_version: str | None = None):
+    """A copy of a run folder as runs were written before the toolkit stored replicates (and, given
+    ``model_version``, as fitted by that version of the model), sealed again."""
+    shutil.copytree(run_path, old)
     tree = xr.open_datatree(old / "posterior.nc").load()
     del tree[PREDICTIVE_GROUP]
     (old / "posterior.nc").unlink()
     tree.to_netcdf(old / "posterior.nc")
+    if model_version is not None:
+        provenance = json.loads((old / "provenance.json").read_text(encoding="utf-8"))
+        provenance["model_version"] = model_version
+        (old / "provenance.json").write_text(json.dumps(provenance), encoding="utf-8")
     _write_manifest(old)
-    run = load_run(old)
+    return load_run(old)
+
+
+@pytest.mark.parametrize("model", ["durability", "mrd"])
+def test_a_run_saved_without_the_draws_still_loads_and_reports(runs, model, tmp_path):
+    old = tmp_path / f"old_{model}"
+    run = _without_stored_draws(runs[model].path, old)
     assert PREDICTIVE_GROUP not in run.posterior.children
     if model == "durability":
         inputs = durability_inputs_from_run(run)
@@ -100,3 +111,37 @@ def test_a_run_saved_without_the_draws_still_loads_and_reports(runs, model, tmp_
 
     out = write_report([old], tmp_path / "report.html")
     assert out.is_file() and "PIT" in out.read_text(encoding="utf-8")
+
+
+def test_an_mrd_run_from_before_1_4_is_checked_under_its_own_normal_error(runs, tmp_path, monkeypatch):
+    """MRD 1.4.0 made the measurement error Student-t. A run fitted before it, saved without replicates, has its
+    replicates, PIT, trajectories and report recomputed under the Normal error it was fitted with, not t_4."""
+    import toolkit.mrd_estimands as mrd_estimands
+    from toolkit.mrd_estimands import patient_recurrence, residual_df_of_run
+    from toolkit.models.mrd import RESIDUAL_DF
+    from toolkit.plots.mrd import mrd_figure_builders
+    from toolkit.report import write_report
+
+    old = tmp_path / "old_mrd"
+    run = _without_stored_draws(runs["mrd"].path, old, model_version="1.3.0")
+    assert residual_df_of_run(run) is None and residual_df_of_run(runs["mrd"]) == RESIDUAL_DF
+    inputs = mrd_inputs_from_run(run)
+    posterior = run.posterior["posterior"]
+    normal = mrd_pit(posterior, inputs, residual_df=None)
+    np.testing.assert_array_equal(mrd_pit_of_run(run.posterior, inputs, residual_df=None), normal)
+    assert not np.array_equal(normal, mrd_pit(posterior, inputs))  # the error matters to the check
+    recurrence = patient_recurrence(posterior, inputs, residual_df=None)["recurrence_probability"]
+    assert not np.allclose(recurrence, patient_recurrence(posterior, inputs)["recurrence_probability"])
+
+    seen = []
+    original = mrd_estimands.patient_recurrence_draws
+
+    def recording(*args, residual_df, **kwargs):
+        seen.append(residual_df)
+        return original(*args, residual_df=residual_df, **kwargs)
+
+    monkeypatch.setattr(mrd_estimands, "patient_recurrence_draws", recording)
+    for name in ("trajectories.png", "fraction_negative.png", "pit.png"):
+        mrd_figure_builders(run)[name]()
+    write_report([old], tmp_path / "report.html")
+    assert seen and set(seen) == {None}, "a figure or the report recomputed an old run under the current error"

@@ -81,13 +81,14 @@ def mrd_figures(run) -> list[str]:
     notebook) are left out of the report, which shows no patient-level data;
     the share MRD-negative is drawn without its counts (small cells).
     """
-    from toolkit.mrd_estimands import mrd_inputs_from_run
+    from toolkit.mrd_estimands import mrd_inputs_from_run, residual_df_of_run
     from toolkit.plots.mrd import fraction_negative_table, plot_fraction_negative, plot_mrd_effects
     from toolkit.plots.ppc import mrd_pit_of_run, mrd_replicated_negative_of_run
     from toolkit.report_format import _figure, decision_figures, pit_figure
 
     inputs = mrd_inputs_from_run(run)
-    table = fraction_negative_table(inputs, mrd_replicated_negative_of_run(run.posterior, inputs))
+    error = residual_df_of_run(run)  # a run fitted before MRD 1.4.0 keeps its Normal measurement error
+    table = fraction_negative_table(inputs, mrd_replicated_negative_of_run(run.posterior, inputs, residual_df=error))
     return [
         _figure(plot_mrd_effects(run.summary["estimands"]).axes[0],
                 "Effect of the experimental arm on MRD: ratio of typical MRD kill rates (above 1: faster clearance "
@@ -97,7 +98,7 @@ def mrd_figures(run) -> list[str]:
                 "Model check: by visit window, arm and assay, the share of MRD assessments below their own detection "
                 "limit, observed (points) and replicated from the fitted model at the same days and limits (dashed "
                 "median, 90% band). Points inside the bands mean the model reproduces the data."),
-    ] + decision_figures(run) + [pit_figure({"MRD": mrd_pit_of_run(run.posterior, inputs)})]
+    ] + decision_figures(run) + [pit_figure({"MRD": mrd_pit_of_run(run.posterior, inputs, residual_df=error)})]
 
 
 _NATURAL = {"log_clearance": lambda m: f"median {math.exp(m):.2g} log10/day",

@@ -35,10 +35,11 @@ from toolkit.models.mrd import (
     MrdPriors,
     class_logliks_numpy,
     mrd_log10_numpy,
+    residual_family,
 )
 
 __all__ = ["DEFAULT_DAY_GRID", "filled_detection_limits", "mrd_estimands", "mrd_inputs_from_run", "patient_recurrence",
-           "patient_trajectories", "replicated_negative", "simulate_population"]
+           "patient_trajectories", "replicated_negative", "residual_df_of_run", "simulate_population"]
 
 FLOW_LIMIT_LOG10 = -4.0  # 0.01 %: MRD-negative by flow (MRD-CR threshold; van Dongen 2015 Blood 125:3996)
 NGS_LIMIT_LOG10 = -6.0  # 1e-6: NGS sensitivity
@@ -78,6 +79,14 @@ def _posterior(dt):
         return dt["posterior"].to_dataset()
     except (KeyError, AttributeError, TypeError):
         return dt
+
+
+def residual_df_of_run(run) -> int | None:
+    """The measurement error of the model that fitted ``run`` (a run folder or a fit in memory): the
+    Student-t degrees of freedom of its version (``provenance.json`` ``model_version``), or None for the
+    Normal error of runs fitted before MRD 1.4.0. Every per-patient quantity recomputed from an old run's
+    posterior must use it, so that it agrees with the likelihood the run was fitted with."""
+    return residual_family((getattr(run, "provenance", None) or {}).get("model_version"))
 
 
 def simulate_population(posterior, inputs: MrdInputs, *, arm: int, n_simulated: int = 2000,
@@ -271,7 +280,7 @@ def _patient_classes(posterior, inputs, priors, random_seed, residual_df=RESIDUA
 
 
 def patient_recurrence(posterior, inputs: MrdInputs, *, priors: MrdPriors | None = None,
-                       random_seed: int = DEFAULT_SEED) -> pd.DataFrame:
+                       random_seed: int = DEFAULT_SEED, residual_df: int | None = RESIDUAL_DF) -> pd.DataFrame:
     """Per-patient recurrence summaries, indexed by patient_id (analysed responders).
 
     Columns: ``arm`` (0/1); ``recurrence_probability`` = P(class R | data), the posterior probability
@@ -279,11 +288,12 @@ def patient_recurrence(posterior, inputs: MrdInputs, *, priors: MrdPriors | None
     ``mrd_positive_365d_probability`` = P(true MRD >= 1e-4 at day 365 | data);
     ``relapse_day_median`` = posterior median day the regrowing clone reaches 5 % among draws in
     class R (NaN when under 1 % of draws); ``clearance_log10_per_day_median``;
-    ``floor_log10_median`` (class R draws).
+    ``floor_log10_median`` (class R draws). ``residual_df``: as in :func:`patient_recurrence_draws`
+    (:func:`residual_df_of_run` for a stored run).
     """
     post = _posterior(posterior)
     floor_s = (priors or MrdPriors()).sustained_floor_log10
-    r, cls = _patient_classes(post, inputs, priors, random_seed)
+    r, cls = _patient_classes(post, inputs, priors, random_seed, residual_df)
     g = lambda name: _draws(post, name)  # noqa: E731
     m365 = mrd_log10_numpy(DAY_365, g("patient_baseline_log10"), g("patient_clearance_log10_per_day"),
                            g("patient_floor_log10"), g("patient_relapse_day"),
@@ -306,18 +316,19 @@ def patient_recurrence(posterior, inputs: MrdInputs, *, priors: MrdPriors | None
 
 
 def patient_trajectories(posterior, inputs: MrdInputs, *, days=DEFAULT_DAY_GRID, ci_prob: float = 0.9,
-                         priors: MrdPriors | None = None, random_seed: int = DEFAULT_SEED) -> pd.DataFrame:
+                         priors: MrdPriors | None = None, random_seed: int = DEFAULT_SEED,
+                         residual_df: int | None = RESIDUAL_DF) -> pd.DataFrame:
     """Posterior predicted true log10 MRD per patient on a day grid, indexed by patient_id.
 
     Each draw takes the patient's class with its per-draw posterior class probability (fixed seed),
     so the band mixes both classes. Columns: ``day``, ``mrd_log10_median``, ``mrd_log10_lower``,
     ``mrd_log10_upper`` (equal-tailed ``ci_prob`` band), ``mrd_pct_median`` (100 x 10^median).
     Values are capped at log10 = 0 (100 %); after clinical relapse the model's regrowth is an
-    extrapolation.
+    extrapolation. ``residual_df``: as in :func:`patient_recurrence_draws` (the class probabilities).
     """
     post = _posterior(posterior)
     floor_s = (priors or MrdPriors()).sustained_floor_log10
-    _, cls = _patient_classes(post, inputs, priors, random_seed)
+    _, cls = _patient_classes(post, inputs, priors, random_seed, residual_df)
     g = lambda name: _draws(post, name)[:, :, None]  # noqa: E731
     t = np.asarray(days, dtype=float)
     m = mrd_log10_numpy(t, g("patient_baseline_log10"), g("patient_clearance_log10_per_day"),
@@ -341,10 +352,11 @@ def patient_trajectories(posterior, inputs: MrdInputs, *, days=DEFAULT_DAY_GRID,
 
 
 def replicated_negative(posterior, inputs: MrdInputs, *, priors: MrdPriors | None = None,
-                        random_seed: int = DEFAULT_SEED) -> np.ndarray:
+                        random_seed: int = DEFAULT_SEED, residual_df: int | None = RESIDUAL_DF) -> np.ndarray:
     """Posterior predictive "MRD-negative" per draw and assessment, (draws, assessments) booleans:
     the replicate of :func:`replicated_mrd_log10` below that assessment's own detection limit."""
-    y_rep, lod = replicated_mrd_log10(posterior, inputs, priors=priors, random_seed=random_seed)
+    y_rep, lod = replicated_mrd_log10(posterior, inputs, priors=priors, random_seed=random_seed,
+                                      residual_df=residual_df)
     return y_rep < lod
 
 

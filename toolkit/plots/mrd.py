@@ -76,14 +76,17 @@ def _draw_assessments(ax, inputs: MrdInputs, rows: np.ndarray, *, color="k", siz
 
 
 def plot_mrd_trajectories(posterior, inputs: MrdInputs, *, patients: list[str] | None = None, ncols: int = 6,
-                          ci_prob: float = 0.9, n_draws: int = 1000, random_seed: int | None = None):
+                          ci_prob: float = 0.9, n_draws: int = 1000, random_seed: int | None = None,
+                          residual_df="current"):
     """Grid of per-patient panels: assessments over the model's true-MRD median and ``ci_prob`` band.
 
     ``patients`` (default: all analysed, control arm first) picks and orders the panels. The band mixes
-    the two classes with each draw's posterior class probability (``patient_trajectories``). Returns the
-    Figure.
+    the two classes with each draw's posterior class probability (``patient_trajectories``, under the
+    measurement error ``residual_df`` of the model that made the draws, as in
+    ``toolkit.plots.ppc.mrd_pit``). Returns the Figure.
     """
     from toolkit.mrd_estimands import DEFAULT_SEED, patient_trajectories
+    from toolkit.plots.ppc import measurement_error_kwargs
 
     ids = list(inputs.patient_ids)
     if patients is None:
@@ -94,7 +97,8 @@ def plot_mrd_trajectories(posterior, inputs: MrdInputs, *, patients: list[str] |
     max_day = float(np.ceil(max(inputs.day.max(), 28.0) / 30.0) * 30.0)
     days = np.unique(np.r_[np.linspace(0.0, 28.0, 15), np.linspace(28.0, max_day, 60)])
     traj = patient_trajectories(_thinned(posterior, n_draws), inputs, days=days, ci_prob=ci_prob,
-                                random_seed=DEFAULT_SEED if random_seed is None else random_seed)
+                                random_seed=DEFAULT_SEED if random_seed is None else random_seed,
+                                **measurement_error_kwargs(residual_df))
     n = len(patients)
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
@@ -245,20 +249,22 @@ def plot_mrd_effects(estimands: dict):
 
 def mrd_figure_builders(run) -> dict:
     """``{file name: callable drawing one figure}`` of the MRD checks of a run (or a fit in memory)."""
-    from toolkit.mrd_estimands import mrd_inputs_from_run
+    from toolkit.mrd_estimands import mrd_inputs_from_run, residual_df_of_run
     from toolkit.plots.ppc import PIT_TITLE, mrd_pit_of_run, mrd_replicated_negative_of_run, plot_pit_ecdf
     from toolkit.plots.publication import decision_densities, plot_decision_densities
 
     inputs = mrd_inputs_from_run(run)
     posterior = run.posterior["posterior"]
+    error = residual_df_of_run(run)  # an old run's figures keep the measurement error it was fitted with
     return {
-        "trajectories.png": lambda: plot_mrd_trajectories(posterior, inputs),
+        "trajectories.png": lambda: plot_mrd_trajectories(posterior, inputs, residual_df=error),
         "fraction_negative.png": lambda: plot_fraction_negative(
-            fraction_negative_table(inputs, mrd_replicated_negative_of_run(run.posterior, inputs)),
+            fraction_negative_table(inputs, mrd_replicated_negative_of_run(run.posterior, inputs, residual_df=error)),
             arm_labels=inputs.arm_labels),
         "forest.png": lambda: plot_mrd_effects(run.summary["estimands"]),
         "decisions.png": lambda: plot_decision_densities(decision_densities(run)),
-        "pit.png": lambda: plot_pit_ecdf({"MRD": mrd_pit_of_run(run.posterior, inputs)}, title=PIT_TITLE),
+        "pit.png": lambda: plot_pit_ecdf({"MRD": mrd_pit_of_run(run.posterior, inputs, residual_df=error)},
+                                         title=PIT_TITLE),
     }
 
 

@@ -78,13 +78,20 @@ def durability_pit(posterior, inputs, *, random_seed: int = DEFAULT_SEED) -> np.
     return censored_pit(cdf, np.where(event, cdf, 1.0), random_seed=random_seed)
 
 
-def mrd_pit(posterior, inputs, *, random_seed: int = DEFAULT_SEED) -> np.ndarray:
+def measurement_error_kwargs(residual_df) -> dict:
+    """Keyword arguments naming an MRD run's measurement error: none for "current" (the estimand functions'
+    default, this toolkit's model), else ``residual_df`` (None: Normal, degrees of freedom: Student-t)."""
+    return {} if residual_df == "current" else {"residual_df": residual_df}
+
+
+def mrd_pit(posterior, inputs, *, random_seed: int = DEFAULT_SEED, residual_df="current") -> np.ndarray:
     """Censored-data PIT of each MRD assessment (log10 scale) from the replicates of
     :func:`toolkit.mrd_estimands.replicated_mrd_log10`: F(y) if quantified, U(0, F(LoD)) if below the
-    detection limit, U(F(LoD), F(LoQ)) if positive but not quantifiable."""
+    detection limit, U(F(LoD), F(LoQ)) if positive but not quantifiable. ``residual_df``: the measurement
+    error of the model that made the draws ("current": this toolkit's; None: Normal, runs before MRD 1.4.0)."""
     from toolkit.mrd_estimands import replicated_mrd_log10
 
-    y_rep, lod = replicated_mrd_log10(posterior, inputs)
+    y_rep, lod = replicated_mrd_log10(posterior, inputs, **measurement_error_kwargs(residual_df))
     return _mrd_censored_pit(y_rep, lod, inputs, random_seed=random_seed)
 
 
@@ -127,10 +134,14 @@ def durability_pit_of_run(dt, inputs, *, random_seed: int = DEFAULT_SEED) -> np.
     return _pit_of_run(dt, inputs, "rfs_event", durability_pit_from_draws, durability_pit, random_seed)
 
 
-def mrd_pit_of_run(dt, inputs, *, random_seed: int = DEFAULT_SEED) -> np.ndarray:
+def mrd_pit_of_run(dt, inputs, *, random_seed: int = DEFAULT_SEED, residual_df="current") -> np.ndarray:
     """The MRD PIT of a run (DataTree): from its stored replicates, or, for a run saved without them,
-    computed from its posterior (:func:`mrd_pit`)."""
-    return _pit_of_run(dt, inputs, "mrd_log10", mrd_pit_from_draws, mrd_pit, random_seed)
+    computed from its posterior (:func:`mrd_pit`) under the run's own measurement error ``residual_df``
+    (``toolkit.mrd_estimands.residual_df_of_run``)."""
+    from functools import partial
+
+    return _pit_of_run(dt, inputs, "mrd_log10", mrd_pit_from_draws, partial(mrd_pit, residual_df=residual_df),
+                       random_seed)
 
 
 def _pit_of_run(dt, inputs, stored_name: str, from_draws, from_posterior, random_seed: int) -> np.ndarray:
@@ -143,15 +154,16 @@ def _pit_of_run(dt, inputs, stored_name: str, from_draws, from_posterior, random
     return from_draws(replicates, inputs, random_seed=random_seed)
 
 
-def mrd_replicated_negative_of_run(dt, inputs) -> np.ndarray:
+def mrd_replicated_negative_of_run(dt, inputs, *, residual_df="current") -> np.ndarray:
     """Replicated "MRD-negative" (draws, assessments) of a run: its stored replicates below each assessment's
-    detection limit, or, for a run saved without them, :func:`toolkit.mrd_estimands.replicated_negative`."""
+    detection limit, or, for a run saved without them, :func:`toolkit.mrd_estimands.replicated_negative`
+    under the run's own measurement error ``residual_df`` (as in :func:`mrd_pit`)."""
     from toolkit.mrd_estimands import filled_detection_limits, replicated_negative
     from toolkit.predictive import stored_predictive
 
     y_rep = stored_predictive(dt, "mrd_log10")
     if y_rep is None:
-        return replicated_negative(dt["posterior"], inputs)
+        return replicated_negative(dt["posterior"], inputs, **measurement_error_kwargs(residual_df))
     return y_rep < filled_detection_limits(inputs)[None, :]
 
 
