@@ -186,3 +186,50 @@ def test_trial_design_commands_refuse_a_cart_analysis(tmp_path):
     code, text = run_cli(["design", CART_GRID, "--trials", "1", "--out", tmp_path / "d", "--workers", "0"])
     assert code == 2 and "toolkit misspecify" in text and "Traceback" not in text
     assert not (tmp_path / "d").exists()  # refused before anything is written
+
+
+MRD_GRID = REPO / "models" / "design_misspecification_mrd.toml"
+
+
+def test_mrd_grid_is_an_mrd_analysis_with_the_kill_rate_ratio_on_the_log_scale():
+    from toolkit.calibration.misspec import MRD_KEY_ESTIMANDS, key_estimands, log_scale
+
+    design = load_design(MRD_GRID)
+    assert design.analysis_model == "mrd" and design.probability_key == "prob_clearance_rate_ratio_above_1"
+    assert key_estimands(design) == MRD_KEY_ESTIMANDS
+    assert log_scale("clearance_rate_ratio") and not log_scale("mrd_recurrence_365d_difference")
+    effects = {s.name: s.effects for s in design.scenarios}
+    assert all(v == 1.0 for v in effects["no_effect"].values())
+    assert effects["strong_benefit"]["clearance_rate_ratio"] >= 2.5 and effects["harm"]["clearance_rate_ratio"] <= 0.4
+
+
+def test_cli_misspecify_fits_the_mrd_analysis(tmp_path, monkeypatch):
+    """Two trials (no effect, strong benefit) of the MRD grid through ``toolkit misspecify`` with short
+    sampling and no reruns: the MRD estimands are summarised against the simulator's truths (kill-rate ratio
+    on the log scale), whose strong kill-rate ratio lies >= 1.5 prior SDs out (no effect: at the centre)."""
+    import toolkit.simulate as simulate
+
+    import toolkit.calibration.misspec as misspec
+
+    real = simulate.compute_truth
+    monkeypatch.setattr(simulate, "compute_truth", lambda e, p: real(e, p, n=20_000))
+    monkeypatch.setattr(misspec, "PRIOR_DRAWS", 1000)  # each draw simulates 2000 patients' MRD per arm
+    analysis = tmp_path / "mrd_short.toml"  # the primary spec without its reruns (short sampling fails them)
+    analysis.write_text((REPO / "models" / "mrd_primary.toml").read_text().replace("extend_sampling = 3",
+                                                                                     "extend_sampling = 0"))
+    blocks = MRD_GRID.read_text().replace('"models/mrd_primary.toml"', json.dumps(str(analysis))).split("[[scenarios]]")
+    spec = tmp_path / "grid.toml"
+    spec.write_text(blocks[0] + "[[scenarios]]" + blocks[1] + "[[scenarios]]" + blocks[3].split("[simulation]")[0]
+                    + "[simulation]\nseed = 5\n")
+    code, text = run_cli(["misspecify", spec, "--out", tmp_path / "m", "--workers", "0", "--trials", "1",
+                          "--chains", "2", "--draws", "100", "--tune", "100"])
+    assert code == 0, text
+    summary = pd.read_csv(tmp_path / "m" / "misspecification.csv")
+    assert {"no_effect", "strong_benefit"} == set(summary["scenario"])
+    assert {"clearance_rate_ratio", "mrd_negative_28d_flow_control", "mrd_recurrence_365d_difference",
+            "prob_clearance_rate_ratio_above_1"} <= set(summary["estimand"])
+    assert (summary.loc[summary["estimand"] == "clearance_rate_ratio", "scale"] == "log").all()
+    reference = json.loads((tmp_path / "m" / "reference.json").read_text())
+    assert reference["prior_sds"]["strong_benefit"]["clearance_rate_ratio"] >= 1.5
+    assert abs(reference["prior_sds"]["no_effect"]["clearance_rate_ratio"]) < 0.5
+    assert "P(clearance_rate_ratio > 1) > 0.95 is met in" in text and "Traceback" not in text

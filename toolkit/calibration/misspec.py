@@ -16,7 +16,11 @@ analysis spec is a CAR-T spec (``models/design_misspecification_cart.toml``)
 fits each trial's kinetics (every infused patient's transgene levels, the
 samples up to the final analysis) with ``toolkit.fitting.fit_cart``, the very
 path of ``toolkit fit cart`` (a build and a compile a trial); its rule is on
-``cmax_gmr`` or ``auc28_gmr``.
+``cmax_gmr`` or ``auc28_gmr``. A design whose analysis spec is an MRD spec
+(``models/design_misspecification_mrd.toml``) fits each trial's MRD
+assessments (responders', up to the final analysis) with
+``toolkit.fitting.fit_mrd``, the path of ``toolkit fit mrd``; its rule is on
+``clearance_rate_ratio``.
 
 Per scenario and estimand (names as in ``truth.json`` and ``summary.json``),
 over the C trials with a result, with :math:`\hat\theta_c` the posterior median
@@ -61,7 +65,7 @@ import pandas as pd
 
 __all__ = ["misspecification_trial", "run_misspecification", "load_misspecification", "study_reference",
            "summarize_misspecification", "write_misspecification_report", "KEY_ESTIMANDS", "CART_KEY_ESTIMANDS",
-           "key_estimands"]
+           "MRD_KEY_ESTIMANDS", "key_estimands"]
 
 CONFIG_FILE = "misspecification.json"
 REFERENCE_FILE = "reference.json"
@@ -72,10 +76,14 @@ KEY_ESTIMANDS = ("hazard_ratio_uncured", "cure_fraction_difference", "rfs_365d_d
                  "cir_365d_difference", "efs_365d_difference", "response_rate_difference")
 #: the same for a CAR-T analysis (toolkit.estimands.cart_estimands, truths of toolkit.simulate.compute_truth)
 CART_KEY_ESTIMANDS = ("cmax_gmr", "auc28_gmr", "persistence_half_life_ratio", "tmax_difference_days")
+#: the same for an MRD analysis (toolkit.estimands.mrd.mrd_estimands; every one among responders)
+MRD_KEY_ESTIMANDS = ("clearance_rate_ratio", "mrd_negative_28d_flow_control", "mrd_negative_28d_flow_experimental",
+                     "mrd_recurrence_365d_difference")
 #: ratios compared on the log scale besides the hazard ratios
-LOG_SCALE_RATIOS = ("cmax_gmr", "auc28_gmr", "persistence_half_life_ratio")
+LOG_SCALE_RATIOS = ("cmax_gmr", "auc28_gmr", "persistence_half_life_ratio", "clearance_rate_ratio")
 #: the cohort tables each analysis reads (validating the others is most of the time of a read)
-ANALYSIS_TABLES = {"durability": ("patients", "outcomes"), "cart": ("patients", "outcomes", "cart_kinetics")}
+ANALYSIS_TABLES = {"durability": ("patients", "outcomes"), "cart": ("patients", "outcomes", "cart_kinetics"),
+                   "mrd": ("patients", "outcomes", "mrd")}
 #: a coverage this unlikely for a calibrated 90 % interval (two-sided binomial tail) is flagged
 COVERAGE_ALPHA = 0.01
 
@@ -86,7 +94,7 @@ class MisspecificationError(ValueError):
 
 def key_estimands(design) -> tuple[str, ...]:
     """The estimands the readable table, the figure and the sentences show for the design's analysis."""
-    return CART_KEY_ESTIMANDS if design.analysis_model == "cart" else KEY_ESTIMANDS
+    return {"cart": CART_KEY_ESTIMANDS, "mrd": MRD_KEY_ESTIMANDS}.get(design.analysis_model, KEY_ESTIMANDS)
 
 
 def log_scale(name: str) -> bool:
@@ -127,11 +135,12 @@ def final_cohort(design, scenario_index: int, trial: int, folder: Path):
 
 def _fit_final(design, cohort, options, settings):
     """The analysis of one trial's final cohort: the durability design's compiled padded model, or
-    ``fit_cart`` (``toolkit fit cart``'s path) for a CAR-T analysis. Returns the fit and its event count."""
-    if design.analysis_model == "cart":
-        from toolkit.fitting import fit_cart
+    ``fit_cart`` / ``fit_mrd`` (``toolkit fit cart`` / ``mrd``'s path) for a kinetic analysis. Returns the fit
+    and its event count (relapses; 0 for a kinetic analysis)."""
+    if design.analysis_model in ("cart", "mrd"):
+        from toolkit import fitting
 
-        fit = fit_cart(cohort, options, settings, spec=design.analysis_spec)
+        fit = getattr(fitting, f"fit_{design.analysis_model}")(cohort, options, settings, spec=design.analysis_spec)
         return fit, 0
     from toolkit.design.padded import fit_padded
 
@@ -230,7 +239,7 @@ def load_misspecification(out: str | Path) -> pd.DataFrame:
 
 def _prior_draws(design, overrides: dict | None = None) -> dict[str, np.ndarray]:
     """Draws of every estimand under the analysis' prior on the design (the first scenario's trial 0 at its
-    final analysis), by the same estimand functions as the fits (durability or CAR-T)."""
+    final analysis), by the same estimand functions as the fits (durability, CAR-T or MRD)."""
     import warnings
 
     from toolkit.design.schedules import prior_estimands
@@ -250,6 +259,17 @@ def _prior_draws(design, overrides: dict | None = None) -> dict[str, np.ndarray]
 
         def estimands(prior, inp):
             return cart_estimands(prior, inp)
+    elif design.analysis_model == "mrd":
+        from toolkit.data.mrd_inputs import to_mrd_inputs
+        from toolkit.estimands.mrd import mrd_estimands
+        from toolkit.models.mrd import build_mrd_model
+
+        inputs = to_mrd_inputs(cohort, covariates=options.covariates)
+        priors = options.prior_set()
+        model = build_mrd_model(inputs, priors)
+
+        def estimands(prior, inp):
+            return mrd_estimands(prior, inp, priors=priors)
     else:
         from toolkit.data.inputs import to_durability_inputs
         from toolkit.estimands import durability_estimands

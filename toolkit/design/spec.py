@@ -48,8 +48,8 @@ SIMULATION_KEYS = ("seed", "chains", "tune", "draws", "pos_imputations")
 POS_IMPUTATIONS = 200
 ANALYTIC = "exponential_jeffreys"
 #: the models an analysis spec of a design may be for: trial design studies (``toolkit design``) fit the
-#: durability analysis; a misspecification study (``toolkit misspecify``) fits either
-ANALYSIS_MODELS = ("durability", "cart")
+#: durability analysis; a misspecification study (``toolkit misspecify``) fits any of them
+ANALYSIS_MODELS = ("durability", "cart", "mrd")
 DAYS_PER_MONTH = 365.25 / 12
 REPO = Path(__file__).resolve().parents[2]
 
@@ -178,6 +178,8 @@ def produced_probabilities(analysis_spec: dict | None) -> list[str]:
         return [probability_key("hazard_ratio", "below", x) for x in (1.0, 0.7)]
     if analysis_spec.get("model") == "cart":  # toolkit.estimands.cart_estimands
         return [probability_key(name, "above", 1.0) for name in ("cmax_gmr", "auc28_gmr")]
+    if analysis_spec.get("model") == "mrd":  # toolkit.estimands.mrd.mrd_estimands
+        return [probability_key("clearance_rate_ratio", "above", 1.0)]
     from toolkit.fitting import DurabilityOptions
     from toolkit.specs import merged_options
 
@@ -249,7 +251,7 @@ def load_design(path: str | Path) -> Design:
             raise DesignError(f"{path}: [analysis] spec: {err}") from err
         if analysis_spec.get("model") not in ANALYSIS_MODELS:
             raise DesignError(f"{path}: [analysis] spec is a spec for model {analysis_spec.get('model')!r}; a design "
-                              f"analyses a spec for {' or '.join(ANALYSIS_MODELS)} (e.g. "
+                              f"analyses a spec for {', '.join(ANALYSIS_MODELS[:-1])} or {ANALYSIS_MODELS[-1]} (e.g. "
                               "\"models/durability_primary.toml\")")
         analysis = str(candidate)
 
@@ -379,11 +381,11 @@ def load_design(path: str | Path) -> Design:
 def analysis_settings(design: Design, **overrides):
     """Options and sampler settings of the design's analysis: the analysis spec's, then the design's
     ``[simulation]`` sampler keys, then ``overrides`` (None = not given). Same path as ``toolkit fit``."""
-    from toolkit.fitting import CartOptions, DurabilityOptions, default_settings
+    from toolkit.fitting import CartOptions, DurabilityOptions, MrdOptions, default_settings
     from toolkit.specs import merged_options, merged_sampler
 
     model = design.analysis_model
-    kind = CartOptions if model == "cart" else DurabilityOptions
+    kind = {"cart": CartOptions, "mrd": MrdOptions}.get(model, DurabilityOptions)
     fields_ = kind.__dataclass_fields__
     options = kind(**{k: v for k, v in merged_options(design.analysis_spec, {}).items() if k in fields_})
     sampler = merged_sampler(design.analysis_spec, {**design.sampler, **overrides})
