@@ -143,6 +143,21 @@ def test_cli_misspecify_errors_exit_2(tmp_path):
 CART_GRID = REPO / "models" / "design_misspecification_cart.toml"
 
 
+def _no_effect_and_strong_benefit(grid_text: str, tmp_path):
+    """Run a shipped grid's first and third scenarios (no effect, strong benefit), one trial each with short
+    sampling, through ``toolkit misspecify``; returns the summary table, ``reference.json`` and the output."""
+    blocks = grid_text.split("[[scenarios]]")
+    spec = tmp_path / "grid.toml"
+    spec.write_text(blocks[0] + "[[scenarios]]" + blocks[1] + "[[scenarios]]" + blocks[3].split("[simulation]")[0]
+                    + "[simulation]\nseed = 5\n")
+    code, text = run_cli(["misspecify", spec, "--out", tmp_path / "m", "--workers", "0", "--trials", "1",
+                          "--chains", "2", "--draws", "100", "--tune", "100"])
+    assert code == 0, text
+    summary = pd.read_csv(tmp_path / "m" / "misspecification.csv")
+    assert {"no_effect", "strong_benefit"} == set(summary["scenario"])
+    return summary, json.loads((tmp_path / "m" / "reference.json").read_text()), text
+
+
 def test_cart_grid_is_a_cart_analysis_with_ratios_on_the_log_scale():
     from toolkit.calibration.misspec import CART_KEY_ESTIMANDS, key_estimands, log_scale
 
@@ -164,18 +179,9 @@ def test_cli_misspecify_fits_the_cart_analysis(tmp_path, monkeypatch):
 
     real = simulate.compute_truth
     monkeypatch.setattr(simulate, "compute_truth", lambda e, p: real(e, p, n=20_000))
-    blocks = CART_GRID.read_text().split("[[scenarios]]")
-    spec = tmp_path / "grid.toml"
-    spec.write_text(blocks[0] + "[[scenarios]]" + blocks[1] + "[[scenarios]]" + blocks[3].split("[simulation]")[0]
-                    + "[simulation]\nseed = 5\n")
-    code, text = run_cli(["misspecify", spec, "--out", tmp_path / "m", "--workers", "0", "--trials", "1",
-                          "--chains", "2", "--draws", "100", "--tune", "100"])
-    assert code == 0, text
-    summary = pd.read_csv(tmp_path / "m" / "misspecification.csv")
-    assert {"no_effect", "strong_benefit"} == set(summary["scenario"])
+    summary, reference, text = _no_effect_and_strong_benefit(CART_GRID.read_text(), tmp_path)
     assert {"cmax_gmr", "auc28_gmr", "persistence_half_life_ratio", "prob_cmax_gmr_above_1"} <= set(summary["estimand"])
     assert (summary.loc[summary["estimand"] == "cmax_gmr", "scale"] == "log").all()
-    reference = json.loads((tmp_path / "m" / "reference.json").read_text())
     for name in ("cmax_gmr", "persistence_half_life_ratio"):
         assert reference["prior_sds"]["strong_benefit"][name] >= 1.5, name
         assert abs(reference["prior_sds"]["no_effect"][name]) < 0.5, name
@@ -217,19 +223,11 @@ def test_cli_misspecify_fits_the_mrd_analysis(tmp_path, monkeypatch):
     analysis = tmp_path / "mrd_short.toml"  # the primary spec without its reruns (short sampling fails them)
     analysis.write_text((REPO / "models" / "mrd_primary.toml").read_text().replace("extend_sampling = 3",
                                                                                      "extend_sampling = 0"))
-    blocks = MRD_GRID.read_text().replace('"models/mrd_primary.toml"', json.dumps(str(analysis))).split("[[scenarios]]")
-    spec = tmp_path / "grid.toml"
-    spec.write_text(blocks[0] + "[[scenarios]]" + blocks[1] + "[[scenarios]]" + blocks[3].split("[simulation]")[0]
-                    + "[simulation]\nseed = 5\n")
-    code, text = run_cli(["misspecify", spec, "--out", tmp_path / "m", "--workers", "0", "--trials", "1",
-                          "--chains", "2", "--draws", "100", "--tune", "100"])
-    assert code == 0, text
-    summary = pd.read_csv(tmp_path / "m" / "misspecification.csv")
-    assert {"no_effect", "strong_benefit"} == set(summary["scenario"])
+    grid = MRD_GRID.read_text().replace('"models/mrd_primary.toml"', json.dumps(str(analysis)))
+    summary, reference, text = _no_effect_and_strong_benefit(grid, tmp_path)
     assert {"clearance_rate_ratio", "mrd_negative_28d_flow_control", "mrd_recurrence_365d_difference",
             "prob_clearance_rate_ratio_above_1"} <= set(summary["estimand"])
     assert (summary.loc[summary["estimand"] == "clearance_rate_ratio", "scale"] == "log").all()
-    reference = json.loads((tmp_path / "m" / "reference.json").read_text())
     assert reference["prior_sds"]["strong_benefit"]["clearance_rate_ratio"] >= 1.5
     assert abs(reference["prior_sds"]["no_effect"]["clearance_rate_ratio"]) < 0.5
     assert "P(clearance_rate_ratio > 1) > 0.95 is met in" in text and "Traceback" not in text
