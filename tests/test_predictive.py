@@ -145,3 +145,6 @@ def test_an_mrd_run_from_before_1_4_is_checked_under_its_own_normal_error(runs, 
         mrd_figure_builders(run)[name]()
     write_report([old], tmp_path / "report.html")
     assert seen and set(seen) == {None}, "a figure or the report recomputed an old run under the current error"
+    seen.clear()
+    mrd_figure_builders(runs["mrd"])["trajectories.png"]()  # a current run: its own (current) error
+    assert seen and set(seen) == {RESIDUAL_DF}

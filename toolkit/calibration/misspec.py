@@ -138,10 +138,10 @@ def _fit_final(design, cohort, options, settings):
     ``fit_cart`` / ``fit_mrd`` (``toolkit fit cart`` / ``mrd``'s path) for a kinetic analysis. Returns the fit
     and its event count (relapses; 0 for a kinetic analysis)."""
     if design.analysis_model in ("cart", "mrd"):
-        from toolkit import fitting
+        from toolkit.fitting import fit_cart, fit_mrd
 
-        fit = getattr(fitting, f"fit_{design.analysis_model}")(cohort, options, settings, spec=design.analysis_spec)
-        return fit, 0
+        fit_kinetics = fit_cart if design.analysis_model == "cart" else fit_mrd
+        return fit_kinetics(cohort, options, settings, spec=design.analysis_spec), 0
     from toolkit.design.padded import fit_padded
 
     fit = fit_padded(cohort, options, settings, n_max=design.max_patients)
