@@ -286,7 +286,7 @@ def test_cli_refuses_models_without_a_generator_and_an_existing_study(tmp_path, 
     (["--simulations", "2", "--workers", "-1"], "--workers must be 0"),
     (["--simulations", "2", "--design", "{tmp}/nope"], "is not a folder"),
     (["--simulations", "2", "--spec", "{models}/cart_primary.toml"], "is a spec for model 'cart'"),
-    (["--simulations", "2", "--extend-sampling", "5"], "extend_sampling must be a whole number from 0 to 3"),
+    (["--simulations", "2", "--extend-sampling", "5"], "extend_sampling must be a whole number from 0 to 4"),
 ])
 def test_cli_misuse_exits_2_before_any_work(tmp_path, capsys, argv, message):
     from toolkit.cli import main
@@ -797,12 +797,12 @@ def test_reruns_come_from_the_spec_and_are_part_of_what_a_resume_must_match():
     from toolkit.calibration.runner import settings_record
     from toolkit.specs import load_spec, shipped_spec
 
-    assert _extensions(load_spec(shipped_spec("models/mrd_primary.toml"), model="mrd"), None) == 3
+    assert _extensions(load_spec(shipped_spec("models/mrd_primary.toml"), model="mrd"), None) == 4
     assert _extensions(load_spec(shipped_spec("models/cart_primary.toml"), model="cart"), None) == 3
     assert _extensions(load_spec(shipped_spec("models/durability_primary.toml"), model="durability"), None) == 0
     assert _extensions(None, 1) == 1
-    for bad in (-1, 4, True, 1.5):
-        with pytest.raises(StudyError, match="extend_sampling must be a whole number from 0 to 3"):
+    for bad in (-1, 5, True, 1.5):
+        with pytest.raises(StudyError, match="extend_sampling must be a whole number from 0 to 4"):
             _extensions(None, bad)
     settings = study_settings(dict(chains=2, tune=100, draws=100))
     assert "extend_sampling" not in settings_record(settings)  # studies stored before reruns still resume

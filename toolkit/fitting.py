@@ -532,7 +532,7 @@ class MrdOptions:
         return base.with_overrides(self.priors)
 
 
-MAX_EXTENSIONS = 3  # at most 1 + 2 + 4 + 8 = 15 times the spec's draws in all
+MAX_EXTENSIONS = 4  # at most 1 + 2 + 4 + 8 + 16 = 31 times the spec's draws in all (3 before 5 December 2026)
 
 
 def check_extend_sampling(value) -> int:
@@ -572,7 +572,7 @@ def run_extending(settings: SamplerSettings, extensions: int, draw, var_names: l
 
     Under the restarting policies the budget is at most ``(extensions + 1) * tune + (2**(extensions + 1) - 1) *
     draws`` iterations per chain (tuning is repeated; at 1000 + 1000: 2.5 times one run for one rerun, 5 times
-    for two, 9.5 for three); continuing, ``tune + 2**extensions * draws`` when no divergence restarts it.
+    for two, 9.5 for three, 18 for four); continuing, ``tune + 2**extensions * draws`` when no divergence restarts it.
 
     Returns
     -------
