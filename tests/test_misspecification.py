@@ -231,3 +231,48 @@ def test_cli_misspecify_fits_the_mrd_analysis(tmp_path, monkeypatch):
     assert reference["prior_sds"]["strong_benefit"]["clearance_rate_ratio"] >= 1.5
     assert abs(reference["prior_sds"]["no_effect"]["clearance_rate_ratio"]) < 0.5
     assert "P(clearance_rate_ratio > 1) > 0.95 is met in" in text and "Traceback" not in text
+
+
+JOINT_GRID = REPO / "models" / "design_misspecification_joint.toml"
+
+
+def test_joint_grid_is_a_joint_analysis_with_a_mediation_rule():
+    from toolkit.calibration.misspec import JOINT_KEY_ESTIMANDS, analysis_tables, key_estimands, log_scale
+    from toolkit.design.spec import produced_probabilities
+    from toolkit.specs import load_spec
+
+    design = load_design(JOINT_GRID)
+    assert design.analysis_model == "joint" and design.probability_key == "prob_hazard_ratio_total_below_1"
+    assert key_estimands(design) == JOINT_KEY_ESTIMANDS
+    assert analysis_tables(design) == ("patients", "outcomes", "cart_kinetics")  # no MRD association
+    assert all(log_scale(n) for n in ("hazard_ratio_total", "hazard_ratio_direct", "hazard_ratio_indirect"))
+    effects = {s.name: s.effects for s in design.scenarios}
+    assert all(v == 1.0 for v in effects["no_effect"].values())
+    assert effects["kinetics_only"]["hazard_ratio_direct"] == 1.0 and effects["kinetics_only"]["cmax_gmr"] >= 3
+    with_mrd = load_spec(REPO / "models" / "joint_mrd.toml", model="joint")
+    assert "prob_hazard_ratio_indirect_mrd_below_1" in produced_probabilities(with_mrd)
+
+
+def test_cli_misspecify_fits_the_joint_analysis(tmp_path, monkeypatch):
+    """Two trials (no effect, strong benefit) of the joint grid through ``toolkit misspecify`` with short
+    sampling and no reruns: the mediation hazard ratios and associations are summarised against the
+    simulator's truths (ratios on the log scale), and the strong benefit's total hazard ratio lies far out in
+    the joint prior."""
+    import toolkit.simulate as simulate
+
+    import toolkit.calibration.misspec as misspec
+
+    real = simulate.compute_truth
+    monkeypatch.setattr(simulate, "compute_truth", lambda e, p: real(e, p, n=20_000))
+    monkeypatch.setattr(misspec, "PRIOR_DRAWS", 1000)
+    analysis = tmp_path / "joint_short.toml"  # the primary spec without its reruns (short sampling fails them)
+    analysis.write_text((REPO / "models" / "joint_primary.toml").read_text().replace("extend_sampling = 2",
+                                                                                       "extend_sampling = 0"))
+    grid = JOINT_GRID.read_text().replace('"models/joint_primary.toml"', json.dumps(str(analysis)))
+    summary, reference, text = _no_effect_and_strong_benefit(grid, tmp_path)
+    assert {"hazard_ratio_total", "hazard_ratio_direct", "hazard_ratio_indirect", "log_hr_per_log_cmax",
+            "prob_hazard_ratio_total_below_1"} <= set(summary["estimand"])
+    assert (summary.loc[summary["estimand"] == "hazard_ratio_total", "scale"] == "log").all()
+    assert reference["truth"]["no_effect"]["hazard_ratio_total"] == pytest.approx(1.0, abs=0.05)
+    assert reference["prior_sds"]["strong_benefit"]["hazard_ratio_total"] <= -1.5
+    assert "P(hazard_ratio_total < 1) > 0.95 is met in" in text and "Traceback" not in text

@@ -1,4 +1,4 @@
-r"""Misspecification studies: an analysis (durability or CAR-T) fitted to whole trials from the trial simulator.
+r"""Misspecification studies: an analysis (durability, CAR-T, MRD or joint) fitted to whole trials from the trial simulator.
 
 SBC asks whether the fit is right *when the model is true*. Here the data come
 from ``toolkit.simulate.simulate_trial``, a richer story than any one model
@@ -20,7 +20,12 @@ path of ``toolkit fit cart`` (a build and a compile a trial); its rule is on
 (``models/design_misspecification_mrd.toml``) fits each trial's MRD
 assessments (responders', up to the final analysis) with
 ``toolkit.fitting.fit_mrd``, the path of ``toolkit fit mrd``; its rule is on
-``clearance_rate_ratio``.
+``clearance_rate_ratio``. A design whose analysis spec is a joint spec
+(``models/design_misspecification_joint.toml``) fits each trial's CAR-T
+kinetics and relapse together (and MRD where the spec's associations include
+``mrd_clearance``) with ``toolkit.fitting.fit_joint``, the path of ``toolkit fit
+joint``; its rule is on a mediation hazard ratio (``hazard_ratio_total``,
+``_direct``, ``_indirect``), whose truths ``compute_truth`` defines the same way.
 
 Per scenario and estimand (names as in ``truth.json`` and ``summary.json``),
 over the C trials with a result, with :math:`\hat\theta_c` the posterior median
@@ -65,7 +70,7 @@ import pandas as pd
 
 __all__ = ["misspecification_trial", "run_misspecification", "load_misspecification", "study_reference",
            "summarize_misspecification", "write_misspecification_report", "KEY_ESTIMANDS", "CART_KEY_ESTIMANDS",
-           "MRD_KEY_ESTIMANDS", "key_estimands"]
+           "MRD_KEY_ESTIMANDS", "JOINT_KEY_ESTIMANDS", "key_estimands", "analysis_tables"]
 
 CONFIG_FILE = "misspecification.json"
 REFERENCE_FILE = "reference.json"
@@ -79,11 +84,14 @@ CART_KEY_ESTIMANDS = ("cmax_gmr", "auc28_gmr", "persistence_half_life_ratio", "t
 #: the same for an MRD analysis (toolkit.estimands.mrd.mrd_estimands; every one among responders)
 MRD_KEY_ESTIMANDS = ("clearance_rate_ratio", "mrd_negative_28d_flow_control", "mrd_negative_28d_flow_experimental",
                      "mrd_recurrence_365d_difference")
+#: the same for a joint analysis (toolkit.estimands.joint.joint_estimands; mediation over the first 365 days)
+JOINT_KEY_ESTIMANDS = ("hazard_ratio_total", "hazard_ratio_direct", "hazard_ratio_indirect", "log_hr_per_log_cmax",
+                       "log_hr_cart_loss", "cure_fraction_difference")
 #: ratios compared on the log scale besides the hazard ratios
 LOG_SCALE_RATIOS = ("cmax_gmr", "auc28_gmr", "persistence_half_life_ratio", "clearance_rate_ratio")
 #: the cohort tables each analysis reads (validating the others is most of the time of a read)
 ANALYSIS_TABLES = {"durability": ("patients", "outcomes"), "cart": ("patients", "outcomes", "cart_kinetics"),
-                   "mrd": ("patients", "outcomes", "mrd")}
+                   "mrd": ("patients", "outcomes", "mrd"), "joint": ("patients", "outcomes", "cart_kinetics")}
 #: a coverage this unlikely for a calibrated 90 % interval (two-sided binomial tail) is flagged
 COVERAGE_ALPHA = 0.01
 
@@ -94,7 +102,19 @@ class MisspecificationError(ValueError):
 
 def key_estimands(design) -> tuple[str, ...]:
     """The estimands the readable table, the figure and the sentences show for the design's analysis."""
-    return {"cart": CART_KEY_ESTIMANDS, "mrd": MRD_KEY_ESTIMANDS}.get(design.analysis_model, KEY_ESTIMANDS)
+    return {"cart": CART_KEY_ESTIMANDS, "mrd": MRD_KEY_ESTIMANDS,
+            "joint": JOINT_KEY_ESTIMANDS}.get(design.analysis_model, KEY_ESTIMANDS)
+
+
+def analysis_tables(design) -> tuple[str, ...]:
+    """The cohort tables the design's analysis reads (a joint analysis with ``mrd_clearance`` also MRD)."""
+    tables = ANALYSIS_TABLES[design.analysis_model]
+    if design.analysis_model == "joint":
+        from toolkit.design.spec import analysis_settings
+
+        if "mrd_clearance" in analysis_settings(design)[0].associations:
+            tables = (*tables, "mrd")
+    return tables
 
 
 def log_scale(name: str) -> bool:
@@ -129,19 +149,24 @@ def final_cohort(design, scenario_index: int, trial: int, folder: Path):
 
     sim, enrol = simulate_calendar_trial(design, design.scenarios[scenario_index], scenario_index, trial)
     cut, counts = censor_at(sim, enrol, final_day(design, enrol))
-    write_cut(cut, folder, tables=ANALYSIS_TABLES[design.analysis_model])  # what the analysis reads
+    write_cut(cut, folder, tables=analysis_tables(design))  # what the analysis reads
     return load_cohort(folder), counts
 
 
 def _fit_final(design, cohort, options, settings):
     """The analysis of one trial's final cohort: the durability design's compiled padded model, or
-    ``fit_cart`` / ``fit_mrd`` (``toolkit fit cart`` / ``mrd``'s path) for a kinetic analysis. Returns the fit
-    and its event count (relapses; 0 for a kinetic analysis)."""
+    ``fit_cart`` / ``fit_mrd`` / ``fit_joint`` (``toolkit fit``'s path) for a model analysis. Returns the fit
+    and its event count (relapses among the analysed patients; 0 for a kinetic analysis)."""
     if design.analysis_model in ("cart", "mrd"):
         from toolkit.fitting import fit_cart, fit_mrd
 
         fit_kinetics = fit_cart if design.analysis_model == "cart" else fit_mrd
         return fit_kinetics(cohort, options, settings, spec=design.analysis_spec), 0
+    if design.analysis_model == "joint":
+        from toolkit.fitting import fit_joint
+
+        fit = fit_joint(cohort, options, settings, spec=design.analysis_spec)
+        return fit, int(cohort.outcomes["relapse_day"].notna().sum())
     from toolkit.design.padded import fit_padded
 
     fit = fit_padded(cohort, options, settings, n_max=design.max_patients)
@@ -259,6 +284,22 @@ def _prior_draws(design, overrides: dict | None = None) -> dict[str, np.ndarray]
 
         def estimands(prior, inp):
             return cart_estimands(prior, inp)
+    elif design.analysis_model == "joint":
+        from toolkit.data.joint_inputs import to_joint_inputs
+        from toolkit.estimands.joint import joint_estimands
+        from toolkit.models.joint import build_joint_model
+
+        if options.kinetics != "joint":
+            raise MisspecificationError(f"{design.path}: the joint analysis' prior reference needs kinetics = "
+                                        f"\"joint\" (the two-stage alternative has no prior on the kinetics)")
+        inputs = to_joint_inputs(cohort, covariates=options.covariates,
+                                 mrd_submodel="mrd_clearance" in options.associations)
+        model = build_joint_model(inputs, options.prior_set(), variant=options.variant,
+                                  associations=options.associations,
+                                  cart_priors=options.cart_prior_set(inputs.cart.unit))
+
+        def estimands(prior, inp):
+            return joint_estimands(prior, inp, tau_days=options.tau_days, hr_below=options.hr_below)
     elif design.analysis_model == "mrd":
         from toolkit.data.mrd_inputs import to_mrd_inputs
         from toolkit.estimands.mrd import mrd_estimands

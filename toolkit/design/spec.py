@@ -49,7 +49,7 @@ POS_IMPUTATIONS = 200
 ANALYTIC = "exponential_jeffreys"
 #: the models an analysis spec of a design may be for: trial design studies (``toolkit design``) fit the
 #: durability analysis; a misspecification study (``toolkit misspecify``) fits any of them
-ANALYSIS_MODELS = ("durability", "cart", "mrd")
+ANALYSIS_MODELS = ("durability", "cart", "mrd", "joint")
 DAYS_PER_MONTH = 365.25 / 12
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,6 +172,16 @@ def probability_key(estimand: str, direction: str, threshold: float) -> str:
     return f"prob_{estimand}_{direction}_{_num(threshold)}"
 
 
+def spec_options(kind, analysis_spec: dict | None):
+    """The options dataclass ``kind`` (``toolkit.fitting``'s ``DurabilityOptions``, ``CartOptions``, ...) of an
+    analysis spec: the keys of ``kind`` among its ``[options]``, ``[decision]`` and ``[priors]``
+    (``toolkit.specs.merged_options``)."""
+    from toolkit.specs import merged_options
+
+    fields_ = kind.__dataclass_fields__
+    return kind(**{k: v for k, v in merged_options(analysis_spec, {}).items() if k in fields_})
+
+
 def produced_probabilities(analysis_spec: dict | None) -> list[str]:
     """The posterior probabilities an analysis produces (names as ``toolkit.estimands.durability_estimands``)."""
     if analysis_spec is None:  # the conjugate exponential rule (toolkit.design.operating.exponential_jeffreys)
@@ -180,11 +190,17 @@ def produced_probabilities(analysis_spec: dict | None) -> list[str]:
         return [probability_key(name, "above", 1.0) for name in ("cmax_gmr", "auc28_gmr")]
     if analysis_spec.get("model") == "mrd":  # toolkit.estimands.mrd.mrd_estimands
         return [probability_key("clearance_rate_ratio", "above", 1.0)]
-    from toolkit.fitting import DurabilityOptions
-    from toolkit.specs import merged_options
+    if analysis_spec.get("model") == "joint":  # toolkit.estimands.joint.joint_estimands
+        from toolkit.fitting import JointOptions
 
-    fields_ = DurabilityOptions.__dataclass_fields__
-    opts = DurabilityOptions(**{k: v for k, v in merged_options(analysis_spec, {}).items() if k in fields_})
+        opts = spec_options(JointOptions, analysis_spec)
+        ratios = ["hazard_ratio_total", "hazard_ratio_direct", "hazard_ratio_indirect"]
+        if "mrd_clearance" in opts.associations:
+            ratios += ["hazard_ratio_indirect_cart", "hazard_ratio_indirect_mrd"]
+        return [probability_key(name, "below", x) for name in ratios for x in opts.hr_below]
+    from toolkit.fitting import DurabilityOptions
+
+    opts = spec_options(DurabilityOptions, analysis_spec)
     names = [probability_key("hazard_ratio", "below", x) for x in opts.hr_below]
     for d in opts.days:
         names += [probability_key(f"rfs_{d}d_difference", "above", x) for x in opts.rfs_difference_above]
@@ -381,13 +397,12 @@ def load_design(path: str | Path) -> Design:
 def analysis_settings(design: Design, **overrides):
     """Options and sampler settings of the design's analysis: the analysis spec's, then the design's
     ``[simulation]`` sampler keys, then ``overrides`` (None = not given). Same path as ``toolkit fit``."""
-    from toolkit.fitting import CartOptions, DurabilityOptions, MrdOptions, default_settings
-    from toolkit.specs import merged_options, merged_sampler
+    from toolkit.fitting import CartOptions, DurabilityOptions, JointOptions, MrdOptions, default_settings
+    from toolkit.specs import merged_sampler
 
     model = design.analysis_model
-    kind = {"cart": CartOptions, "mrd": MrdOptions}.get(model, DurabilityOptions)
-    fields_ = kind.__dataclass_fields__
-    options = kind(**{k: v for k, v in merged_options(design.analysis_spec, {}).items() if k in fields_})
+    kind = {"cart": CartOptions, "mrd": MrdOptions, "joint": JointOptions}.get(model, DurabilityOptions)
+    options = spec_options(kind, design.analysis_spec)
     sampler = merged_sampler(design.analysis_spec, {**design.sampler, **overrides})
     settings = default_settings(model, **sampler, progressbar=False)
     return options, settings
