@@ -253,6 +253,19 @@ def test_joint_grid_is_a_joint_analysis_with_a_mediation_rule():
     assert "prob_hazard_ratio_indirect_mrd_below_1" in produced_probabilities(with_mrd)
 
 
+def test_cli_misspecify_refuses_a_two_stage_joint_analysis_before_any_trial(tmp_path):
+    """The joint analysis' prior reference needs the kinetics' prior; a two-stage spec is refused up front."""
+    analysis = tmp_path / "joint_two_stage.toml"
+    analysis.write_text((REPO / "models" / "joint_primary.toml").read_text().replace('kinetics = "joint"',
+                                                                                       'kinetics = "two-stage"'))
+    grid = tmp_path / "grid.toml"
+    grid.write_text(JOINT_GRID.read_text().replace('"models/joint_primary.toml"', json.dumps(str(analysis))))
+    out = tmp_path / "m"
+    code, text = run_cli(["misspecify", grid, "--trials", "1", "--out", out, "--workers", "0"])
+    assert code == 2 and 'needs kinetics = "joint"' in text and "Traceback" not in text
+    assert not out.exists()  # refused before anything is written or fitted
+
+
 def test_cli_misspecify_fits_the_joint_analysis(tmp_path, monkeypatch):
     """Two trials (no effect, strong benefit) of the joint grid through ``toolkit misspecify`` with short
     sampling and no reruns: the mediation hazard ratios and associations are summarised against the

@@ -224,11 +224,21 @@ def _config(design) -> dict:
 
 
 def check_design(design) -> None:
-    """A design a misspecification study can use: a model analysis (not the analytic rule)."""
+    """A design a misspecification study can use: a model analysis (not the analytic rule); a joint analysis
+    with its kinetics in the joint model (the prior reference needs the kinetics' prior). Checked before any
+    trial runs."""
     if design.analysis_spec is None:
         raise MisspecificationError(f"{design.path}: [analysis] spec is the analytic rule; a misspecification "
                                     "study fits a model: name an analysis spec such as "
                                     "\"models/durability_primary.toml\"")
+    if design.analysis_model == "joint":
+        from toolkit.design.spec import spec_options
+        from toolkit.fitting import JointOptions
+
+        if spec_options(JointOptions, design.analysis_spec).kinetics != "joint":
+            raise MisspecificationError(f"{design.path}: the joint analysis' prior reference (each estimand's "
+                                        "distance from its prior) needs kinetics = \"joint\" in the analysis "
+                                        "spec; the two-stage alternative has no prior on the kinetics")
 
 
 def run_misspecification(design, trials: int, out: str | Path, *, workers: int | None = None,
@@ -289,9 +299,7 @@ def _prior_draws(design, overrides: dict | None = None) -> dict[str, np.ndarray]
         from toolkit.estimands.joint import joint_estimands
         from toolkit.models.joint import build_joint_model
 
-        if options.kinetics != "joint":
-            raise MisspecificationError(f"{design.path}: the joint analysis' prior reference needs kinetics = "
-                                        f"\"joint\" (the two-stage alternative has no prior on the kinetics)")
+        check_design(design)  # kinetics = "joint": the two-stage alternative has no prior on the kinetics
         inputs = to_joint_inputs(cohort, covariates=options.covariates,
                                  mrd_submodel="mrd_clearance" in options.associations)
         model = build_joint_model(inputs, options.prior_set(), variant=options.variant,
