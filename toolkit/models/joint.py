@@ -89,8 +89,10 @@ Each default prior's source, population and derivation is in ``docs/priors.md`` 
   the prior is skeptical and centred on no link (no source; weakly informative).
 - ``log_hr_mrd_recurrence``: N(1.58, 0.6). Any NGS-MRD at day 28, HR 4.87
   (2.18-10.8), Pulsipher 2022.
-- ``log_hr`` (b_arm, the direct effect): N(0, 0.5), between the durability
-  model's skeptical N(0, 0.35) and default N(0, 1) (no source).
+- ``log_hr`` (b_arm, the direct effect): N(0, 0.5); centred on the pooled effects
+  of new cancer treatments in randomized trials (Kumar 2005, Djulbegovic 2008);
+  its width, between the durability model's skeptical N(0, 0.35) and default
+  N(0, 1), is a choice.
 - Weibull ``log_shape`` N(0, 0.5), ``log_scale_years`` N(log 0.75, 1),
   ``logit_cure`` N(0, 1), ``cure_log_or`` N(0, 1), covariates
   ``beta_std`` N(0, 0.5): as :mod:`toolkit.models.durability`.
