@@ -279,7 +279,7 @@ def test_cli_misspecify_fits_the_joint_analysis(tmp_path, monkeypatch):
     monkeypatch.setattr(simulate, "compute_truth", lambda e, p: real(e, p, n=20_000))
     monkeypatch.setattr(misspec, "PRIOR_DRAWS", 1000)
     analysis = tmp_path / "joint_short.toml"  # the primary spec without its reruns (short sampling fails them)
-    analysis.write_text((REPO / "models" / "joint_primary.toml").read_text().replace("extend_sampling = 3",
+    analysis.write_text((REPO / "models" / "joint_primary.toml").read_text().replace("extend_sampling = 4",
                                                                                        "extend_sampling = 0"))
     grid = JOINT_GRID.read_text().replace('"models/joint_primary.toml"', json.dumps(str(analysis)))
     summary, reference, text = _no_effect_and_strong_benefit(grid, tmp_path)
