@@ -30,6 +30,12 @@ cache the same seed samples other chains (CAR-T 1.2.1 study, simulation 6: min b
 and stored); that is why, until December 2026, reruns matched the stored record only sometimes (simulation 10
 of the 1.2.0 study in 4 of 6 tries). The cold compile adds a minute or two to the first simulation.
 ``benchmarks/cart_sbc_refit.py`` refits with the divergence record (its own sampler calls, not the study's).
+
+``--kinetics-alone`` (a joint study) fits the CAR-T model alone to the simulation's CAR-T levels: the same prior
+draw and the same levels as the joint fit (the joint generator draws the levels first, from the same random
+stream, ``JointCalibration.simulate``), the CAR-T problem of the same design and kinetic priors. With
+``--extend-sampling 0 --detail`` it shows what the relapse part does to the kinetic fit's step size and
+divergences (docs/calibration.md, "Why the joint fits diverge less").
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ def main() -> int:
     parser.add_argument("--run", type=int, default=0, metavar="K",
                         help="sample from the K-th rerun's seed (the study's seed + K; the cohort stays the "
                              "study's): with --extend-sampling 0 and --set, one rerun of the study alone")
+    parser.add_argument("--kinetics-alone", action="store_true",
+                        help="a joint study: fit the CAR-T model alone to the simulation's CAR-T levels")
     args = parser.parse_args()
     if args.study is None or not args.sim:
         print("no study and simulation given; usage: python benchmarks/sbc_rerun.py STUDY SIM")
@@ -88,6 +96,11 @@ def main() -> int:
         print(exc)
         return 2
     problem, stored, settings = study.problem, study.config["settings"], study.settings
+    if args.kinetics_alone:
+        if not hasattr(problem, "joint_inputs"):
+            parser.error("--kinetics-alone takes a joint study")
+        problem = kinetics_alone(problem)
+        print("fitting the CAR-T model alone to the joint study's CAR-T levels")
     print(versions_line(study))
     if args.set:
         fields = dict(item.split("=", 1) for item in args.set)
@@ -112,7 +125,8 @@ def main() -> int:
         path = _sim_path(study.path, sim)
         if path.exists():
             row = pd.read_parquet(path).iloc[0]
-            print("stored:", row[list(SHOWN)].to_dict(), "iterations a chain:",
+            print("stored (the joint fit):" if args.kinetics_alone else "stored:", row[list(SHOWN)].to_dict(),
+                  "iterations a chain:",
                   iterations_per_chain(row.get("run_history"), settings.tune, settings.chains))
         if keep and "posterior" in keep:
             print_detail(keep, thetas[sim])
@@ -121,6 +135,14 @@ def main() -> int:
                 keep["posterior"].to_netcdf(os.path.join(args.save, f"sim_{sim}.nc"))
         sys.stdout.flush()
     return 0
+
+
+def kinetics_alone(joint):
+    """The CAR-T problem of a joint problem's design and kinetic priors; its generator reads the CAR-T levels
+    of the joint problem's prior draw, from the head of the same random stream."""
+    from toolkit.calibration.kinetics import CartCalibration
+
+    return CartCalibration(joint.design.cart, priors=joint.cart_priors)
 
 
 def print_detail(keep: dict, theta: dict, top: int = 8) -> None:
