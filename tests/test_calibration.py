@@ -817,7 +817,7 @@ def test_reruns_come_from_the_spec_and_are_part_of_what_a_resume_must_match():
     from toolkit.specs import load_spec, shipped_spec
 
     assert _extensions(load_spec(shipped_spec("models/mrd_primary.toml"), model="mrd"), None) == 4
-    assert _extensions(load_spec(shipped_spec("models/cart_primary.toml"), model="cart"), None) == 3
+    assert _extensions(load_spec(shipped_spec("models/cart_primary.toml"), model="cart"), None) == 4
     assert _extensions(load_spec(shipped_spec("models/durability_primary.toml"), model="durability"), None) == 0
     assert _extensions(None, 1) == 1
     for bad in (-1, 5, True, 1.5):

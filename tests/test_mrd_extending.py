@@ -177,7 +177,7 @@ def test_the_primary_spec_states_its_budget():
     from toolkit.fitting import resolve_options
     from toolkit.specs import load_spec, shipped_spec
 
-    for model, reruns in (("mrd", 4), ("cart", 3), ("joint", 4)):
+    for model, reruns in (("mrd", 4), ("cart", 4), ("joint", 4)):
         spec = load_spec(shipped_spec(f"models/{model}_primary.toml"), model=model)
         assert resolve_options(model, spec).extend_sampling == reruns
 
