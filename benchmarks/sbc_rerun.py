@@ -33,7 +33,7 @@ of the 1.2.0 study in 4 of 6 tries). The cold compile adds a minute or two to th
 
 ``--kinetics-alone`` (a joint study) fits the CAR-T model alone to the simulation's CAR-T levels: the same prior
 draw and the same levels as the joint fit (the joint generator draws the levels first, from the same random
-stream, ``JointCalibration.simulate``), the CAR-T problem of the same design and kinetic priors. With
+stream; ``JointCalibration.kinetic_problem``), the CAR-T problem of the same design and kinetic priors. With
 ``--extend-sampling 0 --detail`` it shows what the relapse part does to the kinetic fit's step size and
 divergences (docs/calibration.md, "Why the joint fits diverge less").
 """
@@ -97,9 +97,9 @@ def main() -> int:
         return 2
     problem, stored, settings = study.problem, study.config["settings"], study.settings
     if args.kinetics_alone:
-        if not hasattr(problem, "joint_inputs"):
+        if not hasattr(problem, "kinetic_problem"):
             parser.error("--kinetics-alone takes a joint study")
-        problem = kinetics_alone(problem)
+        problem = problem.kinetic_problem()
         print("fitting the CAR-T model alone to the joint study's CAR-T levels")
     print(versions_line(study))
     if args.set:
@@ -135,14 +135,6 @@ def main() -> int:
                 keep["posterior"].to_netcdf(os.path.join(args.save, f"sim_{sim}.nc"))
         sys.stdout.flush()
     return 0
-
-
-def kinetics_alone(joint):
-    """The CAR-T problem of a joint problem's design and kinetic priors; its generator reads the CAR-T levels
-    of the joint problem's prior draw, from the head of the same random stream."""
-    from toolkit.calibration.kinetics import CartCalibration
-
-    return CartCalibration(joint.design.cart, priors=joint.cart_priors)
 
 
 def print_detail(keep: dict, theta: dict, top: int = 8) -> None:

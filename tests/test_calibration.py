@@ -544,23 +544,21 @@ def test_joint_problem_swaps_the_containers_its_likelihood_reads(joint_problem):
     assert {"log_level_observed", "censored_rows", "relapse_observed", "event"} <= set(updates)
 
 
-def test_the_kinetics_alone_problem_of_a_joint_study_fits_the_joint_fits_car_t_levels(joint_problem):
-    """``sbc_rerun.py --kinetics-alone`` (docs/calibration.md, "Why the joint fits diverge less") fits the CAR-T
-    model to the very CAR-T levels the joint fit saw, under the same kinetic priors."""
-    import importlib.util
-
+def test_the_kinetic_problem_of_a_joint_problem_fits_the_joint_fits_car_t_levels(joint_problem):
+    """``JointCalibration.kinetic_problem`` (``sbc_rerun.py --kinetics-alone``; docs/calibration.md, "Why the
+    joint fits diverge less") fits the CAR-T model to the very CAR-T levels the joint fit saw, under the joint
+    problem's own kinetic priors (not the defaults)."""
     from toolkit.calibration.runner import simulated_data
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "sbc_rerun.py"
-    spec = importlib.util.spec_from_file_location("sbc_rerun", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    alone = module.kinetics_alone(joint_problem)
-    assert alone.model_name == "cart" and alone.priors == joint_problem.cart_priors
-    theta = joint_problem.draw_prior(1, random_seed=8)[0]
-    joint, cart = (simulated_data(p, 3, theta, seed=11) for p in (joint_problem, alone))
-    assert np.array_equal(joint["log_value"], cart["log_value"]) and np.array_equal(joint["censored"], cart["censored"])
+    narrow = dataclasses.replace(joint_problem.cart_priors, omega_alpha=(0.5, 0.1))
+    joint = dataclasses.replace(joint_problem, cart_priors=narrow)
+    alone = joint.kinetic_problem()
+    assert alone.model_name == "cart" and alone.priors == narrow != joint_problem.cart_priors
+    assert alone.describe()["design"] == joint_problem.design.cart.summary()
+    theta = joint.draw_prior(1, random_seed=8)[0]
+    levels, cart = (simulated_data(p, 3, theta, seed=11) for p in (joint, alone))
     assert set(cart) == {"log_value", "censored"}
+    assert all(np.array_equal(levels[k], cart[k]) for k in cart)
 
 
 @pytest.fixture(scope="module")

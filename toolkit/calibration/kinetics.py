@@ -483,6 +483,12 @@ class JointCalibration(CartCalibration):
 
         return MrdCalibration(self.design.mrd, priors=self.mrd_priors)
 
+    def kinetic_problem(self) -> CartCalibration:
+        """The CAR-T model's own calibration problem on this design and kinetic priors. Its generator draws the
+        same CAR-T levels from a prior draw and seed as :meth:`simulate` does first, so it fits the CAR-T model
+        alone to the levels the joint fit sees (``benchmarks/sbc_rerun.py --kinetics-alone``)."""
+        return CartCalibration(self.design.cart, priors=self.cart_priors)
+
     def describe(self) -> dict:
         out = {"model": self.model_name, "variant": self.variant, "class": type(self).__qualname__,
                "associations": list(self.associations), "tau_days": float(self.tau_days),
