@@ -470,6 +470,7 @@ def test_population_converged_judges_population_level_variables_only():
 
     from toolkit.calibration.runner import population_converged
     from toolkit.calibration.report import verdict_sentences
+    from toolkit.inference import diagnose
 
     rng = np.random.default_rng(5)
     mixed = rng.normal(size=(4, 500))
@@ -478,8 +479,10 @@ def test_population_converged_judges_population_level_variables_only():
         return xr.DataTree.from_dict({"posterior": xr.Dataset(
             {"mu": (("chain", "draw"), mu), "theta_patient": (("chain", "draw", "patient"), theta[..., None])})})
     names = ["mu", "theta_patient"]
-    assert population_converged(tree(mixed, split), names)
-    assert not population_converged(tree(split, mixed), names)
+    def judged(dt):
+        return population_converged(diagnose(dt, names), dt["posterior"].to_dataset(), names)
+    assert judged(tree(mixed, split))
+    assert not judged(tree(split, mixed))
     rows = [{"sim": s, "status": "ok", "error": "", "converged": s >= 3, "population_converged": s != 1,
              "quantity": "mu", "kind": "parameter", "pit": rng.uniform(), "prior_value": 0.0, "post_sd": 1.0}
             for s in range(40)]

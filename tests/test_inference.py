@@ -19,6 +19,7 @@ from toolkit.inference import (
     SamplerSettings,
     build_provenance,
     diagnose,
+    element_rows,
     hash_folder,
     load_run,
     sample,
@@ -469,6 +470,17 @@ def test_diagnose_statistics_are_arviz_per_variable_ones():
         assert diag.min_ess_bulk == np.min(ref(azs.ess(post, method="bulk")))
         assert diag.min_ess_tail == np.min(ref(azs.ess(post, method="tail")))
     assert diag.max_rhat > 1.01 and not diag.converged  # the random walk's chains disagree
+    # the per-element rows the verdict keeps are ArviZ's per variable, the constant element left out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = [(n, j, float(np.ravel(azs.rhat(post, method="rank")[n].values)[j]),
+                     float(np.ravel(azs.ess(post, method="bulk")[n].values)[j]),
+                     float(np.ravel(azs.ess(post, method="tail")[n].values)[j]))
+                    for n in ("a", "v", "b") for j in keep[n]]
+    assert diag.elements == expected
+    assert element_rows(post) == expected  # the scripts' rows are the verdict's
+    assert diag.elements_pass(["a"]) and not diag.elements_pass(["a", "v"])  # v's walk fails R-hat
+    assert diag.elements_pass(["v"], rhat_max=np.inf, ess_min=0.0)
+    assert "elements" not in diag.as_dict()
 
 
 def test_element_diagnostics_are_arviz_ones_per_element():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import xarray as xr
@@ -141,18 +141,17 @@ def with_stage_one_diagnostics(diagnostics, posterior, *, bfmi_min: float = 0.3)
     divergence in either stage fails the fit, as it would in one posterior; ``divergences`` is the sum.
     Returns ``(diagnostics, stage_one)`` with ``stage_one`` = {divergences, min_bfmi} (None without the group).
     """
-    from toolkit.inference import Diagnostics, sampler_stat_problems
+    from toolkit.inference import sampler_stat_problems
 
     if STAGE_ONE_STATS not in posterior.children:
         return diagnostics, None
     divergences, min_bfmi, own = sampler_stat_problems(posterior[STAGE_ONE_STATS].to_dataset(),
                                                        bfmi_min=bfmi_min, require_energy=False)
     problems = list(diagnostics.problems) + [f"stage 1 (CAR-T fit): {p}" for p in own]
-    combined = Diagnostics(max_rhat=diagnostics.max_rhat, min_ess_bulk=diagnostics.min_ess_bulk,
-                           min_ess_tail=diagnostics.min_ess_tail, divergences=diagnostics.divergences + divergences,
-                           min_bfmi=float(np.fmin(diagnostics.min_bfmi, min_bfmi)),
-                           converged=diagnostics.converged and len(problems) == len(diagnostics.problems),
-                           problems=problems, max_treedepth_share=diagnostics.max_treedepth_share)
+    combined = replace(diagnostics, divergences=diagnostics.divergences + divergences,
+                       min_bfmi=float(np.fmin(diagnostics.min_bfmi, min_bfmi)),
+                       converged=diagnostics.converged and len(problems) == len(diagnostics.problems),
+                       problems=problems)
     return combined, {"divergences": divergences, "min_bfmi": min_bfmi if np.isfinite(min_bfmi) else None}
 
 

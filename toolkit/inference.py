@@ -792,6 +792,18 @@ class Diagnostics:
     problems: list[str] = field(default_factory=list)
     # share of kept draws whose trajectory stopped at the sampler's maximum tree depth (NaN: not recorded)
     max_treedepth_share: float = math.nan
+    # the statistics behind max_rhat and the minimum ESS, one row per varying element (:func:`element_rows`'
+    # tuples); None where the Diagnostics were not made by :func:`diagnose`. Not part of :meth:`as_dict`.
+    elements: list[tuple[str, int, float, float, float]] | None = field(default=None, repr=False, compare=False)
+
+    def elements_pass(self, names, *, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN) -> bool:
+        """Whether every varying element of the variables ``names`` passed R-hat and both ESS thresholds, from the
+        statistics the verdict computed (no second computation; NaN R-hat, one chain, passes)."""
+        if self.elements is None:
+            raise ValueError("these Diagnostics hold no per-element statistics (not made by diagnose)")
+        names = set(names)
+        return all(not (rhat > rhat_max) and not (bulk < ess_min) and not (tail < ess_min)
+                   for name, _, rhat, bulk, tail in self.elements if name in names)
 
     @property
     def divergences_only(self) -> bool:
@@ -896,33 +908,48 @@ def sampler_stat_problems(stats: xr.Dataset | None, *, bfmi_min: float = BFMI_MI
 
 def element_diagnostics(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Bulk ESS, tail ESS and rank R-hat of each element of a (chain, draw, element) array, as :func:`diagnose`
-    judges them (ArviZ's per-element statistics; the tail quantiles are ``azs.ess(..., method="tail")``'s, from
-    rcParams' ``stats.ci_prob``). R-hat is None with one chain; a chain stuck at one value gives NaN, not a warning.
+    judges them: ArviZ's per-element statistics (the tail quantiles from rcParams' ``stats.ci_prob``, as
+    ``azs.ess(..., method="tail")``), computed over all elements at once by ``toolkit.convergence``. R-hat is
+    None with one chain; a chain stuck at one value gives NaN, not a warning.
     """
-    from arviz_stats.base import array_stats
     from arviz_stats.validate import validate_ci_prob
 
-    axes = {"chain_axis": 0, "draw_axis": 1}
+    from toolkit.convergence import rank_statistics
+
     with np.errstate(invalid="ignore", divide="ignore"):
-        ess_bulk = np.ravel(array_stats.ess(draws, method="bulk", **axes))
-        ess_tail = np.ravel(array_stats.ess(draws, method="tail", prob=validate_ci_prob(None), **axes))
-        rhat = np.ravel(array_stats.rhat(draws, method="rank", **axes)) if draws.shape[0] >= 2 else None
-    return ess_bulk, ess_tail, rhat
+        return rank_statistics(draws, validate_ci_prob(None))
+
+
+def _varying_elements(posterior: xr.Dataset, names: list[str]) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """The (chain, draw, element) array of every element of ``names`` whose draws are not all identical (a
+    constant carries no convergence information), and each column's ``(variable, flat index)``."""
+    parts, columns = [], []
+    for name in names:
+        values = posterior[name].transpose("chain", "draw", ...).values
+        flat = values.reshape(values.shape[0], values.shape[1], -1)
+        rows = flat.reshape(values.shape[0] * values.shape[1], -1)
+        varying = np.flatnonzero(~np.all(rows == rows[:1], axis=0))
+        parts.append(flat[..., varying])
+        columns += [(name, int(j)) for j in varying]
+    n_chains = int(posterior.sizes.get("chain", 1))
+    return (np.concatenate(parts, axis=-1) if parts else np.zeros((n_chains, 0, 0))), columns
 
 
 def element_rows(posterior: xr.Dataset, names: list[str] | None = None) -> list[tuple[str, int, float, float, float]]:
     """``(variable, flat index, R-hat, bulk ESS, tail ESS)`` of every varying element of ``names`` (default every
     variable) of a posterior group, from :func:`element_diagnostics` (as the verdict judges them; R-hat NaN with
-    one chain): where a fit that fails its verdict fails (``benchmarks/bench_scaling.py``, ``sbc_rerun.py``)."""
-    rows = []
-    for name in names or list(posterior.data_vars):
-        values = posterior[name].transpose("chain", "draw", ...).to_numpy()
-        flat = values.reshape(values.shape[0], values.shape[1], -1)
-        bulk, tail, rhat = element_diagnostics(flat)
-        rhat = np.full(bulk.shape, np.nan) if rhat is None else rhat
-        rows += [(name, j, float(rhat[j]), float(bulk[j]), float(tail[j])) for j in range(flat.shape[-1])
-                 if np.ptp(flat[..., j]) > 0]
-    return rows
+    one chain): where a fit that fails its verdict fails (``benchmarks/bench_scaling.py``, ``sbc_rerun.py``).
+    :func:`diagnose` keeps the same rows of the variables it judged (``Diagnostics.elements``)."""
+    stacked, columns = _varying_elements(posterior, list(names or posterior.data_vars))
+    if not columns:
+        return []
+    bulk, tail, rhat = element_diagnostics(stacked)
+    return _rows(columns, rhat, bulk, tail)
+
+
+def _rows(columns, rhat, bulk, tail) -> list[tuple[str, int, float, float, float]]:
+    rhat = np.full(bulk.shape, np.nan) if rhat is None else rhat
+    return [(name, j, float(r), float(b), float(t)) for (name, j), r, b, t in zip(columns, rhat, bulk, tail)]
 
 
 def adapted_scales(dt: xr.DataTree) -> np.ndarray:
@@ -1017,16 +1044,11 @@ def diagnose(
     # Elements whose draws are all identical carry no convergence information. The varying ones of every
     # variable go into one (chain, draw, element) array, so each statistic is one call of the same per-element
     # computation rather than one xarray call per variable (that wrapping cost more than the statistics).
-    parts = []
-    for name in names:
-        values = post[name].transpose("chain", "draw", ...).values
-        flat = values.reshape(values.shape[0], values.shape[1], -1)
-        rows = flat.reshape(values.shape[0] * values.shape[1], -1)
-        parts.append(flat[..., ~np.all(rows == rows[:1], axis=0)])
-    stacked = np.concatenate(parts, axis=-1) if parts else np.zeros((n_chains, 0, 0))
+    stacked, columns = _varying_elements(post, names)
     ess_bulk = ess_tail = rhat = np.array([])
     if stacked.shape[-1]:
         ess_bulk, ess_tail, rhat = element_diagnostics(stacked)
+    elements = _rows(columns, None if n_chains < 2 else rhat, ess_bulk, ess_tail)
     min_ess_bulk = float(np.min(ess_bulk)) if ess_bulk.size else math.nan
     min_ess_tail = float(np.min(ess_tail)) if ess_tail.size else math.nan
 
@@ -1074,6 +1096,7 @@ def diagnose(
         converged=not problems,
         problems=problems,
         max_treedepth_share=max_treedepth_share(stats),
+        elements=elements,
     )
 
 

@@ -179,20 +179,16 @@ def quantity_draws(problem, draws: dict[str, np.ndarray], data: dict, loglik) ->
     return out
 
 
-def population_converged(dt, names: list[str]) -> bool:
+def population_converged(diag, posterior, names: list[str]) -> bool:
     """Whether every population-level variable among ``names`` (``toolkit.review.parameter_level``: not indexed
     by patient; the ranked parameters and the arm-level quantities behind the estimands) passes the verdict's
-    R-hat and ESS thresholds (``toolkit.inference.RHAT_MAX``, ``ESS_MIN``). Divergences and sampler statistics
-    belong to the whole run and are not judged here, so for a fit that failed its verdict True means that
-    patient-level vectors, divergences or sampler statistics failed, not a population-level quantity."""
-    from toolkit.inference import element_rows
-    from toolkit.verdict import ESS_MIN, RHAT_MAX
+    R-hat and ESS thresholds (``toolkit.inference.RHAT_MAX``, ``ESS_MIN``), from the statistics the verdict
+    ``diag`` (``toolkit.inference.diagnose`` of ``posterior``'s run) already computed. Divergences and sampler
+    statistics belong to the whole run and are not judged here, so for a fit that failed its verdict True means
+    that patient-level vectors, divergences or sampler statistics failed, not a population-level quantity."""
     from toolkit.review import parameter_level
 
-    post = dt["posterior"].to_dataset()
-    population = [n for n in names if n in post and parameter_level(post[n]) == "population"]
-    return all(not (rhat > RHAT_MAX) and not (bulk < ESS_MIN) and not (tail < ESS_MIN)  # NaN (one chain) passes
-               for _, _, rhat, bulk, tail in element_rows(post, population))
+    return diag.elements_pass([n for n in names if n in posterior and parameter_level(posterior[n]) == "population"])
 
 
 def simulated_data(problem, sim: int, theta: dict, *, seed: int) -> dict[str, np.ndarray]:
@@ -302,7 +298,8 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
         dt, diag, kept, attempts = _sample_with_extensions(compiled, sim, names, settings, extensions, policy)
         if keep is not None:
             keep.update(posterior=dt, names=names, data=data, attempts=attempts)
-        record["population_converged"] = population_converged(dt, names)
+        post = dt["posterior"].to_dataset()
+        record["population_converged"] = population_converged(diag, post, names)
         record.update(converged=bool(diag.converged), max_rhat=float(diag.max_rhat),
                       min_ess_bulk=float(diag.min_ess_bulk), min_ess_tail=float(diag.min_ess_tail),
                       divergences=int(diag.divergences), runs=len(attempts),
@@ -310,7 +307,6 @@ def run_simulation(problem, sim: int, theta: dict, *, settings: SamplerSettings,
                       first_converged=bool(attempts[0]["converged"]), draws_per_chain=int(kept.draws),
                       run_history=json.dumps([{k: a[k] for k in RUN_HISTORY + ("continued", "draws_made") if k in a}
                                               for a in attempts]))
-        post = dt["posterior"].to_dataset()
         n_total = kept.chains * kept.draws
         ess = diag.min_ess_bulk if np.isfinite(diag.min_ess_bulk) and diag.min_ess_bulk > 0 else 1.0
         thin = max(1, int(n_total // min(ess, n_total)))
